@@ -1,0 +1,780 @@
+//! Configuration: one TOML file, every key overridable by an `ONIONPOST_…` environment variable.
+//!
+//! Loading happens in three steps that each fail with one line naming the key and where its
+//! value came from: the file is parsed into a TOML table; the environment (handed in, never read
+//! from here, so tests can supply their own) overrides keys in that table; every key is then
+//! checked against [`KEYS`], the one list of what exists, and validated into [`Config`], whose
+//! types leave no doubt (socket addresses, a database choice, durations).
+//!
+//! The environment name of a key is `ONIONPOST_` followed by its dotted path in upper case with
+//! dots as underscores: `tor.control` is `ONIONPOST_TOR_CONTROL`, `data_dir` is
+//! `ONIONPOST_DATA_DIR`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use onionpost_proto::ServiceName;
+
+/// Environment variables with the `ONIONPOST_` prefix that are not configuration keys.
+/// `ONIONPOST_CONFIG` names the file itself; `ONIONPOST_TEST_…` belong to the test suite.
+const ENV_NOT_KEYS: &[&str] = &["ONIONPOST_CONFIG"];
+const ENV_NOT_KEYS_PREFIX: &str = "ONIONPOST_TEST_";
+const ENV_PREFIX: &str = "ONIONPOST_";
+
+/// The kind of value a key holds; environment strings are converted to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    String,
+    Integer,
+    Boolean,
+}
+
+/// One configuration key: its dotted path, its kind, and what it is for (shown by
+/// `onionpost config keys` and in the README).
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub path: &'static str,
+    pub kind: ValueKind,
+    pub help: &'static str,
+}
+
+impl Key {
+    /// `ONIONPOST_TOR_CONTROL` for `tor.control`.
+    pub fn env_name(&self) -> String {
+        env_name(self.path)
+    }
+}
+
+fn env_name(path: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}",
+        path.replace(['.', '-'], "_").to_uppercase()
+    )
+}
+
+macro_rules! keys {
+    ($( $path:literal : $kind:ident => $help:literal ),* $(,)?) => {
+        /// Every configuration key there is. Anything else in the file or the environment is an error.
+        pub const KEYS: &[Key] = &[ $( Key { path: $path, kind: ValueKind::$kind, help: $help } ),* ];
+    };
+}
+
+keys! {
+    "data_dir": String => "directory for SQLite databases, sealed keys and message blobs",
+    "database_url": String => "postgres://… to use PostgreSQL (a schema per service); absent: SQLite under data_dir",
+    "secret": String => "secret that seals private keys and mail at rest; absent: generated once into data_dir/secret",
+    "tor.control": String => "host:port of tor's control port; absent: start and supervise a tor child process",
+    "tor.control_password": String => "password for tor's control port (HashedControlPassword)",
+    "tor.cookie_file": String => "path of tor's control auth cookie (CookieAuthentication)",
+    "tor.socks": String => "host:port of tor's SOCKS port, for outbound onion connections",
+    "tor.binary": String => "tor executable started when tor.control is absent",
+    "tor.target_host": String => "IP address tor uses to reach this process's onion listeners (tor in another container)",
+    "admin.listen": String => "IP:port of the admin HTTP API",
+    "admin.token": String => "operator bearer token created on first start; absent: one is generated and printed once",
+    "submission.listen": String => "IP:port of SMTP submission for hosted accounts",
+    "imap.listen": String => "IP:port of IMAP for hosted accounts",
+    "grpc.listen": String => "IP:port where this process serves the gRPC services it runs",
+    "metrics.listen": String => "IP:port of the Prometheus /metrics endpoint; empty string disables it",
+    "log.format": String => "pretty or json",
+    "log.level": String => "tracing filter, e.g. info or onionpost=debug (RUST_LOG wins when set)",
+    "shutdown.drain_timeout_secs": Integer => "seconds to finish in-flight work after SIGTERM before exiting",
+    "remote.onion": String => "gRPC address (http://host:port) of the onion service when it runs elsewhere",
+    "remote.keys": String => "gRPC address of the keys service when it runs elsewhere",
+    "remote.smtp_in": String => "gRPC address of the smtp-in service when it runs elsewhere",
+    "remote.queue": String => "gRPC address of the queue service when it runs elsewhere",
+    "remote.smtp_out": String => "gRPC address of the smtp-out service when it runs elsewhere",
+    "remote.imap": String => "gRPC address of the imap service when it runs elsewhere",
+    "remote.gateway": String => "gRPC address of the gateway service when it runs elsewhere",
+    "remote.admin": String => "gRPC address of the admin service when it runs elsewhere",
+}
+
+/// Where a key's value came from, so an error can point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    File(PathBuf),
+    Env(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "in {}", path.display()),
+            Source::Env(name) => write!(f, "from environment variable {name}"),
+        }
+    }
+}
+
+/// A configuration error: one line that names the key and where its value came from.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn new(message: impl Into<String>) -> Self {
+        ConfigError(message.into())
+    }
+}
+
+/// The configuration file's text and path, as read by the caller.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl ConfigFile {
+    /// Reads a configuration file, failing with one line when it cannot be read.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigError::new(format!(
+                "cannot read config file {}: {error}",
+                path.display()
+            ))
+        })?;
+        Ok(ConfigFile {
+            path: path.to_owned(),
+            text,
+        })
+    }
+}
+
+/// Configuration validated into types that leave no doubt.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database: DatabaseSettings,
+    /// Seals secrets at rest; `None` means the onion/keys services generate and keep one in
+    /// `data_dir`.
+    pub secret: Option<Secret>,
+    pub tor: TorSettings,
+    pub admin: AdminSettings,
+    pub submission_listen: SocketAddr,
+    pub imap_listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub log: LogSettings,
+    pub drain_timeout: Duration,
+    /// Services that run in another process, by target, with their gRPC address.
+    pub remote: BTreeMap<ServiceName, String>,
+}
+
+/// Where each service keeps its tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseSettings {
+    /// One SQLite file per service in this directory.
+    Sqlite { dir: PathBuf },
+    /// One schema per service in this PostgreSQL database.
+    Postgres { url: String },
+}
+
+/// A secret that must never appear in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// How to reach tor.
+#[derive(Debug, Clone)]
+pub struct TorSettings {
+    /// `host:port` of the control port; `None`: start a tor child process.
+    pub control: Option<HostPort>,
+    pub auth: TorAuth,
+    pub socks: Option<HostPort>,
+    pub binary: PathBuf,
+    /// IP address that tor connects to for onion service targets; tor wants an IP, not a name.
+    pub target_host: Option<std::net::IpAddr>,
+}
+
+/// Control-port authentication (tor control-spec §3.5).
+#[derive(Debug, Clone)]
+pub enum TorAuth {
+    /// Whatever PROTOCOLINFO offers (cookie when readable, else none).
+    Auto,
+    Cookie(PathBuf),
+    Password(Secret),
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// A `host:port` pair where the host may be a name (`tor:9051` in a compose network).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(HostPort {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            });
+        }
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{text}` is not host:port"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("`{text}` has no valid port"))?;
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !host_ok {
+            return Err(format!("`{text}` has no valid host name"));
+        }
+        Ok(HostPort {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl Config {
+    /// Loads the configuration from an optional file and the process environment as handed in.
+    pub fn load<I>(file: Option<&ConfigFile>, env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut values: BTreeMap<&'static str, (toml::Value, Source)> = BTreeMap::new();
+        if let Some(file) = file {
+            let table: toml::Table = toml::from_str(&file.text).map_err(|error| {
+                let message = error.message().to_owned();
+                let line = error
+                    .span()
+                    .map(|span| file.text[..span.start].lines().count().max(1));
+                match line {
+                    Some(line) => {
+                        ConfigError::new(format!("{} line {line}: {message}", file.path.display()))
+                    }
+                    None => ConfigError::new(format!("{}: {message}", file.path.display())),
+                }
+            })?;
+            let mut leaves = Vec::new();
+            flatten("", toml::Value::Table(table), &mut leaves);
+            for (path, value) in leaves {
+                let source = Source::File(file.path.clone());
+                let key = find_key(&path)
+                    .ok_or_else(|| ConfigError::new(format!("unknown key `{path}` {source}")))?;
+                let value = check_kind(key, value, &source)?;
+                values.insert(key.path, (value, source));
+            }
+        }
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        env.sort();
+        for (name, text) in env {
+            if !name.starts_with(ENV_PREFIX)
+                || ENV_NOT_KEYS.contains(&name.as_str())
+                || name.starts_with(ENV_NOT_KEYS_PREFIX)
+            {
+                continue;
+            }
+            let key = KEYS
+                .iter()
+                .find(|key| key.env_name() == name)
+                .ok_or_else(|| {
+                    ConfigError::new(format!(
+                        "unknown environment variable {name} (no such configuration key)"
+                    ))
+                })?;
+            let source = Source::Env(name.clone());
+            let value = env_value(key, &text, &source)?;
+            values.insert(key.path, (value, source));
+        }
+        validate(&Values(values))
+    }
+
+    /// The SQLite file of one service under the data directory, when SQLite is in use.
+    pub fn sqlite_path(&self, service: ServiceName) -> Option<PathBuf> {
+        match &self.database {
+            DatabaseSettings::Sqlite { dir } => {
+                Some(dir.join(format!("{}.sqlite3", service.as_str())))
+            }
+            DatabaseSettings::Postgres { .. } => None,
+        }
+    }
+}
+
+fn flatten(prefix: &str, value: toml::Value, out: &mut Vec<(String, toml::Value)>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (name, child) in table {
+                let path = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                flatten(&path, child, out);
+            }
+        }
+        leaf => out.push((prefix.to_owned(), leaf)),
+    }
+}
+
+fn find_key(path: &str) -> Option<&'static Key> {
+    KEYS.iter()
+        .find(|key| key.path == path || key.path == path.replace('-', "_"))
+}
+
+fn kind_name(kind: ValueKind) -> &'static str {
+    match kind {
+        ValueKind::String => "a string",
+        ValueKind::Integer => "an integer",
+        ValueKind::Boolean => "true or false",
+    }
+}
+
+fn check_kind(key: &Key, value: toml::Value, source: &Source) -> Result<toml::Value, ConfigError> {
+    let matches = matches!(
+        (key.kind, &value),
+        (ValueKind::String, toml::Value::String(_))
+            | (ValueKind::Integer, toml::Value::Integer(_))
+            | (ValueKind::Boolean, toml::Value::Boolean(_))
+    );
+    if matches {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(format!(
+            "key `{}` {source} must be {}",
+            key.path,
+            kind_name(key.kind)
+        )))
+    }
+}
+
+fn env_value(key: &Key, text: &str, source: &Source) -> Result<toml::Value, ConfigError> {
+    let bad = || {
+        ConfigError::new(format!(
+            "key `{}` {source} must be {}, not `{text}`",
+            key.path,
+            kind_name(key.kind)
+        ))
+    };
+    match key.kind {
+        ValueKind::String => Ok(toml::Value::String(text.to_owned())),
+        ValueKind::Integer => text
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| bad()),
+        ValueKind::Boolean => match text.trim() {
+            "true" | "1" | "yes" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" => Ok(toml::Value::Boolean(false)),
+            _ => Err(bad()),
+        },
+    }
+}
+
+/// The merged raw values, with typed accessors that name the key and source on error.
+struct Values(BTreeMap<&'static str, (toml::Value, Source)>);
+
+impl Values {
+    fn string(&self, path: &str) -> Option<(&str, &Source)> {
+        match self.0.get(path) {
+            Some((toml::Value::String(text), source)) => Some((text.as_str(), source)),
+            _ => None,
+        }
+    }
+
+    /// A string key, with an empty string meaning "not set".
+    fn non_empty(&self, path: &str) -> Option<(&str, &Source)> {
+        self.string(path)
+            .filter(|(text, _)| !text.trim().is_empty())
+    }
+
+    fn integer(&self, path: &str) -> Option<(i64, &Source)> {
+        match self.0.get(path) {
+            Some((toml::Value::Integer(number), source)) => Some((*number, source)),
+            _ => None,
+        }
+    }
+
+    fn parse<T: FromStr>(&self, path: &str, what: &str, default: &str) -> Result<T, ConfigError> {
+        let Some((text, source)) = self.non_empty(path) else {
+            return default.parse::<T>().map_err(|_| {
+                ConfigError::new(format!(
+                    "built-in default `{default}` of `{path}` is not {what}"
+                ))
+            });
+        };
+        text.parse::<T>()
+            .map_err(|_| ConfigError::new(format!("key `{path}` {source}: `{text}` is not {what}")))
+    }
+
+    fn socket_addr(&self, path: &str, default: &str) -> Result<SocketAddr, ConfigError> {
+        self.parse(path, "an IP:port address (e.g. 127.0.0.1:8080)", default)
+    }
+
+    fn host_port(&self, path: &str) -> Result<Option<HostPort>, ConfigError> {
+        let Some((text, source)) = self.non_empty(path) else {
+            return Ok(None);
+        };
+        text.parse::<HostPort>()
+            .map(Some)
+            .map_err(|why| ConfigError::new(format!("key `{path}` {source}: {why}")))
+    }
+}
+
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_SUBMISSION_LISTEN: &str = "127.0.0.1:2587";
+pub const DEFAULT_IMAP_LISTEN: &str = "127.0.0.1:2143";
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+pub const DEFAULT_DATA_DIR: &str = "onionpost-data";
+
+fn validate(values: &Values) -> Result<Config, ConfigError> {
+    let data_dir = PathBuf::from(
+        values
+            .non_empty("data_dir")
+            .map(|(text, _)| text)
+            .unwrap_or(DEFAULT_DATA_DIR),
+    );
+    let database = match values.non_empty("database_url") {
+        None => DatabaseSettings::Sqlite {
+            dir: data_dir.clone(),
+        },
+        Some((url, _)) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            DatabaseSettings::Postgres {
+                url: url.to_owned(),
+            }
+        }
+        Some((url, source)) if url.starts_with("sqlite:") => {
+            let dir = url.trim_start_matches("sqlite:").trim_start_matches("//");
+            if dir.is_empty() {
+                return Err(ConfigError::new(format!(
+                    "key `database_url` {source}: sqlite: needs a directory, e.g. sqlite:///var/lib/onionpost"
+                )));
+            }
+            DatabaseSettings::Sqlite {
+                dir: PathBuf::from(dir),
+            }
+        }
+        Some((url, source)) => {
+            let scheme = url.split(':').next().unwrap_or(url);
+            return Err(ConfigError::new(format!(
+                "key `database_url` {source}: unsupported scheme `{scheme}` (use postgres://… or leave it unset for SQLite)"
+            )));
+        }
+    };
+
+    let control_password = values.non_empty("tor.control_password");
+    let cookie_file = values.non_empty("tor.cookie_file");
+    let auth = match (control_password, cookie_file) {
+        (Some(_), Some((_, source))) => {
+            return Err(ConfigError::new(format!(
+                "key `tor.cookie_file` {source}: set either tor.control_password or tor.cookie_file, not both"
+            )));
+        }
+        (Some((password, _)), None) => TorAuth::Password(Secret::new(password)),
+        (None, Some((path, _))) => TorAuth::Cookie(PathBuf::from(path)),
+        (None, None) => TorAuth::Auto,
+    };
+    let target_host = match values.non_empty("tor.target_host") {
+        None => None,
+        Some((text, source)) => Some(text.parse().map_err(|_| {
+            ConfigError::new(format!(
+                "key `tor.target_host` {source}: `{text}` is not an IP address (tor wants an IP, not a host name)"
+            ))
+        })?),
+    };
+    let tor = TorSettings {
+        control: values.host_port("tor.control")?,
+        auth,
+        socks: values.host_port("tor.socks")?,
+        binary: PathBuf::from(
+            values
+                .non_empty("tor.binary")
+                .map_or("tor", |(text, _)| text),
+        ),
+        target_host,
+    };
+
+    let metrics_listen = match values.string("metrics.listen") {
+        Some((text, _)) if text.trim().is_empty() => None,
+        _ => Some(values.socket_addr("metrics.listen", DEFAULT_METRICS_LISTEN)?),
+    };
+
+    let format = match values.non_empty("log.format") {
+        None | Some(("pretty", _)) => LogFormat::Pretty,
+        Some(("json", _)) => LogFormat::Json,
+        Some((other, source)) => {
+            return Err(ConfigError::new(format!(
+                "key `log.format` {source}: `{other}` is not pretty or json"
+            )));
+        }
+    };
+    let level = values
+        .non_empty("log.level")
+        .map_or("info", |(text, _)| text)
+        .to_owned();
+    tracing_subscriber::EnvFilter::try_new(&level).map_err(|error| {
+        ConfigError::new(format!(
+            "key `log.level`: `{level}` is not a valid filter: {error}"
+        ))
+    })?;
+
+    let drain_timeout = match values.integer("shutdown.drain_timeout_secs") {
+        None => Duration::from_secs(10),
+        Some((seconds, source)) => {
+            let seconds = u64::try_from(seconds).map_err(|_| {
+                ConfigError::new(format!(
+                    "key `shutdown.drain_timeout_secs` {source}: must not be negative"
+                ))
+            })?;
+            Duration::from_secs(seconds)
+        }
+    };
+
+    let mut remote = BTreeMap::new();
+    for service in ServiceName::ALL {
+        let path = format!("remote.{}", service.as_str().replace('-', "_"));
+        if let Some((address, source)) = values.non_empty(&path) {
+            let valid = (address.starts_with("http://") || address.starts_with("https://"))
+                && address
+                    .parse::<http::Uri>()
+                    .is_ok_and(|uri| uri.host().is_some());
+            if !valid {
+                return Err(ConfigError::new(format!(
+                    "key `{path}` {source}: `{address}` is not a gRPC address like http://host:50051"
+                )));
+            }
+            remote.insert(service, address.to_owned());
+        }
+    }
+
+    Ok(Config {
+        database,
+        secret: values
+            .non_empty("secret")
+            .map(|(text, _)| Secret::new(text)),
+        tor,
+        admin: AdminSettings {
+            listen: values.socket_addr("admin.listen", DEFAULT_ADMIN_LISTEN)?,
+            token: values
+                .non_empty("admin.token")
+                .map(|(text, _)| Secret::new(text)),
+        },
+        submission_listen: values.socket_addr("submission.listen", DEFAULT_SUBMISSION_LISTEN)?,
+        imap_listen: values.socket_addr("imap.listen", DEFAULT_IMAP_LISTEN)?,
+        grpc_listen: values.socket_addr("grpc.listen", DEFAULT_GRPC_LISTEN)?,
+        metrics_listen,
+        log: LogSettings { format, level },
+        drain_timeout,
+        remote,
+        data_dir,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> ConfigFile {
+        ConfigFile {
+            path: PathBuf::from("/etc/onionpost.toml"),
+            text: text.to_owned(),
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_and_use_sqlite() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.admin.listen, DEFAULT_ADMIN_LISTEN.parse().unwrap());
+        assert!(config.admin.listen.ip().is_loopback());
+        assert!(config.submission_listen.ip().is_loopback());
+        assert!(config.imap_listen.ip().is_loopback());
+        assert!(config.grpc_listen.ip().is_loopback());
+        assert_eq!(
+            config.database,
+            DatabaseSettings::Sqlite {
+                dir: PathBuf::from(DEFAULT_DATA_DIR)
+            }
+        );
+        assert!(config.tor.control.is_none());
+        assert!(matches!(config.tor.auth, TorAuth::Auto));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let config = Config::load(
+            Some(&file(
+                "data_dir = \"/srv/a\"\n[admin]\nlisten = \"127.0.0.1:1\"\n",
+            )),
+            env(&[
+                ("ONIONPOST_ADMIN_LISTEN", "127.0.0.1:9999"),
+                ("ONIONPOST_TOR_CONTROL", "tor:9051"),
+                ("ONIONPOST_TOR_CONTROL_PASSWORD", "hunter2"),
+                ("ONIONPOST_DATABASE_URL", "postgres://u:p@db/onionpost"),
+                ("ONIONPOST_SHUTDOWN_DRAIN_TIMEOUT_SECS", "3"),
+                ("ONIONPOST_REMOTE_SMTP_IN", "http://smtp-in:50051"),
+                ("ONIONPOST_CONFIG", "/ignored"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/srv/a"));
+        assert_eq!(config.admin.listen, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(
+            config.tor.control,
+            Some(HostPort {
+                host: "tor".into(),
+                port: 9051
+            })
+        );
+        assert!(matches!(&config.tor.auth, TorAuth::Password(p) if p.expose() == "hunter2"));
+        assert!(matches!(config.database, DatabaseSettings::Postgres { .. }));
+        assert_eq!(config.drain_timeout, Duration::from_secs(3));
+        assert_eq!(
+            config.remote.get(&ServiceName::SmtpIn).map(String::as_str),
+            Some("http://smtp-in:50051")
+        );
+    }
+
+    #[test]
+    fn every_key_has_a_distinct_environment_name() {
+        let mut names: Vec<String> = KEYS.iter().map(Key::env_name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), KEYS.len());
+        assert!(names.contains(&"ONIONPOST_DATA_DIR".to_owned()));
+        assert!(names.contains(&"ONIONPOST_TOR_COOKIE_FILE".to_owned()));
+        assert!(names.contains(&"ONIONPOST_IMAP_LISTEN".to_owned()));
+    }
+
+    #[test]
+    fn every_service_can_be_remote() {
+        for service in ServiceName::ALL {
+            let path = format!("remote.{}", service.as_str().replace('-', "_"));
+            assert!(find_key(&path).is_some(), "no key {path}");
+        }
+    }
+
+    fn error(file_text: Option<&str>, pairs: &[(&str, &str)]) -> String {
+        let file = file_text.map(file);
+        Config::load(file.as_ref(), env(pairs))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        assert_eq!(
+            error(Some("[tor]\ncontrl = \"x:1\"\n"), &[]),
+            "configuration error: unknown key `tor.contrl` in /etc/onionpost.toml"
+        );
+    }
+
+    #[test]
+    fn unknown_environment_variable_is_named() {
+        assert_eq!(
+            error(None, &[("ONIONPOST_ADMIN_LISTN", "127.0.0.1:1")]),
+            "configuration error: unknown environment variable ONIONPOST_ADMIN_LISTN (no such configuration key)"
+        );
+    }
+
+    #[test]
+    fn bad_address_names_key_and_source() {
+        assert_eq!(
+            error(None, &[("ONIONPOST_ADMIN_LISTEN", "localhost")]),
+            "configuration error: key `admin.listen` from environment variable ONIONPOST_ADMIN_LISTEN: `localhost` is not an IP:port address (e.g. 127.0.0.1:8080)"
+        );
+        assert!(
+            error(Some("[imap]\nlisten = \"1.2.3.4\"\n"), &[])
+                .contains("`imap.listen` in /etc/onionpost.toml")
+        );
+    }
+
+    #[test]
+    fn wrong_kinds_and_syntax_are_named() {
+        assert!(
+            error(Some("[admin]\nlisten = 8080\n"), &[])
+                .contains("`admin.listen` in /etc/onionpost.toml must be a string")
+        );
+        assert!(
+            error(None, &[("ONIONPOST_SHUTDOWN_DRAIN_TIMEOUT_SECS", "soon")])
+                .contains("must be an integer, not `soon`")
+        );
+        assert!(
+            error(Some("a = [\n"), &[])
+                .starts_with("configuration error: /etc/onionpost.toml line")
+        );
+        assert!(
+            error(None, &[("ONIONPOST_DATABASE_URL", "mysql://x")])
+                .contains("unsupported scheme `mysql`")
+        );
+        assert!(error(None, &[("ONIONPOST_REMOTE_KEYS", "keys:50051")]).contains("`remote.keys`"));
+        assert!(error(None, &[("ONIONPOST_TOR_CONTROL", "tor")]).contains("`tor.control`"));
+        assert!(error(None, &[("ONIONPOST_TOR_TARGET_HOST", "tor")]).contains("not an IP address"));
+    }
+
+    #[test]
+    fn unreadable_file_is_one_line() {
+        let message = ConfigFile::read(Path::new("/nonexistent/onionpost.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with(
+            "configuration error: cannot read config file /nonexistent/onionpost.toml"
+        ));
+        assert!(!message.contains('\n'));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let config = Config::load(None, env(&[("ONIONPOST_ADMIN_TOKEN", "s3cr3t")])).unwrap();
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+    }
+}

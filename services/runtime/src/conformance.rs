@@ -1,0 +1,66 @@
+//! One store test suite, run against both backends.
+//!
+//! A service's storage tests call [`each_backend`] with their suite; it runs once on a fresh
+//! SQLite file and once on a fresh PostgreSQL schema in the database named by
+//! `ONIONPOST_TEST_POSTGRES_URL` (the test script starts a real PostgreSQL and sets it). Without
+//! that variable the PostgreSQL run fails the test loudly, unless `ONIONPOST_TEST_SKIP_POSTGRES=1`
+//! says the developer chose to skip it; a silent skip would let a broken backend pass.
+
+use std::future::Future;
+
+use rand::Rng;
+
+use crate::db::{Database, Migrations, quote_identifier};
+
+/// The environment variable with the PostgreSQL URL for store tests.
+pub const POSTGRES_URL_ENV: &str = "ONIONPOST_TEST_POSTGRES_URL";
+/// Set to `1` to run store suites on SQLite only (local development without PostgreSQL).
+pub const SKIP_POSTGRES_ENV: &str = "ONIONPOST_TEST_SKIP_POSTGRES";
+
+/// Runs `suite` against a fresh SQLite database and a fresh PostgreSQL schema, both migrated
+/// with `migrations`. `label` names the suite in schema names and messages.
+pub async fn each_backend<F, Fut>(label: &str, migrations: Migrations, suite: F)
+where
+    F: Fn(Database) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("temporary directory for the SQLite run");
+    let sqlite = Database::open_sqlite(&dir.path().join(format!("{label}.sqlite3")), migrations)
+        .await
+        .unwrap_or_else(|error| panic!("{label}: opening SQLite failed: {error}"));
+    eprintln!("{label}: running store suite on sqlite");
+    suite(sqlite.clone()).await;
+    sqlite.close().await;
+
+    match std::env::var(POSTGRES_URL_ENV) {
+        Ok(url) if !url.is_empty() => {
+            let schema = format!(
+                "test_{}_{:016x}",
+                label.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+                rand::rng().random::<u64>()
+            );
+            let postgres = Database::open_postgres(&url, &schema, migrations)
+                .await
+                .unwrap_or_else(|error| panic!("{label}: opening PostgreSQL failed: {error}"));
+            eprintln!("{label}: running store suite on postgres (schema {schema})");
+            suite(postgres.clone()).await;
+            if let Database::Postgres(pool) = &postgres {
+                let drop = format!("DROP SCHEMA {} CASCADE", quote_identifier(&schema));
+                sqlx::query(&drop)
+                    .execute(pool)
+                    .await
+                    .unwrap_or_else(|error| {
+                        panic!("{label}: dropping test schema failed: {error}")
+                    });
+            }
+            postgres.close().await;
+        }
+        _ if std::env::var(SKIP_POSTGRES_ENV).as_deref() == Ok("1") => {
+            eprintln!("{label}: PostgreSQL run SKIPPED ({SKIP_POSTGRES_ENV}=1)");
+        }
+        _ => panic!(
+            "{label}: {POSTGRES_URL_ENV} is not set, so the store suite cannot run against PostgreSQL; \
+             run the tests through tests/run.sh (which starts PostgreSQL), or set {SKIP_POSTGRES_ENV}=1 to skip it knowingly"
+        ),
+    }
+}

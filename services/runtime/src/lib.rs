@@ -1,0 +1,23 @@
+//! The plumbing every onionpost service shares, and nothing of any one service's domain.
+//!
+//! - [`config`]: one TOML file, every key overridable by `ONIONPOST_…` environment variables,
+//!   validated into types with one clear error naming the bad key.
+//! - [`telemetry`]: logs (pretty or JSON), OpenTelemetry span export over OTLP, trace context
+//!   across gRPC, Prometheus metrics.
+//! - [`grpc`]: the one client transport for local and remote services, and the tracing layers.
+//! - [`service`]: services as modules started in dependency order, gRPC serving with health and
+//!   reflection, graceful shutdown with a drain timeout.
+//! - [`db`]: SQLite (one file per service) or PostgreSQL (one schema per service) with
+//!   migrations; [`conformance`] runs one store test suite against both.
+
+pub mod config;
+pub mod conformance;
+pub mod db;
+pub mod grpc;
+pub mod service;
+pub mod telemetry;
+
+pub use config::Config;
+pub use db::{Database, Migrations};
+pub use grpc::{Directory, Transport};
+pub use service::{Module, ServiceContext, Started};

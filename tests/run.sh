@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The whole onionpost test suite, with the real parts: a private Tor network (the real `tor`),
+# a real PostgreSQL, GnuPG. Installs what is missing (Debian/Ubuntu, as root) and starts
+# PostgreSQL itself; fails loudly when it cannot.
+#
+#   tests/run.sh            everything (format, lints, every test)
+#   tests/run.sh -p NAME    only the tests of one crate (extra arguments go to cargo test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+die() { printf '\ntests/run.sh: %s\n' "$*" >&2; exit 1; }
+
+# --- system packages ---------------------------------------------------------------------
+# tor + tor-gencert: the private Tor network; postgresql: the second store backend;
+# gnupg: OpenPGP interoperability; libclang-dev: bindgen for sequoia's nettle backend;
+# nettle-dev/pkg-config: sequoia's crypto; ca-certificates for cargo.
+packages=(tor postgresql gnupg libclang-dev nettle-dev pkg-config)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  say "installing ${missing[*]}"
+  [ "$(id -u)" = 0 ] || die "missing packages ${missing[*]} and not root: install them first"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || die "apt-get update failed"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+fi
+command -v tor >/dev/null || die "tor is not installed"
+command -v tor-gencert >/dev/null || die "tor-gencert is not installed"
+# Debian starts a system tor on install; the tests run their own network and need no other.
+if command -v systemctl >/dev/null && systemctl is-active --quiet tor 2>/dev/null; then systemctl stop tor || true; fi
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+say "starting PostgreSQL"
+if [ -z "${ONIONPOST_TEST_POSTGRES_URL:-}" ]; then
+  version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+  [ -n "$version" ] || die "PostgreSQL is not installed"
+  if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -q "^$version main$"; then
+    pg_createcluster "$version" main >/dev/null || die "cannot create a PostgreSQL cluster"
+  fi
+  pg_ctlcluster "$version" main start 2>/dev/null || pg_lsclusters -h | grep -q " online " || die "cannot start PostgreSQL $version"
+  for _ in $(seq 1 30); do
+    su postgres -c "psql -qAtc 'select 1'" >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  su postgres -c "psql -qAtc 'select 1'" >/dev/null || die "PostgreSQL does not answer"
+  su postgres -c "psql -qc \"DO \\\$\\\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'onionpost') THEN CREATE ROLE onionpost LOGIN PASSWORD 'onionpost'; END IF; END \\\$\\\$;\"" >/dev/null
+  su postgres -c "psql -qAtc \"SELECT 1 FROM pg_database WHERE datname = 'onionpost_test'\"" | grep -q 1 \
+    || su postgres -c "createdb -O onionpost onionpost_test" || die "cannot create the test database"
+  port=$(pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $3}')
+  export ONIONPOST_TEST_POSTGRES_URL="postgres://onionpost:onionpost@127.0.0.1:${port:-5432}/onionpost_test"
+fi
+echo "PostgreSQL: ${ONIONPOST_TEST_POSTGRES_URL%%@*}@…"
+
+# --- build and test ------------------------------------------------------------------------
+if [ "$#" -gt 0 ]; then
+  say "cargo test $*"
+  cargo test "$@"
+  exit
+fi
+say "cargo fmt --check"
+cargo fmt --all --check
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "cargo test"
+cargo test --workspace --locked --no-fail-fast
