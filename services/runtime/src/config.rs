@@ -73,6 +73,7 @@ keys! {
     "tor.socks": String => "host:port of tor's SOCKS port, for outbound onion connections",
     "tor.binary": String => "tor executable started when tor.control is absent",
     "tor.target_host": String => "IP address tor uses to reach this process's onion listeners (tor in another container)",
+    "tor.target_ports": String => "first-last target ports for identities' onion listeners, four per identity (default 10000-19999)",
     "admin.listen": String => "IP:port of the admin HTTP API",
     "admin.token": String => "operator bearer token created on first start; absent: one is generated and printed once",
     "submission.listen": String => "IP:port of SMTP submission for hosted accounts",
@@ -201,6 +202,8 @@ pub struct TorSettings {
     pub binary: PathBuf,
     /// IP address that tor connects to for onion service targets; tor wants an IP, not a name.
     pub target_host: Option<std::net::IpAddr>,
+    /// First and last port of the range identities' onion targets are allocated from.
+    pub target_ports: (u16, u16),
 }
 
 /// Control-port authentication (tor control-spec §3.5).
@@ -468,6 +471,16 @@ pub const DEFAULT_IMAP_LISTEN: &str = "127.0.0.1:2143";
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_DATA_DIR: &str = "onionpost-data";
+/// Below Linux's ephemeral range (32768-60999), so outgoing connections never take them.
+pub const DEFAULT_TARGET_PORTS: (u16, u16) = (10000, 19999);
+
+/// `first-last`, both non-zero, first not above last.
+fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let (first, last) = text.trim().split_once('-')?;
+    let first: u16 = first.trim().parse().ok()?;
+    let last: u16 = last.trim().parse().ok()?;
+    (first > 0 && first <= last).then_some((first, last))
+}
 
 fn validate(values: &Values) -> Result<Config, ConfigError> {
     let data_dir = PathBuf::from(
@@ -524,6 +537,14 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
             ))
         })?),
     };
+    let target_ports = match values.non_empty("tor.target_ports") {
+        None => DEFAULT_TARGET_PORTS,
+        Some((text, source)) => parse_port_range(text).ok_or_else(|| {
+            ConfigError::new(format!(
+                "key `tor.target_ports` {source}: `{text}` is not a port range like 10000-19999"
+            ))
+        })?,
+    };
     let tor = TorSettings {
         control: values.host_port("tor.control")?,
         auth,
@@ -534,6 +555,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
                 .map_or("tor", |(text, _)| text),
         ),
         target_host,
+        target_ports,
     };
 
     let metrics_listen = match values.string("metrics.listen") {
@@ -759,6 +781,9 @@ mod tests {
         assert!(error(None, &[("ONIONPOST_REMOTE_KEYS", "keys:50051")]).contains("`remote.keys`"));
         assert!(error(None, &[("ONIONPOST_TOR_CONTROL", "tor")]).contains("`tor.control`"));
         assert!(error(None, &[("ONIONPOST_TOR_TARGET_HOST", "tor")]).contains("not an IP address"));
+        assert!(
+            error(None, &[("ONIONPOST_TOR_TARGET_PORTS", "9-1")]).contains("`tor.target_ports`")
+        );
     }
 
     #[test]
