@@ -22,7 +22,10 @@ pub fn onionpost_binary() -> PathBuf {
             // compile-time value would be stale for a test binary built elsewhere.
             let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")
                 .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
-            let workspace = Path::new(&manifest_dir).parent().expect("workspace root").to_owned();
+            let workspace = Path::new(&manifest_dir)
+                .parent()
+                .expect("workspace root")
+                .to_owned();
             let status = std::process::Command::new(cargo)
                 .args(["build", "--quiet", "-p", "onionpost", "--bin", "onionpost"])
                 .current_dir(&workspace)
@@ -31,7 +34,10 @@ pub fn onionpost_binary() -> PathBuf {
             assert!(status.success(), "cargo build -p onionpost failed");
             // target/debug/deps/<test> -> target/debug/onionpost
             let exe = std::env::current_exe().expect("test executable path");
-            let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target profile directory");
             let binary = dir.join("onionpost");
             assert!(binary.exists(), "{} missing after build", binary.display());
             binary
@@ -72,7 +78,10 @@ impl Node {
             grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
             data_dir,
-            env: env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
             log: dir.path().join("onionpost.log"),
             _dir: Some(dir),
         };
@@ -105,8 +114,16 @@ impl Node {
         self.child = Some(command.spawn().expect("starting onionpost"));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("onionpost --target {} exited with {status}:\n{}", self.targets, self.log_text());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "onionpost --target {} exited with {status}:\n{}",
+                    self.targets,
+                    self.log_text()
+                );
             }
             if self.healthcheck(&self.targets).await {
                 return;
@@ -152,15 +169,27 @@ impl Node {
 
     /// SIGTERM and wait for a clean exit (spans are flushed on the way out).
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         if let Some(pid) = child.id() {
-            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
         }
         match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
-            Ok(Ok(status)) => assert!(status.success(), "onionpost exited with {status}:\n{}", self.log_text()),
+            Ok(Ok(status)) => assert!(
+                status.success(),
+                "onionpost exited with {status}:\n{}",
+                self.log_text()
+            ),
             _ => {
                 let _ = child.kill().await;
-                panic!("onionpost did not stop within 20 s of SIGTERM:\n{}", self.log_text());
+                panic!(
+                    "onionpost did not stop within 20 s of SIGTERM:\n{}",
+                    self.log_text()
+                );
             }
         }
     }
@@ -181,17 +210,28 @@ impl Node {
 
 /// A minimal HTTP/1.1 GET (tests only): status code and body.
 pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connecting over HTTP");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connecting over HTTP");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("sending request");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("sending request");
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("reading response");
+    stream
+        .read_to_end(&mut response)
+        .await
+        .expect("reading response");
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
     (status, body)
 }

@@ -93,14 +93,37 @@ async fn same_checks_in_one_process_and_across_grpc_with_one_trace() {
     assert_ne!(client.span_id, server.span_id);
 }
 
+/// Environment, arguments, and what the one line of error must say.
+type BadStart = (
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+    &'static str,
+);
+
 #[tokio::test]
 async fn bad_configuration_stops_startup_with_one_line() {
     let binary = onionpost_e2e::node::onionpost_binary();
-    let cases: [(&[(&str, &str)], &[&str], &str); 4] = [
-        (&[("ONIONPOST_ADMIN_LISTN", "127.0.0.1:1")], &[], "unknown environment variable ONIONPOST_ADMIN_LISTN"),
-        (&[("ONIONPOST_ADMIN_LISTEN", "localhost")], &[], "`admin.listen` from environment variable ONIONPOST_ADMIN_LISTEN"),
-        (&[], &["--config", "/nonexistent/onionpost.toml"], "cannot read config file /nonexistent/onionpost.toml"),
-        (&[], &["--target", "admin,nonsense"], "unknown service `nonsense`"),
+    let cases: [BadStart; 4] = [
+        (
+            &[("ONIONPOST_ADMIN_LISTN", "127.0.0.1:1")],
+            &[],
+            "unknown environment variable ONIONPOST_ADMIN_LISTN",
+        ),
+        (
+            &[("ONIONPOST_ADMIN_LISTEN", "localhost")],
+            &[],
+            "`admin.listen` from environment variable ONIONPOST_ADMIN_LISTEN",
+        ),
+        (
+            &[],
+            &["--config", "/nonexistent/onionpost.toml"],
+            "cannot read config file /nonexistent/onionpost.toml",
+        ),
+        (
+            &[],
+            &["--target", "admin,nonsense"],
+            "unknown service `nonsense`",
+        ),
     ];
     for (env, args, expected) in cases {
         let output = tokio::process::Command::new(&binary)

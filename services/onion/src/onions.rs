@@ -1,0 +1,978 @@
+//! The identities' onion services as the carrier sees them: the in-memory registry of every
+//! live onion (its stored row, its state, its last error), the operations of the contract
+//! (create, import, revoke, export, list, watch), and what happens when tor comes and goes.
+//!
+//! The store is the source of truth for which onions exist; tor holds them only while the
+//! service's control connection lives (ADD_ONION without `Detach`). Whenever a connection is
+//! (re-)established, [`Onions::on_connected`] adds every live onion again with its stored key,
+//! so neither a tor restart nor a service restart needs an operator. States follow tor's
+//! HS_DESC events: PUBLISHING once added, ONLINE at the first successful descriptor upload,
+//! FAILED while tor is away or an upload has not succeeded for too long (tor keeps trying, and
+//! so do we), REVOKED when the key is destroyed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use onionpost_proto::onion::v1::{OnionService, OnionState, TorStatus};
+use onionpost_runtime::seal::Sealer;
+use tokio::sync::{broadcast, watch};
+use zeroize::Zeroizing;
+
+use crate::control::{AddOnion, ControlConnection, ControlError, HsDescEvent, OnionKey};
+use crate::error::OnionError;
+use crate::ports::{PortPlan, Purpose};
+use crate::store::{OnionStore, StoreError, StoredOnion};
+
+/// How long an onion may stay PUBLISHING before it is reported FAILED. tor keeps uploading on
+/// its own; the state only tells operators that peers cannot reach the identity yet.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(180);
+/// Length of an expanded ED25519-V3 secret key (tor's key blob, decoded).
+pub const SECRET_KEY_LEN: usize = 64;
+/// Longest identity id accepted; ids are opaque to this service.
+const MAX_IDENTITY_ID: usize = 128;
+/// The first tor whose ADD_ONION takes `PoWDefensesEnabled` (tor commit 02c18044, 0.4.9.2-alpha).
+pub const POW_ADD_ONION_SINCE: [u32; 4] = [0, 4, 9, 2];
+/// The least time between two onions added to tor. Each new onion makes tor build about five
+/// circuits at once (intro points, descriptor uploads); 200 added within a second overran
+/// tor's 32 pending client circuits and its circuit-build-timeout learning on the test
+/// network, and publication stalled for minutes. Spaced out, they publish in seconds, and a
+/// single CreateOnion is not delayed at all.
+const ADD_SPACING: Duration = Duration::from_millis(100);
+/// Changes buffered per watcher before it falls behind and is sent a fresh snapshot.
+const WATCH_BUFFER: usize = 4096;
+
+/// One live onion in memory.
+#[derive(Debug, Clone)]
+struct Live {
+    stored: StoredOnion,
+    state: OnionState,
+    last_error: String,
+    state_changed_at: SystemTime,
+    last_published_at: Option<SystemTime>,
+    /// When it was last added to tor, while no upload has succeeded since; for the publish
+    /// time metric and the publish timeout.
+    publishing_since: Option<Instant>,
+    /// Whether tor holds it on the current connection.
+    on_tor: bool,
+    pow_defense: bool,
+}
+
+/// The live onions, by identity and by service id.
+#[derive(Debug, Default)]
+struct Registry {
+    by_identity: BTreeMap<String, Live>,
+    by_service: HashMap<String, String>,
+}
+
+/// tor as seen through the control connection, for GetTorStatus.
+#[derive(Debug, Default)]
+struct TorView {
+    control: Option<ControlConnection>,
+    connected_since: Option<SystemTime>,
+    tor_version: String,
+    bootstrap_percent: u32,
+    pow_supported: bool,
+    last_error: String,
+    failed_attempts: u64,
+    socks: Option<String>,
+}
+
+/// The onion service's state and operations; shared by the gRPC adapter and the supervisor.
+pub struct Onions {
+    store: Arc<dyn OnionStore>,
+    sealer: Sealer,
+    plan: PortPlan,
+    /// `tor.socks` when configured; it wins over what tor reports.
+    configured_socks: Option<String>,
+    registry: Mutex<Registry>,
+    tor: Mutex<TorView>,
+    /// Serialises create, import and revoke: slot allocation and the idempotency checks
+    /// read the registry and write the store as one step.
+    changing: tokio::sync::Mutex<()>,
+    changes: broadcast::Sender<OnionService>,
+    connected: watch::Sender<bool>,
+    /// When the next ADD_ONION may go out (see [`ADD_SPACING`]).
+    next_add: tokio::sync::Mutex<Instant>,
+}
+
+impl std::fmt::Debug for Onions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Onions").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX)
+}
+
+fn timestamp(time: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(time)
+}
+
+fn timestamp_ms(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or_default(),
+    }
+}
+
+fn internal(what: &str) -> impl FnOnce(StoreError) -> OnionError + '_ {
+    move |error| {
+        tracing::error!(%error, "onion store: {what}");
+        OnionError::Internal
+    }
+}
+
+/// Checks an identity id: opaque, but printable, without white space, and not too long.
+fn check_identity_id(identity_id: &str) -> Result<(), OnionError> {
+    let valid = !identity_id.is_empty()
+        && identity_id.len() <= MAX_IDENTITY_ID
+        && identity_id
+            .chars()
+            .all(|character| character.is_ascii_graphic());
+    if valid {
+        Ok(())
+    } else {
+        Err(OnionError::InvalidArgument(format!(
+            "identity_id must be 1 to {MAX_IDENTITY_ID} printable ASCII characters without spaces"
+        )))
+    }
+}
+
+impl Onions {
+    /// Loads every live onion from the store. Until tor is connected they are PUBLISHING.
+    pub async fn load(
+        store: Arc<dyn OnionStore>,
+        sealer: Sealer,
+        plan: PortPlan,
+        configured_socks: Option<String>,
+    ) -> Result<Arc<Onions>, StoreError> {
+        let mut registry = Registry::default();
+        let now = SystemTime::now();
+        for stored in store.live().await? {
+            registry
+                .by_service
+                .insert(stored.service_id.clone(), stored.identity_id.clone());
+            registry.by_identity.insert(
+                stored.identity_id.clone(),
+                Live {
+                    stored,
+                    state: OnionState::Publishing,
+                    last_error: String::new(),
+                    state_changed_at: now,
+                    last_published_at: None,
+                    publishing_since: None,
+                    on_tor: false,
+                    pow_defense: false,
+                },
+            );
+        }
+        tracing::info!(onions = registry.by_identity.len(), "onions loaded");
+        let (changes, _) = broadcast::channel(WATCH_BUFFER);
+        let (connected, _) = watch::channel(false);
+        let onions = Arc::new(Onions {
+            store,
+            sealer,
+            plan,
+            configured_socks,
+            registry: Mutex::new(registry),
+            tor: Mutex::new(TorView::default()),
+            changing: tokio::sync::Mutex::new(()),
+            changes,
+            connected,
+            next_add: tokio::sync::Mutex::new(Instant::now()),
+        });
+        onions.record_state_metrics();
+        Ok(onions)
+    }
+
+    /// Follows whether the control connection is up (for gRPC health).
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.connected.subscribe()
+    }
+
+    fn describe(&self, live: &Live) -> OnionService {
+        OnionService {
+            identity_id: live.stored.identity_id.clone(),
+            onion_address: format!("{}.onion", live.stored.service_id),
+            state: live.state as i32,
+            ports: live
+                .stored
+                .slot
+                .map(|slot| self.plan.mappings(slot, &live.stored.purposes))
+                .unwrap_or_default(),
+            pow_defense_enabled: live.pow_defense,
+            created_at: Some(timestamp_ms(live.stored.created_at_ms)),
+            state_changed_at: Some(timestamp(live.state_changed_at)),
+            last_published_at: live.last_published_at.map(timestamp),
+            last_error: live.last_error.clone(),
+        }
+    }
+
+    fn describe_revoked(stored: &StoredOnion) -> OnionService {
+        OnionService {
+            identity_id: stored.identity_id.clone(),
+            onion_address: format!("{}.onion", stored.service_id),
+            state: OnionState::Revoked as i32,
+            ports: Vec::new(),
+            pow_defense_enabled: false,
+            created_at: Some(timestamp_ms(stored.created_at_ms)),
+            state_changed_at: stored.revoked_at_ms.map(timestamp_ms),
+            last_published_at: None,
+            last_error: String::new(),
+        }
+    }
+
+    /// Changes a live onion's state (and error) and tells watchers. Returns whether it changed.
+    fn set_state(&self, live: &mut Live, state: OnionState, error: &str) -> bool {
+        if live.state == state && live.last_error == error {
+            return false;
+        }
+        if live.state != state {
+            live.state_changed_at = SystemTime::now();
+        }
+        live.state = state;
+        live.last_error = error.to_owned();
+        let _ = self.changes.send(self.describe(live));
+        true
+    }
+
+    fn record_state_metrics(&self) {
+        let registry = lock(&self.registry);
+        let mut counts: BTreeMap<&'static str, u32> = BTreeMap::new();
+        for state in [
+            OnionState::Publishing,
+            OnionState::Online,
+            OnionState::Failed,
+        ] {
+            counts.insert(state.as_str_name(), 0);
+        }
+        for live in registry.by_identity.values() {
+            *counts.entry(live.state.as_str_name()).or_default() += 1;
+        }
+        for (state, count) in counts {
+            metrics::gauge!("onionpost_onion_identities", "state" => state).set(f64::from(count));
+        }
+    }
+
+    fn control(&self) -> Result<ControlConnection, OnionError> {
+        let tor = lock(&self.tor);
+        match &tor.control {
+            Some(control) if !control.is_closed() => Ok(control.clone()),
+            _ => Err(OnionError::TorUnavailable(if tor.last_error.is_empty() {
+                "not connected to tor's control port yet".to_owned()
+            } else {
+                tor.last_error.clone()
+            })),
+        }
+    }
+
+    fn pow_supported(&self) -> bool {
+        lock(&self.tor).pow_supported
+    }
+
+    /// Adds an onion to tor, with the PoW defence where this tor takes it. A tor that refuses
+    /// the PoW keyword (older than 0.4.9.2, or built without the `pow` module) gets the onion
+    /// without it, and is remembered as lacking it.
+    async fn add_to_tor(
+        &self,
+        control: &ControlConnection,
+        key: OnionKey<'_>,
+        ports: Vec<(u16, String)>,
+    ) -> Result<(crate::control::AddedOnion, bool), ControlError> {
+        {
+            let mut next_add = self.next_add.lock().await;
+            tokio::time::sleep_until((*next_add).into()).await;
+            *next_add = Instant::now() + ADD_SPACING;
+        }
+        let with_pow = self.pow_supported();
+        let request = AddOnion {
+            key,
+            ports,
+            pow_defense: with_pow,
+        };
+        match control.add_onion(&request).await {
+            Ok(added) => Ok((added, with_pow)),
+            Err(ControlError::Refused { code, text, .. })
+                if with_pow && (code == 512 || code == 513 || text.contains("PoW")) =>
+            {
+                tracing::warn!(
+                    code,
+                    reply = %text,
+                    "tor refused the onion proof-of-work defence; onions run without it"
+                );
+                lock(&self.tor).pow_supported = false;
+                let without = AddOnion {
+                    pow_defense: false,
+                    ..request
+                };
+                Ok((control.add_onion(&without).await?, false))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn tor_refusal(error: ControlError) -> OnionError {
+        match error {
+            ControlError::Refused { .. } => OnionError::TorRefused(error.to_string()),
+            other => OnionError::TorUnavailable(other.to_string()),
+        }
+    }
+
+    fn free_slot(&self) -> Option<u32> {
+        let registry = lock(&self.registry);
+        let mut taken: Vec<u32> = registry
+            .by_identity
+            .values()
+            .filter_map(|live| live.stored.slot)
+            .collect();
+        taken.sort_unstable();
+        let mut candidate = 0;
+        for slot in taken {
+            if slot == candidate {
+                candidate += 1;
+            } else if slot > candidate {
+                break;
+            }
+        }
+        (candidate < self.plan.slots).then_some(candidate)
+    }
+
+    /// CreateOnion: a fresh ED25519-V3 key generated by tor. Idempotent on the identity id.
+    pub async fn create(
+        &self,
+        identity_id: &str,
+        purposes: Vec<Purpose>,
+    ) -> Result<OnionService, OnionError> {
+        check_identity_id(identity_id)?;
+        let _changing = self.changing.lock().await;
+        if let Some(existing) = self.get_live(identity_id) {
+            return Ok(existing);
+        }
+        self.refuse_revoked(identity_id).await?;
+        self.add_new(identity_id, purposes, None).await
+    }
+
+    /// ImportOnion: an existing expanded secret key, so an identity keeps its address.
+    pub async fn import(
+        &self,
+        identity_id: &str,
+        secret_key: &[u8],
+        purposes: Vec<Purpose>,
+    ) -> Result<OnionService, OnionError> {
+        check_identity_id(identity_id)?;
+        if secret_key.len() != SECRET_KEY_LEN {
+            return Err(OnionError::InvalidArgument(format!(
+                "secret_key must be the {SECRET_KEY_LEN}-byte expanded ED25519-V3 key"
+            )));
+        }
+        let blob = Zeroizing::new(BASE64.encode(secret_key));
+        let _changing = self.changing.lock().await;
+        if let Some(live) = self.live_entry(identity_id) {
+            let same_key = self.open_key(&live.stored).is_ok_and(|key| *key == *blob);
+            return if same_key {
+                Ok(self.describe(&live))
+            } else {
+                Err(OnionError::AlreadyExists(
+                    "this identity already has a different onion key".to_owned(),
+                ))
+            };
+        }
+        self.refuse_revoked(identity_id).await?;
+        self.add_new(identity_id, purposes, Some(blob)).await
+    }
+
+    /// A revoked identity never gets an onion again.
+    async fn refuse_revoked(&self, identity_id: &str) -> Result<(), OnionError> {
+        let stored = self
+            .store
+            .get(identity_id)
+            .await
+            .map_err(internal("reading an onion"))?;
+        if stored.is_some_and(|stored| stored.revoked_at_ms.is_some()) {
+            return Err(OnionError::Revoked);
+        }
+        Ok(())
+    }
+
+    /// Adds a new onion to tor (fresh key, or `blob`), stores it sealed, registers it.
+    async fn add_new(
+        &self,
+        identity_id: &str,
+        purposes: Vec<Purpose>,
+        blob: Option<Zeroizing<String>>,
+    ) -> Result<OnionService, OnionError> {
+        let control = self.control()?;
+        let slot = self.free_slot().ok_or(OnionError::NoFreeSlot)?;
+        let ports = self.plan.add_onion_ports(slot, &purposes);
+        let key = match &blob {
+            Some(blob) => OnionKey::Existing(blob.as_str()),
+            None => OnionKey::New,
+        };
+        let added_at = Instant::now();
+        let (added, pow_defense) = match self.add_to_tor(&control, key, ports).await {
+            Ok(added) => added,
+            // 550: tor already hosts this address (another identity here, or a detached copy).
+            Err(ControlError::Refused { code: 550, .. }) => {
+                return Err(OnionError::AlreadyExists(
+                    "this onion address is already hosted on this tor".to_owned(),
+                ));
+            }
+            Err(error) => return Err(Self::tor_refusal(error)),
+        };
+        let key_blob = match (blob, added.private_key) {
+            (Some(blob), _) => blob,
+            (None, Some(generated)) => match generated.strip_prefix("ED25519-V3:") {
+                Some(rest) => Zeroizing::new(rest.to_owned()),
+                None => {
+                    tracing::error!("tor answered ADD_ONION NEW with a key of another type");
+                    let _ = control.del_onion(&added.service_id).await;
+                    return Err(OnionError::Internal);
+                }
+            },
+            (None, None) => {
+                tracing::error!("tor answered ADD_ONION NEW without the key");
+                let _ = control.del_onion(&added.service_id).await;
+                return Err(OnionError::Internal);
+            }
+        };
+        let known = self.store.service_id_known(&added.service_id).await;
+        if !matches!(known, Ok(false)) {
+            let _ = control.del_onion(&added.service_id).await;
+            return match known {
+                Ok(_) => Err(OnionError::AlreadyExists(
+                    "this onion address belongs, or belonged, to another identity; a revoked address never comes back".to_owned(),
+                )),
+                Err(error) => Err(internal("checking an address")(error)),
+            };
+        }
+        let stored = StoredOnion {
+            identity_id: identity_id.to_owned(),
+            service_id: added.service_id.clone(),
+            sealed_key: Some(
+                self.sealer
+                    .seal(key_blob.as_bytes(), identity_id.as_bytes()),
+            ),
+            slot: Some(slot),
+            purposes,
+            created_at_ms: now_ms(),
+            revoked_at_ms: None,
+        };
+        if let Err(error) = self.store.insert(&stored).await {
+            // Not stored, so it must not stay on tor either.
+            let _ = control.del_onion(&added.service_id).await;
+            return Err(match error {
+                StoreError::Duplicate => {
+                    OnionError::AlreadyExists("this identity or address exists already".to_owned())
+                }
+                other => internal("storing an onion")(other),
+            });
+        }
+        let live = Live {
+            stored,
+            state: OnionState::Publishing,
+            last_error: String::new(),
+            state_changed_at: SystemTime::now(),
+            last_published_at: None,
+            publishing_since: Some(added_at),
+            on_tor: true,
+            pow_defense,
+        };
+        let described = self.describe(&live);
+        {
+            let mut registry = lock(&self.registry);
+            registry
+                .by_service
+                .insert(added.service_id.clone(), identity_id.to_owned());
+            registry.by_identity.insert(identity_id.to_owned(), live);
+        }
+        let _ = self.changes.send(described.clone());
+        self.record_state_metrics();
+        tracing::info!(pow_defense, "onion service added");
+        Ok(described)
+    }
+
+    fn live_entry(&self, identity_id: &str) -> Option<Live> {
+        lock(&self.registry).by_identity.get(identity_id).cloned()
+    }
+
+    fn get_live(&self, identity_id: &str) -> Option<OnionService> {
+        self.live_entry(identity_id)
+            .map(|live| self.describe(&live))
+    }
+
+    /// The key blob (base64 after `ED25519-V3:`) of a stored onion.
+    fn open_key(&self, stored: &StoredOnion) -> Result<Zeroizing<String>, OnionError> {
+        let sealed = stored.sealed_key.as_ref().ok_or(OnionError::Revoked)?;
+        let opened = self
+            .sealer
+            .open(sealed, stored.identity_id.as_bytes())
+            .map_err(|error| {
+                tracing::error!(%error, "cannot open a sealed onion key");
+                OnionError::Internal
+            })?;
+        String::from_utf8(opened.to_vec())
+            .map(Zeroizing::new)
+            .map_err(|_| {
+                tracing::error!("a sealed onion key is not a key blob");
+                OnionError::Internal
+            })
+    }
+
+    /// GetOnion.
+    pub async fn get(&self, identity_id: &str) -> Result<OnionService, OnionError> {
+        if let Some(live) = self.get_live(identity_id) {
+            return Ok(live);
+        }
+        match self
+            .store
+            .get(identity_id)
+            .await
+            .map_err(internal("reading an onion"))?
+        {
+            Some(stored) if stored.revoked_at_ms.is_some() => Ok(Self::describe_revoked(&stored)),
+            _ => Err(OnionError::NotFound),
+        }
+    }
+
+    /// ListOnions: one page in identity id order. The page token is the last id of the page.
+    pub async fn list(
+        &self,
+        state: OnionState,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<OnionService>, String), OnionError> {
+        let size = page_size.clamp(1, 1000);
+        let after = if page_token.is_empty() {
+            String::new()
+        } else {
+            hex::decode(page_token)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| OnionError::InvalidArgument("invalid page_token".to_owned()))?
+        };
+        let onions: Vec<OnionService> = if state == OnionState::Revoked {
+            self.store
+                .revoked(&after, size)
+                .await
+                .map_err(internal("listing revoked onions"))?
+                .iter()
+                .map(Self::describe_revoked)
+                .collect()
+        } else {
+            let registry = lock(&self.registry);
+            registry
+                .by_identity
+                .range::<str, _>((
+                    std::ops::Bound::Excluded(after.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .map(|(_, live)| live)
+                .filter(|live| state == OnionState::Unspecified || live.state == state)
+                .take(size as usize)
+                .map(|live| self.describe(live))
+                .collect()
+        };
+        let next = if onions.len() == size as usize {
+            onions
+                .last()
+                .map(|last| hex::encode(&last.identity_id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((onions, next))
+    }
+
+    /// RevokeOnion: the key is destroyed in the store first, so a crash half-way can never
+    /// bring the address back; then tor drops the service. Idempotent.
+    pub async fn revoke(&self, identity_id: &str) -> Result<OnionService, OnionError> {
+        let _changing = self.changing.lock().await;
+        let Some(live) = self.live_entry(identity_id) else {
+            return self.get(identity_id).await;
+        };
+        let revoked_at = now_ms();
+        self.store
+            .revoke(identity_id, revoked_at)
+            .await
+            .map_err(internal("revoking an onion"))?;
+        {
+            let mut registry = lock(&self.registry);
+            registry.by_identity.remove(identity_id);
+            registry.by_service.remove(&live.stored.service_id);
+        }
+        if let Ok(control) = self.control() {
+            match control.del_onion(&live.stored.service_id).await {
+                Ok(_) => {}
+                // The connection is then lost, and the onion with it: tor removes onions of a
+                // closed control connection.
+                Err(error) => tracing::warn!(%error, "DEL_ONION of a revoked onion failed"),
+            }
+        }
+        let described = Self::describe_revoked(&StoredOnion {
+            sealed_key: None,
+            slot: None,
+            revoked_at_ms: Some(revoked_at),
+            ..live.stored
+        });
+        let _ = self.changes.send(described.clone());
+        self.record_state_metrics();
+        tracing::info!("onion service revoked");
+        Ok(described)
+    }
+
+    /// ExportOnionKey: the 64-byte expanded secret key.
+    pub async fn export_key(
+        &self,
+        identity_id: &str,
+    ) -> Result<(String, Zeroizing<Vec<u8>>), OnionError> {
+        let Some(live) = self.live_entry(identity_id) else {
+            return match self.get(identity_id).await {
+                Ok(_) => Err(OnionError::Revoked),
+                Err(error) => Err(error),
+            };
+        };
+        let blob = self.open_key(&live.stored)?;
+        let key = BASE64.decode(blob.as_bytes()).map_err(|_| {
+            tracing::error!("a stored onion key is not base64");
+            OnionError::Internal
+        })?;
+        Ok((
+            format!("{}.onion", live.stored.service_id),
+            Zeroizing::new(key),
+        ))
+    }
+
+    /// WatchOnions: the receiver of changes (subscribed first, so nothing falls between) and
+    /// the snapshot of the watched onions.
+    pub fn watch(
+        &self,
+        identity_ids: &[String],
+    ) -> (broadcast::Receiver<OnionService>, Vec<OnionService>) {
+        let changes = self.changes.subscribe();
+        (changes, self.snapshot(identity_ids))
+    }
+
+    /// The live onions among `identity_ids` (all when empty).
+    pub fn snapshot(&self, identity_ids: &[String]) -> Vec<OnionService> {
+        let registry = lock(&self.registry);
+        registry
+            .by_identity
+            .values()
+            .filter(|live| {
+                identity_ids.is_empty() || identity_ids.contains(&live.stored.identity_id)
+            })
+            .map(|live| self.describe(live))
+            .collect()
+    }
+
+    /// GetSocksEndpoint's address, when known.
+    pub fn socks_endpoint(&self) -> Result<String, OnionError> {
+        if let Some(socks) = &self.configured_socks {
+            return Ok(socks.clone());
+        }
+        let tor = lock(&self.tor);
+        tor.socks.clone().ok_or_else(|| {
+            OnionError::TorUnavailable(
+                "tor's SOCKS port is not known yet (set tor.socks, or wait for the control connection)"
+                    .to_owned(),
+            )
+        })
+    }
+
+    /// GetTorStatus.
+    pub fn tor_status(&self) -> TorStatus {
+        let (publishing, online, failed) = {
+            let registry = lock(&self.registry);
+            let count = |state: OnionState| {
+                u32::try_from(
+                    registry
+                        .by_identity
+                        .values()
+                        .filter(|live| live.state == state)
+                        .count(),
+                )
+                .unwrap_or(u32::MAX)
+            };
+            (
+                count(OnionState::Publishing),
+                count(OnionState::Online),
+                count(OnionState::Failed),
+            )
+        };
+        let tor = lock(&self.tor);
+        let connected = tor
+            .control
+            .as_ref()
+            .is_some_and(|control| !control.is_closed());
+        TorStatus {
+            control_connected: connected,
+            connected_since: tor.connected_since.filter(|_| connected).map(timestamp),
+            tor_version: if connected {
+                tor.tor_version.clone()
+            } else {
+                String::new()
+            },
+            bootstrap_percent: if connected { tor.bootstrap_percent } else { 0 },
+            pow_defense_supported: tor.pow_supported,
+            last_error: tor.last_error.clone(),
+            onions_publishing: publishing,
+            onions_online: online,
+            onions_failed: failed,
+            failed_connect_attempts: tor.failed_attempts,
+        }
+    }
+
+    // --- what the supervisor reports ----------------------------------------------------
+
+    /// A connection attempt failed: reported, counted, and every live onion is FAILED with
+    /// the reason until tor is back.
+    pub(crate) fn on_connect_failed(&self, error: &ControlError) {
+        let message = error.to_string();
+        let attempts = {
+            let mut tor = lock(&self.tor);
+            tor.failed_attempts += 1;
+            tor.last_error = message.clone();
+            tor.failed_attempts
+        };
+        metrics::counter!("onionpost_onion_tor_connect_failures_total").increment(1);
+        // The first failure and then every tenth, so a long outage does not flood the log.
+        if attempts == 1 || attempts % 10 == 0 {
+            tracing::warn!(error = %message, attempts, "cannot use tor's control port; retrying");
+        }
+        self.fail_all(&format!("tor is unreachable: {message}"));
+    }
+
+    /// The connection ended.
+    pub(crate) fn on_disconnected(&self, error: &ControlError) {
+        let message = error.to_string();
+        {
+            let mut tor = lock(&self.tor);
+            tor.control = None;
+            tor.connected_since = None;
+            tor.last_error = message.clone();
+        }
+        let _ = self.connected.send(false);
+        metrics::gauge!("onionpost_onion_tor_control_connected").set(0.0);
+        tracing::warn!(error = %message, "lost tor's control connection; reconnecting");
+        self.fail_all(&format!("tor is unreachable: {message}"));
+    }
+
+    fn fail_all(&self, message: &str) {
+        {
+            let mut registry = lock(&self.registry);
+            for live in registry.by_identity.values_mut() {
+                live.on_tor = false;
+                live.publishing_since = None;
+                self.set_state(live, OnionState::Failed, message);
+            }
+        }
+        self.record_state_metrics();
+    }
+
+    /// A connection is up: record it, then add every live onion back with its stored key.
+    pub(crate) async fn on_connected(
+        &self,
+        control: ControlConnection,
+        tor_version: String,
+        bootstrap_percent: u32,
+        socks: Option<String>,
+    ) {
+        let pow_supported = crate::control::version_at_least(&tor_version, POW_ADD_ONION_SINCE);
+        {
+            let mut tor = lock(&self.tor);
+            tor.control = Some(control.clone());
+            tor.connected_since = Some(SystemTime::now());
+            tor.tor_version = tor_version.clone();
+            tor.bootstrap_percent = bootstrap_percent;
+            tor.pow_supported = pow_supported;
+            tor.last_error.clear();
+            tor.failed_attempts = 0;
+            tor.socks = socks;
+        }
+        let _ = self.connected.send(true);
+        metrics::gauge!("onionpost_onion_tor_control_connected").set(1.0);
+        tracing::info!(tor_version = %tor_version, bootstrap_percent, pow_supported, "connected to tor");
+        let restored_at = Instant::now();
+        let restored = self.restore_missing(&control).await;
+        if restored > 0 {
+            tracing::info!(restored, took = ?restored_at.elapsed(), "onion services added back to tor");
+        }
+    }
+
+    /// Adds every live onion tor does not hold on this connection; returns how many were
+    /// added. Failures leave the onion FAILED, to be tried again on the next tick.
+    pub(crate) async fn restore_missing(&self, control: &ControlConnection) -> usize {
+        let missing: Vec<StoredOnion> = {
+            let registry = lock(&self.registry);
+            registry
+                .by_identity
+                .values()
+                .filter(|live| !live.on_tor)
+                .map(|live| live.stored.clone())
+                .collect()
+        };
+        let mut restored = 0;
+        for stored in missing {
+            let Some(slot) = stored.slot else { continue };
+            let outcome = match self.open_key(&stored) {
+                Ok(blob) => {
+                    let ports = self.plan.add_onion_ports(slot, &stored.purposes);
+                    let mut outcome = self
+                        .add_to_tor(control, OnionKey::Existing(blob.as_str()), ports.clone())
+                        .await;
+                    if let Err(ControlError::Refused { code: 550, .. }) = outcome {
+                        // A copy from an earlier connection that tor kept (detached by someone
+                        // else): replace it with ours.
+                        let _ = control.del_onion(&stored.service_id).await;
+                        outcome = self
+                            .add_to_tor(control, OnionKey::Existing(blob.as_str()), ports)
+                            .await;
+                    }
+                    outcome.map_err(|error| error.to_string())
+                }
+                Err(error) => Err(error.to_string()),
+            };
+            let added_at = Instant::now();
+            let revoked_meanwhile = {
+                let mut registry = lock(&self.registry);
+                match registry.by_identity.get_mut(&stored.identity_id) {
+                    None => true,
+                    Some(live) => {
+                        self.record_restore(live, outcome, added_at, &mut restored);
+                        false
+                    }
+                }
+            };
+            if revoked_meanwhile {
+                let _ = control.del_onion(&stored.service_id).await;
+            }
+        }
+        self.record_state_metrics();
+        restored
+    }
+
+    fn record_restore(
+        &self,
+        live: &mut Live,
+        outcome: Result<(crate::control::AddedOnion, bool), String>,
+        added_at: Instant,
+        restored: &mut usize,
+    ) {
+        match outcome {
+            Ok((_, pow_defense)) => {
+                live.on_tor = true;
+                live.pow_defense = pow_defense;
+                live.publishing_since = Some(added_at);
+                self.set_state(live, OnionState::Publishing, "");
+                *restored += 1;
+            }
+            Err(message) => {
+                tracing::warn!(error = %message, "cannot add an onion service back to tor");
+                self.set_state(
+                    live,
+                    OnionState::Failed,
+                    &format!("adding the onion to tor failed: {message}"),
+                );
+            }
+        }
+    }
+
+    /// An HS_DESC event about one of our onions.
+    pub(crate) fn on_hs_desc(&self, event: HsDescEvent) {
+        let changed = {
+            let mut registry = lock(&self.registry);
+            let service_id = match &event {
+                HsDescEvent::Uploaded { service_id } | HsDescEvent::Failed { service_id, .. } => {
+                    service_id
+                }
+            };
+            let Some(identity_id) = registry.by_service.get(service_id).cloned() else {
+                return;
+            };
+            let Some(live) = registry.by_identity.get_mut(&identity_id) else {
+                return;
+            };
+            match event {
+                HsDescEvent::Uploaded { .. } => {
+                    live.last_published_at = Some(SystemTime::now());
+                    if let Some(since) = live.publishing_since.take() {
+                        metrics::histogram!("onionpost_onion_publish_seconds")
+                            .record(since.elapsed().as_secs_f64());
+                    }
+                    self.set_state(live, OnionState::Online, "")
+                }
+                HsDescEvent::Failed { reason, .. } => {
+                    // One HSDir of several refusing is routine; it is worth showing only while
+                    // no upload has succeeded.
+                    if live.state == OnionState::Online {
+                        false
+                    } else {
+                        let state = live.state;
+                        self.set_state(
+                            live,
+                            state,
+                            &format!("descriptor upload failed ({reason}); tor retries"),
+                        )
+                    }
+                }
+            }
+        };
+        if changed {
+            self.record_state_metrics();
+        }
+    }
+
+    /// Bootstrap progress from a STATUS_CLIENT event.
+    pub(crate) fn on_bootstrap(&self, percent: u32) {
+        lock(&self.tor).bootstrap_percent = percent;
+    }
+
+    /// Periodic check: onions PUBLISHING for too long are FAILED (tor keeps trying).
+    pub(crate) fn check_publish_timeouts(&self) {
+        let mut changed = false;
+        {
+            let mut registry = lock(&self.registry);
+            for live in registry.by_identity.values_mut() {
+                let overdue = live.state == OnionState::Publishing
+                    && live
+                        .publishing_since
+                        .is_some_and(|since| since.elapsed() >= PUBLISH_TIMEOUT);
+                if overdue {
+                    changed |= self.set_state(
+                        live,
+                        OnionState::Failed,
+                        &format!(
+                            "no descriptor upload succeeded within {} s; tor keeps trying",
+                            PUBLISH_TIMEOUT.as_secs()
+                        ),
+                    );
+                }
+            }
+        }
+        if changed {
+            self.record_state_metrics();
+        }
+    }
+
+    /// Whether any live onion is not on tor (to be retried on the next tick).
+    pub(crate) fn any_missing(&self) -> bool {
+        lock(&self.registry)
+            .by_identity
+            .values()
+            .any(|live| !live.on_tor)
+    }
+}

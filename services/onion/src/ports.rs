@@ -1,0 +1,213 @@
+//! Which virtual ports an identity's onion opens and where tor forwards them.
+//!
+//! design.md, "one onion, one identity": the listening service must know which identity's
+//! onion a connection came through. Tor forwards each identity's virtual ports to target ports
+//! of that identity alone, so the port a connection arrives on names the identity. Every
+//! identity owns a *slot*: a block of [`PORTS_PER_SLOT`] consecutive target ports, one per
+//! purpose in a fixed order, so opening IMAP for an identity later never moves its SMTP port.
+//! Slots are handed out lowest-free-first and freed on revocation.
+
+use std::net::IpAddr;
+
+use onionpost_proto::onion::v1::{PortMapping, PortPurpose};
+
+/// Target ports per identity: one for each [`Purpose`].
+pub const PORTS_PER_SLOT: u16 = 4;
+
+/// What a virtual port carries (the contract's `PortPurpose`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Purpose {
+    Smtp,
+    Wkd,
+    Imap,
+    Submission,
+}
+
+impl Purpose {
+    /// In slot order.
+    pub const ALL: [Purpose; 4] = [
+        Purpose::Smtp,
+        Purpose::Wkd,
+        Purpose::Imap,
+        Purpose::Submission,
+    ];
+
+    /// What every identity gets when the caller names no purposes: its MX and its key
+    /// directory.
+    pub const DEFAULT: [Purpose; 2] = [Purpose::Smtp, Purpose::Wkd];
+
+    /// The port peers dial on the onion, fixed by convention.
+    pub fn virtual_port(self) -> u16 {
+        match self {
+            Purpose::Smtp => 25,
+            Purpose::Wkd => 80,
+            Purpose::Imap => 143,
+            Purpose::Submission => 587,
+        }
+    }
+
+    fn offset(self) -> u16 {
+        match self {
+            Purpose::Smtp => 0,
+            Purpose::Wkd => 1,
+            Purpose::Imap => 2,
+            Purpose::Submission => 3,
+        }
+    }
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Smtp => "smtp",
+            Purpose::Wkd => "wkd",
+            Purpose::Imap => "imap",
+            Purpose::Submission => "submission",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Purpose> {
+        Purpose::ALL
+            .into_iter()
+            .find(|purpose| purpose.as_str() == text)
+    }
+
+    pub fn to_proto(self) -> PortPurpose {
+        match self {
+            Purpose::Smtp => PortPurpose::Smtp,
+            Purpose::Wkd => PortPurpose::Wkd,
+            Purpose::Imap => PortPurpose::Imap,
+            Purpose::Submission => PortPurpose::Submission,
+        }
+    }
+
+    pub fn from_proto(purpose: PortPurpose) -> Option<Purpose> {
+        match purpose {
+            PortPurpose::Unspecified => None,
+            PortPurpose::Smtp => Some(Purpose::Smtp),
+            PortPurpose::Wkd => Some(Purpose::Wkd),
+            PortPurpose::Imap => Some(Purpose::Imap),
+            PortPurpose::Submission => Some(Purpose::Submission),
+        }
+    }
+}
+
+/// Where tor forwards identities' virtual ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortPlan {
+    /// The address tor connects to: an IP, since tor does not resolve target names.
+    pub target_host: IpAddr,
+    /// The first target port of slot 0.
+    pub first_port: u16,
+    /// How many slots fit in the range.
+    pub slots: u32,
+}
+
+impl PortPlan {
+    /// A plan over target ports `first..=last`.
+    pub fn new(target_host: IpAddr, first: u16, last: u16) -> Result<PortPlan, String> {
+        if first == 0 || last < first {
+            return Err(format!("target port range {first}-{last} is empty"));
+        }
+        let slots = (u32::from(last) - u32::from(first) + 1) / u32::from(PORTS_PER_SLOT);
+        if slots == 0 {
+            return Err(format!(
+                "target port range {first}-{last} holds fewer than {PORTS_PER_SLOT} ports"
+            ));
+        }
+        Ok(PortPlan {
+            target_host,
+            first_port: first,
+            slots,
+        })
+    }
+
+    /// The target port of `purpose` in `slot`.
+    pub fn target_port(&self, slot: u32, purpose: Purpose) -> u16 {
+        let port = u32::from(self.first_port)
+            + slot * u32::from(PORTS_PER_SLOT)
+            + u32::from(purpose.offset());
+        u16::try_from(port).expect("slots are bounded by the port range")
+    }
+
+    /// The mappings of one identity, in purpose order.
+    pub fn mappings(&self, slot: u32, purposes: &[Purpose]) -> Vec<PortMapping> {
+        purposes
+            .iter()
+            .map(|purpose| PortMapping {
+                purpose: purpose.to_proto() as i32,
+                virtual_port: u32::from(purpose.virtual_port()),
+                target_host: self.target_host.to_string(),
+                target_port: u32::from(self.target_port(slot, *purpose)),
+            })
+            .collect()
+    }
+
+    /// `(virtual port, "ip:port")` pairs for ADD_ONION.
+    pub fn add_onion_ports(&self, slot: u32, purposes: &[Purpose]) -> Vec<(u16, String)> {
+        purposes
+            .iter()
+            .map(|purpose| {
+                let target =
+                    std::net::SocketAddr::new(self.target_host, self.target_port(slot, *purpose));
+                (purpose.virtual_port(), target.to_string())
+            })
+            .collect()
+    }
+}
+
+/// The purposes of a request: deduplicated, in slot order, [`Purpose::DEFAULT`] when empty.
+pub fn requested_purposes(purposes: &[i32]) -> Result<Vec<Purpose>, String> {
+    let mut chosen = Vec::new();
+    for value in purposes {
+        let purpose = PortPurpose::try_from(*value)
+            .ok()
+            .and_then(Purpose::from_proto)
+            .ok_or_else(|| format!("unknown port purpose {value}"))?;
+        if !chosen.contains(&purpose) {
+            chosen.push(purpose);
+        }
+    }
+    if chosen.is_empty() {
+        chosen.extend(Purpose::DEFAULT);
+    }
+    chosen.sort();
+    Ok(chosen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_give_each_identity_its_own_ports() {
+        let plan = PortPlan::new("10.0.0.5".parse().unwrap(), 20000, 20011).unwrap();
+        assert_eq!(plan.slots, 3);
+        assert_eq!(plan.target_port(0, Purpose::Smtp), 20000);
+        assert_eq!(plan.target_port(1, Purpose::Smtp), 20004);
+        assert_eq!(plan.target_port(2, Purpose::Submission), 20011);
+        assert_eq!(
+            plan.add_onion_ports(1, &[Purpose::Smtp, Purpose::Wkd]),
+            vec![(25, "10.0.0.5:20004".into()), (80, "10.0.0.5:20005".into())]
+        );
+        let ipv6 = PortPlan::new("::1".parse().unwrap(), 20000, 20003).unwrap();
+        assert_eq!(
+            ipv6.add_onion_ports(0, &[Purpose::Imap])[0].1,
+            "[::1]:20002"
+        );
+        assert!(PortPlan::new("127.0.0.1".parse().unwrap(), 20000, 20002).is_err());
+    }
+
+    #[test]
+    fn purposes_default_and_dedupe() {
+        assert_eq!(requested_purposes(&[]).unwrap(), Purpose::DEFAULT);
+        assert_eq!(
+            requested_purposes(&[4, 1, 4]).unwrap(),
+            vec![Purpose::Smtp, Purpose::Submission]
+        );
+        assert!(requested_purposes(&[0]).is_err());
+        assert!(requested_purposes(&[9]).is_err());
+        for purpose in Purpose::ALL {
+            assert_eq!(Purpose::parse(purpose.as_str()), Some(purpose));
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! End-to-end tests of onionpost: the whole system run as processes over a private Tor
+//! network on loopback, with the real `tor`. This library is the test support that the
+//! scenario tests in `tests/` share, and nothing in the product depends on it: [`tornet`]
+//! brings up and tears down the network (authorities, relays, one client tor per carrier
+//! node), [`control`] is a minimal control-port client that proves the network can host and
+//! publish onion services (the product has its own in `onionpost_onion::control`), [`socks`]
+//! connects to an onion through a client's SOCKS port, handing the name to tor, and
+//! [`onion_service`] runs the onion service in-process for scenario tests and benchmarks.
+
+pub mod control;
+pub mod node;
+pub mod onion_service;
+pub mod otlp;
+pub mod socks;
+pub mod tornet;
+
+pub use control::{AddedOnion, ControlConnection, ControlError, Reply, ReplyLine};
+pub use socks::{SocksError, connect_onion};
+pub use tornet::{TorClient, TorNet, TorNetError};
