@@ -13,12 +13,19 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
+/// OTLP `SPAN_KIND_SERVER`.
+pub const SERVER: i32 = 2;
+/// OTLP `SPAN_KIND_CLIENT`.
+pub const CLIENT: i32 = 3;
+
 /// One exported span, reduced to what tests look at.
 #[derive(Debug, Clone)]
 pub struct CollectedSpan {
     /// The exporting process's `service.name` resource attribute.
     pub service: String,
     pub name: String,
+    /// OTLP span kind: 2 server, 3 client.
+    pub kind: i32,
     pub trace_id: Vec<u8>,
     pub span_id: Vec<u8>,
     /// Empty for a root span.
@@ -52,6 +59,7 @@ impl TraceService for Sink {
                     spans.push(CollectedSpan {
                         service: service.clone(),
                         name: span.name,
+                        kind: span.kind,
                         trace_id: span.trace_id,
                         span_id: span.span_id,
                         parent_span_id: span.parent_span_id,

@@ -6,7 +6,7 @@
 //! one process and over TCP when they do not.
 
 use onionpost_e2e::node::{Node, http_get};
-use onionpost_e2e::otlp::{CollectedSpan, Collector};
+use onionpost_e2e::otlp::{CLIENT, CollectedSpan, Collector, SERVER};
 
 fn telemetry_env(collector: &Collector) -> Vec<(&'static str, String)> {
     vec![
@@ -37,8 +37,8 @@ async fn check_carrier(admin: &Node, keys: &Node) {
     );
 }
 
-/// A `grpc.client` span in `caller` whose child `grpc.server` span for the health check is
-/// in `callee`, in the same trace.
+/// A client span of a gRPC call in `caller` whose child server span is in `callee`, in the
+/// same trace (span names are the gRPC method paths).
 fn find_hop<'a>(
     spans: &'a [CollectedSpan],
     caller: &str,
@@ -46,13 +46,14 @@ fn find_hop<'a>(
 ) -> Option<(&'a CollectedSpan, &'a CollectedSpan)> {
     spans
         .iter()
-        .filter(|span| span.service == caller && span.name == "grpc.client")
+        .filter(|span| span.service == caller && span.kind == CLIENT && span.name.starts_with('/'))
         .find_map(|client| {
             spans
                 .iter()
                 .find(|server| {
                     server.service == callee
-                        && server.name == "grpc.server"
+                        && server.kind == SERVER
+                        && server.name == client.name
                         && server.trace_id == client.trace_id
                         && server.parent_span_id == client.span_id
                 })
