@@ -6,10 +6,12 @@
 //! onion (client and server), the key-pinning rule, signed introductions (vCard 4.0 with KEY),
 //! `openpgp4fpr:` URIs and their QR codes, and signed revocations.
 //!
-//! What does not: the gRPC adapter, the address-book store and configuration. They come on top of
-//! this crate and keep no cryptography of their own. Nothing here reads the environment, opens a
-//! database or binds a port: the WKD server is an [`axum::Router`] handed to whoever owns the
-//! listener, and the WKD client is handed tor's SOCKS endpoint.
+//! On top of the domain modules, and keeping no cryptography of their own: the address-book and
+//! identity-key [`store`] (SQLite or PostgreSQL), the use cases ([`service`]), the thin gRPC
+//! adapter ([`grpc`]), the per-identity WKD listeners (`wkd_serve`) and the runtime module
+//! ([`KeysModule`]). The domain modules read no environment, open no database and bind no
+//! port: the WKD server is an [`axum::Router`] handed to whoever owns the listener, and the WKD
+//! client is handed tor's SOCKS endpoint.
 //!
 //! All keys are v4 (RFC 4880 profile) and advertise SEIPDv1 only, so that GnuPG 2.2, still the
 //! GnuPG of many systems, reads what onionpost writes (see `identity_key`).
@@ -19,19 +21,29 @@ mod certs;
 mod error;
 mod mime;
 
+mod module;
+mod wkd_serve;
+
 pub mod autocrypt;
+pub mod bundle;
+pub mod carry;
+pub mod fetch;
+pub mod grpc;
 pub mod identity_key;
 pub mod introduction;
 pub mod pgp_mime;
 pub mod pinning;
 pub mod qr;
 pub mod revocation;
+pub mod service;
+pub mod store;
 pub mod wkd;
 
 pub use address::{Address, onion_host_from_ed25519};
 pub use certs::{cert_holds_address, parse_cert, public_armored};
 pub use error::KeysError;
 pub use identity_key::{IdentityKey, SealedKey};
+pub use module::KeysModule;
 /// The carrier secret type, from the runtime, re-exported for callers of [`IdentityKey::seal`].
 pub use onionpost_runtime::seal::CarrierSecret;
 

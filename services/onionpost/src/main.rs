@@ -72,6 +72,8 @@ struct HealthcheckArgs {
 fn module(target: ServiceName) -> Option<Box<dyn Module>> {
     match target {
         ServiceName::Admin => Some(Box::new(onionpost_admin::AdminModule)),
+        ServiceName::Onion => Some(Box::new(onionpost_onion::OnionModule)),
+        ServiceName::Keys => Some(Box::new(onionpost_keys::KeysModule)),
         _ => None,
     }
 }

@@ -1,0 +1,148 @@
+//! Fetching a peer's key by WKD over its own onion, through the SOCKS endpoint the onion
+//! service names. Behind a trait so the adapter can be tested in memory without tor.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use onionpost_proto::ServiceName;
+use onionpost_proto::onion::v1::GetSocksEndpointRequest;
+use onionpost_proto::onion::v1::onion_client::OnionClient;
+use onionpost_runtime::Directory;
+use tokio::sync::Mutex;
+
+use crate::{Address, Cert, KeysError};
+
+/// How long one WKD fetch over tor may take: a fresh circuit to an onion service can take tens
+/// of seconds on a slow network.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Fetches the key an address publishes on its own onion, bound to that address.
+#[async_trait]
+pub trait KeyFetcher: Send + Sync + 'static {
+    async fn fetch(&self, address: &Address) -> Result<Cert, KeysError>;
+}
+
+/// The real fetcher: asks the onion service for tor's SOCKS endpoint (once, then remembers
+/// it), and fetches through it with [`crate::wkd::fetch`].
+pub struct TorWkdFetcher {
+    directory: Directory,
+    socks: Mutex<Option<SocketAddr>>,
+    timeout: Duration,
+}
+
+impl TorWkdFetcher {
+    pub fn new(directory: Directory) -> Arc<Self> {
+        Arc::new(TorWkdFetcher {
+            directory,
+            socks: Mutex::new(None),
+            timeout: FETCH_TIMEOUT,
+        })
+    }
+
+    async fn socks_endpoint(&self) -> Result<SocketAddr, KeysError> {
+        let mut cached = self.socks.lock().await;
+        if let Some(address) = *cached {
+            return Ok(address);
+        }
+        let transport = self
+            .directory
+            .transport(ServiceName::Onion)
+            .map_err(|error| KeysError::Fetch(error.to_string()))?;
+        let endpoint = OnionClient::new(transport)
+            .get_socks_endpoint(GetSocksEndpointRequest {})
+            .await
+            .map_err(|status| KeysError::Fetch(format!("onion service: {}", status.message())))?
+            .into_inner();
+        // The endpoint may be a host name (`tor:9050` in compose); resolve it here, once.
+        let address = tokio::net::lookup_host(&endpoint.address)
+            .await
+            .map_err(|error| KeysError::Fetch(format!("SOCKS endpoint: {error}")))?
+            .next()
+            .ok_or_else(|| KeysError::Fetch("SOCKS endpoint resolves to nothing".into()))?;
+        *cached = Some(address);
+        Ok(address)
+    }
+}
+
+#[async_trait]
+impl KeyFetcher for TorWkdFetcher {
+    async fn fetch(&self, address: &Address) -> Result<Cert, KeysError> {
+        let socks = self.socks_endpoint().await?;
+        crate::wkd::fetch(socks, address, self.timeout).await
+    }
+}
+
+/// The onion keys of identities, held by the onion service: exported into and imported from
+/// identity bundles. Behind a trait so the adapter can be tested without the onion service.
+#[async_trait]
+pub trait OnionKeys: Send + Sync + 'static {
+    /// The onion host (`<56>.onion`) and 64-byte expanded secret key of an identity's onion.
+    async fn export_onion_key(
+        &self,
+        identity_id: &str,
+    ) -> Result<(String, zeroize::Zeroizing<Vec<u8>>), tonic::Status>;
+
+    /// Brings an onion key onto this carrier for an identity; returns its onion host.
+    async fn import_onion(
+        &self,
+        identity_id: &str,
+        secret_key: &[u8],
+    ) -> Result<String, tonic::Status>;
+}
+
+/// [`OnionKeys`] through the onion service's gRPC contract, local or remote.
+pub struct OnionServiceKeys {
+    directory: Directory,
+}
+
+impl OnionServiceKeys {
+    pub fn new(directory: Directory) -> Arc<Self> {
+        Arc::new(OnionServiceKeys { directory })
+    }
+
+    fn client(&self) -> Result<OnionClient<onionpost_runtime::Transport>, tonic::Status> {
+        self.directory
+            .transport(ServiceName::Onion)
+            .map(OnionClient::new)
+            .map_err(|error| tonic::Status::unavailable(error.to_string()))
+    }
+}
+
+#[async_trait]
+impl OnionKeys for OnionServiceKeys {
+    async fn export_onion_key(
+        &self,
+        identity_id: &str,
+    ) -> Result<(String, zeroize::Zeroizing<Vec<u8>>), tonic::Status> {
+        let exported = self
+            .client()?
+            .export_onion_key(onionpost_proto::onion::v1::ExportOnionKeyRequest {
+                identity_id: identity_id.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok((
+            exported.onion_address,
+            zeroize::Zeroizing::new(exported.secret_key),
+        ))
+    }
+
+    async fn import_onion(
+        &self,
+        identity_id: &str,
+        secret_key: &[u8],
+    ) -> Result<String, tonic::Status> {
+        let imported = self
+            .client()?
+            .import_onion(onionpost_proto::onion::v1::ImportOnionRequest {
+                identity_id: identity_id.to_owned(),
+                secret_key: secret_key.to_vec(),
+                purposes: Vec::new(),
+            })
+            .await?
+            .into_inner();
+        Ok(imported.onion_address)
+    }
+}

@@ -1,0 +1,1538 @@
+//! The keys service's use cases: the domain modules of this crate put together with the store,
+//! one method per RPC of `onionpost.keys.v1.Keys`. The gRPC adapter (`grpc`) only unwraps
+//! requests and maps [`ServiceError`] to a status.
+//!
+//! Decisions taken here, where the design is silent:
+//!
+//! - A recipient that is an identity of this carrier resolves from the store, not over tor: its
+//!   own onion would serve exactly that key, and a loop through tor only adds latency.
+//! - A key from Autocrypt is learned only from a message whose signature it verifies; a header
+//!   on unsigned or badly signed mail teaches nothing (LearnAutocrypt is the explicit path for
+//!   accounts that decrypt in their own client).
+//! - A contact added from a QR code with a matching fingerprint is marked verified.
+//! - Introducers are recorded once each and their onions become designated carriers, in order.
+//! - A revoked identity's key is withdrawn from WKD (its user ID is no longer valid); peers get
+//!   the revocation certificate from RevokeIdentityKey's caller. The secret is destroyed.
+//! - Contacts are onion addresses only for now; clearnet correspondents come with the gateway.
+//!   ResolveRecipientKeys answers MISSING for a clearnet recipient instead of failing the call.
+//! - Address-book updates are last-writer-wins per contact; two key offers racing for the same
+//!   contact may lose one, which the next message or fetch offers again.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use onionpost_proto::keys::v1 as pb;
+use onionpost_runtime::seal::CarrierSecret;
+use sequoia_openpgp::serialize::SerializeInto;
+
+use crate::fetch::{KeyFetcher, OnionKeys};
+use crate::pinning::{HoldReason, PinDecision};
+use crate::store::{
+    ContactFilter, ContactRecord, Custody, HeldKey, IdentityRecord, IntroducerRecord, KeySource,
+    KeysStore, StoreError,
+};
+use crate::wkd::WkdDirectory;
+
+/// One WKD directory per identity, so the listener on identity A's onion can never serve
+/// co-hosted identity B's key (which would link the two).
+#[derive(Clone, Debug, Default)]
+pub struct WkdDirectories(Arc<std::sync::Mutex<std::collections::HashMap<String, WkdDirectory>>>);
+
+impl WkdDirectories {
+    /// The directory of one identity, created empty when the identity has no key yet (its key
+    /// appears in it the moment it is created).
+    pub fn for_identity(&self, identity_id: &str) -> WkdDirectory {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(identity_id.to_owned())
+            .or_default()
+            .clone()
+    }
+}
+use crate::{Address, Cert, Fingerprint, IdentityKey, KeysError, SealedKey};
+
+/// Everything a keys RPC can fail with; mapped once to a gRPC status (in `grpc`).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A verdict of the OpenPGP domain logic.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    /// Storage trouble; its text is logged, never returned.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unimplemented(&'static str),
+    /// The onion service refused or could not be reached; its status is passed on.
+    #[error("onion service: {}", .0.message())]
+    Onion(tonic::Status),
+}
+
+type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// Page size of ListContacts when the caller names none, and the most it may ask for.
+const DEFAULT_PAGE_SIZE: u32 = 50;
+const MAX_PAGE_SIZE: u32 = 500;
+/// Pixels per QR module in PNG images.
+const QR_MODULE_PIXELS: u32 = 8;
+
+/// The keys service: store, carrier secret, WKD client, and the directory its WKD listeners
+/// serve from.
+#[derive(Clone)]
+pub struct KeysService {
+    store: Arc<dyn KeysStore>,
+    secret: CarrierSecret,
+    fetcher: Arc<dyn KeyFetcher>,
+    onion: Arc<dyn OnionKeys>,
+    wkd: WkdDirectories,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn timestamp_ms(timestamp: &prost_types::Timestamp) -> i64 {
+    timestamp
+        .seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(timestamp.nanos / 1_000_000))
+}
+
+fn required<'a>(value: &'a str, name: &str) -> Result<&'a str> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ServiceError::InvalidArgument(format!("{name} is required")));
+    }
+    Ok(trimmed)
+}
+
+/// Upper-case hex without spaces, as fingerprints are stored and compared.
+fn normalize_fingerprint(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase()
+}
+
+fn cert_bytes(cert: &Cert) -> Result<Vec<u8>> {
+    Ok(cert.export_to_vec().map_err(KeysError::crypto)?)
+}
+
+fn check_passphrase(passphrase: &str) -> Result<()> {
+    if passphrase.chars().count() < crate::bundle::MIN_PASSPHRASE_CHARS {
+        return Err(ServiceError::InvalidArgument(format!(
+            "the passphrase must have at least {} characters",
+            crate::bundle::MIN_PASSPHRASE_CHARS
+        )));
+    }
+    Ok(())
+}
+
+fn onion_host(text: &str) -> Result<String> {
+    let host = text.trim().to_ascii_lowercase();
+    Address::parse(&format!("carrier@{host}"))
+        .map(|address| address.onion_host())
+        .map_err(|_| ServiceError::InvalidArgument(format!("not a v3 onion host: {text:?}")))
+}
+
+fn onion_hosts(list: &[String]) -> Result<Vec<String>> {
+    let mut hosts = Vec::with_capacity(list.len());
+    for item in list {
+        let host = onion_host(item)?;
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    Ok(hosts)
+}
+
+fn key_source_to_pb(source: KeySource) -> pb::KeySource {
+    match source {
+        KeySource::Manual => pb::KeySource::Manual,
+        KeySource::Qr => pb::KeySource::Qr,
+        KeySource::Wkd => pb::KeySource::Wkd,
+        KeySource::Autocrypt => pb::KeySource::Autocrypt,
+        KeySource::Introduction => pb::KeySource::Introduction,
+    }
+}
+
+fn identity_to_pb(record: &IdentityRecord) -> pb::IdentityKey {
+    pb::IdentityKey {
+        identity_id: record.identity_id.clone(),
+        account_id: record.account_id.clone(),
+        address: record.address.clone(),
+        fingerprint: record.fingerprint.clone(),
+        public_key: record.public_key.clone(),
+        custody: match record.custody {
+            Custody::Carrier => pb::KeyCustody::Carrier,
+            Custody::Client => pb::KeyCustody::Client,
+        } as i32,
+        preferred_carriers: record.preferred_carriers.clone(),
+        created_at: Some(timestamp(record.created_at_ms)),
+        revoked_at: record.revoked_at_ms.map(timestamp),
+    }
+}
+
+fn contact_to_pb(record: &ContactRecord) -> pb::Contact {
+    pb::Contact {
+        contact_id: record.contact_id.clone(),
+        account_id: record.account_id.clone(),
+        address: record.address.clone(),
+        display_name: record.display_name.clone(),
+        fingerprint: record.fingerprint.clone(),
+        public_key: record.public_key.clone().unwrap_or_default(),
+        key_source: key_source_to_pb(record.key_source) as i32,
+        verified: record.verified,
+        introducers: record
+            .introducers
+            .iter()
+            .map(|introducer| pb::Introducer {
+                address: introducer.address.clone(),
+                fingerprint: introducer.fingerprint.clone(),
+                introduced_at: Some(timestamp(introducer.introduced_at_ms)),
+            })
+            .collect(),
+        designated_carriers: record.designated_carriers.clone(),
+        preferred_carriers: record.preferred_carriers.clone(),
+        held_key_change: record.held.as_ref().map(|held| pb::HeldKeyChange {
+            fingerprint: held.fingerprint.clone(),
+            public_key: held.public_key.clone(),
+            source: key_source_to_pb(held.source) as i32,
+            seen_at: Some(timestamp(held.seen_at_ms)),
+        }),
+        first_seen_at: Some(timestamp(record.first_seen_at_ms)),
+        last_seen_at: Some(timestamp(record.last_seen_at_ms)),
+        revoked_at: record.revoked_at_ms.map(timestamp),
+    }
+}
+
+fn new_contact_id() -> String {
+    let bytes: [u8; 12] = rand::random();
+    format!("ct_{}", hex::encode(bytes))
+}
+
+/// Runs CPU-bound OpenPGP work off the async workers (a 1 MiB message takes a while).
+async fn blocking<T, F>(work: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T, KeysError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => Ok(result?),
+        Err(error) => Err(KeysError::Crypto(format!("worker failed: {error}")).into()),
+    }
+}
+
+/// The result of offering a key for an address-book entry.
+struct Learned {
+    change: pb::KeyChange,
+    contact: ContactRecord,
+}
+
+impl KeysService {
+    pub fn new(
+        store: Arc<dyn KeysStore>,
+        secret: CarrierSecret,
+        fetcher: Arc<dyn KeyFetcher>,
+        onion: Arc<dyn OnionKeys>,
+        wkd: WkdDirectories,
+    ) -> Self {
+        KeysService {
+            store,
+            secret,
+            fetcher,
+            onion,
+            wkd,
+        }
+    }
+
+    /// The directory the WKD listener of one identity serves from.
+    pub fn wkd_directory(&self, identity_id: &str) -> WkdDirectory {
+        self.wkd.for_identity(identity_id)
+    }
+
+    /// Publishes every live identity's key in the WKD directory (at start-up).
+    pub async fn publish_all(&self) -> Result<usize> {
+        let identities = self.store.live_identities().await?;
+        for record in &identities {
+            self.publish(record)?;
+        }
+        Ok(identities.len())
+    }
+
+    fn publish(&self, record: &IdentityRecord) -> Result<()> {
+        let address = Address::parse(&record.address)?;
+        let cert = crate::parse_cert(&record.public_key)?;
+        self.wkd
+            .for_identity(&record.identity_id)
+            .publish(&address, &cert)?;
+        Ok(())
+    }
+
+    /// Live identities, for the WKD listeners.
+    pub async fn live_identities(&self) -> Result<Vec<IdentityRecord>> {
+        Ok(self.store.live_identities().await?)
+    }
+
+    async fn identity_record(&self, identity_id: &str) -> Result<IdentityRecord> {
+        let identity_id = required(identity_id, "identity_id")?;
+        self.store
+            .identity(identity_id)
+            .await?
+            .ok_or(ServiceError::NotFound("identity key"))
+    }
+
+    /// An identity whose key the carrier holds, unsealed.
+    async fn carrier_key(&self, identity_id: &str) -> Result<(IdentityRecord, IdentityKey)> {
+        let record = self.identity_record(identity_id).await?;
+        if record.revoked_at_ms.is_some() {
+            return Err(ServiceError::FailedPrecondition(
+                "the identity's key is revoked".into(),
+            ));
+        }
+        let Some(sealed) = record.sealed_secret.clone() else {
+            return Err(ServiceError::FailedPrecondition(
+                "the account keeps this identity's secret key in its own mail client".into(),
+            ));
+        };
+        let fingerprint = Fingerprint::from_hex(&record.fingerprint)
+            .map_err(|_| StoreError::Corrupt("identity fingerprint is not hex".into()))?;
+        let secret = self.secret.clone();
+        let key = blocking(move || {
+            IdentityKey::unseal(
+                &SealedKey {
+                    fingerprint,
+                    sealed,
+                },
+                &secret,
+            )
+        })
+        .await?;
+        Ok((record, key))
+    }
+
+    // --- identity keys ---------------------------------------------------------------------
+
+    pub async fn create_identity_key(
+        &self,
+        request: pb::CreateIdentityKeyRequest,
+    ) -> Result<pb::IdentityKey> {
+        let identity_id = required(&request.identity_id, "identity_id")?.to_owned();
+        let account_id = required(&request.account_id, "account_id")?.to_owned();
+        let address = Address::parse(request.address.trim())?;
+        if let Some(existing) = self.store.identity(&identity_id).await? {
+            return self.same_identity(existing, &account_id, &address);
+        }
+
+        let (fingerprint, public_key, sealed_secret, custody) =
+            if request.client_public_key.is_empty() {
+                let generated_for = address.clone();
+                let secret = self.secret.clone();
+                let (key, sealed) = blocking(move || {
+                    let key = IdentityKey::generate(&generated_for)?;
+                    let sealed = key.seal(&secret)?;
+                    Ok((key, sealed))
+                })
+                .await?;
+                (
+                    key.fingerprint(),
+                    cert_bytes(&key.public_cert())?,
+                    Some(sealed.sealed),
+                    Custody::Carrier,
+                )
+            } else {
+                let cert = crate::parse_cert(&request.client_public_key)?;
+                if cert.is_tsk() {
+                    return Err(ServiceError::InvalidArgument(
+                        "client_public_key holds secret key material; send the public key only"
+                            .into(),
+                    ));
+                }
+                let bound = crate::wkd::bind_to_address(cert, &address)?;
+                (
+                    bound.fingerprint(),
+                    cert_bytes(&bound)?,
+                    None,
+                    Custody::Client,
+                )
+            };
+        let record = IdentityRecord {
+            identity_id: identity_id.clone(),
+            account_id: account_id.clone(),
+            address: address.to_string(),
+            fingerprint: fingerprint.to_hex(),
+            public_key,
+            sealed_secret,
+            custody,
+            preferred_carriers: Vec::new(),
+            created_at_ms: now_ms(),
+            revoked_at_ms: None,
+            revocation: None,
+        };
+        match self.store.insert_identity(&record).await {
+            Ok(()) => {}
+            Err(StoreError::Duplicate) => {
+                // A retry that raced us, or the address belongs to another identity.
+                return match self.store.identity(&identity_id).await? {
+                    Some(existing) => self.same_identity(existing, &account_id, &address),
+                    None => Err(ServiceError::AlreadyExists(
+                        "the address belongs to another identity".into(),
+                    )),
+                };
+            }
+            Err(error) => return Err(error.into()),
+        }
+        self.publish(&record)?;
+        tracing::info!(identity_id = %record.identity_id, custody = custody.as_str(), "identity key created");
+        Ok(identity_to_pb(&record))
+    }
+
+    /// CreateIdentityKey is idempotent on the identity id, for the same account and address.
+    fn same_identity(
+        &self,
+        existing: IdentityRecord,
+        account_id: &str,
+        address: &Address,
+    ) -> Result<pb::IdentityKey> {
+        if existing.account_id != account_id || existing.address != address.to_string() {
+            return Err(ServiceError::AlreadyExists(
+                "the identity id has a key for another account or address".into(),
+            ));
+        }
+        Ok(identity_to_pb(&existing))
+    }
+
+    pub async fn get_identity_key(
+        &self,
+        request: pb::GetIdentityKeyRequest,
+    ) -> Result<pb::IdentityKey> {
+        use pb::get_identity_key_request::Identity;
+        let record = match request.identity {
+            Some(Identity::IdentityId(identity_id)) => self.identity_record(&identity_id).await?,
+            Some(Identity::Address(address)) => {
+                let address = Address::parse(address.trim())?;
+                self.store
+                    .identity_by_address(&address.to_string())
+                    .await?
+                    .ok_or(ServiceError::NotFound("identity key"))?
+            }
+            None => {
+                return Err(ServiceError::InvalidArgument(
+                    "identity_id or address is required".into(),
+                ));
+            }
+        };
+        Ok(identity_to_pb(&record))
+    }
+
+    pub async fn revoke_identity_key(
+        &self,
+        request: pb::RevokeIdentityKeyRequest,
+    ) -> Result<pb::RevokeIdentityKeyResponse> {
+        let record = self.identity_record(&request.identity_id).await?;
+        if let (Some(_), Some(revocation)) = (record.revoked_at_ms, record.revocation.clone()) {
+            // Already revoked: hand out the same proof again.
+            return Ok(pb::RevokeIdentityKeyResponse {
+                key: Some(identity_to_pb(&record)),
+                revocation,
+            });
+        }
+        let (mut record, key) = self.carrier_key(&request.identity_id).await?;
+        let reason = match pb::RevocationReason::try_from(request.reason) {
+            Ok(pb::RevocationReason::Compromised) => {
+                crate::revocation::RevocationReason::Compromised
+            }
+            Ok(pb::RevocationReason::Retired | pb::RevocationReason::Unspecified) => {
+                crate::revocation::RevocationReason::Retired
+            }
+            Err(_) => return Err(ServiceError::InvalidArgument("unknown reason".into())),
+        };
+        let message = request.message;
+        let (public_key, revocation) = blocking(move || {
+            let revocation = crate::revocation::revoke(&key, reason, &message)?;
+            let revocation_cert = crate::parse_cert(revocation.armored.as_bytes())?;
+            let revoked = key
+                .public_cert()
+                .merge_public(revocation_cert.clone())
+                .map_err(KeysError::crypto)?;
+            Ok((
+                revoked.export_to_vec().map_err(KeysError::crypto)?,
+                revocation_cert.export_to_vec().map_err(KeysError::crypto)?,
+            ))
+        })
+        .await?;
+        record.public_key = public_key;
+        record.sealed_secret = None;
+        record.revoked_at_ms = Some(now_ms());
+        record.revocation = Some(revocation.clone());
+        if !self.store.update_identity(&record).await? {
+            return Err(ServiceError::NotFound("identity key"));
+        }
+        // A revoked key no longer holds a valid user ID, so WKD stops serving it; peers learn
+        // the revocation from the certificate the caller sends them.
+        self.wkd
+            .for_identity(&record.identity_id)
+            .withdraw(&Address::parse(&record.address)?);
+        tracing::info!(identity_id = %record.identity_id, "identity key revoked");
+        Ok(pb::RevokeIdentityKeyResponse {
+            key: Some(identity_to_pb(&record)),
+            revocation,
+        })
+    }
+
+    pub async fn export_identity(
+        &self,
+        request: pb::ExportIdentityRequest,
+    ) -> Result<pb::ExportIdentityResponse> {
+        check_passphrase(&request.passphrase)?;
+        let (record, key) = self.carrier_key(&request.identity_id).await?;
+        let (onion_address, onion_key) = self
+            .onion
+            .export_onion_key(&record.identity_id)
+            .await
+            .map_err(ServiceError::Onion)?;
+        if onion_address.to_ascii_lowercase() != key.address().onion_host() {
+            return Err(ServiceError::FailedPrecondition(
+                "the identity's onion is not the onion of its key's address".into(),
+            ));
+        }
+        let passphrase = request.passphrase;
+        let bundle = blocking(move || crate::bundle::pack(&key, &onion_key, &passphrase)).await?;
+        tracing::info!(identity_id = %record.identity_id, "identity exported");
+        Ok(pb::ExportIdentityResponse { bundle })
+    }
+
+    pub async fn import_identity(
+        &self,
+        request: pb::ImportIdentityRequest,
+    ) -> Result<pb::IdentityKey> {
+        let identity_id = required(&request.identity_id, "identity_id")?.to_owned();
+        let account_id = required(&request.account_id, "account_id")?.to_owned();
+        let bundle = request.bundle;
+        let passphrase = request.passphrase;
+        let unpacked = blocking(move || crate::bundle::unpack(&bundle, &passphrase)).await?;
+        let address = unpacked.key.address().clone();
+        if let Some(existing) = self.store.identity(&identity_id).await? {
+            if existing.fingerprint == unpacked.key.fingerprint().to_hex() {
+                return self.same_identity(existing, &account_id, &address);
+            }
+            return Err(ServiceError::AlreadyExists(
+                "the identity id has another key".into(),
+            ));
+        }
+        if self
+            .store
+            .identity_by_address(&address.to_string())
+            .await?
+            .is_some()
+        {
+            return Err(ServiceError::AlreadyExists(
+                "the address belongs to another identity".into(),
+            ));
+        }
+        // The onion first: if the onion service refuses it, no key is left behind.
+        let onion_address = self
+            .onion
+            .import_onion(&identity_id, &unpacked.onion_key)
+            .await
+            .map_err(ServiceError::Onion)?;
+        if onion_address.to_ascii_lowercase() != address.onion_host() {
+            return Err(ServiceError::InvalidArgument(
+                "the bundle's onion key is not the onion of its key's address".into(),
+            ));
+        }
+        let secret = self.secret.clone();
+        let key = unpacked.key;
+        let (key, sealed) = blocking(move || {
+            let sealed = key.seal(&secret)?;
+            Ok((key, sealed))
+        })
+        .await?;
+        let record = IdentityRecord {
+            identity_id,
+            account_id,
+            address: address.to_string(),
+            fingerprint: key.fingerprint().to_hex(),
+            public_key: cert_bytes(&key.public_cert())?,
+            sealed_secret: Some(sealed.sealed),
+            custody: Custody::Carrier,
+            preferred_carriers: Vec::new(),
+            created_at_ms: now_ms(),
+            revoked_at_ms: None,
+            revocation: None,
+        };
+        self.store.insert_identity(&record).await?;
+        self.publish(&record)?;
+        tracing::info!(identity_id = %record.identity_id, "identity imported");
+        Ok(identity_to_pb(&record))
+    }
+
+    pub async fn set_preferred_carriers(
+        &self,
+        request: pb::SetPreferredCarriersRequest,
+    ) -> Result<pb::IdentityKey> {
+        let mut record = self.identity_record(&request.identity_id).await?;
+        if record.revoked_at_ms.is_some() {
+            return Err(ServiceError::FailedPrecondition(
+                "the identity's key is revoked".into(),
+            ));
+        }
+        record.preferred_carriers = onion_hosts(&request.carriers)?;
+        if !self.store.update_identity(&record).await? {
+            return Err(ServiceError::NotFound("identity key"));
+        }
+        Ok(identity_to_pb(&record))
+    }
+
+    pub async fn get_identity_qr(
+        &self,
+        request: pb::GetIdentityQrRequest,
+    ) -> Result<pb::IdentityQr> {
+        let record = self.identity_record(&request.identity_id).await?;
+        let address = Address::parse(&record.address)?;
+        let fingerprint = Fingerprint::from_hex(&record.fingerprint)
+            .map_err(|_| StoreError::Corrupt("identity fingerprint is not hex".into()))?;
+        let uri = crate::qr::openpgp4fpr_uri(&fingerprint, &address);
+        let (image, media_type) = match pb::QrFormat::try_from(request.format) {
+            Ok(pb::QrFormat::Png) => (crate::qr::qr_png(&uri, QR_MODULE_PIXELS)?, "image/png"),
+            Ok(pb::QrFormat::Svg | pb::QrFormat::Unspecified) => {
+                (crate::qr::qr_svg(&uri)?.into_bytes(), "image/svg+xml")
+            }
+            Err(_) => return Err(ServiceError::InvalidArgument("unknown QR format".into())),
+        };
+        Ok(pb::IdentityQr {
+            uri,
+            image,
+            media_type: media_type.to_owned(),
+        })
+    }
+
+    // --- messages --------------------------------------------------------------------------
+
+    pub async fn sign_and_encrypt(
+        &self,
+        request: pb::SignAndEncryptRequest,
+    ) -> Result<pb::SignAndEncryptResponse> {
+        if request.signer_identity_id.trim().is_empty() {
+            return Err(ServiceError::Unimplemented(
+                "encrypting without a signer (gateway mail) is not supported yet",
+            ));
+        }
+        if request.recipients.is_empty() {
+            return Err(ServiceError::InvalidArgument(
+                "recipients is required".into(),
+            ));
+        }
+        let (record, key) = self.carrier_key(&request.signer_identity_id).await?;
+        let mut certs = Vec::with_capacity(request.recipients.len());
+        for recipient in &request.recipients {
+            let address = Address::parse(recipient.trim())?;
+            let contact = self
+                .store
+                .contact_by_address(&record.account_id, &address.to_string())
+                .await?;
+            let usable = contact.as_ref().and_then(|contact| {
+                if contact.revoked_at_ms.is_some() || contact.held.is_some() {
+                    return None;
+                }
+                contact.public_key.as_ref()
+            });
+            let Some(public_key) = usable else {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "no usable key for recipient {address} (resolve it first)"
+                )));
+            };
+            certs.push(crate::parse_cert(public_key)?);
+        }
+        let mut encrypted_to: Vec<String> = certs
+            .iter()
+            .map(|cert| cert.fingerprint().to_hex())
+            .collect();
+        encrypted_to.push(key.fingerprint().to_hex());
+        let message = request.message;
+        let add_autocrypt = request.add_autocrypt_header;
+        let sealed = blocking(move || {
+            let message = if add_autocrypt {
+                let header =
+                    crate::autocrypt::AutocryptHeader::for_identity(&key)?.to_header_field()?;
+                let mut with_header = Vec::with_capacity(message.len() + header.len() + 2);
+                with_header.extend_from_slice(header.as_bytes());
+                with_header.extend_from_slice(b"\r\n");
+                with_header.extend_from_slice(&message);
+                with_header
+            } else {
+                message
+            };
+            crate::pgp_mime::seal(&message, &key, &certs)
+        })
+        .await?;
+        Ok(pb::SignAndEncryptResponse {
+            message: sealed,
+            encrypted_to,
+        })
+    }
+
+    pub async fn decrypt_and_verify(
+        &self,
+        request: pb::DecryptAndVerifyRequest,
+    ) -> Result<pb::DecryptAndVerifyResponse> {
+        use crate::pgp_mime::Verification;
+
+        let (record, key) = self.carrier_key(&request.recipient_identity_id).await?;
+        let account_id = record.account_id.clone();
+        let message = request.message;
+        let from = outer_from(&message);
+
+        // The key bound to the From address: pinned, else fetched from its onion when asked.
+        let mut key_change = pb::KeyChange::Unspecified;
+        let mut contact = match &from {
+            Some(from) => {
+                self.store
+                    .contact_by_address(&account_id, &from.to_string())
+                    .await?
+            }
+            None => None,
+        };
+        let has_pin = contact
+            .as_ref()
+            .is_some_and(|contact| contact.public_key.is_some());
+        if let (Some(from), false, true) = (&from, has_pin, request.fetch_sender_key)
+            && let Ok(cert) = self.fetch_key(from).await
+        {
+            let learned = self
+                .learn_key(&account_id, from, &cert, KeySource::Wkd, None)
+                .await?;
+            key_change = learned.change;
+            contact = Some(learned.contact);
+        }
+        let pinned = match contact
+            .as_ref()
+            .and_then(|contact| contact.public_key.as_ref())
+        {
+            Some(bytes) => Some(crate::parse_cert(bytes)?),
+            None => None,
+        };
+        let autocrypt = crate::autocrypt::AutocryptHeader::from_message(&message)
+            .ok()
+            .flatten()
+            .filter(|header| Some(&header.addr) == from.as_ref());
+        let mut signer_certs: Vec<Cert> = pinned.iter().cloned().collect();
+        if let Some(header) = &autocrypt
+            && pinned
+                .as_ref()
+                .is_none_or(|pinned| pinned.fingerprint() != header.cert.fingerprint())
+        {
+            signer_certs.push(header.cert.clone());
+        }
+        let opened =
+            blocking(move || crate::pgp_mime::open(&message, &[&key], &signer_certs)).await?;
+
+        let mut signer_key_source = contact.as_ref().map(|contact| contact.key_source);
+        let (signature, signer_fingerprint) = match &opened.verification {
+            Verification::Unsigned => (pb::SignatureStatus::Unsigned, String::new()),
+            Verification::UnknownSigner { .. } => {
+                (pb::SignatureStatus::SignerUnknown, String::new())
+            }
+            Verification::Bad { signer, .. } => (
+                pb::SignatureStatus::Bad,
+                signer.as_ref().map(Fingerprint::to_hex).unwrap_or_default(),
+            ),
+            Verification::Good {
+                signer_holds_from: false,
+                signer,
+            } => (pb::SignatureStatus::SignerMismatch, signer.to_hex()),
+            Verification::Good { signer, .. } => {
+                let is_pinned = pinned
+                    .as_ref()
+                    .is_some_and(|pinned| &pinned.fingerprint() == signer);
+                let status = if is_pinned {
+                    if contact
+                        .as_ref()
+                        .is_some_and(|contact| contact.revoked_at_ms.is_some())
+                    {
+                        pb::SignatureStatus::SignerRevoked
+                    } else {
+                        pb::SignatureStatus::Verified
+                    }
+                } else if let (Some(header), Some(from)) = (&autocrypt, &from) {
+                    // Signed by the key in the message's own Autocrypt header: learn it by the
+                    // pinning rule; only a pin or a signed transition makes it the sender's.
+                    let learned = self
+                        .learn_key(&account_id, from, &header.cert, KeySource::Autocrypt, None)
+                        .await?;
+                    key_change = learned.change;
+                    signer_key_source = Some(learned.contact.key_source);
+                    let now_pinned = learned.contact.fingerprint == signer.to_hex();
+                    contact = Some(learned.contact);
+                    if now_pinned {
+                        pb::SignatureStatus::Verified
+                    } else {
+                        pb::SignatureStatus::SignerMismatch
+                    }
+                } else {
+                    pb::SignatureStatus::SignerMismatch
+                };
+                (status, signer.to_hex())
+            }
+        };
+        if let Some(mut seen) = contact.clone()
+            && key_change == pb::KeyChange::Unspecified
+        {
+            seen.last_seen_at_ms = now_ms();
+            self.store.update_contact(&seen).await?;
+        }
+        Ok(pb::DecryptAndVerifyResponse {
+            message: opened.message,
+            signature: signature as i32,
+            from_address: from.map(|from| from.to_string()).unwrap_or_default(),
+            signer_fingerprint,
+            signer_key_source: signer_key_source
+                .map_or(pb::KeySource::Unspecified, key_source_to_pb)
+                as i32,
+            key_change: Some(pb::KeyChangeOutcome {
+                change: key_change as i32,
+                contact_id: contact
+                    .map(|contact| contact.contact_id)
+                    .unwrap_or_default(),
+            }),
+        })
+    }
+
+    pub async fn learn_autocrypt(
+        &self,
+        request: pb::LearnAutocryptRequest,
+    ) -> Result<pb::KeyChangeOutcome> {
+        let record = self.identity_record(&request.recipient_identity_id).await?;
+        let from = Address::parse(request.from_address.trim())?;
+        let header = crate::autocrypt::AutocryptHeader::parse(&request.header)?;
+        if header.addr != from {
+            return Err(ServiceError::InvalidArgument(
+                "the Autocrypt header's addr is not the From address".into(),
+            ));
+        }
+        let message_date = request.message_date.as_ref().map(timestamp_ms);
+        if let (Some(date), Some(existing)) = (
+            message_date,
+            self.store
+                .contact_by_address(&record.account_id, &from.to_string())
+                .await?,
+        ) {
+            // Autocrypt Level 1 §2.3: an older message never replaces what a newer one taught.
+            if existing
+                .autocrypt_date_ms
+                .is_some_and(|newest| newest > date)
+            {
+                return Ok(pb::KeyChangeOutcome {
+                    change: pb::KeyChange::Unchanged as i32,
+                    contact_id: existing.contact_id,
+                });
+            }
+        }
+        let learned = self
+            .learn_key(
+                &record.account_id,
+                &from,
+                &header.cert,
+                KeySource::Autocrypt,
+                Some(message_date.unwrap_or_else(now_ms)),
+            )
+            .await?;
+        Ok(pb::KeyChangeOutcome {
+            change: learned.change as i32,
+            contact_id: learned.contact.contact_id,
+        })
+    }
+
+    /// Offers `cert` for `address` in an account's address book under the pinning rule:
+    /// the first key is pinned, the same key merged, a transition signed by the pinned key
+    /// accepted, anything else held for the account.
+    async fn learn_key(
+        &self,
+        account_id: &str,
+        address: &Address,
+        cert: &Cert,
+        source: KeySource,
+        autocrypt_date_ms: Option<i64>,
+    ) -> Result<Learned> {
+        let now = now_ms();
+        let existing = self
+            .store
+            .contact_by_address(account_id, &address.to_string())
+            .await?;
+        let pinned = match existing
+            .as_ref()
+            .and_then(|contact| contact.public_key.as_ref())
+        {
+            Some(bytes) => Some(crate::parse_cert(bytes)?),
+            None => None,
+        };
+        let decision = crate::pinning::decide(pinned.as_ref(), cert, address)?;
+        let Some(mut contact) = existing else {
+            let PinDecision::PinFirst(first) = decision else {
+                return Err(
+                    KeysError::Crypto("a key without a pin was not pinned first".into()).into(),
+                );
+            };
+            let contact = ContactRecord {
+                contact_id: new_contact_id(),
+                account_id: account_id.to_owned(),
+                address: address.to_string(),
+                display_name: String::new(),
+                fingerprint: first.fingerprint().to_hex(),
+                public_key: Some(cert_bytes(&first)?),
+                key_source: source,
+                verified: false,
+                designated_carriers: Vec::new(),
+                preferred_carriers: Vec::new(),
+                held: None,
+                introducers: Vec::new(),
+                autocrypt_date_ms,
+                first_seen_at_ms: now,
+                last_seen_at_ms: now,
+                revoked_at_ms: None,
+            };
+            self.store
+                .insert_contact(&contact)
+                .await
+                .map_err(|error| match error {
+                    StoreError::Duplicate => ServiceError::FailedPrecondition(
+                        "the contact was added meanwhile; try again".into(),
+                    ),
+                    other => other.into(),
+                })?;
+            return Ok(Learned {
+                change: pb::KeyChange::Pinned,
+                contact,
+            });
+        };
+        contact.last_seen_at_ms = now;
+        if autocrypt_date_ms.is_some() {
+            contact.autocrypt_date_ms = autocrypt_date_ms;
+        }
+        let change = match decision {
+            PinDecision::PinFirst(first) => {
+                contact.fingerprint = first.fingerprint().to_hex();
+                contact.public_key = Some(cert_bytes(&first)?);
+                contact.key_source = source;
+                pb::KeyChange::Pinned
+            }
+            PinDecision::Unchanged(merged) => {
+                contact.public_key = Some(cert_bytes(&merged)?);
+                pb::KeyChange::Unchanged
+            }
+            PinDecision::Transition { new, .. } => {
+                contact.fingerprint = new.fingerprint().to_hex();
+                contact.public_key = Some(cert_bytes(&new)?);
+                contact.key_source = source;
+                contact.verified = false;
+                contact.held = None;
+                pb::KeyChange::Transitioned
+            }
+            PinDecision::Held { offered, reason } => {
+                let fingerprint = offered.fingerprint().to_hex();
+                let already_held = contact
+                    .held
+                    .as_ref()
+                    .is_some_and(|held| held.fingerprint == fingerprint);
+                if !already_held {
+                    contact.held = Some(HeldKey {
+                        fingerprint,
+                        public_key: cert_bytes(&offered)?,
+                        source,
+                        reason: match reason {
+                            HoldReason::NotCertifiedByPinnedKey => "not-certified",
+                            HoldReason::PinnedKeyCompromised => "pinned-compromised",
+                        }
+                        .to_owned(),
+                        seen_at_ms: now,
+                    });
+                }
+                pb::KeyChange::Held
+            }
+        };
+        if !self.store.update_contact(&contact).await? {
+            return Err(ServiceError::FailedPrecondition(
+                "the contact was removed meanwhile; try again".into(),
+            ));
+        }
+        Ok(Learned { change, contact })
+    }
+
+    pub async fn resolve_recipient_keys(
+        &self,
+        request: pb::ResolveRecipientKeysRequest,
+    ) -> Result<pb::ResolveRecipientKeysResponse> {
+        use pb::RecipientKeyStatus as Status;
+
+        let record = self.identity_record(&request.sender_identity_id).await?;
+        let mut recipients = Vec::with_capacity(request.recipients.len());
+        for recipient in &request.recipients {
+            let address = match Address::parse(recipient.trim()) {
+                Ok(address) => address,
+                // A clearnet correspondent (through the gateway) publishes no key over an
+                // onion; say so for this recipient rather than failing the others.
+                Err(_) if is_clearnet_address(recipient) => {
+                    recipients.push(pb::RecipientKey {
+                        address: recipient.trim().to_ascii_lowercase(),
+                        status: Status::Missing as i32,
+                        fingerprint: String::new(),
+                        detail: "a clearnet address has no onion to fetch a key from".into(),
+                    });
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let answer = |status: Status, fingerprint: String, detail: &str| pb::RecipientKey {
+                address: address.to_string(),
+                status: status as i32,
+                fingerprint,
+                detail: detail.to_owned(),
+            };
+            let contact = self
+                .store
+                .contact_by_address(&record.account_id, &address.to_string())
+                .await?;
+            if let Some(contact) = &contact {
+                if contact.revoked_at_ms.is_some() {
+                    recipients.push(answer(
+                        Status::Revoked,
+                        String::new(),
+                        "the recipient's key is revoked",
+                    ));
+                    continue;
+                }
+                if contact.held.is_some() {
+                    recipients.push(answer(
+                        Status::ChangeHeld,
+                        String::new(),
+                        "a new key for the recipient waits for the account's decision",
+                    ));
+                    continue;
+                }
+                if contact.public_key.is_some() {
+                    recipients.push(answer(Status::Pinned, contact.fingerprint.clone(), ""));
+                    continue;
+                }
+            }
+            if !request.fetch_missing {
+                recipients.push(answer(
+                    Status::Missing,
+                    String::new(),
+                    "no key in the address book",
+                ));
+                continue;
+            }
+            match self.fetch_key(&address).await {
+                Ok(cert) => {
+                    let learned = self
+                        .learn_key(&record.account_id, &address, &cert, KeySource::Wkd, None)
+                        .await?;
+                    recipients.push(match learned.change {
+                        pb::KeyChange::Held => answer(
+                            Status::ChangeHeld,
+                            String::new(),
+                            "a new key for the recipient waits for the account's decision",
+                        ),
+                        _ => answer(Status::Fetched, learned.contact.fingerprint, ""),
+                    });
+                }
+                Err(KeysError::KeyNotFound) => recipients.push(answer(
+                    Status::NotPublished,
+                    String::new(),
+                    "the recipient's onion publishes no key for this address",
+                )),
+                Err(error) if error.is_transient() => {
+                    recipients.push(answer(
+                        Status::Unreachable,
+                        String::new(),
+                        &error.to_string(),
+                    ));
+                }
+                Err(error) => {
+                    recipients.push(answer(
+                        Status::NotPublished,
+                        String::new(),
+                        &error.to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(pb::ResolveRecipientKeysResponse { recipients })
+    }
+
+    /// The key an address publishes: straight from the store when the address is an identity
+    /// of this carrier (its onion would serve exactly this key), else by WKD over its onion.
+    async fn fetch_key(&self, address: &Address) -> Result<Cert, KeysError> {
+        let local = self
+            .store
+            .identity_by_address(&address.to_string())
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "reading identity keys failed");
+                KeysError::Fetch("key store unavailable".into())
+            })?;
+        if let Some(local) = local.filter(|local| local.revoked_at_ms.is_none()) {
+            let cert = crate::parse_cert(&local.public_key)?;
+            return crate::wkd::bind_to_address(cert, address);
+        }
+        self.fetcher.fetch(address).await
+    }
+
+    // --- carry statements ------------------------------------------------------------------
+
+    pub async fn sign_carry_statement(
+        &self,
+        request: pb::SignCarryStatementRequest,
+    ) -> Result<pb::SignCarryStatementResponse> {
+        use crate::carry::{CarryKind, CarryStatement};
+        let carrier = onion_host(required(&request.carrier, "carrier")?)?;
+        let kind = match pb::CarryStatementKind::try_from(request.kind) {
+            Ok(pb::CarryStatementKind::Request) => CarryKind::Request,
+            Ok(pb::CarryStatementKind::Withdraw) => CarryKind::Withdraw,
+            _ => {
+                return Err(ServiceError::InvalidArgument(
+                    "kind must be REQUEST or WITHDRAW".into(),
+                ));
+            }
+        };
+        let (_, key) = self.carrier_key(&request.identity_id).await?;
+        let statement = CarryStatement {
+            identity: key.address().clone(),
+            carrier,
+            kind,
+            signed_at: now_ms().div_euclid(1000),
+            expires_at: request
+                .expires_at
+                .as_ref()
+                .map(|expires_at| expires_at.seconds),
+        };
+        let statement = blocking(move || crate::carry::sign(&key, &statement)).await?;
+        Ok(pb::SignCarryStatementResponse { statement })
+    }
+
+    pub async fn verify_carry_statement(
+        &self,
+        request: pb::VerifyCarryStatementRequest,
+    ) -> Result<pb::CarryStatement> {
+        let claimed = crate::carry::peek(&request.statement)?;
+        // The key bound to the identity's onion: its own, when it is hosted here, else the one
+        // its onion serves.
+        let cert = self.fetch_key(&claimed.identity).await?;
+        let signed = request.statement;
+        let (statement, signer) = blocking(move || crate::carry::verify(&signed, &cert)).await?;
+        Ok(pb::CarryStatement {
+            address: statement.identity.to_string(),
+            fingerprint: signer.to_hex(),
+            carrier: statement.carrier,
+            kind: match statement.kind {
+                crate::carry::CarryKind::Request => pb::CarryStatementKind::Request,
+                crate::carry::CarryKind::Withdraw => pb::CarryStatementKind::Withdraw,
+            } as i32,
+            signed_at: Some(timestamp(statement.signed_at.saturating_mul(1000))),
+            expires_at: statement
+                .expires_at
+                .map(|seconds| timestamp(seconds.saturating_mul(1000))),
+        })
+    }
+
+    // --- address books ---------------------------------------------------------------------
+
+    async fn contact_record(&self, account_id: &str, contact_id: &str) -> Result<ContactRecord> {
+        let account_id = required(account_id, "account_id")?;
+        let contact_id = required(contact_id, "contact_id")?;
+        self.store
+            .contact(account_id, contact_id)
+            .await?
+            .ok_or(ServiceError::NotFound("contact"))
+    }
+
+    pub async fn list_contacts(
+        &self,
+        request: pb::ListContactsRequest,
+    ) -> Result<pb::ListContactsResponse> {
+        let account_id = required(&request.account_id, "account_id")?;
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            size => size.min(MAX_PAGE_SIZE),
+        };
+        let filter = ContactFilter {
+            query: request.query.trim().to_owned(),
+            only_held: request.only_held_key_changes,
+            after_address: request.page_token,
+            limit: page_size + 1,
+        };
+        let mut contacts = self.store.list_contacts(account_id, &filter).await?;
+        let next_page_token = if contacts.len() > page_size as usize {
+            contacts.truncate(page_size as usize);
+            contacts
+                .last()
+                .map(|contact| contact.address.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(pb::ListContactsResponse {
+            contacts: contacts.iter().map(contact_to_pb).collect(),
+            next_page_token,
+        })
+    }
+
+    pub async fn get_contact(&self, request: pb::GetContactRequest) -> Result<pb::Contact> {
+        use pb::get_contact_request::Contact;
+        let account_id = required(&request.account_id, "account_id")?;
+        let record = match request.contact {
+            Some(Contact::ContactId(contact_id)) => {
+                self.contact_record(account_id, &contact_id).await?
+            }
+            Some(Contact::Address(address)) => {
+                let address = Address::parse(address.trim())?;
+                self.store
+                    .contact_by_address(account_id, &address.to_string())
+                    .await?
+                    .ok_or(ServiceError::NotFound("contact"))?
+            }
+            None => {
+                return Err(ServiceError::InvalidArgument(
+                    "contact_id or address is required".into(),
+                ));
+            }
+        };
+        Ok(contact_to_pb(&record))
+    }
+
+    pub async fn add_contact(&self, request: pb::AddContactRequest) -> Result<pb::Contact> {
+        let account_id = required(&request.account_id, "account_id")?.to_owned();
+        let address = Address::parse(request.address.trim())?;
+        let source = match pb::KeySource::try_from(request.source) {
+            Ok(pb::KeySource::Unspecified | pb::KeySource::Manual) => KeySource::Manual,
+            Ok(pb::KeySource::Qr) => KeySource::Qr,
+            _ => {
+                return Err(ServiceError::InvalidArgument(
+                    "source must be MANUAL or QR".into(),
+                ));
+            }
+        };
+        if self
+            .store
+            .contact_by_address(&account_id, &address.to_string())
+            .await?
+            .is_some()
+        {
+            return Err(ServiceError::AlreadyExists(
+                "the address book has a contact with this address".into(),
+            ));
+        }
+        let designated_carriers = onion_hosts(&request.designated_carriers)?;
+        let cert = if request.public_key.is_empty() {
+            self.fetch_key(&address).await?
+        } else {
+            crate::wkd::bind_to_address(crate::parse_cert(&request.public_key)?, &address)?
+        };
+        let expected = normalize_fingerprint(&request.expected_fingerprint);
+        let fingerprint = cert.fingerprint().to_hex();
+        if !expected.is_empty() && expected != fingerprint {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "the key's fingerprint is {fingerprint}, not the expected {expected}"
+            )));
+        }
+        let now = now_ms();
+        let record = ContactRecord {
+            contact_id: new_contact_id(),
+            account_id,
+            address: address.to_string(),
+            display_name: request.display_name.trim().to_owned(),
+            fingerprint,
+            public_key: Some(cert_bytes(&cert)?),
+            key_source: source,
+            // A fingerprint compared with one seen in person (QR) is a verification.
+            verified: !expected.is_empty(),
+            designated_carriers,
+            preferred_carriers: Vec::new(),
+            held: None,
+            introducers: Vec::new(),
+            autocrypt_date_ms: None,
+            first_seen_at_ms: now,
+            last_seen_at_ms: now,
+            revoked_at_ms: None,
+        };
+        self.store
+            .insert_contact(&record)
+            .await
+            .map_err(|error| match error {
+                StoreError::Duplicate => ServiceError::AlreadyExists(
+                    "the address book has a contact with this address".into(),
+                ),
+                other => other.into(),
+            })?;
+        Ok(contact_to_pb(&record))
+    }
+
+    pub async fn update_contact(&self, request: pb::UpdateContactRequest) -> Result<pb::Contact> {
+        let update = request
+            .contact
+            .ok_or_else(|| ServiceError::InvalidArgument("contact is required".into()))?;
+        let paths = request
+            .update_mask
+            .map(|mask| mask.paths)
+            .unwrap_or_default();
+        if paths.is_empty() {
+            return Err(ServiceError::InvalidArgument(
+                "update_mask is required".into(),
+            ));
+        }
+        let mut record = self
+            .contact_record(&request.account_id, &update.contact_id)
+            .await?;
+        for path in &paths {
+            match path.as_str() {
+                "display_name" => record.display_name = update.display_name.trim().to_owned(),
+                "verified" => record.verified = update.verified,
+                "designated_carriers" => {
+                    record.designated_carriers = onion_hosts(&update.designated_carriers)?;
+                }
+                "public_key" => {
+                    // An explicit account action: replaces the pin without the pinning rule.
+                    let address = Address::parse(&record.address)?;
+                    let cert = crate::wkd::bind_to_address(
+                        crate::parse_cert(&update.public_key)?,
+                        &address,
+                    )?;
+                    record.fingerprint = cert.fingerprint().to_hex();
+                    record.public_key = Some(cert_bytes(&cert)?);
+                    record.key_source = KeySource::Manual;
+                    record.held = None;
+                    record.revoked_at_ms = None;
+                    if !paths.iter().any(|path| path == "verified") {
+                        record.verified = false;
+                    }
+                }
+                other => {
+                    return Err(ServiceError::InvalidArgument(format!(
+                        "update_mask: {other:?} cannot be changed"
+                    )));
+                }
+            }
+        }
+        if !self.store.update_contact(&record).await? {
+            return Err(ServiceError::NotFound("contact"));
+        }
+        Ok(contact_to_pb(&record))
+    }
+
+    pub async fn delete_contact(
+        &self,
+        request: pb::DeleteContactRequest,
+    ) -> Result<pb::DeleteContactResponse> {
+        let account_id = required(&request.account_id, "account_id")?;
+        let contact_id = required(&request.contact_id, "contact_id")?;
+        if !self.store.delete_contact(account_id, contact_id).await? {
+            return Err(ServiceError::NotFound("contact"));
+        }
+        Ok(pb::DeleteContactResponse {})
+    }
+
+    pub async fn confirm_key_change(
+        &self,
+        request: pb::ConfirmKeyChangeRequest,
+    ) -> Result<pb::Contact> {
+        let mut record = self
+            .contact_record(&request.account_id, &request.contact_id)
+            .await?;
+        let Some(held) = record.held.take() else {
+            return Err(ServiceError::FailedPrecondition(
+                "no key change is held for this contact".into(),
+            ));
+        };
+        if held.fingerprint != normalize_fingerprint(&request.fingerprint) {
+            return Err(ServiceError::FailedPrecondition(
+                "the held key is not the one named; look at the contact again".into(),
+            ));
+        }
+        if request.accept {
+            record.fingerprint = held.fingerprint;
+            record.public_key = Some(held.public_key);
+            record.key_source = held.source;
+            record.verified = false;
+            record.revoked_at_ms = None;
+        }
+        if !self.store.update_contact(&record).await? {
+            return Err(ServiceError::NotFound("contact"));
+        }
+        Ok(contact_to_pb(&record))
+    }
+
+    // --- introductions and revocations -----------------------------------------------------
+
+    pub async fn make_introduction(
+        &self,
+        request: pb::MakeIntroductionRequest,
+    ) -> Result<pb::Introduction> {
+        let (record, key) = self.carrier_key(&request.introducer_identity_id).await?;
+        let contact = self
+            .contact_record(&record.account_id, &request.contact_id)
+            .await?;
+        let Some(public_key) = contact.public_key.as_ref() else {
+            return Err(ServiceError::FailedPrecondition(
+                "the contact has no key to introduce".into(),
+            ));
+        };
+        let cert = crate::parse_cert(public_key)?;
+        let address = Address::parse(&contact.address)?;
+        let part = blocking(move || crate::introduction::introduce(&key, &address, &cert)).await?;
+        Ok(pb::Introduction {
+            part,
+            media_type: "multipart/signed; protocol=\"application/pgp-signature\"".to_owned(),
+        })
+    }
+
+    /// Every pinned key in an account's address book, with its contact.
+    async fn pinned_contacts(&self, account_id: &str) -> Result<Vec<(ContactRecord, Cert)>> {
+        let mut pinned = Vec::new();
+        let mut filter = ContactFilter {
+            limit: MAX_PAGE_SIZE,
+            ..ContactFilter::default()
+        };
+        loop {
+            let page = self.store.list_contacts(account_id, &filter).await?;
+            let Some(last) = page.last() else { break };
+            filter.after_address = last.address.clone();
+            let full = page.len() == MAX_PAGE_SIZE as usize;
+            for contact in page {
+                if let Some(bytes) = &contact.public_key {
+                    let cert = crate::parse_cert(bytes)?;
+                    pinned.push((contact, cert));
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(pinned)
+    }
+
+    pub async fn import_introduction(
+        &self,
+        request: pb::ImportIntroductionRequest,
+    ) -> Result<pb::Contact> {
+        let record = self.identity_record(&request.recipient_identity_id).await?;
+        let pinned = self.pinned_contacts(&record.account_id).await?;
+        let certs: Vec<Cert> = pinned.iter().map(|(_, cert)| cert.clone()).collect();
+        let part = request.part;
+        let introduction = blocking(move || crate::introduction::verify(&part, &certs)).await?;
+        let introducer = pinned
+            .iter()
+            .find(|(_, cert)| cert.fingerprint() == introduction.introducer)
+            .map(|(contact, _)| contact.clone())
+            .ok_or_else(|| KeysError::UnknownSigner(introduction.introducer.to_hex()))?;
+        let mut learned = self
+            .learn_key(
+                &record.account_id,
+                &introduction.contact,
+                &introduction.cert,
+                KeySource::Introduction,
+                None,
+            )
+            .await?;
+        let contact = &mut learned.contact;
+        let introducer_fingerprint = introduction.introducer.to_hex();
+        if !contact
+            .introducers
+            .iter()
+            .any(|known| known.fingerprint == introducer_fingerprint)
+        {
+            contact.introducers.push(IntroducerRecord {
+                address: introducer.address.clone(),
+                fingerprint: introducer_fingerprint,
+                introduced_at_ms: now_ms(),
+            });
+            // The introducers are the first designated carriers (design.md, "Introductions").
+            let carrier = Address::parse(&introducer.address)?.onion_host();
+            if !contact.designated_carriers.contains(&carrier) {
+                contact.designated_carriers.push(carrier);
+            }
+            if !self.store.update_contact(contact).await? {
+                return Err(ServiceError::NotFound("contact"));
+            }
+        }
+        Ok(contact_to_pb(contact))
+    }
+
+    pub async fn apply_revocation(
+        &self,
+        request: pb::ApplyRevocationRequest,
+    ) -> Result<pb::Contact> {
+        let account_id = required(&request.account_id, "account_id")?;
+        let offered = crate::parse_cert(&request.revocation)
+            .map_err(|error| KeysError::MalformedRevocation(error.to_string()))?;
+        let fingerprint = offered.fingerprint().to_hex();
+        let addresses: Vec<Address> = offered
+            .userids()
+            .filter_map(|uid| crate::certs::userid_address(uid.userid()))
+            .collect();
+        let mut found = None;
+        for address in &addresses {
+            if let Some(contact) = self
+                .store
+                .contact_by_address(account_id, &address.to_string())
+                .await?
+                && contact.fingerprint == fingerprint
+            {
+                found = Some(contact);
+                break;
+            }
+        }
+        let mut contact = found.ok_or(ServiceError::NotFound("contact with this key"))?;
+        let pinned = crate::parse_cert(contact.public_key.as_deref().unwrap_or_default())?;
+        let revocation = request.revocation;
+        let applied = blocking(move || crate::revocation::apply(&revocation, &pinned)).await?;
+        contact.public_key = Some(cert_bytes(&applied.cert)?);
+        contact.revoked_at_ms = Some(now_ms());
+        contact.last_seen_at_ms = now_ms();
+        if !self.store.update_contact(&contact).await? {
+            return Err(ServiceError::NotFound("contact"));
+        }
+        Ok(contact_to_pb(&contact))
+    }
+}
+
+/// `local@domain` where the domain is not an onion (a gateway correspondent).
+fn is_clearnet_address(text: &str) -> bool {
+    text.trim().rsplit_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain
+                .to_ascii_lowercase()
+                .trim_end_matches('.')
+                .ends_with(".onion")
+    })
+}
+
+/// The outer From address of a received message, if it names an onion identity.
+fn outer_from(message: &[u8]) -> Option<Address> {
+    let entity = crate::mime::Entity::parse(message).ok()?;
+    let from = entity.field("From")?.value();
+    let from = match (from.rfind('<'), from.rfind('>')) {
+        (Some(start), Some(end)) if start < end => from[start + 1..end].to_owned(),
+        _ => from,
+    };
+    Address::parse(from.trim()).ok()
+}

@@ -1,0 +1,1296 @@
+//! The gRPC adapter in memory: the `Keys` trait implementation over a real SQLite store, with
+//! the WKD client replaced by a map of what each onion "publishes". Covers each use case and
+//! the error each bad input must give.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use onionpost_keys::fetch::{KeyFetcher, OnionKeys};
+use onionpost_keys::grpc::KeysGrpc;
+use onionpost_keys::service::{KeysService, WkdDirectories};
+use onionpost_keys::{
+    Address, CarrierSecret, Cert, IdentityKey, KeysError, autocrypt, introduction, parse_cert,
+    pgp_mime, pinning, revocation, wkd,
+};
+use onionpost_proto::keys::v1 as pb;
+use onionpost_proto::keys::v1::keys_server::Keys;
+use onionpost_runtime::Database;
+use sequoia_openpgp::serialize::SerializeInto;
+use tonic::{Code, Request};
+
+/// What the fake network answers for each address.
+#[derive(Default)]
+struct FakeOnions {
+    published: Mutex<HashMap<String, Cert>>,
+    unreachable: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl KeyFetcher for FakeOnions {
+    async fn fetch(&self, address: &Address) -> Result<Cert, KeysError> {
+        if self
+            .unreachable
+            .lock()
+            .unwrap()
+            .contains(&address.to_string())
+        {
+            return Err(KeysError::Fetch("no circuit".into()));
+        }
+        let cert = self
+            .published
+            .lock()
+            .unwrap()
+            .get(&address.to_string())
+            .cloned()
+            .ok_or(KeysError::KeyNotFound)?;
+        wkd::bind_to_address(cert, address)
+    }
+}
+
+/// The onion service's keys: onion key bytes by identity, and the onion each key belongs to.
+#[derive(Default)]
+struct FakeOnionKeys {
+    by_identity: Mutex<HashMap<String, Vec<u8>>>,
+    onion_of_key: Mutex<HashMap<Vec<u8>, String>>,
+}
+
+#[async_trait]
+impl OnionKeys for FakeOnionKeys {
+    async fn export_onion_key(
+        &self,
+        identity_id: &str,
+    ) -> Result<(String, zeroize::Zeroizing<Vec<u8>>), tonic::Status> {
+        let key = self
+            .by_identity
+            .lock()
+            .unwrap()
+            .get(identity_id)
+            .cloned()
+            .ok_or_else(|| tonic::Status::not_found("no onion service for this identity"))?;
+        let onion = self.onion_of_key.lock().unwrap()[&key].clone();
+        Ok((onion, zeroize::Zeroizing::new(key)))
+    }
+
+    async fn import_onion(
+        &self,
+        identity_id: &str,
+        secret_key: &[u8],
+    ) -> Result<String, tonic::Status> {
+        let onion = self
+            .onion_of_key
+            .lock()
+            .unwrap()
+            .get(secret_key)
+            .cloned()
+            .ok_or_else(|| tonic::Status::invalid_argument("not an onion key"))?;
+        self.by_identity
+            .lock()
+            .unwrap()
+            .insert(identity_id.to_owned(), secret_key.to_vec());
+        Ok(onion)
+    }
+}
+
+struct Harness {
+    keys: KeysGrpc,
+    service: KeysService,
+    onions: Arc<FakeOnions>,
+    onion_keys: Arc<FakeOnionKeys>,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let database = Database::open_sqlite(
+        &dir.path().join("keys.sqlite3"),
+        onionpost_keys::store::MIGRATIONS,
+    )
+    .await
+    .unwrap();
+    let onions = Arc::new(FakeOnions::default());
+    let onion_keys = Arc::new(FakeOnionKeys::default());
+    let secret = CarrierSecret::from_text("0123456789abcdef0123456789abcdef-test").unwrap();
+    let service = KeysService::new(
+        onionpost_keys::store::for_database(database),
+        secret,
+        onions.clone(),
+        onion_keys.clone(),
+        WkdDirectories::default(),
+    );
+    Harness {
+        keys: KeysGrpc::new(service.clone()),
+        service,
+        onions,
+        onion_keys,
+        _dir: dir,
+    }
+}
+
+fn address(local: &str, seed: u8) -> Address {
+    Address::from_onion_key(local, &[seed; 32]).unwrap()
+}
+
+/// A peer elsewhere: its key generated here, published by the fake network.
+fn peer(harness: &Harness, local: &str, seed: u8) -> IdentityKey {
+    let key = IdentityKey::generate(&address(local, seed)).unwrap();
+    publish(harness, &key.address().clone(), key.public_cert());
+    key
+}
+
+fn publish(harness: &Harness, address: &Address, cert: Cert) {
+    harness
+        .onions
+        .published
+        .lock()
+        .unwrap()
+        .insert(address.to_string(), cert);
+}
+
+fn bytes(cert: &Cert) -> Vec<u8> {
+    cert.export_to_vec().unwrap()
+}
+
+async fn create(harness: &Harness, id: &str, account: &str, address: &Address) -> pb::IdentityKey {
+    harness
+        .keys
+        .create_identity_key(Request::new(pb::CreateIdentityKeyRequest {
+            identity_id: id.into(),
+            account_id: account.into(),
+            address: address.to_string(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn resolve(
+    harness: &Harness,
+    sender: &str,
+    recipient: &Address,
+    fetch: bool,
+) -> pb::RecipientKey {
+    let mut answer = harness
+        .keys
+        .resolve_recipient_keys(Request::new(pb::ResolveRecipientKeysRequest {
+            sender_identity_id: sender.into(),
+            recipients: vec![recipient.to_string()],
+            fetch_missing: fetch,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    answer.recipients.remove(0)
+}
+
+fn status(answer: &pb::RecipientKey) -> pb::RecipientKeyStatus {
+    pb::RecipientKeyStatus::try_from(answer.status).unwrap()
+}
+
+fn message(from: &Address, to: &Address, subject: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+         Message-ID: <m1@{}>\r\n\r\nhello over the onion\r\n",
+        from.onion_host()
+    )
+    .into_bytes()
+}
+
+fn header(message: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+    head.lines()
+        .find(|line| {
+            line.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+        })
+        .map(|line| line[name.len() + 1..].trim().to_owned())
+}
+
+#[tokio::test]
+async fn identity_keys_are_created_once_and_described() {
+    let harness = harness().await;
+    let alice = address("alice", 1);
+    let created = create(&harness, "id-alice", "acct-a", &alice).await;
+    assert_eq!(created.address, alice.to_string());
+    assert_eq!(created.custody, pb::KeyCustody::Carrier as i32);
+    assert_eq!(
+        parse_cert(&created.public_key)
+            .unwrap()
+            .fingerprint()
+            .to_hex(),
+        created.fingerprint
+    );
+    assert!(
+        !parse_cert(&created.public_key).unwrap().is_tsk(),
+        "no secret leaves"
+    );
+
+    // Idempotent on the identity id; a different address for it is refused.
+    let again = create(&harness, "id-alice", "acct-a", &alice).await;
+    assert_eq!(again.fingerprint, created.fingerprint);
+    let conflict = harness
+        .keys
+        .create_identity_key(Request::new(pb::CreateIdentityKeyRequest {
+            identity_id: "id-alice".into(),
+            account_id: "acct-a".into(),
+            address: address("other", 9).to_string(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict.code(), Code::AlreadyExists);
+    let taken = harness
+        .keys
+        .create_identity_key(Request::new(pb::CreateIdentityKeyRequest {
+            identity_id: "id-second".into(),
+            account_id: "acct-a".into(),
+            address: alice.to_string(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists);
+    let malformed = harness
+        .keys
+        .create_identity_key(Request::new(pb::CreateIdentityKeyRequest {
+            identity_id: "id-x".into(),
+            account_id: "acct-a".into(),
+            address: "alice@example.org".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    assert!(
+        malformed.message().contains("malformed address"),
+        "{}",
+        malformed.message()
+    );
+
+    let by_address = harness
+        .keys
+        .get_identity_key(Request::new(pb::GetIdentityKeyRequest {
+            identity: Some(pb::get_identity_key_request::Identity::Address(
+                alice.to_string().to_uppercase(),
+            )),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_address.identity_id, "id-alice");
+    let missing = harness
+        .keys
+        .get_identity_key(Request::new(pb::GetIdentityKeyRequest {
+            identity: Some(pb::get_identity_key_request::Identity::IdentityId(
+                "nope".into(),
+            )),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    for (format, media_type) in [
+        (pb::QrFormat::Unspecified, "image/svg+xml"),
+        (pb::QrFormat::Png, "image/png"),
+    ] {
+        let qr = harness
+            .keys
+            .get_identity_qr(Request::new(pb::GetIdentityQrRequest {
+                identity_id: "id-alice".into(),
+                format: format as i32,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(qr.media_type, media_type);
+        // URI schemes are case-insensitive (RFC 3986 §3.1); the domain writes it upper case.
+        let (fingerprint, named) = onionpost_keys::qr::parse_openpgp4fpr(&qr.uri).unwrap();
+        assert_eq!(fingerprint.to_hex(), created.fingerprint);
+        assert_eq!(named.as_ref(), Some(&alice));
+        assert!(!qr.image.is_empty());
+    }
+
+    // An account that keeps its own key: the carrier holds the public key only.
+    let bob = address("bob", 2);
+    let bob_key = IdentityKey::generate(&bob).unwrap();
+    let client = harness
+        .keys
+        .create_identity_key(Request::new(pb::CreateIdentityKeyRequest {
+            identity_id: "id-bob".into(),
+            account_id: "acct-b".into(),
+            address: bob.to_string(),
+            client_public_key: bytes(&bob_key.public_cert()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(client.custody, pb::KeyCustody::Client as i32);
+    assert_eq!(client.fingerprint, bob_key.fingerprint().to_hex());
+    let cannot_sign = harness
+        .keys
+        .sign_and_encrypt(Request::new(pb::SignAndEncryptRequest {
+            signer_identity_id: "id-bob".into(),
+            recipients: vec![alice.to_string()],
+            message: message(&bob, &alice, "hi"),
+            add_autocrypt_header: true,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(cannot_sign.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn recipients_resolve_by_wkd_then_pin_and_mail_round_trips() {
+    let harness = harness().await;
+    let alice = address("alice", 1);
+    create(&harness, "id-alice", "acct-a", &alice).await;
+    let bob = peer(&harness, "bob", 2);
+
+    assert_eq!(
+        status(&resolve(&harness, "id-alice", bob.address(), false).await),
+        pb::RecipientKeyStatus::Missing
+    );
+    let fetched = resolve(&harness, "id-alice", bob.address(), true).await;
+    assert_eq!(status(&fetched), pb::RecipientKeyStatus::Fetched);
+    assert_eq!(fetched.fingerprint, bob.fingerprint().to_hex());
+    let pinned = resolve(&harness, "id-alice", bob.address(), false).await;
+    assert_eq!(status(&pinned), pb::RecipientKeyStatus::Pinned);
+
+    let clearnet = harness
+        .keys
+        .resolve_recipient_keys(Request::new(pb::ResolveRecipientKeysRequest {
+            sender_identity_id: "id-alice".into(),
+            recipients: vec!["Someone@Example.org".into(), bob.address().to_string()],
+            fetch_missing: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(clearnet.recipients[0].address, "someone@example.org");
+    assert_eq!(
+        clearnet.recipients[0].status,
+        pb::RecipientKeyStatus::Missing as i32
+    );
+    assert_eq!(
+        clearnet.recipients[1].status,
+        pb::RecipientKeyStatus::Pinned as i32
+    );
+    let broken_onion = harness
+        .keys
+        .resolve_recipient_keys(Request::new(pb::ResolveRecipientKeysRequest {
+            sender_identity_id: "id-alice".into(),
+            recipients: vec!["x@notbase32.onion".into()],
+            fetch_missing: true,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(broken_onion.code(), Code::InvalidArgument);
+
+    let nobody = address("nobody", 3);
+    assert_eq!(
+        status(&resolve(&harness, "id-alice", &nobody, true).await),
+        pb::RecipientKeyStatus::NotPublished
+    );
+    let offline = address("offline", 4);
+    harness
+        .onions
+        .unreachable
+        .lock()
+        .unwrap()
+        .push(offline.to_string());
+    let unreachable = resolve(&harness, "id-alice", &offline, true).await;
+    assert_eq!(status(&unreachable), pb::RecipientKeyStatus::Unreachable);
+    assert!(unreachable.detail.contains("no circuit"));
+
+    // A co-hosted identity resolves from the store, without the network.
+    let carol = address("carol", 5);
+    let carol_key = create(&harness, "id-carol", "acct-c", &carol).await;
+    let local = resolve(&harness, "id-alice", &carol, true).await;
+    assert_eq!(status(&local), pb::RecipientKeyStatus::Fetched);
+    assert_eq!(local.fingerprint, carol_key.fingerprint);
+
+    // Alice writes to Bob: protected Subject, Autocrypt header, Bob can read and verify it.
+    let sealed = harness
+        .keys
+        .sign_and_encrypt(Request::new(pb::SignAndEncryptRequest {
+            signer_identity_id: "id-alice".into(),
+            recipients: vec![bob.address().to_string()],
+            message: message(&alice, bob.address(), "the real subject"),
+            add_autocrypt_header: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sealed.encrypted_to.len(), 2);
+    assert_eq!(sealed.encrypted_to[0], bob.fingerprint().to_hex());
+    let wire = String::from_utf8_lossy(&sealed.message);
+    assert!(!wire.contains("the real subject"));
+    assert_eq!(header(&sealed.message, "Subject").as_deref(), Some("..."));
+    assert!(header(&sealed.message, "Autocrypt").is_some());
+    let alice_cert = parse_cert(
+        &harness
+            .keys
+            .get_identity_key(Request::new(pb::GetIdentityKeyRequest {
+                identity: Some(pb::get_identity_key_request::Identity::IdentityId(
+                    "id-alice".into(),
+                )),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .public_key,
+    )
+    .unwrap();
+    let opened =
+        pgp_mime::open(&sealed.message, &[&bob], std::slice::from_ref(&alice_cert)).unwrap();
+    assert_eq!(
+        header(&opened.message, "Subject").as_deref(),
+        Some("the real subject")
+    );
+    assert!(opened.verified_sender().is_ok());
+
+    // A recipient without a pinned key fails naming the recipient.
+    let unknown = harness
+        .keys
+        .sign_and_encrypt(Request::new(pb::SignAndEncryptRequest {
+            signer_identity_id: "id-alice".into(),
+            recipients: vec![nobody.to_string()],
+            message: message(&alice, &nobody, "x"),
+            add_autocrypt_header: false,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::FailedPrecondition);
+    assert!(unknown.message().contains(&nobody.to_string()));
+
+    // Bob answers: Alice's carrier decrypts, restores the Subject and verifies Bob.
+    let reply = pgp_mime::seal(
+        &message(bob.address(), &alice, "re: subject"),
+        &bob,
+        std::slice::from_ref(&alice_cert),
+    )
+    .unwrap();
+    let decrypted = harness
+        .keys
+        .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+            recipient_identity_id: "id-alice".into(),
+            message: reply.clone(),
+            fetch_sender_key: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(decrypted.signature, pb::SignatureStatus::Verified as i32);
+    assert_eq!(decrypted.from_address, bob.address().to_string());
+    assert_eq!(decrypted.signer_fingerprint, bob.fingerprint().to_hex());
+    assert_eq!(decrypted.signer_key_source, pb::KeySource::Wkd as i32);
+    assert_eq!(
+        header(&decrypted.message, "Subject").as_deref(),
+        Some("re: subject")
+    );
+
+    // Damaged, not for us, not PGP/MIME: typed errors with clear words.
+    let mut corrupted = reply.clone();
+    let middle = corrupted.len() / 2;
+    corrupted.truncate(middle);
+    let truncated = harness
+        .keys
+        .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+            recipient_identity_id: "id-alice".into(),
+            message: corrupted,
+            fetch_sender_key: false,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        truncated.code(),
+        Code::InvalidArgument,
+        "{}",
+        truncated.message()
+    );
+    let dave = IdentityKey::generate(&address("dave", 6)).unwrap();
+    let for_dave = pgp_mime::seal(
+        &message(bob.address(), dave.address(), "x"),
+        &bob,
+        &[dave.public_cert()],
+    )
+    .unwrap();
+    let not_ours = harness
+        .keys
+        .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+            recipient_identity_id: "id-alice".into(),
+            message: for_dave,
+            fetch_sender_key: false,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(not_ours.code(), Code::FailedPrecondition);
+    assert!(
+        not_ours
+            .message()
+            .contains("not encrypted to any of our keys")
+    );
+    let plain = harness
+        .keys
+        .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+            recipient_identity_id: "id-alice".into(),
+            message: message(bob.address(), &alice, "plain"),
+            fetch_sender_key: false,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(plain.code(), Code::InvalidArgument);
+    assert!(
+        plain.message().contains("not a PGP/MIME message"),
+        "{}",
+        plain.message()
+    );
+}
+
+#[tokio::test]
+async fn sender_key_is_fetched_or_learned_from_autocrypt_when_not_pinned() {
+    let harness = harness().await;
+    let alice = address("alice", 1);
+    let alice_cert = parse_cert(
+        &create(&harness, "id-alice", "acct-a", &alice)
+            .await
+            .public_key,
+    )
+    .unwrap();
+    let bob = peer(&harness, "bob", 2);
+    let erin = IdentityKey::generate(&address("erin", 7)).unwrap();
+
+    // Bob's key is fetched from his onion on request.
+    let from_bob = pgp_mime::seal(
+        &message(bob.address(), &alice, "s"),
+        &bob,
+        std::slice::from_ref(&alice_cert),
+    )
+    .unwrap();
+    let unknown = harness
+        .keys
+        .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+            recipient_identity_id: "id-alice".into(),
+            message: from_bob.clone(),
+            fetch_sender_key: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unknown.signature, pb::SignatureStatus::SignerUnknown as i32);
+    let fetched = harness
+        .keys
+        .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+            recipient_identity_id: "id-alice".into(),
+            message: from_bob,
+            fetch_sender_key: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fetched.signature, pb::SignatureStatus::Verified as i32);
+    assert_eq!(
+        fetched.key_change.unwrap().change,
+        pb::KeyChange::Pinned as i32
+    );
+
+    // Erin publishes nothing, but her signed mail carries her Autocrypt header.
+    let header_field = autocrypt::AutocryptHeader::for_identity(&erin)
+        .unwrap()
+        .to_header_field()
+        .unwrap();
+    let mut with_header = header_field.into_bytes();
+    with_header.extend_from_slice(b"\r\n");
+    with_header.extend_from_slice(&message(erin.address(), &alice, "hello"));
+    let from_erin = pgp_mime::seal(&with_header, &erin, &[alice_cert]).unwrap();
+    let learned = harness
+        .keys
+        .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+            recipient_identity_id: "id-alice".into(),
+            message: from_erin,
+            fetch_sender_key: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(learned.signature, pb::SignatureStatus::Verified as i32);
+    assert_eq!(learned.signer_key_source, pb::KeySource::Autocrypt as i32);
+    assert_eq!(
+        learned.key_change.unwrap().change,
+        pb::KeyChange::Pinned as i32
+    );
+}
+
+#[tokio::test]
+async fn key_changes_signed_transition_accepted_unsigned_held_until_confirmed() {
+    let harness = harness().await;
+    let alice = address("alice", 1);
+    create(&harness, "id-alice", "acct-a", &alice).await;
+    let bob = peer(&harness, "bob", 2);
+    resolve(&harness, "id-alice", bob.address(), true).await;
+    let learn = |header: String| {
+        harness
+            .keys
+            .learn_autocrypt(Request::new(pb::LearnAutocryptRequest {
+                recipient_identity_id: "id-alice".into(),
+                from_address: bob.address().to_string(),
+                header,
+                message_date: None,
+            }))
+    };
+
+    // Unsigned new key: held.
+    let stranger = IdentityKey::generate(bob.address()).unwrap();
+    let value = autocrypt::AutocryptHeader::for_identity(&stranger)
+        .unwrap()
+        .value()
+        .unwrap();
+    let held = learn(value).await.unwrap().into_inner();
+    assert_eq!(held.change, pb::KeyChange::Held as i32);
+    assert_eq!(
+        status(&resolve(&harness, "id-alice", bob.address(), true).await),
+        pb::RecipientKeyStatus::ChangeHeld
+    );
+    let contact = harness
+        .keys
+        .get_contact(Request::new(pb::GetContactRequest {
+            account_id: "acct-a".into(),
+            contact: Some(pb::get_contact_request::Contact::ContactId(
+                held.contact_id.clone(),
+            )),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        contact.fingerprint,
+        bob.fingerprint().to_hex(),
+        "old pin kept"
+    );
+    assert_eq!(
+        contact.held_key_change.as_ref().unwrap().fingerprint,
+        stranger.fingerprint().to_hex()
+    );
+    let held_list = harness
+        .keys
+        .list_contacts(Request::new(pb::ListContactsRequest {
+            account_id: "acct-a".into(),
+            only_held_key_changes: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(held_list.contacts.len(), 1);
+
+    // The decision must name the held key; rejecting keeps the old pin.
+    let wrong = harness
+        .keys
+        .confirm_key_change(Request::new(pb::ConfirmKeyChangeRequest {
+            account_id: "acct-a".into(),
+            contact_id: held.contact_id.clone(),
+            fingerprint: bob.fingerprint().to_hex(),
+            accept: true,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::FailedPrecondition);
+    let rejected = harness
+        .keys
+        .confirm_key_change(Request::new(pb::ConfirmKeyChangeRequest {
+            account_id: "acct-a".into(),
+            contact_id: held.contact_id.clone(),
+            fingerprint: stranger.fingerprint().to_hex(),
+            accept: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rejected.fingerprint, bob.fingerprint().to_hex());
+    assert!(rejected.held_key_change.is_none());
+
+    // Signed transition: accepted at once.
+    let successor = IdentityKey::generate(bob.address()).unwrap();
+    let certified = pinning::certify_transition(&bob, &successor.public_cert()).unwrap();
+    let value = autocrypt::AutocryptHeader::new(
+        bob.address().clone(),
+        &certified,
+        autocrypt::PreferEncrypt::Mutual,
+    )
+    .unwrap()
+    .value()
+    .unwrap();
+    let transitioned = learn(value).await.unwrap().into_inner();
+    assert_eq!(transitioned.change, pb::KeyChange::Transitioned as i32);
+    assert_eq!(
+        resolve(&harness, "id-alice", bob.address(), false)
+            .await
+            .fingerprint,
+        successor.fingerprint().to_hex()
+    );
+
+    // Held again, then accepted by the account.
+    let value = autocrypt::AutocryptHeader::for_identity(&stranger)
+        .unwrap()
+        .value()
+        .unwrap();
+    assert_eq!(
+        learn(value).await.unwrap().into_inner().change,
+        pb::KeyChange::Held as i32
+    );
+    let accepted = harness
+        .keys
+        .confirm_key_change(Request::new(pb::ConfirmKeyChangeRequest {
+            account_id: "acct-a".into(),
+            contact_id: held.contact_id.clone(),
+            fingerprint: stranger.fingerprint().to_hex().to_lowercase(),
+            accept: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(accepted.fingerprint, stranger.fingerprint().to_hex());
+    assert!(accepted.held_key_change.is_none());
+
+    // A header for someone else, and a malformed one.
+    let carol = IdentityKey::generate(&address("carol", 3)).unwrap();
+    let mismatch = learn(
+        autocrypt::AutocryptHeader::for_identity(&carol)
+            .unwrap()
+            .value()
+            .unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(mismatch.code(), Code::InvalidArgument);
+    let malformed = learn("addr=x; keydata=!!".into()).await.unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn contacts_crud_introductions_and_revocations() {
+    let harness = harness().await;
+    let alice = address("alice", 1);
+    let alice_record = create(&harness, "id-alice", "acct-a", &alice).await;
+    let bob = peer(&harness, "bob", 2);
+    let carol = IdentityKey::generate(&address("carol", 3)).unwrap();
+
+    // Added by hand with the key; by QR with a fetched key and the expected fingerprint.
+    let added = harness
+        .keys
+        .add_contact(Request::new(pb::AddContactRequest {
+            account_id: "acct-a".into(),
+            address: carol.address().to_string(),
+            display_name: "Carol".into(),
+            source: pb::KeySource::Manual as i32,
+            public_key: bytes(&carol.public_cert()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(added.key_source, pb::KeySource::Manual as i32);
+    assert!(!added.verified);
+    let duplicate = harness
+        .keys
+        .add_contact(Request::new(pb::AddContactRequest {
+            account_id: "acct-a".into(),
+            address: carol.address().to_string(),
+            public_key: bytes(&carol.public_cert()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(duplicate.code(), Code::AlreadyExists);
+    let wrong_fingerprint = harness
+        .keys
+        .add_contact(Request::new(pb::AddContactRequest {
+            account_id: "acct-a".into(),
+            address: bob.address().to_string(),
+            source: pb::KeySource::Qr as i32,
+            expected_fingerprint: carol.fingerprint().to_hex(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_fingerprint.code(), Code::FailedPrecondition);
+    let bob_contact = harness
+        .keys
+        .add_contact(Request::new(pb::AddContactRequest {
+            account_id: "acct-a".into(),
+            address: bob.address().to_string(),
+            source: pb::KeySource::Qr as i32,
+            expected_fingerprint: bob.fingerprint().to_hex(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(bob_contact.verified);
+    let garbage = harness
+        .keys
+        .add_contact(Request::new(pb::AddContactRequest {
+            account_id: "acct-a".into(),
+            address: address("x", 8).to_string(),
+            public_key: b"not a key".to_vec(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.code(), Code::InvalidArgument);
+    assert!(
+        garbage.message().contains("malformed key"),
+        "{}",
+        garbage.message()
+    );
+
+    // Paging, update, delete.
+    let page = harness
+        .keys
+        .list_contacts(Request::new(pb::ListContactsRequest {
+            account_id: "acct-a".into(),
+            page_size: 1,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.contacts.len(), 1);
+    assert!(!page.next_page_token.is_empty());
+    let rest = harness
+        .keys
+        .list_contacts(Request::new(pb::ListContactsRequest {
+            account_id: "acct-a".into(),
+            page_size: 1,
+            page_token: page.next_page_token,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.contacts.len(), 1);
+    assert!(rest.next_page_token.is_empty());
+    let carrier = address("k", 9).onion_host();
+    let updated = harness
+        .keys
+        .update_contact(Request::new(pb::UpdateContactRequest {
+            account_id: "acct-a".into(),
+            contact: Some(pb::Contact {
+                contact_id: added.contact_id.clone(),
+                display_name: "Carol C.".into(),
+                designated_carriers: vec![carrier.to_uppercase()],
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["display_name".into(), "designated_carriers".into()],
+            }),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.display_name, "Carol C.");
+    assert_eq!(updated.designated_carriers, vec![carrier]);
+    let bad_mask = harness
+        .keys
+        .update_contact(Request::new(pb::UpdateContactRequest {
+            account_id: "acct-a".into(),
+            contact: Some(pb::Contact {
+                contact_id: added.contact_id.clone(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["fingerprint".into()],
+            }),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_mask.code(), Code::InvalidArgument);
+
+    // Alice introduces Bob (from her address book); the part verifies against her key.
+    let intro = harness
+        .keys
+        .make_introduction(Request::new(pb::MakeIntroductionRequest {
+            introducer_identity_id: "id-alice".into(),
+            contact_id: bob_contact.contact_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let alice_cert = parse_cert(&alice_record.public_key).unwrap();
+    let verified = introduction::verify(&intro.part, &[alice_cert]).unwrap();
+    assert_eq!(&verified.contact, bob.address());
+
+    // Bob introduces Dave to Alice: Dave is pinned, Bob recorded and proposed as carrier.
+    let dave = IdentityKey::generate(&address("dave", 4)).unwrap();
+    let part = introduction::introduce(&bob, dave.address(), &dave.public_cert()).unwrap();
+    let introduced = harness
+        .keys
+        .import_introduction(Request::new(pb::ImportIntroductionRequest {
+            recipient_identity_id: "id-alice".into(),
+            part: part.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(introduced.address, dave.address().to_string());
+    assert_eq!(introduced.key_source, pb::KeySource::Introduction as i32);
+    assert_eq!(introduced.introducers.len(), 1);
+    assert_eq!(introduced.introducers[0].address, bob.address().to_string());
+    assert_eq!(
+        introduced.designated_carriers,
+        vec![bob.address().onion_host()]
+    );
+    // The same introduction twice records Bob once; one by a stranger is refused.
+    let again = harness
+        .keys
+        .import_introduction(Request::new(pb::ImportIntroductionRequest {
+            recipient_identity_id: "id-alice".into(),
+            part,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.introducers.len(), 1);
+    let stranger = IdentityKey::generate(&address("eve", 5)).unwrap();
+    let forged = introduction::introduce(&stranger, dave.address(), &dave.public_cert()).unwrap();
+    let refused = harness
+        .keys
+        .import_introduction(Request::new(pb::ImportIntroductionRequest {
+            recipient_identity_id: "id-alice".into(),
+            part: forged,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::PermissionDenied,
+        "{}",
+        refused.message()
+    );
+
+    // Bob revokes his key; Alice's address book applies it and mail to him stops.
+    let revoked =
+        revocation::revoke(&bob, revocation::RevocationReason::Retired, "moving on").unwrap();
+    let applied = harness
+        .keys
+        .apply_revocation(Request::new(pb::ApplyRevocationRequest {
+            account_id: "acct-a".into(),
+            revocation: revoked.armored.into_bytes(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(applied.revoked_at.is_some());
+    assert_eq!(
+        status(&resolve(&harness, "id-alice", bob.address(), true).await),
+        pb::RecipientKeyStatus::Revoked
+    );
+    let unknown_revocation = harness
+        .keys
+        .apply_revocation(Request::new(pb::ApplyRevocationRequest {
+            account_id: "acct-a".into(),
+            revocation: revocation::revoke(&stranger, revocation::RevocationReason::Retired, "")
+                .unwrap()
+                .armored
+                .into_bytes(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_revocation.code(), Code::NotFound);
+
+    // Removing a contact.
+    harness
+        .keys
+        .delete_contact(Request::new(pb::DeleteContactRequest {
+            account_id: "acct-a".into(),
+            contact_id: added.contact_id.clone(),
+        }))
+        .await
+        .unwrap();
+    let gone = harness
+        .keys
+        .get_contact(Request::new(pb::GetContactRequest {
+            account_id: "acct-a".into(),
+            contact: Some(pb::get_contact_request::Contact::ContactId(
+                added.contact_id,
+            )),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn revoked_identity_stops_signing_and_hands_out_its_revocation() {
+    let harness = harness().await;
+    let alice = address("alice", 1);
+    create(&harness, "id-alice", "acct-a", &alice).await;
+    let revoked = harness
+        .keys
+        .revoke_identity_key(Request::new(pb::RevokeIdentityKeyRequest {
+            identity_id: "id-alice".into(),
+            reason: pb::RevocationReason::Retired as i32,
+            message: "bye".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.key.as_ref().unwrap().revoked_at.is_some());
+    // A peer that pinned the key can apply the revocation.
+    let pinned = parse_cert(
+        &create(&harness, "id-alice", "acct-a", &alice)
+            .await
+            .public_key,
+    )
+    .unwrap();
+    revocation::apply(&revoked.revocation, &pinned).unwrap();
+    let again = harness
+        .keys
+        .revoke_identity_key(Request::new(pb::RevokeIdentityKeyRequest {
+            identity_id: "id-alice".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.revocation, revoked.revocation);
+    let refused = harness
+        .keys
+        .sign_and_encrypt(Request::new(pb::SignAndEncryptRequest {
+            signer_identity_id: "id-alice".into(),
+            recipients: vec![alice.to_string()],
+            message: message(&alice, &alice, "x"),
+            add_autocrypt_header: false,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("revoked"));
+}
+
+#[tokio::test]
+async fn each_identity_listener_serves_only_its_own_key() {
+    use tower::ServiceExt as _;
+
+    let harness = harness().await;
+    let alice = address("alice", 1);
+    let bob = address("bob", 2);
+    create(&harness, "id-alice", "acct-a", &alice).await;
+    create(&harness, "id-bob", "acct-a", &bob).await;
+    let get = |identity_id: &str, who: &Address| {
+        let request = http::Request::get(wkd::direct_path(who))
+            .header(http::header::HOST, who.onion_host())
+            .body(axum::body::Body::empty())
+            .unwrap();
+        wkd::router(harness.service.wkd_directory(identity_id)).oneshot(request)
+    };
+    assert_eq!(get("id-alice", &alice).await.unwrap().status(), 200);
+    assert_eq!(
+        get("id-alice", &bob).await.unwrap().status(),
+        404,
+        "A's onion never serves B"
+    );
+    assert_eq!(get("id-bob", &bob).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn identity_moves_to_another_carrier_in_a_passphrase_bundle() {
+    let old_carrier = harness().await;
+    let alice = address("alice", 1);
+    let created = create(&old_carrier, "id-alice", "acct-a", &alice).await;
+    let onion_key = vec![42u8; 64];
+    old_carrier
+        .onion_keys
+        .by_identity
+        .lock()
+        .unwrap()
+        .insert("id-alice".into(), onion_key.clone());
+    old_carrier
+        .onion_keys
+        .onion_of_key
+        .lock()
+        .unwrap()
+        .insert(onion_key.clone(), alice.onion_host());
+
+    let short = old_carrier
+        .keys
+        .export_identity(Request::new(pb::ExportIdentityRequest {
+            identity_id: "id-alice".into(),
+            passphrase: "short".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(short.code(), Code::InvalidArgument);
+    let bundle = old_carrier
+        .keys
+        .export_identity(Request::new(pb::ExportIdentityRequest {
+            identity_id: "id-alice".into(),
+            passphrase: "a long passphrase".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .bundle;
+    assert!(!String::from_utf8_lossy(&bundle).contains(&alice.to_string()));
+
+    let new_carrier = harness().await;
+    new_carrier
+        .onion_keys
+        .onion_of_key
+        .lock()
+        .unwrap()
+        .insert(onion_key.clone(), alice.onion_host());
+    let import = |passphrase: &str| {
+        new_carrier
+            .keys
+            .import_identity(Request::new(pb::ImportIdentityRequest {
+                identity_id: "id-new".into(),
+                account_id: "acct-z".into(),
+                bundle: bundle.clone(),
+                passphrase: passphrase.into(),
+            }))
+    };
+    let wrong = import("not the passphrase").await.unwrap_err();
+    assert_eq!(wrong.code(), Code::InvalidArgument);
+    assert!(
+        wrong.message().contains("passphrase"),
+        "{}",
+        wrong.message()
+    );
+    let imported = import("a long passphrase").await.unwrap().into_inner();
+    assert_eq!(imported.fingerprint, created.fingerprint);
+    assert_eq!(imported.address, alice.to_string());
+    assert_eq!(
+        new_carrier.onion_keys.by_identity.lock().unwrap()["id-new"],
+        onion_key
+    );
+    // The imported key signs on the new carrier.
+    let qr = new_carrier
+        .keys
+        .get_identity_qr(Request::new(pb::GetIdentityQrRequest {
+            identity_id: "id-new".into(),
+            format: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(qr.uri.contains(&created.fingerprint));
+    let bob = peer(&new_carrier, "bob", 2);
+    resolve(&new_carrier, "id-new", bob.address(), true).await;
+    new_carrier
+        .keys
+        .sign_and_encrypt(Request::new(pb::SignAndEncryptRequest {
+            signer_identity_id: "id-new".into(),
+            recipients: vec![bob.address().to_string()],
+            message: message(&alice, bob.address(), "moved"),
+            add_autocrypt_header: true,
+        }))
+        .await
+        .unwrap();
+
+    // An identity without an onion on the old carrier cannot be exported.
+    create(&old_carrier, "id-lonely", "acct-a", &address("lonely", 3)).await;
+    let no_onion = old_carrier
+        .keys
+        .export_identity(Request::new(pb::ExportIdentityRequest {
+            identity_id: "id-lonely".into(),
+            passphrase: "a long passphrase".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(no_onion.code(), Code::NotFound);
+    assert!(no_onion.message().starts_with("onion service:"));
+}
+
+#[tokio::test]
+async fn carry_statements_are_signed_and_verified_against_the_onions_key() {
+    let harness = harness().await;
+    let alice = address("alice", 1);
+    let created = create(&harness, "id-alice", "acct-a", &alice).await;
+    let carrier = address("carrier", 9).onion_host();
+    let signed = harness
+        .keys
+        .sign_carry_statement(Request::new(pb::SignCarryStatementRequest {
+            identity_id: "id-alice".into(),
+            carrier: carrier.clone(),
+            kind: pb::CarryStatementKind::Request as i32,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: 1_900_000_000,
+                nanos: 0,
+            }),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let verified = harness
+        .keys
+        .verify_carry_statement(Request::new(pb::VerifyCarryStatementRequest {
+            statement: signed.statement.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verified.address, alice.to_string());
+    assert_eq!(verified.fingerprint, created.fingerprint);
+    assert_eq!(verified.carrier, carrier);
+    assert_eq!(verified.kind, pb::CarryStatementKind::Request as i32);
+    assert_eq!(verified.expires_at.unwrap().seconds, 1_900_000_000);
+
+    // A peer's statement is checked against the key its onion serves.
+    let bob = peer(&harness, "bob", 2);
+    let statement = onionpost_keys::carry::CarryStatement {
+        identity: bob.address().clone(),
+        carrier: carrier.clone(),
+        kind: onionpost_keys::carry::CarryKind::Withdraw,
+        signed_at: 1_800_000_000,
+        expires_at: None,
+    };
+    let from_bob = onionpost_keys::carry::sign(&bob, &statement).unwrap();
+    let verified = harness
+        .keys
+        .verify_carry_statement(Request::new(pb::VerifyCarryStatementRequest {
+            statement: from_bob.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verified.kind, pb::CarryStatementKind::Withdraw as i32);
+    // Once Bob's onion serves another key, his old statement no longer verifies.
+    let impostor = IdentityKey::generate(bob.address()).unwrap();
+    publish(&harness, bob.address(), impostor.public_cert());
+    let refused = harness
+        .keys
+        .verify_carry_statement(Request::new(pb::VerifyCarryStatementRequest {
+            statement: from_bob,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::PermissionDenied,
+        "{}",
+        refused.message()
+    );
+    let garbage = harness
+        .keys
+        .verify_carry_statement(Request::new(pb::VerifyCarryStatementRequest {
+            statement: b"hello".to_vec(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.code(), Code::InvalidArgument);
+    let bad_carrier = harness
+        .keys
+        .sign_carry_statement(Request::new(pb::SignCarryStatementRequest {
+            identity_id: "id-alice".into(),
+            carrier: "example.org".into(),
+            kind: pb::CarryStatementKind::Request as i32,
+            expires_at: None,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_carrier.code(), Code::InvalidArgument);
+}
