@@ -18,7 +18,12 @@ pub enum TorConnection {
         credentials: Credentials,
     },
     /// A tor child process this service starts and supervises, its files under `dir`.
-    Child { binary: PathBuf, dir: PathBuf },
+    Child {
+        binary: PathBuf,
+        dir: PathBuf,
+        /// Included at the end of the child's torrc (`tor.child_torrc`).
+        include: Option<PathBuf>,
+    },
 }
 
 /// Everything the onion service is configured with.
@@ -44,6 +49,7 @@ impl OnionSettings {
             None => TorConnection::Child {
                 binary: config.tor.binary.clone(),
                 dir: config.data_dir.join("tor"),
+                include: config.tor.child_torrc.clone(),
             },
         };
         let target_host = config

@@ -63,7 +63,11 @@ impl Backoff {
 /// Runs until `shutdown`: keeps a control connection to tor, and tor itself when it is ours.
 pub async fn supervise(onions: Arc<Onions>, tor: TorConnection, shutdown: CancellationToken) {
     let mut child = match &tor {
-        TorConnection::Child { binary, dir } => Some(TorChild::new(binary.clone(), dir.clone())),
+        TorConnection::Child {
+            binary,
+            dir,
+            include,
+        } => Some(TorChild::new(binary.clone(), dir.clone(), include.clone())),
         TorConnection::External { .. } => None,
     };
     let mut backoff = Backoff::new();
@@ -215,15 +219,17 @@ fn first_listener(listeners: &str) -> Option<String> {
 struct TorChild {
     binary: PathBuf,
     dir: PathBuf,
+    include: Option<PathBuf>,
     process: Option<Child>,
     address: Option<String>,
 }
 
 impl TorChild {
-    fn new(binary: PathBuf, dir: PathBuf) -> Self {
+    fn new(binary: PathBuf, dir: PathBuf, include: Option<PathBuf>) -> Self {
         TorChild {
             binary,
             dir,
+            include,
             process: None,
             address: None,
         }
@@ -284,6 +290,11 @@ impl TorChild {
             pid_file = self.dir.join("tor.pid").display(),
             pid = std::process::id(),
         );
+        let mut torrc = torrc;
+        if let Some(include) = &self.include {
+            // Last, so the operator's lines win over ours where tor lets a later line override.
+            torrc.push_str(&format!("%include {}\n", include.display()));
+        }
         let torrc_path = self.dir.join("torrc");
         std::fs::write(&torrc_path, torrc).map_err(|error| failed(error.to_string()))?;
         let process = Command::new(&self.binary)

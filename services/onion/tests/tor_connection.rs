@@ -132,11 +132,23 @@ async fn a_killed_tor_child_is_started_again() {
     let onions = onions(dir.path()).await;
     let shutdown = CancellationToken::new();
     let tor_dir = dir.path().join("tor");
+    // No traffic off this machine: the child must not reach for the public Tor network, so its
+    // only directory authority is a closed port on loopback (DisableNetwork would also close
+    // the SOCKS port this test looks at).
+    let include = dir.path().join("loopback-only.torrc");
+    std::fs::write(
+        &include,
+        "UseDefaultFallbackDirs 0\n\
+         DirAuthority nowhere orport=1 no-v2 v3ident=0000000000000000000000000000000000000001 \
+         127.0.0.1:1 0000000000000000000000000000000000000001\n",
+    )
+    .unwrap();
     let supervisor = tokio::spawn(onionpost_onion::tor::supervise(
         onions.clone(),
         TorConnection::Child {
             binary: tor.into(),
             dir: tor_dir.clone(),
+            include: Some(include),
         },
         shutdown.clone(),
     ));

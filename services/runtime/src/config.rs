@@ -72,6 +72,7 @@ keys! {
     "tor.cookie_file": String => "path of tor's control auth cookie (CookieAuthentication)",
     "tor.socks": String => "host:port of tor's SOCKS port, for outbound onion connections",
     "tor.binary": String => "tor executable started when tor.control is absent",
+    "tor.child_torrc": String => "file %included at the end of the tor child's torrc (bridges, a private network's DirAuthority lines)",
     "tor.target_host": String => "IP address tor uses to reach this process's onion listeners (tor in another container)",
     "tor.target_ports": String => "first-last target ports for identities' onion listeners, four per identity (default 10000-19999)",
     "admin.listen": String => "IP:port of the admin HTTP API",
@@ -200,6 +201,9 @@ pub struct TorSettings {
     pub auth: TorAuth,
     pub socks: Option<HostPort>,
     pub binary: PathBuf,
+    /// A torrc fragment the tor child process includes (`%include`), for what onionpost does
+    /// not configure itself: bridges, a private test network's authorities, `DisableNetwork`.
+    pub child_torrc: Option<PathBuf>,
     /// IP address that tor connects to for onion service targets; tor wants an IP, not a name.
     pub target_host: Option<std::net::IpAddr>,
     /// First and last port of the range identities' onion targets are allocated from.
@@ -554,6 +558,9 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
                 .non_empty("tor.binary")
                 .map_or("tor", |(text, _)| text),
         ),
+        child_torrc: values
+            .non_empty("tor.child_torrc")
+            .map(|(text, _)| PathBuf::from(text)),
         target_host,
         target_ports,
     };
