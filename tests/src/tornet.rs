@@ -228,6 +228,12 @@ impl TorNet {
     }
 
     /// How long [`TorNet::start`] took until every client had bootstrapped.
+    /// The `DirAuthority` lines and options every node of this network shares: what a tor
+    /// started by someone else (the onion service's own tor child) needs to join it.
+    pub fn common_torrc(&self) -> &str {
+        &self.common_torrc
+    }
+
     pub fn ready_after(&self) -> Duration {
         self.ready_after
     }

@@ -415,3 +415,67 @@ async fn control_port_errors_are_clear_and_retried() -> anyhow::Result<()> {
     tornet.shutdown();
     Ok(())
 }
+
+/// Without `tor.control` the service starts and supervises its own tor; joined to the private
+/// network through `tor.child_torrc`, an identity it creates is reachable from another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_tor_child_publishes_reachable_identities() -> anyhow::Result<()> {
+    init_tracing();
+    let net = TorNet::start(1).await?;
+    let dir = tempfile::tempdir()?;
+    let include = dir.path().join("private-network.torrc");
+    std::fs::write(&include, net.common_torrc())?;
+    let target_ports = free_port_block(8)?;
+    let env = vec![
+        (
+            "ONIONPOST_DATA_DIR".to_owned(),
+            dir.path().join("data").display().to_string(),
+        ),
+        (
+            "ONIONPOST_TOR_CHILD_TORRC".to_owned(),
+            include.display().to_string(),
+        ),
+        (
+            "ONIONPOST_TOR_TARGET_PORTS".to_owned(),
+            format!("{}-{}", target_ports.0, target_ports.1),
+        ),
+        (
+            "ONIONPOST_SECRET".to_owned(),
+            "onionpost-e2e-carrier-secret-0123456789".to_owned(),
+        ),
+        ("ONIONPOST_METRICS_LISTEN".to_owned(), String::new()),
+        (
+            "ONIONPOST_SHUTDOWN_DRAIN_TIMEOUT_SECS".to_owned(),
+            "5".to_owned(),
+        ),
+    ];
+    let service = OnionServiceRun::start(env).await?;
+    service
+        .wait_tor_status(ONION_TIMEOUT, |status| {
+            status.control_connected && status.bootstrap_percent == 100
+        })
+        .await?;
+    let mut client = service.client().await?;
+    let started = Instant::now();
+    let created = create(&mut client, "child-alice").await?;
+    serve_targets(&created).await?;
+    let online = wait_state(
+        &mut client,
+        "child-alice",
+        OnionState::Online,
+        ONION_TIMEOUT,
+    )
+    .await?;
+    check_reachable(net.client(0), &online, ONION_TIMEOUT).await?;
+    println!(
+        "own tor child: identity reachable {:?} after create",
+        started.elapsed()
+    );
+    let socks = client
+        .get_socks_endpoint(GetSocksEndpointRequest {})
+        .await?
+        .into_inner();
+    ensure!(socks.address.starts_with("127.0.0.1:"), "{socks:?}");
+    service.stop().await?;
+    Ok(())
+}
