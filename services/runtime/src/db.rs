@@ -159,6 +159,30 @@ impl Database {
     }
 }
 
+/// A storage failure of any service's store. Its text goes to operators' logs, never to a
+/// gRPC or HTTP caller (each service maps it once to an "internal error").
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key is taken (an identity id, an address, a contact of an account…).
+    #[error("a row with this key exists")]
+    Duplicate,
+    #[error("stored row is invalid: {0}")]
+    Corrupt(String),
+    #[error("database: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(database) if database.is_unique_violation() => {
+                StoreError::Duplicate
+            }
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
 /// The PostgreSQL schema of a service: its target name with `_` for `-` (`smtp_in`).
 pub fn schema_name(service: ServiceName) -> String {
     service.as_str().replace('-', "_")

@@ -29,28 +29,7 @@ pub const MIGRATIONS: Migrations = Migrations {
     postgres: &sqlx::migrate!("migrations/postgres"),
 };
 
-/// A storage failure. Its text goes to operators' logs, never to a gRPC caller.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The identity id or address, or the contact's (account, address), is taken.
-    #[error("a row with this key exists")]
-    Duplicate,
-    #[error("stored row is invalid: {0}")]
-    Corrupt(String),
-    #[error("database: {0}")]
-    Database(#[source] sqlx::Error),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::Database(database) if database.is_unique_violation() => {
-                StoreError::Duplicate
-            }
-            _ => StoreError::Database(error),
-        }
-    }
-}
+pub use onionpost_runtime::db::StoreError;
 
 /// Where an identity's secret key lives (design.md, "Key custody").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

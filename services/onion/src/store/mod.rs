@@ -23,28 +23,7 @@ pub const MIGRATIONS: Migrations = Migrations {
     postgres: &sqlx::migrate!("migrations/postgres"),
 };
 
-/// A storage failure. Its text goes to operators' logs, never to a gRPC caller.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The identity id or the service id is taken (also by a revoked identity).
-    #[error("an onion with this identity id or address exists")]
-    Duplicate,
-    #[error("stored row is invalid: {0}")]
-    Corrupt(String),
-    #[error("database: {0}")]
-    Database(#[source] sqlx::Error),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::Database(database) if database.is_unique_violation() => {
-                StoreError::Duplicate
-            }
-            _ => StoreError::Database(error),
-        }
-    }
-}
+pub use onionpost_runtime::db::StoreError;
 
 /// One identity's onion as stored.
 #[derive(Clone, PartialEq, Eq)]
