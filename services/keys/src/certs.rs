@@ -2,8 +2,10 @@
 //! the address binding check.
 
 use sequoia_openpgp::Cert;
+use sequoia_openpgp::Fingerprint;
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::parse::Parse;
+use sequoia_openpgp::parse::stream::{MessageLayer, MessageStructure, VerificationError};
 use sequoia_openpgp::policy::StandardPolicy;
 use sequoia_openpgp::serialize::SerializeInto;
 use sequoia_openpgp::types::RevocationStatus;
@@ -69,4 +71,33 @@ pub(crate) fn check_can_encrypt_to(cert: &Cert) -> Result<(), KeysError> {
         )));
     }
     Ok(())
+}
+
+/// Settles a signature check (sequoia's `VerificationHelper::check`) for signed statements:
+/// the signer of the first good signature, else the most telling failure (a bad signature,
+/// then signers whose keys we lack, then no signature at all).
+pub(crate) fn good_signer(structure: MessageStructure) -> Result<Fingerprint, KeysError> {
+    let mut unknown = Vec::new();
+    let mut bad = None;
+    for layer in structure.into_iter() {
+        let MessageLayer::SignatureGroup { results } = layer else {
+            continue;
+        };
+        for result in results {
+            match result {
+                Ok(good) => return Ok(good.ka.cert().fingerprint()),
+                Err(VerificationError::MissingKey { sig }) => {
+                    unknown.extend(sig.get_issuers().iter().map(ToString::to_string));
+                }
+                Err(error) => {
+                    bad.get_or_insert(KeysError::BadSignature(error.to_string()));
+                }
+            }
+        }
+    }
+    Err(match bad {
+        Some(bad) => bad,
+        None if !unknown.is_empty() => KeysError::UnknownSigner(unknown.join(", ")),
+        None => KeysError::Unsigned,
+    })
 }

@@ -15,14 +15,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sequoia_openpgp::parse::Parse;
 use sequoia_openpgp::parse::stream::{
-    DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationError, VerificationHelper,
+    DetachedVerifierBuilder, MessageStructure, VerificationHelper,
 };
 use sequoia_openpgp::serialize::SerializeInto;
 use sequoia_openpgp::serialize::stream::{Armorer, Message, Signer};
 use sequoia_openpgp::{Cert, Fingerprint, KeyHandle};
 use std::io::Write;
 
-use crate::certs::POLICY;
+use crate::certs::{POLICY, good_signer};
 use crate::mime::{ContentType, Entity, split_multipart};
 use crate::{Address, IdentityKey, KeysError, cert_holds_address};
 
@@ -268,35 +268,17 @@ impl VerificationHelper for &mut IntroducerHelper<'_> {
     }
 
     fn check(&mut self, structure: MessageStructure) -> sequoia_openpgp::Result<()> {
-        let mut unknown = Vec::new();
-        for layer in structure.into_iter() {
-            let MessageLayer::SignatureGroup { results } = layer else {
-                continue;
-            };
-            for result in results {
-                match result {
-                    Ok(good) => {
-                        self.signer = Some(good.ka.cert().fingerprint());
-                        return Ok(());
-                    }
-                    Err(VerificationError::MissingKey { sig }) => {
-                        unknown.extend(sig.get_issuers().iter().map(ToString::to_string));
-                    }
-                    Err(error) => {
-                        self.failure
-                            .get_or_insert(KeysError::BadSignature(error.to_string()));
-                    }
-                }
+        match good_signer(structure) {
+            Ok(signer) => {
+                self.signer = Some(signer);
+                Ok(())
+            }
+            Err(failure) => {
+                let text = failure.to_string();
+                self.failure = Some(failure);
+                Err(anyhow::anyhow!(text))
             }
         }
-        let failure = match self.failure.take() {
-            Some(bad) => bad,
-            None if !unknown.is_empty() => KeysError::UnknownSigner(unknown.join(", ")),
-            None => KeysError::Unsigned,
-        };
-        let text = failure.to_string();
-        self.failure = Some(failure);
-        Err(anyhow::anyhow!(text))
     }
 }
 
