@@ -14,8 +14,8 @@ die() { printf '\ntests/run.sh: %s\n' "$*" >&2; exit 1; }
 # --- system packages ---------------------------------------------------------------------
 # tor + tor-gencert: the private Tor network; postgresql: the second store backend;
 # gnupg: OpenPGP interoperability; libclang-dev: bindgen for sequoia's nettle backend;
-# nettle-dev/pkg-config: sequoia's crypto; ca-certificates for cargo.
-packages=(tor postgresql gnupg libclang-dev nettle-dev pkg-config)
+# nettle-dev/pkg-config: sequoia's crypto; ca-certificates for cargo; isync: mbsync for the IMAP tests.
+packages=(tor postgresql gnupg libclang-dev nettle-dev pkg-config isync)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -103,6 +103,11 @@ impl Node {
             .env("ONIONPOST_DATA_DIR", &self.data_dir)
             .env("ONIONPOST_GRPC_LISTEN", self.grpc.to_string())
             .env("ONIONPOST_ADMIN_LISTEN", self.admin.to_string())
+            // The imap module binds its IMAP listener at start; several nodes share this host.
+            .env(
+                "ONIONPOST_IMAP_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
             .env("ONIONPOST_METRICS_LISTEN", "")
             .env("ONIONPOST_LOG_FORMAT", "json")
             .env("ONIONPOST_LOG_LEVEL", "info,onionpost=debug")

@@ -36,6 +36,9 @@ enum Command {
     ConfigKeys,
     /// Validate the configuration (file and environment) and exit.
     ConfigCheck(ConfigArgs),
+    /// Administer a carrier through its admin HTTP API (address from ONIONPOST_ADMIN_URL, token
+    /// from ONIONPOST_ADMIN_TOKEN).
+    Admin(onionpost_admin::cli::AdminArgs),
 }
 
 #[derive(Args, Debug)]
@@ -74,6 +77,9 @@ fn module(target: ServiceName) -> Option<Box<dyn Module>> {
         ServiceName::Admin => Some(Box::new(onionpost_admin::AdminModule)),
         ServiceName::Onion => Some(Box::new(onionpost_onion::OnionModule)),
         ServiceName::Keys => Some(Box::new(onionpost_keys::KeysModule)),
+        ServiceName::SmtpOut => Some(Box::new(onionpost_smtp_out::SmtpOutModule)),
+        ServiceName::Queue => Some(Box::new(onionpost_queue::QueueModule)),
+        ServiceName::Imap => Some(Box::new(onionpost_imap::ImapModule)),
         _ => None,
     }
 }
@@ -137,6 +143,7 @@ fn main() -> ExitCode {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Admin(args) => onionpost_admin::cli::run(args).await,
             Command::ConfigCheck(args) => load_config(&args).map(|_| {
                 println!("configuration ok");
                 ExitCode::SUCCESS

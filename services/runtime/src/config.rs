@@ -21,7 +21,9 @@ use onionpost_proto::ServiceName;
 
 /// Environment variables with the `ONIONPOST_` prefix that are not configuration keys.
 /// `ONIONPOST_CONFIG` names the file itself; `ONIONPOST_TEST_…` belong to the test suite.
-const ENV_NOT_KEYS: &[&str] = &["ONIONPOST_CONFIG"];
+// ONIONPOST_ADMIN_URL is read by the `onionpost admin` client only, so an operator's shell may
+// export it next to the carrier's own variables.
+const ENV_NOT_KEYS: &[&str] = &["ONIONPOST_CONFIG", "ONIONPOST_ADMIN_URL"];
 const ENV_NOT_KEYS_PREFIX: &str = "ONIONPOST_TEST_";
 const ENV_PREFIX: &str = "ONIONPOST_";
 
@@ -79,6 +81,9 @@ keys! {
     "admin.token": String => "operator bearer token created on first start; absent: one is generated and printed once",
     "submission.listen": String => "IP:port of SMTP submission for hosted accounts",
     "imap.listen": String => "IP:port of IMAP for hosted accounts",
+    "imap.tls_listen": String => "IP:port of IMAP with implicit TLS (RFC 8314), e.g. 0.0.0.0:993; absent: disabled",
+    "imap.tls_cert": String => "PEM certificate chain for IMAP TLS; absent: a self-signed one is generated once into data_dir",
+    "imap.tls_key": String => "PEM private key for imap.tls_cert",
     "grpc.listen": String => "IP:port where this process serves the gRPC services it runs",
     "metrics.listen": String => "IP:port of the Prometheus /metrics endpoint; empty string disables it",
     "log.format": String => "pretty or json",
@@ -92,6 +97,12 @@ keys! {
     "remote.imap": String => "gRPC address of the imap service when it runs elsewhere",
     "remote.gateway": String => "gRPC address of the gateway service when it runs elsewhere",
     "remote.admin": String => "gRPC address of the admin service when it runs elsewhere",
+    "accounts.grace_days": Integer => "days past paid-until an account keeps reading its mail (new mail deferred) before it expires (default 30)",
+    "accounts.initial_days": Integer => "paid days a new hosted account starts with (default 30)",
+    "accounts.default_plan": String => "name of the plan for accounts created without one (default standard, created on first start when no plan exists)",
+    "queue.retry_min_secs": Integer => "seconds before a queued recipient's first retry; doubles with each attempt (default 60)",
+    "queue.retry_max_secs": Integer => "longest wait between two attempts for one recipient (default 3600)",
+    "queue.lifetime_secs": Integer => "seconds a message may stay queued before it fails and the sender gets a DSN (default 432000, 5 days: RFC 5321 4.5.4.1)",
 }
 
 /// Where a key's value came from, so an error can point at it.
@@ -156,12 +167,43 @@ pub struct Config {
     pub admin: AdminSettings,
     pub submission_listen: SocketAddr,
     pub imap_listen: SocketAddr,
+    /// Implicit-TLS IMAP listener; `None` when disabled.
+    pub imap_tls_listen: Option<SocketAddr>,
+    /// Certificate and key for IMAP TLS; `None`: self-signed, generated into `data_dir`.
+    pub imap_tls_cert: Option<PathBuf>,
+    pub imap_tls_key: Option<PathBuf>,
     pub grpc_listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub log: LogSettings,
     pub drain_timeout: Duration,
     /// Services that run in another process, by target, with their gRPC address.
     pub remote: BTreeMap<ServiceName, String>,
+    /// Hosted accounts: grace period, starting paid time, default plan.
+    pub accounts: AccountSettings,
+    /// The queue's retry schedule and message lifetime.
+    pub queue: QueueSettings,
+}
+
+/// How the queue retries (RFC 5321 §4.5.4.1: retry, back off, give up after some days).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Wait before the first retry; doubles with each attempt.
+    pub retry_min: Duration,
+    /// Longest wait between two attempts.
+    pub retry_max: Duration,
+    /// How long a message may stay queued before its unfinished recipients fail.
+    pub lifetime: Duration,
+}
+
+/// How hosted accounts (the imap service) age and start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSettings {
+    /// Days past paid-until during which reading still works and new mail is deferred.
+    pub grace_days: u32,
+    /// Paid days a new account starts with.
+    pub initial_days: u32,
+    /// Name of the plan used when an account is created without one.
+    pub default_plan: String,
 }
 
 /// Where each service keeps its tables.
@@ -601,6 +643,53 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         }
     };
 
+    let days = |path: &str| -> Result<u32, ConfigError> {
+        match values.integer(path) {
+            None => Ok(30),
+            Some((days, source)) => u32::try_from(days)
+                .ok()
+                .filter(|days| *days <= 36_500)
+                .ok_or_else(|| {
+                    ConfigError::new(format!(
+                        "key `{path}` {source}: `{days}` is not a number of days between 0 and 36500"
+                    ))
+                }),
+        }
+    };
+    let accounts = AccountSettings {
+        grace_days: days("accounts.grace_days")?,
+        initial_days: days("accounts.initial_days")?,
+        default_plan: values
+            .non_empty("accounts.default_plan")
+            .map_or("standard", |(text, _)| text.trim())
+            .to_owned(),
+    };
+
+    let seconds = |path: &str, default: u64| -> Result<Duration, ConfigError> {
+        match values.integer(path) {
+            None => Ok(Duration::from_secs(default)),
+            Some((seconds, source)) => u64::try_from(seconds)
+                .ok()
+                .filter(|seconds| *seconds >= 1)
+                .map(Duration::from_secs)
+                .ok_or_else(|| {
+                    ConfigError::new(format!(
+                        "key `{path}` {source}: `{seconds}` is not a positive number of seconds"
+                    ))
+                }),
+        }
+    };
+    let queue = QueueSettings {
+        retry_min: seconds("queue.retry_min_secs", 60)?,
+        retry_max: seconds("queue.retry_max_secs", 3600)?,
+        lifetime: seconds("queue.lifetime_secs", 432_000)?,
+    };
+    if queue.retry_max < queue.retry_min {
+        return Err(ConfigError::new(
+            "key `queue.retry_max_secs` must not be less than `queue.retry_min_secs`",
+        ));
+    }
+
     let mut remote = BTreeMap::new();
     for service in ServiceName::ALL {
         let path = format!("remote.{}", service.as_str().replace('-', "_"));
@@ -632,11 +721,23 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         },
         submission_listen: values.socket_addr("submission.listen", DEFAULT_SUBMISSION_LISTEN)?,
         imap_listen: values.socket_addr("imap.listen", DEFAULT_IMAP_LISTEN)?,
+        imap_tls_listen: match values.non_empty("imap.tls_listen") {
+            None => None,
+            Some((text, _)) => Some(values.socket_addr("imap.tls_listen", text)?),
+        },
+        imap_tls_cert: values
+            .non_empty("imap.tls_cert")
+            .map(|(text, _)| PathBuf::from(text)),
+        imap_tls_key: values
+            .non_empty("imap.tls_key")
+            .map(|(text, _)| PathBuf::from(text)),
         grpc_listen: values.socket_addr("grpc.listen", DEFAULT_GRPC_LISTEN)?,
         metrics_listen,
         log: LogSettings { format, level },
         drain_timeout,
         remote,
+        accounts,
+        queue,
         data_dir,
     })
 }
@@ -802,6 +903,35 @@ mod tests {
             "configuration error: cannot read config file /nonexistent/onionpost.toml"
         ));
         assert!(!message.contains('\n'));
+    }
+
+    #[test]
+    fn account_settings_default_and_validate() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            config.accounts,
+            AccountSettings {
+                grace_days: 30,
+                initial_days: 30,
+                default_plan: "standard".to_owned(),
+            }
+        );
+        let config = Config::load(
+            Some(&file(
+                "[accounts]\ngrace_days = 7\ninitial_days = 0\ndefault_plan = \"basic\"\n",
+            )),
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            (config.accounts.grace_days, config.accounts.initial_days),
+            (7, 0)
+        );
+        assert_eq!(config.accounts.default_plan, "basic");
+        let error = Config::load(None, env(&[("ONIONPOST_ACCOUNTS_GRACE_DAYS", "-1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`accounts.grace_days`"), "{error}");
     }
 
     #[test]

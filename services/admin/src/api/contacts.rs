@@ -1,0 +1,443 @@
+//! Address books (owned by the keys service). keys.proto gives each account one address book
+//! that all its identities share, so contacts live under the account:
+//! `/v1/accounts/{id}/contacts[/{cid}]`. Introductions arrive for an identity and are imported
+//! under `/v1/identities/{id}/introductions`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, Utc};
+use onionpost_proto::ServiceName;
+use onionpost_proto::keys::v1 as keys;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{next_token, page_size, time};
+use crate::AdminState;
+use crate::error::{AdminError, Upstream as _};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::validate;
+
+/// How a contact's key came into the address book.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeySource {
+    Unknown,
+    Manual,
+    Qr,
+    Wkd,
+    Autocrypt,
+    Introduction,
+}
+
+impl KeySource {
+    fn from_proto(value: i32) -> Self {
+        match keys::KeySource::try_from(value) {
+            Ok(keys::KeySource::Manual) => KeySource::Manual,
+            Ok(keys::KeySource::Qr) => KeySource::Qr,
+            Ok(keys::KeySource::Wkd) => KeySource::Wkd,
+            Ok(keys::KeySource::Autocrypt) => KeySource::Autocrypt,
+            Ok(keys::KeySource::Introduction) => KeySource::Introduction,
+            _ => KeySource::Unknown,
+        }
+    }
+}
+
+/// Someone who vouched for a contact.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Introducer {
+    pub address: String,
+    pub fingerprint: String,
+    pub introduced_at: Option<DateTime<Utc>>,
+}
+
+/// A new key for a pinned contact, waiting for the account's decision.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HeldKeyChange {
+    pub fingerprint: String,
+    pub source: KeySource,
+    pub seen_at: Option<DateTime<Utc>>,
+}
+
+/// An address-book entry.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Contact {
+    pub id: String,
+    pub account_id: String,
+    pub address: String,
+    pub display_name: String,
+    /// The pinned key's fingerprint; absent while none is known.
+    pub fingerprint: Option<String>,
+    /// The pinned key (binary OpenPGP certificate), base64.
+    pub public_key: Option<String>,
+    pub key_source: KeySource,
+    /// Whether the fingerprint was checked out of band.
+    pub verified: bool,
+    pub introducers: Vec<Introducer>,
+    /// Carrier onions trusted to hold mail for this contact while it is offline.
+    pub designated_carriers: Vec<String>,
+    /// Carrier onions the contact itself published.
+    pub preferred_carriers: Vec<String>,
+    pub held_key_change: Option<HeldKeyChange>,
+    pub first_seen_at: Option<DateTime<Utc>>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Contact {
+    pub fn from_proto(contact: keys::Contact) -> Self {
+        Contact {
+            id: contact.contact_id,
+            account_id: contact.account_id,
+            address: contact.address,
+            display_name: contact.display_name,
+            fingerprint: (!contact.fingerprint.is_empty()).then_some(contact.fingerprint),
+            public_key: (!contact.public_key.is_empty())
+                .then(|| BASE64.encode(&contact.public_key)),
+            key_source: KeySource::from_proto(contact.key_source),
+            verified: contact.verified,
+            introducers: contact
+                .introducers
+                .into_iter()
+                .map(|introducer| Introducer {
+                    address: introducer.address,
+                    fingerprint: introducer.fingerprint,
+                    introduced_at: time(introducer.introduced_at),
+                })
+                .collect(),
+            designated_carriers: contact.designated_carriers,
+            preferred_carriers: contact.preferred_carriers,
+            held_key_change: contact.held_key_change.map(|held| HeldKeyChange {
+                fingerprint: held.fingerprint,
+                source: KeySource::from_proto(held.source),
+                seen_at: time(held.seen_at),
+            }),
+            first_seen_at: time(contact.first_seen_at),
+            last_seen_at: time(contact.last_seen_at),
+            revoked_at: time(contact.revoked_at),
+        }
+    }
+}
+
+/// Which contacts a page holds.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListContactsQuery {
+    /// Case-insensitive substring of address or display name.
+    pub q: Option<String>,
+    /// Only contacts with a key change waiting for a decision.
+    pub held: Option<bool>,
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    pub page_token: Option<String>,
+}
+
+/// One page of contacts.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ContactPage {
+    pub contacts: Vec<Contact>,
+    pub next_page_token: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/contacts", tag = "contacts",
+    params(("id" = String, Path, description = "Account id"), ListContactsQuery),
+    responses((status = 200, description = "One page of the address book", body = ContactPage)),
+)]
+pub async fn list_contacts(
+    State(state): State<AdminState>,
+    Path(account_id): Path<String>,
+    ApiQuery(query): ApiQuery<ListContactsQuery>,
+) -> Result<Json<ContactPage>, AdminError> {
+    let limit = page_size(query.limit)?;
+    super::accounts::fetch_account(&state, &account_id).await?;
+    let page = state
+        .keys()?
+        .list_contacts(keys::ListContactsRequest {
+            account_id,
+            query: query.q.unwrap_or_default(),
+            only_held_key_changes: query.held.unwrap_or(false),
+            page_size: limit,
+            page_token: query.page_token.unwrap_or_default(),
+        })
+        .await
+        .upstream(ServiceName::Keys)?;
+    Ok(Json(ContactPage {
+        contacts: page.contacts.into_iter().map(Contact::from_proto).collect(),
+        next_page_token: next_token(page.next_page_token),
+    }))
+}
+
+/// How a contact was learned, when added by hand.
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AddSource {
+    Manual,
+    /// Scanned from a QR code: `expected_fingerprint` is required.
+    Qr,
+}
+
+/// A contact to add.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddContact {
+    /// `local@<56 base32>.onion` (checksum verified).
+    #[schema(min_length = 3, max_length = 320)]
+    pub address: String,
+    #[serde(default)]
+    #[schema(max_length = 128)]
+    pub display_name: Option<String>,
+    /// The key (binary OpenPGP certificate, base64); absent means fetch it by WKD over the
+    /// contact's onion.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// From a QR code: the key must have this fingerprint.
+    #[serde(default)]
+    pub expected_fingerprint: Option<String>,
+    /// Carrier onions to trust with this contact's mail.
+    #[serde(default)]
+    pub designated_carriers: Option<Vec<String>>,
+    #[serde(default)]
+    pub source: Option<AddSource>,
+}
+
+fn carriers(field: &str, list: &[String]) -> Result<Vec<String>, AdminError> {
+    list.iter()
+        .enumerate()
+        .map(|(index, host)| validate::onion_host(&format!("{field}[{index}]"), host))
+        .collect()
+}
+
+fn public_key(field: &str, text: &str) -> Result<Vec<u8>, AdminError> {
+    BASE64
+        .decode(text.trim())
+        .map_err(|_| AdminError::invalid(field, "not base64"))
+}
+
+#[utoipa::path(
+    post, path = "/v1/accounts/{id}/contacts", tag = "contacts",
+    params(("id" = String, Path, description = "Account id")),
+    request_body = AddContact,
+    responses((status = 201, description = "The contact, with its key pinned", body = Contact)),
+)]
+pub async fn add_contact(
+    State(state): State<AdminState>,
+    Path(account_id): Path<String>,
+    ApiJson(request): ApiJson<AddContact>,
+) -> Result<(StatusCode, Json<Contact>), AdminError> {
+    validate::address("address", &request.address)?;
+    let display_name = request.display_name.unwrap_or_default();
+    validate::name(
+        "display_name",
+        &display_name,
+        validate::MAX_DISPLAY_NAME_LEN,
+        true,
+    )?;
+    let key = match &request.public_key {
+        Some(text) => public_key("public_key", text)?,
+        None => Vec::new(),
+    };
+    let expected = match &request.expected_fingerprint {
+        Some(text) => validate::fingerprint("expected_fingerprint", text)?,
+        None => String::new(),
+    };
+    let source = request.source.unwrap_or(AddSource::Manual);
+    if matches!(source, AddSource::Qr) && expected.is_empty() {
+        return Err(AdminError::invalid(
+            "expected_fingerprint",
+            "a contact from a QR code needs the fingerprint it showed",
+        ));
+    }
+    let designated = carriers(
+        "designated_carriers",
+        request.designated_carriers.as_deref().unwrap_or_default(),
+    )?;
+    super::accounts::fetch_account(&state, &account_id).await?;
+    let contact = state
+        .keys()?
+        .add_contact(keys::AddContactRequest {
+            account_id,
+            address: request.address,
+            display_name,
+            source: match source {
+                AddSource::Manual => keys::KeySource::Manual,
+                AddSource::Qr => keys::KeySource::Qr,
+            } as i32,
+            public_key: key,
+            expected_fingerprint: expected,
+            designated_carriers: designated,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| {
+            // keys answers UNAVAILABLE both when it is down and when the contact's onion could
+            // not be reached for its key (its `KeysError::Fetch`, "key fetch failed: …"). The
+            // second is about the address, not about this carrier: a 422 naming the field.
+            if status.code() == tonic::Code::Unavailable
+                && status.message().starts_with("key fetch failed")
+            {
+                AdminError::invalid(
+                    "address",
+                    format!(
+                        "no key could be fetched over this address's onion ({}); try again later or give public_key",
+                        status.message()
+                    ),
+                )
+            } else {
+                AdminError::from_status(ServiceName::Keys, status)
+            }
+        })?;
+    Ok((StatusCode::CREATED, Json(Contact::from_proto(contact))))
+}
+
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/contacts/{cid}", tag = "contacts",
+    params(("id" = String, Path, description = "Account id"), ("cid" = String, Path, description = "Contact id")),
+    responses((status = 200, description = "The contact", body = Contact)),
+)]
+pub async fn get_contact(
+    State(state): State<AdminState>,
+    Path((account_id, contact_id)): Path<(String, String)>,
+) -> Result<Json<Contact>, AdminError> {
+    let contact = state
+        .keys()?
+        .get_contact(keys::GetContactRequest {
+            account_id,
+            contact: Some(keys::get_contact_request::Contact::ContactId(contact_id)),
+        })
+        .await
+        .upstream(ServiceName::Keys)?;
+    Ok(Json(Contact::from_proto(contact)))
+}
+
+/// Changes to a contact; absent members stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateContact {
+    #[serde(default)]
+    #[schema(max_length = 128)]
+    pub display_name: Option<String>,
+    /// Whether the fingerprint was checked out of band (trust).
+    #[serde(default)]
+    pub verified: Option<bool>,
+    /// Replaces the list of carrier onions trusted with this contact's mail.
+    #[serde(default)]
+    pub designated_carriers: Option<Vec<String>>,
+    /// A key that replaces the pinned one (binary OpenPGP certificate, base64).
+    #[serde(default)]
+    pub public_key: Option<String>,
+}
+
+#[utoipa::path(
+    patch, path = "/v1/accounts/{id}/contacts/{cid}", tag = "contacts",
+    params(("id" = String, Path, description = "Account id"), ("cid" = String, Path, description = "Contact id")),
+    request_body = UpdateContact,
+    responses((status = 200, description = "The contact as changed", body = Contact)),
+)]
+pub async fn update_contact(
+    State(state): State<AdminState>,
+    Path((account_id, contact_id)): Path<(String, String)>,
+    ApiJson(request): ApiJson<UpdateContact>,
+) -> Result<Json<Contact>, AdminError> {
+    let mut paths = Vec::new();
+    let mut change = keys::Contact {
+        contact_id: contact_id.clone(),
+        account_id: account_id.clone(),
+        ..Default::default()
+    };
+    if let Some(name) = request.display_name {
+        validate::name("display_name", &name, validate::MAX_DISPLAY_NAME_LEN, true)?;
+        paths.push("display_name".to_owned());
+        change.display_name = name;
+    }
+    if let Some(verified) = request.verified {
+        paths.push("verified".to_owned());
+        change.verified = verified;
+    }
+    if let Some(list) = request.designated_carriers {
+        paths.push("designated_carriers".to_owned());
+        change.designated_carriers = carriers("designated_carriers", &list)?;
+    }
+    if let Some(text) = request.public_key {
+        paths.push("public_key".to_owned());
+        change.public_key = public_key("public_key", &text)?;
+    }
+    let mut keys_client = state.keys()?;
+    let contact = if paths.is_empty() {
+        keys_client
+            .get_contact(keys::GetContactRequest {
+                account_id,
+                contact: Some(keys::get_contact_request::Contact::ContactId(contact_id)),
+            })
+            .await
+            .upstream(ServiceName::Keys)?
+    } else {
+        keys_client
+            .update_contact(keys::UpdateContactRequest {
+                account_id,
+                contact: Some(change),
+                update_mask: Some(prost_types::FieldMask { paths }),
+            })
+            .await
+            .upstream(ServiceName::Keys)?
+    };
+    Ok(Json(Contact::from_proto(contact)))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/accounts/{id}/contacts/{cid}", tag = "contacts",
+    params(("id" = String, Path, description = "Account id"), ("cid" = String, Path, description = "Contact id")),
+    responses((status = 204, description = "The contact and its pinned key are gone")),
+)]
+pub async fn delete_contact(
+    State(state): State<AdminState>,
+    Path((account_id, contact_id)): Path<(String, String)>,
+) -> Result<StatusCode, AdminError> {
+    state
+        .keys()?
+        .delete_contact(keys::DeleteContactRequest {
+            account_id,
+            contact_id,
+        })
+        .await
+        .upstream(ServiceName::Keys)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The account's decision on a held key change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyChangeDecision {
+    /// The fingerprint of the held key, so the decision never applies to another one.
+    pub fingerprint: String,
+    /// True pins the new key; false keeps the old one.
+    pub accept: bool,
+}
+
+#[utoipa::path(
+    post, path = "/v1/accounts/{id}/contacts/{cid}/key-change", tag = "contacts",
+    params(("id" = String, Path, description = "Account id"), ("cid" = String, Path, description = "Contact id")),
+    request_body = KeyChangeDecision,
+    responses((status = 200, description = "The contact after the decision", body = Contact)),
+)]
+pub async fn confirm_key_change(
+    State(state): State<AdminState>,
+    Path((account_id, contact_id)): Path<(String, String)>,
+    ApiJson(request): ApiJson<KeyChangeDecision>,
+) -> Result<Json<Contact>, AdminError> {
+    let fingerprint = validate::fingerprint("fingerprint", &request.fingerprint)?;
+    let contact = state
+        .keys()?
+        .confirm_key_change(keys::ConfirmKeyChangeRequest {
+            account_id,
+            contact_id,
+            fingerprint,
+            accept: request.accept,
+        })
+        .await
+        .upstream(ServiceName::Keys)?;
+    Ok(Json(Contact::from_proto(contact)))
+}

@@ -1,0 +1,142 @@
+//! Carrier-wide statistics, gathered from the services that own each count. A service that does
+//! not answer is listed in `unavailable_services` and its counts are absent (null), never zero.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use onionpost_proto::ServiceName;
+use onionpost_proto::imap::v1 as imap;
+use onionpost_proto::onion::v1 as onion;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::accounts::AccountState;
+use super::identities::IdentityState;
+use crate::AdminState;
+use crate::error::{AdminError, Upstream as _};
+
+/// The carrier at a glance: counts only, no addresses or logins.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Stats {
+    pub generated_at: DateTime<Utc>,
+    /// Accounts by state (`active`, `grace`, `expired`, `suspended`), from imap.
+    pub accounts_by_state: Option<BTreeMap<String, u64>>,
+    /// Identities by onion state (`publishing`, `online`, `failed`), from onion.
+    pub identities_by_state: Option<BTreeMap<String, u64>>,
+    /// Messages delivered into mailboxes since midnight UTC, from imap.
+    pub messages_delivered_today: Option<u64>,
+    /// Unfinished messages in the queue; absent until this carrier has a queue service.
+    pub queue_depth: Option<u64>,
+    /// Age of the oldest unfinished queued message, in seconds; absent as above.
+    pub queue_oldest_age_seconds: Option<f64>,
+    /// Whether tor's control connection is up, from onion.
+    pub tor_control_connected: Option<bool>,
+    /// Services that did not answer; their counts are absent, not zero.
+    pub unavailable_services: Vec<String>,
+}
+
+/// Asks every service for its counts.
+pub async fn gather(state: &AdminState) -> Stats {
+    let mut unavailable = Vec::new();
+
+    let imap_stats = imap_stats(state).await;
+    let (accounts_by_state, messages_delivered_today) = match imap_stats {
+        Ok(stats) => {
+            let mut by_state: BTreeMap<String, u64> = ["active", "grace", "expired", "suspended"]
+                .into_iter()
+                .map(|name| (name.to_owned(), 0))
+                .collect();
+            for count in stats.accounts_by_state {
+                if let Some(account_state) = AccountState::from_proto(count.state) {
+                    *by_state
+                        .entry(account_state.as_str().to_owned())
+                        .or_default() += count.accounts;
+                }
+            }
+            (Some(by_state), Some(stats.messages_delivered_today))
+        }
+        Err(_) => {
+            unavailable.push(ServiceName::Imap.as_str().to_owned());
+            (None, None)
+        }
+    };
+
+    let identities_by_state = match onion_counts(state).await {
+        Ok(counts) => Some(counts),
+        Err(_) => {
+            unavailable.push(ServiceName::Onion.as_str().to_owned());
+            None
+        }
+    };
+    let tor_control_connected = tor_connected(state).await.ok();
+
+    Stats {
+        generated_at: Utc::now(),
+        accounts_by_state,
+        identities_by_state,
+        messages_delivered_today,
+        queue_depth: None,
+        queue_oldest_age_seconds: None,
+        tor_control_connected,
+        unavailable_services: unavailable,
+    }
+}
+
+async fn imap_stats(state: &AdminState) -> Result<imap::ImapStats, AdminError> {
+    state
+        .imap()?
+        .get_stats(imap::GetStatsRequest {})
+        .await
+        .upstream(ServiceName::Imap)
+}
+
+/// Pages through every onion that is not revoked and counts them by state.
+async fn onion_counts(state: &AdminState) -> Result<BTreeMap<String, u64>, AdminError> {
+    let mut client = state.onion()?;
+    let mut counts: BTreeMap<String, u64> = ["publishing", "online", "failed"]
+        .into_iter()
+        .map(|name| (name.to_owned(), 0))
+        .collect();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_onions(onion::ListOnionsRequest {
+                state: onion::OnionState::Unspecified as i32,
+                page_size: 500,
+                page_token,
+            })
+            .await
+            .upstream(ServiceName::Onion)?;
+        for service in page.onions {
+            if let Some(identity_state) = IdentityState::from_proto(service.state) {
+                *counts
+                    .entry(identity_state.as_str().to_owned())
+                    .or_default() += 1;
+            }
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(counts);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Whether the onion service's control connection to tor is up.
+pub async fn tor_connected(state: &AdminState) -> Result<bool, AdminError> {
+    let status = state
+        .onion()?
+        .get_tor_status(onion::GetTorStatusRequest {})
+        .await
+        .upstream(ServiceName::Onion)?;
+    Ok(status.control_connected)
+}
+
+#[utoipa::path(
+    get, path = "/v1/stats", tag = "stats",
+    responses((status = 200, description = "The carrier at a glance", body = Stats)),
+)]
+pub async fn get_stats(State(state): State<AdminState>) -> Result<Json<Stats>, AdminError> {
+    Ok(Json(gather(&state).await))
+}

@@ -1,0 +1,61 @@
+//! The imap service as a runtime module: opens its database, loads the carrier secret, makes
+//! sure a default plan exists, serves `onionpost.imap.v1.Imap` and starts the IMAP listeners.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use onionpost_proto::ServiceName;
+use onionpost_proto::imap::v1::imap_server::ImapServer;
+use onionpost_runtime::seal::CarrierSecret;
+use onionpost_runtime::{Module, ServiceContext, Started};
+
+use crate::clock::SystemClock;
+use crate::grpc::ImapGrpc;
+use crate::service::ImapService;
+
+/// Largest message accepted or returned inline (imap.proto: raised from tonic's 4 MiB).
+const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The imap service as a runtime module.
+pub struct ImapModule;
+
+impl Module for ImapModule {
+    fn target(&self) -> ServiceName {
+        ServiceName::Imap
+    }
+
+    fn depends_on(&self) -> &'static [ServiceName] {
+        // Accounts and mail need nothing else; the onion service tells the IMAP listeners
+        // their onion target ports when it is there, and is asked lazily.
+        &[]
+    }
+
+    fn start(
+        self: Box<Self>,
+        context: ServiceContext,
+    ) -> BoxFuture<'static, anyhow::Result<Started>> {
+        Box::pin(async move {
+            let secret = CarrierSecret::load(&context.config).context("carrier secret")?;
+            let database = context
+                .database(crate::store::MIGRATIONS)
+                .await
+                .context("imap database")?;
+            let service = ImapService::open(
+                database,
+                secret,
+                Arc::new(SystemClock),
+                context.config.accounts.clone(),
+            )
+            .await
+            .map_err(|error| anyhow::anyhow!("opening the imap store: {error}"))?;
+            // IMAP LISTENERS: the protocol layer (src/server) starts them here, with the same
+            // store every delivery writes to (one change hub, one login back-off).
+            crate::server::start::spawn_for_service(&context, &service).await?;
+            let server = ImapServer::new(ImapGrpc::new(service))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+            Ok(Started::new().with_grpc(server))
+        })
+    }
+}

@@ -1,0 +1,9 @@
+//! [`super::QueueStore`] on SQLite (the embedded default).
+
+super::store_impl!(
+    SqliteStore,
+    sqlx::Sqlite,
+    sqlx::sqlite::SqliteRow,
+    |text: &str| text.to_owned(),
+    ""
+);

@@ -1,0 +1,387 @@
+//! The store suite, run on SQLite and on PostgreSQL.
+
+use std::collections::HashSet;
+
+use onionpost_runtime::Database;
+use onionpost_runtime::conformance::each_backend;
+
+use super::*;
+
+const DAY: i64 = 86_400_000;
+
+fn message(key: &str, queue_id: &str, at: i64, recipients: &[&str]) -> NewMessage {
+    NewMessage {
+        queue_id: queue_id.to_owned(),
+        idempotency_key: key.to_owned(),
+        origin: Origin::Submission,
+        account_id: "acct-1".into(),
+        sender_identity_id: "id-a".into(),
+        reverse_path: "alice@a.onion".into(),
+        message_id: "<m@a.onion>".into(),
+        envelope_id: String::new(),
+        dsn_return: DsnReturn::Unspecified,
+        fan_out_immediately: false,
+        sealed_body: vec![7; 100],
+        body_digest: "ab".repeat(32),
+        size_bytes: 100,
+        enqueued_at_ms: at,
+        expires_at_ms: at + 5 * DAY,
+        recipients: recipients
+            .iter()
+            .map(|address| NewRecipient {
+                address: (*address).to_owned(),
+                notify: vec![Notify::Success, Notify::Failure],
+                original_recipient: String::new(),
+            })
+            .collect(),
+    }
+}
+
+fn update(idx: i32, state: RecipientState, at: i64, next: Option<i64>) -> RecipientUpdate {
+    RecipientUpdate {
+        idx,
+        state,
+        attempted: true,
+        attempted_at_ms: at,
+        next_attempt_at_ms: next,
+        reply: Some(Reply {
+            code: 451,
+            enhanced_status: "4.4.1".into(),
+            text: "offline".into(),
+        }),
+    }
+}
+
+async fn suite(store: Arc<dyn QueueStore>) {
+    // Enqueue is idempotent: the second call returns the first entry and writes nothing.
+    let first = message("k1", "q1", 1_000, &["carol@c.onion", "dave@d.onion"]);
+    let (stored, created) = store.enqueue(&first).await.unwrap();
+    assert!(created);
+    assert_eq!(stored.queue_id, "q1");
+    assert_eq!(stored.recipients.len(), 2);
+    assert_eq!(stored.recipients[0].state, RecipientState::Scheduled);
+    assert_eq!(
+        stored.recipients[0].notify,
+        vec![Notify::Success, Notify::Failure]
+    );
+    assert_eq!(stored.recipients[0].next_attempt_at_ms, Some(1_000));
+    let again = message("k1", "q-other", 2_000, &["x@x.onion"]);
+    let (same, created) = store.enqueue(&again).await.unwrap();
+    assert!(!created);
+    assert_eq!(same, stored);
+    assert!(store.get_message("q-other").await.unwrap().is_none());
+    assert_eq!(store.load_body("q1").await.unwrap(), Some(vec![7; 100]));
+
+    // Claims: due ones only, leased; a second claimer gets nothing until the lease runs out.
+    assert!(
+        store
+            .claim_due("w1", 999, 10_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claims = store.claim_due("w1", 1_000, 10_000, 10).await.unwrap();
+    assert_eq!(claims.len(), 2);
+    assert!(
+        store
+            .claim_due("w2", 5_000, 20_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_wake().await.unwrap(), Some(10_000));
+    let reclaimed = store.claim_due("w2", 10_000, 20_000, 10).await.unwrap();
+    assert_eq!(reclaimed, claims, "an expired lease is free again");
+
+    // Results from a worker that lost its lease are ignored; the holder's are recorded.
+    store
+        .record(
+            "w1",
+            "q1",
+            &[update(0, RecipientState::Delivered, 11_000, None)],
+            None,
+        )
+        .await
+        .unwrap();
+    let unchanged = store.get_message("q1").await.unwrap().unwrap();
+    assert_eq!(unchanged.recipients[0].state, RecipientState::Scheduled);
+    let after = store
+        .record(
+            "w2",
+            "q1",
+            &[
+                update(0, RecipientState::Delivered, 11_000, None),
+                update(1, RecipientState::TemporaryFailure, 11_000, Some(71_000)),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(after, AfterRecord::Pending);
+    let recorded = store.get_message("q1").await.unwrap().unwrap();
+    assert_eq!(recorded.recipients[0].state, RecipientState::Delivered);
+    assert_eq!(
+        recorded.recipients[1].state,
+        RecipientState::TemporaryFailure
+    );
+    assert_eq!(recorded.recipients[1].attempts, 1);
+    assert_eq!(recorded.recipients[1].last_attempt_at_ms, Some(11_000));
+    assert_eq!(recorded.recipients[1].next_attempt_at_ms, Some(71_000));
+    assert_eq!(recorded.recipients[1].claimed_by, None);
+    assert_eq!(
+        recorded.recipients[1]
+            .last_reply
+            .as_ref()
+            .map(|reply| reply.code),
+        Some(451)
+    );
+    assert!(
+        store
+            .claim_due("w1", 70_999, 80_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_wake().await.unwrap(), Some(71_000));
+
+    // Hold keeps a due recipient from being claimed; release lets it go.
+    assert!(store.set_held("q1", true).await.unwrap());
+    assert!(
+        store
+            .claim_due("w1", 80_000, 90_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_wake().await.unwrap(), None);
+    assert!(store.set_held("q1", false).await.unwrap());
+    assert!(!store.set_held("nope", true).await.unwrap());
+
+    // RetryNow and Flush make unfinished recipients due now.
+    assert!(store.retry_now("q1", 20_000).await.unwrap());
+    assert!(!store.retry_now("nope", 20_000).await.unwrap());
+    assert_eq!(store.flush_domain("D.onion", 30_000).await.unwrap(), 1);
+    assert_eq!(store.flush_domain("c.onion", 30_000).await.unwrap(), 0);
+    let claims = store.claim_due("w1", 30_000, 90_000, 10).await.unwrap();
+    assert_eq!(
+        claims,
+        vec![Claim {
+            queue_id: "q1".into(),
+            idx: 1
+        }]
+    );
+
+    // The last recipient's final state removes the message and its body, and the DSN lands
+    // in the same transaction.
+    let dsn = message("dsn-1", "q-dsn", 31_000, &["alice@a.onion"]);
+    let after = store
+        .record(
+            "w1",
+            "q1",
+            &[update(1, RecipientState::PermanentFailure, 31_000, None)],
+            Some(&dsn),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after, AfterRecord::Finished);
+    assert!(store.get_message("q1").await.unwrap().is_none());
+    assert!(store.load_body("q1").await.unwrap().is_none());
+    assert!(store.get_message("q-dsn").await.unwrap().is_some());
+
+    // Delete releases the body, optionally with a DSN.
+    let dsn2 = message("dsn-2", "q-dsn2", 31_000, &["alice@a.onion"]);
+    assert!(store.delete_message("q-dsn", Some(&dsn2)).await.unwrap());
+    assert!(store.load_body("q-dsn").await.unwrap().is_none());
+    assert!(store.get_message("q-dsn2").await.unwrap().is_some());
+    assert!(!store.delete_message("q-dsn", None).await.unwrap());
+    assert!(store.delete_message("q-dsn2", None).await.unwrap());
+
+    // Listing: filters and pages.
+    for n in 0..7 {
+        let mut entry = message(
+            &format!("list-{n}"),
+            &format!("l{n}"),
+            100_000 + n,
+            &[if n % 2 == 0 {
+                "carol@c.onion"
+            } else {
+                "eve@e.onion"
+            }],
+        );
+        if n == 6 {
+            entry.origin = Origin::Carry;
+            entry.account_id = "acct-2".into();
+        }
+        store.enqueue(&entry).await.unwrap();
+    }
+    store.set_held("l3", true).await.unwrap();
+    let ids = |messages: &[MessageRecord]| {
+        messages
+            .iter()
+            .map(|message| message.queue_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let all = store
+        .list_messages(&ListFilter::default(), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), ["l0", "l1", "l2", "l3", "l4", "l5", "l6"]);
+    let page = store
+        .list_messages(&ListFilter::default(), None, 3)
+        .await
+        .unwrap();
+    assert_eq!(ids(&page), ["l0", "l1", "l2"]);
+    let after = PageAfter {
+        enqueued_at_ms: page[2].enqueued_at_ms,
+        queue_id: page[2].queue_id.clone(),
+    };
+    let next = store
+        .list_messages(&ListFilter::default(), Some(&after), 3)
+        .await
+        .unwrap();
+    assert_eq!(ids(&next), ["l3", "l4", "l5"]);
+    let filter = |f: ListFilter| {
+        let store = store.clone();
+        async move { ids(&store.list_messages(&f, None, 100).await.unwrap()) }
+    };
+    assert_eq!(
+        filter(ListFilter {
+            held_only: true,
+            ..Default::default()
+        })
+        .await,
+        ["l3"]
+    );
+    assert_eq!(
+        filter(ListFilter {
+            recipient: "E.onion".into(),
+            ..Default::default()
+        })
+        .await,
+        ["l1", "l3", "l5"]
+    );
+    assert_eq!(
+        filter(ListFilter {
+            recipient: "Carol@c.onion".into(),
+            ..Default::default()
+        })
+        .await,
+        ["l0", "l2", "l4", "l6"]
+    );
+    assert_eq!(
+        filter(ListFilter {
+            account_id: "acct-2".into(),
+            ..Default::default()
+        })
+        .await,
+        ["l6"]
+    );
+    assert_eq!(
+        filter(ListFilter {
+            origin: Some(Origin::Carry),
+            ..Default::default()
+        })
+        .await,
+        ["l6"]
+    );
+    assert_eq!(
+        filter(ListFilter {
+            enqueued_before_ms: Some(100_002),
+            ..Default::default()
+        })
+        .await,
+        ["l0", "l1"]
+    );
+    assert_eq!(
+        filter(ListFilter {
+            state: Some(RecipientState::Delivered),
+            ..Default::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        filter(ListFilter {
+            state: Some(RecipientState::Scheduled),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        7
+    );
+
+    // Stats.
+    let stats = store
+        .stats(100_000 + 400_000, &[300_000, DAY])
+        .await
+        .unwrap();
+    assert_eq!(stats.messages, 7);
+    assert_eq!(stats.held_messages, 1);
+    assert_eq!(stats.stored_bytes, 700);
+    assert_eq!(stats.oldest_enqueued_at_ms, Some(100_000));
+    assert_eq!(stats.by_state, vec![(RecipientState::Scheduled, 7)]);
+    assert_eq!(stats.enqueued_within, vec![0, 7, 7]);
+}
+
+#[tokio::test]
+async fn store_conformance() {
+    each_backend("queue_store", MIGRATIONS, |database| async move {
+        suite(for_database(database)).await;
+    })
+    .await;
+}
+
+/// Several claimers at once never get the same recipient (PostgreSQL: SKIP LOCKED; SQLite: one
+/// writer), and together they get every recipient.
+#[tokio::test]
+async fn concurrent_claimers_never_share_a_recipient() {
+    each_backend(
+        "queue_claims",
+        MIGRATIONS,
+        |database: Database| async move {
+            let store = for_database(database);
+            let addresses: Vec<String> = (0..10).map(|n| format!("r{n}@c.onion")).collect();
+            let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+            for n in 0..100 {
+                store
+                    .enqueue(&message(
+                        &format!("k{n}"),
+                        &format!("q{n:03}"),
+                        1_000,
+                        &refs,
+                    ))
+                    .await
+                    .unwrap();
+            }
+            let mut workers = Vec::new();
+            for worker in 0..6 {
+                let store = store.clone();
+                workers.push(tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        let claims = store
+                            .claim_due(&format!("w{worker}"), 2_000, 1_000_000, 25)
+                            .await
+                            .unwrap();
+                        if claims.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(claims);
+                    }
+                }));
+            }
+            let mut seen = HashSet::new();
+            let mut total = 0;
+            for worker in workers {
+                let claims = worker.await.unwrap();
+                total += claims.len();
+                for claim in claims {
+                    assert!(seen.insert(claim.clone()), "{claim:?} claimed twice");
+                }
+            }
+            assert_eq!(total, 1_000);
+            assert_eq!(seen.len(), 1_000);
+        },
+    )
+    .await;
+}

@@ -1,0 +1,721 @@
+//! The scheduler against fake smtp-out and imap gRPC servers over loopback (tonic, real HTTP/2):
+//! grouping by destination, per-recipient results, retries with back-off, expiry with a DSN in
+//! the sender's INBOX, a DSN kept while imap is down, and a crash mid-delivery. The real
+//! smtp-out over the private Tor network is in tests/tests/queue.rs (onionpost-e2e).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use onionpost_proto::ServiceName;
+use onionpost_proto::imap::v1 as imap_pb;
+use onionpost_proto::imap::v1::imap_server::{Imap, ImapServer};
+use onionpost_proto::smtp_out::v1 as smtp_pb;
+use onionpost_proto::smtp_out::v1::smtp_out_server::{SmtpOut, SmtpOutServer};
+use onionpost_queue::service::Enqueue;
+use onionpost_queue::store::{self, DsnReturn, NewRecipient, Notify, Origin, RecipientState};
+use onionpost_queue::{ManualClock, QueueError, QueueService, RetryPolicy, Scheduler};
+use onionpost_runtime::seal::CarrierSecret;
+use onionpost_runtime::{Database, Directory};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+fn onion(c: char) -> String {
+    format!("{}.onion", c.to_string().repeat(56))
+}
+
+/// Stands in for smtp-out: `nobody@…` is refused for good, everything else is accepted unless
+/// the destination is "offline" (a connection error, as smtp-out reports an unreachable onion).
+#[derive(Clone, Default)]
+struct FakeSmtpOut {
+    offline: Arc<AtomicBool>,
+    /// Each session's request, once it is answered.
+    sessions: Arc<Mutex<Vec<smtp_pb::DeliverRequest>>>,
+    /// Sessions that reached the fake at all (answered or not).
+    started: Arc<Mutex<Vec<String>>>,
+    delay: Arc<Mutex<Duration>>,
+}
+
+#[tonic::async_trait]
+impl SmtpOut for FakeSmtpOut {
+    async fn deliver(
+        &self,
+        request: Request<smtp_pb::DeliverRequest>,
+    ) -> Result<Response<smtp_pb::DeliverResponse>, Status> {
+        let request = request.into_inner();
+        self.started.lock().unwrap().push(request.queue_id.clone());
+        let delay = *self.delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        let offline = self.offline.load(Ordering::SeqCst);
+        let recipients = request
+            .recipients
+            .iter()
+            .map(|recipient| {
+                let (outcome, reply) = if offline {
+                    (smtp_pb::Outcome::TemporaryFailure, None)
+                } else if recipient.address.starts_with("nobody@") {
+                    (
+                        smtp_pb::Outcome::PermanentFailure,
+                        Some((550, "5.1.1", "mailbox unavailable")),
+                    )
+                } else {
+                    (
+                        smtp_pb::Outcome::Delivered,
+                        Some((250, "2.0.0", "accepted")),
+                    )
+                };
+                smtp_pb::RecipientResult {
+                    address: recipient.address.clone(),
+                    outcome: outcome as i32,
+                    reply: reply.map(|(code, enhanced, text)| smtp_pb::SmtpReply {
+                        code,
+                        enhanced_status: enhanced.into(),
+                        text: text.into(),
+                    }),
+                }
+            })
+            .collect();
+        self.sessions.lock().unwrap().push(request);
+        Ok(Response::new(smtp_pb::DeliverResponse {
+            recipients,
+            connection_error: if offline {
+                "tor could not reach the onion".into()
+            } else {
+                String::new()
+            },
+            peer_offers_dsn: true,
+            duration: None,
+        }))
+    }
+
+    async fn etrn(
+        &self,
+        _request: Request<smtp_pb::EtrnRequest>,
+    ) -> Result<Response<smtp_pb::EtrnResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+}
+
+/// Stands in for imap's Deliver; `down` makes it unavailable.
+#[derive(Clone, Default)]
+struct FakeImap {
+    down: Arc<AtomicBool>,
+    delivered: Arc<Mutex<Vec<imap_pb::DeliverRequest>>>,
+    refused_calls: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl Imap for FakeImap {
+    async fn deliver(
+        &self,
+        request: Request<imap_pb::DeliverRequest>,
+    ) -> Result<Response<imap_pb::DeliverResponse>, Status> {
+        if self.down.load(Ordering::SeqCst) {
+            self.refused_calls.fetch_add(1, Ordering::SeqCst);
+            return Err(Status::unavailable("imap is restarting"));
+        }
+        self.delivered.lock().unwrap().push(request.into_inner());
+        Ok(Response::new(imap_pb::DeliverResponse {
+            refusal: 0,
+            duplicate: false,
+            uid_validity: 1,
+            uid: 1,
+        }))
+    }
+
+    async fn create_account(
+        &self,
+        _request: Request<imap_pb::CreateAccountRequest>,
+    ) -> Result<Response<imap_pb::Account>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn get_account(
+        &self,
+        _request: Request<imap_pb::GetAccountRequest>,
+    ) -> Result<Response<imap_pb::Account>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn list_accounts(
+        &self,
+        _request: Request<imap_pb::ListAccountsRequest>,
+    ) -> Result<Response<imap_pb::ListAccountsResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn update_account(
+        &self,
+        _request: Request<imap_pb::UpdateAccountRequest>,
+    ) -> Result<Response<imap_pb::Account>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn set_password(
+        &self,
+        _request: Request<imap_pb::SetPasswordRequest>,
+    ) -> Result<Response<imap_pb::SetPasswordResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn delete_account(
+        &self,
+        _request: Request<imap_pb::DeleteAccountRequest>,
+    ) -> Result<Response<imap_pb::DeleteAccountResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn authenticate(
+        &self,
+        _request: Request<imap_pb::AuthenticateRequest>,
+    ) -> Result<Response<imap_pb::AuthenticateResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn add_identity(
+        &self,
+        _request: Request<imap_pb::AddIdentityRequest>,
+    ) -> Result<Response<imap_pb::Identity>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn get_identity(
+        &self,
+        _request: Request<imap_pb::GetIdentityRequest>,
+    ) -> Result<Response<imap_pb::Identity>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn list_identities(
+        &self,
+        _request: Request<imap_pb::ListIdentitiesRequest>,
+    ) -> Result<Response<imap_pb::ListIdentitiesResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn remove_identity(
+        &self,
+        _request: Request<imap_pb::RemoveIdentityRequest>,
+    ) -> Result<Response<imap_pb::RemoveIdentityResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn create_plan(
+        &self,
+        _request: Request<imap_pb::CreatePlanRequest>,
+    ) -> Result<Response<imap_pb::Plan>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn update_plan(
+        &self,
+        _request: Request<imap_pb::UpdatePlanRequest>,
+    ) -> Result<Response<imap_pb::Plan>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn list_plans(
+        &self,
+        _request: Request<imap_pb::ListPlansRequest>,
+    ) -> Result<Response<imap_pb::ListPlansResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn mint_vouchers(
+        &self,
+        _request: Request<imap_pb::MintVouchersRequest>,
+    ) -> Result<Response<imap_pb::MintVouchersResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn redeem_voucher(
+        &self,
+        _request: Request<imap_pb::RedeemVoucherRequest>,
+    ) -> Result<Response<imap_pb::Account>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn get_quota(
+        &self,
+        _request: Request<imap_pb::GetQuotaRequest>,
+    ) -> Result<Response<imap_pb::Quota>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn get_stats(
+        &self,
+        _request: Request<imap_pb::GetStatsRequest>,
+    ) -> Result<Response<imap_pb::ImapStats>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+}
+
+struct Harness {
+    smtp: FakeSmtpOut,
+    imap: FakeImap,
+    directory: Directory,
+    clock: ManualClock,
+    _dir: tempfile::TempDir,
+    db_path: std::path::PathBuf,
+}
+
+const START_MS: i64 = 1_800_000_000_000;
+
+async fn harness() -> Harness {
+    let smtp = FakeSmtpOut::default();
+    let imap = FakeImap::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address: SocketAddr = listener.local_addr().unwrap();
+    let server = tonic::transport::Server::builder()
+        .add_service(SmtpOutServer::new(smtp.clone()))
+        .add_service(ImapServer::new(imap.clone()))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    tokio::spawn(server);
+    let directory = Directory::default();
+    directory
+        .register_remote(ServiceName::SmtpOut, &format!("http://{address}"))
+        .unwrap();
+    directory
+        .register_remote(ServiceName::Imap, &format!("http://{address}"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("queue.sqlite3");
+    Harness {
+        smtp,
+        imap,
+        directory,
+        clock: ManualClock::new(START_MS),
+        _dir: dir,
+        db_path,
+    }
+}
+
+impl Harness {
+    async fn service(&self, lifetime: Duration) -> QueueService {
+        open_service(&self.db_path, &self.clock, lifetime).await
+    }
+
+    fn start(&self, service: &QueueService) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let shutdown = CancellationToken::new();
+        let scheduler = Scheduler::new(service.clone(), self.directory.clone());
+        let handle = tokio::spawn(scheduler.run(shutdown.clone()));
+        (shutdown, handle)
+    }
+}
+
+async fn open_service(path: &Path, clock: &ManualClock, lifetime: Duration) -> QueueService {
+    let database = Database::open_sqlite(path, store::MIGRATIONS)
+        .await
+        .unwrap();
+    let secret = CarrierSecret::from_text(&"s".repeat(40)).unwrap();
+    QueueService::new(
+        store::for_database(database),
+        secret.sealer("queue-body"),
+        Arc::new(clock.clone()),
+        RetryPolicy {
+            retry_min: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+            lifetime,
+        },
+    )
+}
+
+fn request(key: &str, recipients: &[(&str, Vec<Notify>)]) -> Enqueue {
+    Enqueue {
+        idempotency_key: key.into(),
+        origin: Origin::Submission,
+        account_id: "acct-a".into(),
+        sender_identity_id: "id-alice".into(),
+        reverse_path: format!("alice@{}", onion('a')),
+        recipients: recipients
+            .iter()
+            .map(|(address, notify)| NewRecipient {
+                address: (*address).into(),
+                notify: notify.clone(),
+                original_recipient: String::new(),
+            })
+            .collect(),
+        message: format!(
+            "Message-ID: <{key}@a.onion>\r\nSubject: test {key}\r\n\r\nbody of {key}\r\n"
+        )
+        .into_bytes(),
+        message_id: format!("<{key}@a.onion>"),
+        envelope_id: format!("env-{key}"),
+        dsn_return: DsnReturn::Unspecified,
+        fan_out_immediately: false,
+    }
+}
+
+/// Polls `check` until it holds (10 s at most).
+async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn gone(service: &QueueService, queue_id: &str) -> bool {
+    matches!(service.get(queue_id).await, Err(QueueError::NotFound(_)))
+}
+
+fn dsn_texts(imap: &FakeImap) -> Vec<String> {
+    imap.delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|request| String::from_utf8_lossy(&request.message).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_session_per_onion_with_results_and_dsns() {
+    let harness = harness().await;
+    let service = harness.service(Duration::from_secs(86_400)).await;
+    let (shutdown, handle) = harness.start(&service);
+    let c = onion('c');
+    let queued = service
+        .enqueue(request(
+            "m1",
+            &[
+                (&format!("carol@{c}"), vec![Notify::Success]),
+                (&format!("nobody@{c}"), vec![]),
+                ("bob@example.com", vec![Notify::Failure]),
+                (&format!("quiet@{c}"), vec![Notify::Never]),
+            ],
+        ))
+        .await
+        .unwrap();
+    // Idempotent: the same key gives the same entry.
+    let again = service
+        .enqueue(request("m1", &[("x@y.onion", vec![])]))
+        .await
+        .unwrap();
+    assert_eq!(again.queue_id, queued.queue_id);
+
+    eventually("message finished", || gone(&service, &queued.queue_id)).await;
+    let sessions = harness.smtp.sessions.lock().unwrap().clone();
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one session for the three recipients at {c}"
+    );
+    assert_eq!(sessions[0].destination, c);
+    assert_eq!(sessions[0].isolation_key, "id-alice");
+    assert_eq!(sessions[0].recipients.len(), 3);
+    assert_eq!(sessions[0].envelope_id, "env-m1");
+    assert!(String::from_utf8_lossy(&sessions[0].message).contains("body of m1"));
+
+    // One DSN for the attempt, in alice's INBOX: carol delivered (she asked for SUCCESS),
+    // nobody failed (FAILURE by default), bob's clearnet address failed, quiet asked for NEVER.
+    eventually("a dsn", || async {
+        !harness.imap.delivered.lock().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let texts = dsn_texts(&harness.imap);
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    let dsn = &texts[0];
+    assert!(dsn.contains(&format!(
+        "Final-Recipient: rfc822; carol@{c}\r\nAction: delivered\r\nStatus: 2.0.0"
+    )));
+    assert!(dsn.contains(&format!(
+        "Final-Recipient: rfc822; nobody@{c}\r\nAction: failed\r\nStatus: 5.1.1"
+    )));
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; bob@example.com\r\nAction: failed\r\nStatus: 5.1.2")
+    );
+    assert!(dsn.contains("Subject: Delivery Status Notification (Failure)"));
+    assert!(!dsn.contains("quiet@"));
+    assert!(dsn.contains("Subject: test m1"), "headers returned");
+    assert!(!dsn.contains("body of m1"), "RET=HDRS by default");
+    for request in harness.imap.delivered.lock().unwrap().iter() {
+        assert_eq!(request.identity_id, "id-alice");
+        assert_eq!(request.mailbox, imap_pb::Mailbox::Inbox as i32);
+        assert_eq!(
+            request.verification,
+            imap_pb::SenderVerification::Local as i32
+        );
+    }
+    let stats = service.stats().await.unwrap();
+    assert_eq!(stats.messages, 0, "DSNs delivered, queue empty: {stats:?}");
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_offline_onion_is_retried_and_past_the_lifetime_the_sender_gets_a_dsn() {
+    let harness = harness().await;
+    let service = harness.service(Duration::from_secs(3 * 3600)).await;
+    let (shutdown, handle) = harness.start(&service);
+    let d = onion('d');
+    harness.smtp.offline.store(true, Ordering::SeqCst);
+    let queued = service
+        .enqueue(request("r1", &[(&format!("dave@{d}"), vec![])]))
+        .await
+        .unwrap();
+    eventually("first attempt", || async {
+        let message = service.get(&queued.queue_id).await.unwrap();
+        message.recipients[0].attempts == 1
+    })
+    .await;
+    let message = service.get(&queued.queue_id).await.unwrap();
+    let recipient = &message.recipients[0];
+    assert_eq!(recipient.state, RecipientState::TemporaryFailure);
+    let next = recipient.next_attempt_at_ms.unwrap() - START_MS;
+    assert!(
+        (48_000..=72_000).contains(&next),
+        "retry after 60 s ±20%: {next}"
+    );
+    assert_eq!(recipient.last_reply.as_ref().unwrap().code, 451);
+
+    // Nothing happens before the retry time.
+    harness.clock.advance_ms(40_000);
+    service.wake();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(harness.smtp.sessions.lock().unwrap().len(), 1);
+
+    // The onion comes back: the next attempt delivers, once.
+    harness.smtp.offline.store(false, Ordering::SeqCst);
+    harness.clock.advance_ms(33_000);
+    service.wake();
+    eventually("delivered", || gone(&service, &queued.queue_id)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        harness.smtp.sessions.lock().unwrap().len(),
+        2,
+        "no duplicate"
+    );
+    assert!(
+        harness.imap.delivered.lock().unwrap().is_empty(),
+        "no DSN asked for success"
+    );
+
+    // Offline for good: retries back off until the lifetime, then a failure DSN.
+    harness.smtp.offline.store(true, Ordering::SeqCst);
+    let doomed = service
+        .enqueue(request("r2", &[(&format!("dave@{d}"), vec![])]))
+        .await
+        .unwrap();
+    let mut gaps = Vec::new();
+    let mut last_attempts = 0;
+    while !gone(&service, &doomed.queue_id).await {
+        let Ok(message) = service.get(&doomed.queue_id).await else {
+            break;
+        };
+        let recipient = &message.recipients[0];
+        if recipient.attempts > last_attempts {
+            last_attempts = recipient.attempts;
+            if let Some(next) = recipient.next_attempt_at_ms {
+                gaps.push((next - harness.clock.now_ms_for_test()) / 1000);
+                harness.clock.set_ms(next);
+                service.wake();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eventually("expiry dsn", || async {
+        harness.imap.delivered.lock().unwrap().len() == 1
+    })
+    .await;
+    let text = dsn_texts(&harness.imap).remove(0);
+    assert!(text.contains("Action: failed\r\nStatus: 4.4.7"), "{text}");
+    assert!(text.contains("lifetime expired"));
+    assert!(text.contains(&format!("Final-Recipient: rfc822; dave@{d}")));
+    // Back-off doubled (within jitter) up to the maximum.
+    assert!(gaps.len() >= 5, "{gaps:?}");
+    for (n, gap) in gaps.iter().enumerate() {
+        let base = (60_i64 << n).min(3600);
+        assert!(
+            (base * 8 / 10..=base * 12 / 10).contains(gap),
+            "gap {n} was {gap} s: {gaps:?}"
+        );
+    }
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dsn_waits_for_imap_and_is_delivered_once() {
+    let harness = harness().await;
+    let service = harness.service(Duration::from_secs(86_400)).await;
+    let (shutdown, handle) = harness.start(&service);
+    harness.imap.down.store(true, Ordering::SeqCst);
+    let queued = service
+        .enqueue(request(
+            "d1",
+            &[(&format!("nobody@{}", onion('e')), vec![])],
+        ))
+        .await
+        .unwrap();
+    eventually("message finished", || gone(&service, &queued.queue_id)).await;
+    eventually("imap tried", || async {
+        harness.imap.refused_calls.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let (pending, _) = service
+        .list(
+            &store::ListFilter {
+                origin: Some(Origin::Local),
+                ..Default::default()
+            },
+            10,
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "the DSN is a durable local entry");
+    assert_eq!(
+        pending[0].recipients[0].state,
+        RecipientState::TemporaryFailure
+    );
+    harness.imap.down.store(false, Ordering::SeqCst);
+    harness.clock.advance_ms(73_000);
+    service.wake();
+    eventually("dsn delivered", || async {
+        harness.imap.delivered.lock().unwrap().len() == 1
+    })
+    .await;
+    eventually("dsn entry gone", || gone(&service, &pending[0].queue_id)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(harness.imap.delivered.lock().unwrap().len(), 1);
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn hold_release_flush_and_delete_with_notice() {
+    let harness = harness().await;
+    let service = harness.service(Duration::from_secs(86_400)).await;
+    harness.smtp.offline.store(true, Ordering::SeqCst);
+    let (shutdown, handle) = harness.start(&service);
+    let f = onion('f');
+    let queued = service
+        .enqueue(request("h1", &[(&format!("fay@{f}"), vec![])]))
+        .await
+        .unwrap();
+    eventually("first attempt", || async {
+        service.get(&queued.queue_id).await.unwrap().recipients[0].attempts == 1
+    })
+    .await;
+    // ETRN for the onion: due now, tried again at once.
+    assert_eq!(service.flush(&f.to_uppercase()).await.unwrap(), 1);
+    assert!(service.flush("example.com").await.is_err());
+    eventually("flushed attempt", || async {
+        service.get(&queued.queue_id).await.unwrap().recipients[0].attempts == 2
+    })
+    .await;
+    // Held: RetryNow makes it due, but nothing is tried until released.
+    assert!(service.set_held(&queued.queue_id, true).await.unwrap().held);
+    service.retry_now(&queued.queue_id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        service.get(&queued.queue_id).await.unwrap().recipients[0].attempts,
+        2
+    );
+    assert!(
+        !service
+            .set_held(&queued.queue_id, false)
+            .await
+            .unwrap()
+            .held
+    );
+    eventually("attempt after release", || async {
+        service.get(&queued.queue_id).await.unwrap().recipients[0].attempts == 3
+    })
+    .await;
+    // Delete with a notice: the body goes, a failure DSN comes.
+    service.delete(&queued.queue_id, true).await.unwrap();
+    assert!(gone(&service, &queued.queue_id).await);
+    eventually("deletion dsn", || async {
+        harness.imap.delivered.lock().unwrap().len() == 1
+    })
+    .await;
+    assert!(dsn_texts(&harness.imap)[0].contains("deleted from the queue"));
+    assert!(matches!(
+        service.delete(&queued.queue_id, false).await,
+        Err(QueueError::NotFound(_))
+    ));
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
+/// A crash mid-delivery: every acknowledged message survives in the store and is delivered;
+/// only sessions already in flight at the crash may reach the peer twice (at-least-once; the
+/// recipient's ingress drops those by Message-ID and digest).
+#[tokio::test]
+async fn after_a_crash_every_acknowledged_message_is_delivered() {
+    let harness = harness().await;
+    *harness.smtp.delay.lock().unwrap() = Duration::from_millis(300);
+    let g = onion('g');
+    let mut ids = Vec::new();
+    {
+        let service = harness.service(Duration::from_secs(86_400)).await;
+        for n in 0..40 {
+            let queued = service
+                .enqueue(request(
+                    &format!("c{n}"),
+                    &[(&format!("gus{n}@{g}"), vec![])],
+                ))
+                .await
+                .unwrap();
+            ids.push(queued.queue_id);
+        }
+        let (_shutdown, handle) = harness.start(&service);
+        eventually("some sessions started", || async {
+            harness.smtp.started.lock().unwrap().len() >= 5
+        })
+        .await;
+        // The crash: the scheduler task and its sessions vanish without a word.
+        handle.abort();
+        let _ = handle.await;
+    }
+    let started_at_crash: Vec<String> = harness.smtp.started.lock().unwrap().clone();
+    assert!(started_at_crash.len() < 40, "the crash came before the end");
+    // Reopen the store as after a restart; the dead worker's leases run out.
+    let service = harness.service(Duration::from_secs(86_400)).await;
+    let stats = service.stats().await.unwrap();
+    assert_eq!(
+        stats.messages,
+        40 - harness.smtp.sessions.lock().unwrap().len() as u64
+    );
+    *harness.smtp.delay.lock().unwrap() = Duration::ZERO;
+    harness.clock.advance_ms(11 * 60 * 1000);
+    let (shutdown, handle) = harness.start(&service);
+    for id in &ids {
+        eventually("every message delivered", || gone(&service, id)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut deliveries: HashMap<String, usize> = HashMap::new();
+    for session in harness.smtp.sessions.lock().unwrap().iter() {
+        *deliveries.entry(session.queue_id.clone()).or_default() += 1;
+    }
+    for id in &ids {
+        let count = deliveries.get(id).copied().unwrap_or(0);
+        assert!(count >= 1, "{id} was never delivered");
+        if !started_at_crash.contains(id) {
+            assert_eq!(
+                count, 1,
+                "{id} was not in flight at the crash yet reached the peer twice"
+            );
+        }
+    }
+    let twice = deliveries.values().filter(|count| **count > 1).count();
+    println!(
+        "crash test: {} sessions in flight at the crash, {twice} messages reached the peer twice",
+        started_at_crash.len()
+    );
+    assert!(harness.imap.delivered.lock().unwrap().is_empty());
+    shutdown.cancel();
+    handle.await.unwrap();
+}

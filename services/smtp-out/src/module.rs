@@ -1,0 +1,40 @@
+//! The smtp-out service as a runtime module.
+
+use futures::future::BoxFuture;
+use onionpost_proto::ServiceName;
+use onionpost_proto::smtp_out::v1::smtp_out_server::SmtpOutServer;
+use onionpost_runtime::{Module, ServiceContext, Started};
+
+use crate::grpc::SmtpOutGrpc;
+use crate::service::{SmtpOutService, SocksEndpoint};
+
+/// Largest message accepted inline (smtp_out.proto: raised from tonic's 4 MiB).
+const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The smtp-out service as a runtime module.
+pub struct SmtpOutModule;
+
+impl Module for SmtpOutModule {
+    fn target(&self) -> ServiceName {
+        ServiceName::SmtpOut
+    }
+
+    fn depends_on(&self) -> &'static [ServiceName] {
+        // The onion service names tor's SOCKS endpoint; asked lazily, on the first delivery.
+        &[ServiceName::Onion]
+    }
+
+    fn start(
+        self: Box<Self>,
+        context: ServiceContext,
+    ) -> BoxFuture<'static, anyhow::Result<Started>> {
+        Box::pin(async move {
+            let service =
+                SmtpOutService::new(SocksEndpoint::FromOnionService(context.directory.clone()));
+            let server = SmtpOutServer::new(SmtpOutGrpc::new(service))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+            Ok(Started::new().with_grpc(server))
+        })
+    }
+}

@@ -1,0 +1,339 @@
+//! Delivering one message to one onion, and sending ETRN: connection through tor, limits per
+//! destination, and the translation of a session's end into per-recipient outcomes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use onionpost_proto::ServiceName;
+use onionpost_proto::onion::v1::GetSocksEndpointRequest;
+use onionpost_proto::onion::v1::onion_client::OnionClient;
+use onionpost_runtime::Directory;
+use rand::RngCore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_socks::tcp::Socks5Stream;
+
+use crate::error::SmtpOutError;
+use crate::session::{self, Envelope, Outcome, Reply, SessionError, Timeouts};
+
+/// How long tor may take to build a circuit to an onion and open the stream. tor gives up on a
+/// rendezvous after about two minutes itself; this bounds the SOCKS handshake the same way.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Sessions open at once to one onion. A destination that is slow or under attack should not
+/// take every connection; two lets a large message and a small one pass each other.
+const SESSIONS_PER_DESTINATION: usize = 2;
+
+/// Sessions open at once in all, to bound memory and tor streams.
+const SESSIONS_TOTAL: usize = 64;
+
+/// Where tor's SOCKS port is.
+#[derive(Clone)]
+pub enum SocksEndpoint {
+    /// Known up front (tests, or an operator's fixed tor).
+    Fixed(SocketAddr),
+    /// Asked of the onion service on first use, then remembered: it knows whether tor is a
+    /// container or its own child process.
+    FromOnionService(Directory),
+}
+
+/// One attempt's result, as the gRPC adapter reports it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// One per recipient, in envelope order.
+    pub outcomes: Vec<Outcome>,
+    /// Set when no SMTP transaction happened; every outcome is then temporary.
+    pub connection_error: Option<String>,
+    pub peer_offers_dsn: bool,
+    pub duration: Duration,
+}
+
+/// The smtp-out service.
+#[derive(Clone)]
+pub struct SmtpOutService {
+    socks: SocksEndpoint,
+    resolved_socks: Arc<tokio::sync::Mutex<Option<SocketAddr>>>,
+    timeouts: Timeouts,
+    connect_timeout: Duration,
+    total: Arc<Semaphore>,
+    per_destination: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+}
+
+impl SmtpOutService {
+    pub fn new(socks: SocksEndpoint) -> Self {
+        SmtpOutService {
+            socks,
+            resolved_socks: Arc::default(),
+            timeouts: Timeouts::default(),
+            connect_timeout: CONNECT_TIMEOUT,
+            total: Arc::new(Semaphore::new(SESSIONS_TOTAL)),
+            per_destination: Arc::default(),
+        }
+    }
+
+    /// Shorter limits, for tests that wait on a silent peer.
+    pub fn with_timeouts(mut self, timeouts: Timeouts, connect_timeout: Duration) -> Self {
+        self.timeouts = timeouts;
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// One SMTP transaction with `destination` (a v3 onion host) on `port`.
+    pub async fn deliver(
+        &self,
+        destination: &str,
+        port: u16,
+        isolation_key: &str,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Delivery, SmtpOutError> {
+        check_onion(destination)?;
+        if envelope.recipients.is_empty() {
+            return Err(SmtpOutError::InvalidArgument(
+                "at least one recipient is required".into(),
+            ));
+        }
+        let socks = self.socks_address().await?;
+        let _permits = self.permits(destination).await;
+        let started = Instant::now();
+        let attempt = async {
+            let stream = self
+                .connect(socks, destination, port, isolation_key)
+                .await?;
+            session::deliver(stream, envelope, message, self.timeouts).await
+        };
+        let delivery = match attempt.await {
+            Ok(result) => Delivery {
+                outcomes: result.outcomes,
+                connection_error: None,
+                peer_offers_dsn: result.peer_offers_dsn,
+                duration: started.elapsed(),
+            },
+            Err(error) => {
+                let (outcomes, connection_error) =
+                    outcomes_after(&error, envelope.recipients.len());
+                Delivery {
+                    outcomes,
+                    connection_error,
+                    peer_offers_dsn: false,
+                    duration: started.elapsed(),
+                }
+            }
+        };
+        record(&delivery);
+        Ok(delivery)
+    }
+
+    /// Sends `ETRN <onion>` to `carrier`.
+    pub async fn etrn(
+        &self,
+        carrier: &str,
+        onion: &str,
+        isolation_key: &str,
+    ) -> Result<Result<Reply, String>, SmtpOutError> {
+        check_onion(carrier)?;
+        check_onion(onion)?;
+        let socks = self.socks_address().await?;
+        let _permits = self.permits(carrier).await;
+        let attempt = async {
+            let stream = self.connect(socks, carrier, 25, isolation_key).await?;
+            session::etrn(stream, onion, self.timeouts).await
+        };
+        Ok(attempt.await.map_err(|error| error.to_string()))
+    }
+
+    async fn connect(
+        &self,
+        socks: SocketAddr,
+        destination: &str,
+        port: u16,
+        isolation_key: &str,
+    ) -> Result<Socks5Stream<tokio::net::TcpStream>, SessionError> {
+        // A fresh password per attempt: same identity, new circuit (see the crate docs).
+        let mut nonce = [0u8; 8];
+        rand::rng().fill_bytes(&mut nonce);
+        let password = nonce
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>();
+        let username = if isolation_key.is_empty() {
+            "onionpost"
+        } else {
+            isolation_key
+        };
+        let connect =
+            Socks5Stream::connect_with_password(socks, (destination, port), username, &password);
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(error)) => Err(SessionError::Io(std::io::Error::other(format!(
+                "tor could not reach the onion: {error}"
+            )))),
+            Err(_) => Err(SessionError::Timeout("onion connection through tor")),
+        }
+    }
+
+    async fn socks_address(&self) -> Result<SocketAddr, SmtpOutError> {
+        let mut cached = self.resolved_socks.lock().await;
+        if let Some(address) = *cached {
+            return Ok(address);
+        }
+        let address = match &self.socks {
+            SocksEndpoint::Fixed(address) => *address,
+            SocksEndpoint::FromOnionService(directory) => {
+                let transport = directory
+                    .transport(ServiceName::Onion)
+                    .map_err(|error| SmtpOutError::SocksUnavailable(error.to_string()))?;
+                let endpoint = OnionClient::new(transport)
+                    .get_socks_endpoint(GetSocksEndpointRequest {})
+                    .await
+                    .map_err(|status| SmtpOutError::SocksUnavailable(status.message().into()))?
+                    .into_inner();
+                // `tor:9050` in compose: the SOCKS endpoint itself may be a name to resolve.
+                tokio::net::lookup_host(&endpoint.address)
+                    .await
+                    .map_err(|error| SmtpOutError::SocksUnavailable(error.to_string()))?
+                    .next()
+                    .ok_or_else(|| SmtpOutError::SocksUnavailable("resolves to nothing".into()))?
+            }
+        };
+        *cached = Some(address);
+        Ok(address)
+    }
+
+    async fn permits(&self, destination: &str) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
+        let destination_semaphore = {
+            let mut map = self
+                .per_destination
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Forget destinations nobody is talking to, so the map stays small.
+            map.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
+            map.entry(destination.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(SESSIONS_PER_DESTINATION)))
+                .clone()
+        };
+        // Neither semaphore is ever closed, so acquiring cannot fail.
+        let total = self.total.clone().acquire_owned().await;
+        let per_destination = destination_semaphore.acquire_owned().await;
+        match (total, per_destination) {
+            (Ok(total), Ok(per_destination)) => (total, per_destination),
+            _ => unreachable!("smtp-out semaphores are never closed"),
+        }
+    }
+}
+
+/// Outcomes when the session broke off: a refused greeting or EHLO is the server's answer for
+/// every recipient; anything else (tor, timeouts, a dropped connection) is temporary.
+fn outcomes_after(error: &SessionError, recipients: usize) -> (Vec<Outcome>, Option<String>) {
+    match error {
+        SessionError::Refused(reply) => {
+            let outcome = if reply.is_permanent() {
+                Outcome::Permanent(reply.clone())
+            } else {
+                Outcome::Temporary(reply.clone())
+            };
+            (vec![outcome; recipients], None)
+        }
+        other => {
+            let reply = Reply {
+                code: 451,
+                enhanced_status: "4.4.1".into(),
+                text: other.to_string(),
+            };
+            (
+                vec![Outcome::Temporary(reply); recipients],
+                Some(other.to_string()),
+            )
+        }
+    }
+}
+
+fn record(delivery: &Delivery) {
+    for outcome in &delivery.outcomes {
+        let label = match outcome {
+            Outcome::Delivered(_) => "delivered",
+            Outcome::Temporary(_) => "temporary_failure",
+            Outcome::Permanent(_) => "permanent_failure",
+        };
+        metrics::counter!("onionpost_smtp_out_recipients_total", "outcome" => label).increment(1);
+    }
+    metrics::histogram!("onionpost_smtp_out_session_seconds")
+        .record(delivery.duration.as_secs_f64());
+    if delivery.connection_error.is_some() {
+        metrics::counter!("onionpost_smtp_out_connection_errors_total").increment(1);
+    }
+}
+
+/// Only a v3 onion host is ever handed to tor: 56 base32 characters then `.onion`.
+pub fn check_onion(host: &str) -> Result<(), SmtpOutError> {
+    let lower = host.to_ascii_lowercase();
+    let Some(label) = lower.strip_suffix(".onion") else {
+        return Err(SmtpOutError::NotAnOnion(host.to_owned()));
+    };
+    let base32 = |c: char| c.is_ascii_lowercase() || ('2'..='7').contains(&c);
+    if label.len() != 56 || !label.chars().all(base32) {
+        return Err(SmtpOutError::NotAnOnion(host.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_v3_onions_are_dialled() {
+        let onion = format!("{}.onion", "a".repeat(56));
+        assert!(check_onion(&onion).is_ok());
+        assert!(check_onion(&onion.to_uppercase()).is_ok());
+        for bad in [
+            "example.com",
+            "127.0.0.1",
+            "abc.onion",
+            &format!("{}.onion", "1".repeat(56)),
+            &format!("{}.onion.example.com", "a".repeat(56)),
+        ] {
+            assert!(check_onion(bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_socks_port_is_a_temporary_failure_for_every_recipient() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let service = SmtpOutService::new(SocksEndpoint::Fixed(address));
+        let envelope = Envelope {
+            reverse_path: String::new(),
+            recipients: vec![
+                session::Recipient {
+                    address: "a@x.onion".into(),
+                    notify: vec![],
+                    original_recipient: String::new(),
+                };
+                2
+            ],
+            envelope_id: String::new(),
+            dsn_return: None,
+        };
+        let delivery = service
+            .deliver(
+                &format!("{}.onion", "b".repeat(56)),
+                25,
+                "id",
+                &envelope,
+                b"m",
+            )
+            .await
+            .unwrap();
+        assert!(delivery.connection_error.is_some());
+        assert_eq!(delivery.outcomes.len(), 2);
+        assert!(
+            delivery
+                .outcomes
+                .iter()
+                .all(|outcome| matches!(outcome, Outcome::Temporary(reply) if reply.code == 451))
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! What the admin API tests share: a carrier (onion, keys, imap and admin in one `onionpost`
+//! process on a tor client of the private network) and a minimal HTTP/1.1 client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use onionpost_e2e::TorClient;
+use onionpost_e2e::node::Node;
+use onionpost_e2e::onion_service::free_port_block;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::time::Instant;
+
+/// The operator token the carrier is started with (ONIONPOST_ADMIN_TOKEN).
+pub const OPERATOR_TOKEN: &str = "opk_e2e-operator-token-0123456789abcdef";
+
+pub struct Carrier {
+    pub node: Node,
+}
+
+impl Carrier {
+    pub async fn start(tor: &TorClient) -> anyhow::Result<Carrier> {
+        let (first, last) = free_port_block(32)?;
+        let env = vec![
+            ("ONIONPOST_TOR_CONTROL", tor.control_addr().to_string()),
+            (
+                "ONIONPOST_TOR_COOKIE_FILE",
+                tor.cookie_file().display().to_string(),
+            ),
+            ("ONIONPOST_TOR_TARGET_PORTS", format!("{first}-{last}")),
+            (
+                "ONIONPOST_SECRET",
+                "onionpost-e2e-carrier-secret-0123456789".to_owned(),
+            ),
+            ("ONIONPOST_ADMIN_TOKEN", OPERATOR_TOKEN.to_owned()),
+        ];
+        let node = Node::start("onion,keys,imap,admin", &env).await;
+        let carrier = Carrier { node };
+        // Ready: every service SERVING and tor's control connection up.
+        let started = Instant::now();
+        loop {
+            let answer = carrier.call("GET", "/readyz", None, None).await;
+            if answer.status == 200 {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "carrier not ready: {}\n{}",
+                answer.text(),
+                carrier.node.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(carrier)
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.node.admin
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.node.admin)
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Answer {
+        http(self.node.admin, method, path, token, body).await
+    }
+
+    /// A call with the operator token and a JSON body.
+    pub async fn op(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let text = body.map(|value| value.to_string());
+        self.call(method, path, Some(OPERATOR_TOKEN), text.as_deref())
+            .await
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Panics unless the status is `status`, showing the body.
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(self.status, status, "{}", self.text());
+        self
+    }
+}
+
+/// A minimal HTTP/1.1 request (Connection: close), with JSON when a body is given.
+pub async fn http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Answer {
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connecting to the admin API");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method == "POST" || method == "PATCH" {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).await.expect("sending");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("reading");
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(key, value)| {
+        key.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body);
+    }
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_text = String::from_utf8_lossy(&data[..end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        let start = end + 2;
+        out.extend_from_slice(&data[start..start + size]);
+        data = &data[start + size + 2..];
+    }
+}
