@@ -16,7 +16,7 @@ use onionpost_e2e::TorNet;
 use onionpost_proto::keys::v1::MakeIntroductionRequest;
 use onionpost_proto::keys::v1::keys_client::KeysClient;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 
 const TOR_TIMEOUT: Duration = Duration::from_secs(180);
@@ -379,6 +379,34 @@ async fn every_endpoint_over_http_with_its_effects() -> anyhow::Result<()> {
         "admin_api: identity reachable over tor {:?} after it was online",
         started.elapsed()
     );
+
+    // IMAP through the identity's onion (virtual port 143): only the owning account logs in;
+    // another account of the same carrier gets the reply any wrong password gets.
+    let stream = tornet
+        .client(1)
+        .connect_onion(&onion, 143, TOR_TIMEOUT)
+        .await
+        .context("connecting to the identity's IMAP port over tor")?;
+    let mut imap = tokio::io::BufReader::new(stream);
+    let mut line = String::new();
+    imap.read_line(&mut line).await?;
+    ensure!(line.starts_with("* OK"), "IMAP greeting over tor: {line}");
+    imap.get_mut()
+        .write_all(b"a1 LOGIN bob \"a new password\"\r\n")
+        .await?;
+    line.clear();
+    imap.read_line(&mut line).await?;
+    ensure!(
+        line.starts_with("a1 NO [AUTHENTICATIONFAILED]"),
+        "another account's login through alice's onion: {line}"
+    );
+    imap.get_mut()
+        .write_all(b"a2 LOGIN alice \"correct horse\"\r\n")
+        .await?;
+    line.clear();
+    imap.read_line(&mut line).await?;
+    ensure!(line.starts_with("a2 OK"), "alice over her onion: {line}");
+    println!("admin_api: IMAP login through the identity's onion works for its owner only");
 
     let list = carrier
         .op("GET", &format!("/v1/accounts/{alice_id}/identities"), None)

@@ -9,13 +9,29 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use onionpost_imap::server::{ImapServer, Limits, ListenerKind, tls};
+use onionpost_imap::mailstore::AccountId;
+use onionpost_imap::server::{IdentityOwners, ImapServer, Limits, ListenerKind, tls};
 use onionpost_imap::service::{Delivery, DeliveryMailbox, ImapService, Verification};
 use onionpost_runtime::Database;
 use onionpost_runtime::config::AccountSettings;
 use onionpost_runtime::seal::CarrierSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// Identity owners as the imap service records them, asked per connection like the real
+/// onion listener does.
+struct LiveOwners(ImapService);
+
+#[async_trait::async_trait]
+impl IdentityOwners for LiveOwners {
+    async fn owner_of(&self, identity_id: &str) -> Option<AccountId> {
+        self.0
+            .identity(identity_id)
+            .await
+            .ok()
+            .map(|view| view.record.account_id)
+    }
+}
 
 struct Live {
     _dir: tempfile::TempDir,
@@ -260,22 +276,7 @@ async fn onion_listener_admits_only_the_owner() {
     }
     let live = live().await;
     let bob = account_id(&live, "bob").await;
-    let view = live
-        .service
-        .add_identity(
-            "id-bob",
-            &bob,
-            &format!("bob@{}.onion", "b".repeat(56)),
-            "Bob",
-        )
-        .await
-        .unwrap();
-    let owner = live
-        .service
-        .identity(&view.record.identity_id)
-        .await
-        .ok()
-        .map(|v| v.record.account_id);
+    let owners: Arc<dyn IdentityOwners> = Arc::new(LiveOwners(live.service.clone()));
     let server = ImapServer::new(live.service.mail_store(), Limits::default(), None);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -287,12 +288,23 @@ async fn onion_listener_admits_only_the_owner() {
                 listener,
                 ListenerKind::Onion {
                     identity_id: "id-bob".to_owned(),
-                    owner,
+                    owners,
                 },
                 serve_stop,
             )
             .await
     });
+    // The identity is recorded after its listener is up, as when the admin API creates the
+    // onion first: the owner is asked per connection, so it is found.
+    live.service
+        .add_identity(
+            "id-bob",
+            &bob,
+            &format!("bob@{}.onion", "b".repeat(56)),
+            "Bob",
+        )
+        .await
+        .unwrap();
     python(args(
         "onion",
         address,

@@ -44,17 +44,19 @@ impl Default for Limits {
 }
 
 /// Which listener a connection arrived on.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum ListenerKind {
     /// The clearnet listener (`imap.listen`): STARTTLS when a certificate is configured;
     /// LOGINDISABLED until then unless the peer is on loopback.
     Clearnet,
     /// Implicit TLS (`imap.tls_listen`, RFC 8314).
     ImplicitTls,
-    /// One identity's onion: plain IMAP (tor encrypts), and only `owner` may log in.
+    /// One identity's onion: plain IMAP (tor encrypts), and only its owner may log in. The
+    /// owner is looked up per connection, not once per listener: the onion (and so this
+    /// listener) exists before the identity is recorded for its account.
     Onion {
         identity_id: String,
-        owner: Option<AccountId>,
+        owners: Arc<dyn IdentityOwners>,
     },
 }
 
@@ -238,7 +240,11 @@ impl ImapServer {
                 };
                 self.serve_stream(Box::new(tls), info).await;
             }
-            ListenerKind::Onion { identity_id, owner } => {
+            ListenerKind::Onion {
+                identity_id,
+                owners,
+            } => {
+                let owner = owners.owner_of(&identity_id).await;
                 let info = ConnectionInfo {
                     // Every onion connection comes from tor on loopback; back off per identity.
                     connection_key: format!("onion:{identity_id}"),

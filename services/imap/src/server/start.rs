@@ -161,8 +161,7 @@ async fn watch(
                                 });
                             }
                             for onion in &update.onions {
-                                follow(&context, &server, owners.as_ref(), &mut listeners, onion)
-                                    .await;
+                                follow(&context, &server, &owners, &mut listeners, onion).await;
                             }
                         }
                         Ok(None) => break,
@@ -196,7 +195,7 @@ async fn watch(
 async fn follow(
     context: &ServiceContext,
     server: &ImapServer,
-    owners: &dyn IdentityOwners,
+    owners: &Arc<dyn IdentityOwners>,
     listeners: &mut HashMap<String, Listener>,
     onion: &OnionService,
 ) {
@@ -225,14 +224,11 @@ async fn follow(
             return;
         }
     };
-    // The owner is looked up once per listener; an identity changes hands only by being
-    // deleted and recreated, which restarts its onion and so this listener.
-    let owner = owners.owner_of(&onion.identity_id).await;
     let stop = context.shutdown.child_token();
     let serve_stop = stop.clone();
     let kind = ListenerKind::Onion {
         identity_id: onion.identity_id.clone(),
-        owner,
+        owners: owners.clone(),
     };
     let onion_server = server.clone();
     context.spawn("imap.onion.listener", async move {
