@@ -633,9 +633,113 @@ async fn every_endpoint_over_http_with_its_effects() -> anyhow::Result<()> {
     ensure!(stats["identities_by_state"]["online"] == 3, "{stats}");
     ensure!(stats["tor_control_connected"] == true, "{stats}");
     ensure!(
-        stats["queue_depth"].is_null() && stats["unavailable_services"] == json!([]),
+        stats["queue_depth"] == 0 && stats["unavailable_services"] == json!([]),
         "{stats}"
     );
+
+    // The queue: a message to an onion nobody serves stays queued; operators see its envelope
+    // and state, hold, release and retry it, and delete it without telling the sender.
+    let mut queue_grpc = onionpost_proto::queue::v1::queue_client::QueueClient::new(
+        tonic::transport::Endpoint::from_shared(carrier.node.grpc_url())?.connect_lazy(),
+    );
+    let nobody = format!(
+        "nobody@{}",
+        onionpost_keys::onion_host_from_ed25519(&[9u8; 32])
+    );
+    let queued = queue_grpc
+        .enqueue(onionpost_proto::queue::v1::EnqueueRequest {
+            idempotency_key: "admin-api-test-1".into(),
+            origin: onionpost_proto::queue::v1::Origin::Submission as i32,
+            account_id: alice_id.clone(),
+            sender_identity_id: identity.clone(),
+            reverse_path: format!("alice@{onion}"),
+            recipients: vec![onionpost_proto::queue::v1::RecipientRequest {
+                address: nobody.clone(),
+                notify: vec![onionpost_proto::queue::v1::DsnNotify::Never as i32],
+                original_recipient: String::new(),
+            }],
+            message: b"Subject: ...\r\n\r\nciphertext stands here\r\n".to_vec(),
+            message_id: "<q1@example.onion>".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let queue_id = queued.queue_id;
+    let page = carrier
+        .call("GET", "/v1/queue?limit=10", Some(&read_token), None)
+        .await
+        .expect(200)
+        .json();
+    ensure!(
+        page["messages"]
+            .as_array()
+            .is_some_and(|messages| messages.iter().any(|m| m["id"] == queue_id.as_str())),
+        "{page}"
+    );
+    let shown = carrier
+        .call(
+            "GET",
+            &format!("/v1/queue/{queue_id}"),
+            Some(&read_token),
+            None,
+        )
+        .await
+        .expect(200)
+        .json();
+    ensure!(
+        shown["recipients"][0]["address"] == nobody.as_str()
+            && shown["origin"] == "submission"
+            && shown["held"] == false,
+        "{shown}"
+    );
+    let held = carrier
+        .op("POST", &format!("/v1/queue/{queue_id}/hold"), None)
+        .await
+        .expect(200)
+        .json();
+    ensure!(held["held"] == true, "{held}");
+    let held_only = carrier
+        .op("GET", "/v1/queue?held=true", None)
+        .await
+        .expect(200)
+        .json();
+    ensure!(
+        held_only["messages"].as_array().map(Vec::len) == Some(1),
+        "{held_only}"
+    );
+    let released = carrier
+        .op("POST", &format!("/v1/queue/{queue_id}/release"), None)
+        .await
+        .expect(200)
+        .json();
+    ensure!(released["held"] == false, "{released}");
+    carrier
+        .op("POST", &format!("/v1/queue/{queue_id}/retry"), None)
+        .await
+        .expect(200);
+    let stats = carrier
+        .call("GET", "/v1/stats", Some(&read_token), None)
+        .await
+        .expect(200)
+        .json();
+    ensure!(stats["queue_depth"] == 1, "{stats}");
+    carrier
+        .op("DELETE", &format!("/v1/queue/{queue_id}"), None)
+        .await
+        .expect(204);
+    carrier
+        .op("GET", &format!("/v1/queue/{queue_id}"), None)
+        .await
+        .expect(404);
+    carrier
+        .call(
+            "POST",
+            &format!("/v1/queue/{queue_id}/hold"),
+            Some(&read_token),
+            None,
+        )
+        .await
+        .expect(403);
 
     // The same statistics over gRPC (onionpost.admin.v1.Admin), without a bearer token.
     let mut admin_grpc = onionpost_proto::admin::v1::admin_client::AdminClient::new(
@@ -826,6 +930,13 @@ async fn cli_checks(carrier: &Carrier, alice_id: &str, plan_id: &str) -> anyhow:
         ok && out.contains("accounts") && out.contains("tor control   connected"),
         "{out}{err}"
     );
+    let (ok, out, err) = admin_cli(carrier, read, &["queue", "list"]).await;
+    ensure!(ok && out.contains("ENQUEUED"), "{out}{err}");
+    let (ok, out, err) = admin_cli(carrier, read, &["--json", "queue", "list", "--held"]).await;
+    let page: Value = serde_json::from_str(&out).with_context(|| format!("{out}{err}"))?;
+    ensure!(ok && page["messages"].is_array(), "{out}{err}");
+    let (ok, _, _) = admin_cli(carrier, read, &["queue", "show", "no-such-message"]).await;
+    ensure!(!ok, "showing an unknown queue id must fail");
     let (ok, _, err) = admin_cli(
         carrier,
         read,

@@ -49,8 +49,46 @@ pub enum AdminCommand {
     /// API bearer tokens.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// The carrier queue: envelopes and delivery state.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// The carrier at a glance.
     Stats,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    /// List queued messages.
+    List {
+        /// Only messages with a recipient in this state (scheduled, delivered,
+        /// temporary_failure, permanent_failure).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only held messages.
+        #[arg(long)]
+        held: bool,
+        /// Only messages with a recipient at this address or onion.
+        #[arg(long)]
+        recipient: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+    /// Show one queued message with each recipient's state.
+    Show { id: String },
+    /// Make its unfinished recipients due now.
+    Retry { id: String },
+    /// Stop delivery attempts until released.
+    Hold { id: String },
+    /// Deliver on the schedule again.
+    Release { id: String },
+    /// Remove it from the queue (no DSN unless --notify-sender).
+    Delete {
+        id: String,
+        #[arg(long)]
+        notify_sender: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -321,6 +359,14 @@ const PLAN_COLUMNS: &[(&str, &str)] = &[
     ("IDENTITIES", "/identities_allowed"),
     ("GATEWAY", "/gateway_allowed"),
 ];
+const QUEUE_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "/id"),
+    ("ORIGIN", "/origin"),
+    ("SIZE", "/size_bytes"),
+    ("HELD", "/held"),
+    ("ENQUEUED", "/enqueued_at"),
+    ("EXPIRES", "/expires_at"),
+];
 const TOKEN_COLUMNS: &[(&str, &str)] = &[
     ("ID", "/id"),
     ("NAME", "/name"),
@@ -552,6 +598,60 @@ async fn execute(client: &ApiClient, args: &AdminArgs) -> anyhow::Result<()> {
                     .json(Method::DELETE, &format!("/v1/tokens/{}", segment(id)), None)
                     .await?;
                 (json!({"revoked": id}), &[("REVOKED", "/revoked")][..], None)
+            }
+        },
+        AdminCommand::Queue(command) => match command {
+            QueueCommand::List {
+                state,
+                held,
+                recipient,
+                limit,
+                page_token,
+            } => {
+                let path = format!(
+                    "/v1/queue{}",
+                    query(&[
+                        ("state", state.clone()),
+                        ("held", held.then(|| "true".to_owned())),
+                        ("recipient", recipient.clone()),
+                        ("limit", limit.map(|n| n.to_string())),
+                        ("page_token", page_token.clone()),
+                    ])
+                );
+                let value = client.json(Method::GET, &path, None).await?;
+                (value, QUEUE_COLUMNS, Some("/messages"))
+            }
+            QueueCommand::Show { id } => {
+                let value = client
+                    .json(Method::GET, &format!("/v1/queue/{}", segment(id)), None)
+                    .await?;
+                (value, QUEUE_COLUMNS, None)
+            }
+            QueueCommand::Retry { id }
+            | QueueCommand::Hold { id }
+            | QueueCommand::Release { id } => {
+                let action = match command {
+                    QueueCommand::Retry { .. } => "retry",
+                    QueueCommand::Hold { .. } => "hold",
+                    _ => "release",
+                };
+                let value = client
+                    .json(
+                        Method::POST,
+                        &format!("/v1/queue/{}/{action}", segment(id)),
+                        None,
+                    )
+                    .await?;
+                (value, QUEUE_COLUMNS, None)
+            }
+            QueueCommand::Delete { id, notify_sender } => {
+                let path = format!(
+                    "/v1/queue/{}{}",
+                    segment(id),
+                    query(&[("notify_sender", notify_sender.then(|| "true".to_owned()))])
+                );
+                client.json(Method::DELETE, &path, None).await?;
+                (json!({"deleted": id}), &[("DELETED", "/deleted")][..], None)
             }
         },
         AdminCommand::Stats => {

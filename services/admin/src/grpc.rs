@@ -38,7 +38,9 @@ impl Admin for AdminGrpc {
             accounts_by_state: named(stats.accounts_by_state),
             identities_by_state: named(stats.identities_by_state),
             queue_depth: stats.queue_depth.unwrap_or_default(),
-            queue_oldest_age: None,
+            queue_oldest_age: stats.queue_oldest_age_seconds.and_then(|seconds| {
+                prost_types::Duration::try_from(std::time::Duration::from_secs_f64(seconds)).ok()
+            }),
             messages_delivered_today: stats.messages_delivered_today.unwrap_or_default(),
             tor_control_connected: stats.tor_control_connected.unwrap_or(false),
             unavailable_services: stats.unavailable_services,

@@ -34,6 +34,7 @@ use onionpost_proto::admin::v1::admin_server::AdminServer;
 use onionpost_proto::imap::v1::imap_client::ImapClient;
 use onionpost_proto::keys::v1::keys_client::KeysClient;
 use onionpost_proto::onion::v1::onion_client::OnionClient;
+use onionpost_proto::queue::v1::queue_client::QueueClient;
 use onionpost_runtime::grpc::check_health;
 use onionpost_runtime::{Directory, Module, ServiceContext, Started, Transport};
 use serde::Serialize;
@@ -113,6 +114,11 @@ impl AdminState {
 
     pub fn onion(&self) -> Result<OnionClient<Transport>, AdminError> {
         Ok(OnionClient::new(self.transport(ServiceName::Onion)?))
+    }
+
+    pub fn queue(&self) -> Result<QueueClient<Transport>, AdminError> {
+        Ok(QueueClient::new(self.transport(ServiceName::Queue)?)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES))
     }
 
     pub fn keys(&self) -> Result<KeysClient<Transport>, AdminError> {

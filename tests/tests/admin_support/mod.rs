@@ -36,7 +36,7 @@ impl Carrier {
             ),
             ("ONIONPOST_ADMIN_TOKEN", OPERATOR_TOKEN.to_owned()),
         ];
-        let node = Node::start("onion,keys,imap,admin", &env).await;
+        let node = Node::start("onion,keys,imap,queue,smtp-out,admin", &env).await;
         let carrier = Carrier { node };
         // Ready: every service SERVING and tor's control connection up.
         let started = Instant::now();

@@ -1,14 +1,12 @@
 //! The `/v1` routes, their request and response types, and the OpenAPI document generated from
 //! them (utoipa): every handler carries its `#[utoipa::path]`, so a route cannot exist without
 //! being documented, and the tests walk the document to check every route's authentication.
-//!
-//! Queue routes (list, show, retry, hold, release, delete) come with the queue service (#6):
-//! add a `queue` module here and one `.routes(...)` line per path in [`api_router`].
 
 pub mod accounts;
 pub mod contacts;
 pub mod identities;
 pub mod plans;
+pub mod queue;
 pub mod stats;
 pub mod tokens;
 
@@ -27,7 +25,7 @@ use crate::error::{AdminError, PROBLEM_JSON, Problem};
 #[openapi(
     info(
         title = "onionpost admin API",
-        description = "Administer an onionpost carrier: accounts, identities, address books, plans, vouchers, tokens and statistics. Every route needs `Authorization: Bearer <token>`; reading needs scope `read`, anything else `write`. Errors are RFC 9457 problem documents.",
+        description = "Administer an onionpost carrier: accounts, identities, address books, plans, vouchers, the queue, tokens and statistics. Every route needs `Authorization: Bearer <token>`; reading needs scope `read`, anything else `write`. Errors are RFC 9457 problem documents.",
         license(name = "AGPL-3.0-or-later")
     ),
     components(schemas(Problem)),
@@ -37,6 +35,7 @@ use crate::error::{AdminError, PROBLEM_JSON, Problem};
         (name = "identities", description = "Onion identities of accounts"),
         (name = "contacts", description = "Address books (one per account)"),
         (name = "plans", description = "Plans and vouchers"),
+        (name = "queue", description = "The carrier queue: envelopes and delivery state"),
         (name = "tokens", description = "API bearer tokens"),
         (name = "stats", description = "The carrier at a glance"),
     )
@@ -143,6 +142,11 @@ pub fn api_router() -> OpenApiRouter<AdminState> {
         .routes(routes!(plans::mint_vouchers))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::delete_token))
+        .routes(routes!(queue::list_queue))
+        .routes(routes!(queue::get_queued, queue::delete_queued))
+        .routes(routes!(queue::retry_queued))
+        .routes(routes!(queue::hold_queued))
+        .routes(routes!(queue::release_queued))
         .routes(routes!(stats::get_stats))
 }
 

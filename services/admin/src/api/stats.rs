@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use onionpost_proto::ServiceName;
 use onionpost_proto::imap::v1 as imap;
 use onionpost_proto::onion::v1 as onion;
+use onionpost_proto::queue::v1 as queue;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -27,9 +28,13 @@ pub struct Stats {
     pub identities_by_state: Option<BTreeMap<String, u64>>,
     /// Messages delivered into mailboxes since midnight UTC, from imap.
     pub messages_delivered_today: Option<u64>,
-    /// Unfinished messages in the queue; absent until this carrier has a queue service.
+    /// Messages in the queue, from queue; absent when this carrier runs no queue service.
     pub queue_depth: Option<u64>,
-    /// Age of the oldest unfinished queued message, in seconds; absent as above.
+    /// Recipients by delivery state (`scheduled`, `delivered`, `temporary_failure`,
+    /// `permanent_failure`), from queue; absent as above.
+    pub queue_recipients_by_state: Option<BTreeMap<String, u64>>,
+    /// Age of the oldest unfinished queued message, in seconds; absent as above (or when the
+    /// queue is empty).
     pub queue_oldest_age_seconds: Option<f64>,
     /// Whether tor's control connection is up, from onion.
     pub tor_control_connected: Option<bool>,
@@ -72,13 +77,55 @@ pub async fn gather(state: &AdminState) -> Stats {
     };
     let tor_control_connected = tor_connected(state).await.ok();
 
+    // A carrier without a queue service (none local, no `remote.queue`) has no queue figures;
+    // one whose queue does not answer lists it as unavailable.
+    let (queue_depth, queue_recipients_by_state, queue_oldest_age_seconds) = match state.queue() {
+        Err(_) => (None, None, None),
+        Ok(mut client) => match client
+            .get_stats(queue::GetStatsRequest {})
+            .await
+            .upstream(ServiceName::Queue)
+        {
+            Ok(stats) => {
+                let mut by_state: BTreeMap<String, u64> = [
+                    "scheduled",
+                    "delivered",
+                    "temporary_failure",
+                    "permanent_failure",
+                ]
+                .into_iter()
+                .map(|name| (name.to_owned(), 0))
+                .collect();
+                for count in stats.by_state {
+                    let name = match queue::RecipientState::try_from(count.state) {
+                        Ok(queue::RecipientState::Scheduled) => "scheduled",
+                        Ok(queue::RecipientState::Delivered) => "delivered",
+                        Ok(queue::RecipientState::TemporaryFailure) => "temporary_failure",
+                        Ok(queue::RecipientState::PermanentFailure) => "permanent_failure",
+                        _ => continue,
+                    };
+                    *by_state.entry(name.to_owned()).or_default() += count.recipients;
+                }
+                let oldest = super::time(stats.oldest_enqueued_at).map(|enqueued| {
+                    (Utc::now() - enqueued).num_milliseconds().max(0) as f64 / 1000.0
+                });
+                (Some(stats.messages), Some(by_state), oldest)
+            }
+            Err(_) => {
+                unavailable.push(ServiceName::Queue.as_str().to_owned());
+                (None, None, None)
+            }
+        },
+    };
+
     Stats {
         generated_at: Utc::now(),
         accounts_by_state,
         identities_by_state,
         messages_delivered_today,
-        queue_depth: None,
-        queue_oldest_age_seconds: None,
+        queue_depth,
+        queue_recipients_by_state,
+        queue_oldest_age_seconds,
         tor_control_connected,
         unavailable_services: unavailable,
     }
