@@ -80,6 +80,7 @@ fn module(target: ServiceName) -> Option<Box<dyn Module>> {
         ServiceName::SmtpOut => Some(Box::new(onionpost_smtp_out::SmtpOutModule)),
         ServiceName::Queue => Some(Box::new(onionpost_queue::QueueModule)),
         ServiceName::Imap => Some(Box::new(onionpost_imap::ImapModule)),
+        ServiceName::SmtpIn => Some(Box::new(onionpost_smtp_in::SmtpInModule)),
         _ => None,
     }
 }

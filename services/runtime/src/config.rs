@@ -103,6 +103,9 @@ keys! {
     "queue.retry_min_secs": Integer => "seconds before a queued recipient's first retry; doubles with each attempt (default 60)",
     "queue.retry_max_secs": Integer => "longest wait between two attempts for one recipient (default 3600)",
     "queue.lifetime_secs": Integer => "seconds a message may stay queued before it fails and the sender gets a DSN (default 432000, 5 days: RFC 5321 4.5.4.1)",
+    "smtp_in.max_message_bytes": Integer => "largest message smtp-in accepts, advertised as SIZE (default 26214400, 25 MiB)",
+    "smtp_in.plaintext_policy": String => "what smtp-in does with plaintext mail from an onion peer: refuse, quarantine or accept (default refuse)",
+    "smtp_in.max_messages_per_hour_per_account": Integer => "messages one account may submit per hour (default 500)",
 }
 
 /// Where a key's value came from, so an error can point at it.
@@ -182,6 +185,25 @@ pub struct Config {
     pub accounts: AccountSettings,
     /// The queue's retry schedule and message lifetime.
     pub queue: QueueSettings,
+    /// smtp-in's size limit, plaintext policy and submission rate.
+    pub smtp_in: SmtpInSettings,
+}
+
+/// What smtp-in does with plaintext mail from an onion peer (design.md: end-to-end encryption
+/// is required, so refusing is the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaintextPolicy {
+    Refuse,
+    Quarantine,
+    Accept,
+}
+
+/// smtp-in's limits and policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SmtpInSettings {
+    pub max_message_bytes: u64,
+    pub plaintext_policy: PlaintextPolicy,
+    pub max_messages_per_hour_per_account: u32,
 }
 
 /// How the queue retries (RFC 5321 §4.5.4.1: retry, back off, give up after some days).
@@ -690,6 +712,41 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         ));
     }
 
+    let positive = |path: &str, default: u64| -> Result<u64, ConfigError> {
+        match values.integer(path) {
+            None => Ok(default),
+            Some((value, source)) => u64::try_from(value)
+                .ok()
+                .filter(|value| *value >= 1)
+                .ok_or_else(|| {
+                    ConfigError::new(format!(
+                        "key `{path}` {source}: `{value}` is not a positive number"
+                    ))
+                }),
+        }
+    };
+    let smtp_in = SmtpInSettings {
+        max_message_bytes: positive("smtp_in.max_message_bytes", 25 * 1024 * 1024)?,
+        plaintext_policy: match values.non_empty("smtp_in.plaintext_policy") {
+            None => PlaintextPolicy::Refuse,
+            Some((text, source)) => match text.trim() {
+                "refuse" => PlaintextPolicy::Refuse,
+                "quarantine" => PlaintextPolicy::Quarantine,
+                "accept" => PlaintextPolicy::Accept,
+                other => {
+                    return Err(ConfigError::new(format!(
+                        "key `smtp_in.plaintext_policy` {source}: `{other}` is not refuse, quarantine or accept"
+                    )));
+                }
+            },
+        },
+        max_messages_per_hour_per_account: u32::try_from(positive(
+            "smtp_in.max_messages_per_hour_per_account",
+            500,
+        )?)
+        .unwrap_or(u32::MAX),
+    };
+
     let mut remote = BTreeMap::new();
     for service in ServiceName::ALL {
         let path = format!("remote.{}", service.as_str().replace('-', "_"));
@@ -738,6 +795,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         remote,
         accounts,
         queue,
+        smtp_in,
         data_dir,
     })
 }
@@ -932,6 +990,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("`accounts.grace_days`"), "{error}");
+    }
+
+    #[test]
+    fn smtp_in_settings_have_defaults_and_are_checked() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.smtp_in.max_message_bytes, 25 * 1024 * 1024);
+        assert_eq!(config.smtp_in.plaintext_policy, PlaintextPolicy::Refuse);
+        assert_eq!(config.smtp_in.max_messages_per_hour_per_account, 500);
+        let config = Config::load(
+            None,
+            env(&[
+                ("ONIONPOST_SMTP_IN_PLAINTEXT_POLICY", "quarantine"),
+                ("ONIONPOST_SMTP_IN_MAX_MESSAGE_BYTES", "1000"),
+                ("ONIONPOST_SMTP_IN_MAX_MESSAGES_PER_HOUR_PER_ACCOUNT", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.smtp_in.plaintext_policy, PlaintextPolicy::Quarantine);
+        assert_eq!(config.smtp_in.max_message_bytes, 1000);
+        assert_eq!(config.smtp_in.max_messages_per_hour_per_account, 3);
+        let error = Config::load(
+            None,
+            env(&[("ONIONPOST_SMTP_IN_PLAINTEXT_POLICY", "maybe")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("`smtp_in.plaintext_policy`"), "{error}");
     }
 
     #[test]

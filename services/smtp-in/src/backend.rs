@@ -1,0 +1,63 @@
+//! What the SMTP engine needs from the other services. Production uses
+//! [`crate::grpc_backend::GrpcBackend`]; tests use fakes.
+
+use onionpost_proto::imap::v1::{AuthenticateResponse, DeliverRequest, DeliverResponse, Identity};
+use onionpost_proto::keys::v1::{
+    DecryptAndVerifyResponse, KeyCustody, RecipientKey, SignAndEncryptRequest,
+};
+use onionpost_proto::queue::v1::{CheckCarryResponse, EnqueueRequest};
+
+use crate::SmtpInError;
+
+/// The imap, keys and queue calls smtp-in makes.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// imap GetIdentity by id.
+    async fn identity(&self, identity_id: &str) -> Result<Identity, SmtpInError>;
+    /// imap Authenticate.
+    async fn authenticate(
+        &self,
+        login: &str,
+        password: &str,
+        connection_key: &str,
+    ) -> Result<AuthenticateResponse, SmtpInError>;
+    /// imap Deliver.
+    async fn deliver(&self, request: DeliverRequest) -> Result<DeliverResponse, SmtpInError>;
+    /// keys ResolveRecipientKeys with fetching (address book, else WKD over the onion).
+    async fn resolve_keys(
+        &self,
+        sender_identity_id: &str,
+        recipients: &[String],
+    ) -> Result<Vec<RecipientKey>, SmtpInError>;
+    /// keys SignAndEncrypt; returns the PGP/MIME message.
+    async fn sign_and_encrypt(
+        &self,
+        request: SignAndEncryptRequest,
+    ) -> Result<Vec<u8>, SmtpInError>;
+    /// keys GetIdentityKey: who holds the identity's secret key.
+    async fn custody(&self, identity_id: &str) -> Result<KeyCustody, SmtpInError>;
+    /// keys DecryptAndVerify for a carrier-custody identity.
+    async fn decrypt_and_verify(
+        &self,
+        recipient_identity_id: &str,
+        message: &[u8],
+    ) -> Result<DecryptAndVerifyResponse, SmtpInError>;
+    /// keys LearnAutocrypt from the outer Autocrypt header, for identities whose mail is not
+    /// decrypted here (DecryptAndVerify learns by itself).
+    async fn learn_autocrypt(
+        &self,
+        recipient_identity_id: &str,
+        from_address: &str,
+        header: &str,
+    ) -> Result<(), SmtpInError>;
+    /// queue Enqueue; durable when it returns.
+    async fn enqueue(&self, request: EnqueueRequest) -> Result<(), SmtpInError>;
+    /// queue Flush (ETRN).
+    async fn flush(&self, onion: &str) -> Result<(), SmtpInError>;
+    /// queue CheckCarry.
+    async fn check_carry(
+        &self,
+        recipient: &str,
+        declared_size: u64,
+    ) -> Result<CheckCarryResponse, SmtpInError>;
+}

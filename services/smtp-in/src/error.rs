@@ -1,0 +1,33 @@
+//! The one error type of smtp-in: what can go wrong when asking another service.
+
+/// A failure from another service, as the SMTP engine needs to tell them apart: a temporary
+/// failure is answered with a 4xx so the client tries again, a permanent one with a 5xx.
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpInError {
+    /// The other service is away or failed internally; try later.
+    #[error("temporary failure: {0}")]
+    Temporary(String),
+    /// The request itself was refused (bad input, not decryptable, precondition failed).
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+    /// Credentials refused, back-off, or account not allowed to log in: one answer for all.
+    #[error("authentication refused")]
+    AuthRefused,
+    /// The thing asked about does not exist.
+    #[error("not found")]
+    NotFound,
+}
+
+impl From<tonic::Status> for SmtpInError {
+    fn from(status: tonic::Status) -> Self {
+        use tonic::Code;
+        match status.code() {
+            Code::NotFound => SmtpInError::NotFound,
+            Code::Unauthenticated | Code::PermissionDenied => SmtpInError::AuthRefused,
+            Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists => {
+                SmtpInError::Permanent(status.message().to_owned())
+            }
+            _ => SmtpInError::Temporary(status.message().to_owned()),
+        }
+    }
+}

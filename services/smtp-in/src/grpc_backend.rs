@@ -1,0 +1,193 @@
+//! [`Backend`] over gRPC: the imap, keys and queue services, local or remote, found through the
+//! runtime's directory at each call (so a service that starts later is picked up).
+
+use onionpost_proto::ServiceName;
+use onionpost_proto::imap::v1::imap_client::ImapClient;
+use onionpost_proto::imap::v1::{
+    AuthenticateRequest, AuthenticateResponse, DeliverRequest, DeliverResponse, GetIdentityRequest,
+    Identity, get_identity_request,
+};
+use onionpost_proto::keys::v1::get_identity_key_request;
+use onionpost_proto::keys::v1::keys_client::KeysClient;
+use onionpost_proto::keys::v1::{
+    DecryptAndVerifyRequest, DecryptAndVerifyResponse, GetIdentityKeyRequest, KeyCustody,
+    LearnAutocryptRequest, RecipientKey, ResolveRecipientKeysRequest, SignAndEncryptRequest,
+};
+use onionpost_proto::queue::v1::queue_client::QueueClient;
+use onionpost_proto::queue::v1::{
+    CheckCarryRequest, CheckCarryResponse, EnqueueRequest, FlushRequest,
+};
+use onionpost_runtime::{Directory, Transport};
+
+use crate::{Backend, SmtpInError};
+
+/// Largest message carried inline in a gRPC call (the contracts raise tonic's 4 MiB default).
+const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The production backend.
+#[derive(Clone)]
+pub struct GrpcBackend {
+    directory: Directory,
+}
+
+impl GrpcBackend {
+    pub fn new(directory: Directory) -> Self {
+        GrpcBackend { directory }
+    }
+
+    fn transport(&self, target: ServiceName) -> Result<Transport, SmtpInError> {
+        self.directory
+            .transport(target)
+            .map_err(|_| SmtpInError::Temporary(format!("{} not reachable", target.as_str())))
+    }
+
+    fn imap(&self) -> Result<ImapClient<Transport>, SmtpInError> {
+        Ok(ImapClient::new(self.transport(ServiceName::Imap)?)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+    }
+
+    fn keys(&self) -> Result<KeysClient<Transport>, SmtpInError> {
+        Ok(KeysClient::new(self.transport(ServiceName::Keys)?)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+    }
+
+    fn queue(&self) -> Result<QueueClient<Transport>, SmtpInError> {
+        Ok(QueueClient::new(self.transport(ServiceName::Queue)?)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for GrpcBackend {
+    async fn identity(&self, identity_id: &str) -> Result<Identity, SmtpInError> {
+        let request = GetIdentityRequest {
+            identity: Some(get_identity_request::Identity::IdentityId(
+                identity_id.to_owned(),
+            )),
+        };
+        Ok(self.imap()?.get_identity(request).await?.into_inner())
+    }
+
+    async fn authenticate(
+        &self,
+        login: &str,
+        password: &str,
+        connection_key: &str,
+    ) -> Result<AuthenticateResponse, SmtpInError> {
+        let request = AuthenticateRequest {
+            login: login.to_owned(),
+            password: password.to_owned(),
+            connection_key: connection_key.to_owned(),
+        };
+        match self.imap()?.authenticate(request).await {
+            Ok(response) => Ok(response.into_inner()),
+            // Back-off (RESOURCE_EXHAUSTED) is answered like wrong credentials.
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                Err(SmtpInError::AuthRefused)
+            }
+            Err(status) => Err(status.into()),
+        }
+    }
+
+    async fn deliver(&self, request: DeliverRequest) -> Result<DeliverResponse, SmtpInError> {
+        Ok(self.imap()?.deliver(request).await?.into_inner())
+    }
+
+    async fn resolve_keys(
+        &self,
+        sender_identity_id: &str,
+        recipients: &[String],
+    ) -> Result<Vec<RecipientKey>, SmtpInError> {
+        let request = ResolveRecipientKeysRequest {
+            sender_identity_id: sender_identity_id.to_owned(),
+            recipients: recipients.to_vec(),
+            fetch_missing: true,
+        };
+        Ok(self
+            .keys()?
+            .resolve_recipient_keys(request)
+            .await?
+            .into_inner()
+            .recipients)
+    }
+
+    async fn sign_and_encrypt(
+        &self,
+        request: SignAndEncryptRequest,
+    ) -> Result<Vec<u8>, SmtpInError> {
+        Ok(self
+            .keys()?
+            .sign_and_encrypt(request)
+            .await?
+            .into_inner()
+            .message)
+    }
+
+    async fn custody(&self, identity_id: &str) -> Result<KeyCustody, SmtpInError> {
+        let request = GetIdentityKeyRequest {
+            identity: Some(get_identity_key_request::Identity::IdentityId(
+                identity_id.to_owned(),
+            )),
+        };
+        let key = self.keys()?.get_identity_key(request).await?.into_inner();
+        Ok(KeyCustody::try_from(key.custody).unwrap_or(KeyCustody::Carrier))
+    }
+
+    async fn decrypt_and_verify(
+        &self,
+        recipient_identity_id: &str,
+        message: &[u8],
+    ) -> Result<DecryptAndVerifyResponse, SmtpInError> {
+        let request = DecryptAndVerifyRequest {
+            recipient_identity_id: recipient_identity_id.to_owned(),
+            message: message.to_vec(),
+            fetch_sender_key: true,
+        };
+        Ok(self.keys()?.decrypt_and_verify(request).await?.into_inner())
+    }
+
+    async fn learn_autocrypt(
+        &self,
+        recipient_identity_id: &str,
+        from_address: &str,
+        header: &str,
+    ) -> Result<(), SmtpInError> {
+        let request = LearnAutocryptRequest {
+            recipient_identity_id: recipient_identity_id.to_owned(),
+            from_address: from_address.to_owned(),
+            header: header.to_owned(),
+            message_date: None,
+        };
+        self.keys()?.learn_autocrypt(request).await?;
+        Ok(())
+    }
+
+    async fn enqueue(&self, request: EnqueueRequest) -> Result<(), SmtpInError> {
+        self.queue()?.enqueue(request).await?;
+        Ok(())
+    }
+
+    async fn flush(&self, onion: &str) -> Result<(), SmtpInError> {
+        self.queue()?
+            .flush(FlushRequest {
+                onion: onion.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn check_carry(
+        &self,
+        recipient: &str,
+        declared_size: u64,
+    ) -> Result<CheckCarryResponse, SmtpInError> {
+        let request = CheckCarryRequest {
+            recipient: recipient.to_owned(),
+            declared_size,
+        };
+        Ok(self.queue()?.check_carry(request).await?.into_inner())
+    }
+}

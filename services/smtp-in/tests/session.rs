@@ -1,0 +1,925 @@
+//! The SMTP engine in memory: one line per command and the reply expected, against fake
+//! imap/keys/queue backends.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use onionpost_proto::imap::v1::{
+    Account, AccountState, AuthenticateResponse, DeliverRequest, DeliverResponse, Identity,
+    Mailbox, Refusal, SenderVerification,
+};
+use onionpost_proto::keys::v1::{
+    DecryptAndVerifyResponse, KeyCustody, RecipientKey, RecipientKeyStatus, SignAndEncryptRequest,
+    SignatureStatus,
+};
+use onionpost_proto::queue::v1::{CheckCarryResponse, EnqueueRequest, Origin};
+use onionpost_runtime::config::PlaintextPolicy;
+use onionpost_smtp_in::session::{ETRN_REPLY, PLAINTEXT_REFUSED, RECIPIENT_REJECTED};
+use onionpost_smtp_in::{Backend, Limits, Mode, Policy, Session, SmtpInError, Stats};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+
+const ALICE_ONION: &str = "aliceaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.onion";
+const BOB_ONION: &str = "bobbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.onion";
+const CAROL_ONION: &str = "carolccccccccccccccccccccccccccccccccccccccccccccccccccc.onion";
+const ALICE_ALT_ONION: &str = "alicealtaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.onion";
+
+fn alice() -> String {
+    format!("alice@{ALICE_ONION}")
+}
+fn alice_alt() -> String {
+    format!("alt@{ALICE_ALT_ONION}")
+}
+fn bob() -> String {
+    format!("bob@{BOB_ONION}")
+}
+fn carol() -> String {
+    format!("carol@{CAROL_ONION}")
+}
+
+fn identity(id: &str, address: &str, onion: &str, state: AccountState) -> Identity {
+    Identity {
+        identity_id: id.to_owned(),
+        account_id: format!("acct-{id}"),
+        address: address.to_owned(),
+        onion: onion.to_owned(),
+        account_state: state as i32,
+        ..Default::default()
+    }
+}
+
+#[derive(Default)]
+struct Fake {
+    identities: Mutex<HashMap<String, Identity>>,
+    keys: Mutex<HashSet<String>>,
+    carried: Mutex<HashSet<String>>,
+    delivered: Mutex<Vec<DeliverRequest>>,
+    enqueued: Mutex<Vec<EnqueueRequest>>,
+    encrypted_for: Mutex<Vec<SignAndEncryptRequest>>,
+    flushed: Mutex<Vec<String>>,
+    learned: Mutex<Vec<(String, String, String)>>,
+    refusal: Mutex<Refusal>,
+    client_custody: Mutex<HashSet<String>>,
+}
+
+fn encrypted(inner: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "From: {}\r\nAutocrypt: addr={}; keydata=AAAA\r\nSubject: ...\r\nContent-Type: multipart/encrypted;\r\n protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n",
+        carol(),
+        carol()
+    )
+    .into_bytes();
+    out.extend_from_slice(inner);
+    out
+}
+
+#[async_trait::async_trait]
+impl Backend for Fake {
+    async fn identity(&self, identity_id: &str) -> Result<Identity, SmtpInError> {
+        self.identities
+            .lock()
+            .unwrap()
+            .get(identity_id)
+            .cloned()
+            .ok_or(SmtpInError::NotFound)
+    }
+
+    async fn authenticate(
+        &self,
+        login: &str,
+        password: &str,
+        connection_key: &str,
+    ) -> Result<AuthenticateResponse, SmtpInError> {
+        assert!(!connection_key.is_empty());
+        if login != "alice" || password != "secret pass" {
+            return Err(SmtpInError::AuthRefused);
+        }
+        Ok(AuthenticateResponse {
+            account: Some(Account {
+                account_id: "acct-alice".to_owned(),
+                ..Default::default()
+            }),
+            identities: vec![
+                identity("id-alice", &alice(), ALICE_ONION, AccountState::Active),
+                identity(
+                    "id-alt",
+                    &alice_alt(),
+                    ALICE_ALT_ONION,
+                    AccountState::Active,
+                ),
+            ],
+        })
+    }
+
+    async fn deliver(&self, request: DeliverRequest) -> Result<DeliverResponse, SmtpInError> {
+        self.delivered.lock().unwrap().push(request);
+        Ok(DeliverResponse {
+            refusal: *self.refusal.lock().unwrap() as i32,
+            ..Default::default()
+        })
+    }
+
+    async fn resolve_keys(
+        &self,
+        _sender: &str,
+        recipients: &[String],
+    ) -> Result<Vec<RecipientKey>, SmtpInError> {
+        let keys = self.keys.lock().unwrap();
+        Ok(recipients
+            .iter()
+            .map(|address| RecipientKey {
+                address: address.clone(),
+                status: if keys.contains(address) {
+                    RecipientKeyStatus::Fetched as i32
+                } else {
+                    RecipientKeyStatus::Unreachable as i32
+                },
+                ..Default::default()
+            })
+            .collect())
+    }
+
+    async fn sign_and_encrypt(
+        &self,
+        request: SignAndEncryptRequest,
+    ) -> Result<Vec<u8>, SmtpInError> {
+        let out = encrypted(b"CIPHERTEXT\r\n");
+        self.encrypted_for.lock().unwrap().push(request);
+        Ok(out)
+    }
+
+    async fn custody(&self, identity_id: &str) -> Result<KeyCustody, SmtpInError> {
+        Ok(
+            if self.client_custody.lock().unwrap().contains(identity_id) {
+                KeyCustody::Client
+            } else {
+                KeyCustody::Carrier
+            },
+        )
+    }
+
+    async fn decrypt_and_verify(
+        &self,
+        _recipient: &str,
+        message: &[u8],
+    ) -> Result<DecryptAndVerifyResponse, SmtpInError> {
+        if !message.ends_with(b"GOOD\r\n") {
+            return Err(SmtpInError::Permanent("not for us".to_owned()));
+        }
+        Ok(DecryptAndVerifyResponse {
+            message: format!(
+                "From: {}\r\nSubject: real subject\r\n\r\nhello\r\n",
+                carol()
+            )
+            .into_bytes(),
+            signature: SignatureStatus::Verified as i32,
+            from_address: carol(),
+            signer_fingerprint: "C0FFEE".to_owned(),
+            ..Default::default()
+        })
+    }
+
+    async fn learn_autocrypt(
+        &self,
+        recipient: &str,
+        from: &str,
+        header: &str,
+    ) -> Result<(), SmtpInError> {
+        self.learned.lock().unwrap().push((
+            recipient.to_owned(),
+            from.to_owned(),
+            header.to_owned(),
+        ));
+        Ok(())
+    }
+
+    async fn enqueue(&self, request: EnqueueRequest) -> Result<(), SmtpInError> {
+        self.enqueued.lock().unwrap().push(request);
+        Ok(())
+    }
+
+    async fn flush(&self, onion: &str) -> Result<(), SmtpInError> {
+        self.flushed.lock().unwrap().push(onion.to_owned());
+        Ok(())
+    }
+
+    async fn check_carry(
+        &self,
+        recipient: &str,
+        _declared_size: u64,
+    ) -> Result<CheckCarryResponse, SmtpInError> {
+        Ok(CheckCarryResponse {
+            accepted: self.carried.lock().unwrap().contains(recipient),
+            over_limit: false,
+        })
+    }
+}
+
+fn fake() -> Arc<Fake> {
+    let fake = Fake::default();
+    {
+        let mut identities = fake.identities.lock().unwrap();
+        identities.insert(
+            "id-alice".to_owned(),
+            identity("id-alice", &alice(), ALICE_ONION, AccountState::Active),
+        );
+        identities.insert(
+            "id-bob".to_owned(),
+            identity("id-bob", &bob(), BOB_ONION, AccountState::Active),
+        );
+    }
+    Arc::new(fake)
+}
+
+fn policy(plaintext: PlaintextPolicy, limits: Limits, per_hour: u32) -> Arc<Policy> {
+    Arc::new(Policy::new(plaintext, limits, per_hour, Stats::default()))
+}
+
+struct Client {
+    reader: BufReader<tokio::io::ReadHalf<DuplexStream>>,
+    writer: tokio::io::WriteHalf<DuplexStream>,
+}
+
+impl Client {
+    async fn start(backend: Arc<Fake>, policy: Arc<Policy>, mode: Mode) -> (Client, String) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        tokio::spawn(Session::new(backend, policy, mode).run(server));
+        let (read, write) = tokio::io::split(client);
+        let mut client = Client {
+            reader: BufReader::new(read),
+            writer: write,
+        };
+        let greeting = client.reply().await;
+        (client, greeting)
+    }
+
+    /// Reads one (possibly multi-line) reply, lines joined with `\n`, without CRLFs.
+    async fn reply(&mut self) -> String {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            let read =
+                tokio::time::timeout(Duration::from_secs(10), self.reader.read_line(&mut line))
+                    .await
+                    .expect("reply in time")
+                    .unwrap();
+            if read == 0 {
+                return format!("{}<eof>", lines.join("\n"));
+            }
+            assert!(
+                line.ends_with("\r\n"),
+                "reply line ends with CRLF: {line:?}"
+            );
+            let line = line.trim_end().to_owned();
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if last {
+                return lines.join("\n");
+            }
+        }
+    }
+
+    async fn send(&mut self, line: &str) -> String {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .unwrap();
+        self.reply().await
+    }
+
+    async fn raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.unwrap();
+    }
+}
+
+fn mx() -> Mode {
+    Mode::Ingress {
+        identity_id: "id-alice".to_owned(),
+    }
+}
+
+fn submission() -> Mode {
+    Mode::Submission {
+        onion_identity: None,
+        auth_allowed: true,
+    }
+}
+
+fn default_policy() -> Arc<Policy> {
+    policy(PlaintextPolicy::Refuse, Limits::default(), 500)
+}
+
+#[tokio::test]
+async fn greeting_and_ehlo_name_no_host_and_advertise_the_extensions() {
+    let (mut c, greeting) = Client::start(fake(), default_policy(), mx()).await;
+    assert_eq!(greeting, "220 ESMTP ready");
+    let ehlo = c.send("EHLO peer").await;
+    assert_eq!(
+        ehlo,
+        "250-ESMTP\n250-PIPELINING\n250-SIZE 26214400\n250-8BITMIME\n250-SMTPUTF8\n250-ENHANCEDSTATUSCODES\n250-DSN\n250 ETRN"
+    );
+    assert_eq!(c.send("HELO peer").await, "250 ESMTP");
+    assert_eq!(c.send("NOOP").await, "250 2.0.0 OK");
+    assert_eq!(
+        c.send("VRFY bob").await,
+        "252 2.5.0 Cannot verify the address"
+    );
+    assert_eq!(c.send("QUIT").await, "221 2.0.0 Bye");
+}
+
+#[tokio::test]
+async fn co_hosted_and_unknown_recipients_and_relaying_get_identical_replies() {
+    let (mut c, _) = Client::start(fake(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    assert_eq!(
+        c.send(&format!("MAIL FROM:<{}>", carol())).await,
+        "250 2.1.0 Sender OK"
+    );
+    let co_hosted = c.send(&format!("RCPT TO:<{}>", bob())).await;
+    let made_up = c.send(&format!("RCPT TO:<nobody@{BOB_ONION}>")).await;
+    let made_up_here = c.send(&format!("RCPT TO:<nobody@{ALICE_ONION}>")).await;
+    let relay = c.send("RCPT TO:<someone@example.com>").await;
+    assert_eq!(co_hosted, RECIPIENT_REJECTED);
+    assert_eq!(co_hosted, made_up);
+    assert_eq!(co_hosted, made_up_here);
+    assert_eq!(co_hosted, relay);
+    // The identity's own address, in any case and through a subdomain of its onion.
+    assert_eq!(
+        c.send(&format!("RCPT TO:<ALICE@www.{ALICE_ONION}>")).await,
+        "250 2.1.5 Recipient OK"
+    );
+}
+
+#[tokio::test]
+async fn plaintext_is_refused_with_the_reason() {
+    let backend = fake();
+    let policy = default_policy();
+    let (mut c, _) = Client::start(backend.clone(), policy.clone(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    c.send(&format!("RCPT TO:<{}>", alice())).await;
+    assert_eq!(
+        c.send("DATA").await,
+        "354 Start mail input; end with <CRLF>.<CRLF>"
+    );
+    c.raw(b"Subject: hi\r\n\r\nplain words\r\n").await;
+    let reply = c.send(".").await;
+    assert_eq!(reply, PLAINTEXT_REFUSED);
+    assert_eq!(
+        reply,
+        "550 5.7.1 End-to-end encryption required: this address accepts only OpenPGP-encrypted mail (RFC 3156)"
+    );
+    assert!(backend.delivered.lock().unwrap().is_empty());
+    let snapshot = policy.stats.snapshot();
+    assert_eq!(
+        (
+            snapshot.plaintext_refused,
+            snapshot.refused,
+            snapshot.accepted
+        ),
+        (1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn plaintext_goes_to_quarantine_under_that_policy() {
+    let backend = fake();
+    let (mut c, _) = Client::start(
+        backend.clone(),
+        policy(PlaintextPolicy::Quarantine, Limits::default(), 500),
+        mx(),
+    )
+    .await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    c.send(&format!("RCPT TO:<{}>", alice())).await;
+    c.send("DATA").await;
+    c.raw(b"Subject: hi\r\n\r\nplain\r\n").await;
+    assert_eq!(c.send(".").await, "250 2.0.0 Message accepted");
+    let delivered = backend.delivered.lock().unwrap();
+    assert_eq!(delivered[0].mailbox, Mailbox::Quarantine as i32);
+    assert_eq!(
+        delivered[0].verification,
+        SenderVerification::Unsigned as i32
+    );
+}
+
+#[tokio::test]
+async fn encrypted_mail_is_decrypted_verified_and_delivered_before_250() {
+    let backend = fake();
+    let policy = default_policy();
+    let (mut c, _) = Client::start(backend.clone(), policy.clone(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!(
+        "MAIL FROM:<{}> BODY=8BITMIME SMTPUTF8 SIZE=1000 RET=HDRS ENVID=xyz",
+        carol()
+    ))
+    .await;
+    assert_eq!(
+        c.send(&format!(
+            "RCPT TO:<{}> NOTIFY=NEVER ORCPT=rfc822;{}",
+            alice(),
+            alice()
+        ))
+        .await,
+        "250 2.1.5 Recipient OK"
+    );
+    c.send("DATA").await;
+    c.raw(&encrypted(b"GOOD\r\n")).await;
+    assert_eq!(c.send(".").await, "250 2.0.0 Message accepted");
+    let delivered = backend.delivered.lock().unwrap();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].identity_id, "id-alice");
+    assert_eq!(delivered[0].mailbox, Mailbox::Inbox as i32);
+    assert_eq!(
+        delivered[0].verification,
+        SenderVerification::Verified as i32
+    );
+    assert_eq!(delivered[0].verification_detail, "C0FFEE");
+    assert!(String::from_utf8_lossy(&delivered[0].message).contains("Subject: real subject"));
+    // DecryptAndVerify pins the sender's key itself; nothing else is asked to learn it.
+    assert!(backend.learned.lock().unwrap().is_empty());
+    assert_eq!(policy.stats.snapshot().accepted, 1);
+}
+
+#[tokio::test]
+async fn client_custody_mail_is_stored_encrypted_and_its_autocrypt_learned() {
+    let backend = fake();
+    backend
+        .client_custody
+        .lock()
+        .unwrap()
+        .insert("id-alice".to_owned());
+    let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    c.send(&format!("RCPT TO:<{}>", alice())).await;
+    c.send("DATA").await;
+    let message = encrypted(b"opaque\r\n");
+    c.raw(&message).await;
+    assert_eq!(c.send(".").await, "250 2.0.0 Message accepted");
+    let delivered = backend.delivered.lock().unwrap();
+    assert_eq!(delivered[0].message, message);
+    assert_eq!(
+        delivered[0].verification,
+        SenderVerification::NotChecked as i32
+    );
+    let learned = backend.learned.lock().unwrap();
+    assert_eq!(learned[0].0, "id-alice");
+    assert_eq!(learned[0].1, carol());
+    assert!(learned[0].2.starts_with("addr="));
+}
+
+#[tokio::test]
+async fn undecryptable_mail_is_refused() {
+    let backend = fake();
+    let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    c.send(&format!("RCPT TO:<{}>", alice())).await;
+    c.send("DATA").await;
+    c.raw(&encrypted(b"garbage\r\n")).await;
+    assert_eq!(
+        c.send(".").await,
+        "550 5.7.5 Message could not be decrypted"
+    );
+    assert!(backend.delivered.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn delivery_refusals_map_to_smtp_replies() {
+    for (refusal, expected) in [
+        (Refusal::OverQuota, "452 4.2.2 Mailbox full"),
+        (
+            Refusal::AccountUnavailable,
+            "451 4.2.1 Mailbox temporarily unavailable",
+        ),
+        (Refusal::AccountExpired, "550 5.2.1 Mailbox disabled"),
+        (Refusal::UnknownIdentity, RECIPIENT_REJECTED),
+    ] {
+        let backend = fake();
+        *backend.refusal.lock().unwrap() = refusal;
+        let (mut c, _) = Client::start(backend, default_policy(), mx()).await;
+        c.send("EHLO peer").await;
+        c.send(&format!("MAIL FROM:<{}>", carol())).await;
+        c.send(&format!("RCPT TO:<{}>", alice())).await;
+        c.send("DATA").await;
+        c.raw(&encrypted(b"GOOD\r\n")).await;
+        assert_eq!(c.send(".").await, expected);
+    }
+}
+
+#[tokio::test]
+async fn account_state_decides_4xx_or_5xx_at_rcpt() {
+    for (state, expected) in [
+        (
+            AccountState::Grace,
+            "450 4.2.1 Mailbox temporarily unavailable",
+        ),
+        (
+            AccountState::Suspended,
+            "450 4.2.1 Mailbox temporarily unavailable",
+        ),
+        (AccountState::Expired, "550 5.2.1 Mailbox disabled"),
+    ] {
+        let backend = fake();
+        backend.identities.lock().unwrap().insert(
+            "id-alice".to_owned(),
+            identity("id-alice", &alice(), ALICE_ONION, state),
+        );
+        let (mut c, _) = Client::start(backend, default_policy(), mx()).await;
+        c.send("EHLO peer").await;
+        c.send(&format!("MAIL FROM:<{}>", carol())).await;
+        assert_eq!(c.send(&format!("RCPT TO:<{}>", alice())).await, expected);
+    }
+}
+
+#[tokio::test]
+async fn carried_recipients_are_queued_with_origin_carry() {
+    let backend = fake();
+    backend.carried.lock().unwrap().insert(carol());
+    let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", bob())).await;
+    assert_eq!(
+        c.send(&format!("RCPT TO:<{}>", carol())).await,
+        "250 2.1.5 Recipient OK"
+    );
+    c.send("DATA").await;
+    c.raw(&encrypted(b"anything\r\n")).await;
+    assert_eq!(c.send(".").await, "250 2.0.0 Message accepted");
+    let enqueued = backend.enqueued.lock().unwrap();
+    assert_eq!(enqueued[0].origin, Origin::Carry as i32);
+    assert_eq!(enqueued[0].recipients[0].address, carol());
+    assert!(backend.delivered.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn etrn_answers_the_same_whatever_is_held() {
+    let backend = fake();
+    let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    let a = c.send(&format!("ETRN {BOB_ONION}")).await;
+    let b = c.send(&format!("ETRN @{CAROL_ONION}")).await;
+    let d = c.send("ETRN example.com").await;
+    assert_eq!(a, ETRN_REPLY);
+    assert_eq!(a, b);
+    assert_eq!(a, d);
+    assert_eq!(
+        *backend.flushed.lock().unwrap(),
+        vec![BOB_ONION.to_owned(), CAROL_ONION.to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn sequence_syntax_and_unknown_commands() {
+    let (mut c, _) = Client::start(fake(), default_policy(), mx()).await;
+    assert_eq!(
+        c.send(&format!("MAIL FROM:<{}>", carol())).await,
+        "503 5.5.1 Send EHLO first"
+    );
+    c.send("EHLO peer").await;
+    assert_eq!(
+        c.send(&format!("RCPT TO:<{}>", alice())).await,
+        "503 5.5.1 Need MAIL before RCPT"
+    );
+    assert_eq!(c.send("DATA").await, "503 5.5.1 Need MAIL before DATA");
+    assert_eq!(c.send("FOOBAR").await, "500 5.5.1 Command unrecognized");
+    assert!(c.send("MAIL FROM:carol").await.starts_with("501 5."));
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    assert_eq!(
+        c.send(&format!("MAIL FROM:<{}>", carol())).await,
+        "503 5.5.1 Nested MAIL command"
+    );
+    assert_eq!(c.send("DATA").await, "554 5.5.1 No valid recipients");
+    assert_eq!(c.send("RSET").await, "250 2.0.0 OK");
+    assert_eq!(
+        c.send("AUTH PLAIN AGFsaWNlAHNlY3JldA==").await,
+        "502 5.5.1 Command not implemented"
+    );
+    let long = format!("NOOP {}", "x".repeat(5000));
+    assert_eq!(c.send(&long).await, "500 5.5.2 Line too long");
+}
+
+#[tokio::test]
+async fn too_many_errors_close_the_session() {
+    let limits = Limits {
+        max_errors: 3,
+        ..Limits::default()
+    };
+    let (mut c, _) =
+        Client::start(fake(), policy(PlaintextPolicy::Refuse, limits, 500), mx()).await;
+    assert_eq!(c.send("XX").await, "500 5.5.1 Command unrecognized");
+    assert_eq!(c.send("XX").await, "500 5.5.1 Command unrecognized");
+    assert_eq!(c.send("XX").await, "500 5.5.1 Command unrecognized");
+    assert_eq!(
+        c.reply().await,
+        "421 4.7.0 Too many errors, closing connection"
+    );
+    assert_eq!(c.reply().await, "<eof>");
+}
+
+#[tokio::test]
+async fn idle_client_times_out() {
+    let limits = Limits {
+        command_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let (mut c, _) =
+        Client::start(fake(), policy(PlaintextPolicy::Refuse, limits, 500), mx()).await;
+    assert_eq!(c.reply().await, "421 4.4.2 Timeout, closing connection");
+}
+
+#[tokio::test]
+async fn size_is_enforced_at_mail_and_while_reading_data() {
+    let limits = Limits {
+        max_message_bytes: 1000,
+        ..Limits::default()
+    };
+    let backend = fake();
+    let (mut c, _) = Client::start(
+        backend.clone(),
+        policy(PlaintextPolicy::Refuse, limits, 500),
+        mx(),
+    )
+    .await;
+    c.send("EHLO peer").await;
+    assert_eq!(
+        c.send(&format!("MAIL FROM:<{}> SIZE=2000", carol())).await,
+        "552 5.3.4 Message size exceeds fixed maximum message size"
+    );
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    c.send(&format!("RCPT TO:<{}>", alice())).await;
+    c.send("DATA").await;
+    let mut big = encrypted(b"");
+    for _ in 0..100 {
+        big.extend_from_slice(b"0123456789012345678901234567890123456789\r\n");
+    }
+    c.raw(&big).await;
+    assert_eq!(
+        c.send(".").await,
+        "552 5.3.4 Message size exceeds fixed maximum message size"
+    );
+    // The session is still in step after the refused data.
+    assert_eq!(c.send("NOOP").await, "250 2.0.0 OK");
+    assert!(backend.delivered.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn pipelined_commands_get_their_replies_in_order_and_dots_are_unstuffed() {
+    let backend = fake();
+    backend.carried.lock().unwrap().insert(carol());
+    let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    c.raw(
+        format!(
+            "MAIL FROM:<{}>\r\nRCPT TO:<{}>\r\nRCPT TO:<{}>\r\nDATA\r\n",
+            bob(),
+            bob(),
+            carol()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(c.reply().await, "250 2.1.0 Sender OK");
+    assert_eq!(c.reply().await, RECIPIENT_REJECTED);
+    assert_eq!(c.reply().await, "250 2.1.5 Recipient OK");
+    assert_eq!(
+        c.reply().await,
+        "354 Start mail input; end with <CRLF>.<CRLF>"
+    );
+    let mut data = encrypted(b"..leading dot\r\n");
+    data.extend_from_slice(b".\r\nNOOP\r\nQUIT\r\n");
+    c.raw(&data).await;
+    assert_eq!(c.reply().await, "250 2.0.0 Message accepted");
+    assert_eq!(c.reply().await, "250 2.0.0 OK");
+    assert_eq!(c.reply().await, "221 2.0.0 Bye");
+    let enqueued = backend.enqueued.lock().unwrap();
+    assert!(enqueued[0].message.ends_with(b"\r\n\r\n.leading dot\r\n"));
+}
+
+// Submission.
+
+async fn authenticated(backend: Arc<Fake>, policy: Arc<Policy>, mode: Mode) -> Client {
+    let (mut c, _) = Client::start(backend, policy, mode).await;
+    c.send("EHLO client").await;
+    // \0alice\0secret pass
+    assert_eq!(
+        c.send("AUTH PLAIN AGFsaWNlAHNlY3JldCBwYXNz").await,
+        "235 2.7.0 Authentication successful"
+    );
+    c
+}
+
+fn submitted(from: &str, to: &str) -> Vec<u8> {
+    format!(
+        "From: Alice <{from}>\r\nTo: {to}\r\nSubject: Lunch?\r\nX-Mailer: Leaky 1.0\r\nReceived: from laptop\r\n\r\nAt noon.\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn submission_requires_auth_and_advertises_it() {
+    let (mut c, _) = Client::start(fake(), default_policy(), submission()).await;
+    let ehlo = c.send("EHLO client").await;
+    assert!(ehlo.ends_with("250 AUTH PLAIN LOGIN"), "{ehlo}");
+    assert!(!ehlo.contains("ETRN"));
+    assert_eq!(
+        c.send(&format!("MAIL FROM:<{}>", alice())).await,
+        "530 5.7.0 Authentication required"
+    );
+    assert_eq!(
+        c.send("AUTH PLAIN AGFsaWNlAHdyb25n").await,
+        "535 5.7.8 Authentication credentials invalid"
+    );
+    assert_eq!(c.send("AUTH LOGIN").await, "334 VXNlcm5hbWU6");
+    assert_eq!(c.send("YWxpY2U=").await, "334 UGFzc3dvcmQ6");
+    assert_eq!(
+        c.send("c2VjcmV0IHBhc3M=").await,
+        "235 2.7.0 Authentication successful"
+    );
+    assert_eq!(
+        c.send(&format!("MAIL FROM:<{}>", alice())).await,
+        "250 2.1.0 Sender OK"
+    );
+}
+
+#[tokio::test]
+async fn auth_is_refused_where_it_is_not_allowed() {
+    let mode = Mode::Submission {
+        onion_identity: None,
+        auth_allowed: false,
+    };
+    let (mut c, _) = Client::start(fake(), default_policy(), mode).await;
+    assert!(!c.send("EHLO client").await.contains("AUTH"));
+    assert_eq!(
+        c.send("AUTH PLAIN AGFsaWNlAHNlY3JldCBwYXNz").await,
+        "538 5.7.11 Encryption required for requested authentication mechanism"
+    );
+}
+
+#[tokio::test]
+async fn sender_must_be_one_of_the_accounts_identities() {
+    let backend = fake();
+    backend.keys.lock().unwrap().insert(carol());
+    let mut c = authenticated(backend.clone(), default_policy(), submission()).await;
+    assert_eq!(
+        c.send(&format!("MAIL FROM:<{}>", bob())).await,
+        "550 5.7.1 Sender address is not one of this account's identities"
+    );
+    c.send(&format!("MAIL FROM:<{}>", alice())).await;
+    c.send(&format!("RCPT TO:<{}>", carol())).await;
+    c.send("DATA").await;
+    c.raw(&submitted(&bob(), &carol())).await;
+    assert_eq!(
+        c.send(".").await,
+        "550 5.7.1 From address is not one of this account's identities"
+    );
+    assert!(backend.enqueued.lock().unwrap().is_empty());
+
+    // On an identity's own onion only that identity may send.
+    let mode = Mode::Submission {
+        onion_identity: Some("id-alice".to_owned()),
+        auth_allowed: true,
+    };
+    let mut c = authenticated(backend.clone(), default_policy(), mode).await;
+    assert_eq!(
+        c.send(&format!("MAIL FROM:<{}>", alice_alt())).await,
+        "550 5.7.1 Sender address is not one of this account's identities"
+    );
+    assert_eq!(
+        c.send(&format!("MAIL FROM:<{}>", alice())).await,
+        "250 2.1.0 Sender OK"
+    );
+}
+
+#[tokio::test]
+async fn clearnet_recipients_are_refused_and_missing_keys_wait() {
+    let backend = fake();
+    let mut c = authenticated(backend.clone(), default_policy(), submission()).await;
+    c.send(&format!("MAIL FROM:<{}>", alice())).await;
+    assert_eq!(
+        c.send("RCPT TO:<someone@example.com>").await,
+        "550 5.7.1 clearnet delivery goes through the gateway, which this carrier does not offer yet"
+    );
+    assert_eq!(
+        c.send(&format!("RCPT TO:<{}>", carol())).await,
+        "250 2.1.5 Recipient OK"
+    );
+    c.send("DATA").await;
+    c.raw(&submitted(&alice(), &carol())).await;
+    assert_eq!(
+        c.send(".").await,
+        format!("450 4.7.0 no key for <{}> yet; try again", carol())
+    );
+    assert!(backend.enqueued.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn submitted_mail_is_cleaned_signed_encrypted_queued_and_copied_to_sent() {
+    let backend = fake();
+    backend.keys.lock().unwrap().insert(carol());
+    let mut c = authenticated(backend.clone(), default_policy(), submission()).await;
+    c.send(&format!("MAIL FROM:<{}> ENVID=e1 RET=FULL", alice()))
+        .await;
+    c.send(&format!("RCPT TO:<{}> NOTIFY=SUCCESS,FAILURE", carol()))
+        .await;
+    c.send("DATA").await;
+    c.raw(&submitted(&alice(), &carol())).await;
+    assert_eq!(c.send(".").await, "250 2.0.0 Message queued");
+
+    let signed = backend.encrypted_for.lock().unwrap();
+    assert_eq!(signed[0].signer_identity_id, "id-alice");
+    assert_eq!(signed[0].recipients, vec![carol()]);
+    assert!(signed[0].add_autocrypt_header);
+    let plaintext = String::from_utf8(signed[0].message.clone()).unwrap();
+    assert!(!plaintext.contains("X-Mailer") && !plaintext.contains("Received"));
+    assert!(plaintext.contains("Subject: Lunch?"));
+    assert!(plaintext.contains(&format!("@{ALICE_ONION}>\r\n")));
+    assert!(plaintext.contains("Date: "));
+
+    let enqueued = backend.enqueued.lock().unwrap();
+    assert_eq!(enqueued.len(), 1);
+    let queued = &enqueued[0];
+    assert_eq!(queued.origin, Origin::Submission as i32);
+    assert_eq!(queued.account_id, "acct-alice");
+    assert_eq!(queued.sender_identity_id, "id-alice");
+    assert_eq!(queued.reverse_path, alice());
+    assert_eq!(queued.envelope_id, "e1");
+    assert_eq!(queued.recipients[0].notify.len(), 2);
+    assert!(!queued.idempotency_key.is_empty());
+    assert!(queued.message_id.ends_with(&format!("@{ALICE_ONION}>")));
+    assert!(String::from_utf8_lossy(&queued.message).contains("multipart/encrypted"));
+
+    let delivered = backend.delivered.lock().unwrap();
+    assert_eq!(delivered[0].mailbox, Mailbox::Sent as i32);
+    assert_eq!(delivered[0].identity_id, "id-alice");
+    assert_eq!(delivered[0].flags, vec!["\\Seen".to_owned()]);
+    assert_eq!(delivered[0].verification, SenderVerification::Local as i32);
+    assert_eq!(delivered[0].message, signed[0].message);
+}
+
+#[tokio::test]
+async fn the_hourly_limit_per_account_defers_with_450() {
+    let backend = fake();
+    backend.keys.lock().unwrap().insert(carol());
+    let mut c = authenticated(
+        backend.clone(),
+        policy(PlaintextPolicy::Refuse, Limits::default(), 1),
+        submission(),
+    )
+    .await;
+    for expected in [
+        "250 2.0.0 Message queued",
+        "450 4.7.0 Hourly sending limit reached, try again later",
+    ] {
+        c.send(&format!("MAIL FROM:<{}>", alice())).await;
+        c.send(&format!("RCPT TO:<{}>", carol())).await;
+        c.send("DATA").await;
+        c.raw(&submitted(&alice(), &carol())).await;
+        assert_eq!(c.send(".").await, expected);
+    }
+    assert_eq!(backend.enqueued.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn listener_caps_open_sessions_and_offers_auth_to_loopback() {
+    use onionpost_smtp_in::module::{Kind, serve};
+    let limits = Limits {
+        max_sessions: 1,
+        ..Limits::default()
+    };
+    let policy = policy(PlaintextPolicy::Refuse, limits, 500);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(serve(
+        listener,
+        fake(),
+        policy.clone(),
+        Kind::Submission,
+        stop.clone(),
+    ));
+
+    let first = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (read, mut write) = tokio::io::split(first);
+    let mut read = BufReader::new(read);
+    let mut line = String::new();
+    read.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "220 ESMTP ready\r\n");
+    write.write_all(b"EHLO client\r\n").await.unwrap();
+    let mut last = String::new();
+    while !last.starts_with("250 ") {
+        last.clear();
+        read.read_line(&mut last).await.unwrap();
+    }
+    assert_eq!(last, "250 AUTH PLAIN LOGIN\r\n");
+    assert_eq!(policy.stats.snapshot().submission_listeners, 1);
+
+    let second = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut second = BufReader::new(second);
+    let mut refused = String::new();
+    second.read_line(&mut refused).await.unwrap();
+    assert_eq!(refused, "421 4.7.0 Too busy, try again later\r\n");
+    stop.cancel();
+}
