@@ -47,6 +47,9 @@ impl Carrier {
             ("ONIONPOST_ADMIN_TOKEN", OPERATOR_TOKEN.to_owned()),
             ("ONIONPOST_SUBMISSION_LISTEN", submission.to_string()),
             ("ONIONPOST_IMAP_LISTEN", imap.to_string()),
+            // Retries within seconds, so the offline-recipient case finishes quickly.
+            ("ONIONPOST_QUEUE_RETRY_MIN_SECS", "2".to_owned()),
+            ("ONIONPOST_QUEUE_RETRY_MAX_SECS", "4".to_owned()),
         ];
         let node = Node::start("onion,keys,imap,queue,smtp-out,smtp-in,admin", &env).await;
         let carrier = Carrier {
@@ -235,7 +238,7 @@ async fn newest_in_inbox(
 async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
     let tornet = TorNet::start(3).await?;
     let a = Carrier::start(tornet.client(0)).await?;
-    let c = Carrier::start(tornet.client(1)).await?;
+    let mut c = Carrier::start(tornet.client(1)).await?;
     let (alice_id, alice, alice_onion) = a.account("alice", "alice password 1").await?;
     let (carol_id, carol, carol_onion) = c.account("carol", "carol password 1").await?;
     let (_, dave, _) = c.account("dave", "dave password 1").await?;
@@ -365,5 +368,99 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
         refused.starts_with("550 5.7.1 End-to-end encryption required"),
         "{refused}"
     );
+    drop(read);
+    drop(write);
+
+    // Carol's carrier is offline: A accepts, tries, keeps the message, and delivers it once C
+    // is back; Carol's INBOX then holds it exactly once.
+    c.node.stop().await;
+    let (ok, out) = python(
+        SUBMIT,
+        &[
+            a.submission.ip().to_string(),
+            a.submission.port().to_string(),
+            "alice".to_owned(),
+            "alice password 1".to_owned(),
+            alice.clone(),
+            carol.clone(),
+            "While you were away".to_owned(),
+            "This waited in the queue.".to_owned(),
+        ],
+    )
+    .await?;
+    ensure!(
+        ok,
+        "submission while C is offline: {out}\n{}",
+        a.node.log_text()
+    );
+    let started = Instant::now();
+    loop {
+        let page = a
+            .op("GET", "/v1/queue?state=temporary_failure", Value::Null)
+            .await;
+        let attempted = page["messages"].as_array().is_some_and(|messages| {
+            messages.iter().any(|message| {
+                message["recipients"][0]["address"] == carol.as_str()
+                    && message["recipients"][0]["attempts"].as_u64() >= Some(1)
+            })
+        });
+        if attempted {
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(180),
+            "A never tried to deliver while C was offline: {page}\n{}",
+            a.node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    c.node.restart().await;
+    let count = |carrier: &Carrier| {
+        let args = vec![
+            carrier.imap.ip().to_string(),
+            carrier.imap.port().to_string(),
+            "carol".to_owned(),
+            "carol password 1".to_owned(),
+            "While you were away".to_owned(),
+        ];
+        async move {
+            let (ok, out) = python(COUNT_SUBJECT, &args).await?;
+            ensure!(ok, "imaplib failed: {out}");
+            out.trim()
+                .parse::<usize>()
+                .with_context(|| format!("not a count: {out}"))
+        }
+    };
+    let started = Instant::now();
+    while count(&c).await? == 0 {
+        ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "the queued message never reached C\nA:\n{}\nC:\n{}",
+            a.node.log_text(),
+            c.node.log_text()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Give any second attempt time to arrive, then check there is exactly one copy and A's
+    // queue is empty.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    ensure!(count(&c).await? == 1, "Carol has more than one copy");
+    let stats = a.op("GET", "/v1/stats", Value::Null).await;
+    ensure!(stats["queue_depth"] == 0, "A's queue is not empty: {stats}");
+    println!(
+        "mail_flow: recipient offline, delivered {:?} after C came back",
+        started.elapsed()
+    );
     Ok(())
 }
+
+const COUNT_SUBJECT: &str = r#"
+import imaplib, sys
+host, port, login, password, subject = sys.argv[1:6]
+m = imaplib.IMAP4(host, int(port))
+m.login(login, password)
+m.select("INBOX")
+typ, data = m.search(None, "SUBJECT", '"' + subject + '"')
+print(len(data[0].split()))
+m.logout()
+"#;
