@@ -5,12 +5,14 @@
 //! node), [`control`] is a minimal control-port client that proves the network can host and
 //! publish onion services (the product has its own in `onionpost_onion::control`), [`socks`]
 //! connects to an onion through a client's SOCKS port, handing the name to tor, and
-//! [`onion_service`] runs the onion service in-process for scenario tests and benchmarks.
+//! [`onion_service`] runs the onion service in-process for scenario tests and benchmarks, and
+//! [`smtp_sink`] stands in for a peer carrier's MX.
 
 pub mod control;
 pub mod node;
 pub mod onion_service;
 pub mod otlp;
+pub mod smtp_sink;
 pub mod socks;
 pub mod tornet;
 

@@ -4,13 +4,13 @@
 //! queued for the sender's INBOX. (DSN delivery into imap is covered with a fake imap server
 //! in services/queue/tests/scheduler.rs.)
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::ensure;
 use onionpost_e2e::TorNet;
+use onionpost_e2e::smtp_sink::SmtpSink;
 use onionpost_proto::ServiceName;
 use onionpost_proto::smtp_out::v1::smtp_out_server::SmtpOutServer;
 use onionpost_queue::service::Enqueue;
@@ -21,67 +21,10 @@ use onionpost_runtime::{Database, Directory};
 use onionpost_smtp_out::grpc::SmtpOutGrpc;
 use onionpost_smtp_out::session::Timeouts;
 use onionpost_smtp_out::{SmtpOutService, SocksEndpoint};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 const ONION_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// An SMTP sink that answers every RCPT with 421 while `refusing` is set.
-async fn start_sink(
-    refusing: Arc<AtomicBool>,
-) -> anyhow::Result<(SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let messages = Arc::new(Mutex::new(Vec::new()));
-    let shared = messages.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let messages = shared.clone();
-            let refusing = refusing.clone();
-            tokio::spawn(async move {
-                let (read, mut write) = socket.into_split();
-                let mut reader = BufReader::new(read);
-                let _ = write.write_all(b"220 sink ESMTP\r\n").await;
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let upper = line.trim_end().to_ascii_uppercase();
-                    let reply: &[u8] = if upper.starts_with("EHLO") {
-                        b"250-sink\r\n250 8BITMIME\r\n"
-                    } else if upper.starts_with("RCPT") && refusing.load(Ordering::SeqCst) {
-                        b"421 4.3.2 try again later\r\n"
-                    } else if upper == "DATA" {
-                        let _ = write.write_all(b"354 go\r\n").await;
-                        let mut body = Vec::new();
-                        loop {
-                            let mut data = Vec::new();
-                            if reader.read_until(b'\n', &mut data).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if data == b".\r\n" {
-                                break;
-                            }
-                            body.extend_from_slice(&data);
-                        }
-                        messages.lock().unwrap().push(body);
-                        b"250 2.0.0 accepted\r\n"
-                    } else if upper == "QUIT" {
-                        let _ = write.write_all(b"221 bye\r\n").await;
-                        return;
-                    } else {
-                        b"250 ok\r\n"
-                    };
-                    let _ = write.write_all(reply).await;
-                }
-            });
-        }
-    });
-    Ok((address, messages))
-}
 
 fn request(key: &str, to: &str) -> Enqueue {
     Enqueue {
@@ -124,11 +67,12 @@ async fn gone(service: &QueueService, queue_id: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_mail_reaches_an_onion_is_retried_and_expires_with_a_dsn() -> anyhow::Result<()> {
     let tornet = TorNet::start(2).await?;
-    let refusing = Arc::new(AtomicBool::new(false));
-    let (sink, messages) = start_sink(refusing.clone()).await?;
+    let sink = SmtpSink::start().await?;
+    let refusing = sink.refusing.clone();
+    let messages = sink.seen.clone();
     let mut control = tornet.client(0).control().await?;
     control.set_events(&["HS_DESC"]).await?;
-    let (service_id, _key) = control.add_onion_new(&[(25, sink)]).await?;
+    let (service_id, _key) = control.add_onion_new(&[(25, sink.address)]).await?;
     control
         .wait_hs_desc_uploaded(&service_id, ONION_TIMEOUT)
         .await?;
@@ -190,7 +134,7 @@ async fn queued_mail_reaches_an_onion_is_retried_and_expires_with_a_dsn() -> any
         "queue over tor: first message delivered in {:?}",
         started.elapsed()
     );
-    ensure!(messages.lock().unwrap().len() == 1);
+    ensure!(sink.messages() == 1);
 
     // 2. The destination answers 421: retried on the schedule, delivered once when it recovers.
     refusing.store(true, Ordering::SeqCst);
@@ -221,7 +165,7 @@ async fn queued_mail_reaches_an_onion_is_retried_and_expires_with_a_dsn() -> any
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     {
-        let seen = messages.lock().unwrap();
+        let seen = &messages.lock().unwrap().messages;
         ensure!(seen.len() == 2, "one copy each, got {}", seen.len());
         ensure!(String::from_utf8_lossy(&seen[1]).contains("hello e2e-2"));
     }

@@ -2,83 +2,15 @@
 //! through tor's SOCKS port, each recipient gets the server's own verdict, ETRN reaches the
 //! server, and a session to an onion that is not there is a temporary failure, not a hang.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use onionpost_e2e::TorNet;
+use onionpost_e2e::smtp_sink::SmtpSink;
 use onionpost_smtp_out::session::{Envelope, Notify, Outcome, Recipient, Timeouts};
 use onionpost_smtp_out::{SmtpOutService, SocksEndpoint};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
 
 const ONION_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// What the sink saw: every command line, and every message body.
-#[derive(Default)]
-struct Seen {
-    commands: Vec<String>,
-    messages: Vec<Vec<u8>>,
-}
-
-/// A small SMTP server standing in for a peer carrier's MX: it refuses `nobody@…` and accepts
-/// everyone else.
-async fn start_sink() -> anyhow::Result<(SocketAddr, Arc<Mutex<Seen>>)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let shared = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let seen = shared.clone();
-            tokio::spawn(async move {
-                let (read, mut write) = socket.into_split();
-                let mut reader = BufReader::new(read);
-                let _ = write.write_all(b"220 sink ESMTP\r\n").await;
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let command = line.trim_end().to_string();
-                    seen.lock().unwrap().commands.push(command.clone());
-                    let upper = command.to_ascii_uppercase();
-                    let reply: &[u8] = if upper.starts_with("EHLO") {
-                        b"250-sink\r\n250-DSN\r\n250-SIZE 1000000\r\n250 8BITMIME\r\n"
-                    } else if upper.starts_with("RCPT TO:<NOBODY@") {
-                        b"550 5.1.1 mailbox unavailable\r\n"
-                    } else if upper == "DATA" {
-                        let _ = write.write_all(b"354 end with .\r\n").await;
-                        let mut body = Vec::new();
-                        loop {
-                            let mut data_line = Vec::new();
-                            if reader.read_until(b'\n', &mut data_line).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if data_line == b".\r\n" {
-                                break;
-                            }
-                            body.extend_from_slice(&data_line);
-                        }
-                        seen.lock().unwrap().messages.push(body);
-                        b"250 2.0.0 accepted\r\n"
-                    } else if upper.starts_with("ETRN") {
-                        b"250 2.0.0 queuing started\r\n"
-                    } else if upper == "QUIT" {
-                        let _ = write.write_all(b"221 2.0.0 bye\r\n").await;
-                        return;
-                    } else {
-                        b"250 2.0.0 ok\r\n"
-                    };
-                    let _ = write.write_all(reply).await;
-                }
-            });
-        }
-    });
-    Ok((address, seen))
-}
 
 fn recipient(address: &str, notify: Vec<Notify>) -> Recipient {
     Recipient {
@@ -91,10 +23,11 @@ fn recipient(address: &str, notify: Vec<Notify>) -> Recipient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_through_tor_with_an_outcome_per_recipient() -> anyhow::Result<()> {
     let tornet = TorNet::start(2).await?;
-    let (sink, seen) = start_sink().await?;
+    let sink = SmtpSink::start().await?;
+    let seen = sink.seen.clone();
     let mut control = tornet.client(0).control().await?;
     control.set_events(&["HS_DESC"]).await?;
-    let (service_id, _key) = control.add_onion_new(&[(25, sink)]).await?;
+    let (service_id, _key) = control.add_onion_new(&[(25, sink.address)]).await?;
     control
         .wait_hs_desc_uploaded(&service_id, ONION_TIMEOUT)
         .await?;

@@ -194,14 +194,17 @@ where
 
     if outcomes.iter().all(Option::is_some) {
         let _ = connection.quit(timeouts.command).await;
-        return Ok(finish(outcomes, None, capabilities.dsn));
+        return Ok(SessionResult {
+            outcomes: outcomes.into_iter().flatten().collect(),
+            peer_offers_dsn: capabilities.dsn,
+        });
     }
 
     connection.send("DATA\r\n").await?;
     let data = connection.reply(timeouts.data_start, "DATA reply").await?;
     if data.code != 354 {
         let _ = connection.quit(timeouts.command).await;
-        return Ok(finish(outcomes, Some(data), capabilities.dsn));
+        return Ok(finish(outcomes, &data, capabilities.dsn));
     }
     for block in dot_stuffed(message).chunks(64 * 1024) {
         connection.write_block(block, timeouts.data_block).await?;
@@ -213,7 +216,7 @@ where
         .reply(timeouts.data_end, "reply to the end of data")
         .await?;
     let _ = connection.quit(timeouts.command).await;
-    Ok(finish(outcomes, Some(end), capabilities.dsn))
+    Ok(finish(outcomes, &end, capabilities.dsn))
 }
 
 /// Sends `ETRN <argument>` (RFC 1985) and returns the reply.
@@ -237,34 +240,19 @@ where
     Ok(reply)
 }
 
+/// Every recipient's outcome: its own RCPT refusal, else the reply to DATA (or to its end).
 fn finish(
     outcomes: Vec<Option<Outcome>>,
-    data_reply: Option<Reply>,
+    data_reply: &Reply,
     peer_offers_dsn: bool,
 ) -> SessionResult {
-    let outcomes = outcomes
-        .into_iter()
-        .map(|outcome| {
-            outcome.unwrap_or_else(|| match &data_reply {
-                Some(reply) => Outcome::from_reply(reply.clone()),
-                None => unreachable_outcome(),
-            })
-        })
-        .collect();
     SessionResult {
-        outcomes,
+        outcomes: outcomes
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or_else(|| Outcome::from_reply(data_reply.clone())))
+            .collect(),
         peer_offers_dsn,
     }
-}
-
-/// An accepted recipient always has a DATA reply by the time `finish` sees it; should that ever
-/// not hold, a temporary failure is the outcome that loses nothing.
-fn unreachable_outcome() -> Outcome {
-    Outcome::Temporary(Reply {
-        code: 451,
-        enhanced_status: "4.3.0".into(),
-        text: "no reply to DATA".into(),
-    })
 }
 
 /// The EHLO keywords this client acts on.
