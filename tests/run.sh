@@ -14,8 +14,12 @@ die() { printf '\ntests/run.sh: %s\n' "$*" >&2; exit 1; }
 # --- system packages ---------------------------------------------------------------------
 # tor + tor-gencert: the private Tor network; postgresql: the second store backend;
 # gnupg: OpenPGP interoperability; libclang-dev: bindgen for sequoia's nettle backend;
-# nettle-dev/pkg-config: sequoia's crypto; ca-certificates for cargo; isync: mbsync for the IMAP tests.
-packages=(tor postgresql gnupg libclang-dev nettle-dev pkg-config isync)
+# nettle-dev/pkg-config: sequoia's crypto; ca-certificates for cargo; isync: mbsync for the IMAP tests;
+# unbound, postfix, python3-dkim, python3-dnspython: the clearnet side of the gateway test (DNS,
+# the outside MTA, DKIM verification); tshark: the mail-flow test's capture (no DNS for .onion,
+# no connection but to tor); debootstrap: base images for the compose test
+# (deploy/base-images.sh); python3-venv: the Python packages of the Helm chart test.
+packages=(tor postgresql gnupg libclang-dev nettle-dev pkg-config isync unbound postfix python3-dkim python3-dnspython tshark debootstrap python3-venv)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -24,6 +28,8 @@ if ((${#missing[@]})); then
   say "installing ${missing[*]}"
   [ "$(id -u)" = 0 ] || die "missing packages ${missing[*]} and not root: install them first"
   export DEBIAN_FRONTEND=noninteractive
+  # Postfix without a system configuration: the gateway test runs its own instance.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   apt-get update -qq || die "apt-get update failed"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
 fi
@@ -53,6 +59,18 @@ if [ -z "${ONIONPOST_TEST_POSTGRES_URL:-}" ]; then
   export ONIONPOST_TEST_POSTGRES_URL="postgres://onionpost:onionpost@127.0.0.1:${port:-5432}/onionpost_test"
 fi
 echo "PostgreSQL: ${ONIONPOST_TEST_POSTGRES_URL%%@*}@…"
+
+# --- Python packages ---------------------------------------------------------------------
+# The Helm chart test (tests/tests/helm_chart.rs runs tests/helm with pytest): Helm's library
+# and the Kubernetes schemas from PyPI, in a virtualenv of their own.
+venv=${ONIONPOST_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/onionpost-tests-venv}
+python_packages=(helm-python-sdk kubernetes-validate pytest pyyaml)
+if ! "$venv/bin/python" -c "import helm_python, kubernetes_validate, pytest, yaml" 2>/dev/null; then
+  say "installing ${python_packages[*]} into $venv"
+  python3 -m venv "$venv" || die "cannot create a virtualenv at $venv"
+  "$venv/bin/pip" install -q "${python_packages[@]}" || die "pip install ${python_packages[*]} failed"
+fi
+export ONIONPOST_TEST_PYTHON="$venv/bin/python"
 
 # --- build and test ------------------------------------------------------------------------
 if [ "$#" -gt 0 ]; then

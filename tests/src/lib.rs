@@ -6,12 +6,15 @@
 //! publish onion services (the product has its own in `onionpost_onion::control`), [`socks`]
 //! connects to an onion through a client's SOCKS port, handing the name to tor, and
 //! [`onion_service`] runs the onion service in-process for scenario tests and benchmarks, and
-//! [`smtp_sink`] stands in for a peer carrier's MX.
+//! [`smtp_sink`] stands in for a peer carrier's MX; [`capture`] records, with tshark, the DNS
+//! queries and connections made during a scenario; [`postfix`] runs a private Postfix.
 
+pub mod capture;
 pub mod control;
 pub mod node;
 pub mod onion_service;
 pub mod otlp;
+pub mod postfix;
 pub mod smtp_sink;
 pub mod socks;
 pub mod tornet;

@@ -128,12 +128,22 @@ pub struct TorNet {
     relays: Vec<TorProcess>,
     clients: Vec<TorClient>,
     ready_after: Duration,
+    /// Where authorities and relays listen (their `Address`): 127.0.0.1, or a docker bridge's
+    /// address when tors in containers join the network (tests/tests/compose.rs).
+    address: Ipv4Addr,
 }
 
 impl TorNet {
     /// Brings up three authorities and three relays, waits until each authority's consensus
     /// lists all six, then starts `clients` client tors and waits until each has bootstrapped.
     pub async fn start(clients: usize) -> Result<TorNet> {
+        TorNet::start_on(Ipv4Addr::LOCALHOST, clients).await
+    }
+
+    /// [`TorNet::start`] with authorities and relays on `address` instead of 127.0.0.1 (a
+    /// host address that other machines, such as containers on a docker bridge, can reach).
+    /// Clients still listen on 127.0.0.1.
+    pub async fn start_on(address: Ipv4Addr, clients: usize) -> Result<TorNet> {
         let started = Instant::now();
         let tor = find_program("tor", "ONIONPOST_TOR")?;
         let tor_gencert = find_program("tor-gencert", "ONIONPOST_TOR_GENCERT")?;
@@ -148,7 +158,7 @@ impl TorNet {
         tracing::info!(dir = %root.display(), clients, "starting private tor network");
 
         let authority_specs = (0..AUTHORITIES)
-            .map(|index| AuthoritySpec::new(&root, index))
+            .map(|index| AuthoritySpec::new(&root, index, address))
             .collect::<Result<Vec<_>>>()?;
         let identities = create_authority_keys(&tor, &tor_gencert, &authority_specs).await?;
         let common_torrc = common_torrc(&authority_specs, &identities);
@@ -163,12 +173,13 @@ impl TorNet {
             relays: Vec::new(),
             clients: Vec::new(),
             ready_after: Duration::ZERO,
+            address,
         };
         // From here on `net` owns every started tor: an early return drops it and kills them.
         for spec in &authority_specs {
             let torrc = format!(
                 "{common}{server}\
-                 DirPort 127.0.0.1:{dir_port}\n\
+                 DirPort {address}:{dir_port}\n\
                  AuthoritativeDirectory 1\n\
                  V3AuthoritativeDirectory 1\n\
                  ContactInfo {nickname}@onionpost.invalid\n\
@@ -180,7 +191,8 @@ impl TorNet {
                  V3AuthDistDelay 2\n\
                  MaxConsensusAgeForDiffs 2 minutes\n",
                 common = net.common_torrc,
-                server = server_torrc(spec.or_port),
+                server = server_torrc(address, spec.or_port),
+                address = spec.address,
                 dir_port = spec.dir_port,
                 nickname = spec.nickname,
             );
@@ -190,13 +202,13 @@ impl TorNet {
         }
         for index in 0..RELAYS {
             let nickname = format!("relay{index}");
-            let or_port = free_port()?;
+            let or_port = free_port_on(address)?;
             // DirCache 0: clients then fetch only from the authorities, which always hold the
             // newest consensus; a lagging cache costs 20-90 s of back-off.
             let torrc = format!(
                 "{common}{server}DirCache 0\n",
                 common = net.common_torrc,
-                server = server_torrc(or_port),
+                server = server_torrc(address, or_port),
             );
             let node = TorProcess::create(&net.root, &nickname, &torrc)?;
             node.spawn(&net.tor, &net.root)?;
@@ -236,6 +248,11 @@ impl TorNet {
 
     pub fn ready_after(&self) -> Duration {
         self.ready_after
+    }
+
+    /// Where the authorities and relays listen.
+    pub fn address(&self) -> Ipv4Addr {
+        self.address
     }
 
     /// The clients, in the order they were started.
@@ -663,12 +680,13 @@ impl Drop for TorProcess {
 struct AuthoritySpec {
     nickname: String,
     dir: PathBuf,
+    address: Ipv4Addr,
     or_port: u16,
     dir_port: u16,
 }
 
 impl AuthoritySpec {
-    fn new(root: &Path, index: usize) -> Result<Self> {
+    fn new(root: &Path, index: usize, address: Ipv4Addr) -> Result<Self> {
         let nickname = format!("auth{index}");
         let dir = node_dir(root, &nickname)?;
         let keys = dir.join("keys");
@@ -679,8 +697,9 @@ impl AuthoritySpec {
         Ok(Self {
             nickname,
             dir,
-            or_port: free_port()?,
-            dir_port: free_port()?,
+            address,
+            or_port: free_port_on(address)?,
+            dir_port: free_port_on(address)?,
         })
     }
 }
@@ -715,7 +734,7 @@ async fn create_authority_keys(
             .arg("-c")
             .arg(keys.join("authority_certificate"))
             .arg("-a")
-            .arg(format!("127.0.0.1:{}", spec.dir_port))
+            .arg(format!("{}:{}", spec.address, spec.dir_port))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -817,8 +836,9 @@ fn common_torrc(specs: &[AuthoritySpec], identities: &[AuthorityIdentity]) -> St
         let _ = writeln!(
             torrc,
             "DirAuthority {nickname} orport={or_port} no-v2 v3ident={v3ident} \
-             127.0.0.1:{dir_port} {fingerprint}",
+             {address}:{dir_port} {fingerprint}",
             nickname = spec.nickname,
+            address = spec.address,
             or_port = spec.or_port,
             v3ident = identity.v3ident,
             dir_port = spec.dir_port,
@@ -828,11 +848,11 @@ fn common_torrc(specs: &[AuthoritySpec], identities: &[AuthorityIdentity]) -> St
     torrc
 }
 
-/// What authorities and relays share: a loopback ORPort, no SOCKS, no exit.
-fn server_torrc(or_port: u16) -> String {
+/// What authorities and relays share: an ORPort on the network's address, no SOCKS, no exit.
+fn server_torrc(address: Ipv4Addr, or_port: u16) -> String {
     format!(
-        "Address 127.0.0.1\n\
-         ORPort 127.0.0.1:{or_port}\n\
+        "Address {address}\n\
+         ORPort {address}:{or_port}\n\
          SocksPort 0\n\
          ExitRelay 0\n\
          ExitPolicy reject *:*\n\
@@ -956,11 +976,16 @@ const PORT_RANGE: (u16, u16) = (20000, 32700);
 /// Ports handed out by this process, never handed out twice (tests run in parallel threads).
 static PORTS_HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
-/// A port on 127.0.0.1 that nothing listens on now: from a random start in [`PORT_RANGE`],
+/// A port on 127.0.0.1 that nothing listens on now (see [`free_port_on`]).
+fn free_port() -> Result<u16> {
+    free_port_on(Ipv4Addr::LOCALHOST)
+}
+
+/// A port on `address` that nothing listens on now: from a random start in [`PORT_RANGE`],
 /// the first that this process has not handed out and that can be bound. Other processes
 /// (other test binaries, other people's tests) each start at their own random place, which
 /// makes a collision unlikely; the bind check excludes ports already in use.
-fn free_port() -> Result<u16> {
+fn free_port_on(address: Ipv4Addr) -> Result<u16> {
     let (low, high) = PORT_RANGE;
     let span = u64::from(high - low);
     let mut handed_out = PORTS_HANDED_OUT
@@ -973,7 +998,7 @@ fn free_port() -> Result<u16> {
         if handed_out.contains(&port) {
             continue;
         }
-        if TcpListener::bind(loopback(port)).is_ok() {
+        if TcpListener::bind(SocketAddr::from((address, port))).is_ok() {
             handed_out.insert(port);
             return Ok(port);
         }

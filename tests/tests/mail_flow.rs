@@ -4,244 +4,41 @@
 //! carrier's verdict that it was signed by Alice's key. No key was exchanged by hand: A fetches
 //! Carol's key by WKD over Carol's onion. Also checks, through C's onion MX from a tor client,
 //! that a co-hosted and a made-up address get byte-identical refusals, and that plaintext is
-//! refused with a reply that says end-to-end encryption is required.
+//! refused with a reply that says end-to-end encryption is required. While C is offline, A keeps
+//! Alice's message and delivers it once C is back, and a third carrier B, whose queue lifetime
+//! is short, gives up on Bob's message and puts a delivery-status notification in Bob's INBOX.
+//! The whole scenario runs under tshark: no DNS query names an onion, and every connection goes
+//! to a tor or to an onionpost listener.
 
 mod admin_support;
+mod mail_support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use admin_support::{OPERATOR_TOKEN, http};
 use anyhow::{Context as _, ensure};
-use onionpost_e2e::node::{Node, free_port};
-use onionpost_e2e::onion_service::free_port_block;
-use onionpost_e2e::{TorClient, TorNet};
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use mail_support::{COUNT_SUBJECT, Carrier, SUBMIT, newest_in_inbox, python, reply};
+use onionpost_e2e::TorNet;
+use onionpost_e2e::capture::{self, Capture, Packet};
+use serde_json::Value;
+use tokio::io::{AsyncWriteExt as _, BufReader};
 use tokio::time::Instant;
-
-const TOR_TIMEOUT: Duration = Duration::from_secs(180);
-
-struct Carrier {
-    node: Node,
-    submission: SocketAddr,
-    imap: SocketAddr,
-}
-
-impl Carrier {
-    async fn start(tor: &TorClient) -> anyhow::Result<Carrier> {
-        let (first, last) = free_port_block(32)?;
-        let submission = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let imap = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let env = vec![
-            ("ONIONPOST_TOR_CONTROL", tor.control_addr().to_string()),
-            (
-                "ONIONPOST_TOR_COOKIE_FILE",
-                tor.cookie_file().display().to_string(),
-            ),
-            ("ONIONPOST_TOR_TARGET_PORTS", format!("{first}-{last}")),
-            (
-                "ONIONPOST_SECRET",
-                "onionpost-e2e-carrier-secret-0123456789".to_owned(),
-            ),
-            ("ONIONPOST_ADMIN_TOKEN", OPERATOR_TOKEN.to_owned()),
-            ("ONIONPOST_SUBMISSION_LISTEN", submission.to_string()),
-            ("ONIONPOST_IMAP_LISTEN", imap.to_string()),
-            // Retries within seconds, so the offline-recipient case finishes quickly.
-            ("ONIONPOST_QUEUE_RETRY_MIN_SECS", "2".to_owned()),
-            ("ONIONPOST_QUEUE_RETRY_MAX_SECS", "4".to_owned()),
-        ];
-        let node = Node::start("onion,keys,imap,queue,smtp-out,smtp-in,admin", &env).await;
-        let carrier = Carrier {
-            node,
-            submission,
-            imap,
-        };
-        let started = Instant::now();
-        loop {
-            let answer = http(carrier.node.admin, "GET", "/readyz", None, None).await;
-            if answer.status == 200 {
-                break;
-            }
-            ensure!(
-                started.elapsed() < Duration::from_secs(120),
-                "carrier not ready: {}\n{}",
-                answer.text(),
-                carrier.node.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        Ok(carrier)
-    }
-
-    async fn op(&self, method: &str, path: &str, body: Value) -> Value {
-        let text = (!body.is_null()).then(|| body.to_string());
-        let answer = http(
-            self.node.admin,
-            method,
-            path,
-            Some(OPERATOR_TOKEN),
-            text.as_deref(),
-        )
-        .await;
-        assert!(
-            answer.status == 200 || answer.status == 201,
-            "{method} {path}: {} {}",
-            answer.status,
-            answer.text()
-        );
-        answer.json()
-    }
-
-    /// Creates an account with one identity and waits until its onion is online; returns the
-    /// account id, the identity's address and its onion.
-    async fn account(
-        &self,
-        login: &str,
-        password: &str,
-    ) -> anyhow::Result<(String, String, String)> {
-        let account = self
-            .op(
-                "POST",
-                "/v1/accounts",
-                json!({"login": login, "password": password}),
-            )
-            .await;
-        let account_id = account["id"].as_str().context("account id")?.to_owned();
-        let identity = self
-            .op(
-                "POST",
-                &format!("/v1/accounts/{account_id}/identities"),
-                json!({"local_part": login}),
-            )
-            .await;
-        let identity_id = identity["id"].as_str().context("identity id")?.to_owned();
-        let address = identity["address"].as_str().context("address")?.to_owned();
-        let onion = identity["onion"].as_str().context("onion")?.to_owned();
-        let started = Instant::now();
-        loop {
-            let answer = http(
-                self.node.admin,
-                "GET",
-                &format!("/v1/identities/{identity_id}"),
-                Some(OPERATOR_TOKEN),
-                None,
-            )
-            .await
-            .json();
-            if answer["state"] == "online" {
-                break;
-            }
-            ensure!(started.elapsed() < TOR_TIMEOUT, "not online: {answer}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        Ok((account_id, address, onion))
-    }
-}
-
-async fn python(script: &str, args: &[String]) -> anyhow::Result<(bool, String)> {
-    let output = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .await
-        .context("running python3")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok((output.status.success(), text))
-}
-
-const SUBMIT: &str = r#"
-import smtplib, sys
-from email.message import EmailMessage
-host, port, login, password, sender, rcpt, subject, body = sys.argv[1:9]
-msg = EmailMessage()
-msg["From"] = sender
-msg["To"] = rcpt
-msg["Subject"] = subject
-msg["X-Mailer"] = "Leaky Mailer 1.0"
-msg.set_content(body)
-with smtplib.SMTP(host, int(port), timeout=300) as s:
-    s.ehlo("client")
-    s.login(login, password)
-    s.send_message(msg)
-print("sent")
-"#;
-
-const READ: &str = r#"
-import imaplib, sys, email
-host, port, login, password = sys.argv[1:5]
-m = imaplib.IMAP4(host, int(port))
-m.login(login, password)
-m.select("INBOX")
-typ, data = m.search(None, "ALL")
-ids = data[0].split()
-if not ids:
-    print("EMPTY")
-    sys.exit(0)
-typ, data = m.fetch(ids[-1], "(RFC822)")
-sys.stdout.write(data[0][1].decode("utf-8", "replace"))
-m.logout()
-"#;
-
-/// One SMTP reply over a raw stream, lines joined.
-async fn reply<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> anyhow::Result<String> {
-    let mut all = String::new();
-    loop {
-        let mut line = String::new();
-        ensure!(reader.read_line(&mut line).await? > 0, "connection closed");
-        all.push_str(&line);
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Ok(all);
-        }
-    }
-}
-
-/// Polls an account's INBOX over IMAP until a message is there; returns the newest.
-async fn newest_in_inbox(
-    carrier: &Carrier,
-    login: &str,
-    password: &str,
-    sender: &Carrier,
-) -> anyhow::Result<String> {
-    let started = Instant::now();
-    loop {
-        let (ok, out) = python(
-            READ,
-            &[
-                carrier.imap.ip().to_string(),
-                carrier.imap.port().to_string(),
-                login.to_owned(),
-                password.to_owned(),
-            ],
-        )
-        .await?;
-        ensure!(ok, "imaplib failed: {out}");
-        if !out.starts_with("EMPTY") {
-            return Ok(out);
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "nothing arrived for {login}\nsender:\n{}\nrecipient:\n{}",
-            sender.node.log_text(),
-            carrier.node.log_text()
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
+    let capture = Capture::start().await?;
     let tornet = TorNet::start(3).await?;
-    let a = Carrier::start(tornet.client(0)).await?;
-    let mut c = Carrier::start(tornet.client(1)).await?;
+    let a = Carrier::start(tornet.client(0), &[]).await?;
+    let mut c = Carrier::start(tornet.client(1), &[]).await?;
+    // B gives up after 30 s (the default is RFC 5321's 5 days).
+    let b = Carrier::start(
+        tornet.client(2),
+        &[("ONIONPOST_QUEUE_LIFETIME_SECS", "30".to_owned())],
+    )
+    .await?;
     let (alice_id, alice, alice_onion) = a.account("alice", "alice password 1").await?;
     let (carol_id, carol, carol_onion) = c.account("carol", "carol password 1").await?;
     let (_, dave, _) = c.account("dave", "dave password 1").await?;
+    let (_, bob, _) = b.account("bob", "bob password 1").await?;
 
     // Submission on A; the 250 comes once the message is signed, encrypted and queued.
     let (ok, out) = python(
@@ -328,6 +125,25 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
         ensure!(pinned, "{account_id}: {book}");
     }
 
+    // Bob on B writes to Carol too, so B learns her key; this one arrives.
+    let (ok, out) = python(
+        SUBMIT,
+        &[
+            b.submission.ip().to_string(),
+            b.submission.port().to_string(),
+            "bob".to_owned(),
+            "bob password 1".to_owned(),
+            bob.clone(),
+            carol.clone(),
+            "Hello from Bob".to_owned(),
+            "First contact.".to_owned(),
+        ],
+    )
+    .await?;
+    ensure!(ok, "bob's submission: {out}\n{}", b.node.log_text());
+    let first = newest_in_inbox(&c, "carol", "carol password 1", &b).await?;
+    ensure!(first.contains("Subject: Hello from Bob"), "{first}");
+
     // C's onion MX from a third tor client: co-hosted (dave) and made-up addresses get the
     // same bytes; plaintext for carol is refused with the reason.
     let stream = tokio_socks::tcp::Socks5Stream::connect(
@@ -393,6 +209,23 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
         "submission while C is offline: {out}\n{}",
         a.node.log_text()
     );
+    // Bob writes again while C is offline; B's queue lifetime runs out, the recipient fails
+    // and Bob finds a delivery-status notification (RFC 3464) in his INBOX.
+    let (ok, out) = python(
+        SUBMIT,
+        &[
+            b.submission.ip().to_string(),
+            b.submission.port().to_string(),
+            "bob".to_owned(),
+            "bob password 1".to_owned(),
+            bob.clone(),
+            carol.clone(),
+            "Are you there?".to_owned(),
+            "This one will not arrive in time.".to_owned(),
+        ],
+    )
+    .await?;
+    ensure!(ok, "bob's second submission: {out}\n{}", b.node.log_text());
     let started = Instant::now();
     loop {
         let page = a
@@ -414,6 +247,16 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let dsn = newest_in_inbox(&b, "bob", "bob password 1", &b).await?;
+    ensure!(
+        dsn.contains("Subject: Delivery Status Notification (Failure)")
+            && dsn.contains("report-type=delivery-status")
+            && dsn.contains("Action: failed")
+            && dsn.contains(&format!("Final-Recipient: rfc822; {carol}")),
+        "not the expected DSN:\n{dsn}"
+    );
+    println!("mail_flow: B's lifetime ran out; Bob has the DSN in his INBOX");
+
     c.node.restart().await;
     let count = |carrier: &Carrier| {
         let args = vec![
@@ -451,16 +294,31 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
         "mail_flow: recipient offline, delivered {:?} after C came back",
         started.elapsed()
     );
+
+    // What went over the wire: no DNS for an onion, and every connection to a tor or to one of
+    // the carriers' own listeners (from tor, or from the test's mail clients).
+    let owners = capture::listeners().await?;
+    let packets = capture.finish().await?;
+    let mut connections = 0;
+    for packet in &packets {
+        match packet {
+            Packet::Dns { name } => ensure!(
+                !name.to_ascii_lowercase().ends_with(".onion"),
+                "a DNS query for an onion: {name}"
+            ),
+            Packet::Syn { destination, port } => {
+                connections += 1;
+                let owner = owners.get(port).map(String::as_str).unwrap_or("nobody");
+                ensure!(
+                    destination.is_loopback() && (owner == "tor" || owner == "onionpost"),
+                    "a connection to {destination}:{port} (listener: {owner})"
+                );
+            }
+        }
+    }
+    ensure!(connections > 0, "the capture saw no connection at all");
+    println!(
+        "mail_flow: capture: {connections} connections, all to tor or onionpost listeners, no DNS for .onion"
+    );
     Ok(())
 }
-
-const COUNT_SUBJECT: &str = r#"
-import imaplib, sys
-host, port, login, password, subject = sys.argv[1:6]
-m = imaplib.IMAP4(host, int(port))
-m.login(login, password)
-m.select("INBOX")
-typ, data = m.search(None, "SUBJECT", '"' + subject + '"')
-print(len(data[0].split()))
-m.logout()
-"#;

@@ -31,6 +31,7 @@ use axum::routing::get;
 use futures::future::BoxFuture;
 use onionpost_proto::ServiceName;
 use onionpost_proto::admin::v1::admin_server::AdminServer;
+use onionpost_proto::gateway::v1::gateway_client::GatewayClient;
 use onionpost_proto::imap::v1::imap_client::ImapClient;
 use onionpost_proto::keys::v1::keys_client::KeysClient;
 use onionpost_proto::onion::v1::onion_client::OnionClient;
@@ -118,6 +119,11 @@ impl AdminState {
 
     pub fn queue(&self) -> Result<QueueClient<Transport>, AdminError> {
         Ok(QueueClient::new(self.transport(ServiceName::Queue)?)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+    }
+
+    pub fn gateway(&self) -> Result<GatewayClient<Transport>, AdminError> {
+        Ok(GatewayClient::new(self.transport(ServiceName::Gateway)?)
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES))
     }
 

@@ -10,11 +10,12 @@ use std::process::Command;
 use std::sync::Arc;
 
 use onionpost_imap::mailstore::AccountId;
-use onionpost_imap::server::{IdentityOwners, ImapServer, Limits, ListenerKind, tls};
+use onionpost_imap::server::{IdentityOwners, ImapServer, Limits, ListenerKind};
 use onionpost_imap::service::{Delivery, DeliveryMailbox, ImapService, Verification};
 use onionpost_runtime::Database;
 use onionpost_runtime::config::AccountSettings;
 use onionpost_runtime::seal::CarrierSecret;
+use onionpost_runtime::tls;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -75,7 +76,7 @@ async fn live_on(database: Database, dir: tempfile::TempDir) -> Live {
         .create_account("bob", "another long password", "")
         .await
         .unwrap();
-    let acceptor = tls::acceptor(None, None, dir.path()).unwrap();
+    let acceptor = tls::acceptor("imap", None, None, dir.path()).unwrap();
     let server = ImapServer::new(service.mail_store(), Limits::default(), Some(acceptor));
     let stop = CancellationToken::new();
     let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -81,7 +81,7 @@ fn module(target: ServiceName) -> Option<Box<dyn Module>> {
         ServiceName::Queue => Some(Box::new(onionpost_queue::QueueModule)),
         ServiceName::Imap => Some(Box::new(onionpost_imap::ImapModule)),
         ServiceName::SmtpIn => Some(Box::new(onionpost_smtp_in::SmtpInModule)),
-        _ => None,
+        ServiceName::Gateway => Some(Box::new(onionpost_gateway::GatewayModule)),
     }
 }
 

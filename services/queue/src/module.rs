@@ -31,9 +31,14 @@ impl Module for QueueModule {
     }
 
     fn depends_on(&self) -> &'static [ServiceName] {
-        // It delivers through smtp-out and puts DSNs into INBOXes through imap; both may also
-        // run elsewhere, and are asked only when something is due.
-        &[ServiceName::SmtpOut, ServiceName::Imap]
+        // It delivers through smtp-out (onion) and the gateway (clearnet) and puts DSNs into
+        // INBOXes through imap; all may also run elsewhere, and are asked only when something
+        // is due.
+        &[
+            ServiceName::SmtpOut,
+            ServiceName::Gateway,
+            ServiceName::Imap,
+        ]
     }
 
     fn start(

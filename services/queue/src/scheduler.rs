@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onionpost_proto::ServiceName;
+use onionpost_proto::gateway::v1 as gateway_pb;
+use onionpost_proto::gateway::v1::gateway_client::GatewayClient;
 use onionpost_proto::imap::v1 as imap_pb;
 use onionpost_proto::imap::v1::imap_client::ImapClient;
 use onionpost_proto::smtp_out::v1 as smtp_pb;
@@ -322,15 +324,7 @@ impl Scheduler {
     ) -> Vec<Outcome> {
         let all = |outcome: &dyn Fn() -> Outcome| recipients.iter().map(|_| outcome()).collect();
         if !is_v3_onion(destination) {
-            return all(&|| {
-                Outcome::Permanent(Reply {
-                    code: 554,
-                    enhanced_status: "5.1.2".into(),
-                    text: "destination is not a v3 onion; clearnet delivery needs the gateway, \
-                           which this carrier does not run"
-                        .into(),
-                })
-            });
+            return self.deliver_clearnet(message, recipients, body).await;
         }
         let transport = match self.directory.transport(ServiceName::SmtpOut) {
             Ok(transport) => transport,
@@ -413,6 +407,81 @@ impl Scheduler {
                 match result.outcome() {
                     smtp_pb::Outcome::Delivered => Outcome::Delivered(reply),
                     smtp_pb::Outcome::PermanentFailure => Outcome::Permanent(reply),
+                    _ => Outcome::Temporary(reply),
+                }
+            })
+            .collect()
+    }
+
+    /// Clearnet recipients through the gateway's SendOutbound: only submitted mail, queued by
+    /// smtp-in as plaintext after the gateway's CheckOutbound allowed it.
+    async fn deliver_clearnet(
+        &self,
+        message: &MessageRecord,
+        recipients: &[&RecipientRecord],
+        body: &[u8],
+    ) -> Vec<Outcome> {
+        let all = |outcome: &dyn Fn() -> Outcome| recipients.iter().map(|_| outcome()).collect();
+        let permanent = |text: &str| {
+            Outcome::Permanent(Reply {
+                code: 554,
+                enhanced_status: "5.1.2".into(),
+                text: text.to_owned(),
+            })
+        };
+        if message.origin != Origin::Submission {
+            return all(&|| permanent("destination is not a v3 onion"));
+        }
+        let Ok(transport) = self.directory.transport(ServiceName::Gateway) else {
+            return all(&|| {
+                permanent(
+                    "destination is not a v3 onion; clearnet delivery needs the gateway, \
+                     which this carrier does not run",
+                )
+            });
+        };
+        let mut client = GatewayClient::new(transport)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let request = gateway_pb::SendOutboundRequest {
+            queue_id: message.queue_id.clone(),
+            account_id: message.account_id.clone(),
+            sender_identity_id: message.sender_identity_id.clone(),
+            recipients: recipients.iter().map(|r| r.address.clone()).collect(),
+            message: body.to_vec(),
+            envelope_id: message.envelope_id.clone(),
+        };
+        let response = match client.send_outbound(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                let text = status.message().to_owned();
+                return all(&|| permanent(&text));
+            }
+            Err(status) => {
+                let text = format!("gateway unavailable: {}", status.message());
+                return all(&|| Outcome::Temporary(local_reply(&text)));
+            }
+        };
+        (0..recipients.len())
+            .map(|position| {
+                let Some(result) = response.recipients.get(position) else {
+                    return Outcome::Temporary(local_reply("gateway returned no result"));
+                };
+                let reply = match &result.reply {
+                    Some(reply) => Reply {
+                        code: reply.code,
+                        enhanced_status: reply.enhanced_status.clone(),
+                        text: reply.text.clone(),
+                    },
+                    None => local_reply(if result.connection_error.is_empty() {
+                        "no reply"
+                    } else {
+                        &result.connection_error
+                    }),
+                };
+                match result.outcome() {
+                    gateway_pb::Outcome::Delivered => Outcome::Delivered(reply),
+                    gateway_pb::Outcome::PermanentFailure => Outcome::Permanent(reply),
                     _ => Outcome::Temporary(reply),
                 }
             })

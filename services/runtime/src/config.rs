@@ -79,7 +79,9 @@ keys! {
     "tor.target_ports": String => "first-last target ports for identities' onion listeners, four per identity (default 10000-19999)",
     "admin.listen": String => "IP:port of the admin HTTP API",
     "admin.token": String => "operator bearer token created on first start; absent: one is generated and printed once",
-    "submission.listen": String => "IP:port of SMTP submission for hosted accounts",
+    "submission.listen": String => "IP:port of SMTP submission for hosted accounts (STARTTLS offered; AUTH only after it, or from loopback)",
+    "submission.tls_cert": String => "PEM certificate chain for submission STARTTLS; absent: a self-signed one is generated once into data_dir",
+    "submission.tls_key": String => "PEM private key for submission.tls_cert",
     "imap.listen": String => "IP:port of IMAP for hosted accounts",
     "imap.tls_listen": String => "IP:port of IMAP with implicit TLS (RFC 8314), e.g. 0.0.0.0:993; absent: disabled",
     "imap.tls_cert": String => "PEM certificate chain for IMAP TLS; absent: a self-signed one is generated once into data_dir",
@@ -106,6 +108,19 @@ keys! {
     "smtp_in.max_message_bytes": Integer => "largest message smtp-in accepts, advertised as SIZE (default 26214400, 25 MiB)",
     "smtp_in.plaintext_policy": String => "what smtp-in does with plaintext mail from an onion peer: refuse, quarantine or accept (default refuse)",
     "smtp_in.max_messages_per_hour_per_account": Integer => "messages one account may submit per hour (default 500)",
+    "gateway.domain": String => "clearnet mail domain of the gateway: mail leaves as <alias>@<domain> and its MX record points at gateway.listen; absent: no gateway",
+    "gateway.listen": String => "IP:port of the gateway domain's inbound MX (default 127.0.0.1:2525; 0.0.0.0:25 facing the internet)",
+    "gateway.dkim_selector": String => "DKIM selector under which gateway.domain publishes its key (default onionpost)",
+    "gateway.dkim_key": String => "PEM private key (RSA or Ed25519) that DKIM-signs outbound mail; absent: an Ed25519 key generated once into data_dir/gateway-dkim.pem",
+    "gateway.smarthost": String => "host:port of a relay for all outbound clearnet mail instead of delivery by MX lookup",
+    "gateway.smarthost_user": String => "user name for AUTH at gateway.smarthost (sent only after STARTTLS)",
+    "gateway.smarthost_password": String => "password for AUTH at gateway.smarthost",
+    "gateway.dns": String => "IP:port of the DNS resolver for MX, SPF, DKIM and DMARC lookups; absent: the system's resolv.conf",
+    "gateway.mx_port": Integer => "port connected to on MX hosts (default 25; another only for tests)",
+    "gateway.daily_cap": Integer => "clearnet recipients per account per UTC day when the account's plan sets no limit (default 100)",
+    "gateway.dmarc_policy": String => "inbound mail failing DMARC: follow (the sender domain's p=), reject, quarantine or accept (default follow)",
+    "gateway.max_message_bytes": Integer => "largest message the gateway's MX accepts (default 26214400, 25 MiB)",
+    "gateway.inbound_per_hour": Integer => "messages one alias may receive per hour before 4xx (default 60)",
 }
 
 /// Where a key's value came from, so an error can point at it.
@@ -169,6 +184,10 @@ pub struct Config {
     pub tor: TorSettings,
     pub admin: AdminSettings,
     pub submission_listen: SocketAddr,
+    /// Certificate and key for submission STARTTLS; `None`: self-signed, generated into
+    /// `data_dir`.
+    pub submission_tls_cert: Option<PathBuf>,
+    pub submission_tls_key: Option<PathBuf>,
     pub imap_listen: SocketAddr,
     /// Implicit-TLS IMAP listener; `None` when disabled.
     pub imap_tls_listen: Option<SocketAddr>,
@@ -187,6 +206,40 @@ pub struct Config {
     pub queue: QueueSettings,
     /// smtp-in's size limit, plaintext policy and submission rate.
     pub smtp_in: SmtpInSettings,
+    /// The clearnet gateway.
+    pub gateway: GatewaySettings,
+}
+
+/// What the gateway does with inbound mail that fails DMARC (RFC 7489 §6.6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmarcPolicy {
+    /// What the sender domain's record asks: reject for p=reject, quarantine for
+    /// p=quarantine, accept for p=none.
+    Follow,
+    Reject,
+    Quarantine,
+    Accept,
+}
+
+/// The clearnet gateway's domain, MX listener, DKIM key, outbound route and limits.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// `None`: the gateway is not configured and refuses to start.
+    pub domain: Option<String>,
+    pub listen: SocketAddr,
+    pub dkim_selector: String,
+    /// `None`: `data_dir/gateway-dkim.pem`, generated on first start.
+    pub dkim_key: Option<PathBuf>,
+    /// `None`: deliver by MX lookup.
+    pub smarthost: Option<HostPort>,
+    pub smarthost_auth: Option<(String, Secret)>,
+    /// `None`: the system resolver configuration.
+    pub dns: Option<SocketAddr>,
+    pub mx_port: u16,
+    pub daily_cap: u32,
+    pub dmarc_policy: DmarcPolicy,
+    pub max_message_bytes: u64,
+    pub inbound_per_hour: u32,
 }
 
 /// What smtp-in does with plaintext mail from an onion peer (design.md: end-to-end encryption
@@ -538,6 +591,7 @@ pub const DEFAULT_SUBMISSION_LISTEN: &str = "127.0.0.1:2587";
 pub const DEFAULT_IMAP_LISTEN: &str = "127.0.0.1:2143";
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:2525";
 pub const DEFAULT_DATA_DIR: &str = "onionpost-data";
 /// Below Linux's ephemeral range (32768-60999), so outgoing connections never take them.
 pub const DEFAULT_TARGET_PORTS: (u16, u16) = (10000, 19999);
@@ -747,6 +801,59 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         .unwrap_or(u32::MAX),
     };
 
+    let gateway = GatewaySettings {
+        domain: values
+            .non_empty("gateway.domain")
+            .map(|(text, _)| text.trim().trim_end_matches('.').to_ascii_lowercase()),
+        listen: values.socket_addr("gateway.listen", DEFAULT_GATEWAY_LISTEN)?,
+        dkim_selector: values
+            .non_empty("gateway.dkim_selector")
+            .map_or("onionpost", |(text, _)| text.trim())
+            .to_owned(),
+        dkim_key: values
+            .non_empty("gateway.dkim_key")
+            .map(|(text, _)| PathBuf::from(text)),
+        smarthost: values.host_port("gateway.smarthost")?,
+        smarthost_auth: match (
+            values.non_empty("gateway.smarthost_user"),
+            values.non_empty("gateway.smarthost_password"),
+        ) {
+            (None, None) => None,
+            (Some((user, _)), Some((password, _))) => {
+                Some((user.to_owned(), Secret::new(password)))
+            }
+            (Some((_, source)), None) | (None, Some((_, source))) => {
+                return Err(ConfigError::new(format!(
+                    "keys `gateway.smarthost_user` and `gateway.smarthost_password` ({source}) must be set together"
+                )));
+            }
+        },
+        dns: match values.non_empty("gateway.dns") {
+            None => None,
+            Some((text, _)) => Some(values.socket_addr("gateway.dns", text)?),
+        },
+        mx_port: u16::try_from(positive("gateway.mx_port", 25)?)
+            .map_err(|_| ConfigError::new("key `gateway.mx_port`: not a port number (1-65535)"))?,
+        daily_cap: u32::try_from(positive("gateway.daily_cap", 100)?).unwrap_or(u32::MAX),
+        dmarc_policy: match values.non_empty("gateway.dmarc_policy") {
+            None => DmarcPolicy::Follow,
+            Some((text, source)) => match text.trim() {
+                "follow" => DmarcPolicy::Follow,
+                "reject" => DmarcPolicy::Reject,
+                "quarantine" => DmarcPolicy::Quarantine,
+                "accept" => DmarcPolicy::Accept,
+                other => {
+                    return Err(ConfigError::new(format!(
+                        "key `gateway.dmarc_policy` {source}: `{other}` is not follow, reject, quarantine or accept"
+                    )));
+                }
+            },
+        },
+        max_message_bytes: positive("gateway.max_message_bytes", 25 * 1024 * 1024)?,
+        inbound_per_hour: u32::try_from(positive("gateway.inbound_per_hour", 60)?)
+            .unwrap_or(u32::MAX),
+    };
+
     let mut remote = BTreeMap::new();
     for service in ServiceName::ALL {
         let path = format!("remote.{}", service.as_str().replace('-', "_"));
@@ -777,6 +884,12 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
                 .map(|(text, _)| Secret::new(text)),
         },
         submission_listen: values.socket_addr("submission.listen", DEFAULT_SUBMISSION_LISTEN)?,
+        submission_tls_cert: values
+            .non_empty("submission.tls_cert")
+            .map(|(text, _)| PathBuf::from(text)),
+        submission_tls_key: values
+            .non_empty("submission.tls_key")
+            .map(|(text, _)| PathBuf::from(text)),
         imap_listen: values.socket_addr("imap.listen", DEFAULT_IMAP_LISTEN)?,
         imap_tls_listen: match values.non_empty("imap.tls_listen") {
             None => None,
@@ -796,6 +909,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         accounts,
         queue,
         smtp_in,
+        gateway,
         data_dir,
     })
 }
@@ -1017,6 +1131,45 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("`smtp_in.plaintext_policy`"), "{error}");
+    }
+
+    #[test]
+    fn gateway_settings_have_defaults_and_are_checked() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.gateway.domain, None);
+        assert_eq!(config.gateway.listen.to_string(), DEFAULT_GATEWAY_LISTEN);
+        assert_eq!(config.gateway.dkim_selector, "onionpost");
+        assert_eq!(config.gateway.mx_port, 25);
+        assert_eq!(config.gateway.daily_cap, 100);
+        assert_eq!(config.gateway.dmarc_policy, DmarcPolicy::Follow);
+        assert!(config.gateway.smarthost.is_none() && config.gateway.dns.is_none());
+
+        let config = Config::load(
+            None,
+            env(&[
+                ("ONIONPOST_GATEWAY_DOMAIN", "GW.Example."),
+                ("ONIONPOST_GATEWAY_DNS", "127.0.0.1:5353"),
+                ("ONIONPOST_GATEWAY_SMARTHOST", "relay.example:587"),
+                ("ONIONPOST_GATEWAY_SMARTHOST_USER", "u"),
+                ("ONIONPOST_GATEWAY_SMARTHOST_PASSWORD", "pw-s3cr3t"),
+                ("ONIONPOST_GATEWAY_DMARC_POLICY", "quarantine"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.gateway.domain.as_deref(), Some("gw.example"));
+        assert_eq!(config.gateway.dns.unwrap().port(), 5353);
+        assert_eq!(config.gateway.smarthost.as_ref().unwrap().port, 587);
+        assert_eq!(config.gateway.dmarc_policy, DmarcPolicy::Quarantine);
+        assert!(!format!("{config:?}").contains("pw-s3cr3t"));
+
+        let error = Config::load(None, env(&[("ONIONPOST_GATEWAY_DMARC_POLICY", "drop")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`gateway.dmarc_policy`"), "{error}");
+        let error = Config::load(None, env(&[("ONIONPOST_GATEWAY_SMARTHOST_USER", "u")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("gateway.smarthost_password"), "{error}");
     }
 
     #[test]

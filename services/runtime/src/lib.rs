@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod seal;
 pub mod service;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::Config;
 pub use db::{Database, Migrations};

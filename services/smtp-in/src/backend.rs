@@ -1,6 +1,7 @@
 //! What the SMTP engine needs from the other services. Production uses
 //! [`crate::grpc_backend::GrpcBackend`]; tests use fakes.
 
+use onionpost_proto::gateway::v1::CheckOutboundResponse;
 use onionpost_proto::imap::v1::{AuthenticateResponse, DeliverRequest, DeliverResponse, Identity};
 use onionpost_proto::keys::v1::{
     DecryptAndVerifyResponse, KeyCustody, RecipientKey, SignAndEncryptRequest,
@@ -60,4 +61,21 @@ pub trait Backend: Send + Sync + 'static {
         recipient: &str,
         declared_size: u64,
     ) -> Result<CheckCarryResponse, SmtpInError>;
+    /// gateway CheckOutbound: whether the account may send to `clearnet_recipients` clearnet
+    /// recipients now. Without a gateway, clearnet mail is refused.
+    async fn check_outbound(
+        &self,
+        _account_id: &str,
+        _sender_identity_id: &str,
+        _clearnet_recipients: u32,
+    ) -> Result<CheckOutboundResponse, SmtpInError> {
+        Ok(CheckOutboundResponse {
+            allowed: false,
+            reason: NO_GATEWAY.to_owned(),
+            remaining_today: 0,
+        })
+    }
 }
+
+/// The refusal of a clearnet recipient on a carrier that runs no gateway.
+pub const NO_GATEWAY: &str = "this carrier does not offer clearnet mail";

@@ -2,6 +2,8 @@
 //! runtime's directory at each call (so a service that starts later is picked up).
 
 use onionpost_proto::ServiceName;
+use onionpost_proto::gateway::v1::gateway_client::GatewayClient;
+use onionpost_proto::gateway::v1::{CheckOutboundRequest, CheckOutboundResponse};
 use onionpost_proto::imap::v1::imap_client::ImapClient;
 use onionpost_proto::imap::v1::{
     AuthenticateRequest, AuthenticateResponse, DeliverRequest, DeliverResponse, GetIdentityRequest,
@@ -189,5 +191,30 @@ impl Backend for GrpcBackend {
             declared_size,
         };
         Ok(self.queue()?.check_carry(request).await?.into_inner())
+    }
+
+    async fn check_outbound(
+        &self,
+        account_id: &str,
+        sender_identity_id: &str,
+        clearnet_recipients: u32,
+    ) -> Result<CheckOutboundResponse, SmtpInError> {
+        // No gateway in this process and none configured elsewhere: the carrier offers none.
+        let Ok(transport) = self.directory.transport(ServiceName::Gateway) else {
+            return Ok(CheckOutboundResponse {
+                allowed: false,
+                reason: crate::backend::NO_GATEWAY.to_owned(),
+                remaining_today: 0,
+            });
+        };
+        let request = CheckOutboundRequest {
+            account_id: account_id.to_owned(),
+            sender_identity_id: sender_identity_id.to_owned(),
+            recipients: clearnet_recipients,
+        };
+        Ok(GatewayClient::new(transport)
+            .check_outbound(request)
+            .await?
+            .into_inner())
     }
 }

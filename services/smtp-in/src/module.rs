@@ -19,6 +19,7 @@ use onionpost_proto::smtp_in::v1::smtp_in_server::SmtpInServer;
 use onionpost_runtime::{Module, ServiceContext, Started, Transport};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::grpc::SmtpInGrpc;
@@ -63,13 +64,20 @@ impl Module for SmtpInModule {
             ));
             let backend = Arc::new(GrpcBackend::new(context.directory.clone()));
 
-            let address = context.config.submission_listen;
+            let config = &context.config;
+            let tls = onionpost_runtime::tls::acceptor(
+                "submission",
+                config.submission_tls_cert.as_deref(),
+                config.submission_tls_key.as_deref(),
+                &config.data_dir,
+            )?;
+            let address = config.submission_listen;
             let listener = TcpListener::bind(address)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen for submission on {address}: {e}"))?;
             let (b, p, stop) = (backend.clone(), policy.clone(), context.shutdown.clone());
             context.spawn("smtp_in.submission", async move {
-                serve(listener, b, p, Kind::Submission, stop).await;
+                serve(listener, b, p, Kind::Submission(Some(tls)), stop).await;
             });
 
             match context.transport(ServiceName::Onion) {
@@ -92,8 +100,9 @@ impl Module for SmtpInModule {
 /// What a listener serves.
 #[derive(Clone)]
 pub enum Kind {
-    /// The carrier-wide submission listener (AUTH only for loopback clients).
-    Submission,
+    /// The carrier-wide submission listener, offering STARTTLS with this certificate when
+    /// set (AUTH only after STARTTLS, or for loopback clients).
+    Submission(Option<TlsAcceptor>),
     /// An identity's onion MX, by identity id.
     Mx(String),
     /// Submission through an identity's onion, by identity id.
@@ -109,7 +118,7 @@ pub async fn serve<B: Backend>(
     stop: CancellationToken,
 ) {
     let stats_kind = match kind {
-        Kind::Submission => ListenerKind::Submission,
+        Kind::Submission(_) => ListenerKind::Submission,
         Kind::Mx(_) => ListenerKind::Mx,
         Kind::OnionSubmission(_) => ListenerKind::OnionSubmission,
     };
@@ -128,7 +137,7 @@ pub async fn serve<B: Backend>(
             }
         };
         let mode = match &kind {
-            Kind::Submission => Mode::Submission {
+            Kind::Submission(_) => Mode::Submission {
                 onion_identity: None,
                 auth_allowed: peer.ip().is_loopback(),
             },
@@ -149,7 +158,10 @@ pub async fn serve<B: Backend>(
             });
             continue;
         };
-        let session = Session::new(backend.clone(), policy.clone(), mode);
+        let mut session = Session::new(backend.clone(), policy.clone(), mode);
+        if let Kind::Submission(Some(tls)) = &kind {
+            session = session.with_starttls(tls.clone());
+        }
         let session_stop = stop.clone();
         tokio::spawn(async move {
             tokio::select! {

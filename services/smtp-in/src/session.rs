@@ -1,6 +1,6 @@
 //! The ESMTP session engine (RFC 5321 with PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
-//! ENHANCEDSTATUSCODES, DSN, ETRN, AUTH PLAIN/LOGIN). Generic over the connection; commands are
-//! parsed by smtp-proto. No reply names a host or the software, and no Received header is ever
+//! ENHANCEDSTATUSCODES, DSN, ETRN, AUTH PLAIN/LOGIN, STARTTLS on the clearnet submission
+//! listener). Generic over the connection; commands are parsed by smtp-proto. No reply names a host or the software, and no Received header is ever
 //! added: the carrier leaves no path in mail.
 //!
 //! Ingress (an identity's onion MX) accepts RCPT only for that identity's own address; every
@@ -23,6 +23,7 @@ use onionpost_proto::queue::v1::{DsnNotify, DsnReturn, EnqueueRequest, Origin, R
 use onionpost_runtime::config::PlaintextPolicy;
 use smtp_proto::{Error as ParseError, Request};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio_rustls::TlsAcceptor;
 
 use crate::message;
 use crate::rate::RateLimiter;
@@ -39,6 +40,12 @@ pub const ETRN_REPLY: &str = "250 2.0.0 Queuing started";
 
 /// Longest command line (smtp-proto's own limit).
 const MAX_COMMAND_LINE: usize = smtp_proto::request::receiver::MAX_LINE_LENGTH;
+/// Longest line of message text, CRLF included (RFC 5321 §4.5.3.1.6; RFC 5322 §2.1.1 allows
+/// 998 characters before it). Longer lines are refused rather than folded: folding would
+/// change what the sender signed.
+const MAX_TEXT_LINE: usize = 1000;
+/// The refusal of a message with a longer line.
+pub const LINE_TOO_LONG: &str = "550 5.6.0 Message has a line longer than 998 characters; send it encoded (quoted-printable or base64, RFC 5322 2.1.1)";
 
 /// Which listener a session came through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +122,8 @@ pub struct Session<B: Backend> {
     policy: Arc<Policy>,
     mode: Mode,
     connection_key: String,
+    /// Offered as STARTTLS (RFC 3207) when set: the clearnet submission listener.
+    tls: Option<TlsAcceptor>,
 }
 
 /// A recipient accepted in this transaction.
@@ -150,6 +159,29 @@ struct Io<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite> Io<S> {
+    fn new(stream: S) -> Self {
+        let (read, write) = tokio::io::split(stream);
+        Io {
+            reader: BufReader::new(read),
+            writer: write,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The connection back, for the TLS handshake. Callers check first that nothing is
+    /// buffered: bytes the client sent before the handshake must not count as sent inside it.
+    fn into_inner(self) -> S
+    where
+        S: Unpin,
+    {
+        self.reader.into_inner().unsplit(self.writer)
+    }
+
+    async fn finish(&mut self) {
+        let _ = self.flush().await;
+        let _ = self.writer.shutdown().await;
+    }
+
     fn reply(&mut self, text: &str) {
         self.pending.extend_from_slice(text.as_bytes());
         self.pending.extend_from_slice(b"\r\n");
@@ -212,6 +244,8 @@ impl<S: AsyncRead + AsyncWrite> Io<S> {
 enum Next {
     Continue,
     Close,
+    /// 220 sent to STARTTLS: the handshake comes next.
+    StartTls,
 }
 
 impl<B: Backend> Session<B> {
@@ -221,7 +255,14 @@ impl<B: Backend> Session<B> {
             policy,
             mode,
             connection_key: hex::encode(rand::random::<[u8; 12]>()),
+            tls: None,
         }
+    }
+
+    /// Offers STARTTLS with this certificate.
+    pub fn with_starttls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
     }
 
     fn ingress(&self) -> bool {
@@ -231,39 +272,61 @@ impl<B: Backend> Session<B> {
     /// Runs the session to its end. I/O errors end it silently; the peer went away.
     pub async fn run<S>(self, stream: S)
     where
-        S: AsyncRead + AsyncWrite + Send,
+        S: AsyncRead + AsyncWrite + Send + Unpin,
     {
         let _open = self.policy.stats.session();
-        let (read, write) = tokio::io::split(stream);
-        let mut io = Io {
-            reader: BufReader::new(read),
-            writer: write,
-            pending: Vec::new(),
+        let mut io = Io::new(stream);
+        io.reply("220 ESMTP ready");
+        match self.drive(&mut io, State::default()).await {
+            Ok(Next::StartTls) => {}
+            Ok(_) => return io.finish().await,
+            Err(error) => {
+                tracing::debug!(%error, "smtp session ended by i/o error");
+                return io.finish().await;
+            }
+        }
+        let Some(acceptor) = self.tls.clone() else {
+            return io.finish().await;
         };
-        if let Err(error) = self.drive(&mut io).await {
+        let stream = match acceptor.accept(io.into_inner()).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "smtp tls handshake failed");
+                return;
+            }
+        };
+        // RFC 3207 §4.2: everything learnt before the handshake is forgotten; the client
+        // greets again.
+        let mut io = Io::new(stream);
+        let state = State {
+            secure: true,
+            ..State::default()
+        };
+        if let Err(error) = self.drive(&mut io, state).await {
             tracing::debug!(%error, "smtp session ended by i/o error");
         }
-        let _ = io.flush().await;
-        let _ = io.writer.shutdown().await;
+        io.finish().await;
     }
 
-    async fn drive<S: AsyncRead + AsyncWrite>(&self, io: &mut Io<S>) -> std::io::Result<()> {
-        io.reply("220 ESMTP ready");
-        let mut state = State::default();
+    async fn drive<S: AsyncRead + AsyncWrite>(
+        &self,
+        io: &mut Io<S>,
+        mut state: State,
+    ) -> std::io::Result<Next> {
         loop {
             let line = match io
                 .line(MAX_COMMAND_LINE, self.policy.limits.command_timeout)
                 .await?
             {
                 Line::Data(line) => line,
-                Line::Eof => return Ok(()),
+                Line::Eof => return Ok(Next::Close),
                 Line::Timeout => {
                     io.reply("421 4.4.2 Timeout, closing connection");
-                    return Ok(());
+                    return Ok(Next::Close);
                 }
                 Line::TooLong => {
                     if self.error(io, &mut state, "500 5.5.2 Line too long") {
-                        return Ok(());
+                        return Ok(Next::Close);
                     }
                     continue;
                 }
@@ -284,10 +347,39 @@ impl<B: Backend> Session<B> {
                 }
                 Err(_) => self.fail(io, &mut state, "501 5.5.2 Syntax error"),
             };
-            if let Next::Close = next {
-                return Ok(());
+            match next {
+                Next::Continue => {}
+                Next::Close | Next::StartTls => return Ok(next),
             }
         }
+    }
+
+    /// Whether AUTH may be used now: on loopback and onion listeners, or once TLS is up.
+    fn auth_allowed(&self, state: &State) -> bool {
+        match &self.mode {
+            Mode::Submission { auth_allowed, .. } => *auth_allowed || state.secure,
+            Mode::Ingress { .. } => false,
+        }
+    }
+
+    async fn starttls<S: AsyncRead + AsyncWrite>(&self, io: &mut Io<S>, state: &mut State) -> Next {
+        if self.tls.is_none() {
+            return self.fail(io, state, "502 5.5.1 Command not implemented");
+        }
+        if state.secure {
+            return self.fail(io, state, "503 5.5.1 TLS already active");
+        }
+        if !io.reader.buffer().is_empty() {
+            // Commands pipelined behind STARTTLS would be read as if sent over TLS (the
+            // command injection of CVE-2011-0411); RFC 3207 forbids sending them.
+            io.reply("554 5.5.1 Commands pipelined after STARTTLS; closing connection");
+            return Next::Close;
+        }
+        io.reply("220 2.0.0 Ready to start TLS");
+        if io.flush().await.is_err() {
+            return Next::Close;
+        }
+        Next::StartTls
     }
 
     /// Answers an error and counts it; true when the session must close.
@@ -340,8 +432,11 @@ impl<B: Backend> Session<B> {
                 ];
                 match &self.mode {
                     Mode::Ingress { .. } => lines.push("ETRN".to_owned()),
-                    Mode::Submission { auth_allowed, .. } => {
-                        if *auth_allowed {
+                    Mode::Submission { .. } => {
+                        if self.tls.is_some() && !state.secure {
+                            lines.push("STARTTLS".to_owned());
+                        }
+                        if self.auth_allowed(state) {
                             lines.push("AUTH PLAIN LOGIN".to_owned());
                         }
                     }
@@ -381,8 +476,8 @@ impl<B: Backend> Session<B> {
                 io.reply("214 2.0.0 See RFC 5321");
                 Next::Continue
             }
+            Request::StartTls => self.starttls(io, state).await,
             Request::Expn { .. }
-            | Request::StartTls
             | Request::Bdat { .. }
             | Request::Burl { .. }
             | Request::Atrn { .. } => self.fail(io, state, "502 5.5.1 Command not implemented"),
@@ -421,10 +516,10 @@ impl<B: Backend> Session<B> {
         mechanism: u64,
         initial: String,
     ) -> std::io::Result<Next> {
-        let Mode::Submission { auth_allowed, .. } = &self.mode else {
+        if self.ingress() {
             return Ok(self.fail(io, state, "502 5.5.1 Command not implemented"));
-        };
-        if !*auth_allowed {
+        }
+        if !self.auth_allowed(state) {
             return Ok(self.fail(
                 io,
                 state,
@@ -647,12 +742,10 @@ impl<B: Backend> Session<B> {
                 }
             }
             Mode::Submission { .. } => {
-                if message::onion_of(&address).is_none() {
-                    return self.fail(
-                        io,
-                        state,
-                        "550 5.7.1 clearnet delivery goes through the gateway, which this carrier does not offer yet",
-                    );
+                if message::onion_of(&address).is_none()
+                    && let Some(refusal) = self.clearnet_refusal(state).await
+                {
+                    return self.fail(io, state, &refusal);
                 }
             }
         }
@@ -679,19 +772,17 @@ impl<B: Backend> Session<B> {
         let limit = self.policy.limits.max_message_bytes;
         let mut body: Vec<u8> = Vec::new();
         let mut over = false;
+        let mut long_line = false;
         loop {
             let line = match io
-                .line(
-                    usize::try_from(limit)
-                        .unwrap_or(usize::MAX)
-                        .saturating_add(2),
-                    self.policy.limits.data_timeout,
-                )
+                .line(MAX_TEXT_LINE, self.policy.limits.data_timeout)
                 .await?
             {
                 Line::Data(line) => line,
                 Line::TooLong => {
-                    over = true;
+                    // Read on to the end of the data, keeping nothing.
+                    long_line = true;
+                    body = Vec::new();
                     continue;
                 }
                 Line::Eof => return Ok(Next::Close),
@@ -704,6 +795,9 @@ impl<B: Backend> Session<B> {
                 break;
             }
             let line = line.strip_prefix(b".").unwrap_or(&line);
+            if long_line {
+                continue;
+            }
             if over || body.len() as u64 + line.len() as u64 > limit {
                 // Keep reading to the end of the data so the session stays in step, but keep
                 // nothing more.
@@ -716,6 +810,11 @@ impl<B: Backend> Session<B> {
         if over {
             self.policy.stats.refused();
             io.reply("552 5.3.4 Message size exceeds fixed maximum message size");
+            return Ok(Next::Continue);
+        }
+        if long_line {
+            self.policy.stats.refused();
+            io.reply(LINE_TOO_LONG);
             return Ok(Next::Continue);
         }
         let reply = match &self.mode {
@@ -886,75 +985,53 @@ impl<B: Backend> Session<B> {
         if !self.policy.rate.check(&account_id) {
             return "450 4.7.0 Hourly sending limit reached, try again later".to_owned();
         }
+        // Onion recipients get the signed and encrypted message; clearnet ones (accepted at RCPT
+        // through the gateway's CheckOutbound) the plaintext, queued apart for the gateway.
         let recipients: Vec<String> = transaction
             .recipients
             .iter()
+            .filter(|r| message::onion_of(&r.address).is_some())
             .map(|r| r.address.clone())
             .collect();
-        let keys = match self
-            .backend
-            .resolve_keys(&sender.identity_id, &recipients)
-            .await
-        {
-            Ok(keys) => keys,
-            Err(error) => {
-                tracing::warn!(%error, "key resolution failed");
-                return "451 4.3.0 Temporary failure, try again later".to_owned();
-            }
-        };
-        for address in &recipients {
-            let usable = keys.iter().any(|key| {
-                message::normalize(&key.address) == *address
-                    && matches!(
-                        RecipientKeyStatus::try_from(key.status),
-                        Ok(RecipientKeyStatus::Pinned | RecipientKeyStatus::Fetched)
-                    )
-            });
-            if !usable {
-                return format!("450 4.7.0 no key for <{address}> yet; try again");
-            }
-        }
         let (prepared, message_id) = message::prepare_submission(&body, &sender.onion);
-        let encrypted = match self
-            .backend
-            .sign_and_encrypt(SignAndEncryptRequest {
-                signer_identity_id: sender.identity_id.clone(),
-                recipients: recipients.clone(),
-                message: prepared.clone(),
-                add_autocrypt_header: true,
-            })
-            .await
+        if !recipients.is_empty()
+            && let Err(reply) = self
+                .submit_onion(
+                    sender,
+                    &account_id,
+                    transaction,
+                    &recipients,
+                    &prepared,
+                    &message_id,
+                )
+                .await
         {
-            Ok(encrypted) => encrypted,
-            Err(SmtpInError::Temporary(error)) => {
-                tracing::warn!(%error, "signing unavailable");
+            return reply;
+        }
+        let clearnet: Vec<RecipientRequest> = transaction
+            .recipients
+            .iter()
+            .filter(|r| message::onion_of(&r.address).is_none())
+            .map(enqueue_recipient)
+            .collect();
+        if !clearnet.is_empty() {
+            let request = EnqueueRequest {
+                idempotency_key: hex::encode(rand::random::<[u8; 16]>()),
+                origin: Origin::Submission as i32,
+                account_id,
+                sender_identity_id: sender.identity_id.clone(),
+                reverse_path: message::normalize(&transaction.reverse_path),
+                recipients: clearnet,
+                message: prepared.clone(),
+                message_id,
+                envelope_id: transaction.envelope_id.clone(),
+                dsn_return: transaction.dsn_return,
+                fan_out_immediately: false,
+            };
+            if let Err(error) = self.backend.enqueue(request).await {
+                tracing::warn!(%error, "enqueue of clearnet copy failed");
                 return "451 4.3.0 Temporary failure, try again later".to_owned();
             }
-            Err(error) => {
-                tracing::warn!(%error, "signing refused");
-                return "554 5.6.0 Message could not be signed and encrypted".to_owned();
-            }
-        };
-        let request = EnqueueRequest {
-            idempotency_key: hex::encode(rand::random::<[u8; 16]>()),
-            origin: Origin::Submission as i32,
-            account_id,
-            sender_identity_id: sender.identity_id.clone(),
-            reverse_path: message::normalize(&transaction.reverse_path),
-            recipients: transaction
-                .recipients
-                .iter()
-                .map(enqueue_recipient)
-                .collect(),
-            message: encrypted,
-            message_id,
-            envelope_id: transaction.envelope_id.clone(),
-            dsn_return: transaction.dsn_return,
-            fan_out_immediately: false,
-        };
-        if let Err(error) = self.backend.enqueue(request).await {
-            tracing::warn!(%error, "enqueue failed");
-            return "451 4.3.0 Temporary failure, try again later".to_owned();
         }
         // The message is queued: a failed Sent copy must not make the client send it again.
         let sent = DeliverRequest {
@@ -972,8 +1049,136 @@ impl<B: Backend> Session<B> {
     }
 }
 
+/// Clearnet recipients of submission: through the gateway only.
+impl<B: Backend> Session<B> {
+    /// Why a clearnet RCPT is refused now, if it is: the gateway's CheckOutbound says whether
+    /// the account's plan allows clearnet mail and its daily cap leaves room for one more.
+    async fn clearnet_refusal(&self, state: &State) -> Option<String> {
+        let (Some(account), Some(transaction)) = (&state.account, &state.transaction) else {
+            return Some("530 5.7.0 Authentication required".to_owned());
+        };
+        let Mode::Submission { onion_identity, .. } = &self.mode else {
+            return Some(RECIPIENT_REJECTED.to_owned());
+        };
+        let reverse_path = message::normalize(&transaction.reverse_path);
+        let Some(sender) = own_identity(account, onion_identity.as_deref(), &reverse_path) else {
+            return Some(
+                "550 5.7.1 Sender address is not one of this account's identities".to_owned(),
+            );
+        };
+        let account_id = account
+            .account
+            .as_ref()
+            .map(|a| a.account_id.clone())
+            .unwrap_or_default();
+        let clearnet = transaction
+            .recipients
+            .iter()
+            .filter(|r| message::onion_of(&r.address).is_none())
+            .count()
+            + 1;
+        let clearnet = u32::try_from(clearnet).unwrap_or(u32::MAX);
+        match self
+            .backend
+            .check_outbound(&account_id, &sender.identity_id, clearnet)
+            .await
+        {
+            Ok(answer) if answer.allowed => None,
+            Ok(answer) if answer.reason.is_empty() => {
+                Some("550 5.7.1 Clearnet mail is not allowed for this account".to_owned())
+            }
+            Ok(answer) => Some(format!("550 5.7.1 {}", answer.reason)),
+            Err(error) => {
+                tracing::warn!(%error, "gateway check failed");
+                Some("451 4.3.0 Temporary failure, try again later".to_owned())
+            }
+        }
+    }
+
+    /// Resolves the onion recipients' keys, signs and encrypts, and queues that copy; the
+    /// reply to give when it fails.
+    async fn submit_onion(
+        &self,
+        sender: &Identity,
+        account_id: &str,
+        transaction: &Transaction,
+        recipients: &[String],
+        prepared: &[u8],
+        message_id: &str,
+    ) -> Result<(), String> {
+        let keys = match self
+            .backend
+            .resolve_keys(&sender.identity_id, recipients)
+            .await
+        {
+            Ok(keys) => keys,
+            Err(error) => {
+                tracing::warn!(%error, "key resolution failed");
+                return Err("451 4.3.0 Temporary failure, try again later".to_owned());
+            }
+        };
+        for address in recipients {
+            let usable = keys.iter().any(|key| {
+                message::normalize(&key.address) == *address
+                    && matches!(
+                        RecipientKeyStatus::try_from(key.status),
+                        Ok(RecipientKeyStatus::Pinned | RecipientKeyStatus::Fetched)
+                    )
+            });
+            if !usable {
+                return Err(format!("450 4.7.0 no key for <{address}> yet; try again"));
+            }
+        }
+        let encrypted = match self
+            .backend
+            .sign_and_encrypt(SignAndEncryptRequest {
+                signer_identity_id: sender.identity_id.clone(),
+                recipients: recipients.to_vec(),
+                message: prepared.to_vec(),
+                add_autocrypt_header: true,
+            })
+            .await
+        {
+            Ok(encrypted) => encrypted,
+            Err(SmtpInError::Temporary(error)) => {
+                tracing::warn!(%error, "signing unavailable");
+                return Err("451 4.3.0 Temporary failure, try again later".to_owned());
+            }
+            Err(error) => {
+                tracing::warn!(%error, "signing refused");
+                return Err("554 5.6.0 Message could not be signed and encrypted".to_owned());
+            }
+        };
+        let request = EnqueueRequest {
+            idempotency_key: hex::encode(rand::random::<[u8; 16]>()),
+            origin: Origin::Submission as i32,
+            account_id: account_id.to_owned(),
+            sender_identity_id: sender.identity_id.clone(),
+            reverse_path: message::normalize(&transaction.reverse_path),
+            recipients: transaction
+                .recipients
+                .iter()
+                .filter(|r| message::onion_of(&r.address).is_some())
+                .map(enqueue_recipient)
+                .collect(),
+            message: encrypted,
+            message_id: message_id.to_owned(),
+            envelope_id: transaction.envelope_id.clone(),
+            dsn_return: transaction.dsn_return,
+            fan_out_immediately: false,
+        };
+        if let Err(error) = self.backend.enqueue(request).await {
+            tracing::warn!(%error, "enqueue failed");
+            return Err("451 4.3.0 Temporary failure, try again later".to_owned());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 struct State {
+    /// TLS is up (after STARTTLS).
+    secure: bool,
     greeted: bool,
     errors: u32,
     account: Option<AuthenticateResponse>,

@@ -15,7 +15,9 @@ use onionpost_proto::keys::v1::{
 };
 use onionpost_proto::queue::v1::{CheckCarryResponse, EnqueueRequest, Origin};
 use onionpost_runtime::config::PlaintextPolicy;
-use onionpost_smtp_in::session::{ETRN_REPLY, PLAINTEXT_REFUSED, RECIPIENT_REJECTED};
+use onionpost_smtp_in::session::{
+    ETRN_REPLY, LINE_TOO_LONG, PLAINTEXT_REFUSED, RECIPIENT_REJECTED,
+};
 use onionpost_smtp_in::{Backend, Limits, Mode, Policy, Session, SmtpInError, Stats};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
@@ -60,6 +62,8 @@ struct Fake {
     learned: Mutex<Vec<(String, String, String)>>,
     refusal: Mutex<Refusal>,
     client_custody: Mutex<HashSet<String>>,
+    /// Clearnet recipients the gateway allows per message; None: no gateway.
+    gateway_allows: Mutex<Option<u32>>,
 }
 
 fn encrypted(inner: &[u8]) -> Vec<u8> {
@@ -211,6 +215,24 @@ impl Backend for Fake {
         Ok(CheckCarryResponse {
             accepted: self.carried.lock().unwrap().contains(recipient),
             over_limit: false,
+        })
+    }
+
+    async fn check_outbound(
+        &self,
+        account_id: &str,
+        _sender_identity_id: &str,
+        clearnet_recipients: u32,
+    ) -> Result<onionpost_proto::gateway::v1::CheckOutboundResponse, SmtpInError> {
+        assert_eq!(account_id, "acct-alice");
+        let allows = *self.gateway_allows.lock().unwrap();
+        Ok(onionpost_proto::gateway::v1::CheckOutboundResponse {
+            allowed: allows.is_some_and(|allows| clearnet_recipients <= allows),
+            reason: match allows {
+                Some(_) => "daily limit of 1 clearnet recipients reached".to_owned(),
+                None => "this carrier does not offer clearnet mail".to_owned(),
+            },
+            remaining_today: 0,
         })
     }
 }
@@ -666,6 +688,36 @@ async fn size_is_enforced_at_mail_and_while_reading_data() {
 }
 
 #[tokio::test]
+async fn a_text_line_over_1000_octets_is_refused_and_the_session_stays_in_step() {
+    let backend = fake();
+    let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    c.send(&format!("RCPT TO:<{}>", alice())).await;
+    c.send("DATA").await;
+    let mut data = encrypted(b"");
+    // 998 characters and CRLF: the longest line allowed.
+    data.extend_from_slice(&[b'a'; 998]);
+    data.extend_from_slice(b"\r\n");
+    data.extend_from_slice(&[b'b'; 999]);
+    data.extend_from_slice(b"\r\n");
+    c.raw(&data).await;
+    assert_eq!(c.send(".").await, LINE_TOO_LONG);
+    assert_eq!(c.send("NOOP").await, "250 2.0.0 OK");
+    assert!(backend.delivered.lock().unwrap().is_empty());
+
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    c.send(&format!("RCPT TO:<{}>", alice())).await;
+    c.send("DATA").await;
+    let mut data = encrypted(b"");
+    data.extend_from_slice(&[b'a'; 998]);
+    data.extend_from_slice(b"\r\nGOOD\r\n");
+    c.raw(&data).await;
+    let accepted = c.send(".").await;
+    assert!(accepted.starts_with("250 "), "{accepted}");
+}
+
+#[tokio::test]
 async fn pipelined_commands_get_their_replies_in_order_and_dots_are_unstuffed() {
     let backend = fake();
     backend.carried.lock().unwrap().insert(carol());
@@ -794,13 +846,68 @@ async fn sender_must_be_one_of_the_accounts_identities() {
 }
 
 #[tokio::test]
+async fn clearnet_recipients_go_through_the_gateway_in_plaintext_apart_from_onion_ones() {
+    let backend = fake();
+    backend.keys.lock().unwrap().insert(carol());
+    *backend.gateway_allows.lock().unwrap() = Some(1);
+    let mut c = authenticated(backend.clone(), default_policy(), submission()).await;
+    c.send(&format!("MAIL FROM:<{}>", alice())).await;
+    assert_eq!(
+        c.send("RCPT TO:<David@Example.com>").await,
+        "250 2.1.5 Recipient OK"
+    );
+    // The gateway's cap counts the clearnet recipients of the message so far.
+    assert_eq!(
+        c.send("RCPT TO:<erin@example.com>").await,
+        "550 5.7.1 daily limit of 1 clearnet recipients reached"
+    );
+    assert_eq!(
+        c.send(&format!("RCPT TO:<{}>", carol())).await,
+        "250 2.1.5 Recipient OK"
+    );
+    c.send("DATA").await;
+    c.raw(&submitted(&alice(), &carol())).await;
+    assert_eq!(c.send(".").await, "250 2.0.0 Message queued");
+
+    let encrypted_for = backend.encrypted_for.lock().unwrap();
+    assert_eq!(encrypted_for.len(), 1);
+    assert_eq!(
+        encrypted_for[0].recipients,
+        [carol()],
+        "only onion recipients are encrypted to"
+    );
+    let enqueued = backend.enqueued.lock().unwrap();
+    assert_eq!(
+        enqueued.len(),
+        2,
+        "one copy for onions, one for the gateway"
+    );
+    let onion = enqueued
+        .iter()
+        .find(|request| request.recipients[0].address == carol())
+        .unwrap();
+    assert_eq!(onion.recipients.len(), 1);
+    let clearnet = enqueued
+        .iter()
+        .find(|request| request.recipients[0].address == "david@example.com")
+        .unwrap();
+    assert_eq!(clearnet.recipients.len(), 1);
+    assert_eq!(clearnet.account_id, "acct-alice");
+    assert_eq!(clearnet.sender_identity_id, "id-alice");
+    let plaintext = String::from_utf8(clearnet.message.clone()).unwrap();
+    assert!(plaintext.contains("At noon."), "{plaintext}");
+    assert!(!plaintext.contains("X-Mailer"), "{plaintext}");
+    assert_ne!(onion.message, clearnet.message);
+}
+
+#[tokio::test]
 async fn clearnet_recipients_are_refused_and_missing_keys_wait() {
     let backend = fake();
     let mut c = authenticated(backend.clone(), default_policy(), submission()).await;
     c.send(&format!("MAIL FROM:<{}>", alice())).await;
     assert_eq!(
         c.send("RCPT TO:<someone@example.com>").await,
-        "550 5.7.1 clearnet delivery goes through the gateway, which this carrier does not offer yet"
+        "550 5.7.1 this carrier does not offer clearnet mail"
     );
     assert_eq!(
         c.send(&format!("RCPT TO:<{}>", carol())).await,
@@ -897,7 +1004,7 @@ async fn listener_caps_open_sessions_and_offers_auth_to_loopback() {
         listener,
         fake(),
         policy.clone(),
-        Kind::Submission,
+        Kind::Submission(None),
         stop.clone(),
     ));
 
@@ -921,5 +1028,196 @@ async fn listener_caps_open_sessions_and_offers_auth_to_loopback() {
     let mut refused = String::new();
     second.read_line(&mut refused).await.unwrap();
     assert_eq!(refused, "421 4.7.0 Too busy, try again later\r\n");
+    stop.cancel();
+}
+
+// STARTTLS on the clearnet submission listener.
+
+/// A TLS acceptor with a freshly generated self-signed certificate, and a client configuration
+/// that trusts exactly that certificate.
+fn tls_pair(
+    dir: &std::path::Path,
+) -> (
+    tokio_rustls::TlsAcceptor,
+    tokio_rustls::TlsConnector,
+    std::path::PathBuf,
+) {
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
+    let acceptor = onionpost_runtime::tls::acceptor("submission", None, None, dir).unwrap();
+    let cert_path = dir.join("submission-tls-cert.pem");
+    let pem = std::fs::read(&cert_path).unwrap();
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (
+        acceptor,
+        tokio_rustls::TlsConnector::from(Arc::new(config)),
+        cert_path,
+    )
+}
+
+/// Writes one command and reads its whole reply, CRLFs kept, on any stream.
+async fn exchange<R, W>(reader: &mut BufReader<R>, writer: &mut W, line: &str) -> String
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    writer
+        .write_all(format!("{line}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut all = String::new();
+    loop {
+        let mut reply = String::new();
+        reader.read_line(&mut reply).await.unwrap();
+        all.push_str(&reply);
+        if reply.as_bytes().get(3) != Some(&b'-') {
+            return all;
+        }
+    }
+}
+
+#[tokio::test]
+async fn starttls_comes_before_auth_off_loopback_and_state_is_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, connector, _) = tls_pair(dir.path());
+    let mode = Mode::Submission {
+        onion_identity: None,
+        auth_allowed: false,
+    };
+    let (client, server) = tokio::io::duplex(1 << 20);
+    tokio::spawn(
+        Session::new(fake(), default_policy(), mode)
+            .with_starttls(acceptor)
+            .run(server),
+    );
+    let (read, mut write) = tokio::io::split(client);
+    let mut read = BufReader::new(read);
+    let mut greeting = String::new();
+    read.read_line(&mut greeting).await.unwrap();
+    assert_eq!(greeting, "220 ESMTP ready\r\n");
+    let ehlo = exchange(&mut read, &mut write, "EHLO client").await;
+    assert!(ehlo.ends_with("250 STARTTLS\r\n"), "{ehlo}");
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    let refused = exchange(&mut read, &mut write, "AUTH PLAIN AGFsaWNlAHNlY3JldCBwYXNz").await;
+    assert!(refused.starts_with("538 5.7.11 "), "{refused}");
+    assert_eq!(
+        exchange(&mut read, &mut write, "STARTTLS").await,
+        "220 2.0.0 Ready to start TLS\r\n"
+    );
+    assert!(read.buffer().is_empty());
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector
+        .connect(name, read.into_inner().unsplit(write))
+        .await
+        .unwrap();
+    let (read, mut write) = tokio::io::split(tls);
+    let mut read = BufReader::new(read);
+    // Over TLS there is no second greeting, and what came before is forgotten: the client
+    // greets again, and now AUTH is offered.
+    assert_eq!(
+        exchange(&mut read, &mut write, &format!("MAIL FROM:<{}>", alice())).await,
+        "503 5.5.1 Send EHLO first\r\n"
+    );
+    let ehlo = exchange(&mut read, &mut write, "EHLO client").await;
+    assert!(ehlo.ends_with("250 AUTH PLAIN LOGIN\r\n"), "{ehlo}");
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(
+        exchange(&mut read, &mut write, "STARTTLS").await,
+        "503 5.5.1 TLS already active\r\n"
+    );
+    assert_eq!(
+        exchange(&mut read, &mut write, "AUTH PLAIN AGFsaWNlAHNlY3JldCBwYXNz").await,
+        "235 2.7.0 Authentication successful\r\n"
+    );
+}
+
+#[tokio::test]
+async fn commands_pipelined_behind_starttls_close_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, _, _) = tls_pair(dir.path());
+    let mode = Mode::Submission {
+        onion_identity: None,
+        auth_allowed: false,
+    };
+    let (client, server) = tokio::io::duplex(1 << 20);
+    tokio::spawn(
+        Session::new(fake(), default_policy(), mode)
+            .with_starttls(acceptor)
+            .run(server),
+    );
+    let (read, write) = tokio::io::split(client);
+    let mut c = Client {
+        reader: BufReader::new(read),
+        writer: write,
+    };
+    c.reply().await;
+    c.send("EHLO client").await;
+    c.raw(b"STARTTLS\r\nAUTH PLAIN AGFsaWNlAHNlY3JldCBwYXNz\r\n")
+        .await;
+    assert_eq!(
+        c.reply().await,
+        "554 5.5.1 Commands pipelined after STARTTLS; closing connection"
+    );
+    assert_eq!(c.reply().await, "<eof>");
+}
+
+/// Python's smtplib, a real client: STARTTLS with the generated certificate, then login and a
+/// message, on the listener the carrier runs.
+#[tokio::test]
+async fn smtplib_starttls_login_and_send_on_the_submission_listener() {
+    use onionpost_smtp_in::module::{Kind, serve};
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, _, cert_path) = tls_pair(dir.path());
+    let backend = fake();
+    backend.keys.lock().unwrap().insert(bob());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(serve(
+        listener,
+        backend.clone(),
+        default_policy(),
+        Kind::Submission(Some(acceptor)),
+        stop.clone(),
+    ));
+    let script = r#"
+import smtplib, ssl, sys
+host, port, cafile, sender, rcpt = sys.argv[1:6]
+context = ssl.create_default_context(cafile=cafile)
+with smtplib.SMTP(host, int(port), timeout=30) as s:
+    s.ehlo("client")
+    assert s.has_extn("starttls"), s.esmtp_features
+    s.starttls(context=context)
+    s.ehlo("client")
+    s.login("alice", "secret pass")
+    s.sendmail(sender, [rcpt], "From: " + sender + "\r\nTo: " + rcpt + "\r\nSubject: tls\r\n\r\nover tls\r\n")
+print("sent over", s.sock.version() if s.sock else "closed")
+"#;
+    let output = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        // The generated certificate names localhost.
+        .arg("localhost")
+        .arg(address.port().to_string())
+        .arg(&cert_path)
+        .arg(alice())
+        .arg(bob())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "smtplib: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(backend.enqueued.lock().unwrap().len(), 1);
     stop.cancel();
 }

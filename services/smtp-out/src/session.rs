@@ -1,5 +1,7 @@
 //! One SMTP client session (RFC 5321 §3.3, §4.1) over any byte stream: the SOCKS stream through
-//! tor in production, an in-memory pipe in tests.
+//! tor in production, an in-memory pipe in tests. The gateway uses the same session for the
+//! clearnet with [`deliver_with`], adding STARTTLS (RFC 3207) and AUTH PLAIN (RFC 4954), which
+//! an onion session never needs (tor already encrypts and authenticates the peer).
 //!
 //! Why not mail-send's `SmtpClient`: it has one timeout for every command where RFC 5321
 //! §4.5.3.2 sets one per stage, and it stops at the first refused RCPT where a queue needs the
@@ -8,8 +10,11 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use smtp_proto::response::parser::ResponseReceiver;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// Per-stage time limits, RFC 5321 §4.5.3.2.
 #[derive(Debug, Clone, Copy)]
@@ -135,6 +140,39 @@ pub enum SessionError {
     /// The greeting or EHLO was refused: no transaction was possible.
     #[error("server refused the session: {} {}", .0.code, .0.text)]
     Refused(Reply),
+    /// TLS was required (or credentials were to be sent) and the server offers no STARTTLS.
+    #[error("server offers no STARTTLS")]
+    TlsUnavailable,
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    /// The server sent data after its STARTTLS reply, before the handshake (RFC 3207 §4.2:
+    /// a plaintext injection attempt).
+    #[error("server sent data before the TLS handshake")]
+    TlsInjection,
+    /// AUTH was refused: no transaction was possible.
+    #[error("authentication refused: {} {}", .0.code, .0.text)]
+    AuthRefused(Reply),
+}
+
+/// STARTTLS for a clearnet session.
+#[derive(Clone)]
+pub struct StartTls {
+    pub connector: TlsConnector,
+    /// The name the certificate is checked for (and sent as SNI).
+    pub server_name: ServerName<'static>,
+    /// Fail rather than go on in plaintext when the server offers no STARTTLS.
+    pub required: bool,
+}
+
+/// What a clearnet session adds to the onion one.
+#[derive(Clone, Default)]
+pub struct Upgrade {
+    /// STARTTLS when offered (or required).
+    pub tls: Option<StartTls>,
+    /// AUTH PLAIN user and password; sent only inside TLS.
+    pub auth: Option<(String, String)>,
+    /// The EHLO name; empty: [`EHLO_NAME`].
+    pub ehlo_name: String,
 }
 
 /// The EHLO name every onionpost client sends. RFC 5321 §4.1.1.1 asks for the client's domain;
@@ -153,18 +191,81 @@ pub async fn deliver<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    deliver_with(stream, envelope, message, timeouts, &Upgrade::default()).await
+}
+
+/// [`deliver`] with STARTTLS and AUTH as `upgrade` asks: after EHLO, STARTTLS when offered
+/// (an error when required and not offered), EHLO again inside TLS (RFC 3207 §4.2: everything
+/// learnt before is forgotten), AUTH PLAIN, then the transaction.
+pub async fn deliver_with<S>(
+    stream: S,
+    envelope: &Envelope,
+    message: &[u8],
+    timeouts: Timeouts,
+    upgrade: &Upgrade,
+) -> Result<SessionResult, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ehlo_name = if upgrade.ehlo_name.is_empty() {
+        EHLO_NAME
+    } else {
+        upgrade.ehlo_name.as_str()
+    };
     let mut connection = Connection::new(stream);
     let greeting = connection.reply(timeouts.greeting, "greeting").await?;
     if !greeting.is_positive() {
         return Err(SessionError::Refused(greeting));
     }
-    connection.send(&format!("EHLO {EHLO_NAME}\r\n")).await?;
-    let ehlo = connection.reply(timeouts.command, "EHLO reply").await?;
-    if !ehlo.is_positive() {
-        return Err(SessionError::Refused(ehlo));
+    let capabilities = connection.ehlo(ehlo_name, timeouts).await?;
+    if let Some(tls) = &upgrade.tls {
+        if capabilities.starttls {
+            connection.send("STARTTLS\r\n").await?;
+            let reply = connection.reply(timeouts.command, "STARTTLS reply").await?;
+            if reply.code == 220 {
+                if !connection.buffer.is_empty() {
+                    return Err(SessionError::TlsInjection);
+                }
+                let handshake = tls
+                    .connector
+                    .connect(tls.server_name.clone(), connection.stream);
+                let stream = tokio::time::timeout(timeouts.command, handshake)
+                    .await
+                    .map_err(|_| SessionError::Timeout("TLS handshake"))?
+                    .map_err(SessionError::Tls)?;
+                let mut secure = Connection::new(stream);
+                let capabilities = secure.ehlo(ehlo_name, timeouts).await?;
+                if let Some((user, password)) = &upgrade.auth {
+                    secure.auth_plain(user, password, timeouts).await?;
+                }
+                return transaction(secure, capabilities, envelope, message, timeouts).await;
+            }
+            if tls.required || upgrade.auth.is_some() {
+                return Err(SessionError::Refused(reply));
+            }
+        } else if tls.required || upgrade.auth.is_some() {
+            let _ = connection.quit(timeouts.command).await;
+            return Err(SessionError::TlsUnavailable);
+        }
+    } else if upgrade.auth.is_some() {
+        // Credentials never cross the network in plaintext.
+        let _ = connection.quit(timeouts.command).await;
+        return Err(SessionError::TlsUnavailable);
     }
-    let capabilities = Capabilities::from_ehlo(&ehlo.text);
+    transaction(connection, capabilities, envelope, message, timeouts).await
+}
 
+/// MAIL, every RCPT, DATA when a RCPT was accepted, QUIT.
+async fn transaction<S>(
+    mut connection: Connection<S>,
+    capabilities: Capabilities,
+    envelope: &Envelope,
+    message: &[u8],
+    timeouts: Timeouts,
+) -> Result<SessionResult, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     connection
         .send(&mail_command(envelope, message, &capabilities))
         .await?;
@@ -262,6 +363,7 @@ struct Capabilities {
     smtputf8: bool,
     eight_bit_mime: bool,
     size: bool,
+    starttls: bool,
 }
 
 impl Capabilities {
@@ -280,6 +382,7 @@ impl Capabilities {
                 "SMTPUTF8" => capabilities.smtputf8 = true,
                 "8BITMIME" => capabilities.eight_bit_mime = true,
                 "SIZE" => capabilities.size = true,
+                "STARTTLS" => capabilities.starttls = true,
                 _ => {}
             }
         }
@@ -446,6 +549,33 @@ where
             }
             self.buffer.extend_from_slice(&chunk[..read]);
         }
+    }
+
+    /// EHLO and the capabilities its reply lists.
+    async fn ehlo(&mut self, name: &str, timeouts: Timeouts) -> Result<Capabilities, SessionError> {
+        self.send(&format!("EHLO {name}\r\n")).await?;
+        let ehlo = self.reply(timeouts.command, "EHLO reply").await?;
+        if !ehlo.is_positive() {
+            return Err(SessionError::Refused(ehlo));
+        }
+        Ok(Capabilities::from_ehlo(&ehlo.text))
+    }
+
+    /// AUTH PLAIN with an initial response (RFC 4954 §4, RFC 4616).
+    async fn auth_plain(
+        &mut self,
+        user: &str,
+        password: &str,
+        timeouts: Timeouts,
+    ) -> Result<(), SessionError> {
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.send(&format!("AUTH PLAIN {token}\r\n")).await?;
+        let reply = self.reply(timeouts.command, "AUTH reply").await?;
+        if reply.code != 235 {
+            return Err(SessionError::AuthRefused(reply));
+        }
+        Ok(())
     }
 
     async fn quit(&mut self, limit: Duration) -> Result<(), SessionError> {

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod contacts;
+pub mod gateway;
 pub mod identities;
 pub mod plans;
 pub mod queue;
@@ -25,7 +26,7 @@ use crate::error::{AdminError, PROBLEM_JSON, Problem};
 #[openapi(
     info(
         title = "onionpost admin API",
-        description = "Administer an onionpost carrier: accounts, identities, address books, plans, vouchers, the queue, tokens and statistics. Every route needs `Authorization: Bearer <token>`; reading needs scope `read`, anything else `write`. Errors are RFC 9457 problem documents.",
+        description = "Administer an onionpost carrier: accounts, identities, address books, plans, vouchers, the queue, the clearnet gateway, tokens and statistics. Every route needs `Authorization: Bearer <token>`; reading needs scope `read`, anything else `write`. Errors are RFC 9457 problem documents.",
         license(name = "AGPL-3.0-or-later")
     ),
     components(schemas(Problem)),
@@ -36,6 +37,7 @@ use crate::error::{AdminError, PROBLEM_JSON, Problem};
         (name = "contacts", description = "Address books (one per account)"),
         (name = "plans", description = "Plans and vouchers"),
         (name = "queue", description = "The carrier queue: envelopes and delivery state"),
+        (name = "gateway", description = "The clearnet gateway: aliases and traffic"),
         (name = "tokens", description = "API bearer tokens"),
         (name = "stats", description = "The carrier at a glance"),
     )
@@ -147,6 +149,9 @@ pub fn api_router() -> OpenApiRouter<AdminState> {
         .routes(routes!(queue::retry_queued))
         .routes(routes!(queue::hold_queued))
         .routes(routes!(queue::release_queued))
+        .routes(routes!(gateway::list_aliases))
+        .routes(routes!(gateway::revoke_alias))
+        .routes(routes!(gateway::get_gateway_stats))
         .routes(routes!(stats::get_stats))
 }
 

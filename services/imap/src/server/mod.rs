@@ -4,7 +4,7 @@
 //!
 //! - [`start`]: binds the listeners the configuration asks for (`imap.listen` with STARTTLS,
 //!   `imap.tls_listen`) and follows WatchOnions to keep one plain listener per identity's onion;
-//!   [`tls`] loads the certificate or generates a self-signed one.
+//!   `onionpost_runtime::tls` loads the certificate or generates a self-signed one.
 //! - [`listen`]: accepting connections of each kind and the limits that span sessions
 //!   (connections per account, the `imap_sessions_open` gauge).
 //! - [`connection`]: drives one connection: bytes in and out through imap-next's sans-I/O
@@ -29,7 +29,6 @@ pub mod listen;
 mod search;
 mod session;
 pub mod start;
-pub mod tls;
 
 pub use connection::{ConnectionInfo, Security};
 pub use listen::{IdentityOwners, ImapServer, Limits, ListenerKind};

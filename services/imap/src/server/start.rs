@@ -11,11 +11,10 @@ use std::time::Duration;
 use onionpost_proto::ServiceName;
 use onionpost_proto::onion::v1::onion_client::OnionClient;
 use onionpost_proto::onion::v1::{OnionService, OnionState, PortPurpose, WatchOnionsRequest};
-use onionpost_runtime::{ServiceContext, Transport};
+use onionpost_runtime::{ServiceContext, Transport, tls};
 use tokio_util::sync::CancellationToken;
 
 use super::listen::{IdentityOwners, ImapServer, Limits, ListenerKind, SessionHook};
-use super::tls;
 use crate::mailstore::{AccountId, SharedMailStore};
 use crate::service::ImapService;
 
@@ -64,6 +63,7 @@ pub async fn spawn(
 ) -> anyhow::Result<ImapServer> {
     let config = &context.config;
     let acceptor = tls::acceptor(
+        "imap",
         config.imap_tls_cert.as_deref(),
         config.imap_tls_key.as_deref(),
         &config.data_dir,

@@ -1,4 +1,4 @@
-//! The TLS certificate of the clearnet listeners (STARTTLS and implicit TLS).
+//! The TLS certificate of a clearnet listener (IMAP and submission, STARTTLS and implicit TLS).
 //!
 //! rustls with the ring provider: aws-lc needs cmake, which this build does not have. When no
 //! certificate is configured, a self-signed one is generated once into the data directory so
@@ -30,19 +30,21 @@ pub enum TlsError {
 }
 
 /// Loads `cert` and `key` (PEM), or when both are absent the self-signed pair in `data_dir`,
-/// generating it the first time.
+/// generating it the first time. `section` is the configuration section the two come from
+/// (`imap`, `submission`): it names the keys in errors and the generated files.
 pub fn acceptor(
+    section: &str,
     cert: Option<&Path>,
     key: Option<&Path>,
     data_dir: &Path,
 ) -> Result<TlsAcceptor, TlsError> {
     let (cert_path, key_path) = match (cert, key) {
         (Some(cert), Some(key)) => (cert.to_owned(), key.to_owned()),
-        (None, None) => self_signed(data_dir)?,
+        (None, None) => self_signed(section, data_dir)?,
         _ => {
-            return Err(TlsError::Invalid(
-                "imap.tls_cert and imap.tls_key must be set together".to_owned(),
-            ));
+            return Err(TlsError::Invalid(format!(
+                "{section}.tls_cert and {section}.tls_key must be set together"
+            )));
         }
     };
     let cert_pem = read(&cert_path)?;
@@ -76,9 +78,9 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// The generated pair's paths, created on first use.
-fn self_signed(data_dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
-    let cert_path = data_dir.join("imap-tls-cert.pem");
-    let key_path = data_dir.join("imap-tls-key.pem");
+fn self_signed(section: &str, data_dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
+    let cert_path = data_dir.join(format!("{section}-tls-cert.pem"));
+    let key_path = data_dir.join(format!("{section}-tls-key.pem"));
     if cert_path.exists() && key_path.exists() {
         return Ok((cert_path, key_path));
     }
@@ -95,7 +97,8 @@ fn self_signed(data_dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
     write(&cert_path, generated.cert.pem())?;
     tracing::info!(
         cert = %cert_path.display(),
-        "imap tls: no certificate configured; generated a self-signed one"
+        section,
+        "tls: no certificate configured; generated a self-signed one"
     );
     Ok((cert_path, key_path))
 }

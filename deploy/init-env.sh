@@ -1,0 +1,62 @@
+#!/bin/sh
+# Writes the .env file docker-compose.yml reads: fresh secrets and the layout. Run it once,
+# before the first `docker compose up -d`; it refuses to overwrite an existing file (the
+# secrets seal the carrier's keys and mail: a new ONIONPOST_SECRET cannot open old data).
+#
+#   deploy/init-env.sh [--distributed] [--postgres] [--observability] [--file PATH]
+#
+#   --distributed    one container per service (COMPOSE_PROFILES=distributed instead of single)
+#   --postgres       a PostgreSQL container for every service's data (instead of SQLite)
+#   --observability  traces to the OpenTelemetry collector, metrics to Prometheus
+#   --file PATH      write PATH instead of .env next to docker-compose.yml
+set -eu
+
+layout=single
+extra=""
+postgres=0
+observability=0
+file=$(dirname "$0")/../.env
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --distributed) layout=distributed ;;
+    --postgres) postgres=1; extra="$extra,postgres" ;;
+    --observability) observability=1; extra="$extra,observability" ;;
+    --file) [ "$#" -ge 2 ] || { echo "init-env: --file needs a path" >&2; exit 2; }; file=$2; shift ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "init-env: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ -e "$file" ]; then
+  echo "init-env: $file exists; it holds this carrier's secrets, so it is left alone (move it away to start afresh)" >&2
+  exit 1
+fi
+
+# 32 random bytes as hex, from the kernel (no openssl needed).
+random_hex() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
+
+umask 077
+{
+  echo "# onionpost carrier settings for docker-compose.yml, written by deploy/init-env.sh."
+  echo "# Keep this file private and backed up: ONIONPOST_SECRET seals every key and message."
+  echo "COMPOSE_PROFILES=$layout$extra"
+  echo "TOR_CONTROL_PASSWORD=$(random_hex)"
+  echo "ONIONPOST_SECRET=$(random_hex)"
+  echo "# Operator token for the admin API (Authorization: Bearer …; onionpost admin reads it)."
+  echo "ONIONPOST_ADMIN_TOKEN=opk_$(random_hex)"
+  if [ "$postgres" = 1 ]; then
+    password=$(random_hex)
+    echo "POSTGRES_PASSWORD=$password"
+    echo "ONIONPOST_DATABASE_URL=postgres://onionpost:$password@postgres:5432/onionpost"
+  fi
+  if [ "$observability" = 1 ]; then
+    echo "OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4317"
+  fi
+  echo "# Published on this address only; ports on the host."
+  echo "PUBLISH_ADDRESS=127.0.0.1"
+  echo "ADMIN_PORT=8080"
+  echo "SUBMISSION_PORT=2587"
+  echo "IMAP_PORT=2143"
+} >"$file"
+echo "init-env: wrote $file (layout: $layout$extra); next: docker compose up -d" >&2

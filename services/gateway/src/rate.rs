@@ -1,0 +1,61 @@
+//! Per-alias inbound rate limit: GCRA (the algorithm of the governor crate), a dozen lines with
+//! one key per alias. smtp-in has the same limiter for submission; a service depends on
+//! another's contract, not its crate, so the dozen lines live here too.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Allows `per_hour` messages per key per hour, with a burst of the same size.
+pub struct RateLimiter {
+    interval: Duration,
+    tolerance: Duration,
+    theoretical_arrival: Mutex<HashMap<String, Instant>>,
+}
+
+impl RateLimiter {
+    pub fn per_hour(per_hour: u32) -> Self {
+        let per_hour = per_hour.max(1);
+        let interval = Duration::from_secs(3600) / per_hour;
+        RateLimiter {
+            interval,
+            tolerance: interval * (per_hour - 1),
+            theoretical_arrival: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one message from `key`'s allowance; false when the allowance is spent.
+    pub fn check(&self, key: &str) -> bool {
+        self.check_at(key, Instant::now())
+    }
+
+    fn check_at(&self, key: &str, now: Instant) -> bool {
+        let mut map = self
+            .theoretical_arrival
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tat = map.get(key).copied().unwrap_or(now).max(now);
+        if tat.duration_since(now) > self.tolerance {
+            return false;
+        }
+        map.insert(key.to_owned(), tat + self.interval);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_the_hourly_amount_then_refuses() {
+        let limiter = RateLimiter::per_hour(3);
+        let now = Instant::now();
+        assert!(limiter.check_at("a", now));
+        assert!(limiter.check_at("a", now));
+        assert!(limiter.check_at("a", now));
+        assert!(!limiter.check_at("a", now));
+        assert!(limiter.check_at("b", now));
+        assert!(limiter.check_at("a", now + Duration::from_secs(1201)));
+    }
+}

@@ -1,0 +1,307 @@
+//! The outbound message as the clearnet sees it: sent from the alias, with no onion address and
+//! nothing that identifies the carrier or the sender's software in its header.
+//!
+//! Headers are kept from an allow-list (RFC 5322 §3.6 origination, destination, identification
+//! and informational fields, and the MIME fields of RFC 2045); everything else (Received,
+//! Autocrypt, X-*, User-Agent, Sender, Reply-To, …) is dropped, since a deny-list would leak
+//! whatever header a client invents next. In To and Cc, onion addresses are removed; in
+//! In-Reply-To and References, message ids at an onion are. The Message-ID is replaced by a
+//! random one at the gateway domain. The body is left as the sender wrote it.
+//!
+//! Hand-written rather than through a MIME library: only the header block is touched, field by
+//! field, and the body's bytes must go out exactly as they came (the DKIM body hash covers them).
+
+/// Header fields that pass (lower case). From, To, Cc, Message-ID, In-Reply-To and References
+/// are rewritten; the others pass unchanged unless they name an onion.
+const KEPT: &[&str] = &[
+    "subject",
+    "date",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "content-disposition",
+    "content-language",
+    "content-id",
+    "content-description",
+    "auto-submitted",
+];
+
+/// The header fields DKIM signs (RFC 6376 §5.4.1: From is required; the others are those a
+/// reader sees or that change how the body is read).
+pub const SIGNED_HEADERS: &[&str] = &[
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+];
+
+/// One header field: its name as written and its unfolded value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub value: String,
+}
+
+/// Splits a message into its header fields (unfolded) and its body (the bytes after the blank
+/// line, unchanged).
+pub fn split(message: &[u8]) -> (Vec<Field>, &[u8]) {
+    let (head, body) = match find_blank_line(message) {
+        Some((head_end, body_start)) => (&message[..head_end], &message[body_start..]),
+        None => (message, &message[message.len()..]),
+    };
+    let text = String::from_utf8_lossy(head);
+    let mut fields: Vec<Field> = Vec::new();
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.value.push(' ');
+                last.value.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            fields.push(Field {
+                name: name.trim().to_owned(),
+                value: value.trim().to_owned(),
+            });
+        }
+    }
+    (fields, body)
+}
+
+/// Where the header ends and the body starts (after CRLFCRLF or LFLF).
+fn find_blank_line(message: &[u8]) -> Option<(usize, usize)> {
+    let mut index = 0;
+    while index < message.len() {
+        if message[index..].starts_with(b"\r\n\r\n") {
+            return Some((index + 2, index + 4));
+        }
+        if message[index..].starts_with(b"\n\n") {
+            return Some((index + 1, index + 2));
+        }
+        index += 1;
+    }
+    None
+}
+
+/// The first value of a header field, by name without case.
+pub fn header(fields: &[Field], name: &str) -> Option<String> {
+    fields
+        .iter()
+        .find(|field| field.name.eq_ignore_ascii_case(name))
+        .map(|field| field.value.clone())
+}
+
+/// Splits an address list (RFC 5322 §3.4) at commas outside quotes, comments and angle
+/// brackets. Group syntax is kept as text.
+pub fn split_address_list(value: &str) -> Vec<String> {
+    let mut entries = Vec::new();
+    let mut current = String::new();
+    let (mut quoted, mut angle, mut comment) = (false, false, 0u32);
+    let mut escaped = false;
+    for c in value.chars() {
+        if escaped {
+            current.push(c);
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted => escaped = true,
+            '"' if comment == 0 => quoted = !quoted,
+            '<' if !quoted && comment == 0 => angle = true,
+            '>' if !quoted && comment == 0 => angle = false,
+            '(' if !quoted => comment += 1,
+            ')' if !quoted && comment > 0 => comment -= 1,
+            ',' if !quoted && !angle && comment == 0 => {
+                if !current.trim().is_empty() {
+                    entries.push(current.trim().to_owned());
+                }
+                current.clear();
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    if !current.trim().is_empty() {
+        entries.push(current.trim().to_owned());
+    }
+    entries
+}
+
+/// The address of one list entry: inside the angle brackets, else the entry itself.
+pub fn address_of(entry: &str) -> String {
+    let inner = match (entry.rfind('<'), entry.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &entry[open + 1..close],
+        _ => entry,
+    };
+    crate::alias::normalize(inner)
+}
+
+/// The display name of the From field, when it has one that names no onion.
+fn display_name(from: &str) -> Option<String> {
+    let open = from.find('<')?;
+    let name = from[..open].trim();
+    if name.is_empty() || name.to_ascii_lowercase().contains(".onion") {
+        return None;
+    }
+    Some(name.to_owned())
+}
+
+/// A message id that names no onion.
+fn clearnet_ids(value: &str) -> String {
+    value
+        .split_whitespace()
+        .filter(|id| !id.to_ascii_lowercase().contains(".onion"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The message as it leaves for the clearnet, from `alias_address`, with a fresh Message-ID at
+/// `domain`. CRLF line endings in the header; the body unchanged.
+pub fn for_clearnet(message: &[u8], alias_address: &str, domain: &str) -> Vec<u8> {
+    let (fields, body) = split(message);
+    let mut out = String::with_capacity(message.len().min(64 * 1024) + 256);
+    let from = header(&fields, "From").unwrap_or_default();
+    match display_name(&from) {
+        Some(name) => out.push_str(&format!("From: {name} <{alias_address}>\r\n")),
+        None => out.push_str(&format!("From: <{alias_address}>\r\n")),
+    }
+    let mut has_to = false;
+    for field in &fields {
+        let name = field.name.to_ascii_lowercase();
+        match name.as_str() {
+            "to" | "cc" => {
+                let kept: Vec<String> = split_address_list(&field.value)
+                    .into_iter()
+                    .filter(|entry| !entry.to_ascii_lowercase().contains(".onion"))
+                    .collect();
+                if kept.is_empty() {
+                    continue;
+                }
+                has_to |= name == "to";
+                let label = if name == "to" { "To" } else { "Cc" };
+                out.push_str(&format!("{label}: {}\r\n", kept.join(", ")));
+            }
+            "in-reply-to" | "references" => {
+                let ids = clearnet_ids(&field.value);
+                if !ids.is_empty() {
+                    let label = if name == "in-reply-to" {
+                        "In-Reply-To"
+                    } else {
+                        "References"
+                    };
+                    out.push_str(&format!("{label}: {ids}\r\n"));
+                }
+            }
+            kept if KEPT.contains(&kept) => {
+                if field.value.to_ascii_lowercase().contains(".onion") {
+                    continue;
+                }
+                out.push_str(&format!("{}: {}\r\n", field.name, field.value));
+            }
+            _ => {}
+        }
+    }
+    if !has_to {
+        out.push_str("To: undisclosed-recipients:;\r\n");
+    }
+    if header(&fields, "Date").is_none() {
+        out.push_str(&format!(
+            "Date: {}\r\n",
+            chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000")
+        ));
+    }
+    let id: [u8; 16] = rand::random();
+    out.push_str(&format!("Message-ID: <{}@{domain}>\r\n", hex::encode(id)));
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn onion() -> String {
+        format!("{}.onion", "a".repeat(56))
+    }
+
+    #[test]
+    fn the_clearnet_copy_names_no_onion_and_comes_from_the_alias() {
+        let onion = onion();
+        let message = format!(
+            "From: Alice <alice@{onion}>\r\n\
+             To: David <david@example.test>, bob@{onion}\r\n\
+             Cc: \"Bob, the onion\" <bob@{onion}>\r\n\
+             Subject: Hello\r\n\
+             Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+             Message-ID: <abc@{onion}>\r\n\
+             In-Reply-To: <orig@example.test>\r\n\
+             References: <x@{onion}> <orig@example.test>\r\n\
+             Autocrypt: addr=alice@{onion}; keydata=AAAA\r\n\
+             X-Mailer: Something 1.0\r\n\
+             Received: from localhost\r\n\
+             Reply-To: alice@{onion}\r\n\
+             MIME-Version: 1.0\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\
+             \r\n\
+             Hi David.\r\n"
+        );
+        let out = for_clearnet(message.as_bytes(), "xyz@gw.example", "gw.example");
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains(".onion"), "{text}");
+        assert!(
+            text.starts_with("From: Alice <xyz@gw.example>\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("To: David <david@example.test>\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Cc:"), "{text}");
+        assert!(text.contains("In-Reply-To: <orig@example.test>\r\n"));
+        assert!(text.contains("References: <orig@example.test>\r\n"));
+        assert!(text.contains("Message-ID: <") && text.contains("@gw.example>\r\n"));
+        for gone in ["Autocrypt:", "X-Mailer:", "Received:", "\nReply-To:"] {
+            assert!(!text.contains(gone), "{gone} left in {text}");
+        }
+        assert!(text.contains("Subject: Hello\r\n"));
+        assert!(text.ends_with("\r\n\r\nHi David.\r\n"), "{text}");
+    }
+
+    #[test]
+    fn folded_fields_are_unfolded_and_a_missing_to_is_undisclosed() {
+        let onion = onion();
+        let message =
+            format!("From: alice@{onion}\nTo: bob@{onion}\nSubject: a\n long subject\n\nbody\n");
+        let out = for_clearnet(message.as_bytes(), "xyz@gw.example", "gw.example");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("From: <xyz@gw.example>\r\n"), "{text}");
+        assert!(text.contains("Subject: a long subject\r\n"));
+        assert!(text.contains("To: undisclosed-recipients:;\r\n"));
+        assert!(text.contains("Date: "));
+        assert!(text.ends_with("\r\n\r\nbody\n"));
+    }
+
+    #[test]
+    fn address_lists_split_outside_quotes_and_brackets() {
+        let entries = split_address_list("\"Doe, J\" <j@x.test>, k@y.test , (c,m) <l@z.test>");
+        assert_eq!(entries.len(), 3, "{entries:?}");
+        assert_eq!(address_of(&entries[0]), "j@x.test");
+        assert_eq!(address_of(&entries[1]), "k@y.test");
+        assert_eq!(address_of(&entries[2]), "l@z.test");
+    }
+}

@@ -1,0 +1,143 @@
+//! The store suite, run on SQLite and PostgreSQL.
+
+use onionpost_runtime::conformance::each_backend;
+
+use super::{AliasFilter, Counter, MIGRATIONS, for_database};
+
+#[tokio::test]
+async fn aliases_daily_sends_and_counters_on_both_backends() {
+    each_backend("gateway", MIGRATIONS, |database| async move {
+        let store = for_database(database);
+
+        // One live alias per identity and correspondent; a second ask returns the first.
+        let first = store
+            .alias_for("id-a", "acct-1", "david@example.test", "aaaa", 1_000)
+            .await
+            .unwrap();
+        assert_eq!(first.local_part, "aaaa");
+        assert!(first.is_live());
+        let again = store
+            .alias_for("id-a", "acct-1", "david@example.test", "bbbb", 2_000)
+            .await
+            .unwrap();
+        assert_eq!(again.local_part, "aaaa", "the live alias is reused");
+        let other = store
+            .alias_for("id-a", "acct-1", "erin@example.test", "cccc", 3_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            other.local_part, "cccc",
+            "another correspondent, another alias"
+        );
+        let second_identity = store
+            .alias_for("id-b", "acct-2", "david@example.test", "dddd", 3_000)
+            .await
+            .unwrap();
+        assert_eq!(second_identity.local_part, "dddd");
+        assert_eq!(store.live_aliases().await.unwrap(), 3);
+
+        // Revocation: the row stays, is no longer live, and a new alias is made next time.
+        let revoked = store.revoke_alias("aaaa", 4_000).await.unwrap().unwrap();
+        assert_eq!(revoked.revoked_at_ms, Some(4_000));
+        let twice = store.revoke_alias("aaaa", 5_000).await.unwrap().unwrap();
+        assert_eq!(
+            twice.revoked_at_ms,
+            Some(4_000),
+            "the first revocation stands"
+        );
+        assert!(store.revoke_alias("nope", 5_000).await.unwrap().is_none());
+        let fresh = store
+            .alias_for("id-a", "acct-1", "david@example.test", "eeee", 6_000)
+            .await
+            .unwrap();
+        assert_eq!(fresh.local_part, "eeee");
+        assert_eq!(store.live_aliases().await.unwrap(), 3);
+        assert!(!store.alias("aaaa").await.unwrap().unwrap().is_live());
+
+        store.touch_alias("eeee", 7_000).await.unwrap();
+        assert_eq!(
+            store.alias("eeee").await.unwrap().unwrap().last_used_at_ms,
+            Some(7_000)
+        );
+
+        // Listing by account, with and without revoked aliases, in pages.
+        let live = store
+            .list_aliases(&AliasFilter {
+                account_id: Some("acct-1".into()),
+                limit: 10,
+                ..AliasFilter::default()
+            })
+            .await
+            .unwrap();
+        let names: Vec<&str> = live.iter().map(|a| a.local_part.as_str()).collect();
+        assert_eq!(names, ["cccc", "eeee"]);
+        let all = store
+            .list_aliases(&AliasFilter {
+                account_id: Some("acct-1".into()),
+                include_revoked: true,
+                limit: 2,
+                ..AliasFilter::default()
+            })
+            .await
+            .unwrap();
+        let names: Vec<&str> = all.iter().map(|a| a.local_part.as_str()).collect();
+        assert_eq!(names, ["aaaa", "cccc"]);
+        let next = store
+            .list_aliases(&AliasFilter {
+                account_id: Some("acct-1".into()),
+                include_revoked: true,
+                after: Some("cccc".into()),
+                limit: 2,
+                ..AliasFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].local_part, "eeee");
+        let by_identity = store
+            .list_aliases(&AliasFilter {
+                identity_id: Some("id-b".into()),
+                limit: 10,
+                ..AliasFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_identity.len(), 1);
+
+        // Daily sends per account and day.
+        assert_eq!(store.sent_on("acct-1", "2026-11-23").await.unwrap(), 0);
+        store.add_sent("acct-1", "2026-11-23", 2).await.unwrap();
+        store.add_sent("acct-1", "2026-11-23", 3).await.unwrap();
+        store.add_sent("acct-1", "2026-11-24", 1).await.unwrap();
+        assert_eq!(store.sent_on("acct-1", "2026-11-23").await.unwrap(), 5);
+        assert_eq!(store.sent_on("acct-2", "2026-11-23").await.unwrap(), 0);
+
+        // Counters.
+        for counter in Counter::ALL {
+            assert_eq!(store.counter("2026-11-23", counter).await.unwrap(), 0);
+        }
+        store
+            .count("2026-11-23", Counter::InboundRefused, 1)
+            .await
+            .unwrap();
+        store
+            .count("2026-11-23", Counter::InboundRefused, 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .counter("2026-11-23", Counter::InboundRefused)
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            store
+                .counter("2026-11-24", Counter::InboundRefused)
+                .await
+                .unwrap(),
+            0
+        );
+    })
+    .await;
+}

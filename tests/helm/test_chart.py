@@ -1,0 +1,194 @@
+"""helm/onionpost proven without a cluster: rendered and linted with Helm's own library (the
+helm-python-sdk package binds Helm's Go SDK; no helm binary), in both modes; the values
+schema rejects bad values; every rendered manifest validates against the Kubernetes schemas
+(kubernetes-validate, strict: unknown fields are errors).
+
+Run by tests/tests/helm_chart.rs (and so by tests/run.sh), or directly:
+    python -m pytest tests/helm
+"""
+
+import copy
+import pathlib
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+CHART = pathlib.Path(__file__).resolve().parents[2] / "helm" / "onionpost"
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas.
+KUBE_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
+
+VALUES = {
+    "secrets": {
+        "secret": "0" * 64,
+        "torControlPassword": "tor-control-password",
+        "adminToken": "opk_" + "a" * 64,
+    },
+    "database": {"url": "postgres://onionpost:pw@postgres.db:5432/onionpost"},
+}
+
+
+def values(**changes):
+    merged = copy.deepcopy(VALUES)
+    merged.update(changes)
+    return merged
+
+
+def render(vals):
+    with helm.Chart.load(str(CHART)) as chart:
+        return chart.render(vals, name="carrier", namespace="mail")
+
+
+def documents(manifests):
+    docs = []
+    for path, text in manifests.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                docs.append(doc)
+    return docs
+
+
+def by_kind(docs, kind):
+    return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "distributed"])
+def test_lint_finds_nothing_worse_than_info(mode):
+    result = helm.lint(str(CHART), values(mode=mode), strict=True)
+    assert result["errors"] == [], result
+    worse = [m for m in result["messages"] if m["severity"] > 1]
+    assert worse == [], worse
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "distributed"])
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_every_manifest_validates_against_kubernetes_schemas(mode, kube_version):
+    docs = documents(render(values(mode=mode)))
+    assert len(docs) >= 5
+    for doc in docs:
+        kubernetes_validate.validate(doc, kube_version, strict=True)
+
+
+def containers(workload):
+    return workload["spec"]["template"]["spec"]["containers"]
+
+
+def test_monolithic_runs_every_service_in_one_deployment():
+    docs = documents(render(values(mode="monolithic")))
+    deployments = by_kind(docs, "Deployment")
+    assert list(deployments) == ["carrier-onionpost"]
+    (container,) = containers(deployments["carrier-onionpost"])
+    assert container["args"] == ["serve", "--target", "all"]
+    env = {e["name"]: e for e in container["env"]}
+    # tor forwards to this pod's IP; secrets come from the Secret, never inline.
+    assert env["ONIONPOST_TOR_TARGET_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert "valueFrom" in env["ONIONPOST_SECRET"] and "valueFrom" in env["ONIONPOST_DATABASE_URL"]
+
+
+def test_distributed_runs_one_deployment_per_service():
+    docs = documents(render(values(mode="distributed", distributed={
+        "queue": {"replicas": 3}, "smtpOut": {"replicas": 2}, "admin": {"replicas": 1}})))
+    deployments = by_kind(docs, "Deployment")
+    assert sorted(deployments) == sorted(
+        ["carrier-onionpost-edge", "carrier-onionpost-queue", "carrier-onionpost-smtp-out",
+         "carrier-onionpost-admin"])
+    assert deployments["carrier-onionpost-queue"]["spec"]["replicas"] == 3
+    assert deployments["carrier-onionpost-smtp-out"]["spec"]["replicas"] == 2
+    targets = sorted(c["args"][-1] for d in deployments.values() for c in containers(d))
+    assert targets == sorted(["onion", "keys", "smtp-in", "imap", "queue", "smtp-out", "admin"])
+    # Every service is reachable at the address the others are given.
+    services = by_kind(docs, "Service")
+    for container in containers(deployments["carrier-onionpost-queue"]):
+        for e in container["env"]:
+            if e["name"].startswith("ONIONPOST_REMOTE_"):
+                host, port = e["value"].removeprefix("http://").split(":")
+                assert host in services, e
+                assert int(port) in [p["port"] for p in services[host]["spec"]["ports"]], e
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "distributed"])
+def test_every_container_has_probes_resources_and_no_root(mode):
+    docs = documents(render(values(mode=mode)))
+    workloads = list(by_kind(docs, "Deployment").values()) + list(by_kind(docs, "StatefulSet").values())
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            assert "readinessProbe" in container and "livenessProbe" in container, container["name"]
+            assert container["resources"]["requests"]["memory"], container["name"]
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_tor_is_a_statefulset_with_a_persistent_volume():
+    docs = documents(render(values()))
+    (tor,) = by_kind(docs, "StatefulSet").values()
+    claims = tor["spec"]["volumeClaimTemplates"]
+    assert claims[0]["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    mounts = containers(tor)[0]["volumeMounts"]
+    assert {"name": "data", "mountPath": "/var/lib/tor"} in mounts
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "distributed"])
+def test_only_tor_may_reach_outside(mode):
+    docs = documents(render(values(mode=mode)))
+    policies = by_kind(docs, "NetworkPolicy")
+    tor = policies["carrier-onionpost-tor"]
+    assert tor["spec"]["egress"] == [{}]
+    onionpost = policies["carrier-onionpost"]
+    assert onionpost["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    # No rule of the onionpost pods' policy allows egress to every address on every port.
+    for rule in onionpost["spec"]["egress"]:
+        assert rule.get("to") or rule.get("ports"), rule
+        for peer in rule.get("to", []):
+            assert "ipBlock" not in peer, rule
+    # The tor policy selects only tor; the other excludes it.
+    assert tor["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "tor"
+    assert {"key": "app.kubernetes.io/component", "operator": "NotIn", "values": ["tor"]} in \
+        onionpost["spec"]["podSelector"]["matchExpressions"]
+
+
+def test_existing_secret_replaces_the_chart_secret():
+    docs = documents(render({"secrets": {"existingSecret": "carrier-keys"}}))
+    assert by_kind(docs, "Secret") == {}
+    deployment = by_kind(docs, "Deployment")["carrier-onionpost"]
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in containers(deployment)[0]["env"]
+            if "secretKeyRef" in e.get("valueFrom", {})}
+    assert refs == {"carrier-keys"}
+
+
+@pytest.mark.parametrize("bad", [
+    {"mode": "sharded"},
+    {"image": {"repository": "onionpost", "tag": 1}},
+    {"distributed": {"queue": {"replicas": 0}}},
+    {"secrets": {"adminToken": "letmein"}},
+    {"database": {"url": "mysql://db/onionpost"}},
+    {"tor": {"image": {"repository": "t", "tag": "1"}, "persistence": {"size": "lots"}}},
+    {"service": {"adminPort": 70000}},
+    {"networkPolicy": {"enabled": "yes"}},
+    {"env": {"PATH": "/tmp"}},
+    {"replicaCount": 3},
+])
+def test_schema_rejects_bad_values(bad):
+    vals = values(**bad)
+    with helm.Chart.load(str(CHART)) as chart:
+        with pytest.raises(helm.HelmError):
+            chart.validate_schema(vals)
+        with pytest.raises(helm.HelmError):
+            chart.render(vals, name="carrier", namespace="mail")
+    result = helm.lint(str(CHART), vals)
+    assert result["errors"], result
+
+
+def test_missing_secrets_are_named():
+    with pytest.raises(helm.HelmError, match="secrets.secret is required"):
+        render({"database": VALUES["database"]})
+    with pytest.raises(helm.HelmError, match="database.url is required"):
+        render({"secrets": VALUES["secrets"]})
+
+
+def test_defaults_pass_the_schema():
+    with helm.Chart.load(str(CHART)) as chart:
+        chart.validate_schema(VALUES)
