@@ -124,7 +124,7 @@ async fn kill_9_during_a_burst_loses_and_duplicates_nothing_acknowledged() -> an
     )
     .await?;
     ensure!(ok, "warm-up submission: {out}\n{}", a.node.log_text());
-    newest_in_inbox(&c, "carol", "carol password 1", &a).await?;
+    newest_in_inbox(&c, "carol", "carol password 1", "warm-up", &a).await?;
 
     let mut burst = tokio::process::Command::new("python3")
         .arg("-c")

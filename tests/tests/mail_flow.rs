@@ -62,7 +62,7 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
     );
 
     // Carol reads it on C.
-    let message = newest_in_inbox(&c, "carol", "carol password 1", &a).await?;
+    let message = newest_in_inbox(&c, "carol", "carol password 1", "Lunch at noon?", &a).await?;
     ensure!(message.contains("Subject: Lunch at noon?"), "{message}");
     ensure!(
         message.contains("Shall we meet at the usual place?"),
@@ -94,7 +94,8 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
     )
     .await?;
     ensure!(ok, "smtplib reply failed: {out}\n{}", c.node.log_text());
-    let reply_text = newest_in_inbox(&a, "alice", "alice password 1", &c).await?;
+    let reply_text =
+        newest_in_inbox(&a, "alice", "alice password 1", "Re: Lunch at noon?", &c).await?;
     ensure!(
         reply_text.contains("Subject: Re: Lunch at noon?"),
         "{reply_text}"
@@ -141,7 +142,7 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
     )
     .await?;
     ensure!(ok, "bob's submission: {out}\n{}", b.node.log_text());
-    let first = newest_in_inbox(&c, "carol", "carol password 1", &b).await?;
+    let first = newest_in_inbox(&c, "carol", "carol password 1", "Hello from Bob", &b).await?;
     ensure!(first.contains("Subject: Hello from Bob"), "{first}");
 
     // C's onion MX from a third tor client: co-hosted (dave) and made-up addresses get the
@@ -247,7 +248,14 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let dsn = newest_in_inbox(&b, "bob", "bob password 1", &b).await?;
+    let dsn = newest_in_inbox(
+        &b,
+        "bob",
+        "bob password 1",
+        "Delivery Status Notification",
+        &b,
+    )
+    .await?;
     ensure!(
         dsn.contains("Subject: Delivery Status Notification (Failure)")
             && dsn.contains("report-type=delivery-status")

@@ -15,8 +15,8 @@ use std::time::Duration;
 use mail_auth::common::cache::NoCache;
 use mail_auth::{IpLookupStrategy, MX, MessageAuthenticator, RecordSet};
 use onionpost_runtime::config::{HostPort, Secret};
-use onionpost_smtp_out::session::{
-    self, Envelope, Outcome, Recipient, Reply, SessionError, StartTls, Timeouts, Upgrade,
+use onionpost_smtp_client::{
+    self as session, Envelope, Outcome, Recipient, Reply, SessionError, StartTls, Timeouts, Upgrade,
 };
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use onionpost_proto::gateway::v1 as pb;
 use onionpost_proto::imap::v1::AccountState;
-use onionpost_smtp_out::session::{Outcome, Reply};
+use onionpost_smtp_client::{Outcome, Reply};
 
 use crate::backend::Backend;
 use crate::dkim::Signer;

@@ -6,15 +6,18 @@
 //! path produces clearnet traffic), runs one SMTP transaction with the RFC 5321 §4.5.3.2
 //! timeouts, and reports the outcome of every recipient.
 //!
-//! Each attempt uses its own SOCKS credentials: the username isolates identities from each
-//! other (tor's IsolateSOCKSAuth), and a fresh password per attempt keeps a retry after a tor
-//! restart off a circuit to a stale introduction point.
+//! SOCKS credentials choose the circuit (tor's IsolateSOCKSAuth): the username isolates
+//! identities from each other, and the password names one circuit to one destination. It is
+//! kept while connections through it succeed, so a burst to one onion reuses one rendezvous
+//! circuit instead of building one per message (seconds each), and replaced after a failed
+//! connection, so a retry after a tor restart or a moved introduction point builds afresh.
 
 pub mod error;
 pub mod grpc;
 pub mod module;
 pub mod service;
-pub mod session;
+/// The SMTP client session (services/smtp-client), under the name smtp-out has always used.
+pub use onionpost_smtp_client as session;
 
 pub use error::SmtpOutError;
 pub use module::SmtpOutModule;

@@ -28,6 +28,10 @@ const SESSIONS_PER_DESTINATION: usize = 2;
 /// Sessions open at once in all, to bound memory and tor streams.
 const SESSIONS_TOTAL: usize = 64;
 
+/// Circuit names remembered at most; past this the table starts over (each destination then
+/// builds one new circuit), which bounds memory whatever the number of destinations.
+const CIRCUITS_REMEMBERED: usize = 4096;
+
 /// Where tor's SOCKS port is.
 #[derive(Clone)]
 pub enum SocksEndpoint {
@@ -58,6 +62,8 @@ pub struct SmtpOutService {
     connect_timeout: Duration,
     total: Arc<Semaphore>,
     per_destination: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    /// The SOCKS password in use per (isolation key, destination): see the crate docs.
+    circuits: Arc<Mutex<HashMap<(String, String), String>>>,
 }
 
 impl SmtpOutService {
@@ -69,6 +75,7 @@ impl SmtpOutService {
             connect_timeout: CONNECT_TIMEOUT,
             total: Arc::new(Semaphore::new(SESSIONS_TOTAL)),
             per_destination: Arc::default(),
+            circuits: Arc::default(),
         }
     }
 
@@ -150,27 +157,53 @@ impl SmtpOutService {
         port: u16,
         isolation_key: &str,
     ) -> Result<Socks5Stream<tokio::net::TcpStream>, SessionError> {
-        // A fresh password per attempt: same identity, new circuit (see the crate docs).
+        let username = if isolation_key.is_empty() {
+            "onionpost"
+        } else {
+            isolation_key
+        };
+        let circuit = (username.to_owned(), destination.to_owned());
+        let password = self.circuit_password(&circuit);
+        let connect =
+            Socks5Stream::connect_with_password(socks, (destination, port), username, &password);
+        let result = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(error)) => Err(SessionError::Io(std::io::Error::other(format!(
+                "tor could not reach the onion: {error}"
+            )))),
+            Err(_) => Err(SessionError::Timeout("onion connection through tor")),
+        };
+        // The next attempt builds a new circuit, unless another session already did.
+        let mut circuits = self
+            .circuits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if circuits.get(&circuit) == Some(&password) {
+            circuits.remove(&circuit);
+        }
+        result
+    }
+
+    /// The circuit's current SOCKS password, made up when there is none.
+    fn circuit_password(&self, circuit: &(String, String)) -> String {
+        let mut circuits = self
+            .circuits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(password) = circuits.get(circuit) {
+            return password.clone();
+        }
+        if circuits.len() >= CIRCUITS_REMEMBERED {
+            circuits.clear();
+        }
         let mut nonce = [0u8; 8];
         rand::rng().fill_bytes(&mut nonce);
         let password = nonce
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect::<String>();
-        let username = if isolation_key.is_empty() {
-            "onionpost"
-        } else {
-            isolation_key
-        };
-        let connect =
-            Socks5Stream::connect_with_password(socks, (destination, port), username, &password);
-        match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(error)) => Err(SessionError::Io(std::io::Error::other(format!(
-                "tor could not reach the onion: {error}"
-            )))),
-            Err(_) => Err(SessionError::Timeout("onion connection through tor")),
-        }
+        circuits.insert(circuit.clone(), password.clone());
+        password
     }
 
     async fn socks_address(&self) -> Result<SocketAddr, SmtpOutError> {

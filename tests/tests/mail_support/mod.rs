@@ -174,11 +174,11 @@ print("sent")
 
 pub const READ: &str = r#"
 import imaplib, sys, email
-host, port, login, password = sys.argv[1:5]
+host, port, login, password, subject = sys.argv[1:6]
 m = imaplib.IMAP4(host, int(port))
 m.login(login, password)
 m.select("INBOX")
-typ, data = m.search(None, "ALL")
+typ, data = m.search(None, "SUBJECT", '"' + subject + '"')
 ids = data[0].split()
 if not ids:
     print("EMPTY")
@@ -201,11 +201,13 @@ pub async fn reply<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> anyhow
     }
 }
 
-/// Polls an account's INBOX over IMAP until a message is there; returns the newest.
+/// Polls an account's INBOX over IMAP until a message whose Subject contains `subject` is
+/// there; returns the newest such message.
 pub async fn newest_in_inbox(
     carrier: &Carrier,
     login: &str,
     password: &str,
+    subject: &str,
     sender: &Carrier,
 ) -> anyhow::Result<String> {
     let started = Instant::now();
@@ -217,6 +219,7 @@ pub async fn newest_in_inbox(
                 carrier.imap.port().to_string(),
                 login.to_owned(),
                 password.to_owned(),
+                subject.to_owned(),
             ],
         )
         .await?;
@@ -226,7 +229,7 @@ pub async fn newest_in_inbox(
         }
         ensure!(
             started.elapsed() < Duration::from_secs(300),
-            "nothing arrived for {login}\nsender:\n{}\nrecipient:\n{}",
+            "no message with subject {subject:?} arrived for {login}\nsender:\n{}\nrecipient:\n{}",
             sender.node.log_text(),
             carrier.node.log_text()
         );

@@ -1,6 +1,6 @@
-//! One SMTP client session (RFC 5321 §3.3, §4.1) over any byte stream: the SOCKS stream through
-//! tor in production, an in-memory pipe in tests. The gateway uses the same session for the
-//! clearnet with [`deliver_with`], adding STARTTLS (RFC 3207) and AUTH PLAIN (RFC 4954), which
+//! onionpost's SMTP client: one session (RFC 5321 §3.3, §4.1) over any byte stream. smtp-out
+//! runs it over the SOCKS stream through tor, tests over an in-memory pipe, and the gateway over
+//! TCP to the clearnet with [`deliver_with`], adding STARTTLS (RFC 3207) and AUTH PLAIN (RFC 4954), which
 //! an onion session never needs (tor already encrypts and authenticates the peer).
 //!
 //! Why not mail-send's `SmtpClient`: it has one timeout for every command where RFC 5321
