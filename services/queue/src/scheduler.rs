@@ -22,6 +22,7 @@ use onionpost_runtime::Directory;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::dsn::{self, Action, Reported};
 use crate::service::{QueueService, is_v3_onion, random_id};
@@ -33,10 +34,15 @@ use crate::store::{
 /// SMTP sessions (or imap deliveries) in flight at once.
 const SESSIONS: usize = 16;
 
-/// How long a claim lasts. Longer than any one session can take (smtp-out bounds the connect
-/// at two minutes and each SMTP step per RFC 5321 §4.5.3.2), so a live worker never loses a
-/// recipient it is still delivering; a dead worker's recipients come back after it.
-const LEASE: Duration = Duration::from_secs(600);
+/// How long a claim lasts unless renewed. A live worker renews its leases every
+/// [`LEASE_RENEWAL`] for as long as a session runs (RFC 5321 §4.5.3.2 lets one take many
+/// minutes), so it never loses a recipient it is still delivering; a worker killed mid-session
+/// has its recipients tried again by the next worker (or itself, restarted) within a minute.
+const LEASE: Duration = Duration::from_secs(60);
+
+/// How often a worker renews its leases: a third of [`LEASE`], so two renewals can fail
+/// (a database hiccup) before a lease runs out.
+const LEASE_RENEWAL: Duration = Duration::from_secs(20);
 
 /// The longest the loop sleeps without looking, in case a nudge was missed.
 const MAX_IDLE: Duration = Duration::from_secs(30);
@@ -74,10 +80,35 @@ impl Scheduler {
         }
     }
 
+    /// Every [`LEASE_RENEWAL`], extends this worker's leases by [`LEASE`]; runs until aborted.
+    async fn renew_leases(self) {
+        loop {
+            tokio::time::sleep(LEASE_RENEWAL).await;
+            let now = self.service.now_ms();
+            let until = now.saturating_add(LEASE.as_millis() as i64);
+            match self
+                .service
+                .store()
+                .renew_leases(&self.worker, now, until)
+                .await
+            {
+                Ok(renewed) if renewed > 0 => tracing::debug!(renewed, "queue leases renewed"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(error = %error, "renewing queue leases failed"),
+            }
+        }
+    }
+
     /// Runs until `shutdown`; in-flight sessions are given a few seconds, then left to their
     /// leases.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(worker = %self.worker, "queue scheduler started");
+        // Stops with the scheduler: aborted below once the sessions it renews for are gone.
+        let renewal = tokio::spawn(
+            self.clone()
+                .renew_leases()
+                .instrument(tracing::info_span!("task", task = "queue-lease-renewal")),
+        );
         let mut tasks = JoinSet::new();
         let mut gauges_at = i64::MIN;
         loop {
@@ -147,6 +178,7 @@ impl Scheduler {
                 "queue scheduler stopped with sessions in flight; their leases will expire"
             );
         }
+        renewal.abort();
         tracing::info!("queue scheduler stopped");
     }
 

@@ -367,6 +367,15 @@ pub trait QueueStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Claim>, StoreError>;
 
+    /// Extends to `lease_until_ms` every lease `worker` still holds at `now_ms` (one that ran
+    /// out may already be another worker's); returns how many.
+    async fn renew_leases(
+        &self,
+        worker: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<u64, StoreError>;
+
     /// Records results for recipients `worker` holds, releases their leases, stores `dsn` if
     /// given, and deletes the message if every recipient is now final: one transaction.
     async fn record(
@@ -881,6 +890,24 @@ macro_rules! store_impl {
                     .collect::<Result<Vec<_>, StoreError>>()?;
                 claims.sort();
                 Ok(claims)
+            }
+
+            async fn renew_leases(
+                &self,
+                worker: &str,
+                now_ms: i64,
+                lease_until_ms: i64,
+            ) -> Result<u64, StoreError> {
+                Ok(sqlx::query(&Self::sql(
+                    "UPDATE recipients SET claimed_until_ms = ? \
+                     WHERE claimed_by = ? AND claimed_until_ms > ?",
+                ))
+                .bind(lease_until_ms)
+                .bind(worker)
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
             }
 
             async fn record(

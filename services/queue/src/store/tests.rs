@@ -90,7 +90,19 @@ async fn suite(store: Arc<dyn QueueStore>) {
             .is_empty()
     );
     assert_eq!(store.next_wake().await.unwrap(), Some(10_000));
-    let reclaimed = store.claim_due("w2", 10_000, 20_000, 10).await.unwrap();
+    // A live worker renews what it holds; a lease that ran out is not renewed.
+    assert_eq!(store.renew_leases("w2", 6_000, 30_000).await.unwrap(), 0);
+    assert_eq!(store.renew_leases("w1", 6_000, 12_000).await.unwrap(), 2);
+    assert!(
+        store
+            .claim_due("w2", 11_000, 20_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a renewed lease is still held"
+    );
+    assert_eq!(store.renew_leases("w1", 12_000, 40_000).await.unwrap(), 0);
+    let reclaimed = store.claim_due("w2", 12_000, 20_000, 10).await.unwrap();
     assert_eq!(reclaimed, claims, "an expired lease is free again");
 
     // Results from a worker that lost its lease are ignored; the holder's are recorded.
