@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-/// The `onionpost` binary, built on first use (`cargo build -p onionpost`).
+/// The `onionpost` binary, built on first use with the running test's cargo profile.
 pub fn onionpost_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
@@ -26,18 +26,24 @@ pub fn onionpost_binary() -> PathBuf {
                 .parent()
                 .expect("workspace root")
                 .to_owned();
-            let status = std::process::Command::new(cargo)
-                .args(["build", "--quiet", "-p", "onionpost", "--bin", "onionpost"])
-                .current_dir(&workspace)
-                .status()
-                .expect("running cargo build -p onionpost");
-            assert!(status.success(), "cargo build -p onionpost failed");
-            // target/debug/deps/<test> -> target/debug/onionpost
+            // target/<profile dir>/deps/<test> -> target/<profile dir>/onionpost, built with
+            // the same profile as the test or benchmark running (`cargo bench` -> release).
             let exe = std::env::current_exe().expect("test executable path");
             let dir = exe
                 .parent()
                 .and_then(Path::parent)
                 .expect("target profile directory");
+            let profile = match dir.file_name().and_then(|name| name.to_str()) {
+                Some("debug") | None => "dev",
+                Some(other) => other,
+            };
+            let status = std::process::Command::new(cargo)
+                .args(["build", "--quiet", "--profile", profile])
+                .args(["-p", "onionpost", "--bin", "onionpost"])
+                .current_dir(&workspace)
+                .status()
+                .expect("running cargo build -p onionpost");
+            assert!(status.success(), "cargo build -p onionpost failed");
             let binary = dir.join("onionpost");
             assert!(binary.exists(), "{} missing after build", binary.display());
             binary

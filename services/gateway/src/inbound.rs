@@ -32,9 +32,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::rate::RateLimiter;
 use crate::store::{AliasRecord, Counter};
 use crate::{GatewayError, GatewayService, alias};
+use onionpost_runtime::rate::RateLimiter;
 
 /// The one refusal for every recipient that is not a live alias here.
 pub const RECIPIENT_REJECTED: &str = "550 5.1.1 Recipient address rejected";

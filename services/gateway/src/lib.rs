@@ -24,7 +24,6 @@ pub mod grpc;
 pub mod inbound;
 pub mod module;
 pub mod outbound;
-pub mod rate;
 pub mod rewrite;
 pub mod service;
 pub mod store;

@@ -14,6 +14,7 @@ pub mod config;
 pub mod conformance;
 pub mod db;
 pub mod grpc;
+pub mod rate;
 pub mod seal;
 pub mod service;
 pub mod telemetry;

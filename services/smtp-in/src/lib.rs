@@ -12,7 +12,6 @@ pub mod grpc;
 pub mod grpc_backend;
 pub mod message;
 pub mod module;
-pub mod rate;
 pub mod session;
 pub mod stats;
 

@@ -26,9 +26,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio_rustls::TlsAcceptor;
 
 use crate::message;
-use crate::rate::RateLimiter;
 use crate::stats::Stats;
 use crate::{Backend, SmtpInError};
+use onionpost_runtime::rate::RateLimiter;
 
 /// The refusal for every address that is not this onion's identity: co-hosted, made up, or a
 /// relay attempt. Byte-identical by construction.

@@ -1,5 +1,6 @@
-//! Per-account submission rate limit: GCRA (the algorithm of the governor crate), kept here
-//! because it is a dozen lines and smtp-in needs one key per account.
+//! A keyed rate limit: GCRA (the algorithm of the governor crate), a dozen lines with one key
+//! per account (smtp-in's submission) or per alias (the gateway's MX), kept here rather than
+//! pulling in governor's keyed store for so little.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
