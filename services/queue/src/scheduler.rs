@@ -16,6 +16,8 @@ use onionpost_proto::gateway::v1 as gateway_pb;
 use onionpost_proto::gateway::v1::gateway_client::GatewayClient;
 use onionpost_proto::imap::v1 as imap_pb;
 use onionpost_proto::imap::v1::imap_client::ImapClient;
+use onionpost_proto::keys::v1 as keys_pb;
+use onionpost_proto::keys::v1::keys_client::KeysClient;
 use onionpost_proto::smtp_out::v1 as smtp_pb;
 use onionpost_proto::smtp_out::v1::smtp_out_client::SmtpOutClient;
 use onionpost_runtime::Directory;
@@ -222,9 +224,26 @@ impl Scheduler {
                     .push(recipient);
             }
             for (destination, recipients) in by_destination {
+                // Sender policy: hand the message to the carriers before the direct attempt,
+                // not after it failed.
+                if message.fan_out_immediately {
+                    self.fan_out(&message, &destination, &recipients, &body)
+                        .await;
+                }
                 let results = self
                     .deliver_remote(&message, &destination, &recipients, &body)
                     .await;
+                let waiting: Vec<&RecipientRecord> = recipients
+                    .iter()
+                    .zip(&results)
+                    .filter(|(_, outcome)| matches!(outcome, Outcome::Temporary(_)))
+                    .map(|(recipient, _)| *recipient)
+                    .collect();
+                // (With the policy above the carriers were asked already in this round; the
+                // recipient snapshot would not show that yet.)
+                if !message.fan_out_immediately {
+                    self.fan_out(&message, &destination, &waiting, &body).await;
+                }
                 for (recipient, outcome) in recipients.into_iter().zip(results) {
                     outcomes.push((recipient, outcome, true));
                 }
@@ -310,6 +329,85 @@ impl Scheduler {
             // The lease keeps the recipients; they are tried again when it runs out.
             Err(error) => {
                 tracing::warn!(queue_id = %message.queue_id, error = %error, "recording results failed");
+            }
+        }
+    }
+
+    /// Fan-out (design.md, "Carriers"): hands a submitted message, already encrypted to its
+    /// recipients, to each recipient's designated carriers from the sender's address book, one
+    /// SMTP session per carrier. Each carrier queues it and retries on its own schedule, and
+    /// releases it to the recipient's onion only. A carrier is handed the message once per
+    /// recipient (`handed_to_carriers`); this carrier keeps trying directly as well, and the
+    /// recipient drops the copies it already has (Message-ID and body digest). A hand-off that
+    /// fails is tried again after the next failed direct attempt.
+    async fn fan_out(
+        &self,
+        message: &MessageRecord,
+        destination: &str,
+        recipients: &[&RecipientRecord],
+        body: &[u8],
+    ) {
+        // Only own mail fans out: carried mail is already with a carrier, and a chain of
+        // carriers would spread it beyond whom the recipient trusts.
+        if message.origin != Origin::Submission
+            || recipients.is_empty()
+            || !is_v3_onion(destination)
+        {
+            return;
+        }
+        let Ok(keys) = self.directory.transport(ServiceName::Keys) else {
+            return;
+        };
+        let mut client = KeysClient::new(keys);
+        let mut by_carrier: BTreeMap<String, Vec<&RecipientRecord>> = BTreeMap::new();
+        for recipient in recipients {
+            let request = keys_pb::GetContactRequest {
+                account_id: message.account_id.clone(),
+                contact: Some(keys_pb::get_contact_request::Contact::Address(
+                    recipient.address.clone(),
+                )),
+            };
+            let contact = match client.get_contact(request).await {
+                Ok(contact) => contact.into_inner(),
+                Err(status) if status.code() == tonic::Code::NotFound => continue,
+                Err(status) => {
+                    tracing::debug!(error = %status.message(), "designated carriers unavailable");
+                    continue;
+                }
+            };
+            for carrier in contact.designated_carriers {
+                let carrier = carrier.to_ascii_lowercase();
+                if carrier == destination
+                    || !is_v3_onion(&carrier)
+                    || recipient.handed_to_carriers.contains(&carrier)
+                {
+                    continue;
+                }
+                by_carrier.entry(carrier).or_default().push(recipient);
+            }
+        }
+        for (carrier, handed) in by_carrier {
+            let results = self.deliver_remote(message, &carrier, &handed, body).await;
+            for (recipient, outcome) in handed.iter().zip(results) {
+                let label = match outcome {
+                    Outcome::Delivered(_) => "handed",
+                    Outcome::Temporary(_) => "temporary_failure",
+                    Outcome::Permanent(_) => "refused",
+                };
+                metrics::counter!("onionpost_queue_fan_out_total", "outcome" => label).increment(1);
+                if label != "handed" {
+                    tracing::debug!(queue_id = %message.queue_id, outcome = label, "hand-off to a carrier failed");
+                    continue;
+                }
+                if let Err(error) = self
+                    .service
+                    .store()
+                    .note_handed(&message.queue_id, recipient.idx, &carrier)
+                    .await
+                {
+                    // The carrier has it; at worst it is handed over once more later.
+                    tracing::warn!(queue_id = %message.queue_id, error = %error, "hand-off not recorded");
+                }
             }
         }
     }
