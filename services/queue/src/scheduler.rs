@@ -46,6 +46,9 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 /// Largest message sent inline (smtp_out.proto / imap.proto: raised from tonic's 4 MiB).
 const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// How long encrypting a carried DSN may take (a WKD fetch over the sender's onion).
+const CARRIED_DSN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How often queue gauges are refreshed.
 const GAUGE_INTERVAL_MS: i64 = 15_000;
 
@@ -315,7 +318,11 @@ impl Scheduler {
                 reply: Some(reply),
             });
         }
-        let dsn = self.service.dsn_for(message, body, &lines);
+        let dsn = if message.origin == Origin::Carry {
+            self.carried_dsn(message, body, &lines).await
+        } else {
+            self.service.dsn_for(message, body, &lines)
+        };
         match self
             .service
             .store()
@@ -408,6 +415,50 @@ impl Scheduler {
                     // The carrier has it; at worst it is handed over once more later.
                     tracing::warn!(queue_id = %message.queue_id, error = %error, "hand-off not recorded");
                 }
+            }
+        }
+    }
+
+    /// A DSN about carried mail (RFC 3464), for a sender that is not one of this carrier's
+    /// accounts: it goes back over the sender's onion like any mail, so it must be encrypted
+    /// (design.md: end-to-end encryption required). The keys service encrypts it, signed by
+    /// nobody, to the key bound to the sender's onion. When that cannot be done now the notice
+    /// is dropped (logged and counted): the message itself was delivered or failed all the same.
+    async fn carried_dsn(
+        &self,
+        message: &MessageRecord,
+        body: &[u8],
+        lines: &[Reported<'_>],
+    ) -> Option<crate::store::NewMessage> {
+        if lines.is_empty() || message.reverse_path.is_empty() {
+            return None;
+        }
+        let report = dsn::build(message, body, lines, self.service.now_ms());
+        let keys = self.directory.transport(ServiceName::Keys).ok()?;
+        let request = keys_pb::SignAndEncryptRequest {
+            signer_identity_id: String::new(),
+            recipients: vec![message.reverse_path.clone()],
+            message: report,
+            add_autocrypt_header: false,
+        };
+        let mut client = KeysClient::new(keys)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let encrypted = client.sign_and_encrypt(request);
+        match tokio::time::timeout(CARRIED_DSN_TIMEOUT, encrypted).await {
+            Ok(Ok(response)) => Some(
+                self.service
+                    .carried_dsn(message, response.into_inner().message),
+            ),
+            Ok(Err(status)) => {
+                metrics::counter!("onionpost_queue_carried_dsns_dropped_total").increment(1);
+                tracing::info!(queue_id = %message.queue_id, error = %status.message(), "carried dsn not sent: no key for the sender");
+                None
+            }
+            Err(_) => {
+                metrics::counter!("onionpost_queue_carried_dsns_dropped_total").increment(1);
+                tracing::info!(queue_id = %message.queue_id, "carried dsn not sent: the sender's key did not arrive in time");
+                None
             }
         }
     }

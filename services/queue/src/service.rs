@@ -210,6 +210,31 @@ impl QueueService {
         Some(self.new_message(request, now))
     }
 
+    /// A carried message's DSN, already encrypted to its sender, as a queue entry that goes
+    /// back over the sender's onion: null reverse path (it never causes another DSN), isolated
+    /// like the carried mail it reports on.
+    pub(crate) fn carried_dsn(&self, message: &MessageRecord, encrypted: Vec<u8>) -> NewMessage {
+        let request = Enqueue {
+            idempotency_key: format!("dsn:{}:{}", message.queue_id, random_id()),
+            origin: Origin::Carry,
+            account_id: String::new(),
+            sender_identity_id: String::new(),
+            reverse_path: String::new(),
+            recipients: vec![NewRecipient {
+                address: message.reverse_path.clone(),
+                notify: vec![Notify::Never],
+                original_recipient: String::new(),
+            }],
+            message: encrypted,
+            message_id: String::new(),
+            envelope_id: String::new(),
+            dsn_return: DsnReturn::Unspecified,
+            fan_out_immediately: false,
+        };
+        metrics::counter!("onionpost_queue_dsns_total").increment(1);
+        self.new_message(request, self.now_ms())
+    }
+
     pub async fn get(&self, queue_id: &str) -> Result<MessageRecord, QueueError> {
         self.inner
             .store
