@@ -116,7 +116,7 @@ async fn run() -> anyhow::Result<()> {
     )
     .await?;
     ensure!(ok, "first submission: {out}");
-    newest_in_inbox(&c, "carol", "carol password 1", &a).await?;
+    newest_in_inbox(&c, "carol", "carol password 1", "first contact", &a).await?;
 
     // Latency first, on a quiet carrier.
     let mut idle = Idle::start(c.imap, "carol", "carol password 1").await?;

@@ -128,7 +128,13 @@ impl QueueService {
             ));
         }
         let now = self.now_ms();
-        let message = self.new_message(request, now);
+        let mut message = self.new_message(request, now);
+        if message.origin == Origin::Carry {
+            // Carried mail arrives because its sender just failed to reach the recipient, so
+            // trying at once would only fail again; the first attempt waits one retry interval,
+            // and an ETRN from the recipient releases it sooner.
+            message.first_attempt_at_ms = now.saturating_add(self.inner.policy.base_delay_ms(1));
+        }
         let (stored, created) = self.inner.store.enqueue(&message).await?;
         if created {
             metrics::counter!("onionpost_queue_enqueued_total", "origin" => message.origin.as_str())
@@ -160,6 +166,7 @@ impl QueueService {
             sealed_body,
             body_digest,
             enqueued_at_ms: now,
+            first_attempt_at_ms: now,
             expires_at_ms: now.saturating_add(self.inner.policy.lifetime_ms()),
             recipients: request.recipients,
             queue_id,

@@ -203,6 +203,9 @@ pub struct NewMessage {
     pub body_digest: String,
     pub size_bytes: u64,
     pub enqueued_at_ms: i64,
+    /// When the recipients are first due: at once, or later for carried mail (see
+    /// `QueueService::enqueue`).
+    pub first_attempt_at_ms: i64,
     pub expires_at_ms: i64,
     pub recipients: Vec<NewRecipient>,
 }
@@ -365,7 +368,7 @@ pub struct HeldRecord {
 /// The queue's storage.
 #[async_trait]
 pub trait QueueStore: Send + Sync {
-    /// Stores a message and its recipients, all due at `enqueued_at_ms`, in one transaction.
+    /// Stores a message and its recipients, all due at `first_attempt_at_ms`, in one transaction.
     /// When `idempotency_key` is taken nothing is written and the first message is returned
     /// with `false`.
     async fn enqueue(&self, message: &NewMessage) -> Result<(MessageRecord, bool), StoreError>;
@@ -722,7 +725,7 @@ macro_rules! store_impl {
                         .bind(RecipientState::Scheduled.as_str())
                         .bind(join_notify(&recipient.notify))
                         .bind(&recipient.original_recipient)
-                        .bind(message.enqueued_at_ms)
+                        .bind(message.first_attempt_at_ms)
                         .execute(&mut *connection)
                         .await?;
                 }

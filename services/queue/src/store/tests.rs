@@ -25,6 +25,7 @@ fn message(key: &str, queue_id: &str, at: i64, recipients: &[&str]) -> NewMessag
         body_digest: "ab".repeat(32),
         size_bytes: 100,
         enqueued_at_ms: at,
+        first_attempt_at_ms: at,
         expires_at_ms: at + 5 * DAY,
         recipients: recipients
             .iter()
