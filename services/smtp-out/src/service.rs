@@ -43,6 +43,9 @@ const CIRCUITS_REMEMBERED: usize = 4096;
 pub enum SocksEndpoint {
     /// Known up front (tests, or an operator's fixed tor).
     Fixed(SocketAddr),
+    /// `tor.socks` from the configuration: `host:port`, the host perhaps a name (`tor:9050` in
+    /// compose), resolved on first use.
+    Named(String),
     /// Asked of the onion service on first use, then remembered: it knows whether tor is a
     /// container or its own child process.
     FromOnionService(Directory),
@@ -268,6 +271,11 @@ impl SmtpOutService {
         }
         let address = match &self.socks {
             SocksEndpoint::Fixed(address) => *address,
+            SocksEndpoint::Named(name) => tokio::net::lookup_host(name.as_str())
+                .await
+                .map_err(|error| SmtpOutError::SocksUnavailable(error.to_string()))?
+                .next()
+                .ok_or_else(|| SmtpOutError::SocksUnavailable("resolves to nothing".into()))?,
             SocksEndpoint::FromOnionService(directory) => {
                 let transport = directory
                     .transport(ServiceName::Onion)
