@@ -2,8 +2,9 @@
 //! recipients into a local SMTP sink (smtp-out through a SOCKS relay that stands in for tor, so
 //! the queue is what is measured). Prints a table; needs `ONIONPOST_TEST_POSTGRES_URL`.
 //!
-//! `cargo bench -p onionpost-e2e --bench queue_workers` (`QUEUE_BENCH_RECIPIENTS` to change the
-//! size, default 5,000).
+//! `cargo bench --profile dev -p onionpost-e2e --bench queue_workers` (the workers are the
+//! `onionpost` binary of the bench's profile, which the harness builds as a dev build);
+//! `QUEUE_BENCH_RECIPIENTS` changes the size (default 5,000).
 
 #[path = "../tests/queue_scale_support/mod.rs"]
 mod queue_scale_support;

@@ -430,3 +430,102 @@ async fn etrn_once(
         None => Err(response.connection_error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use onionpost_runtime::Database;
+    use onionpost_runtime::seal::CarrierSecret;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::retry::RetryPolicy;
+    use crate::service::Enqueue;
+    use crate::store::{DsnReturn, NewRecipient, Origin};
+
+    const CAROL: &str = "carol@c.onion";
+
+    fn carried(key: &str, size: usize) -> Enqueue {
+        Enqueue {
+            idempotency_key: key.into(),
+            origin: Origin::Carry,
+            account_id: String::new(),
+            sender_identity_id: String::new(),
+            reverse_path: "alice@a.onion".into(),
+            recipients: vec![NewRecipient {
+                address: CAROL.into(),
+                notify: vec![],
+                original_recipient: String::new(),
+            }],
+            message: vec![b'x'; size],
+            message_id: format!("<{key}@a.onion>"),
+            envelope_id: String::new(),
+            dsn_return: DsnReturn::Unspecified,
+            fan_out_immediately: false,
+        }
+    }
+
+    /// Caps are checked against what is held now; carried mail waits one retry interval before
+    /// its first attempt.
+    #[tokio::test]
+    async fn an_agreement_admits_carried_mail_up_to_its_caps() {
+        let dir = tempfile::tempdir().unwrap();
+        let database =
+            Database::open_sqlite(&dir.path().join("q.sqlite3"), crate::store::MIGRATIONS)
+                .await
+                .unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let service = QueueService::new(
+            crate::store::for_database(database),
+            CarrierSecret::from_text(&"s".repeat(40))
+                .unwrap()
+                .sealer("queue-body"),
+            Arc::new(clock.clone()),
+            RetryPolicy {
+                retry_min: Duration::from_secs(60),
+                retry_max: Duration::from_secs(3600),
+                lifetime: Duration::from_secs(86_400),
+            },
+        );
+        let desk = CarryDesk::new(service.clone(), Directory::default());
+        // No agreement: refused like a relay attempt.
+        assert_eq!(desk.check(CAROL, 10).await.unwrap(), CarryCheck::Refused);
+        service
+            .store()
+            .add_agreement(&AgreementRecord {
+                agreement_id: "a1".into(),
+                address: CAROL.into(),
+                fingerprint: "F".repeat(40),
+                created_at_ms: 1_000_000,
+                expires_at_ms: None,
+                revoked_at_ms: None,
+                max_held_bytes: 1_000,
+                max_messages_per_day: 3,
+            })
+            .await
+            .unwrap();
+        // The address is compared in lower case.
+        assert_eq!(
+            desk.check("Carol@C.onion", 10).await.unwrap(),
+            CarryCheck::Accepted
+        );
+        let first = service.enqueue(carried("m1", 600)).await.unwrap();
+        assert_eq!(
+            first.recipients[0].next_attempt_at_ms,
+            Some(1_000_000 + 60_000)
+        );
+        // 600 held + 500 declared is over 1,000 bytes: a temporary refusal.
+        assert_eq!(desk.check(CAROL, 500).await.unwrap(), CarryCheck::OverLimit);
+        assert_eq!(desk.check(CAROL, 300).await.unwrap(), CarryCheck::Accepted);
+        service.enqueue(carried("m2", 10)).await.unwrap();
+        service.enqueue(carried("m3", 10)).await.unwrap();
+        // Three carried today: the daily cap is reached.
+        assert_eq!(desk.check(CAROL, 1).await.unwrap(), CarryCheck::OverLimit);
+        // Without a keys service a statement cannot be checked: unavailable, not accepted.
+        assert!(matches!(
+            desk.add(b"statement".to_vec()).await,
+            Err(QueueError::Unavailable(_))
+        ));
+    }
+}
