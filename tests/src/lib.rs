@@ -6,7 +6,8 @@
 //! publish onion services (the product has its own in `onionpost_onion::control`), [`socks`]
 //! connects to an onion through a client's SOCKS port, handing the name to tor, and
 //! [`onion_service`] runs the onion service in-process for scenario tests and benchmarks, and
-//! [`smtp_sink`] stands in for a peer carrier's MX; [`capture`] records, with tshark, the DNS
+//! [`smtp_sink`] stands in for a peer carrier's MX, and [`socks_relay`] for tor in front of it;
+//! [`capture`] records, with tshark, the DNS
 //! queries and connections made during a scenario; [`postfix`] runs a private Postfix.
 
 pub mod capture;
@@ -17,6 +18,7 @@ pub mod otlp;
 pub mod postfix;
 pub mod smtp_sink;
 pub mod socks;
+pub mod socks_relay;
 pub mod tornet;
 
 pub use control::{AddedOnion, ControlConnection, ControlError, Reply, ReplyLine};

@@ -89,7 +89,23 @@ pub fn seal(
             to_certs.push(cert.clone());
         }
     }
-    let armored = sign_and_encrypt(&payload, sender.signing_keypair()?, &to_certs)?;
+    let armored = sign_and_encrypt(&payload, Some(sender.signing_keypair()?), &to_certs)?;
+    Ok(wrap_pgp_mime(outer_fields, &armored))
+}
+
+/// Like [`seal`], but signed by nobody: for messages no identity of this carrier wrote, such as
+/// a carrier's delivery-status notification to a sender it carried mail for. The recipient's
+/// carrier records such mail as unsigned.
+pub fn seal_unsigned(message: &[u8], recipients: &[Cert]) -> Result<Vec<u8>, KeysError> {
+    let original = Entity::parse(message).map_err(KeysError::MalformedMessage)?;
+    if original.fields.is_empty() {
+        return Err(KeysError::MalformedMessage("no header fields".into()));
+    }
+    if recipients.is_empty() {
+        return Err(KeysError::MalformedMessage("no recipients".into()));
+    }
+    let (outer_fields, payload) = protect_headers(&original);
+    let armored = sign_and_encrypt(&payload, None, recipients)?;
     Ok(wrap_pgp_mime(outer_fields, &armored))
 }
 
@@ -143,11 +159,11 @@ fn protect_headers(original: &Entity) -> (Vec<HeaderField>, Vec<u8>) {
     (outer_fields, payload)
 }
 
-/// One OpenPGP message: signed by `signer`, then encrypted to every valid encryption subkey of
+/// One OpenPGP message: signed by `signer` (when given), then encrypted to every valid encryption subkey of
 /// every cert; ASCII-armored.
 fn sign_and_encrypt(
     payload: &[u8],
-    signer: KeyPair,
+    signer: Option<KeyPair>,
     to_certs: &[Cert],
 ) -> Result<String, KeysError> {
     for cert in to_certs {
@@ -172,11 +188,16 @@ fn sign_and_encrypt(
     let message = Encryptor::for_recipients(message, recipient_keys)
         .build()
         .map_err(KeysError::crypto)?;
-    let mut signer = Signer::new(message, signer).map_err(KeysError::crypto)?;
-    for cert in to_certs {
-        signer = signer.add_intended_recipient(cert);
-    }
-    let message = signer.build().map_err(KeysError::crypto)?;
+    let message = match signer {
+        Some(signer) => {
+            let mut signer = Signer::new(message, signer).map_err(KeysError::crypto)?;
+            for cert in to_certs {
+                signer = signer.add_intended_recipient(cert);
+            }
+            signer.build().map_err(KeysError::crypto)?
+        }
+        None => message,
+    };
     let mut literal = LiteralWriter::new(message)
         .build()
         .map_err(KeysError::crypto)?;
@@ -797,7 +818,7 @@ pub(crate) mod tests {
         let payload = b"Content-Type: text/plain\r\n\r\nhello\r\n";
         let armored = sign_and_encrypt(
             payload,
-            alice().signing_keypair().unwrap(),
+            Some(alice().signing_keypair().unwrap()),
             &[bob().public_cert()],
         )
         .unwrap();
@@ -905,6 +926,21 @@ pub(crate) mod tests {
         assert_eq!(opened.verification, Verification::Unsigned);
         assert!(!opened.protected_headers);
         assert!(matches!(opened.verified_sender(), Err(KeysError::Unsigned)));
+    }
+
+    #[test]
+    fn sealed_without_a_signer_opens_as_unsigned_with_protected_headers() {
+        let plain = sample_message(alice(), bob());
+        let sealed = seal_unsigned(&plain, &[bob().public_cert()]).unwrap();
+        let wire = String::from_utf8(sealed.clone()).unwrap();
+        assert!(!wire.contains("launch codes"));
+        assert_eq!(field(&sealed, "Subject").as_deref(), Some("..."));
+        let opened = open(&sealed, &[bob()], &[alice().public_cert()]).unwrap();
+        assert_eq!(opened.verification, Verification::Unsigned);
+        assert!(opened.protected_headers);
+        // Only the recipient can read it: not even the carrier that made it keeps a copy.
+        assert!(open(&sealed, &[alice()], &[]).is_err());
+        assert!(seal_unsigned(&plain, &[]).is_err());
     }
 
     #[test]

@@ -632,15 +632,13 @@ impl KeysService {
         &self,
         request: pb::SignAndEncryptRequest,
     ) -> Result<pb::SignAndEncryptResponse> {
-        if request.signer_identity_id.trim().is_empty() {
-            return Err(ServiceError::Unimplemented(
-                "encrypting without a signer (gateway mail) is not supported yet",
-            ));
-        }
         if request.recipients.is_empty() {
             return Err(ServiceError::InvalidArgument(
                 "recipients is required".into(),
             ));
+        }
+        if request.signer_identity_id.trim().is_empty() {
+            return self.encrypt_unsigned(request).await;
         }
         let (record, key) = self.carrier_key(&request.signer_identity_id).await?;
         let mut certs = Vec::with_capacity(request.recipients.len());
@@ -685,6 +683,30 @@ impl KeysService {
             crate::pgp_mime::seal(&message, &key, &certs)
         })
         .await?;
+        Ok(pb::SignAndEncryptResponse {
+            message: sealed,
+            encrypted_to,
+        })
+    }
+
+    /// Encrypts for recipients with no signer: each recipient's key is the one bound to its
+    /// onion (its own, when hosted here, else fetched by WKD over the onion), since there is no
+    /// address book to take it from. No Autocrypt header: nobody's key is being offered.
+    async fn encrypt_unsigned(
+        &self,
+        request: pb::SignAndEncryptRequest,
+    ) -> Result<pb::SignAndEncryptResponse> {
+        let mut certs = Vec::with_capacity(request.recipients.len());
+        for recipient in &request.recipients {
+            let address = Address::parse(recipient.trim())?;
+            certs.push(self.fetch_key(&address).await?);
+        }
+        let encrypted_to = certs
+            .iter()
+            .map(|cert| cert.fingerprint().to_hex())
+            .collect();
+        let message = request.message;
+        let sealed = blocking(move || crate::pgp_mime::seal_unsigned(&message, &certs)).await?;
         Ok(pb::SignAndEncryptResponse {
             message: sealed,
             encrypted_to,

@@ -155,6 +155,12 @@ pub fn build(
             None => out.push_str("\r\n"),
         }
     }
+    if message.origin == Origin::Carry {
+        out.push_str(
+            "\r\nThe recipient was offline; this carrier held the message for them until they \
+             came back.\r\n",
+        );
+    }
     if !message.message_id.is_empty() {
         out.push_str(&format!(
             "\r\nThe message's Message-ID was {}.\r\n",

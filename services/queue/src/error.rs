@@ -9,9 +9,12 @@ pub enum QueueError {
     InvalidArgument(String),
     #[error("no queued message {0:?}")]
     NotFound(String),
-    /// Carry agreements (issue #7) are not built yet.
+    /// A carry statement that does not verify, or names another carrier.
     #[error("{0}")]
-    Unimplemented(&'static str),
+    Refused(String),
+    /// A service the queue needs for this call (keys, onion) cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
     /// Storage failed; the text goes to the log, never to the caller.
     #[error("queue storage: {0}")]
     Store(#[from] StoreError),
@@ -25,7 +28,8 @@ impl From<QueueError> for tonic::Status {
         match error {
             QueueError::InvalidArgument(_) => tonic::Status::invalid_argument(error.to_string()),
             QueueError::NotFound(_) => tonic::Status::not_found(error.to_string()),
-            QueueError::Unimplemented(_) => tonic::Status::unimplemented(error.to_string()),
+            QueueError::Refused(_) => tonic::Status::permission_denied(error.to_string()),
+            QueueError::Unavailable(_) => tonic::Status::unavailable(error.to_string()),
             QueueError::Store(_) | QueueError::Seal(_) => {
                 tracing::error!(error = %error, "queue call failed");
                 tonic::Status::internal("internal error")

@@ -4,21 +4,23 @@ use onionpost_proto::queue::v1 as pb;
 use onionpost_proto::queue::v1::queue_server::Queue;
 use tonic::{Request, Response, Status};
 
+use crate::carry::{CarryCheck, CarryDesk, RevokeBy};
 use crate::error::QueueError;
 use crate::service::{AGE_BOUNDS_MS, Enqueue, QueueService};
 use crate::store::{
-    DsnReturn, ListFilter, MessageRecord, NewRecipient, Notify, Origin, RecipientRecord,
-    RecipientState, Reply,
+    AgreementRecord, DsnReturn, HeldRecord, ListFilter, MessageRecord, NewRecipient, Notify,
+    Origin, RecipientRecord, RecipientState, Reply,
 };
 
 /// Serves [`QueueService`] over gRPC.
 pub struct QueueGrpc {
     service: QueueService,
+    carry: CarryDesk,
 }
 
 impl QueueGrpc {
-    pub fn new(service: QueueService) -> Self {
-        QueueGrpc { service }
+    pub fn new(service: QueueService, carry: CarryDesk) -> Self {
+        QueueGrpc { service, carry }
     }
 }
 
@@ -181,42 +183,88 @@ impl Queue for QueueGrpc {
         Ok(Response::new(pb::FlushResponse { recipients_due }))
     }
 
-    /// Carry agreements arrive with the carriers issue (#7); until then this carrier carries
-    /// for no one, and smtp-in answers such recipients like any relay attempt.
     async fn check_carry(
         &self,
-        _request: Request<pb::CheckCarryRequest>,
+        request: Request<pb::CheckCarryRequest>,
     ) -> Reply_<pb::CheckCarryResponse> {
+        let request = request.into_inner();
+        let check = self
+            .carry
+            .check(&request.recipient, request.declared_size)
+            .await?;
         Ok(Response::new(pb::CheckCarryResponse {
-            accepted: false,
-            over_limit: false,
+            accepted: check == CarryCheck::Accepted,
+            over_limit: check == CarryCheck::OverLimit,
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn add_carry_agreement(
         &self,
-        _request: Request<pb::AddCarryAgreementRequest>,
+        request: Request<pb::AddCarryAgreementRequest>,
     ) -> Reply_<pb::CarryAgreement> {
-        Err(QueueError::Unimplemented(CARRY_LATER).into())
+        let (agreement, held) = self.carry.add(request.into_inner().statement).await?;
+        Ok(Response::new(agreement_to_pb(&agreement, &held)))
     }
 
     async fn list_carry_agreements(
         &self,
-        _request: Request<pb::ListCarryAgreementsRequest>,
+        request: Request<pb::ListCarryAgreementsRequest>,
     ) -> Reply_<pb::ListCarryAgreementsResponse> {
-        Err(QueueError::Unimplemented(CARRY_LATER).into())
+        let request = request.into_inner();
+        let (page, next_page_token) = self
+            .carry
+            .list(
+                request.include_ended,
+                request.page_size,
+                &request.page_token,
+            )
+            .await?;
+        Ok(Response::new(pb::ListCarryAgreementsResponse {
+            agreements: page
+                .iter()
+                .map(|(agreement, held)| agreement_to_pb(agreement, held))
+                .collect(),
+            next_page_token,
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn revoke_carry_agreement(
         &self,
-        _request: Request<pb::RevokeCarryAgreementRequest>,
+        request: Request<pb::RevokeCarryAgreementRequest>,
     ) -> Reply_<pb::CarryAgreement> {
-        Err(QueueError::Unimplemented(CARRY_LATER).into())
+        let by = match request.into_inner().by {
+            Some(pb::revoke_carry_agreement_request::By::AgreementId(id)) => RevokeBy::Id(id),
+            Some(pb::revoke_carry_agreement_request::By::Statement(statement)) => {
+                RevokeBy::Statement(statement)
+            }
+            None => {
+                return Err(QueueError::InvalidArgument(
+                    "agreement_id or statement is required".into(),
+                )
+                .into());
+            }
+        };
+        let (agreement, held) = self.carry.revoke(by).await?;
+        Ok(Response::new(agreement_to_pb(&agreement, &held)))
     }
 }
 
-const CARRY_LATER: &str =
-    "carry agreements are not implemented yet (they arrive with issue #7, carriers)";
+fn agreement_to_pb(agreement: &AgreementRecord, held: &HeldRecord) -> pb::CarryAgreement {
+    pb::CarryAgreement {
+        agreement_id: agreement.agreement_id.clone(),
+        address: agreement.address.clone(),
+        fingerprint: agreement.fingerprint.clone(),
+        created_at: Some(timestamp(agreement.created_at_ms)),
+        expires_at: agreement.expires_at_ms.map(timestamp),
+        revoked_at: agreement.revoked_at_ms.map(timestamp),
+        max_held_bytes: agreement.max_held_bytes,
+        max_messages_per_day: agreement.max_messages_per_day,
+        held_messages: held.messages,
+        held_bytes: held.bytes,
+    }
+}
 
 fn notify_from_pb(value: pb::DsnNotify) -> Option<Notify> {
     match value {

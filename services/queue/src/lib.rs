@@ -9,9 +9,13 @@
 //! the message's lifetime, and reports to the sender with RFC 3464 DSNs delivered into its own
 //! INBOX by the imap service. It never talks SMTP or touches tor itself.
 //!
-//! Carry agreements, fan-out to designated carriers (issue #7) are not here yet; the store
-//! already claims work with leases (`SKIP LOCKED` on PostgreSQL) so several workers can share it.
+//! It also carries mail for people who are offline (`carry`): it keeps carry agreements,
+//! hands submitted mail that could not be delivered directly to the recipient's designated
+//! carriers (fan-out, in the scheduler), and sends ETRN to an identity's carriers when it comes
+//! online. The store claims work with leases (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so
+//! several worker processes can share one queue.
 
+pub mod carry;
 pub mod clock;
 pub mod dsn;
 pub mod error;

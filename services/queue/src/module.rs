@@ -10,6 +10,7 @@ use onionpost_proto::queue::v1::queue_server::QueueServer;
 use onionpost_runtime::seal::CarrierSecret;
 use onionpost_runtime::{Module, ServiceContext, Started};
 
+use crate::carry::CarryDesk;
 use crate::clock::SystemClock;
 use crate::grpc::QueueGrpc;
 use crate::retry::RetryPolicy;
@@ -32,12 +33,15 @@ impl Module for QueueModule {
 
     fn depends_on(&self) -> &'static [ServiceName] {
         // It delivers through smtp-out (onion) and the gateway (clearnet) and puts DSNs into
-        // INBOXes through imap; all may also run elsewhere, and are asked only when something
-        // is due.
+        // INBOXes through imap; it asks keys for designated carriers and to verify carry
+        // statements, and follows onion to send ETRN when an identity comes online. All may
+        // also run elsewhere, and are asked only when needed.
         &[
             ServiceName::SmtpOut,
             ServiceName::Gateway,
             ServiceName::Imap,
+            ServiceName::Keys,
+            ServiceName::Onion,
         ]
     }
 
@@ -60,7 +64,12 @@ impl Module for QueueModule {
             );
             let scheduler = Scheduler::new(service.clone(), context.directory.clone());
             context.spawn("queue-scheduler", scheduler.run(context.shutdown.clone()));
-            let server = QueueServer::new(QueueGrpc::new(service))
+            context.spawn(
+                "queue-carrier-pickup",
+                crate::carry::pickup(context.directory.clone(), context.shutdown.clone()),
+            );
+            let carry = CarryDesk::new(service.clone(), context.directory.clone());
+            let server = QueueServer::new(QueueGrpc::new(service, carry))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
             Ok(Started::new().with_grpc(server))

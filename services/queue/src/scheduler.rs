@@ -16,6 +16,8 @@ use onionpost_proto::gateway::v1 as gateway_pb;
 use onionpost_proto::gateway::v1::gateway_client::GatewayClient;
 use onionpost_proto::imap::v1 as imap_pb;
 use onionpost_proto::imap::v1::imap_client::ImapClient;
+use onionpost_proto::keys::v1 as keys_pb;
+use onionpost_proto::keys::v1::keys_client::KeysClient;
 use onionpost_proto::smtp_out::v1 as smtp_pb;
 use onionpost_proto::smtp_out::v1::smtp_out_client::SmtpOutClient;
 use onionpost_runtime::Directory;
@@ -49,6 +51,9 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 
 /// Largest message sent inline (smtp_out.proto / imap.proto: raised from tonic's 4 MiB).
 const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long encrypting a carried DSN may take (a WKD fetch over the sender's onion).
+const CARRIED_DSN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often queue gauges are refreshed.
 const GAUGE_INTERVAL_MS: i64 = 15_000;
@@ -254,9 +259,26 @@ impl Scheduler {
                     .push(recipient);
             }
             for (destination, recipients) in by_destination {
+                // Sender policy: hand the message to the carriers before the direct attempt,
+                // not after it failed.
+                if message.fan_out_immediately {
+                    self.fan_out(&message, &destination, &recipients, &body)
+                        .await;
+                }
                 let results = self
                     .deliver_remote(&message, &destination, &recipients, &body)
                     .await;
+                let waiting: Vec<&RecipientRecord> = recipients
+                    .iter()
+                    .zip(&results)
+                    .filter(|(_, outcome)| matches!(outcome, Outcome::Temporary(_)))
+                    .map(|(recipient, _)| *recipient)
+                    .collect();
+                // (With the policy above the carriers were asked already in this round; the
+                // recipient snapshot would not show that yet.)
+                if !message.fan_out_immediately {
+                    self.fan_out(&message, &destination, &waiting, &body).await;
+                }
                 for (recipient, outcome) in recipients.into_iter().zip(results) {
                     outcomes.push((recipient, outcome, true));
                 }
@@ -328,7 +350,11 @@ impl Scheduler {
                 reply: Some(reply),
             });
         }
-        let dsn = self.service.dsn_for(message, body, &lines);
+        let dsn = if message.origin == Origin::Carry {
+            self.carried_dsn(message, body, &lines).await
+        } else {
+            self.service.dsn_for(message, body, &lines)
+        };
         match self
             .service
             .store()
@@ -342,6 +368,129 @@ impl Scheduler {
             // The lease keeps the recipients; they are tried again when it runs out.
             Err(error) => {
                 tracing::warn!(queue_id = %message.queue_id, error = %error, "recording results failed");
+            }
+        }
+    }
+
+    /// Fan-out (design.md, "Carriers"): hands a submitted message, already encrypted to its
+    /// recipients, to each recipient's designated carriers from the sender's address book, one
+    /// SMTP session per carrier. Each carrier queues it and retries on its own schedule, and
+    /// releases it to the recipient's onion only. A carrier is handed the message once per
+    /// recipient (`handed_to_carriers`); this carrier keeps trying directly as well, and the
+    /// recipient drops the copies it already has (Message-ID and body digest). A hand-off that
+    /// fails is tried again after the next failed direct attempt.
+    async fn fan_out(
+        &self,
+        message: &MessageRecord,
+        destination: &str,
+        recipients: &[&RecipientRecord],
+        body: &[u8],
+    ) {
+        // Only own mail fans out: carried mail is already with a carrier, and a chain of
+        // carriers would spread it beyond whom the recipient trusts.
+        if message.origin != Origin::Submission
+            || recipients.is_empty()
+            || !is_v3_onion(destination)
+        {
+            return;
+        }
+        let Ok(keys) = self.directory.transport(ServiceName::Keys) else {
+            return;
+        };
+        let mut client = KeysClient::new(keys);
+        let mut by_carrier: BTreeMap<String, Vec<&RecipientRecord>> = BTreeMap::new();
+        for recipient in recipients {
+            let request = keys_pb::GetContactRequest {
+                account_id: message.account_id.clone(),
+                contact: Some(keys_pb::get_contact_request::Contact::Address(
+                    recipient.address.clone(),
+                )),
+            };
+            let contact = match client.get_contact(request).await {
+                Ok(contact) => contact.into_inner(),
+                Err(status) if status.code() == tonic::Code::NotFound => continue,
+                Err(status) => {
+                    tracing::debug!(error = %status.message(), "designated carriers unavailable");
+                    continue;
+                }
+            };
+            for carrier in contact.designated_carriers {
+                let carrier = carrier.to_ascii_lowercase();
+                if carrier == destination
+                    || !is_v3_onion(&carrier)
+                    || recipient.handed_to_carriers.contains(&carrier)
+                {
+                    continue;
+                }
+                by_carrier.entry(carrier).or_default().push(recipient);
+            }
+        }
+        for (carrier, handed) in by_carrier {
+            let results = self.deliver_remote(message, &carrier, &handed, body).await;
+            for (recipient, outcome) in handed.iter().zip(results) {
+                let label = match outcome {
+                    Outcome::Delivered(_) => "handed",
+                    Outcome::Temporary(_) => "temporary_failure",
+                    Outcome::Permanent(_) => "refused",
+                };
+                metrics::counter!("onionpost_queue_fan_out_total", "outcome" => label).increment(1);
+                if label != "handed" {
+                    tracing::debug!(queue_id = %message.queue_id, outcome = label, "hand-off to a carrier failed");
+                    continue;
+                }
+                if let Err(error) = self
+                    .service
+                    .store()
+                    .note_handed(&message.queue_id, recipient.idx, &carrier)
+                    .await
+                {
+                    // The carrier has it; at worst it is handed over once more later.
+                    tracing::warn!(queue_id = %message.queue_id, error = %error, "hand-off not recorded");
+                }
+            }
+        }
+    }
+
+    /// A DSN about carried mail (RFC 3464), for a sender that is not one of this carrier's
+    /// accounts: it goes back over the sender's onion like any mail, so it must be encrypted
+    /// (design.md: end-to-end encryption required). The keys service encrypts it, signed by
+    /// nobody, to the key bound to the sender's onion. When that cannot be done now the notice
+    /// is dropped (logged and counted): the message itself was delivered or failed all the same.
+    async fn carried_dsn(
+        &self,
+        message: &MessageRecord,
+        body: &[u8],
+        lines: &[Reported<'_>],
+    ) -> Option<crate::store::NewMessage> {
+        if lines.is_empty() || message.reverse_path.is_empty() {
+            return None;
+        }
+        let report = dsn::build(message, body, lines, self.service.now_ms());
+        let keys = self.directory.transport(ServiceName::Keys).ok()?;
+        let request = keys_pb::SignAndEncryptRequest {
+            signer_identity_id: String::new(),
+            recipients: vec![message.reverse_path.clone()],
+            message: report,
+            add_autocrypt_header: false,
+        };
+        let mut client = KeysClient::new(keys)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let encrypted = client.sign_and_encrypt(request);
+        match tokio::time::timeout(CARRIED_DSN_TIMEOUT, encrypted).await {
+            Ok(Ok(response)) => Some(
+                self.service
+                    .carried_dsn(message, response.into_inner().message),
+            ),
+            Ok(Err(status)) => {
+                metrics::counter!("onionpost_queue_carried_dsns_dropped_total").increment(1);
+                tracing::info!(queue_id = %message.queue_id, error = %status.message(), "carried dsn not sent: no key for the sender");
+                None
+            }
+            Err(_) => {
+                metrics::counter!("onionpost_queue_carried_dsns_dropped_total").increment(1);
+                tracing::info!(queue_id = %message.queue_id, "carried dsn not sent: the sender's key did not arrive in time");
+                None
             }
         }
     }

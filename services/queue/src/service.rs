@@ -128,7 +128,13 @@ impl QueueService {
             ));
         }
         let now = self.now_ms();
-        let message = self.new_message(request, now);
+        let mut message = self.new_message(request, now);
+        if message.origin == Origin::Carry {
+            // Carried mail arrives because its sender just failed to reach the recipient, so
+            // trying at once would only fail again; the first attempt waits one retry interval,
+            // and an ETRN from the recipient releases it sooner.
+            message.first_attempt_at_ms = now.saturating_add(self.inner.policy.base_delay_ms(1));
+        }
         let (stored, created) = self.inner.store.enqueue(&message).await?;
         if created {
             metrics::counter!("onionpost_queue_enqueued_total", "origin" => message.origin.as_str())
@@ -160,6 +166,7 @@ impl QueueService {
             sealed_body,
             body_digest,
             enqueued_at_ms: now,
+            first_attempt_at_ms: now,
             expires_at_ms: now.saturating_add(self.inner.policy.lifetime_ms()),
             recipients: request.recipients,
             queue_id,
@@ -208,6 +215,31 @@ impl QueueService {
         };
         metrics::counter!("onionpost_queue_dsns_total").increment(1);
         Some(self.new_message(request, now))
+    }
+
+    /// A carried message's DSN, already encrypted to its sender, as a queue entry that goes
+    /// back over the sender's onion: null reverse path (it never causes another DSN), isolated
+    /// like the carried mail it reports on.
+    pub(crate) fn carried_dsn(&self, message: &MessageRecord, encrypted: Vec<u8>) -> NewMessage {
+        let request = Enqueue {
+            idempotency_key: format!("dsn:{}:{}", message.queue_id, random_id()),
+            origin: Origin::Carry,
+            account_id: String::new(),
+            sender_identity_id: String::new(),
+            reverse_path: String::new(),
+            recipients: vec![NewRecipient {
+                address: message.reverse_path.clone(),
+                notify: vec![Notify::Never],
+                original_recipient: String::new(),
+            }],
+            message: encrypted,
+            message_id: String::new(),
+            envelope_id: String::new(),
+            dsn_return: DsnReturn::Unspecified,
+            fan_out_immediately: false,
+        };
+        metrics::counter!("onionpost_queue_dsns_total").increment(1);
+        self.new_message(request, self.now_ms())
     }
 
     pub async fn get(&self, queue_id: &str) -> Result<MessageRecord, QueueError> {

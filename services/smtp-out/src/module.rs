@@ -20,7 +20,8 @@ impl Module for SmtpOutModule {
     }
 
     fn depends_on(&self) -> &'static [ServiceName] {
-        // The onion service names tor's SOCKS endpoint; asked lazily, on the first delivery.
+        // The onion service names tor's SOCKS endpoint (unless `tor.socks` does); asked
+        // lazily, on the first delivery.
         &[ServiceName::Onion]
     }
 
@@ -29,8 +30,14 @@ impl Module for SmtpOutModule {
         context: ServiceContext,
     ) -> BoxFuture<'static, anyhow::Result<Started>> {
         Box::pin(async move {
-            let service =
-                SmtpOutService::new(SocksEndpoint::FromOnionService(context.directory.clone()));
+            let socks = match &context.config.tor.socks {
+                // The operator named tor's SOCKS port: the answer the onion service would give
+                // too (`tor.socks` wins there), and smtp-out then works without an onion
+                // service, as in a queue worker process of its own.
+                Some(address) => SocksEndpoint::Named(address.to_string()),
+                None => SocksEndpoint::FromOnionService(context.directory.clone()),
+            };
+            let service = SmtpOutService::new(socks);
             let server = SmtpOutServer::new(SmtpOutGrpc::new(service))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);

@@ -25,6 +25,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 /// take every connection; two lets a large message and a small one pass each other.
 const SESSIONS_PER_DESTINATION: usize = 2;
 
+/// After tor could not reach an onion, further sessions to it fail at once for this long
+/// instead of each building circuits to a destination that is down (an offline peer with a
+/// queue of mail for it would otherwise hold every session slot for minutes). Short, because
+/// peers come back: a retry after it tries for real.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(15);
+
 /// Sessions open at once in all, to bound memory and tor streams.
 const SESSIONS_TOTAL: usize = 64;
 
@@ -37,6 +43,9 @@ const CIRCUITS_REMEMBERED: usize = 4096;
 pub enum SocksEndpoint {
     /// Known up front (tests, or an operator's fixed tor).
     Fixed(SocketAddr),
+    /// `tor.socks` from the configuration: `host:port`, the host perhaps a name (`tor:9050` in
+    /// compose), resolved on first use.
+    Named(String),
     /// Asked of the onion service on first use, then remembered: it knows whether tor is a
     /// container or its own child process.
     FromOnionService(Directory),
@@ -64,6 +73,9 @@ pub struct SmtpOutService {
     per_destination: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     /// The SOCKS password in use per (isolation key, destination): see the crate docs.
     circuits: Arc<Mutex<HashMap<(String, String), String>>>,
+    /// Destinations tor could not reach lately, and when (see `UNREACHABLE_FOR`). Local
+    /// knowledge only: no peer can observe it, so it links no identities.
+    unreachable: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl SmtpOutService {
@@ -76,6 +88,7 @@ impl SmtpOutService {
             total: Arc::new(Semaphore::new(SESSIONS_TOTAL)),
             per_destination: Arc::default(),
             circuits: Arc::default(),
+            unreachable: Arc::default(),
         }
     }
 
@@ -104,6 +117,18 @@ impl SmtpOutService {
         let socks = self.socks_address().await?;
         let _permits = self.permits(destination).await;
         let started = Instant::now();
+        // Checked once the permits are held: sessions queued behind one that just failed to
+        // connect do not try again.
+        if let Some(error) = self.recently_unreachable(destination) {
+            let delivery = Delivery {
+                outcomes: outcomes_after(&error, envelope.recipients.len()).0,
+                connection_error: Some(error.to_string()),
+                peer_offers_dsn: false,
+                duration: started.elapsed(),
+            };
+            record(&delivery);
+            return Ok(delivery);
+        }
         let attempt = async {
             let stream = self
                 .connect(socks, destination, port, isolation_key)
@@ -143,6 +168,9 @@ impl SmtpOutService {
         check_onion(onion)?;
         let socks = self.socks_address().await?;
         let _permits = self.permits(carrier).await;
+        if let Some(error) = self.recently_unreachable(carrier) {
+            return Ok(Err(error.to_string()));
+        }
         let attempt = async {
             let stream = self.connect(socks, carrier, 25, isolation_key).await?;
             session::etrn(stream, onion, self.timeouts).await
@@ -167,12 +195,26 @@ impl SmtpOutService {
         let connect =
             Socks5Stream::connect_with_password(socks, (destination, port), username, &password);
         let result = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Ok(stream)) => {
+                self.unreachable
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .remove(destination);
+                return Ok(stream);
+            }
             Ok(Err(error)) => Err(SessionError::Io(std::io::Error::other(format!(
                 "tor could not reach the onion: {error}"
             )))),
             Err(_) => Err(SessionError::Timeout("onion connection through tor")),
         };
+        {
+            let mut unreachable = self
+                .unreachable
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            unreachable.retain(|_, at| at.elapsed() < UNREACHABLE_FOR);
+            unreachable.insert(destination.to_owned(), Instant::now());
+        }
         // The next attempt builds a new circuit, unless another session already did.
         let mut circuits = self
             .circuits
@@ -182,6 +224,22 @@ impl SmtpOutService {
             circuits.remove(&circuit);
         }
         result
+    }
+
+    /// The error to report without trying, when tor could not reach `destination` moments ago.
+    fn recently_unreachable(&self, destination: &str) -> Option<SessionError> {
+        let unreachable = self
+            .unreachable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let at = unreachable.get(destination)?;
+        let ago = at.elapsed();
+        (ago < UNREACHABLE_FOR).then(|| {
+            SessionError::Io(std::io::Error::other(format!(
+                "tor could not reach the onion {}s ago; not tried again yet",
+                ago.as_secs()
+            )))
+        })
     }
 
     /// The circuit's current SOCKS password, made up when there is none.
@@ -213,6 +271,11 @@ impl SmtpOutService {
         }
         let address = match &self.socks {
             SocksEndpoint::Fixed(address) => *address,
+            SocksEndpoint::Named(name) => tokio::net::lookup_host(name.as_str())
+                .await
+                .map_err(|error| SmtpOutError::SocksUnavailable(error.to_string()))?
+                .next()
+                .ok_or_else(|| SmtpOutError::SocksUnavailable("resolves to nothing".into()))?,
             SocksEndpoint::FromOnionService(directory) => {
                 let transport = directory
                     .transport(ServiceName::Onion)
@@ -368,5 +431,59 @@ mod tests {
                 .iter()
                 .all(|outcome| matches!(outcome, Outcome::Temporary(reply) if reply.code == 451))
         );
+    }
+
+    #[tokio::test]
+    async fn an_onion_tor_just_failed_to_reach_is_not_tried_again_at_once() {
+        // A "SOCKS port" that hangs up on every connection: tor could not reach the onion.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        let service = SmtpOutService::new(SocksEndpoint::Fixed(address));
+        let envelope = Envelope {
+            reverse_path: String::new(),
+            recipients: vec![session::Recipient {
+                address: "a@x.onion".into(),
+                notify: vec![],
+                original_recipient: String::new(),
+            }],
+            envelope_id: String::new(),
+            dsn_return: None,
+        };
+        let down = format!("{}.onion", "b".repeat(56));
+        let first = service
+            .deliver(&down, 25, "id-1", &envelope, b"m")
+            .await
+            .unwrap();
+        assert!(first.connection_error.is_some());
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Another identity's session to the same onion fails at once, without a connection.
+        let second = service
+            .deliver(&down, 25, "id-2", &envelope, b"m")
+            .await
+            .unwrap();
+        assert!(
+            second
+                .connection_error
+                .as_deref()
+                .is_some_and(|error| error.contains("not tried again yet")),
+            "{second:?}"
+        );
+        assert!(matches!(&second.outcomes[0], Outcome::Temporary(reply) if reply.code == 451));
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Other onions are tried as usual.
+        let other = format!("{}.onion", "c".repeat(56));
+        service
+            .deliver(&other, 25, "id-1", &envelope, b"m")
+            .await
+            .unwrap();
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

@@ -100,6 +100,16 @@ impl Carrier {
         login: &str,
         password: &str,
     ) -> anyhow::Result<(String, String, String)> {
+        let (account_id, _, address, onion) = self.account_with_identity(login, password).await?;
+        Ok((account_id, address, onion))
+    }
+
+    /// As [`Carrier::account`], with the identity's id second.
+    pub async fn account_with_identity(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> anyhow::Result<(String, String, String, String)> {
         let account = self
             .op(
                 "POST",
@@ -135,7 +145,12 @@ impl Carrier {
             ensure!(started.elapsed() < TOR_TIMEOUT, "not online: {answer}");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        Ok((account_id, address, onion))
+        Ok((account_id, identity_id, address, onion))
+    }
+
+    /// A gRPC channel to the services of this carrier's process.
+    pub fn grpc(&self) -> anyhow::Result<tonic::transport::Channel> {
+        Ok(tonic::transport::Endpoint::from_shared(self.node.grpc_url())?.connect_lazy())
     }
 }
 

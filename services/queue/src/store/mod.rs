@@ -203,6 +203,9 @@ pub struct NewMessage {
     pub body_digest: String,
     pub size_bytes: u64,
     pub enqueued_at_ms: i64,
+    /// When the recipients are first due: at once, or later for carried mail (see
+    /// `QueueService::enqueue`).
+    pub first_attempt_at_ms: i64,
     pub expires_at_ms: i64,
     pub recipients: Vec<NewRecipient>,
 }
@@ -317,10 +320,55 @@ pub enum AfterRecord {
     Finished,
 }
 
+/// A carry agreement: this carrier holds mail for `address` while it is offline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgreementRecord {
+    pub agreement_id: String,
+    /// The identity carried for, lower case.
+    pub address: String,
+    /// The key that signed the carry request.
+    pub fingerprint: String,
+    pub created_at_ms: i64,
+    /// Unset: until revoked.
+    pub expires_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+    pub max_held_bytes: u64,
+    pub max_messages_per_day: u32,
+}
+
+impl AgreementRecord {
+    /// Neither revoked nor expired at `now_ms`.
+    pub fn is_active(&self, now_ms: i64) -> bool {
+        self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+}
+
+/// Which agreement to end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgreementKey {
+    /// An operator names it.
+    Id(String),
+    /// A signed withdrawal names the identity: every active agreement for it ends.
+    Address(String),
+}
+
+/// What this carrier holds for one address now (carried mail only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldRecord {
+    /// Unfinished carried recipients at the address.
+    pub messages: u64,
+    /// The bytes of their messages.
+    pub bytes: u64,
+    /// Carried messages for the address enqueued since the asked time and still stored (a
+    /// message leaves the store with its last recipient, so a recipient that picks up its mail
+    /// promptly frees room in its daily cap too).
+    pub enqueued_since: u64,
+}
+
 /// The queue's storage.
 #[async_trait]
 pub trait QueueStore: Send + Sync {
-    /// Stores a message and its recipients, all due at `enqueued_at_ms`, in one transaction.
+    /// Stores a message and its recipients, all due at `first_attempt_at_ms`, in one transaction.
     /// When `idempotency_key` is taken nothing is written and the first message is returned
     /// with `false`.
     async fn enqueue(&self, message: &NewMessage) -> Result<(MessageRecord, bool), StoreError>;
@@ -388,6 +436,42 @@ pub trait QueueStore: Send + Sync {
 
     /// The earliest time anything becomes claimable (a due time or a lease running out).
     async fn next_wake(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Notes that a recipient's message was handed to `carrier` (fan-out), so it is handed to
+    /// each carrier once. Needs no lease: it only ever adds to the list.
+    async fn note_handed(&self, queue_id: &str, idx: i32, carrier: &str) -> Result<(), StoreError>;
+
+    /// Records an agreement; the identity's earlier active agreements end at its creation
+    /// time (a newer request replaces an older one), in one transaction.
+    async fn add_agreement(&self, agreement: &AgreementRecord) -> Result<(), StoreError>;
+
+    /// The newest agreement for `address` that is active at `now_ms`.
+    async fn active_agreement(
+        &self,
+        address: &str,
+        now_ms: i64,
+    ) -> Result<Option<AgreementRecord>, StoreError>;
+
+    /// One page in agreement id order, after `after` (an agreement id); ended agreements only
+    /// when asked.
+    async fn list_agreements(
+        &self,
+        include_ended: bool,
+        now_ms: i64,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<AgreementRecord>, StoreError>;
+
+    /// Ends agreements at `now_ms`; returns those that were active and now ended.
+    async fn revoke_agreement(
+        &self,
+        key: &AgreementKey,
+        now_ms: i64,
+    ) -> Result<Vec<AgreementRecord>, StoreError>;
+
+    /// What is held for `address` now, and how many carried messages for it arrived since
+    /// `since_ms`.
+    async fn held_for(&self, address: &str, since_ms: i64) -> Result<HeldRecord, StoreError>;
 }
 
 /// Rewrites `?` placeholders as `$1, $2, …` for PostgreSQL. Our SQL has no `?` in literals.
@@ -441,6 +525,9 @@ const MESSAGE_COLUMNS: &str = "queue_id, idempotency_key, origin, account_id, \
      sender_identity_id, reverse_path, message_id, envelope_id, dsn_return, fan_out_immediately, \
      body_digest, size_bytes, held, enqueued_at_ms, expires_at_ms";
 
+const AGREEMENT_COLUMNS: &str = "agreement_id, address, fingerprint, created_at_ms, \
+     expires_at_ms, revoked_at_ms, max_held_bytes, max_messages_per_day";
+
 const RECIPIENT_COLUMNS: &str = "idx, address, state, notify, orcpt, attempts, \
      last_attempt_at_ms, next_attempt_at_ms, reply_code, reply_enhanced, reply_text, \
      handed_to_carriers, claimed_by, claimed_until_ms";
@@ -458,7 +545,7 @@ macro_rules! store_impl {
         use sqlx::Row as _;
 
         use super::{
-            AfterRecord, Claim, DsnReturn, ListFilter, MESSAGE_COLUMNS, MessageRecord,
+            AGREEMENT_COLUMNS, AfterRecord, AgreementKey, AgreementRecord, Claim, HeldRecord, DsnReturn, ListFilter, MESSAGE_COLUMNS, MessageRecord,
             NewMessage, Origin, PageAfter, QueueStore, RECIPIENT_COLUMNS, RecipientRecord,
             RecipientState, RecipientUpdate, Reply, StatsRecord, StoreError, UNFINISHED,
             domain_of, join_notify, split_list, split_notify,
@@ -503,6 +590,26 @@ macro_rules! store_impl {
                     enqueued_at_ms: row.try_get("enqueued_at_ms")?,
                     expires_at_ms: row.try_get("expires_at_ms")?,
                     recipients,
+                })
+            }
+
+            fn agreement_from_row(row: &$row) -> Result<AgreementRecord, StoreError> {
+                let count = |name: &str| -> Result<u64, StoreError> {
+                    u64::try_from(row.try_get::<i64, _>(name)?)
+                        .map_err(|_| StoreError::Corrupt(format!("negative {name}")))
+                };
+                Ok(AgreementRecord {
+                    agreement_id: row.try_get("agreement_id")?,
+                    address: row.try_get("address")?,
+                    fingerprint: row.try_get("fingerprint")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                    expires_at_ms: row.try_get("expires_at_ms")?,
+                    revoked_at_ms: row.try_get("revoked_at_ms")?,
+                    max_held_bytes: count("max_held_bytes")?,
+                    max_messages_per_day: u32::try_from(
+                        row.try_get::<i32, _>("max_messages_per_day")?,
+                    )
+                    .map_err(|_| StoreError::Corrupt("negative max_messages_per_day".into()))?,
                 })
             }
 
@@ -627,7 +734,7 @@ macro_rules! store_impl {
                         .bind(RecipientState::Scheduled.as_str())
                         .bind(join_notify(&recipient.notify))
                         .bind(&recipient.original_recipient)
-                        .bind(message.enqueued_at_ms)
+                        .bind(message.first_attempt_at_ms)
                         .execute(&mut *connection)
                         .await?;
                 }
@@ -975,6 +1082,159 @@ macro_rules! store_impl {
                 .fetch_one(&self.pool)
                 .await?;
                 Ok(row.try_get("wake")?)
+            }
+
+            async fn note_handed(
+                &self,
+                queue_id: &str,
+                idx: i32,
+                carrier: &str,
+            ) -> Result<(), StoreError> {
+                sqlx::query(&Self::sql(
+                    "UPDATE recipients SET handed_to_carriers = CASE \
+                        WHEN handed_to_carriers = '' THEN CAST(? AS TEXT) \
+                        ELSE handed_to_carriers || ',' || CAST(? AS TEXT) END \
+                     WHERE queue_id = ? AND idx = ?",
+                ))
+                .bind(carrier)
+                .bind(carrier)
+                .bind(queue_id)
+                .bind(idx)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn add_agreement(&self, agreement: &AgreementRecord) -> Result<(), StoreError> {
+                let cap = |value: u64| {
+                    i64::try_from(value).map_err(|_| StoreError::Corrupt("cap too large".into()))
+                };
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(&Self::sql(
+                    "UPDATE carry_agreements SET revoked_at_ms = ? \
+                     WHERE address = ? AND revoked_at_ms IS NULL",
+                ))
+                .bind(agreement.created_at_ms)
+                .bind(&agreement.address)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(&Self::sql(&format!(
+                    "INSERT INTO carry_agreements ({AGREEMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                )))
+                .bind(&agreement.agreement_id)
+                .bind(&agreement.address)
+                .bind(&agreement.fingerprint)
+                .bind(agreement.created_at_ms)
+                .bind(agreement.expires_at_ms)
+                .bind(agreement.revoked_at_ms)
+                .bind(cap(agreement.max_held_bytes)?)
+                .bind(i32::try_from(agreement.max_messages_per_day).unwrap_or(i32::MAX))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn active_agreement(
+                &self,
+                address: &str,
+                now_ms: i64,
+            ) -> Result<Option<AgreementRecord>, StoreError> {
+                let row = sqlx::query(&Self::sql(&format!(
+                    "SELECT {AGREEMENT_COLUMNS} FROM carry_agreements \
+                     WHERE address = ? AND revoked_at_ms IS NULL \
+                     AND (expires_at_ms IS NULL OR expires_at_ms > ?) \
+                     ORDER BY created_at_ms DESC, agreement_id DESC LIMIT 1"
+                )))
+                .bind(address)
+                .bind(now_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::agreement_from_row).transpose()
+            }
+
+            async fn list_agreements(
+                &self,
+                include_ended: bool,
+                now_ms: i64,
+                after: &str,
+                limit: u32,
+            ) -> Result<Vec<AgreementRecord>, StoreError> {
+                let rows = sqlx::query(&Self::sql(&format!(
+                    "SELECT {AGREEMENT_COLUMNS} FROM carry_agreements \
+                     WHERE agreement_id > ? AND (CAST(? AS BIGINT) = 1 OR \
+                        (revoked_at_ms IS NULL AND (expires_at_ms IS NULL OR expires_at_ms > ?))) \
+                     ORDER BY agreement_id LIMIT CAST(? AS BIGINT)"
+                )))
+                .bind(after)
+                .bind(i64::from(include_ended))
+                .bind(now_ms)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::agreement_from_row).collect()
+            }
+
+            async fn revoke_agreement(
+                &self,
+                key: &AgreementKey,
+                now_ms: i64,
+            ) -> Result<Vec<AgreementRecord>, StoreError> {
+                let (column, value) = match key {
+                    AgreementKey::Id(id) => ("agreement_id", id.as_str()),
+                    AgreementKey::Address(address) => ("address", address.as_str()),
+                };
+                let mut tx = self.pool.begin().await?;
+                let rows = sqlx::query(&Self::sql(&format!(
+                    "SELECT {AGREEMENT_COLUMNS} FROM carry_agreements \
+                     WHERE {column} = ? AND revoked_at_ms IS NULL"
+                )))
+                .bind(value)
+                .fetch_all(&mut *tx)
+                .await?;
+                sqlx::query(&Self::sql(&format!(
+                    "UPDATE carry_agreements SET revoked_at_ms = ? \
+                     WHERE {column} = ? AND revoked_at_ms IS NULL"
+                )))
+                .bind(now_ms)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                let mut ended = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let mut agreement = Self::agreement_from_row(row)?;
+                    agreement.revoked_at_ms = Some(now_ms);
+                    ended.push(agreement);
+                }
+                Ok(ended)
+            }
+
+            async fn held_for(
+                &self,
+                address: &str,
+                since_ms: i64,
+            ) -> Result<HeldRecord, StoreError> {
+                let row = sqlx::query(&Self::sql(&format!(
+                    "SELECT COUNT(CASE WHEN r.state IN {UNFINISHED} THEN 1 END) AS messages, \
+                     CAST(COALESCE(SUM(CASE WHEN r.state IN {UNFINISHED} THEN m.size_bytes END), 0) \
+                        AS BIGINT) AS bytes, \
+                     COUNT(CASE WHEN m.enqueued_at_ms >= ? THEN 1 END) AS recent \
+                     FROM recipients r JOIN messages m ON m.queue_id = r.queue_id \
+                     WHERE r.address = ? AND m.origin = 'carry'"
+                )))
+                .bind(since_ms)
+                .bind(address)
+                .fetch_one(&self.pool)
+                .await?;
+                let count = |name: &str| -> Result<u64, StoreError> {
+                    Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or_default())
+                };
+                Ok(HeldRecord {
+                    messages: count("messages")?,
+                    bytes: count("bytes")?,
+                    enqueued_since: count("recent")?,
+                })
             }
         }
     };

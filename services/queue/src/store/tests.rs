@@ -25,6 +25,7 @@ fn message(key: &str, queue_id: &str, at: i64, recipients: &[&str]) -> NewMessag
         body_digest: "ab".repeat(32),
         size_bytes: 100,
         enqueued_at_ms: at,
+        first_attempt_at_ms: at,
         expires_at_ms: at + 5 * DAY,
         recipients: recipients
             .iter()
@@ -395,5 +396,106 @@ async fn concurrent_claimers_never_share_a_recipient() {
             assert_eq!(seen.len(), 1_000);
         },
     )
+    .await;
+}
+
+async fn carry_suite(store: Arc<dyn QueueStore>) {
+    let carol = "carol@c.onion";
+    let agreement = |id: &str, at: i64, expires: Option<i64>| AgreementRecord {
+        agreement_id: id.to_owned(),
+        address: carol.to_owned(),
+        fingerprint: "F".repeat(40),
+        created_at_ms: at,
+        expires_at_ms: expires,
+        revoked_at_ms: None,
+        max_held_bytes: 1_000,
+        max_messages_per_day: 10,
+    };
+    assert_eq!(store.active_agreement(carol, 0).await.unwrap(), None);
+    store
+        .add_agreement(&agreement("a1", 1_000, None))
+        .await
+        .unwrap();
+    let active = store.active_agreement(carol, 2_000).await.unwrap().unwrap();
+    assert_eq!(active, agreement("a1", 1_000, None));
+    assert_eq!(
+        store.active_agreement("dave@d.onion", 2_000).await.unwrap(),
+        None
+    );
+
+    // A newer request replaces the older one, which ends when the new one starts.
+    store
+        .add_agreement(&agreement("a2", 3_000, Some(10_000)))
+        .await
+        .unwrap();
+    let active = store.active_agreement(carol, 4_000).await.unwrap().unwrap();
+    assert_eq!(active.agreement_id, "a2");
+    // Past its expiry it no longer counts.
+    assert_eq!(store.active_agreement(carol, 10_000).await.unwrap(), None);
+    let live = store.list_agreements(false, 4_000, "", 10).await.unwrap();
+    assert_eq!(
+        live.iter()
+            .map(|a| a.agreement_id.as_str())
+            .collect::<Vec<_>>(),
+        ["a2"]
+    );
+    let all = store.list_agreements(true, 4_000, "", 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].revoked_at_ms, Some(3_000));
+    let page = store.list_agreements(true, 4_000, "a1", 10).await.unwrap();
+    assert_eq!(page.len(), 1);
+
+    // What is held for Carol: only unfinished carried recipients count.
+    let mut carried = message("carry-1", "qc1", 5_000, &[carol]);
+    carried.origin = Origin::Carry;
+    store.enqueue(&carried).await.unwrap();
+    store
+        .enqueue(&message("own-1", "qo1", 5_000, &[carol]))
+        .await
+        .unwrap();
+    let held = store.held_for(carol, 4_000).await.unwrap();
+    assert_eq!(
+        held,
+        HeldRecord {
+            messages: 1,
+            bytes: 100,
+            enqueued_since: 1
+        }
+    );
+    assert_eq!(
+        store.held_for(carol, 6_000).await.unwrap().enqueued_since,
+        0
+    );
+
+    // Hand-offs accumulate, once per carrier.
+    store.note_handed("qo1", 0, "b.onion").await.unwrap();
+    store.note_handed("qo1", 0, "d.onion").await.unwrap();
+    let own = store.get_message("qo1").await.unwrap().unwrap();
+    assert_eq!(own.recipients[0].handed_to_carriers, ["b.onion", "d.onion"]);
+
+    // A signed withdrawal ends every active agreement of the identity; an operator's revocation
+    // names one.
+    let ended = store
+        .revoke_agreement(&AgreementKey::Address(carol.to_owned()), 5_000)
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].agreement_id, "a2");
+    assert_eq!(ended[0].revoked_at_ms, Some(5_000));
+    assert_eq!(store.active_agreement(carol, 5_001).await.unwrap(), None);
+    assert!(
+        store
+            .revoke_agreement(&AgreementKey::Id("a2".into()), 6_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn carry_store_conformance() {
+    each_backend("queue_carry_store", MIGRATIONS, |database| async move {
+        carry_suite(for_database(database)).await;
+    })
     .await;
 }

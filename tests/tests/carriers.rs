@@ -1,0 +1,555 @@
+//! Carriers over the private Tor network (issue #7, the paper's Fig. 4): Alice on node A writes
+//! to Carol on node C while C is offline; Bob's node B and Dan's node D carry for Carol, because
+//! she asked them to with signed carry requests and Alice's address book names them as Carol's
+//! designated carriers.
+//!
+//! - A's direct attempt fails, so A hands the encrypted message to B and D, which hold it.
+//! - C comes back: its queue sends `ETRN <carol's onion>` to B and D, which deliver at once. A
+//!   delivers too on its next retry. Carol's INBOX holds the message once, and Alice, who asked
+//!   for success notices, gets one from a carrier (encrypted to her key) and one from A.
+//! - B refuses to carry for an identity that never asked it to, with the same reply as any relay
+//!   attempt; and it refuses a carry request that names another carrier.
+//! - B holds 500 messages for Carol while A is gone; B is killed with SIGKILL and started again;
+//!   C comes back and all 500 arrive, each exactly once.
+
+mod admin_support;
+mod mail_support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use mail_support::{COUNT_SUBJECT, Carrier, SUBMIT, newest_in_inbox, python, reply};
+use onionpost_e2e::TorNet;
+use onionpost_proto::keys::v1 as keys_pb;
+use onionpost_proto::keys::v1::keys_client::KeysClient;
+use onionpost_proto::queue::v1 as queue_pb;
+use onionpost_proto::queue::v1::queue_client::QueueClient;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::time::Instant;
+
+const HELD: usize = 500;
+
+/// Submits one message asking for success notices (RFC 3461 NOTIFY=SUCCESS).
+const SUBMIT_NOTIFY: &str = r#"
+import smtplib, sys
+from email.message import EmailMessage
+host, port, login, password, sender, rcpt, subject, body = sys.argv[1:9]
+msg = EmailMessage()
+msg["From"] = sender
+msg["To"] = rcpt
+msg["Subject"] = subject
+msg.set_content(body)
+with smtplib.SMTP(host, int(port), timeout=300) as s:
+    s.ehlo("client")
+    s.login(login, password)
+    s.send_message(msg, rcpt_options=["NOTIFY=SUCCESS"])
+print("sent")
+"#;
+
+/// Submits `count` messages `held 0000` … in `threads` SMTP sessions; prints DONE or STOP.
+const BURST: &str = r#"
+import smtplib, sys, threading
+from email.message import EmailMessage
+host, port, login, password, sender, rcpt, count, threads = sys.argv[1:9]
+count, threads = int(count), int(threads)
+failures = []
+def run(first):
+    try:
+        with smtplib.SMTP(host, int(port), timeout=120) as s:
+            s.login(login, password)
+            for n in range(first, count, threads):
+                msg = EmailMessage()
+                msg["From"] = sender
+                msg["To"] = rcpt
+                msg["Subject"] = "held %04d" % n
+                msg.set_content("message %d held by a carrier" % n)
+                s.send_message(msg)
+    except Exception as error:
+        failures.append(repr(error))
+workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+for w in workers: w.start()
+for w in workers: w.join()
+print("STOP %s" % failures if failures else "DONE")
+"#;
+
+/// Prints every message whose Subject contains the argument, separated by a line `=====`.
+const READ_ALL: &str = r#"
+import imaplib, sys
+host, port, login, password, subject = sys.argv[1:6]
+m = imaplib.IMAP4(host, int(port))
+m.login(login, password)
+m.select("INBOX")
+typ, data = m.search(None, "SUBJECT", '"' + subject + '"')
+for i in data[0].split():
+    typ, item = m.fetch(i, "(RFC822)")
+    sys.stdout.write(item[0][1].decode("utf-8", "replace"))
+    sys.stdout.write("\n=====\n")
+m.logout()
+"#;
+
+/// Prints `subject count` for every message in the INBOX.
+const SUBJECTS: &str = r#"
+import imaplib, sys, collections
+host, port, login, password = sys.argv[1:5]
+m = imaplib.IMAP4(host, int(port))
+m.login(login, password)
+typ, data = m.select("INBOX")
+counts = collections.Counter()
+if int(data[0]) > 0:
+    typ, data = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    for item in data:
+        if isinstance(item, tuple):
+            header = item[1].decode("utf-8", "replace").strip()
+            counts[header.split(":", 1)[1].strip() if ":" in header else ""] += 1
+for subject, n in counts.items():
+    print("%s\t%d" % (subject, n))
+m.logout()
+"#;
+
+fn imap_args(carrier: &Carrier, login: &str, password: &str) -> Vec<String> {
+    vec![
+        carrier.imap.ip().to_string(),
+        carrier.imap.port().to_string(),
+        login.to_owned(),
+        password.to_owned(),
+    ]
+}
+
+async fn count_subject(carrier: &Carrier, subject: &str) -> anyhow::Result<usize> {
+    let mut args = imap_args(carrier, "carol", "carol password 1");
+    args.push(subject.to_owned());
+    let (ok, out) = python(COUNT_SUBJECT, &args).await?;
+    ensure!(ok, "imaplib failed: {out}");
+    out.trim()
+        .parse::<usize>()
+        .with_context(|| format!("not a count: {out}"))
+}
+
+async fn subjects(carrier: &Carrier) -> anyhow::Result<HashMap<String, usize>> {
+    let (ok, out) = python(SUBJECTS, &imap_args(carrier, "carol", "carol password 1")).await?;
+    ensure!(ok, "imaplib: {out}");
+    out.lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let (subject, n) = line.rsplit_once('\t').context("subject line")?;
+            Ok((subject.to_owned(), n.parse()?))
+        })
+        .collect()
+}
+
+/// Every message in this carrier's queue, recipients included.
+async fn queued(
+    carrier: &Carrier,
+    origin: queue_pb::Origin,
+) -> anyhow::Result<Vec<queue_pb::QueuedMessage>> {
+    let mut client = QueueClient::new(carrier.grpc()?);
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_messages(queue_pb::ListMessagesRequest {
+                origin: origin as i32,
+                page_size: 500,
+                page_token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        all.extend(page.messages);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let started = Instant::now();
+    while !check().await? {
+        ensure!(
+            started.elapsed() < limit,
+            "timed out after {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(started.elapsed())
+}
+
+/// Carol asks `carrier` (whose onion is `carrier_onion`) to carry for her: C's keys service
+/// signs the request, the carrier's queue records it after checking it.
+async fn ask_to_carry(
+    c: &Carrier,
+    carol_identity: &str,
+    carrier: &Carrier,
+    carrier_onion: &str,
+) -> anyhow::Result<queue_pb::CarryAgreement> {
+    let statement = KeysClient::new(c.grpc()?)
+        .sign_carry_statement(keys_pb::SignCarryStatementRequest {
+            identity_id: carol_identity.to_owned(),
+            carrier: carrier_onion.to_owned(),
+            kind: keys_pb::CarryStatementKind::Request as i32,
+            expires_at: None,
+        })
+        .await?
+        .into_inner()
+        .statement;
+    Ok(QueueClient::new(carrier.grpc()?)
+        .add_carry_agreement(queue_pb::AddCarryAgreementRequest { statement })
+        .await?
+        .into_inner())
+}
+
+async fn designate(
+    a: &Carrier,
+    alice_account: &str,
+    carol: &str,
+    carriers: &[&str],
+) -> anyhow::Result<()> {
+    let book = a
+        .op(
+            "GET",
+            &format!("/v1/accounts/{alice_account}/contacts"),
+            Value::Null,
+        )
+        .await;
+    let contact_id = book["contacts"]
+        .as_array()
+        .and_then(|contacts| contacts.iter().find(|c| c["address"] == carol))
+        .and_then(|contact| contact["id"].as_str())
+        .with_context(|| format!("no contact for carol: {book}"))?
+        .to_owned();
+    let updated = a
+        .op(
+            "PATCH",
+            &format!("/v1/accounts/{alice_account}/contacts/{contact_id}"),
+            json!({ "designated_carriers": carriers }),
+        )
+        .await;
+    ensure!(
+        updated["designated_carriers"] == json!(carriers),
+        "{updated}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carriers_hold_mail_for_an_offline_recipient_and_release_it_on_etrn() -> anyhow::Result<()>
+{
+    let tornet = TorNet::start(4).await?;
+    // A retries its direct attempts only every minute or so, so the carriers (released by ETRN)
+    // deliver first; A's own retry comes later and must not make a second copy.
+    let mut a = Carrier::start(
+        tornet.client(0),
+        &[
+            ("ONIONPOST_QUEUE_RETRY_MIN_SECS", "60".to_owned()),
+            ("ONIONPOST_QUEUE_RETRY_MAX_SECS", "60".to_owned()),
+            (
+                "ONIONPOST_SMTP_IN_MAX_MESSAGES_PER_HOUR_PER_ACCOUNT",
+                "5000".to_owned(),
+            ),
+        ],
+    )
+    .await?;
+    // The carriers retry on their own schedule only every ten minutes: what arrives quickly
+    // was released by ETRN.
+    let slow = [
+        ("ONIONPOST_QUEUE_RETRY_MIN_SECS", "600".to_owned()),
+        ("ONIONPOST_QUEUE_RETRY_MAX_SECS", "600".to_owned()),
+    ];
+    let mut b = Carrier::start(tornet.client(1), &slow).await?;
+    let mut c = Carrier::start(tornet.client(2), &[]).await?;
+    let d = Carrier::start(tornet.client(3), &slow).await?;
+    let (alice_account, _, alice, _) = a.account_with_identity("alice", "alice password 1").await?;
+    let (_, _, _, bob_onion) = b.account_with_identity("bob", "bob password 1").await?;
+    let (_, carol_identity, carol, _) =
+        c.account_with_identity("carol", "carol password 1").await?;
+    let (_, _, _, dan_onion) = d.account_with_identity("dan", "dan password 1").await?;
+
+    // A first message, directly: A pins Carol's key, C pins Alice's.
+    let submit = |carrier: &Carrier, script: &'static str, subject: &str, body: &str| {
+        let args = vec![
+            carrier.submission.ip().to_string(),
+            carrier.submission.port().to_string(),
+            "alice".to_owned(),
+            "alice password 1".to_owned(),
+            alice.clone(),
+            carol.clone(),
+            subject.to_owned(),
+            body.to_owned(),
+        ];
+        async move {
+            let (ok, out) = python(script, &args).await?;
+            ensure!(ok, "submission failed: {out}");
+            Ok(())
+        }
+    };
+    submit(&a, SUBMIT, "warm-up", "first contact").await?;
+    newest_in_inbox(&c, "carol", "carol password 1", "warm-up", &a).await?;
+
+    // Carol asks B and D to carry for her, and names them as her preferred carriers (to whom
+    // C sends ETRN when she is back).
+    let agreement_b = ask_to_carry(&c, &carol_identity, &b, &bob_onion).await?;
+    ensure!(agreement_b.address == carol, "{agreement_b:?}");
+    ask_to_carry(&c, &carol_identity, &d, &dan_onion).await?;
+    KeysClient::new(c.grpc()?)
+        .set_preferred_carriers(keys_pb::SetPreferredCarriersRequest {
+            identity_id: carol_identity.clone(),
+            carriers: vec![bob_onion.clone(), dan_onion.clone()],
+        })
+        .await?;
+    // A request that names another carrier is refused.
+    let misdirected = ask_to_carry(&c, &carol_identity, &b, &dan_onion).await;
+    let refusal = misdirected.expect_err("B took a request addressed to D");
+    ensure!(
+        refusal.to_string().contains("another carrier"),
+        "{refusal:#}"
+    );
+    // Alice's address book names B and D as Carol's designated carriers.
+    designate(&a, &alice_account, &carol, &[&bob_onion, &dan_onion]).await?;
+
+    // B refuses to carry for Alice, who never asked it to: the same bytes as a made-up address
+    // or any relay attempt. Carol is accepted.
+    let stream = tokio_socks::tcp::Socks5Stream::connect(
+        tornet.client(3).socks_addr(),
+        (bob_onion.as_str(), 25),
+    )
+    .await
+    .context("connecting to bob's onion mx")?;
+    let (read, mut write) = tokio::io::split(stream);
+    let mut read = BufReader::new(read);
+    ensure!(reply(&mut read).await?.starts_with("220 "));
+    let mut send = async |line: String| -> anyhow::Result<String> {
+        write.write_all(format!("{line}\r\n").as_bytes()).await?;
+        reply(&mut read).await
+    };
+    send("EHLO peer".to_owned()).await?;
+    send(format!("MAIL FROM:<{carol}>")).await?;
+    let not_asked = send(format!("RCPT TO:<{alice}>")).await?;
+    let made_up = send(format!("RCPT TO:<nobody@{}.onion>", "x".repeat(56))).await?;
+    ensure!(not_asked == made_up, "{not_asked:?} vs {made_up:?}");
+    ensure!(not_asked.starts_with("550 5.1.1 "), "{not_asked}");
+    let asked = send(format!("RCPT TO:<{carol}>")).await?;
+    ensure!(asked.starts_with("250 "), "{asked}");
+    send("QUIT".to_owned()).await?;
+    drop(read);
+    drop(write);
+    println!("carriers: B refuses a recipient that never asked it to carry ({not_asked:?})");
+
+    // Carol goes offline. Alice writes, asking for a success notice.
+    c.node.stop().await;
+    let subject = "While you were away";
+    submit(&a, SUBMIT_NOTIFY, subject, "Held by your carriers.").await?;
+    let handed = wait_for(
+        "A hands the message to both of Carol's carriers",
+        Duration::from_secs(300),
+        || async {
+            let mut held = 0;
+            for carrier in [&b, &d] {
+                let carried = queued(carrier, queue_pb::Origin::Carry).await?;
+                if carried
+                    .iter()
+                    .any(|m| m.recipients.iter().any(|r| r.address == carol))
+                {
+                    held += 1;
+                }
+            }
+            Ok(held == 2)
+        },
+    )
+    .await
+    .with_context(|| format!("A:\n{}\nB:\n{}", a.node.log_text(), b.node.log_text()))?;
+    let own = queued(&a, queue_pb::Origin::Submission).await?;
+    let mut handed_to: Vec<String> = own
+        .iter()
+        .flat_map(|m| m.recipients.iter())
+        .flat_map(|r| r.handed_to_carriers.iter().cloned())
+        .collect();
+    handed_to.sort();
+    let mut expected = vec![bob_onion.clone(), dan_onion.clone()];
+    expected.sort();
+    ensure!(handed_to == expected, "{handed_to:?}");
+    println!("carriers: C offline; A handed the message to B and D within {handed:?}");
+
+    // Carol comes back: C sends ETRN to B and D, which deliver at once.
+    c.node.restart().await;
+    let back = Instant::now();
+    let arrived = wait_for(
+        "the message reaches Carol",
+        Duration::from_secs(300),
+        || async { Ok(count_subject(&c, subject).await? > 0) },
+    )
+    .await
+    .with_context(|| format!("B:\n{}\nC:\n{}", b.node.log_text(), c.node.log_text()))?;
+    wait_for(
+        "B and D release what they held",
+        Duration::from_secs(120),
+        || async {
+            Ok(queued(&b, queue_pb::Origin::Carry).await?.is_empty()
+                && queued(&d, queue_pb::Origin::Carry).await?.is_empty())
+        },
+    )
+    .await?;
+    println!(
+        "carriers: C back; Carol has the message {arrived:?} later, B and D released theirs after ETRN"
+    );
+
+    // A carrier's success notice reaches Alice (encrypted to her, decrypted by A).
+    let notices = async || -> anyhow::Result<Vec<String>> {
+        let mut args = imap_args(&a, "alice", "alice password 1");
+        args.push("Delivery Status Notification (Success)".to_owned());
+        let (ok, out) = python(READ_ALL, &args).await?;
+        ensure!(ok, "imaplib: {out}");
+        Ok(out
+            .split("\n=====\n")
+            .filter(|text| !text.trim().is_empty())
+            .map(str::to_owned)
+            .collect())
+    };
+    let carried_notice = |text: &String| text.contains("this carrier held the message");
+    wait_for(
+        "a carrier's success DSN reaches Alice",
+        Duration::from_secs(180),
+        || async { Ok(notices().await?.iter().any(carried_notice)) },
+    )
+    .await
+    .with_context(|| format!("A:\n{}\nB:\n{}", a.node.log_text(), b.node.log_text()))?;
+    let notice = notices()
+        .await?
+        .into_iter()
+        .find(carried_notice)
+        .context("notice")?;
+    ensure!(
+        notice.contains("Action: delivered")
+            && notice.contains(&format!("Final-Recipient: rfc822; {carol}")),
+        "{notice}"
+    );
+    println!("carriers: Alice has a success DSN from a carrier");
+
+    // A still had the message and delivers it directly on its next retry; C drops that copy.
+    wait_for("A's direct retry", Duration::from_secs(180), || async {
+        Ok(queued(&a, queue_pb::Origin::Submission).await?.is_empty())
+    })
+    .await?;
+    ensure!(
+        notices().await?.iter().any(|text| !carried_notice(text)),
+        "A reported no direct delivery"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let copies = count_subject(&c, subject).await?;
+    ensure!(
+        copies == 1,
+        "Carol has {copies} copies (from B, D and A directly)"
+    );
+    println!(
+        "carriers: B, D and A all delivered; Carol has one copy ({:?} after C came back)",
+        back.elapsed()
+    );
+
+    // B alone carries the next messages. C goes offline; Alice sends HELD messages; once B
+    // holds them all (each tried once and waiting), A leaves, B is killed with SIGKILL and
+    // started again, and C comes back.
+    designate(&a, &alice_account, &carol, &[&bob_onion]).await?;
+    c.node.stop().await;
+    let started = Instant::now();
+    let mut burst = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(BURST)
+        .args([
+            a.submission.ip().to_string(),
+            a.submission.port().to_string(),
+            "alice".to_owned(),
+            "alice password 1".to_owned(),
+            alice.clone(),
+            carol.clone(),
+            HELD.to_string(),
+            "8".to_owned(),
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the burst")?;
+    let mut lines = BufReader::new(burst.stdout.take().context("stdout")?).lines();
+    let outcome = tokio::time::timeout(Duration::from_secs(600), lines.next_line())
+        .await
+        .context("the burst stalled")??
+        .unwrap_or_default();
+    ensure!(outcome == "DONE", "burst: {outcome}\n{}", a.node.log_text());
+    println!("carriers: {HELD} submitted on A in {:?}", started.elapsed());
+    // B waits a retry interval (ten minutes here) before its first attempt at carried mail, so
+    // nothing is in flight when it is killed: what it holds is only on disk.
+    let held = wait_for(
+        "B holds every message",
+        Duration::from_secs(1200),
+        || async {
+            let carried = queued(&b, queue_pb::Origin::Carry).await?;
+            let waiting = carried
+                .iter()
+                .filter(|m| {
+                    m.recipients.iter().all(|r| {
+                        r.address == carol && r.state == queue_pb::RecipientState::Scheduled as i32
+                    })
+                })
+                .count();
+            Ok(waiting == HELD)
+        },
+    )
+    .await
+    .with_context(|| format!("A:\n{}\nB:\n{}", a.node.log_text(), b.node.log_text()))?;
+    let agreements = QueueClient::new(b.grpc()?)
+        .list_carry_agreements(queue_pb::ListCarryAgreementsRequest::default())
+        .await?
+        .into_inner()
+        .agreements;
+    ensure!(
+        agreements
+            .iter()
+            .any(|agreement| agreement.address == carol && agreement.held_messages == HELD as u64),
+        "{agreements:?}"
+    );
+    println!(
+        "carriers: B holds {HELD} messages for Carol ({:?} after the burst)",
+        held
+    );
+    a.node.stop().await;
+    b.node.kill().await;
+    b.node.restart().await;
+    let restarted = Instant::now();
+    c.node.restart().await;
+    loop {
+        let counts = subjects(&c).await?;
+        let missing = (0..HELD)
+            .filter(|n| !counts.contains_key(&format!("held {n:04}")))
+            .count();
+        if missing == 0 {
+            break;
+        }
+        ensure!(
+            restarted.elapsed() < Duration::from_secs(900),
+            "{missing} held messages never arrived\nB:\n{}\nC:\n{}",
+            b.node.log_text(),
+            c.node.log_text()
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    println!(
+        "carriers: all {HELD} arrived {:?} after B's SIGKILL and restart",
+        restarted.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let counts: BTreeMap<String, usize> = subjects(&c).await?.into_iter().collect();
+    ensure!(counts.len() >= HELD);
+    let duplicated: Vec<(&String, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    ensure!(
+        duplicated.is_empty(),
+        "delivered more than once: {duplicated:?}"
+    );
+    println!("carriers: each of the {HELD} exactly once");
+    Ok(())
+}
