@@ -73,6 +73,10 @@ pub mod admin {
     }
 }
 
+/// Largest gRPC message any contract carries inline (message bodies, key bundles), in both
+/// directions: tonic's 4 MiB default raised once here for every server and client.
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every contract, well-known types included
 /// and comments kept, for the gRPC reflection service.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use admin_support::{OPERATOR_TOKEN, http};
+use admin_support::{OPERATOR_TOKEN, operator_json};
 use anyhow::{Context as _, bail, ensure};
 use onionpost_e2e::node::{Node, free_port};
 use onionpost_e2e::onion_service::free_port_block;
@@ -334,22 +334,7 @@ struct Carrier {
 
 impl Carrier {
     async fn op(&self, method: &str, path: &str, body: Value) -> Value {
-        let text = (!body.is_null()).then(|| body.to_string());
-        let answer = http(
-            self.node.admin,
-            method,
-            path,
-            Some(OPERATOR_TOKEN),
-            text.as_deref(),
-        )
-        .await;
-        assert!(
-            answer.status == 200 || answer.status == 201,
-            "{method} {path}: {} {}",
-            answer.status,
-            answer.text()
-        );
-        answer.json()
+        operator_json(self.node.admin, method, path, body).await
     }
 
     /// An account on `plan` (None: the default plan) with one identity; returns the account id

@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod store;
 pub mod validate;
 
+use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,9 +45,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::AdminError;
 use crate::store::AdminStore;
-
-/// Largest gRPC message accepted from the services (bundles, keys): as keys.proto raises it.
-const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The admin service as a runtime module.
 pub struct AdminModule;

@@ -2,6 +2,7 @@
 //! and the send path are tested in memory; [`GrpcBackend`] is the production implementation over
 //! their contracts, found through the runtime's directory at each call.
 
+use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 use onionpost_proto::ServiceName;
 use onionpost_proto::imap::v1::imap_client::ImapClient;
 use onionpost_proto::imap::v1::{
@@ -15,9 +16,6 @@ use onionpost_proto::keys::v1::{
 use onionpost_runtime::{Directory, Transport};
 
 use crate::GatewayError;
-
-/// Largest message carried inline in a gRPC call (the contracts raise tonic's 4 MiB default).
-pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The imap and keys calls the gateway makes.
 #[async_trait::async_trait]

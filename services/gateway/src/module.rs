@@ -11,12 +11,13 @@ use onionpost_proto::gateway::v1::gateway_server::GatewayServer;
 use onionpost_runtime::{Module, ServiceContext, Started};
 use tokio::net::TcpListener;
 
-use crate::backend::{GrpcBackend, MAX_GRPC_MESSAGE_BYTES};
+use crate::backend::GrpcBackend;
 use crate::dkim::Signer;
 use crate::grpc::{DisabledGatewayGrpc, GatewayGrpc};
 use crate::inbound::Inbound;
 use crate::outbound::{Outbound, Route};
 use crate::service::GatewayService;
+use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 
 /// The gateway as a runtime module.
 pub struct GatewayModule;

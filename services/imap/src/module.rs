@@ -1,6 +1,7 @@
 //! The imap service as a runtime module: opens its database, loads the carrier secret, makes
 //! sure a default plan exists, serves `onionpost.imap.v1.Imap` and starts the IMAP listeners.
 
+use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -13,9 +14,6 @@ use onionpost_runtime::{Module, ServiceContext, Started};
 use crate::clock::SystemClock;
 use crate::grpc::ImapGrpc;
 use crate::service::ImapService;
-
-/// Largest message accepted or returned inline (imap.proto: raised from tonic's 4 MiB).
-const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The imap service as a runtime module.
 pub struct ImapModule;

@@ -4,6 +4,7 @@
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
+use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 use onionpost_proto::ServiceName;
 use onionpost_proto::keys::v1::keys_server::KeysServer;
 use onionpost_runtime::seal::CarrierSecret;
@@ -12,9 +13,6 @@ use onionpost_runtime::{Module, ServiceContext, Started};
 use crate::fetch::{OnionServiceKeys, TorWkdFetcher};
 use crate::grpc::KeysGrpc;
 use crate::service::{KeysService, WkdDirectories};
-
-/// Largest message body accepted or returned inline (keys.proto: raised from tonic's 4 MiB).
-const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The keys service as a runtime module.
 pub struct KeysModule;

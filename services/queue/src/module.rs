@@ -1,6 +1,7 @@
 //! The queue service as a runtime module: opens its store, starts the scheduler, serves
 //! `onionpost.queue.v1.Queue`.
 
+use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -16,9 +17,6 @@ use crate::grpc::QueueGrpc;
 use crate::retry::RetryPolicy;
 use crate::scheduler::Scheduler;
 use crate::service::QueueService;
-
-/// Largest message accepted inline (queue.proto: raised from tonic's 4 MiB).
-const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The sealer purpose of queued bodies.
 pub const BODY_SEAL_PURPOSE: &str = "queue-body";

@@ -7,6 +7,7 @@
 //! records every recipient's outcome, with its retry time, final state and DSN, in one
 //! transaction. Local messages (DSNs) go to the imap service instead.
 
+use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,9 +49,6 @@ const LEASE_RENEWAL: Duration = Duration::from_secs(20);
 
 /// The longest the loop sleeps without looking, in case a nudge was missed.
 const MAX_IDLE: Duration = Duration::from_secs(30);
-
-/// Largest message sent inline (smtp_out.proto / imap.proto: raised from tonic's 4 MiB).
-const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// How long encrypting a carried DSN may take (a WKD fetch over the sender's onion).
 const CARRIED_DSN_TIMEOUT: Duration = Duration::from_secs(60);

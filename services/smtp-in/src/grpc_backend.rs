@@ -1,6 +1,7 @@
 //! [`Backend`] over gRPC: the imap, keys and queue services, local or remote, found through the
 //! runtime's directory at each call (so a service that starts later is picked up).
 
+use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 use onionpost_proto::ServiceName;
 use onionpost_proto::gateway::v1::gateway_client::GatewayClient;
 use onionpost_proto::gateway::v1::{CheckOutboundRequest, CheckOutboundResponse};
@@ -22,9 +23,6 @@ use onionpost_proto::queue::v1::{
 use onionpost_runtime::{Directory, Transport};
 
 use crate::{Backend, SmtpInError};
-
-/// Largest message carried inline in a gRPC call (the contracts raise tonic's 4 MiB default).
-const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The production backend.
 #[derive(Clone)]

@@ -1,15 +1,13 @@
 //! The smtp-out service as a runtime module.
 
 use futures::future::BoxFuture;
+use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 use onionpost_proto::ServiceName;
 use onionpost_proto::smtp_out::v1::smtp_out_server::SmtpOutServer;
 use onionpost_runtime::{Module, ServiceContext, Started};
 
 use crate::grpc::SmtpOutGrpc;
 use crate::service::{SmtpOutService, SocksEndpoint};
-
-/// Largest message accepted inline (smtp_out.proto: raised from tonic's 4 MiB).
-const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The smtp-out service as a runtime module.
 pub struct SmtpOutModule;

@@ -82,6 +82,20 @@ impl Carrier {
     }
 }
 
+/// An operator call to the admin API at `admin` that must succeed (200 or 201); its JSON.
+/// `body` null: no body.
+pub async fn operator_json(admin: SocketAddr, method: &str, path: &str, body: Value) -> Value {
+    let text = (!body.is_null()).then(|| body.to_string());
+    let answer = http(admin, method, path, Some(OPERATOR_TOKEN), text.as_deref()).await;
+    assert!(
+        answer.status == 200 || answer.status == 201,
+        "{method} {path}: {} {}",
+        answer.status,
+        answer.text()
+    );
+    answer.json()
+}
+
 /// An HTTP response.
 #[derive(Debug)]
 pub struct Answer {

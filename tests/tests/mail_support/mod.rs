@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt as _;
 use tokio::time::Instant;
 
-use crate::admin_support::{OPERATOR_TOKEN, http};
+use crate::admin_support::{OPERATOR_TOKEN, http, operator_json};
 
 pub const TOR_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -75,22 +75,7 @@ impl Carrier {
     }
 
     pub async fn op(&self, method: &str, path: &str, body: Value) -> Value {
-        let text = (!body.is_null()).then(|| body.to_string());
-        let answer = http(
-            self.node.admin,
-            method,
-            path,
-            Some(OPERATOR_TOKEN),
-            text.as_deref(),
-        )
-        .await;
-        assert!(
-            answer.status == 200 || answer.status == 201,
-            "{method} {path}: {} {}",
-            answer.status,
-            answer.text()
-        );
-        answer.json()
+        operator_json(self.node.admin, method, path, body).await
     }
 
     /// Creates an account with one identity and waits until its onion is online; returns the
