@@ -1,7 +1,8 @@
 //! Carriers over the private Tor network (issue #7, the paper's Fig. 4): Alice on node A writes
 //! to Carol on node C while C is offline; Bob's node B and Dan's node D carry for Carol, because
-//! she asked them to with signed carry requests and Alice's address book names them as Carol's
-//! designated carriers.
+//! she asked them to with signed carry requests (signed on C, recorded on B and D, both through
+//! the admin API) and she publishes them as her preferred carriers: A learns the signed list
+//! from Carol's onion with her key, nobody types it into Alice's address book.
 //!
 //! - A's direct attempt fails, so A hands the encrypted message to B and D, which hold it.
 //! - C comes back: its queue sends `ETRN <carol's onion>` to B and D, which deliver at once. A
@@ -22,8 +23,6 @@ use std::time::Duration;
 use anyhow::{Context as _, ensure};
 use mail_support::{COUNT_SUBJECT, Carrier, SUBMIT, newest_in_inbox, python, reply};
 use onionpost_e2e::TorNet;
-use onionpost_proto::keys::v1 as keys_pb;
-use onionpost_proto::keys::v1::keys_client::KeysClient;
 use onionpost_proto::queue::v1 as queue_pb;
 use onionpost_proto::queue::v1::queue_client::QueueClient;
 use serde_json::{Value, json};
@@ -182,36 +181,43 @@ where
     Ok(started.elapsed())
 }
 
-/// Carol asks `carrier` (whose onion is `carrier_onion`) to carry for her: C's keys service
-/// signs the request, the carrier's queue records it after checking it.
+/// Carol asks `carrier` (whose onion is `carrier_onion`) to carry for her: C signs the request
+/// with her key, the carrier records it after checking it against the key her onion serves.
+/// Both through the admin API; the carrier's answer is returned as it came (status, JSON).
 async fn ask_to_carry(
     c: &Carrier,
     carol_identity: &str,
     carrier: &Carrier,
     carrier_onion: &str,
-) -> anyhow::Result<queue_pb::CarryAgreement> {
-    let statement = KeysClient::new(c.grpc()?)
-        .sign_carry_statement(keys_pb::SignCarryStatementRequest {
-            identity_id: carol_identity.to_owned(),
-            carrier: carrier_onion.to_owned(),
-            kind: keys_pb::CarryStatementKind::Request as i32,
-            expires_at: None,
-        })
-        .await?
-        .into_inner()
-        .statement;
-    Ok(QueueClient::new(carrier.grpc()?)
-        .add_carry_agreement(queue_pb::AddCarryAgreementRequest { statement })
-        .await?
-        .into_inner())
+) -> anyhow::Result<(u16, Value)> {
+    let signed = c
+        .op(
+            "POST",
+            &format!("/v1/identities/{carol_identity}/carry-statements"),
+            json!({ "carrier": carrier_onion, "kind": "request" }),
+        )
+        .await;
+    let statement = signed["statement"]
+        .as_str()
+        .with_context(|| format!("no statement: {signed}"))?;
+    ensure!(
+        statement.starts_with("-----BEGIN PGP MESSAGE-----"),
+        "{statement}"
+    );
+    let body = json!({ "statement": statement }).to_string();
+    let answer = admin_support::http(
+        carrier.node.admin,
+        "POST",
+        "/v1/carry-agreements",
+        Some(admin_support::OPERATOR_TOKEN),
+        Some(&body),
+    )
+    .await;
+    Ok((answer.status, answer.json()))
 }
 
-async fn designate(
-    a: &Carrier,
-    alice_account: &str,
-    carol: &str,
-    carriers: &[&str],
-) -> anyhow::Result<()> {
+/// Alice's address-book entry for Carol, through A's admin API.
+async fn contact_on(a: &Carrier, alice_account: &str, carol: &str) -> anyhow::Result<Value> {
     let book = a
         .op(
             "GET",
@@ -219,24 +225,11 @@ async fn designate(
             Value::Null,
         )
         .await;
-    let contact_id = book["contacts"]
+    book["contacts"]
         .as_array()
         .and_then(|contacts| contacts.iter().find(|c| c["address"] == carol))
-        .and_then(|contact| contact["id"].as_str())
-        .with_context(|| format!("no contact for carol: {book}"))?
-        .to_owned();
-    let updated = a
-        .op(
-            "PATCH",
-            &format!("/v1/accounts/{alice_account}/contacts/{contact_id}"),
-            json!({ "designated_carriers": carriers }),
-        )
-        .await;
-    ensure!(
-        updated["designated_carriers"] == json!(carriers),
-        "{updated}"
-    );
-    Ok(())
+        .cloned()
+        .with_context(|| format!("no contact for carol: {book}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,7 +265,45 @@ async fn carriers_hold_mail_for_an_offline_recipient_and_release_it_on_etrn() ->
         c.account_with_identity("carol", "carol password 1").await?;
     let (_, _, _, dan_onion) = d.account_with_identity("dan", "dan password 1").await?;
 
-    // A first message, directly: A pins Carol's key, C pins Alice's.
+    // Carol asks B and D to carry for her, and publishes them as her preferred carriers (signed
+    // with her key, served over her onion; C also sends ETRN to them when she is back).
+    let (status, agreement_b) = ask_to_carry(&c, &carol_identity, &b, &bob_onion).await?;
+    ensure!(
+        status == 201 && agreement_b["address"] == carol,
+        "{status} {agreement_b}"
+    );
+    let (status, agreement_d) = ask_to_carry(&c, &carol_identity, &d, &dan_onion).await?;
+    ensure!(status == 201, "{status} {agreement_d}");
+    let listed = b.op("GET", "/v1/carry-agreements", Value::Null).await;
+    ensure!(
+        listed["agreements"]
+            .as_array()
+            .is_some_and(|all| all.len() == 1 && all[0]["address"] == carol),
+        "{listed}"
+    );
+    let published = c
+        .op(
+            "PUT",
+            &format!("/v1/identities/{carol_identity}/carriers"),
+            json!({ "carriers": [&bob_onion, &dan_onion] }),
+        )
+        .await;
+    ensure!(
+        published["preferred_carriers"] == json!([&bob_onion, &dan_onion]),
+        "{published}"
+    );
+    // A request that names another carrier is refused.
+    let (status, refusal) = ask_to_carry(&c, &carol_identity, &b, &dan_onion).await?;
+    ensure!(
+        status == 409
+            && refusal["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("another carrier")),
+        "B took a request addressed to D: {status} {refusal}"
+    );
+
+    // A first message, directly: A pins Carol's key (fetched over her onion, with her signed
+    // carrier list), C pins Alice's.
     let submit = |carrier: &Carrier, script: &'static str, subject: &str, body: &str| {
         let args = vec![
             carrier.submission.ip().to_string(),
@@ -292,27 +323,14 @@ async fn carriers_hold_mail_for_an_offline_recipient_and_release_it_on_etrn() ->
     };
     submit(&a, SUBMIT, "warm-up", "first contact").await?;
     newest_in_inbox(&c, "carol", "carol password 1", "warm-up", &a).await?;
-
-    // Carol asks B and D to carry for her, and names them as her preferred carriers (to whom
-    // C sends ETRN when she is back).
-    let agreement_b = ask_to_carry(&c, &carol_identity, &b, &bob_onion).await?;
-    ensure!(agreement_b.address == carol, "{agreement_b:?}");
-    ask_to_carry(&c, &carol_identity, &d, &dan_onion).await?;
-    KeysClient::new(c.grpc()?)
-        .set_preferred_carriers(keys_pb::SetPreferredCarriersRequest {
-            identity_id: carol_identity.clone(),
-            carriers: vec![bob_onion.clone(), dan_onion.clone()],
-        })
-        .await?;
-    // A request that names another carrier is refused.
-    let misdirected = ask_to_carry(&c, &carol_identity, &b, &dan_onion).await;
-    let refusal = misdirected.expect_err("B took a request addressed to D");
+    // Alice's address book learned Carol's carriers from her onion; the account designated none.
+    let carol_contact = contact_on(&a, &alice_account, &carol).await?;
     ensure!(
-        refusal.to_string().contains("another carrier"),
-        "{refusal:#}"
+        carol_contact["preferred_carriers"] == json!([&bob_onion, &dan_onion])
+            && carol_contact["designated_carriers"] == json!([]),
+        "{carol_contact}"
     );
-    // Alice's address book names B and D as Carol's designated carriers.
-    designate(&a, &alice_account, &carol, &[&bob_onion, &dan_onion]).await?;
+    println!("carriers: A learned Carol's signed carrier list [B, D] from her onion");
 
     // B refuses to carry for Alice, who never asked it to: the same bytes as a made-up address
     // or any relay attempt. Carol is accepted.
@@ -452,10 +470,43 @@ async fn carriers_hold_mail_for_an_offline_recipient_and_release_it_on_etrn() ->
         back.elapsed()
     );
 
+    // Carol now names B alone. A learns the new list from her next mail to Alice (inside the
+    // encryption, signed by the key A pinned), not from her onion.
+    c.op(
+        "PUT",
+        &format!("/v1/identities/{carol_identity}/carriers"),
+        json!({ "carriers": [&bob_onion] }),
+    )
+    .await;
+    let args = [
+        c.submission.ip().to_string(),
+        c.submission.port().to_string(),
+        "carol".to_owned(),
+        "carol password 1".to_owned(),
+        carol.clone(),
+        alice.clone(),
+        "new carriers".to_owned(),
+        "Only B from now on.".to_owned(),
+    ];
+    let (ok, out) = python(SUBMIT, &args).await?;
+    ensure!(ok, "carol's submission failed: {out}");
+    newest_in_inbox(&a, "alice", "alice password 1", "new carriers", &c).await?;
+    let learned = wait_for(
+        "A learns Carol's new carrier list from her mail",
+        Duration::from_secs(60),
+        || async {
+            Ok(
+                contact_on(&a, &alice_account, &carol).await?["preferred_carriers"]
+                    == json!([&bob_onion]),
+            )
+        },
+    )
+    .await?;
+    println!("carriers: Carol's new list [B] reached A in her mail ({learned:?} after it arrived)");
+
     // B alone carries the next messages. C goes offline; Alice sends HELD messages; once B
     // holds them all (each tried once and waiting), A leaves, B is killed with SIGKILL and
     // started again, and C comes back.
-    designate(&a, &alice_account, &carol, &[&bob_onion]).await?;
     c.node.stop().await;
     let started = Instant::now();
     let mut burst = tokio::process::Command::new("python3")

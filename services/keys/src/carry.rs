@@ -1,6 +1,6 @@
 //! Carry statements: an identity asks a carrier to hold its mail while it is offline, or
 //! withdraws that request (design.md, "Carriers"). The statement is a short text, inline-signed
-//! by the identity's key and ASCII-armoured (RFC 4880 §11.3, a signed message), so the carrier
+//! by the identity's key and ASCII-armoured ([`crate::statement`]), so the carrier
 //! can check it against the key bound to the identity's onion before it agrees to carry.
 //!
 //! ```text
@@ -12,14 +12,9 @@
 //! expires-at: 1797592000
 //! ```
 
-use std::io::{Read, Write};
+use sequoia_openpgp::{Cert, Fingerprint};
 
-use sequoia_openpgp::parse::Parse;
-use sequoia_openpgp::parse::stream::{MessageStructure, VerificationHelper, VerifierBuilder};
-use sequoia_openpgp::serialize::stream::{Armorer, LiteralWriter, Message, Signer};
-use sequoia_openpgp::{Cert, Fingerprint, KeyHandle};
-
-use crate::certs::{POLICY, good_signer};
+use crate::statement::{self as signed_text, Encoding};
 use crate::{Address, IdentityKey, KeysError};
 
 const VERSION_LINE: &str = "onionpost-carry-statement: 1";
@@ -102,59 +97,18 @@ pub fn sign(key: &IdentityKey, statement: &CarryStatement) -> Result<Vec<u8>, Ke
     if &statement.identity != key.address() {
         return Err(KeysError::AddressNotBound(statement.identity.to_string()));
     }
-    let mut out = Vec::new();
-    let message = Armorer::new(Message::new(&mut out))
-        .build()
-        .map_err(KeysError::crypto)?;
-    let message = Signer::new(message, key.signing_keypair()?)
-        .map_err(KeysError::crypto)?
-        .build()
-        .map_err(KeysError::crypto)?;
-    let mut literal = LiteralWriter::new(message)
-        .build()
-        .map_err(KeysError::crypto)?;
-    literal
-        .write_all(statement.to_text().as_bytes())
-        .map_err(KeysError::crypto)?;
-    literal.finalize().map_err(KeysError::crypto)?;
-    Ok(out)
+    signed_text::sign(key, &statement.to_text(), Encoding::Armored)
 }
 
 /// Reads a statement without checking its signature, to learn whose key to check it with.
 pub fn peek(signed: &[u8]) -> Result<CarryStatement, KeysError> {
-    let message = sequoia_openpgp::Message::from_bytes(signed)
-        .map_err(|error| KeysError::CorruptMessage(error.to_string()))?;
-    let body = message
-        .body()
-        .ok_or_else(|| KeysError::CorruptMessage("no literal data".into()))?;
-    let text = std::str::from_utf8(body.body())
-        .map_err(|_| KeysError::CorruptMessage("statement is not text".into()))?;
-    CarryStatement::parse(text)
+    CarryStatement::parse(&signed_text::peek(signed)?)
 }
 
 /// Verifies a statement against `cert`, the key bound to the identity it names, and returns
 /// it with the signer's fingerprint.
 pub fn verify(signed: &[u8], cert: &Cert) -> Result<(CarryStatement, Fingerprint), KeysError> {
-    let mut helper = Helper {
-        cert,
-        signer: None,
-        failure: None,
-    };
-    let mut text = Vec::new();
-    let read = VerifierBuilder::from_bytes(signed)
-        .and_then(|builder| builder.with_policy(&POLICY, None, &mut helper))
-        .and_then(|mut verifier| Ok(verifier.read_to_end(&mut text)?));
-    if let Err(error) = read {
-        return Err(helper
-            .failure
-            .take()
-            .unwrap_or_else(|| KeysError::CorruptMessage(error.to_string())));
-    }
-    let signer = helper
-        .signer
-        .take()
-        .ok_or_else(|| KeysError::BadSignature("no good signature".into()))?;
-    let text = String::from_utf8(text).map_err(|_| KeysError::CorruptMessage("not text".into()))?;
+    let (text, signer) = signed_text::verify(signed, cert)?;
     let statement = CarryStatement::parse(&text)?;
     if !crate::cert_holds_address(cert, &statement.identity) {
         return Err(KeysError::SenderMismatch {
@@ -162,32 +116,6 @@ pub fn verify(signed: &[u8], cert: &Cert) -> Result<(CarryStatement, Fingerprint
         });
     }
     Ok((statement, signer))
-}
-
-struct Helper<'a> {
-    cert: &'a Cert,
-    signer: Option<Fingerprint>,
-    failure: Option<KeysError>,
-}
-
-impl VerificationHelper for &mut Helper<'_> {
-    fn get_certs(&mut self, _ids: &[KeyHandle]) -> sequoia_openpgp::Result<Vec<Cert>> {
-        Ok(vec![self.cert.clone()])
-    }
-
-    fn check(&mut self, structure: MessageStructure) -> sequoia_openpgp::Result<()> {
-        match good_signer(structure) {
-            Ok(signer) => {
-                self.signer = Some(signer);
-                Ok(())
-            }
-            Err(failure) => {
-                let text = failure.to_string();
-                self.failure = Some(failure);
-                Err(anyhow::anyhow!(text))
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -18,10 +18,14 @@ use crate::{Address, Cert, KeysError};
 /// of seconds on a slow network.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Fetches the key an address publishes on its own onion, bound to that address.
+/// Fetches what an address publishes on its own onion: its key, bound to that address, and its
+/// signed carrier list (unverified: the caller checks it against the key it pinned).
 #[async_trait]
 pub trait KeyFetcher: Send + Sync + 'static {
     async fn fetch(&self, address: &Address) -> Result<Cert, KeysError>;
+
+    /// The signed carrier list, or `None` when the onion publishes none.
+    async fn fetch_carriers(&self, address: &Address) -> Result<Option<Vec<u8>>, KeysError>;
 }
 
 /// The real fetcher: asks the onion service for tor's SOCKS endpoint (once, then remembers
@@ -71,6 +75,11 @@ impl KeyFetcher for TorWkdFetcher {
     async fn fetch(&self, address: &Address) -> Result<Cert, KeysError> {
         let socks = self.socks_endpoint().await?;
         crate::wkd::fetch(socks, address, self.timeout).await
+    }
+
+    async fn fetch_carriers(&self, address: &Address) -> Result<Option<Vec<u8>>, KeysError> {
+        let socks = self.socks_endpoint().await?;
+        crate::wkd::fetch_carriers(socks, address, self.timeout).await
     }
 }
 

@@ -26,6 +26,7 @@ mod wkd_serve;
 
 pub mod autocrypt;
 pub mod bundle;
+pub mod carrier_list;
 pub mod carry;
 pub mod fetch;
 pub mod grpc;
@@ -36,6 +37,7 @@ pub mod pinning;
 pub mod qr;
 pub mod revocation;
 pub mod service;
+pub mod statement;
 pub mod store;
 pub mod wkd;
 

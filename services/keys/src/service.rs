@@ -282,9 +282,9 @@ impl KeysService {
     fn publish(&self, record: &IdentityRecord) -> Result<()> {
         let address = Address::parse(&record.address)?;
         let cert = crate::parse_cert(&record.public_key)?;
-        self.wkd
-            .for_identity(&record.identity_id)
-            .publish(&address, &cert)?;
+        let directory = self.wkd.for_identity(&record.identity_id);
+        directory.publish(&address, &cert)?;
+        directory.publish_carriers(&address, record.carrier_list.clone());
         Ok(())
     }
 
@@ -384,6 +384,7 @@ impl KeysService {
             sealed_secret,
             custody,
             preferred_carriers: Vec::new(),
+            carrier_list: None,
             created_at_ms: now_ms(),
             revoked_at_ms: None,
             revocation: None,
@@ -576,6 +577,7 @@ impl KeysService {
             sealed_secret: Some(sealed.sealed),
             custody: Custody::Carrier,
             preferred_carriers: Vec::new(),
+            carrier_list: None,
             created_at_ms: now_ms(),
             revoked_at_ms: None,
             revocation: None,
@@ -586,20 +588,64 @@ impl KeysService {
         Ok(identity_to_pb(&record))
     }
 
+    /// Records the carriers an identity asks its correspondents to use, signed by its key, and
+    /// publishes the signed list over its onion (and, from now on, in its Autocrypt mail). A
+    /// carrier-held key signs here; an identity whose key is in its mail client sends the list
+    /// signed already (`signed_list`).
     pub async fn set_preferred_carriers(
         &self,
         request: pb::SetPreferredCarriersRequest,
     ) -> Result<pb::IdentityKey> {
+        use crate::carrier_list::{self, CarrierList};
+
         let mut record = self.identity_record(&request.identity_id).await?;
         if record.revoked_at_ms.is_some() {
             return Err(ServiceError::FailedPrecondition(
                 "the identity's key is revoked".into(),
             ));
         }
-        record.preferred_carriers = onion_hosts(&request.carriers)?;
+        let address = Address::parse(&record.address)?;
+        let signed = if request.signed_list.is_empty() {
+            if record.sealed_secret.is_none() {
+                return Err(ServiceError::FailedPrecondition(
+                    "the account keeps this identity's secret key in its own mail client: send \
+                     the carrier list signed by that key (signed_list)"
+                        .into(),
+                ));
+            }
+            let carriers = onion_hosts(&request.carriers)?;
+            if carriers.len() > carrier_list::MAX_CARRIERS {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "at most {} carriers",
+                    carrier_list::MAX_CARRIERS
+                )));
+            }
+            // Each list is newer than the one before, even within a second: a correspondent
+            // keeps only the newest it has seen.
+            let previous = record
+                .carrier_list
+                .as_deref()
+                .and_then(|signed| carrier_list::peek(signed).ok())
+                .map_or(i64::MIN, |list| list.signed_at);
+            let list = CarrierList {
+                identity: address.clone(),
+                signed_at: now_ms().div_euclid(1000).max(previous.saturating_add(1)),
+                carriers,
+            };
+            let (_, key) = self.carrier_key(&request.identity_id).await?;
+            blocking(move || carrier_list::sign(&key, &list)).await?
+        } else {
+            request.signed_list
+        };
+        let cert = crate::parse_cert(&record.public_key)?;
+        let checked = signed.clone();
+        let list = blocking(move || carrier_list::verify(&checked, &cert, &address)).await?;
+        record.preferred_carriers = list.carriers;
+        record.carrier_list = Some(signed);
         if !self.store.update_identity(&record).await? {
             return Err(ServiceError::NotFound("identity key"));
         }
+        self.publish(&record)?;
         Ok(identity_to_pb(&record))
     }
 
@@ -668,13 +714,24 @@ impl KeysService {
         encrypted_to.push(key.fingerprint().to_hex());
         let message = request.message;
         let add_autocrypt = request.add_autocrypt_header;
+        // The identity's signed carrier list travels with its key, inside the encryption.
+        let carrier_list = record
+            .carrier_list
+            .filter(|_| add_autocrypt && crate::carrier_list::from_message(&message).is_none());
         let sealed = blocking(move || {
             let message = if add_autocrypt {
-                let header =
-                    crate::autocrypt::AutocryptHeader::for_identity(&key)?.to_header_field()?;
-                let mut with_header = Vec::with_capacity(message.len() + header.len() + 2);
-                with_header.extend_from_slice(header.as_bytes());
-                with_header.extend_from_slice(b"\r\n");
+                let mut fields =
+                    vec![crate::autocrypt::AutocryptHeader::for_identity(&key)?.to_header_field()?];
+                fields.extend(
+                    carrier_list
+                        .as_deref()
+                        .map(crate::carrier_list::header_field),
+                );
+                let mut with_header = Vec::with_capacity(message.len() + 4096);
+                for field in fields {
+                    with_header.extend_from_slice(field.as_bytes());
+                    with_header.extend_from_slice(b"\r\n");
+                }
                 with_header.extend_from_slice(&message);
                 with_header
             } else {
@@ -740,9 +797,12 @@ impl KeysService {
         if let (Some(from), false, true) = (&from, has_pin, request.fetch_sender_key)
             && let Ok(cert) = self.fetch_key(from).await
         {
-            let learned = self
+            let mut learned = self
                 .learn_key(&account_id, from, &cert, KeySource::Wkd, None)
                 .await?;
+            if learned.change != pb::KeyChange::Held {
+                self.learn_carriers_from_onion(&mut learned.contact).await?;
+            }
             key_change = learned.change;
             contact = Some(learned.contact);
         }
@@ -816,8 +876,19 @@ impl KeysService {
                 (status, signer.to_hex())
             }
         };
+        // A verified message may carry the sender's newer carrier list (inside the encryption,
+        // so only a message signed by the pinned key can change it).
+        let mut carriers_learned = false;
+        if signature == pb::SignatureStatus::Verified
+            && let (Some(contact), Some(signed)) = (
+                contact.as_mut(),
+                crate::carrier_list::from_message(&opened.message),
+            )
+        {
+            carriers_learned = self.take_carrier_list(contact, signed).await;
+        }
         if let Some(mut seen) = contact.clone()
-            && key_change == pb::KeyChange::Unspecified
+            && (key_change == pb::KeyChange::Unspecified || carriers_learned)
         {
             seen.last_seen_at_ms = now_ms();
             self.store.update_contact(&seen).await?;
@@ -925,6 +996,7 @@ impl KeysService {
                 verified: false,
                 designated_carriers: Vec::new(),
                 preferred_carriers: Vec::new(),
+                preferred_carriers_signed_at: None,
                 held: None,
                 introducers: Vec::new(),
                 autocrypt_date_ms,
@@ -1065,9 +1137,12 @@ impl KeysService {
             }
             match self.fetch_key(&address).await {
                 Ok(cert) => {
-                    let learned = self
+                    let mut learned = self
                         .learn_key(&record.account_id, &address, &cert, KeySource::Wkd, None)
                         .await?;
+                    if learned.change != pb::KeyChange::Held {
+                        self.learn_carriers_from_onion(&mut learned.contact).await?;
+                    }
                     recipients.push(match learned.change {
                         pb::KeyChange::Held => answer(
                             Status::ChangeHeld,
@@ -1104,6 +1179,81 @@ impl KeysService {
     /// The key an address publishes: straight from the store when the address is an identity
     /// of this carrier (its onion would serve exactly this key), else by WKD over its onion.
     async fn fetch_key(&self, address: &Address) -> Result<Cert, KeysError> {
+        if let Some(local) = self.live_local_identity(address).await? {
+            let cert = crate::parse_cert(&local.public_key)?;
+            return crate::wkd::bind_to_address(cert, address);
+        }
+        self.fetcher.fetch(address).await
+    }
+
+    // --- carrier lists ---------------------------------------------------------------------
+
+    /// Takes `signed`, a contact's carrier list, into `contact` when it verifies against the
+    /// key pinned for the contact and is newer than the list held; says whether it did. A list
+    /// that does not verify is ignored (logged): it changes nothing the contact said.
+    async fn take_carrier_list(&self, contact: &mut ContactRecord, signed: Vec<u8>) -> bool {
+        let (Some(public_key), Ok(address)) =
+            (contact.public_key.clone(), Address::parse(&contact.address))
+        else {
+            return false;
+        };
+        let checked = blocking(move || {
+            let cert = crate::parse_cert(&public_key)?;
+            crate::carrier_list::verify(&signed, &cert, &address)
+        })
+        .await;
+        match checked {
+            Ok(list)
+                if contact
+                    .preferred_carriers_signed_at
+                    .is_none_or(|held| list.signed_at > held) =>
+            {
+                contact.preferred_carriers = list.carriers;
+                contact.preferred_carriers_signed_at = Some(list.signed_at);
+                true
+            }
+            Ok(_) => false,
+            Err(error) => {
+                tracing::debug!(%error, "a contact's carrier list does not verify; ignored");
+                false
+            }
+        }
+    }
+
+    /// After a contact's key came from its onion, the carrier list from the same onion. The
+    /// list is optional: an onion that publishes none, or cannot be reached now, leaves the
+    /// contact as it is.
+    async fn learn_carriers_from_onion(&self, contact: &mut ContactRecord) -> Result<()> {
+        let address = Address::parse(&contact.address)?;
+        let signed = match self.fetch_carrier_list(&address).await {
+            Ok(Some(signed)) => signed,
+            Ok(None) => return Ok(()),
+            Err(error) => {
+                tracing::debug!(%error, "no carrier list from a contact's onion");
+                return Ok(());
+            }
+        };
+        if self.take_carrier_list(contact, signed).await {
+            self.store.update_contact(contact).await?;
+        }
+        Ok(())
+    }
+
+    /// The carrier list an address publishes, straight from the store when the address is an
+    /// identity of this carrier (as with [`Self::fetch_key`]), else by WKD over its onion.
+    async fn fetch_carrier_list(&self, address: &Address) -> Result<Option<Vec<u8>>, KeysError> {
+        if let Some(local) = self.live_local_identity(address).await? {
+            return Ok(local.carrier_list);
+        }
+        self.fetcher.fetch_carriers(address).await
+    }
+
+    /// The live identity of this carrier with `address`, if there is one: what its onion
+    /// serves is in the store, no need to go through tor.
+    async fn live_local_identity(
+        &self,
+        address: &Address,
+    ) -> Result<Option<IdentityRecord>, KeysError> {
         let local = self
             .store
             .identity_by_address(&address.to_string())
@@ -1112,11 +1262,7 @@ impl KeysService {
                 tracing::error!(%error, "reading identity keys failed");
                 KeysError::Fetch("key store unavailable".into())
             })?;
-        if let Some(local) = local.filter(|local| local.revoked_at_ms.is_none()) {
-            let cert = crate::parse_cert(&local.public_key)?;
-            return crate::wkd::bind_to_address(cert, address);
-        }
-        self.fetcher.fetch(address).await
+        Ok(local.filter(|local| local.revoked_at_ms.is_none()))
     }
 
     // --- carry statements ------------------------------------------------------------------
@@ -1289,6 +1435,7 @@ impl KeysService {
             verified: !expected.is_empty(),
             designated_carriers,
             preferred_carriers: Vec::new(),
+            preferred_carriers_signed_at: None,
             held: None,
             introducers: Vec::new(),
             autocrypt_date_ms: None,

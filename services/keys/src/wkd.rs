@@ -44,6 +44,9 @@ pub const HU_PREFIX: &str = "/.well-known/openpgpkey/hu/";
 pub const POLICY_PATH: &str = "/.well-known/openpgpkey/policy";
 /// Certificates larger than this are refused (a key with its signatures is a few KiB).
 pub const MAX_CERT_BYTES: usize = 256 * 1024;
+/// Where an identity's signed carrier list ([`crate::carrier_list`]) is served, next to its key
+/// and under the same hash: `/.well-known/onionpost/carriers/<hash>?l=<local>`.
+pub const CARRIERS_PREFIX: &str = "/.well-known/onionpost/carriers/";
 
 /// z-base-32 of SHA-1 of the lowercased local part (WKD §3.1).
 pub fn wkd_hash(local_part: &str) -> String {
@@ -60,6 +63,15 @@ pub fn wkd_hash(local_part: &str) -> String {
 pub fn direct_path(address: &Address) -> String {
     format!(
         "{HU_PREFIX}{}?l={}",
+        wkd_hash(address.local_part()),
+        percent_encode(address.local_part())
+    )
+}
+
+/// `/.well-known/onionpost/carriers/<hash>?l=<local>` for the address.
+pub fn carriers_path(address: &Address) -> String {
+    format!(
+        "{CARRIERS_PREFIX}{}?l={}",
         wkd_hash(address.local_part()),
         percent_encode(address.local_part())
     )
@@ -102,16 +114,46 @@ pub async fn fetch(
     address: &Address,
     timeout: Duration,
 ) -> Result<Cert, KeysError> {
-    let body = tokio::time::timeout(timeout, fetch_body(socks, address))
-        .await
-        .map_err(|_| KeysError::Fetch(format!("no answer within {}s", timeout.as_secs())))??;
+    let body = tokio::time::timeout(
+        timeout,
+        fetch_body(socks, address, &direct_path(address), MAX_CERT_BYTES),
+    )
+    .await
+    .map_err(|_| KeysError::Fetch(format!("no answer within {}s", timeout.as_secs())))??;
     let cert = crate::parse_cert(&body)?;
     let bound = bind_to_address(cert, address)?;
     tracing::debug!(fingerprint = %bound.fingerprint(), "fetched a key over wkd");
     Ok(bound)
 }
 
-async fn fetch_body(socks: SocketAddr, address: &Address) -> Result<Bytes, KeysError> {
+/// Fetches the signed carrier list `address` publishes on its own onion, unverified (the caller
+/// checks it against the key it pinned). `None` when the onion publishes none.
+pub async fn fetch_carriers(
+    socks: SocketAddr,
+    address: &Address,
+    timeout: Duration,
+) -> Result<Option<Vec<u8>>, KeysError> {
+    let path = carriers_path(address);
+    let limit = crate::carrier_list::MAX_SIGNED_BYTES;
+    match tokio::time::timeout(timeout, fetch_body(socks, address, &path, limit)).await {
+        Err(_) => Err(KeysError::Fetch(format!(
+            "no answer within {}s",
+            timeout.as_secs()
+        ))),
+        Ok(Err(KeysError::KeyNotFound)) => Ok(None),
+        Ok(Err(error)) => Err(error),
+        Ok(Ok(body)) => Ok(Some(body.to_vec())),
+    }
+}
+
+/// GETs `path` from the address's onion through tor; a 404 or 410 is
+/// [`KeysError::KeyNotFound`], a body over `limit` bytes [`KeysError::MalformedKey`].
+async fn fetch_body(
+    socks: SocketAddr,
+    address: &Address,
+    path: &str,
+    limit: usize,
+) -> Result<Bytes, KeysError> {
     let host = address.onion_host();
     // A (String, u16) target is sent to the proxy as a domain name (SOCKS5 ATYP 3): tor
     // resolves it, we never do.
@@ -121,7 +163,7 @@ async fn fetch_body(socks: SocketAddr, address: &Address) -> Result<Bytes, KeysE
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|error| KeysError::Fetch(format!("HTTP handshake: {error}")))?;
-    let request = http::Request::get(direct_path(address))
+    let request = http::Request::get(path)
         .header(header::HOST, &host)
         .header(header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
@@ -136,13 +178,11 @@ async fn fetch_body(socks: SocketAddr, address: &Address) -> Result<Bytes, KeysE
             StatusCode::NOT_FOUND | StatusCode::GONE => return Err(KeysError::KeyNotFound),
             other => return Err(KeysError::Fetch(format!("HTTP status {other}"))),
         }
-        let body = Limited::new(response.into_body(), MAX_CERT_BYTES)
+        let body = Limited::new(response.into_body(), limit)
             .collect()
             .await
             .map_err(|error| {
-                KeysError::MalformedKey(format!(
-                    "key body unreadable or over {MAX_CERT_BYTES} bytes: {error}"
-                ))
+                KeysError::MalformedKey(format!("body unreadable or over {limit} bytes: {error}"))
             })?;
         Ok(body.to_bytes())
         // `sender` is dropped here, which lets `connection` finish.
@@ -159,6 +199,8 @@ async fn fetch_body(socks: SocketAddr, address: &Address) -> Result<Bytes, KeysE
 pub struct WkdDirectory {
     /// (onion without `.onion`, WKD hash) to the binary certificate served.
     keys: Arc<RwLock<HashMap<(String, String), Bytes>>>,
+    /// The same slots to the signed carrier list served, for identities that publish one.
+    carriers: Arc<RwLock<HashMap<(String, String), Bytes>>>,
 }
 
 impl WkdDirectory {
@@ -175,12 +217,22 @@ impl WkdDirectory {
         Ok(())
     }
 
-    /// Stops serving the address.
+    /// Serves `signed` (a signed carrier list) for the address, or stops serving one (`None`).
+    pub fn publish_carriers(&self, address: &Address, signed: Option<Vec<u8>>) {
+        let mut carriers = self.carriers.write().expect("WKD directory lock poisoned");
+        match signed {
+            Some(signed) => carriers.insert(Self::slot(address), Bytes::from(signed)),
+            None => carriers.remove(&Self::slot(address)),
+        };
+    }
+
+    /// Stops serving the address (its key and its carrier list).
     pub fn withdraw(&self, address: &Address) {
         self.keys
             .write()
             .expect("WKD directory lock poisoned")
             .remove(&Self::slot(address));
+        self.publish_carriers(address, None);
     }
 
     fn insert_raw(&self, address: &Address, bytes: Bytes) {
@@ -202,6 +254,14 @@ impl WkdDirectory {
             .cloned()
     }
 
+    fn get_carriers(&self, onion: &str, hash: &str) -> Option<Bytes> {
+        self.carriers
+            .read()
+            .expect("WKD directory lock poisoned")
+            .get(&(onion.to_owned(), hash.to_owned()))
+            .cloned()
+    }
+
     fn serves_onion(&self, onion: &str) -> bool {
         self.keys
             .read()
@@ -215,6 +275,10 @@ impl WkdDirectory {
 pub fn router(directory: WkdDirectory) -> Router {
     Router::new()
         .route("/.well-known/openpgpkey/hu/{hash}", get(serve_key))
+        .route(
+            "/.well-known/onionpost/carriers/{hash}",
+            get(serve_carriers),
+        )
         .route(POLICY_PATH, get(serve_policy))
         .with_state(directory)
 }
@@ -234,6 +298,19 @@ async fn serve_key(
     headers: HeaderMap,
 ) -> Response {
     let found = host_onion(&headers).and_then(|onion| directory.get(&onion, &hash));
+    binary_or_not_found(found)
+}
+
+async fn serve_carriers(
+    State(directory): State<WkdDirectory>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let found = host_onion(&headers).and_then(|onion| directory.get_carriers(&onion, &hash));
+    binary_or_not_found(found)
+}
+
+fn binary_or_not_found(found: Option<Bytes>) -> Response {
     match found {
         Some(bytes) => (
             [
@@ -418,6 +495,49 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, KeysError::KeyNotFound), "{error}");
         assert!(!error.is_transient());
+    }
+
+    #[tokio::test]
+    async fn the_carrier_list_is_served_next_to_the_key_of_its_onion_only() {
+        let directory = WkdDirectory::new();
+        let address = alice().address();
+        directory.publish(address, &alice().public_cert()).unwrap();
+        directory.publish_carriers(address, Some(b"signed list".to_vec()));
+        let app = router(directory.clone());
+        let (status, body) = get(
+            app.clone(),
+            Some(&address.onion_host()),
+            &carriers_path(address),
+        )
+        .await;
+        assert_eq!(
+            (status, body.as_ref()),
+            (StatusCode::OK, b"signed list".as_ref())
+        );
+        let other_host = bob().address().onion_host();
+        let (status, _) = get(app.clone(), Some(&other_host), &carriers_path(address)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let server = serve(app.clone()).await;
+        let (proxy, asked) = fake_tor(server).await;
+        let fetched = fetch_carriers(proxy, address, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(fetched.as_deref(), Some(b"signed list".as_ref()));
+        assert_eq!(
+            asked.lock().unwrap().as_slice(),
+            [format!("{}:80", address.onion_host())]
+        );
+        // Bob publishes nothing here: no list, not an error.
+        let none = fetch_carriers(proxy, bob().address(), Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(none, None);
+
+        // Withdrawing the identity withdraws its list too.
+        directory.withdraw(address);
+        let (status, _) = get(app, Some(&address.onion_host()), &carriers_path(address)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

@@ -10,8 +10,8 @@ use onionpost_keys::fetch::{KeyFetcher, OnionKeys};
 use onionpost_keys::grpc::KeysGrpc;
 use onionpost_keys::service::{KeysService, WkdDirectories};
 use onionpost_keys::{
-    Address, CarrierSecret, Cert, IdentityKey, KeysError, autocrypt, introduction, parse_cert,
-    pgp_mime, pinning, revocation, wkd,
+    Address, CarrierSecret, Cert, IdentityKey, KeysError, autocrypt, carrier_list, introduction,
+    parse_cert, pgp_mime, pinning, revocation, wkd,
 };
 use onionpost_proto::keys::v1 as pb;
 use onionpost_proto::keys::v1::keys_server::Keys;
@@ -23,6 +23,8 @@ use tonic::{Code, Request};
 #[derive(Default)]
 struct FakeOnions {
     published: Mutex<HashMap<String, Cert>>,
+    /// Signed carrier lists, by address.
+    carrier_lists: Mutex<HashMap<String, Vec<u8>>>,
     unreachable: Mutex<Vec<String>>,
 }
 
@@ -45,6 +47,15 @@ impl KeyFetcher for FakeOnions {
             .cloned()
             .ok_or(KeysError::KeyNotFound)?;
         wkd::bind_to_address(cert, address)
+    }
+
+    async fn fetch_carriers(&self, address: &Address) -> Result<Option<Vec<u8>>, KeysError> {
+        Ok(self
+            .carrier_lists
+            .lock()
+            .unwrap()
+            .get(&address.to_string())
+            .cloned())
     }
 }
 
@@ -1293,4 +1304,203 @@ async fn carry_statements_are_signed_and_verified_against_the_onions_key() {
         .await
         .unwrap_err();
     assert_eq!(bad_carrier.code(), Code::InvalidArgument);
+}
+
+async fn contact_of(harness: &Harness, account: &str, address: &Address) -> pb::Contact {
+    harness
+        .keys
+        .get_contact(Request::new(pb::GetContactRequest {
+            account_id: account.into(),
+            contact: Some(pb::get_contact_request::Contact::Address(
+                address.to_string(),
+            )),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn preferred_carriers_are_signed_published_fetched_and_carried_in_mail() {
+    let harness = harness().await;
+    let alice = address("alice", 1);
+    create(&harness, "id-alice", "acct-a", &alice).await;
+    let (b1, b2, b3) = (
+        address("x", 21).onion_host(),
+        address("x", 22).onion_host(),
+        address("x", 23).onion_host(),
+    );
+
+    // Bob, elsewhere, publishes [b1] over his onion; Alice learns it with his key.
+    let bob = peer(&harness, "bob", 2);
+    let list = |carriers: Vec<String>, signed_at| carrier_list::CarrierList {
+        identity: bob.address().clone(),
+        signed_at,
+        carriers,
+    };
+    let bob_list = carrier_list::sign(&bob, &list(vec![b1.clone()], 1_000)).unwrap();
+    harness
+        .onions
+        .carrier_lists
+        .lock()
+        .unwrap()
+        .insert(bob.address().to_string(), bob_list);
+    resolve(&harness, "id-alice", bob.address(), true).await;
+    assert_eq!(
+        contact_of(&harness, "acct-a", bob.address())
+            .await
+            .preferred_carriers,
+        [b1.clone()]
+    );
+
+    // A list signed by someone else for Bob's address is not taken.
+    let mallory = peer(&harness, "mallory", 9);
+    let forged = carrier_list::sign(
+        &mallory,
+        &carrier_list::CarrierList {
+            identity: mallory.address().clone(),
+            signed_at: 5_000,
+            carriers: vec![b3.clone()],
+        },
+    )
+    .unwrap();
+    let dave = peer(&harness, "dave", 8);
+    harness
+        .onions
+        .carrier_lists
+        .lock()
+        .unwrap()
+        .insert(dave.address().to_string(), forged);
+    resolve(&harness, "id-alice", dave.address(), true).await;
+    assert!(
+        contact_of(&harness, "acct-a", dave.address())
+            .await
+            .preferred_carriers
+            .is_empty()
+    );
+
+    // Alice names her own carriers: signed by her key, served by her onion's WKD listener.
+    let set = harness
+        .keys
+        .set_preferred_carriers(Request::new(pb::SetPreferredCarriersRequest {
+            identity_id: "id-alice".into(),
+            carriers: vec![b2.to_uppercase(), b3.clone(), b2.clone()],
+            signed_list: Vec::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(set.preferred_carriers, [b2.clone(), b3.clone()]);
+    let served = wkd_get(&harness, "id-alice", &alice, &wkd::carriers_path(&alice)).await;
+    let alice_cert = parse_cert(&set.public_key).unwrap();
+    let published = carrier_list::verify(&served, &alice_cert, &alice).unwrap();
+    assert_eq!(published.carriers, [b2.clone(), b3.clone()]);
+    // Not an onion host, and too many: refused with the reason.
+    for carriers in [
+        vec!["carrier.example.org".to_owned()],
+        (0..17)
+            .map(|n| address("x", 100 + n).onion_host())
+            .collect(),
+    ] {
+        let refused = harness
+            .keys
+            .set_preferred_carriers(Request::new(pb::SetPreferredCarriersRequest {
+                identity_id: "id-alice".into(),
+                carriers,
+                signed_list: Vec::new(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    }
+
+    // Alice's Autocrypt mail to Bob carries the list inside the encryption.
+    let sealed = harness
+        .keys
+        .sign_and_encrypt(Request::new(pb::SignAndEncryptRequest {
+            signer_identity_id: "id-alice".into(),
+            recipients: vec![bob.address().to_string()],
+            message: message(&alice, bob.address(), "carriers"),
+            add_autocrypt_header: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .message;
+    assert_eq!(
+        header(&sealed, carrier_list::HEADER),
+        None,
+        "outside the encryption"
+    );
+    let opened = pgp_mime::open(&sealed, &[&bob], std::slice::from_ref(&alice_cert)).unwrap();
+    let carried = carrier_list::from_message(&opened.message).unwrap();
+    assert_eq!(
+        carrier_list::verify(&carried, &alice_cert, &alice)
+            .unwrap()
+            .carriers,
+        [b2.clone(), b3.clone()]
+    );
+
+    // Bob's newer list reaches Alice in his mail; an older one later changes nothing.
+    let mail_from_bob = |signed_at: i64, carriers: Vec<String>| {
+        let signed = carrier_list::sign(&bob, &list(carriers, signed_at)).unwrap();
+        let plain = [
+            carrier_list::header_field(&signed).into_bytes(),
+            b"\r\n".to_vec(),
+            message(bob.address(), &alice, "from bob"),
+        ]
+        .concat();
+        pgp_mime::seal(&plain, &bob, &[alice_cert.clone()]).unwrap()
+    };
+    let decrypt = |message: Vec<u8>| async {
+        harness
+            .keys
+            .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+                recipient_identity_id: "id-alice".into(),
+                message,
+                fetch_sender_key: false,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let opened = decrypt(mail_from_bob(2_000, vec![b2.clone(), b1.clone()])).await;
+    assert_eq!(opened.signature, pb::SignatureStatus::Verified as i32);
+    assert_eq!(
+        contact_of(&harness, "acct-a", bob.address())
+            .await
+            .preferred_carriers,
+        [b2.clone(), b1.clone()]
+    );
+    decrypt(mail_from_bob(1_500, vec![b3.clone()])).await;
+    assert_eq!(
+        contact_of(&harness, "acct-a", bob.address())
+            .await
+            .preferred_carriers,
+        [b2.clone(), b1.clone()]
+    );
+}
+
+/// GETs `path` from the WKD router of one identity, with its onion as the Host.
+async fn wkd_get(harness: &Harness, identity_id: &str, address: &Address, path: &str) -> Vec<u8> {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let router = wkd::router(harness.service.wkd_directory(identity_id));
+    let response = router
+        .oneshot(
+            http::Request::get(path)
+                .header(http::header::HOST, address.onion_host())
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK, "{path}");
+    response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec()
 }

@@ -30,13 +30,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::QueueError;
 use crate::service::{QueueService, random_id};
-use crate::store::{AgreementKey, AgreementRecord, HeldRecord};
+use crate::store::{AgreementKey, AgreementRecord, DAY_MS, HeldRecord};
 
-/// Bytes held for one identity at most, unless its agreement says otherwise.
-pub const DEFAULT_MAX_HELD_BYTES: u64 = 256 * 1024 * 1024;
-/// Carried messages accepted for one identity in a day.
-pub const DEFAULT_MAX_MESSAGES_PER_DAY: u32 = 2_000;
-const DAY_MS: i64 = 86_400_000;
+/// The caps a new agreement gets (`queue.carry_max_held_bytes`,
+/// `queue.carry_max_messages_per_day`), so one recipient cannot fill the carrier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CarryLimits {
+    pub max_held_bytes: u64,
+    pub max_messages_per_day: u32,
+}
+
+impl CarryLimits {
+    pub fn from_settings(settings: &onionpost_runtime::config::QueueSettings) -> Self {
+        CarryLimits {
+            max_held_bytes: settings.carry_max_held_bytes,
+            max_messages_per_day: settings.carry_max_messages_per_day,
+        }
+    }
+}
 
 /// ETRN attempts per carrier when an identity comes online; the carrier retries on its own
 /// schedule anyway, so giving up only costs time.
@@ -58,11 +69,16 @@ pub enum CarryCheck {
 pub struct CarryDesk {
     service: QueueService,
     directory: Directory,
+    limits: CarryLimits,
 }
 
 impl CarryDesk {
-    pub fn new(service: QueueService, directory: Directory) -> Self {
-        CarryDesk { service, directory }
+    pub fn new(service: QueueService, directory: Directory, limits: CarryLimits) -> Self {
+        CarryDesk {
+            service,
+            directory,
+            limits,
+        }
     }
 
     /// Whether to accept carried mail for `recipient` of `declared_size` bytes (0: unknown).
@@ -77,9 +93,9 @@ impl CarryDesk {
         let Some(agreement) = store.active_agreement(&address, now).await? else {
             return Ok(CarryCheck::Refused);
         };
-        let held = store.held_for(&address, now.saturating_sub(DAY_MS)).await?;
+        let held = store.held_for(&address, now.div_euclid(DAY_MS)).await?;
         let over_bytes = held.bytes.saturating_add(declared_size) > agreement.max_held_bytes;
-        let over_count = held.enqueued_since >= u64::from(agreement.max_messages_per_day);
+        let over_count = held.accepted_on_day >= u64::from(agreement.max_messages_per_day);
         if over_bytes || over_count {
             metrics::counter!("onionpost_queue_carry_over_limit_total").increment(1);
             return Ok(CarryCheck::OverLimit);
@@ -120,8 +136,8 @@ impl CarryDesk {
                     created_at_ms: now,
                     expires_at_ms,
                     revoked_at_ms: None,
-                    max_held_bytes: DEFAULT_MAX_HELD_BYTES,
-                    max_messages_per_day: DEFAULT_MAX_MESSAGES_PER_DAY,
+                    max_held_bytes: self.limits.max_held_bytes,
+                    max_messages_per_day: self.limits.max_messages_per_day,
                 };
                 self.service.store().add_agreement(&agreement).await?;
                 tracing::info!(agreement_id = %agreement.agreement_id, "carry agreement recorded");
@@ -211,8 +227,8 @@ impl CarryDesk {
     }
 
     async fn held(&self, address: &str) -> Result<HeldRecord, QueueError> {
-        let since = self.service.now_ms().saturating_sub(DAY_MS);
-        Ok(self.service.store().held_for(address, since).await?)
+        let day = self.service.now_ms().div_euclid(DAY_MS);
+        Ok(self.service.store().held_for(address, day).await?)
     }
 
     /// The keys service checks the signature against the key bound to the identity's onion.
@@ -466,8 +482,8 @@ mod tests {
         }
     }
 
-    /// Caps are checked against what is held now; carried mail waits one retry interval before
-    /// its first attempt.
+    /// The byte cap is checked against what is held now, the daily cap against what was accepted
+    /// today (delivered or not); carried mail waits one retry interval before its first attempt.
     #[tokio::test]
     async fn an_agreement_admits_carried_mail_up_to_its_caps() {
         let dir = tempfile::tempdir().unwrap();
@@ -488,7 +504,11 @@ mod tests {
                 lifetime: Duration::from_secs(86_400),
             },
         );
-        let desk = CarryDesk::new(service.clone(), Directory::default());
+        let limits = CarryLimits {
+            max_held_bytes: 1,
+            max_messages_per_day: 1,
+        };
+        let desk = CarryDesk::new(service.clone(), Directory::default(), limits);
         // No agreement: refused like a relay attempt.
         assert_eq!(desk.check(CAROL, 10).await.unwrap(), CarryCheck::Refused);
         service
@@ -518,10 +538,17 @@ mod tests {
         // 600 held + 500 declared is over 1,000 bytes: a temporary refusal.
         assert_eq!(desk.check(CAROL, 500).await.unwrap(), CarryCheck::OverLimit);
         assert_eq!(desk.check(CAROL, 300).await.unwrap(), CarryCheck::Accepted);
-        service.enqueue(carried("m2", 10)).await.unwrap();
-        service.enqueue(carried("m3", 10)).await.unwrap();
-        // Three carried today: the daily cap is reached.
+        let second = service.enqueue(carried("m2", 10)).await.unwrap();
+        let third = service.enqueue(carried("m3", 10)).await.unwrap();
+        // Three carried today: the daily cap is reached, and stays reached when they are gone.
         assert_eq!(desk.check(CAROL, 1).await.unwrap(), CarryCheck::OverLimit);
+        for message in [first, second, third] {
+            service.delete(&message.queue_id, false).await.unwrap();
+        }
+        assert_eq!(desk.check(CAROL, 1).await.unwrap(), CarryCheck::OverLimit);
+        // The next UTC day starts afresh.
+        clock.advance_ms(DAY_MS);
+        assert_eq!(desk.check(CAROL, 1).await.unwrap(), CarryCheck::Accepted);
         // Without a keys service a statement cannot be checked: unavailable, not accepted.
         assert!(matches!(
             desk.add(b"statement".to_vec()).await,

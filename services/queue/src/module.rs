@@ -11,7 +11,7 @@ use onionpost_proto::queue::v1::queue_server::QueueServer;
 use onionpost_runtime::seal::CarrierSecret;
 use onionpost_runtime::{Module, ServiceContext, Started};
 
-use crate::carry::CarryDesk;
+use crate::carry::{CarryDesk, CarryLimits};
 use crate::clock::SystemClock;
 use crate::grpc::QueueGrpc;
 use crate::retry::RetryPolicy;
@@ -66,7 +66,11 @@ impl Module for QueueModule {
                 "queue-carrier-pickup",
                 crate::carry::pickup(context.directory.clone(), context.shutdown.clone()),
             );
-            let carry = CarryDesk::new(service.clone(), context.directory.clone());
+            let carry = CarryDesk::new(
+                service.clone(),
+                context.directory.clone(),
+                CarryLimits::from_settings(&context.config.queue),
+            );
             let server = QueueServer::new(QueueGrpc::new(service, carry))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);

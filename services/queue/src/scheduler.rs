@@ -371,8 +371,8 @@ impl Scheduler {
     }
 
     /// Fan-out (design.md, "Carriers"): hands a submitted message, already encrypted to its
-    /// recipients, to each recipient's designated carriers from the sender's address book, one
-    /// SMTP session per carrier. Each carrier queues it and retries on its own schedule, and
+    /// recipients, to each recipient's carriers from the sender's address book (those the
+    /// account designated, then those the recipient publishes), one SMTP session per carrier. Each carrier queues it and retries on its own schedule, and
     /// releases it to the recipient's onion only. A carrier is handed the message once per
     /// recipient (`handed_to_carriers`); this carrier keeps trying directly as well, and the
     /// recipient drops the copies it already has (Message-ID and body digest). A hand-off that
@@ -412,14 +412,25 @@ impl Scheduler {
                     continue;
                 }
             };
-            for carrier in contact.designated_carriers {
+            // The carriers the sender's account named for the contact first, then those the
+            // contact publishes itself (its signed carrier list).
+            let mut carriers: Vec<String> = Vec::new();
+            for carrier in contact
+                .designated_carriers
+                .into_iter()
+                .chain(contact.preferred_carriers)
+            {
                 let carrier = carrier.to_ascii_lowercase();
                 if carrier == destination
                     || !is_v3_onion(&carrier)
                     || recipient.handed_to_carriers.contains(&carrier)
+                    || carriers.contains(&carrier)
                 {
                     continue;
                 }
+                carriers.push(carrier);
+            }
+            for carrier in carriers {
                 by_carrier.entry(carrier).or_default().push(recipient);
             }
         }

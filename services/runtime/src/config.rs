@@ -105,6 +105,8 @@ keys! {
     "queue.retry_min_secs": Integer => "seconds before a queued recipient's first retry; doubles with each attempt (default 60)",
     "queue.retry_max_secs": Integer => "longest wait between two attempts for one recipient (default 3600)",
     "queue.lifetime_secs": Integer => "seconds a message may stay queued before it fails and the sender gets a DSN (default 432000, 5 days: RFC 5321 4.5.4.1)",
+    "queue.carry_max_held_bytes": Integer => "bytes this carrier holds at most for one identity it carries for (default 268435456, 256 MiB)",
+    "queue.carry_max_messages_per_day": Integer => "carried messages accepted for one identity per day, UTC (default 2000)",
     "smtp_in.max_message_bytes": Integer => "largest message smtp-in accepts, advertised as SIZE (default 26214400, 25 MiB)",
     "smtp_in.plaintext_policy": String => "what smtp-in does with plaintext mail from an onion peer: refuse, quarantine or accept (default refuse)",
     "smtp_in.max_messages_per_hour_per_account": Integer => "messages one account may submit per hour (default 500)",
@@ -268,6 +270,10 @@ pub struct QueueSettings {
     pub retry_max: Duration,
     /// How long a message may stay queued before its unfinished recipients fail.
     pub lifetime: Duration,
+    /// Bytes held at most for one identity this carrier carries for.
+    pub carry_max_held_bytes: u64,
+    /// Carried messages accepted for one identity in a (UTC) day.
+    pub carry_max_messages_per_day: u32,
 }
 
 /// How hosted accounts (the imap service) age and start.
@@ -755,17 +761,6 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
                 }),
         }
     };
-    let queue = QueueSettings {
-        retry_min: seconds("queue.retry_min_secs", 60)?,
-        retry_max: seconds("queue.retry_max_secs", 3600)?,
-        lifetime: seconds("queue.lifetime_secs", 432_000)?,
-    };
-    if queue.retry_max < queue.retry_min {
-        return Err(ConfigError::new(
-            "key `queue.retry_max_secs` must not be less than `queue.retry_min_secs`",
-        ));
-    }
-
     let positive = |path: &str, default: u64| -> Result<u64, ConfigError> {
         match values.integer(path) {
             None => Ok(default),
@@ -779,6 +774,23 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
                 }),
         }
     };
+    let queue = QueueSettings {
+        retry_min: seconds("queue.retry_min_secs", 60)?,
+        retry_max: seconds("queue.retry_max_secs", 3600)?,
+        lifetime: seconds("queue.lifetime_secs", 432_000)?,
+        carry_max_held_bytes: positive("queue.carry_max_held_bytes", 256 * 1024 * 1024)?,
+        carry_max_messages_per_day: u32::try_from(positive(
+            "queue.carry_max_messages_per_day",
+            2_000,
+        )?)
+        .map_err(|_| ConfigError::new("key `queue.carry_max_messages_per_day` is too large"))?,
+    };
+    if queue.retry_max < queue.retry_min {
+        return Err(ConfigError::new(
+            "key `queue.retry_max_secs` must not be less than `queue.retry_min_secs`",
+        ));
+    }
+
     let smtp_in = SmtpInSettings {
         max_message_bytes: positive("smtp_in.max_message_bytes", 25 * 1024 * 1024)?,
         plaintext_policy: match values.non_empty("smtp_in.plaintext_policy") {
@@ -1104,6 +1116,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("`accounts.grace_days`"), "{error}");
+    }
+
+    #[test]
+    fn queue_carry_caps_have_defaults_and_are_checked() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.queue.carry_max_held_bytes, 256 * 1024 * 1024);
+        assert_eq!(config.queue.carry_max_messages_per_day, 2_000);
+        let config = Config::load(
+            None,
+            env(&[
+                ("ONIONPOST_QUEUE_CARRY_MAX_HELD_BYTES", "1048576"),
+                ("ONIONPOST_QUEUE_CARRY_MAX_MESSAGES_PER_DAY", "10"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.queue.carry_max_held_bytes, 1_048_576);
+        assert_eq!(config.queue.carry_max_messages_per_day, 10);
+        let error = Config::load(
+            None,
+            env(&[("ONIONPOST_QUEUE_CARRY_MAX_MESSAGES_PER_DAY", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("`queue.carry_max_messages_per_day`"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub struct AddContact {
     pub source: Option<AddSource>,
 }
 
-fn carriers(field: &str, list: &[String]) -> Result<Vec<String>, AdminError> {
+pub(crate) fn carriers(field: &str, list: &[String]) -> Result<Vec<String>, AdminError> {
     list.iter()
         .enumerate()
         .map(|(index, host)| validate::onion_host(&format!("{field}[{index}]"), host))

@@ -71,6 +71,9 @@ pub struct Identity {
     pub display_name: String,
     /// The OpenPGP fingerprint (upper-case hex); absent if the key service has none.
     pub fingerprint: Option<String>,
+    /// Carrier onions the identity asks its correspondents to use while it is offline
+    /// (`PUT /v1/identities/{id}/carriers`).
+    pub preferred_carriers: Vec<String>,
     pub state: IdentityState,
     /// Why publishing failed, in words for an operator.
     pub last_error: Option<String>,
@@ -190,6 +193,7 @@ pub async fn create_identity(
             onion: created.onion_address,
             display_name,
             fingerprint: Some(key.fingerprint),
+            preferred_carriers: key.preferred_carriers,
             state: IdentityState::from_proto(created.state).unwrap_or(IdentityState::Publishing),
             last_error: non_empty(created.last_error),
             created_at: time(recorded.created_at).or(time(created.created_at)),
@@ -270,7 +274,10 @@ fn non_empty(text: String) -> Option<String> {
 }
 
 /// An identity as the three services see it.
-async fn describe(state: &AdminState, record: imap::Identity) -> Result<Identity, AdminError> {
+pub(crate) async fn describe(
+    state: &AdminState,
+    record: imap::Identity,
+) -> Result<Identity, AdminError> {
     let onion_service = state
         .onion()?
         .get_onion(onion::GetOnionRequest {
@@ -295,9 +302,9 @@ async fn describe(state: &AdminState, record: imap::Identity) -> Result<Identity
         })
         .await
         .upstream(ServiceName::Keys);
-    let fingerprint = match key {
-        Ok(key) => Some(key.fingerprint),
-        Err(AdminError::NotFound(_)) => None,
+    let (fingerprint, preferred_carriers) = match key {
+        Ok(key) => (Some(key.fingerprint), key.preferred_carriers),
+        Err(AdminError::NotFound(_)) => (None, Vec::new()),
         Err(error) => return Err(error),
     };
     Ok(Identity {
@@ -307,13 +314,17 @@ async fn describe(state: &AdminState, record: imap::Identity) -> Result<Identity
         onion: record.onion,
         display_name: record.display_name,
         fingerprint,
+        preferred_carriers,
         state: onion_state,
         last_error,
         created_at: time(record.created_at),
     })
 }
 
-async fn fetch_identity(state: &AdminState, id: &str) -> Result<imap::Identity, AdminError> {
+pub(crate) async fn fetch_identity(
+    state: &AdminState,
+    id: &str,
+) -> Result<imap::Identity, AdminError> {
     state
         .imap()?
         .get_identity(imap::GetIdentityRequest {

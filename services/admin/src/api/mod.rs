@@ -3,6 +3,7 @@
 //! being documented, and the tests walk the document to check every route's authentication.
 
 pub mod accounts;
+pub mod carriers;
 pub mod contacts;
 pub mod gateway;
 pub mod identities;
@@ -26,7 +27,7 @@ use crate::error::{AdminError, PROBLEM_JSON, Problem};
 #[openapi(
     info(
         title = "onionpost admin API",
-        description = "Administer an onionpost carrier: accounts, identities, address books, plans, vouchers, the queue, the clearnet gateway, tokens and statistics. Every route needs `Authorization: Bearer <token>`; reading needs scope `read`, anything else `write`. Errors are RFC 9457 problem documents.",
+        description = "Administer an onionpost carrier: accounts, identities, address books, carriers, plans, vouchers, the queue, the clearnet gateway, tokens and statistics. Every route needs `Authorization: Bearer <token>`; reading needs scope `read`, anything else `write`. Errors are RFC 9457 problem documents.",
         license(name = "AGPL-3.0-or-later")
     ),
     components(schemas(Problem)),
@@ -35,6 +36,7 @@ use crate::error::{AdminError, PROBLEM_JSON, Problem};
         (name = "accounts", description = "Hosted accounts"),
         (name = "identities", description = "Onion identities of accounts"),
         (name = "contacts", description = "Address books (one per account)"),
+        (name = "carriers", description = "Preferred carriers, carry statements and the agreements under which this carrier holds mail for others"),
         (name = "plans", description = "Plans and vouchers"),
         (name = "queue", description = "The carrier queue: envelopes and delivery state"),
         (name = "gateway", description = "The clearnet gateway: aliases and traffic"),
@@ -139,6 +141,13 @@ pub fn api_router() -> OpenApiRouter<AdminState> {
             contacts::delete_contact
         ))
         .routes(routes!(contacts::confirm_key_change))
+        .routes(routes!(carriers::set_preferred_carriers))
+        .routes(routes!(carriers::sign_carry_statement))
+        .routes(routes!(
+            carriers::list_carry_agreements,
+            carriers::add_carry_agreement
+        ))
+        .routes(routes!(carriers::revoke_carry_agreement))
         .routes(routes!(plans::list_plans, plans::create_plan))
         .routes(routes!(plans::update_plan))
         .routes(routes!(plans::mint_vouchers))

@@ -106,6 +106,8 @@ pub struct IdentityRecord {
     pub custody: Custody,
     /// Carrier onion hosts the identity asks correspondents to use.
     pub preferred_carriers: Vec<String>,
+    /// The same list signed by the identity's key (`carrier_list`), as it is published.
+    pub carrier_list: Option<Vec<u8>>,
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
     /// The revocation certificate handed out at revocation, kept so it can be handed out again.
@@ -157,7 +159,10 @@ pub struct ContactRecord {
     pub key_source: KeySource,
     pub verified: bool,
     pub designated_carriers: Vec<String>,
+    /// The carriers the contact itself publishes (its signed carrier list).
     pub preferred_carriers: Vec<String>,
+    /// When the contact signed that list (seconds since the epoch); `None` while none is known.
+    pub preferred_carriers_signed_at: Option<i64>,
     pub held: Option<HeldKey>,
     /// In the order they were recorded.
     pub introducers: Vec<IntroducerRecord>,
@@ -284,12 +289,13 @@ fn numbered_placeholders(sql: &str) -> String {
 }
 
 const IDENTITY_COLUMNS: &str = "identity_id, account_id, address, fingerprint, public_key, \
-     sealed_secret, custody, preferred_carriers, created_at_ms, revoked_at_ms, revocation";
+     sealed_secret, custody, preferred_carriers, carrier_list, created_at_ms, revoked_at_ms, \
+     revocation";
 
 const CONTACT_COLUMNS: &str = "contact_id, account_id, address, display_name, fingerprint, \
      public_key, key_source, verified, designated_carriers, preferred_carriers, held_fingerprint, \
      held_public_key, held_source, held_reason, held_seen_at_ms, autocrypt_date_ms, \
-     first_seen_at_ms, last_seen_at_ms, revoked_at_ms";
+     first_seen_at_ms, last_seen_at_ms, revoked_at_ms, preferred_carriers_signed_at";
 
 /// The one implementation of [`KeysStore`], expanded for each backend's pool and row types.
 /// `$sql` turns the `?`-placeholder SQL into the backend's dialect. `$scrub_sqlite` says to
@@ -333,6 +339,7 @@ macro_rules! store_impl {
                     preferred_carriers: split_list(
                         &row.try_get::<String, _>("preferred_carriers")?,
                     ),
+                    carrier_list: row.try_get("carrier_list")?,
                     created_at_ms: row.try_get("created_at_ms")?,
                     revoked_at_ms: row.try_get("revoked_at_ms")?,
                     revocation: row.try_get("revocation")?,
@@ -375,6 +382,7 @@ macro_rules! store_impl {
                     preferred_carriers: split_list(
                         &row.try_get::<String, _>("preferred_carriers")?,
                     ),
+                    preferred_carriers_signed_at: row.try_get("preferred_carriers_signed_at")?,
                     held,
                     introducers: Vec::new(),
                     autocrypt_date_ms: row.try_get("autocrypt_date_ms")?,
@@ -426,7 +434,7 @@ macro_rules! store_impl {
             async fn insert_identity(&self, identity: &IdentityRecord) -> Result<(), StoreError> {
                 let sql = format!(
                     "INSERT INTO identity_keys ({IDENTITY_COLUMNS}) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 );
                 sqlx::query(&Self::sql(&sql))
                     .bind(&identity.identity_id)
@@ -437,6 +445,7 @@ macro_rules! store_impl {
                     .bind(&identity.sealed_secret)
                     .bind(identity.custody.as_str())
                     .bind(join_list(&identity.preferred_carriers))
+                    .bind(&identity.carrier_list)
                     .bind(identity.created_at_ms)
                     .bind(identity.revoked_at_ms)
                     .bind(&identity.revocation)
@@ -491,12 +500,13 @@ macro_rules! store_impl {
                 }
                 let result = sqlx::query(&Self::sql(
                     "UPDATE identity_keys SET public_key = ?, sealed_secret = ?, \
-                     preferred_carriers = ?, revoked_at_ms = ?, revocation = ? \
+                     preferred_carriers = ?, carrier_list = ?, revoked_at_ms = ?, revocation = ? \
                      WHERE identity_id = ?",
                 ))
                 .bind(&identity.public_key)
                 .bind(&identity.sealed_secret)
                 .bind(join_list(&identity.preferred_carriers))
+                .bind(&identity.carrier_list)
                 .bind(identity.revoked_at_ms)
                 .bind(&identity.revocation)
                 .bind(&identity.identity_id)
@@ -516,7 +526,7 @@ macro_rules! store_impl {
                 let mut tx = self.pool.begin().await?;
                 let sql = format!(
                     "INSERT INTO contacts ({CONTACT_COLUMNS}) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 );
                 let held = contact.held.as_ref();
                 sqlx::query(&Self::sql(&sql))
@@ -539,6 +549,7 @@ macro_rules! store_impl {
                     .bind(contact.first_seen_at_ms)
                     .bind(contact.last_seen_at_ms)
                     .bind(contact.revoked_at_ms)
+                    .bind(contact.preferred_carriers_signed_at)
                     .execute(&mut *tx)
                     .await?;
                 for introducer in &contact.introducers {
@@ -628,7 +639,7 @@ macro_rules! store_impl {
                      key_source = ?, verified = ?, designated_carriers = ?, preferred_carriers = ?, \
                      held_fingerprint = ?, held_public_key = ?, held_source = ?, held_reason = ?, \
                      held_seen_at_ms = ?, autocrypt_date_ms = ?, first_seen_at_ms = ?, \
-                     last_seen_at_ms = ?, revoked_at_ms = ? \
+                     last_seen_at_ms = ?, revoked_at_ms = ?, preferred_carriers_signed_at = ? \
                      WHERE account_id = ? AND contact_id = ?",
                 ))
                 .bind(&contact.display_name)
@@ -647,6 +658,7 @@ macro_rules! store_impl {
                 .bind(contact.first_seen_at_ms)
                 .bind(contact.last_seen_at_ms)
                 .bind(contact.revoked_at_ms)
+                .bind(contact.preferred_carriers_signed_at)
                 .bind(&contact.account_id)
                 .bind(&contact.contact_id)
                 .execute(&mut *tx)

@@ -14,6 +14,7 @@ fn identity(id: &str, address: &str) -> IdentityRecord {
         sealed_secret: Some(vec![9; 40]),
         custody: Custody::Carrier,
         preferred_carriers: vec!["c1.onion".to_owned(), "c2.onion".to_owned()],
+        carrier_list: Some(vec![7; 30]),
         created_at_ms: 1_000,
         revoked_at_ms: None,
         revocation: None,
@@ -31,7 +32,8 @@ fn contact(id: &str, account: &str, address: &str) -> ContactRecord {
         key_source: KeySource::Wkd,
         verified: false,
         designated_carriers: Vec::new(),
-        preferred_carriers: Vec::new(),
+        preferred_carriers: vec!["c3.onion".to_owned()],
+        preferred_carriers_signed_at: Some(1_795_000_000),
         held: None,
         introducers: Vec::new(),
         autocrypt_date_ms: None,
@@ -64,6 +66,7 @@ async fn suite(store: Arc<dyn KeysStore>) {
         custody: Custody::Client,
         sealed_secret: None,
         preferred_carriers: Vec::new(),
+        carrier_list: None,
         ..identity("id-b", "bob@b.onion")
     };
     store.insert_identity(&client).await.unwrap();

@@ -352,6 +352,9 @@ pub enum AgreementKey {
     Address(String),
 }
 
+/// One UTC day in milliseconds: carried mail is counted per address and day.
+pub const DAY_MS: i64 = 86_400_000;
+
 /// What this carrier holds for one address now (carried mail only).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeldRecord {
@@ -359,10 +362,9 @@ pub struct HeldRecord {
     pub messages: u64,
     /// The bytes of their messages.
     pub bytes: u64,
-    /// Carried messages for the address enqueued since the asked time and still stored (a
-    /// message leaves the store with its last recipient, so a recipient that picks up its mail
-    /// promptly frees room in its daily cap too).
-    pub enqueued_since: u64,
+    /// Carried messages accepted for the address on the asked (UTC) day, whether still held or
+    /// already delivered.
+    pub accepted_on_day: u64,
 }
 
 /// The queue's storage.
@@ -469,9 +471,9 @@ pub trait QueueStore: Send + Sync {
         now_ms: i64,
     ) -> Result<Vec<AgreementRecord>, StoreError>;
 
-    /// What is held for `address` now, and how many carried messages for it arrived since
-    /// `since_ms`.
-    async fn held_for(&self, address: &str, since_ms: i64) -> Result<HeldRecord, StoreError>;
+    /// What is held for `address` now, and how many carried messages for it were accepted on
+    /// `day` (milliseconds since the epoch / [`DAY_MS`]).
+    async fn held_for(&self, address: &str, day: i64) -> Result<HeldRecord, StoreError>;
 }
 
 /// Rewrites `?` placeholders as `$1, $2, …` for PostgreSQL. Our SQL has no `?` in literals.
@@ -545,7 +547,7 @@ macro_rules! store_impl {
         use sqlx::Row as _;
 
         use super::{
-            AGREEMENT_COLUMNS, AfterRecord, AgreementKey, AgreementRecord, Claim, HeldRecord, DsnReturn, ListFilter, MESSAGE_COLUMNS, MessageRecord,
+            AGREEMENT_COLUMNS, AfterRecord, AgreementKey, AgreementRecord, Claim, DAY_MS, DsnReturn, HeldRecord, ListFilter, MESSAGE_COLUMNS, MessageRecord,
             NewMessage, Origin, PageAfter, QueueStore, RECIPIENT_COLUMNS, RecipientRecord,
             RecipientState, RecipientUpdate, Reply, StatsRecord, StoreError, UNFINISHED,
             domain_of, join_notify, split_list, split_notify,
@@ -738,7 +740,36 @@ macro_rules! store_impl {
                         .execute(&mut *connection)
                         .await?;
                 }
+                if message.origin == Origin::Carry {
+                    Self::count_intake(connection, message).await?;
+                }
                 Ok(true)
+            }
+
+            /// Counts a carried message against each recipient's daily cap, and forgets the
+            /// days before yesterday.
+            async fn count_intake(
+                connection: &mut Connection,
+                message: &NewMessage,
+            ) -> Result<(), StoreError> {
+                let day = message.enqueued_at_ms.div_euclid(DAY_MS);
+                sqlx::query(&Self::sql("DELETE FROM carry_intake WHERE day < ?"))
+                    .bind(day - 1)
+                    .execute(&mut *connection)
+                    .await?;
+                let sql = Self::sql(
+                    "INSERT INTO carry_intake (address, day, messages) VALUES (?, ?, 1) \
+                     ON CONFLICT (address, day) DO UPDATE \
+                     SET messages = carry_intake.messages + 1",
+                );
+                for recipient in &message.recipients {
+                    sqlx::query(&sql)
+                        .bind(&recipient.address)
+                        .bind(day)
+                        .execute(&mut *connection)
+                        .await?;
+                }
+                Ok(())
             }
 
             async fn delete_rows(
@@ -1210,20 +1241,18 @@ macro_rules! store_impl {
                 Ok(ended)
             }
 
-            async fn held_for(
-                &self,
-                address: &str,
-                since_ms: i64,
-            ) -> Result<HeldRecord, StoreError> {
+            async fn held_for(&self, address: &str, day: i64) -> Result<HeldRecord, StoreError> {
                 let row = sqlx::query(&Self::sql(&format!(
                     "SELECT COUNT(CASE WHEN r.state IN {UNFINISHED} THEN 1 END) AS messages, \
                      CAST(COALESCE(SUM(CASE WHEN r.state IN {UNFINISHED} THEN m.size_bytes END), 0) \
                         AS BIGINT) AS bytes, \
-                     COUNT(CASE WHEN m.enqueued_at_ms >= ? THEN 1 END) AS recent \
+                     CAST(COALESCE((SELECT messages FROM carry_intake \
+                        WHERE address = ? AND day = ?), 0) AS BIGINT) AS recent \
                      FROM recipients r JOIN messages m ON m.queue_id = r.queue_id \
                      WHERE r.address = ? AND m.origin = 'carry'"
                 )))
-                .bind(since_ms)
+                .bind(address)
+                .bind(day)
                 .bind(address)
                 .fetch_one(&self.pool)
                 .await?;
@@ -1233,7 +1262,7 @@ macro_rules! store_impl {
                 Ok(HeldRecord {
                     messages: count("messages")?,
                     bytes: count("bytes")?,
-                    enqueued_since: count("recent")?,
+                    accepted_on_day: count("recent")?,
                 })
             }
         }

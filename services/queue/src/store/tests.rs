@@ -453,19 +453,20 @@ async fn carry_suite(store: Arc<dyn QueueStore>) {
         .enqueue(&message("own-1", "qo1", 5_000, &[carol]))
         .await
         .unwrap();
-    let held = store.held_for(carol, 4_000).await.unwrap();
+    let held = store.held_for(carol, 0).await.unwrap();
     assert_eq!(
         held,
         HeldRecord {
             messages: 1,
             bytes: 100,
-            enqueued_since: 1
+            accepted_on_day: 1
         }
     );
-    assert_eq!(
-        store.held_for(carol, 6_000).await.unwrap().enqueued_since,
-        0
-    );
+    assert_eq!(store.held_for(carol, 1).await.unwrap().accepted_on_day, 0);
+    // Counted at acceptance: still counted once the message is gone.
+    store.delete_message("qc1", None).await.unwrap();
+    let held = store.held_for(carol, 0).await.unwrap();
+    assert_eq!((held.messages, held.accepted_on_day), (0, 1));
 
     // Hand-offs accumulate, once per carrier.
     store.note_handed("qo1", 0, "b.onion").await.unwrap();
