@@ -77,6 +77,11 @@ pub mod admin {
 /// directions: tonic's 4 MiB default raised once here for every server and client.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The text of the `250 2.0.0` an onion MX gives for a copy of a message the recipient already
+/// has (the same message through several carriers and directly). A sender's queue that sees it
+/// sends no success notice, so the sender hears of a delivery once, from whoever was first.
+pub const ALREADY_DELIVERED_TEXT: &str = "Message accepted; a copy was already delivered";
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every contract, well-known types included
 /// and comments kept, for the gRPC reflection service.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

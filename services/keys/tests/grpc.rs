@@ -1350,7 +1350,7 @@ async fn preferred_carriers_are_signed_published_fetched_and_carried_in_mail() {
         contact_of(&harness, "acct-a", bob.address())
             .await
             .preferred_carriers,
-        [b1.clone()]
+        std::slice::from_ref(&b1)
     );
 
     // A list signed by someone else for Bob's address is not taken.
@@ -1450,7 +1450,7 @@ async fn preferred_carriers_are_signed_published_fetched_and_carried_in_mail() {
             message(bob.address(), &alice, "from bob"),
         ]
         .concat();
-        pgp_mime::seal(&plain, &bob, &[alice_cert.clone()]).unwrap()
+        pgp_mime::seal(&plain, &bob, std::slice::from_ref(&alice_cert)).unwrap()
     };
     let decrypt = |message: Vec<u8>| async {
         harness

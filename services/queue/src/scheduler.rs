@@ -329,8 +329,13 @@ impl Scheduler {
                 RecipientState::PermanentFailure => Some(Action::Failed),
                 _ => None,
             };
+            // A copy the recipient already had (through a carrier or directly) was reported by
+            // whoever delivered first.
+            let already_delivered = state == RecipientState::Delivered
+                && reply.text.contains(onionpost_proto::ALREADY_DELIVERED_TEXT);
             if let Some(action) = action
                 && dsn::wants(&recipient.notify, action)
+                && !already_delivered
             {
                 lines.push(Reported {
                     recipient,

@@ -32,6 +32,8 @@ fn onion(c: char) -> String {
 #[derive(Clone, Default)]
 struct FakeSmtpOut {
     offline: Arc<AtomicBool>,
+    /// Destinations that are offline while others answer.
+    offline_destinations: Arc<Mutex<Vec<String>>>,
     /// Each session's request, once it is answered.
     sessions: Arc<Mutex<Vec<smtp_pb::DeliverRequest>>>,
     /// Sessions that reached the fake at all (answered or not).
@@ -49,7 +51,12 @@ impl SmtpOut for FakeSmtpOut {
         self.started.lock().unwrap().push(request.queue_id.clone());
         let delay = *self.delay.lock().unwrap();
         tokio::time::sleep(delay).await;
-        let offline = self.offline.load(Ordering::SeqCst);
+        let offline = self.offline.load(Ordering::SeqCst)
+            || self
+                .offline_destinations
+                .lock()
+                .unwrap()
+                .contains(&request.destination);
         let recipients = request
             .recipients
             .iter()
@@ -60,6 +67,12 @@ impl SmtpOut for FakeSmtpOut {
                     (
                         smtp_pb::Outcome::PermanentFailure,
                         Some((550, "5.1.1", "mailbox unavailable")),
+                    )
+                } else if recipient.address.starts_with("again@") {
+                    // The recipient already had it (through a carrier).
+                    (
+                        smtp_pb::Outcome::Delivered,
+                        Some((250, "2.0.0", onionpost_proto::ALREADY_DELIVERED_TEXT)),
                     )
                 } else {
                     (
@@ -392,6 +405,7 @@ async fn one_session_per_onion_with_results_and_dsns() {
                 (&format!("nobody@{c}"), vec![]),
                 ("bob@example.com", vec![Notify::Failure]),
                 (&format!("quiet@{c}"), vec![Notify::Never]),
+                (&format!("again@{c}"), vec![Notify::Success]),
             ],
         ))
         .await
@@ -408,16 +422,17 @@ async fn one_session_per_onion_with_results_and_dsns() {
     assert_eq!(
         sessions.len(),
         1,
-        "one session for the three recipients at {c}"
+        "one session for the four recipients at {c}"
     );
     assert_eq!(sessions[0].destination, c);
     assert_eq!(sessions[0].isolation_key, "id-alice");
-    assert_eq!(sessions[0].recipients.len(), 3);
+    assert_eq!(sessions[0].recipients.len(), 4);
     assert_eq!(sessions[0].envelope_id, "env-m1");
     assert!(String::from_utf8_lossy(&sessions[0].message).contains("body of m1"));
 
     // One DSN for the attempt, in alice's INBOX: carol delivered (she asked for SUCCESS),
-    // nobody failed (FAILURE by default), bob's clearnet address failed, quiet asked for NEVER.
+    // nobody failed (FAILURE by default), bob's clearnet address failed, quiet asked for NEVER,
+    // and again's copy was one the recipient already had (whoever delivered first reported it).
     eventually("a dsn", || async {
         !harness.imap.delivered.lock().unwrap().is_empty()
     })
@@ -437,6 +452,7 @@ async fn one_session_per_onion_with_results_and_dsns() {
     );
     assert!(dsn.contains("Subject: Delivery Status Notification (Failure)"));
     assert!(!dsn.contains("quiet@"));
+    assert!(!dsn.contains("again@"), "{dsn}");
     assert!(dsn.contains("Subject: test m1"), "headers returned");
     assert!(!dsn.contains("body of m1"), "RET=HDRS by default");
     for request in harness.imap.delivered.lock().unwrap().iter() {
@@ -563,22 +579,30 @@ async fn a_dsn_waits_for_imap_and_is_delivered_once() {
         harness.imap.refused_calls.load(Ordering::SeqCst) >= 1
     })
     .await;
-    let (pending, _) = service
-        .list(
-            &store::ListFilter {
-                origin: Some(Origin::Local),
-                ..Default::default()
-            },
-            10,
-            "",
-        )
-        .await
-        .unwrap();
+    let local_entries = || async {
+        service
+            .list(
+                &store::ListFilter {
+                    origin: Some(Origin::Local),
+                    ..Default::default()
+                },
+                10,
+                "",
+            )
+            .await
+            .unwrap()
+            .0
+    };
+    // The refused attempt is recorded just after imap refuses it.
+    eventually("the refusal recorded", || async {
+        local_entries()
+            .await
+            .first()
+            .is_some_and(|entry| entry.recipients[0].state == RecipientState::TemporaryFailure)
+    })
+    .await;
+    let pending = local_entries().await;
     assert_eq!(pending.len(), 1, "the DSN is a durable local entry");
-    assert_eq!(
-        pending[0].recipients[0].state,
-        RecipientState::TemporaryFailure
-    );
     harness.imap.down.store(false, Ordering::SeqCst);
     harness.clock.advance_ms(73_000);
     service.wake();
@@ -716,6 +740,172 @@ async fn after_a_crash_every_acknowledged_message_is_delivered() {
         started_at_crash.len()
     );
     assert!(harness.imap.delivered.lock().unwrap().is_empty());
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
+/// The real keys service (over SQLite) for the sender's address book; the network publishes
+/// nothing and there is no onion service.
+struct NoNetwork;
+
+#[tonic::async_trait]
+impl onionpost_keys::fetch::KeyFetcher for NoNetwork {
+    async fn fetch(
+        &self,
+        _address: &onionpost_keys::Address,
+    ) -> Result<onionpost_keys::Cert, onionpost_keys::KeysError> {
+        Err(onionpost_keys::KeysError::KeyNotFound)
+    }
+
+    async fn fetch_carriers(
+        &self,
+        _address: &onionpost_keys::Address,
+    ) -> Result<Option<Vec<u8>>, onionpost_keys::KeysError> {
+        Ok(None)
+    }
+}
+
+#[tonic::async_trait]
+impl onionpost_keys::fetch::OnionKeys for NoNetwork {
+    async fn export_onion_key(
+        &self,
+        _identity_id: &str,
+    ) -> Result<(String, zeroize::Zeroizing<Vec<u8>>), Status> {
+        Err(Status::unimplemented("no onion service here"))
+    }
+
+    async fn import_onion(&self, _identity_id: &str, _secret_key: &[u8]) -> Result<String, Status> {
+        Err(Status::unimplemented("no onion service here"))
+    }
+}
+
+/// Fan-out: the direct attempt fails temporarily, so the scheduler hands the message to the
+/// recipient's carriers from the sender's address book (never to the destination itself),
+/// records the hand-offs, and does not hand it over again after the next failed attempt.
+#[tokio::test]
+async fn a_failed_direct_attempt_hands_the_message_to_the_recipients_carriers_once() {
+    use onionpost_keys::onion_host_from_ed25519 as onion_of;
+    use onionpost_proto::keys::v1 as keys_pb;
+    use onionpost_proto::keys::v1::keys_server::{Keys as _, KeysServer};
+
+    let harness = harness().await;
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys_database = Database::open_sqlite(
+        &keys_dir.path().join("keys.sqlite3"),
+        onionpost_keys::store::MIGRATIONS,
+    )
+    .await
+    .unwrap();
+    let keys = onionpost_keys::grpc::KeysGrpc::new(onionpost_keys::service::KeysService::new(
+        onionpost_keys::store::for_database(keys_database),
+        CarrierSecret::from_text(&"k".repeat(40)).unwrap(),
+        Arc::new(NoNetwork),
+        Arc::new(NoNetwork),
+        onionpost_keys::service::WkdDirectories::default(),
+    ));
+    let (a, b, c, d) = (
+        onion_of(&[1; 32]),
+        onion_of(&[2; 32]),
+        onion_of(&[3; 32]),
+        onion_of(&[4; 32]),
+    );
+    keys.create_identity_key(Request::new(keys_pb::CreateIdentityKeyRequest {
+        identity_id: "id-alice".into(),
+        account_id: "acct-a".into(),
+        address: format!("alice@{a}"),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let carol = format!("carol@{c}");
+    let carol_key =
+        onionpost_keys::IdentityKey::generate(&onionpost_keys::Address::parse(&carol).unwrap())
+            .unwrap();
+    keys.add_contact(Request::new(keys_pb::AddContactRequest {
+        account_id: "acct-a".into(),
+        address: carol.clone(),
+        public_key: onionpost_keys::public_armored(&carol_key.public_cert())
+            .unwrap()
+            .into_bytes(),
+        // Carol's own onion is no carrier of hers; it is skipped.
+        designated_carriers: vec![b.clone(), c.clone(), d.clone()],
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(KeysServer::new(keys))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    harness
+        .directory
+        .register_remote(ServiceName::Keys, &format!("http://{address}"))
+        .unwrap();
+
+    let service = harness.service(Duration::from_secs(86_400)).await;
+    let (shutdown, handle) = harness.start(&service);
+    harness
+        .smtp
+        .offline_destinations
+        .lock()
+        .unwrap()
+        .push(c.clone());
+    let queued = service
+        .enqueue(request("f1", &[(&carol, vec![])]))
+        .await
+        .unwrap();
+    eventually("the hand-offs are recorded", || async {
+        let message = service.get(&queued.queue_id).await.unwrap();
+        message.recipients[0].handed_to_carriers.len() == 2
+    })
+    .await;
+    let message = service.get(&queued.queue_id).await.unwrap();
+    let mut handed = message.recipients[0].handed_to_carriers.clone();
+    handed.sort();
+    let mut expected = vec![b.clone(), d.clone()];
+    expected.sort();
+    assert_eq!(handed, expected);
+    assert_eq!(
+        message.recipients[0].state,
+        RecipientState::TemporaryFailure
+    );
+    let destinations = |harness: &Harness| -> Vec<String> {
+        let mut sessions: Vec<String> = harness
+            .smtp
+            .sessions
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|session| session.destination.clone())
+            .collect();
+        sessions.sort();
+        sessions
+    };
+    let mut first = vec![b.clone(), c.clone(), d.clone()];
+    first.sort();
+    assert_eq!(destinations(&harness), first);
+    // The carriers got the message as queued (already encrypted), for Carol only.
+    for session in harness.smtp.sessions.lock().unwrap().iter() {
+        assert!(String::from_utf8_lossy(&session.message).contains("body of f1"));
+        assert_eq!(session.recipients.len(), 1);
+        assert_eq!(session.recipients[0].address, carol);
+    }
+
+    // The next direct attempt fails too: no second hand-off.
+    let next = message.recipients[0].next_attempt_at_ms.unwrap();
+    harness.clock.set_ms(next);
+    service.wake();
+    eventually("the second direct attempt", || async {
+        service.get(&queued.queue_id).await.unwrap().recipients[0].attempts == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = vec![b, c.clone(), c, d];
+    second.sort();
+    assert_eq!(destinations(&harness), second);
     shutdown.cancel();
     handle.await.unwrap();
 }

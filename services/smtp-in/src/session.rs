@@ -944,6 +944,9 @@ impl<B: Backend> Session<B> {
         };
         match self.backend.deliver(request).await {
             Ok(response) => match Refusal::try_from(response.refusal) {
+                Ok(Refusal::Unspecified) if response.duplicate => {
+                    format!("250 2.0.0 {}", onionpost_proto::ALREADY_DELIVERED_TEXT)
+                }
                 Ok(Refusal::Unspecified) => "250 2.0.0 Message accepted".to_owned(),
                 Ok(Refusal::AccountUnavailable) => {
                     "451 4.2.1 Mailbox temporarily unavailable".to_owned()

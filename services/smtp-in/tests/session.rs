@@ -61,6 +61,8 @@ struct Fake {
     flushed: Mutex<Vec<String>>,
     learned: Mutex<Vec<(String, String, String)>>,
     refusal: Mutex<Refusal>,
+    /// The store already holds each delivered message (a copy through another carrier).
+    duplicate: Mutex<bool>,
     client_custody: Mutex<HashSet<String>>,
     /// Clearnet recipients the gateway allows per message; None: no gateway.
     gateway_allows: Mutex<Option<u32>>,
@@ -119,6 +121,7 @@ impl Backend for Fake {
         self.delivered.lock().unwrap().push(request);
         Ok(DeliverResponse {
             refusal: *self.refusal.lock().unwrap() as i32,
+            duplicate: *self.duplicate.lock().unwrap(),
             ..Default::default()
         })
     }
@@ -529,6 +532,24 @@ async fn delivery_refusals_map_to_smtp_replies() {
         c.raw(&encrypted(b"GOOD\r\n")).await;
         assert_eq!(c.send(".").await, expected);
     }
+}
+
+/// A copy of a message the recipient already has is taken (250, so no sender retries it) with
+/// the text that tells an onionpost sender not to send a second success notice.
+#[tokio::test]
+async fn a_copy_already_delivered_is_taken_and_said_so() {
+    let backend = fake();
+    *backend.duplicate.lock().unwrap() = true;
+    let (mut c, _) = Client::start(backend, default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    c.send(&format!("RCPT TO:<{}>", alice())).await;
+    c.send("DATA").await;
+    c.raw(&encrypted(b"GOOD\r\n")).await;
+    assert_eq!(
+        c.send(".").await,
+        format!("250 2.0.0 {}", onionpost_proto::ALREADY_DELIVERED_TEXT)
+    );
 }
 
 #[tokio::test]

@@ -51,7 +51,7 @@ pub async fn set_preferred_carriers(
     if request.carriers.len() > MAX_PREFERRED_CARRIERS {
         return Err(AdminError::invalid(
             "carriers",
-            &format!("at most {MAX_PREFERRED_CARRIERS} carriers"),
+            format!("at most {MAX_PREFERRED_CARRIERS} carriers"),
         ));
     }
     let carriers = super::contacts::carriers("carriers", &request.carriers)?;
