@@ -14,16 +14,15 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sequoia_openpgp::parse::Parse;
-use sequoia_openpgp::parse::stream::{
-    DetachedVerifierBuilder, MessageStructure, VerificationHelper,
-};
+use sequoia_openpgp::parse::stream::DetachedVerifierBuilder;
 use sequoia_openpgp::serialize::SerializeInto;
 use sequoia_openpgp::serialize::stream::{Armorer, Message, Signer};
-use sequoia_openpgp::{Cert, Fingerprint, KeyHandle};
+use sequoia_openpgp::{Cert, Fingerprint};
 use std::io::Write;
 
-use crate::certs::{POLICY, good_signer};
+use crate::certs::POLICY;
 use crate::mime::{ContentType, Entity, split_multipart};
+use crate::statement::SignerCheck;
 use crate::{Address, IdentityKey, KeysError, cert_holds_address};
 
 /// RFC 6350 §3.2: lines longer than 75 octets are folded.
@@ -213,24 +212,11 @@ pub fn verify(entity: &[u8], introducer_certs: &[Cert]) -> Result<Introduction, 
     };
     let signature = Entity::parse(signature_part).map_err(|why| malformed(&why))?;
 
-    let mut helper = IntroducerHelper {
-        certs: introducer_certs,
-        signer: None,
-        failure: None,
-    };
+    let mut check = SignerCheck::new(introducer_certs);
     let verified = DetachedVerifierBuilder::from_bytes(&signature.body)
-        .and_then(|builder| builder.with_policy(&POLICY, None, &mut helper))
+        .and_then(|builder| builder.with_policy(&POLICY, None, &mut check))
         .and_then(|mut verifier| verifier.verify_bytes(signed_part));
-    if let Err(error) = verified {
-        return Err(helper
-            .failure
-            .take()
-            .unwrap_or_else(|| KeysError::BadSignature(error.to_string())));
-    }
-    let introducer = helper
-        .signer
-        .take()
-        .ok_or_else(|| KeysError::BadSignature("no good signature".into()))?;
+    let introducer = check.signer(verified, KeysError::BadSignature)?;
 
     let card = Entity::parse(signed_part).map_err(|why| malformed(&why))?;
     let card_type = card
@@ -246,40 +232,6 @@ pub fn verify(entity: &[u8], introducer_certs: &[Cert]) -> Result<Introduction, 
         cert,
         introducer,
     })
-}
-
-struct IntroducerHelper<'a> {
-    certs: &'a [Cert],
-    signer: Option<Fingerprint>,
-    failure: Option<KeysError>,
-}
-
-impl VerificationHelper for &mut IntroducerHelper<'_> {
-    fn get_certs(&mut self, ids: &[KeyHandle]) -> sequoia_openpgp::Result<Vec<Cert>> {
-        Ok(self
-            .certs
-            .iter()
-            .filter(|cert| {
-                cert.keys()
-                    .any(|ka| ids.iter().any(|id| id.aliases(ka.key().key_handle())))
-            })
-            .cloned()
-            .collect())
-    }
-
-    fn check(&mut self, structure: MessageStructure) -> sequoia_openpgp::Result<()> {
-        match good_signer(structure) {
-            Ok(signer) => {
-                self.signer = Some(signer);
-                Ok(())
-            }
-            Err(failure) => {
-                let text = failure.to_string();
-                self.failure = Some(failure);
-                Err(anyhow::anyhow!(text))
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -60,39 +60,65 @@ pub fn peek(signed: &[u8]) -> Result<String, KeysError> {
 /// fingerprint. Whether the text speaks for the identity `cert` belongs to is the caller's
 /// check.
 pub fn verify(signed: &[u8], cert: &Cert) -> Result<(String, Fingerprint), KeysError> {
-    let mut helper = Helper {
-        cert,
-        signer: None,
-        failure: None,
-    };
+    let mut check = SignerCheck::new(std::slice::from_ref(cert));
     let mut text = Vec::new();
     let read = VerifierBuilder::from_bytes(signed)
-        .and_then(|builder| builder.with_policy(&POLICY, None, &mut helper))
+        .and_then(|builder| builder.with_policy(&POLICY, None, &mut check))
         .and_then(|mut verifier| Ok(verifier.read_to_end(&mut text)?));
-    if let Err(error) = read {
-        return Err(helper
-            .failure
-            .take()
-            .unwrap_or_else(|| KeysError::CorruptMessage(error.to_string())));
-    }
-    let signer = helper
-        .signer
-        .take()
-        .ok_or_else(|| KeysError::BadSignature("no good signature".into()))?;
+    let signer = check.signer(read, KeysError::CorruptMessage)?;
     let text = String::from_utf8(text)
         .map_err(|_| KeysError::CorruptMessage("the signed text is not UTF-8".into()))?;
     Ok((text, signer))
 }
 
-struct Helper<'a> {
-    cert: &'a Cert,
+/// sequoia's verification helper for signatures by one of a few known keys (statements here,
+/// the detached signatures of introductions): takes the first good signature, and otherwise
+/// keeps the most telling failure ([`good_signer`]).
+pub(crate) struct SignerCheck<'a> {
+    certs: &'a [Cert],
     signer: Option<Fingerprint>,
     failure: Option<KeysError>,
 }
 
-impl VerificationHelper for &mut Helper<'_> {
-    fn get_certs(&mut self, _ids: &[KeyHandle]) -> sequoia_openpgp::Result<Vec<Cert>> {
-        Ok(vec![self.cert.clone()])
+impl<'a> SignerCheck<'a> {
+    pub fn new(certs: &'a [Cert]) -> Self {
+        SignerCheck {
+            certs,
+            signer: None,
+            failure: None,
+        }
+    }
+
+    /// The signer, once the verifier that used this check gave `result`; a failure that is not
+    /// about the signature (the data cannot be read) becomes `unreadable`.
+    pub fn signer<T>(
+        mut self,
+        result: sequoia_openpgp::Result<T>,
+        unreadable: fn(String) -> KeysError,
+    ) -> Result<Fingerprint, KeysError> {
+        if let Err(error) = result {
+            return Err(self
+                .failure
+                .take()
+                .unwrap_or_else(|| unreadable(error.to_string())));
+        }
+        self.signer
+            .take()
+            .ok_or_else(|| KeysError::BadSignature("no good signature".into()))
+    }
+}
+
+impl VerificationHelper for &mut SignerCheck<'_> {
+    fn get_certs(&mut self, ids: &[KeyHandle]) -> sequoia_openpgp::Result<Vec<Cert>> {
+        Ok(self
+            .certs
+            .iter()
+            .filter(|cert| {
+                cert.keys()
+                    .any(|ka| ids.iter().any(|id| id.aliases(ka.key().key_handle())))
+            })
+            .cloned()
+            .collect())
     }
 
     fn check(&mut self, structure: MessageStructure) -> sequoia_openpgp::Result<()> {
