@@ -2,13 +2,13 @@
 //! the address binding check.
 
 use sequoia_openpgp::Cert;
-use sequoia_openpgp::Fingerprint;
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::parse::Parse;
 use sequoia_openpgp::parse::stream::{MessageLayer, MessageStructure, VerificationError};
 use sequoia_openpgp::policy::StandardPolicy;
 use sequoia_openpgp::serialize::SerializeInto;
 use sequoia_openpgp::types::RevocationStatus;
+use sequoia_openpgp::{Fingerprint, KeyHandle};
 
 use crate::{Address, KeysError};
 
@@ -71,6 +71,19 @@ pub(crate) fn check_can_encrypt_to(cert: &Cert) -> Result<(), KeysError> {
         )));
     }
     Ok(())
+}
+
+/// The certificates among `certs` with a key one of `ids` names (sequoia's
+/// `VerificationHelper::get_certs`).
+pub(crate) fn holding_any(certs: &[Cert], ids: &[KeyHandle]) -> Vec<Cert> {
+    certs
+        .iter()
+        .filter(|cert| {
+            cert.keys()
+                .any(|ka| ids.iter().any(|id| id.aliases(ka.key().key_handle())))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Settles a signature check (sequoia's `VerificationHelper::check`) for signed statements:

@@ -579,15 +579,7 @@ impl DecryptionHelper for &mut OpenHelper {
 
 impl VerificationHelper for &mut OpenHelper {
     fn get_certs(&mut self, ids: &[KeyHandle]) -> sequoia_openpgp::Result<Vec<Cert>> {
-        Ok(self
-            .certs
-            .iter()
-            .filter(|cert| {
-                cert.keys()
-                    .any(|ka| ids.iter().any(|id| id.aliases(ka.key().key_handle())))
-            })
-            .cloned()
-            .collect())
+        Ok(crate::certs::holding_any(&self.certs, ids))
     }
 
     fn check(&mut self, structure: MessageStructure) -> sequoia_openpgp::Result<()> {

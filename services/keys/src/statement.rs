@@ -110,15 +110,7 @@ impl<'a> SignerCheck<'a> {
 
 impl VerificationHelper for &mut SignerCheck<'_> {
     fn get_certs(&mut self, ids: &[KeyHandle]) -> sequoia_openpgp::Result<Vec<Cert>> {
-        Ok(self
-            .certs
-            .iter()
-            .filter(|cert| {
-                cert.keys()
-                    .any(|ka| ids.iter().any(|id| id.aliases(ka.key().key_handle())))
-            })
-            .cloned()
-            .collect())
+        Ok(crate::certs::holding_any(self.certs, ids))
     }
 
     fn check(&mut self, structure: MessageStructure) -> sequoia_openpgp::Result<()> {
