@@ -52,6 +52,15 @@ impl Address {
         })
     }
 
+    /// `[labels.]<56 base32>.onion` in any case as the canonical `<56 base32>.onion`, or `None`
+    /// when it is not a v3 onion host (checksum included).
+    pub fn canonical_onion_host(text: &str) -> Option<String> {
+        let host = text.trim().to_ascii_lowercase();
+        Address::parse(&format!("carrier@{host}"))
+            .ok()
+            .map(|address| address.onion_host())
+    }
+
     /// Builds the address `local@<onion of this ed25519 key>.onion`.
     pub fn from_onion_key(local: &str, onion_ed25519_public: &[u8; 32]) -> Result<Self, KeysError> {
         Address::parse(&format!(

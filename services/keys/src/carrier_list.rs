@@ -42,12 +42,9 @@ fn malformed(why: &str) -> KeysError {
     KeysError::MalformedMessage(format!("carrier list: {why}"))
 }
 
-/// `<56 base32>.onion` in lower case, or an error naming what is wrong.
-pub fn onion_host(text: &str) -> Result<String, KeysError> {
-    let host = text.trim().to_ascii_lowercase();
-    Address::parse(&format!("carrier@{host}"))
-        .map(|address| address.onion_host())
-        .map_err(|_| malformed(&format!("not a v3 onion host: {text:?}")))
+fn onion_host(text: &str) -> Result<String, KeysError> {
+    Address::canonical_onion_host(text)
+        .ok_or_else(|| malformed(&format!("not a v3 onion host: {text:?}")))
 }
 
 impl CarrierList {

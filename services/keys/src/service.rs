@@ -148,10 +148,8 @@ fn check_passphrase(passphrase: &str) -> Result<()> {
 }
 
 fn onion_host(text: &str) -> Result<String> {
-    let host = text.trim().to_ascii_lowercase();
-    Address::parse(&format!("carrier@{host}"))
-        .map(|address| address.onion_host())
-        .map_err(|_| ServiceError::InvalidArgument(format!("not a v3 onion host: {text:?}")))
+    Address::canonical_onion_host(text)
+        .ok_or_else(|| ServiceError::InvalidArgument(format!("not a v3 onion host: {text:?}")))
 }
 
 fn onion_hosts(list: &[String]) -> Result<Vec<String>> {
@@ -605,7 +603,7 @@ impl KeysService {
             ));
         }
         let address = Address::parse(&record.address)?;
-        let signed = if request.signed_list.is_empty() {
+        let (carriers, signed) = if request.signed_list.is_empty() {
             if record.sealed_secret.is_none() {
                 return Err(ServiceError::FailedPrecondition(
                     "the account keeps this identity's secret key in its own mail client: send \
@@ -633,14 +631,22 @@ impl KeysService {
                 carriers,
             };
             let (_, key) = self.carrier_key(&request.identity_id).await?;
-            blocking(move || carrier_list::sign(&key, &list)).await?
+            let carriers = list.carriers.clone();
+            (
+                carriers,
+                blocking(move || carrier_list::sign(&key, &list)).await?,
+            )
         } else {
-            request.signed_list
+            // Signed in the identity's own client: checked against its key before it is served.
+            let cert = crate::parse_cert(&record.public_key)?;
+            let signed = request.signed_list;
+            blocking(move || {
+                let list = carrier_list::verify(&signed, &cert, &address)?;
+                Ok((list.carriers, signed))
+            })
+            .await?
         };
-        let cert = crate::parse_cert(&record.public_key)?;
-        let checked = signed.clone();
-        let list = blocking(move || carrier_list::verify(&checked, &cert, &address)).await?;
-        record.preferred_carriers = list.carriers;
+        record.preferred_carriers = carriers;
         record.carrier_list = Some(signed);
         if !self.store.update_identity(&record).await? {
             return Err(ServiceError::NotFound("identity key"));

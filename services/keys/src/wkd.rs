@@ -61,17 +61,17 @@ pub fn wkd_hash(local_part: &str) -> String {
 
 /// `/.well-known/openpgpkey/hu/<hash>?l=<local>` for the address.
 pub fn direct_path(address: &Address) -> String {
-    format!(
-        "{HU_PREFIX}{}?l={}",
-        wkd_hash(address.local_part()),
-        percent_encode(address.local_part())
-    )
+    hashed_path(HU_PREFIX, address)
 }
 
 /// `/.well-known/onionpost/carriers/<hash>?l=<local>` for the address.
 pub fn carriers_path(address: &Address) -> String {
+    hashed_path(CARRIERS_PREFIX, address)
+}
+
+fn hashed_path(prefix: &str, address: &Address) -> String {
     format!(
-        "{CARRIERS_PREFIX}{}?l={}",
+        "{prefix}{}?l={}",
         wkd_hash(address.local_part()),
         percent_encode(address.local_part())
     )
@@ -198,10 +198,13 @@ async fn fetch_body(
 #[derive(Clone, Debug, Default)]
 pub struct WkdDirectory {
     /// (onion without `.onion`, WKD hash) to the binary certificate served.
-    keys: Arc<RwLock<HashMap<(String, String), Bytes>>>,
+    keys: Slots,
     /// The same slots to the signed carrier list served, for identities that publish one.
-    carriers: Arc<RwLock<HashMap<(String, String), Bytes>>>,
+    carriers: Slots,
 }
+
+/// (onion without `.onion`, WKD hash) to the bytes served there.
+type Slots = Arc<RwLock<HashMap<(String, String), Bytes>>>;
 
 impl WkdDirectory {
     /// An empty directory.
@@ -247,16 +250,15 @@ impl WkdDirectory {
     }
 
     fn get(&self, onion: &str, hash: &str) -> Option<Bytes> {
-        self.keys
-            .read()
-            .expect("WKD directory lock poisoned")
-            .get(&(onion.to_owned(), hash.to_owned()))
-            .cloned()
+        Self::lookup(&self.keys, onion, hash)
     }
 
     fn get_carriers(&self, onion: &str, hash: &str) -> Option<Bytes> {
-        self.carriers
-            .read()
+        Self::lookup(&self.carriers, onion, hash)
+    }
+
+    fn lookup(map: &Slots, onion: &str, hash: &str) -> Option<Bytes> {
+        map.read()
             .expect("WKD directory lock poisoned")
             .get(&(onion.to_owned(), hash.to_owned()))
             .cloned()
