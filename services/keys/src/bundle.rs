@@ -5,7 +5,7 @@
 //! Inside the encryption the payload is text: a version line, the onion key (base64), an empty
 //! line, then the ASCII-armoured transferable secret key. The whole message is armoured.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -78,9 +78,12 @@ pub fn unpack(bundle: &[u8], passphrase: &str) -> Result<Unpacked, KeysError> {
         .map_err(|error| {
             KeysError::CorruptMessage(format!("wrong passphrase or damaged bundle: {error}"))
         })?;
-    decryptor
-        .read_to_end(&mut plaintext)
-        .map_err(|error| KeysError::CorruptMessage(format!("damaged bundle: {error}")))?;
+    crate::bounded::read_bounded(
+        &mut decryptor,
+        &mut plaintext,
+        crate::bounded::MAX_STATEMENT_BYTES,
+        "the identity bundle",
+    )?;
     let text = std::str::from_utf8(&plaintext)
         .map_err(|_| KeysError::CorruptMessage("bundle payload is not text".into()))?;
     let malformed = |why: &str| KeysError::CorruptMessage(format!("bundle payload: {why}"));

@@ -17,6 +17,7 @@
 //! GnuPG of many systems, reads what onionpost writes (see `identity_key`).
 
 mod address;
+mod bounded;
 mod certs;
 mod error;
 mod mime;

@@ -39,7 +39,7 @@
 //! inside the encryption) is decrypted but not yet verified: it is reported as
 //! [`Verification::Unsigned`].
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use sequoia_openpgp::crypto::{KeyPair, SessionKey};
 use sequoia_openpgp::packet::{PKESK, SKESK};
@@ -330,9 +330,12 @@ pub fn open(
             .map_err(classify_decryption_error)?
             .with_policy(&POLICY, None, &mut helper)
             .map_err(classify_decryption_error)?;
-        decryptor
-            .read_to_end(&mut plaintext)
-            .map_err(|error| KeysError::CorruptMessage(error.to_string()))?;
+        crate::bounded::read_bounded(
+            &mut decryptor,
+            &mut plaintext,
+            crate::bounded::opened_limit(armored.len()),
+            "the encrypted message",
+        )?;
     }
     let decrypted_by = helper
         .decrypted_by
@@ -633,6 +636,8 @@ pub(crate) mod tests {
     use sequoia_openpgp::serialize::Serialize;
     use sequoia_openpgp::types::{DataFormat, SignatureType};
 
+    use std::io::Read;
+
     use super::*;
     use crate::identity_key::tests::{alice, bob, carol};
 
@@ -897,6 +902,41 @@ pub(crate) mod tests {
             opened.verified_sender().is_ok(),
             "{:?}",
             opened.verification
+        );
+    }
+
+    /// A compressed packet of 100 MiB of zeros is about 100 KiB on the wire: opening it stops
+    /// at the ceiling with a clear error instead of filling memory.
+    #[test]
+    fn a_compression_bomb_is_refused_at_the_ceiling() {
+        use sequoia_openpgp::serialize::stream::Compressor;
+        use sequoia_openpgp::types::CompressionAlgorithm;
+
+        let cert = bob().public_cert();
+        let mut armored = Vec::new();
+        let message = Armorer::new(Message::new(&mut armored)).build().unwrap();
+        let valid = cert.with_policy(&POLICY, None).unwrap();
+        let keys: Vec<_> = valid.keys().for_transport_encryption().collect();
+        let message = Encryptor::for_recipients(message, keys).build().unwrap();
+        let message = Compressor::new(message)
+            .algo(CompressionAlgorithm::Zip)
+            .build()
+            .unwrap();
+        let mut literal = LiteralWriter::new(message).build().unwrap();
+        literal
+            .write_all(b"Content-Type: text/plain\r\n\r\n")
+            .unwrap();
+        let zeros = vec![0u8; 1024 * 1024];
+        for _ in 0..100 {
+            literal.write_all(&zeros).unwrap();
+        }
+        literal.finalize().unwrap();
+        assert!(armored.len() < 1024 * 1024, "{} bytes", armored.len());
+        let message = wrap_pgp_mime(vec![], std::str::from_utf8(&armored).unwrap());
+        let refused = open(&message, &[bob()], &[]).unwrap_err();
+        assert!(
+            matches!(&refused, KeysError::CorruptMessage(why) if why.contains("expands beyond")),
+            "{refused:?}"
         );
     }
 

@@ -116,6 +116,10 @@ pub enum HoldReason {
     NotCertifiedByPinnedKey,
     /// The pinned key certified it, but the pinned key is revoked as compromised.
     PinnedKeyCompromised,
+    /// Nothing is pinned and the key came only from a message's Autocrypt header, which
+    /// anyone can write: it waits for the key from the address's own onion, an introduction,
+    /// or the account (design.md, "First keys come from the onion").
+    Provisional,
 }
 
 /// Applies the pinning rule to a key offered for `address` (from WKD, Autocrypt, an

@@ -74,6 +74,10 @@ pub enum ServiceError {
     /// The onion service refused or could not be reached; its status is passed on.
     #[error("onion service: {}", .0.message())]
     Onion(tonic::Status),
+    /// Concurrent calls kept changing the same row: a temporary failure, never a verdict on
+    /// the caller's input (an SMTP peer gets a 4xx and tries again).
+    #[error("{0}")]
+    Contended(&'static str),
 }
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
@@ -869,9 +873,13 @@ impl KeysService {
                         .await?;
                     key_change = learned.change;
                     signer_key_source = Some(learned.contact.key_source);
+                    let provisional = learned.contact.public_key.is_none();
                     let now_pinned = learned.contact.fingerprint == signer.to_hex();
                     contact = Some(learned.contact);
-                    if now_pinned {
+                    if provisional {
+                        // Only the message vouches for this key: not bound to the address.
+                        pb::SignatureStatus::SignerUnknown
+                    } else if now_pinned {
                         pb::SignatureStatus::Verified
                     } else {
                         pb::SignatureStatus::SignerMismatch
@@ -964,6 +972,13 @@ impl KeysService {
     /// Offers `cert` for `address` in an account's address book under the pinning rule:
     /// the first key is pinned, the same key merged, a transition signed by the pinned key
     /// accepted, anything else held for the account.
+    /// Learns `cert` for `address` in `account_id`'s address book by the pinning rule.
+    ///
+    /// Two deliveries from one new sender to two identities of one account arrive together
+    /// and race to pin the same contact: the one that loses the insert (or finds the row gone
+    /// under it) learns again against what the other wrote, so neither fails. A message the
+    /// carrier could open must never be refused because of its own bookkeeping (issue: a copy
+    /// for one of two co-hosted recipients answered 550).
     async fn learn_key(
         &self,
         account_id: &str,
@@ -972,6 +987,29 @@ impl KeysService {
         source: KeySource,
         autocrypt_date_ms: Option<i64>,
     ) -> Result<Learned> {
+        const ATTEMPTS: usize = 4;
+        for _ in 0..ATTEMPTS {
+            if let Some(learned) = self
+                .learn_key_once(account_id, address, cert, source, autocrypt_date_ms)
+                .await?
+            {
+                return Ok(learned);
+            }
+        }
+        Err(ServiceError::Contended(
+            "the contact kept changing under concurrent updates; try again",
+        ))
+    }
+
+    /// One attempt of [`Self::learn_key`]; `None` when a concurrent writer got there first.
+    async fn learn_key_once(
+        &self,
+        account_id: &str,
+        address: &Address,
+        cert: &Cert,
+        source: KeySource,
+        autocrypt_date_ms: Option<i64>,
+    ) -> Result<Option<Learned>> {
         let now = now_ms();
         let existing = self
             .store
@@ -985,44 +1023,69 @@ impl KeysService {
             None => None,
         };
         let decision = crate::pinning::decide(pinned.as_ref(), cert, address)?;
+        // design.md, "First keys come from the onion": a first key seen only in an Autocrypt
+        // header is provisional. It is kept beside the contact for the account to confirm,
+        // never pinned, so it neither verifies mail nor receives any; the key fetched from the
+        // address's own onion replaces it as soon as the onion answers.
+        let decision = match decision {
+            PinDecision::PinFirst(first) if source == KeySource::Autocrypt => PinDecision::Held {
+                offered: first,
+                reason: HoldReason::Provisional,
+            },
+            other => other,
+        };
         let Some(mut contact) = existing else {
-            let PinDecision::PinFirst(first) = decision else {
-                return Err(
-                    KeysError::Crypto("a key without a pin was not pinned first".into()).into(),
-                );
+            let (first, held) = match decision {
+                PinDecision::PinFirst(first) => (Some(first), None),
+                PinDecision::Held { offered, reason } => (
+                    None,
+                    Some(HeldKey {
+                        fingerprint: offered.fingerprint().to_hex(),
+                        public_key: cert_bytes(&offered)?,
+                        source,
+                        reason: hold_reason_text(reason).to_owned(),
+                        seen_at_ms: now,
+                    }),
+                ),
+                _ => {
+                    return Err(KeysError::Crypto(
+                        "a key without a pin was neither pinned nor held".into(),
+                    )
+                    .into());
+                }
+            };
+            let change = if first.is_some() {
+                pb::KeyChange::Pinned
+            } else {
+                pb::KeyChange::Held
             };
             let contact = ContactRecord {
                 contact_id: new_contact_id(),
                 account_id: account_id.to_owned(),
                 address: address.to_string(),
                 display_name: String::new(),
-                fingerprint: first.fingerprint().to_hex(),
-                public_key: Some(cert_bytes(&first)?),
+                fingerprint: first
+                    .as_ref()
+                    .map(|first| first.fingerprint().to_hex())
+                    .unwrap_or_default(),
+                public_key: first.as_ref().map(cert_bytes).transpose()?,
                 key_source: source,
                 verified: false,
                 designated_carriers: Vec::new(),
                 preferred_carriers: Vec::new(),
                 preferred_carriers_signed_at: None,
-                held: None,
+                held,
                 introducers: Vec::new(),
                 autocrypt_date_ms,
                 first_seen_at_ms: now,
                 last_seen_at_ms: now,
                 revoked_at_ms: None,
             };
-            self.store
-                .insert_contact(&contact)
-                .await
-                .map_err(|error| match error {
-                    StoreError::Duplicate => ServiceError::FailedPrecondition(
-                        "the contact was added meanwhile; try again".into(),
-                    ),
-                    other => other.into(),
-                })?;
-            return Ok(Learned {
-                change: pb::KeyChange::Pinned,
-                contact,
-            });
+            return match self.store.insert_contact(&contact).await {
+                Ok(()) => Ok(Some(Learned { change, contact })),
+                Err(StoreError::Duplicate) => Ok(None),
+                Err(other) => Err(other.into()),
+            };
         };
         contact.last_seen_at_ms = now;
         if autocrypt_date_ms.is_some() {
@@ -1033,6 +1096,9 @@ impl KeysService {
                 contact.fingerprint = first.fingerprint().to_hex();
                 contact.public_key = Some(cert_bytes(&first)?);
                 contact.key_source = source;
+                // Without a pin, a held key is only ever a provisional one (from Autocrypt):
+                // the key from the onion, an introduction or the account wins over it.
+                contact.held = None;
                 pb::KeyChange::Pinned
             }
             PinDecision::Unchanged(merged) => {
@@ -1058,11 +1124,7 @@ impl KeysService {
                         fingerprint,
                         public_key: cert_bytes(&offered)?,
                         source,
-                        reason: match reason {
-                            HoldReason::NotCertifiedByPinnedKey => "not-certified",
-                            HoldReason::PinnedKeyCompromised => "pinned-compromised",
-                        }
-                        .to_owned(),
+                        reason: hold_reason_text(reason).to_owned(),
                         seen_at_ms: now,
                     });
                 }
@@ -1070,11 +1132,9 @@ impl KeysService {
             }
         };
         if !self.store.update_contact(&contact).await? {
-            return Err(ServiceError::FailedPrecondition(
-                "the contact was removed meanwhile; try again".into(),
-            ));
+            return Ok(None);
         }
-        Ok(Learned { change, contact })
+        Ok(Some(Learned { change, contact }))
     }
 
     pub async fn resolve_recipient_keys(
@@ -1120,7 +1180,9 @@ impl KeysService {
                     ));
                     continue;
                 }
-                if contact.held.is_some() {
+                // A held key beside a pin is a change for the account to decide; without a
+                // pin it is a provisional Autocrypt key, and the onion is asked below.
+                if contact.held.is_some() && contact.public_key.is_some() {
                     recipients.push(answer(
                         Status::ChangeHeld,
                         String::new(),
@@ -1710,4 +1772,13 @@ fn outer_from(message: &[u8]) -> Option<Address> {
         _ => from,
     };
     Address::parse(from.trim()).ok()
+}
+
+/// How a held key's reason is stored and shown.
+fn hold_reason_text(reason: HoldReason) -> &'static str {
+    match reason {
+        HoldReason::NotCertifiedByPinnedKey => "not-certified",
+        HoldReason::PinnedKeyCompromised => "pinned-compromised",
+        HoldReason::Provisional => "provisional",
+    }
 }

@@ -3,7 +3,7 @@
 //! §11.3: one-pass signature, literal data, signature) made with the identity's key, so anyone
 //! holding the key bound to the identity's onion can check it, whoever handed the text over.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use sequoia_openpgp::parse::Parse;
 use sequoia_openpgp::parse::stream::{MessageStructure, VerificationHelper, VerifierBuilder};
@@ -64,7 +64,15 @@ pub fn verify(signed: &[u8], cert: &Cert) -> Result<(String, Fingerprint), KeysE
     let mut text = Vec::new();
     let read = VerifierBuilder::from_bytes(signed)
         .and_then(|builder| builder.with_policy(&POLICY, None, &mut check))
-        .and_then(|mut verifier| Ok(verifier.read_to_end(&mut text)?));
+        .and_then(|mut verifier| {
+            crate::bounded::read_bounded(
+                &mut verifier,
+                &mut text,
+                crate::bounded::MAX_STATEMENT_BYTES,
+                "the signed statement",
+            )
+            .map_err(anyhow::Error::from)
+        });
     let signer = check.signer(read, KeysError::CorruptMessage)?;
     let text = String::from_utf8(text)
         .map_err(|_| KeysError::CorruptMessage("the signed text is not UTF-8".into()))?;

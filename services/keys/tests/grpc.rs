@@ -627,11 +627,93 @@ async fn sender_key_is_fetched_or_learned_from_autocrypt_when_not_pinned() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(learned.signature, pb::SignatureStatus::Verified as i32);
+    // Only her message vouches for that key (design.md, "First keys come from the onion"):
+    // it is kept as provisional, never pinned, and the message is not verified.
+    assert_eq!(learned.signature, pb::SignatureStatus::SignerUnknown as i32);
     assert_eq!(learned.signer_key_source, pb::KeySource::Autocrypt as i32);
     assert_eq!(
         learned.key_change.unwrap().change,
-        pb::KeyChange::Pinned as i32
+        pb::KeyChange::Held as i32
+    );
+}
+
+/// Issue: a message forged as an offline identity, with the forger's key in its Autocrypt
+/// header and signed by it, was marked verified and pinned the forger's key (and its carrier
+/// list). It must verify as nothing, change no pin, and lose to the key from the onion.
+#[tokio::test]
+async fn a_forged_sender_with_its_own_autocrypt_key_is_never_verified_and_the_onion_wins() {
+    let harness = harness().await;
+    let alice = address("alice", 1);
+    let alice_cert = parse_cert(
+        &create(&harness, "id-alice", "acct-a", &alice)
+            .await
+            .public_key,
+    )
+    .unwrap();
+    let erin = IdentityKey::generate(&address("erin", 7)).unwrap();
+    // The forger makes a key for Erin's address and signs with it; Erin's onion is offline.
+    let forger = IdentityKey::generate(erin.address()).unwrap();
+    harness
+        .onions
+        .unreachable
+        .lock()
+        .unwrap()
+        .push(erin.address().to_string());
+    let header = autocrypt::AutocryptHeader::for_identity(&forger)
+        .unwrap()
+        .to_header_field()
+        .unwrap();
+    let mut forged = header.into_bytes();
+    forged.extend_from_slice(b"\r\n");
+    forged.extend_from_slice(&message(erin.address(), &alice, "pay the forger"));
+    let forged = pgp_mime::seal(&forged, &forger, std::slice::from_ref(&alice_cert)).unwrap();
+    let answer = harness
+        .keys
+        .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+            recipient_identity_id: "id-alice".into(),
+            message: forged.clone(),
+            fetch_sender_key: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(answer.signature, pb::SignatureStatus::Verified as i32);
+    let contact = contact_of(&harness, "acct-a", erin.address()).await;
+    assert!(
+        contact.fingerprint.is_empty(),
+        "nothing pinned: {contact:?}"
+    );
+    assert!(contact.preferred_carriers.is_empty());
+    // Replies do not go to the forger's key: the recipient's key is asked of its onion.
+    assert_eq!(
+        status(&resolve(&harness, "id-alice", erin.address(), true).await),
+        pb::RecipientKeyStatus::Unreachable
+    );
+
+    // Erin comes back online: the key from her onion is pinned and the forgery stays unverified.
+    harness.onions.unreachable.lock().unwrap().clear();
+    publish(&harness, erin.address(), erin.public_cert());
+    let fetched = resolve(&harness, "id-alice", erin.address(), true).await;
+    assert_eq!(status(&fetched), pb::RecipientKeyStatus::Fetched);
+    assert_eq!(fetched.fingerprint, erin.fingerprint().to_hex());
+    let contact = contact_of(&harness, "acct-a", erin.address()).await;
+    assert!(contact.held_key_change.is_none(), "{contact:?}");
+    let again = harness
+        .keys
+        .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+            recipient_identity_id: "id-alice".into(),
+            message: forged,
+            fetch_sender_key: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(again.signature, pb::SignatureStatus::Verified as i32);
+    assert_eq!(
+        contact_of(&harness, "acct-a", erin.address())
+            .await
+            .fingerprint,
+        erin.fingerprint().to_hex()
     );
 }
 
@@ -1503,4 +1585,65 @@ async fn wkd_get(harness: &Harness, identity_id: &str, address: &Address, path: 
         .unwrap()
         .to_bytes()
         .to_vec()
+}
+
+/// Issue: one new sender's message to two identities of one account arrived at both onions at
+/// the same moment; both deliveries fetched the sender's key and raced to pin the same contact,
+/// and the loser's copy was refused as undecryptable (550). Every concurrent copy must open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_copies_from_a_new_sender_to_co_hosted_identities_all_open() {
+    let harness = Arc::new(harness().await);
+    let carol = address("carol", 1);
+    let dave = address("dave", 2);
+    let carol_cert = parse_cert(
+        &create(&harness, "id-carol", "acct-c", &carol)
+            .await
+            .public_key,
+    )
+    .unwrap();
+    let dave_cert = parse_cert(
+        &create(&harness, "id-dave", "acct-c", &dave)
+            .await
+            .public_key,
+    )
+    .unwrap();
+    let mut copies = Vec::new();
+    for seed in 10..26u8 {
+        let sender = peer(&harness, "alice", seed);
+        for (identity, to, cert) in [
+            ("id-carol", &carol, &carol_cert),
+            ("id-dave", &dave, &dave_cert),
+        ] {
+            let sealed = pgp_mime::seal(
+                &message(sender.address(), to, "burst"),
+                &sender,
+                std::slice::from_ref(cert),
+            )
+            .unwrap();
+            copies.push((identity, sealed));
+        }
+    }
+    let tasks: Vec<_> = copies
+        .into_iter()
+        .map(|(identity, sealed)| {
+            let harness = harness.clone();
+            tokio::spawn(async move {
+                harness
+                    .keys
+                    .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+                        recipient_identity_id: identity.into(),
+                        message: sealed,
+                        fetch_sender_key: true,
+                    }))
+                    .await
+            })
+        })
+        .collect();
+    let mut opened = 0;
+    for task in tasks {
+        let answer = task.await.unwrap().expect("every copy opens").into_inner();
+        assert_eq!(answer.signature, pb::SignatureStatus::Verified as i32);
+        opened += 1;
+    }
+    assert_eq!(opened, 32);
 }
