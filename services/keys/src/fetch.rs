@@ -20,12 +20,21 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Fetches what an address publishes on its own onion: its key, bound to that address, and its
 /// signed carrier list (unverified: the caller checks it against the key it pinned).
+///
+/// `on_behalf_of` names who asks (an identity id, or a fixed word for the carrier itself):
+/// fetches for different askers never share a tor circuit, so a peer's onion cannot link two
+/// identities of this carrier by the circuit their fetches arrive on (design.md,
+/// "Unlinkability is a property of every reply").
 #[async_trait]
 pub trait KeyFetcher: Send + Sync + 'static {
-    async fn fetch(&self, address: &Address) -> Result<Cert, KeysError>;
+    async fn fetch(&self, address: &Address, on_behalf_of: &str) -> Result<Cert, KeysError>;
 
     /// The signed carrier list, or `None` when the onion publishes none.
-    async fn fetch_carriers(&self, address: &Address) -> Result<Option<Vec<u8>>, KeysError>;
+    async fn fetch_carriers(
+        &self,
+        address: &Address,
+        on_behalf_of: &str,
+    ) -> Result<Option<Vec<u8>>, KeysError>;
 }
 
 /// The real fetcher: asks the onion service for tor's SOCKS endpoint (once, then remembers
@@ -34,6 +43,9 @@ pub struct TorWkdFetcher {
     directory: Directory,
     socks: Mutex<Option<SocketAddr>>,
     timeout: Duration,
+    /// Random per process: the SOCKS username is a keyed hash of the asker, so not even the
+    /// local tor's logs hold identity ids.
+    circuit_key: [u8; 32],
 }
 
 impl TorWkdFetcher {
@@ -42,7 +54,17 @@ impl TorWkdFetcher {
             directory,
             socks: Mutex::new(None),
             timeout: FETCH_TIMEOUT,
+            circuit_key: rand::random(),
         })
+    }
+
+    /// The SOCKS username for fetches made on behalf of `asker`.
+    fn circuit(&self, asker: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(self.circuit_key);
+        hash.update(asker.as_bytes());
+        hex::encode(&hash.finalize()[..16])
     }
 
     async fn socks_endpoint(&self) -> Result<SocketAddr, KeysError> {
@@ -72,14 +94,19 @@ impl TorWkdFetcher {
 
 #[async_trait]
 impl KeyFetcher for TorWkdFetcher {
-    async fn fetch(&self, address: &Address) -> Result<Cert, KeysError> {
+    async fn fetch(&self, address: &Address, on_behalf_of: &str) -> Result<Cert, KeysError> {
         let socks = self.socks_endpoint().await?;
-        crate::wkd::fetch(socks, address, self.timeout).await
+        crate::wkd::fetch(socks, address, self.timeout, &self.circuit(on_behalf_of)).await
     }
 
-    async fn fetch_carriers(&self, address: &Address) -> Result<Option<Vec<u8>>, KeysError> {
+    async fn fetch_carriers(
+        &self,
+        address: &Address,
+        on_behalf_of: &str,
+    ) -> Result<Option<Vec<u8>>, KeysError> {
         let socks = self.socks_endpoint().await?;
-        crate::wkd::fetch_carriers(socks, address, self.timeout).await
+        let circuit = self.circuit(on_behalf_of);
+        crate::wkd::fetch_carriers(socks, address, self.timeout, &circuit).await
     }
 }
 

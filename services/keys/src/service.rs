@@ -82,6 +82,10 @@ pub enum ServiceError {
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
+/// Who asks when the carrier fetches a key for nobody's identity (unsigned DSNs): its own
+/// circuits, apart from every identity's.
+const CARRIER_ASKS: &str = "carrier";
+
 /// Page size of ListContacts when the caller names none, and the most it may ask for.
 const DEFAULT_PAGE_SIZE: u32 = 50;
 const MAX_PAGE_SIZE: u32 = 500;
@@ -757,7 +761,7 @@ impl KeysService {
     }
 
     /// Encrypts for recipients with no signer: each recipient's key is the one bound to its
-    /// onion (its own, when hosted here, else fetched by WKD over the onion), since there is no
+    /// onion (fetched by WKD over the onion), since there is no
     /// address book to take it from. No Autocrypt header: nobody's key is being offered.
     async fn encrypt_unsigned(
         &self,
@@ -766,7 +770,7 @@ impl KeysService {
         let mut certs = Vec::with_capacity(request.recipients.len());
         for recipient in &request.recipients {
             let address = Address::parse(recipient.trim())?;
-            certs.push(self.fetch_key(&address).await?);
+            certs.push(self.fetch_key(&address, CARRIER_ASKS).await?);
         }
         let encrypted_to = certs
             .iter()
@@ -805,13 +809,17 @@ impl KeysService {
             .as_ref()
             .is_some_and(|contact| contact.public_key.is_some());
         if let (Some(from), false, true) = (&from, has_pin, request.fetch_sender_key)
-            && let Ok(cert) = self.fetch_key(from).await
+            && let Ok(cert) = self.fetch_key(from, &request.recipient_identity_id).await
         {
             let mut learned = self
                 .learn_key(&account_id, from, &cert, KeySource::Wkd, None)
                 .await?;
             if learned.change != pb::KeyChange::Held {
-                self.learn_carriers_from_onion(&mut learned.contact).await?;
+                self.learn_carriers_from_onion(
+                    &mut learned.contact,
+                    &request.recipient_identity_id,
+                )
+                .await?;
             }
             key_change = learned.change;
             contact = Some(learned.contact);
@@ -1203,13 +1211,17 @@ impl KeysService {
                 ));
                 continue;
             }
-            match self.fetch_key(&address).await {
+            match self.fetch_key(&address, &request.sender_identity_id).await {
                 Ok(cert) => {
                     let mut learned = self
                         .learn_key(&record.account_id, &address, &cert, KeySource::Wkd, None)
                         .await?;
                     if learned.change != pb::KeyChange::Held {
-                        self.learn_carriers_from_onion(&mut learned.contact).await?;
+                        self.learn_carriers_from_onion(
+                            &mut learned.contact,
+                            &request.sender_identity_id,
+                        )
+                        .await?;
                     }
                     recipients.push(match learned.change {
                         pb::KeyChange::Held => answer(
@@ -1244,14 +1256,14 @@ impl KeysService {
         Ok(pb::ResolveRecipientKeysResponse { recipients })
     }
 
-    /// The key an address publishes: straight from the store when the address is an identity
-    /// of this carrier (its onion would serve exactly this key), else by WKD over its onion.
-    async fn fetch_key(&self, address: &Address) -> Result<Cert, KeysError> {
-        if let Some(local) = self.live_local_identity(address).await? {
-            let cert = crate::parse_cert(&local.public_key)?;
-            return crate::wkd::bind_to_address(cert, address);
-        }
-        self.fetcher.fetch(address).await
+    /// The key an address publishes, by WKD over its onion, on a circuit of `on_behalf_of`'s.
+    ///
+    /// Always over the onion, even for an identity hosted here: a key read from the store
+    /// comes back in microseconds where a fetch takes seconds, and that difference, seen by
+    /// whoever waits for the answer (a peer at DATA, an account at submission), would tell
+    /// that the address shares this carrier.
+    async fn fetch_key(&self, address: &Address, on_behalf_of: &str) -> Result<Cert, KeysError> {
+        self.fetcher.fetch(address, on_behalf_of).await
     }
 
     // --- carrier lists ---------------------------------------------------------------------
@@ -1291,9 +1303,13 @@ impl KeysService {
     /// After a contact's key came from its onion, the carrier list from the same onion. The
     /// list is optional: an onion that publishes none, or cannot be reached now, leaves the
     /// contact as it is.
-    async fn learn_carriers_from_onion(&self, contact: &mut ContactRecord) -> Result<()> {
+    async fn learn_carriers_from_onion(
+        &self,
+        contact: &mut ContactRecord,
+        on_behalf_of: &str,
+    ) -> Result<()> {
         let address = Address::parse(&contact.address)?;
-        let signed = match self.fetch_carrier_list(&address).await {
+        let signed = match self.fetcher.fetch_carriers(&address, on_behalf_of).await {
             Ok(Some(signed)) => signed,
             Ok(None) => return Ok(()),
             Err(error) => {
@@ -1305,32 +1321,6 @@ impl KeysService {
             self.store.update_contact(contact).await?;
         }
         Ok(())
-    }
-
-    /// The carrier list an address publishes, straight from the store when the address is an
-    /// identity of this carrier (as with [`Self::fetch_key`]), else by WKD over its onion.
-    async fn fetch_carrier_list(&self, address: &Address) -> Result<Option<Vec<u8>>, KeysError> {
-        if let Some(local) = self.live_local_identity(address).await? {
-            return Ok(local.carrier_list);
-        }
-        self.fetcher.fetch_carriers(address).await
-    }
-
-    /// The live identity of this carrier with `address`, if there is one: what its onion
-    /// serves is in the store, no need to go through tor.
-    async fn live_local_identity(
-        &self,
-        address: &Address,
-    ) -> Result<Option<IdentityRecord>, KeysError> {
-        let local = self
-            .store
-            .identity_by_address(&address.to_string())
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, "reading identity keys failed");
-                KeysError::Fetch("key store unavailable".into())
-            })?;
-        Ok(local.filter(|local| local.revoked_at_ms.is_none()))
     }
 
     // --- carry statements ------------------------------------------------------------------
@@ -1370,9 +1360,11 @@ impl KeysService {
         request: pb::VerifyCarryStatementRequest,
     ) -> Result<pb::CarryStatement> {
         let claimed = crate::carry::peek(&request.statement)?;
-        // The key bound to the identity's onion: its own, when it is hosted here, else the one
-        // its onion serves.
-        let cert = self.fetch_key(&claimed.identity).await?;
+        // The key bound to the identity's onion: the one its onion serves (asked over the onion
+        // even when it is hosted here, see `fetch_key`).
+        let cert = self
+            .fetch_key(&claimed.identity, &claimed.identity.to_string())
+            .await?;
         let signed = request.statement;
         let (statement, signer) = blocking(move || crate::carry::verify(&signed, &cert)).await?;
         Ok(pb::CarryStatement {
@@ -1479,7 +1471,7 @@ impl KeysService {
         }
         let designated_carriers = onion_hosts(&request.designated_carriers)?;
         let cert = if request.public_key.is_empty() {
-            self.fetch_key(&address).await?
+            self.fetch_key(&address, &account_id).await?
         } else {
             crate::wkd::bind_to_address(crate::parse_cert(&request.public_key)?, &address)?
         };

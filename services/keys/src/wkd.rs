@@ -113,10 +113,17 @@ pub async fn fetch(
     socks: SocketAddr,
     address: &Address,
     timeout: Duration,
+    circuit: &str,
 ) -> Result<Cert, KeysError> {
     let body = tokio::time::timeout(
         timeout,
-        fetch_body(socks, address, &direct_path(address), MAX_CERT_BYTES),
+        fetch_body(
+            socks,
+            address,
+            &direct_path(address),
+            MAX_CERT_BYTES,
+            circuit,
+        ),
     )
     .await
     .map_err(|_| KeysError::Fetch(format!("no answer within {}s", timeout.as_secs())))??;
@@ -132,10 +139,11 @@ pub async fn fetch_carriers(
     socks: SocketAddr,
     address: &Address,
     timeout: Duration,
+    circuit: &str,
 ) -> Result<Option<Vec<u8>>, KeysError> {
     let path = carriers_path(address);
     let limit = crate::carrier_list::MAX_SIGNED_BYTES;
-    match tokio::time::timeout(timeout, fetch_body(socks, address, &path, limit)).await {
+    match tokio::time::timeout(timeout, fetch_body(socks, address, &path, limit, circuit)).await {
         Err(_) => Err(KeysError::Fetch(format!(
             "no answer within {}s",
             timeout.as_secs()
@@ -148,18 +156,28 @@ pub async fn fetch_carriers(
 
 /// GETs `path` from the address's onion through tor; a 404 or 410 is
 /// [`KeysError::KeyNotFound`], a body over `limit` bytes [`KeysError::MalformedKey`].
+///
+/// `circuit` is the SOCKS username: tor (IsolateSOCKSAuth, on by default) never lets streams
+/// with different credentials share a circuit, so fetches made for two identities of this
+/// carrier never arrive at a peer's onion over one circuit that would link them.
 async fn fetch_body(
     socks: SocketAddr,
     address: &Address,
     path: &str,
     limit: usize,
+    circuit: &str,
 ) -> Result<Bytes, KeysError> {
     let host = address.onion_host();
     // A (String, u16) target is sent to the proxy as a domain name (SOCKS5 ATYP 3): tor
     // resolves it, we never do.
-    let stream = tokio_socks::tcp::Socks5Stream::connect(socks, (host.clone(), 80))
-        .await
-        .map_err(|error| KeysError::Fetch(format!("SOCKS connect: {error}")))?;
+    let stream = tokio_socks::tcp::Socks5Stream::connect_with_password(
+        socks,
+        (host.clone(), 80),
+        circuit,
+        "wkd",
+    )
+    .await
+    .map_err(|error| KeysError::Fetch(format!("SOCKS connect: {error}")))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|error| KeysError::Fetch(format!("HTTP handshake: {error}")))?;
@@ -481,7 +499,7 @@ mod tests {
         let server = serve(router(directory)).await;
         let (proxy, asked) = fake_tor(server).await;
 
-        let cert = fetch(proxy, alice().address(), Duration::from_secs(10))
+        let cert = fetch(proxy, alice().address(), Duration::from_secs(10), "test")
             .await
             .unwrap();
         assert_eq!(cert.fingerprint(), alice().fingerprint());
@@ -492,7 +510,7 @@ mod tests {
         );
 
         // Nothing published for Bob on this server.
-        let error = fetch(proxy, bob().address(), Duration::from_secs(10))
+        let error = fetch(proxy, bob().address(), Duration::from_secs(10), "test")
             .await
             .unwrap_err();
         assert!(matches!(error, KeysError::KeyNotFound), "{error}");
@@ -522,7 +540,7 @@ mod tests {
 
         let server = serve(app.clone()).await;
         let (proxy, asked) = fake_tor(server).await;
-        let fetched = fetch_carriers(proxy, address, Duration::from_secs(10))
+        let fetched = fetch_carriers(proxy, address, Duration::from_secs(10), "test")
             .await
             .unwrap();
         assert_eq!(fetched.as_deref(), Some(b"signed list".as_ref()));
@@ -531,7 +549,7 @@ mod tests {
             [format!("{}:80", address.onion_host())]
         );
         // Bob publishes nothing here: no list, not an error.
-        let none = fetch_carriers(proxy, bob().address(), Duration::from_secs(10))
+        let none = fetch_carriers(proxy, bob().address(), Duration::from_secs(10), "test")
             .await
             .unwrap();
         assert_eq!(none, None);
@@ -550,7 +568,7 @@ mod tests {
         directory.insert_raw(alice().address(), Bytes::from(bob_bytes));
         let server = serve(router(directory)).await;
         let (proxy, _) = fake_tor(server).await;
-        let error = fetch(proxy, alice().address(), Duration::from_secs(10))
+        let error = fetch(proxy, alice().address(), Duration::from_secs(10), "test")
             .await
             .unwrap_err();
         assert!(matches!(error, KeysError::AddressNotBound(_)), "{error}");
@@ -562,7 +580,7 @@ mod tests {
         directory.insert_raw(alice().address(), Bytes::from_static(b"not a key"));
         let server = serve(router(directory)).await;
         let (proxy, _) = fake_tor(server).await;
-        let error = fetch(proxy, alice().address(), Duration::from_secs(10))
+        let error = fetch(proxy, alice().address(), Duration::from_secs(10), "test")
             .await
             .unwrap_err();
         assert!(matches!(error, KeysError::MalformedKey(_)), "{error}");
@@ -576,7 +594,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let error = fetch(port, alice().address(), Duration::from_secs(5))
+        let error = fetch(port, alice().address(), Duration::from_secs(5), "test")
             .await
             .unwrap_err();
         assert!(error.is_transient(), "{error}");

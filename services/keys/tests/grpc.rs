@@ -23,6 +23,8 @@ use tonic::{Code, Request};
 #[derive(Default)]
 struct FakeOnions {
     published: Mutex<HashMap<String, Cert>>,
+    /// Every fetch: (address, on whose behalf).
+    asked: Mutex<Vec<(String, String)>>,
     /// Signed carrier lists, by address.
     carrier_lists: Mutex<HashMap<String, Vec<u8>>>,
     unreachable: Mutex<Vec<String>>,
@@ -30,7 +32,11 @@ struct FakeOnions {
 
 #[async_trait]
 impl KeyFetcher for FakeOnions {
-    async fn fetch(&self, address: &Address) -> Result<Cert, KeysError> {
+    async fn fetch(&self, address: &Address, on_behalf_of: &str) -> Result<Cert, KeysError> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((address.to_string(), on_behalf_of.to_owned()));
         if self
             .unreachable
             .lock()
@@ -49,7 +55,11 @@ impl KeyFetcher for FakeOnions {
         wkd::bind_to_address(cert, address)
     }
 
-    async fn fetch_carriers(&self, address: &Address) -> Result<Option<Vec<u8>>, KeysError> {
+    async fn fetch_carriers(
+        &self,
+        address: &Address,
+        _on_behalf_of: &str,
+    ) -> Result<Option<Vec<u8>>, KeysError> {
         Ok(self
             .carrier_lists
             .lock()
@@ -416,12 +426,26 @@ async fn recipients_resolve_by_wkd_then_pin_and_mail_round_trips() {
     assert_eq!(status(&unreachable), pb::RecipientKeyStatus::Unreachable);
     assert!(unreachable.detail.contains("no circuit"));
 
-    // A co-hosted identity resolves from the store, without the network.
+    // A co-hosted identity's key is fetched over its onion exactly like a foreign one's (a
+    // read from the store would answer faster and tell that the two share this carrier), on
+    // a circuit of the asking identity's own.
     let carol = address("carol", 5);
     let carol_key = create(&harness, "id-carol", "acct-c", &carol).await;
+    let unpublished = resolve(&harness, "id-alice", &carol, true).await;
+    assert_eq!(status(&unpublished), pb::RecipientKeyStatus::NotPublished);
+    let carol_cert = parse_cert(&carol_key.public_key).unwrap();
+    publish(&harness, &carol, carol_cert);
     let local = resolve(&harness, "id-alice", &carol, true).await;
     assert_eq!(status(&local), pb::RecipientKeyStatus::Fetched);
     assert_eq!(local.fingerprint, carol_key.fingerprint);
+    let asked = harness.onions.asked.lock().unwrap().clone();
+    assert!(
+        asked
+            .iter()
+            .filter(|(address, _)| address == &carol.to_string())
+            .all(|(_, asker)| asker == "id-alice"),
+        "{asked:?}"
+    );
 
     // Alice writes to Bob: protected Subject, Autocrypt header, Bob can read and verify it.
     let sealed = harness
@@ -1318,6 +1342,8 @@ async fn carry_statements_are_signed_and_verified_against_the_onions_key() {
         .await
         .unwrap()
         .into_inner();
+    // Her onion serves her key; it is asked there even though she is hosted here.
+    publish(&harness, &alice, parse_cert(&created.public_key).unwrap());
     let verified = harness
         .keys
         .verify_carry_statement(Request::new(pb::VerifyCarryStatementRequest {
