@@ -251,6 +251,21 @@ async fn send_outbound_refuses_onions_and_senders_without_the_gateway() {
     );
 }
 
+/// The gateway domain's MX over the setup's service (1 MiB messages, 60 an hour per alias).
+fn mx(setup: &Setup) -> Arc<Inbound> {
+    // No DNS server answers here; nothing in these tests looks anything up.
+    let resolver = Arc::new(
+        onionpost_gateway::dns::authenticator(Some("127.0.0.1:9".parse().unwrap())).unwrap(),
+    );
+    Arc::new(Inbound::new(
+        setup.service.clone(),
+        resolver,
+        DmarcPolicy::Follow,
+        1024 * 1024,
+        60,
+    ))
+}
+
 async fn rcpt_replies(inbound: Arc<Inbound>, recipients: &[String]) -> Vec<String> {
     let (client, server) = tokio::io::duplex(1 << 16);
     let session = tokio::spawn(inbound::run(inbound, server, "127.0.0.3".parse().unwrap()));
@@ -333,16 +348,7 @@ async fn the_mx_accepts_live_aliases_only_and_refuses_all_else_alike() {
         )
         .await
         .unwrap();
-    let resolver = Arc::new(
-        onionpost_gateway::dns::authenticator(Some("127.0.0.1:9".parse().unwrap())).unwrap(),
-    );
-    let inbound = Arc::new(Inbound::new(
-        setup.service.clone(),
-        resolver,
-        DmarcPolicy::Follow,
-        1024 * 1024,
-        60,
-    ));
+    let inbound = mx(&setup);
     let replies = rcpt_replies(
         inbound,
         &[
@@ -419,16 +425,7 @@ async fn the_mx_refuses_an_over_long_line_and_bare_line_endings_as_smtp_in_does(
         )
         .await
         .unwrap();
-    let resolver = Arc::new(
-        onionpost_gateway::dns::authenticator(Some("127.0.0.1:9".parse().unwrap())).unwrap(),
-    );
-    let inbound = Arc::new(Inbound::new(
-        setup.service.clone(),
-        resolver,
-        DmarcPolicy::Follow,
-        1024 * 1024,
-        60,
-    ));
+    let inbound = mx(&setup);
     let recipient = format!("{}@{DOMAIN}", live.local_part);
     let mut long = b"From: d@example.test\r\nSubject: long\r\n\r\n".to_vec();
     long.extend_from_slice(&[b'b'; 999]);

@@ -160,12 +160,18 @@ mod tests {
     async fn read(input: &[u8], max_message_bytes: u64) -> (DataOutcome, Line) {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let mut connection = Connection::new(server, SECOND);
-        client.write_all(input).await.unwrap();
-        client.write_all(b"NEXT\r\n").await.unwrap();
+        let mut sent = input.to_vec();
+        sent.extend_from_slice(b"NEXT\r\n");
+        // Written while the reader reads: the input may be larger than the pipe.
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            client
+        });
         let outcome = read_data(&mut connection, &limits(max_message_bytes))
             .await
             .unwrap();
         let next = connection.line(100, SECOND).await.unwrap();
+        drop(writer.await.unwrap());
         (outcome, next)
     }
 

@@ -2,12 +2,11 @@
 //! loopback and onion listeners, or after STARTTLS on the clearnet one.
 
 use base64::Engine as _;
-use smtp_proto::request::receiver::MAX_LINE_LENGTH as MAX_COMMAND_LINE;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use onionpost_smtp_server::{Connection, Line};
 
-use super::{Mode, Next, Session, State};
+use super::{MAX_COMMAND_LINE, Mode, Next, Session, State};
 use crate::{Backend, SmtpInError};
 
 impl<B: Backend> Session<B> {

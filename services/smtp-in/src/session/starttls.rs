@@ -20,7 +20,7 @@ impl<B: Backend> Session<B> {
         if state.secure {
             return self.fail(io, state, "503 5.5.1 TLS already active");
         }
-        if !io.reader.buffer().is_empty() {
+        if io.has_buffered_input() {
             // Commands pipelined behind STARTTLS would be read as if sent over TLS (the
             // command injection of CVE-2011-0411); RFC 3207 forbids sending them.
             io.reply("554 5.5.1 Commands pipelined after STARTTLS; closing connection");
