@@ -12,7 +12,10 @@
 //!
 //! smtp-in's engine serves onion MXs and submission and is bound to their backend; this MX has
 //! other rules (aliases, mail-auth, no AUTH), and a service does not depend on another's crate,
-//! so the small command loop is written here.
+//! so the small command loop is written here. Its I/O is onionpost-smtp-server's, the same as
+//! smtp-in's: line and DATA readers (a text line over 998 characters, a bare CR or a bare LF
+//! refuses the message, RFC 5321 §4.5.3.1.6 and §2.3.8), read and write timeouts, and the
+//! accept loop with its session limit.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -27,8 +30,11 @@ use mail_auth::{AuthenticatedMessage, AuthenticationResults, DmarcResult, Messag
 use onionpost_proto::imap::v1::{DeliverRequest, Mailbox, Refusal, SenderVerification};
 use onionpost_proto::keys::v1::KeyCustody;
 use onionpost_runtime::config::DmarcPolicy;
+use onionpost_smtp_server::{
+    Connection, DataLimits, DataOutcome, Line, SessionLimit, TIMEOUT, read_data,
+};
 use smtp_proto::Request;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +53,8 @@ const MAX_RECIPIENTS: usize = 50;
 const MAX_ERRORS: u32 = 10;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 const DATA_TIMEOUT: Duration = Duration::from_secs(180);
+/// The longest a write of replies may take: a peer that never reads is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Sessions open at once; beyond it a new connection gets 421.
 const MAX_SESSIONS: usize = 500;
 
@@ -58,7 +66,7 @@ pub struct Inbound {
     pub max_message_bytes: u64,
     /// Messages per alias per hour.
     pub rate: RateLimiter,
-    sessions: Arc<tokio::sync::Semaphore>,
+    sessions: SessionLimit,
 }
 
 impl Inbound {
@@ -75,44 +83,18 @@ impl Inbound {
             dmarc_policy,
             max_message_bytes,
             rate: RateLimiter::per_hour(per_hour),
-            sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
+            sessions: SessionLimit::new(MAX_SESSIONS),
         }
     }
 }
 
-/// Accepts connections until `stop`, one session task each.
+/// Accepts connections until `stop`, one session task each, within the MX's session limit.
 pub async fn serve(listener: TcpListener, inbound: Arc<Inbound>, stop: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (mut stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "gateway mx accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = inbound.sessions.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let _ = stream
-                    .write_all(b"421 4.7.0 Too busy, try again later\r\n")
-                    .await;
-            });
-            continue;
-        };
-        let session_inbound = inbound.clone();
-        let session_stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = session_stop.cancelled() => {}
-                () = run(session_inbound, stream, peer.ip()) => {}
-            }
-            drop(permit);
-        });
-    }
+    let limit = inbound.sessions.clone();
+    onionpost_smtp_server::serve(listener, limit, stop, move |stream, peer| {
+        run(inbound.clone(), stream, peer.ip())
+    })
+    .await;
 }
 
 #[derive(Default)]
@@ -128,100 +110,21 @@ struct State {
     transaction: Option<Transaction>,
 }
 
-enum Line {
-    Data(Vec<u8>),
-    TooLong,
-    End,
-}
-
-struct Io<S> {
-    reader: BufReader<tokio::io::ReadHalf<S>>,
-    writer: tokio::io::WriteHalf<S>,
-    pending: Vec<u8>,
-}
-
-impl<S: AsyncRead + AsyncWrite> Io<S> {
-    fn reply(&mut self, text: &str) {
-        self.pending.extend_from_slice(text.as_bytes());
-        self.pending.extend_from_slice(b"\r\n");
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.pending.is_empty() {
-            self.writer.write_all(&self.pending).await?;
-            self.writer.flush().await?;
-            self.pending.clear();
-        }
-        Ok(())
-    }
-
-    /// One line; replies go out when the client has nothing more buffered (RFC 2920).
-    async fn line(&mut self, limit: usize, timeout: Duration) -> std::io::Result<Line> {
-        if self.reader.buffer().is_empty() {
-            self.flush().await?;
-        }
-        let read = async {
-            let mut line = Vec::new();
-            let mut too_long = false;
-            loop {
-                let buffer = self.reader.fill_buf().await?;
-                if buffer.is_empty() {
-                    return Ok(Line::End);
-                }
-                let (chunk, done) = match buffer.iter().position(|byte| *byte == b'\n') {
-                    Some(end) => (&buffer[..=end], true),
-                    None => (buffer, false),
-                };
-                let used = chunk.len();
-                if !too_long {
-                    if line.len() + used > limit {
-                        too_long = true;
-                        line.clear();
-                    } else {
-                        line.extend_from_slice(chunk);
-                    }
-                }
-                self.reader.consume(used);
-                if done {
-                    return Ok(if too_long {
-                        Line::TooLong
-                    } else {
-                        Line::Data(line)
-                    });
-                }
-            }
-        };
-        match tokio::time::timeout(timeout, read).await {
-            Ok(result) => result,
-            Err(_) => {
-                self.reply("421 4.4.2 Timeout, closing connection");
-                Ok(Line::End)
-            }
-        }
-    }
-}
-
 /// Runs one session to its end.
 pub async fn run<S>(inbound: Arc<Inbound>, stream: S, peer: IpAddr)
 where
     S: AsyncRead + AsyncWrite + Send,
 {
-    let (read, write) = tokio::io::split(stream);
-    let mut io = Io {
-        reader: BufReader::new(read),
-        writer: write,
-        pending: Vec::new(),
-    };
+    let mut io = Connection::new(stream, WRITE_TIMEOUT);
     if let Err(error) = drive(&inbound, &mut io, peer).await {
         tracing::debug!(%error, "gateway mx session ended by i/o error");
     }
-    let _ = io.flush().await;
-    let _ = io.writer.shutdown().await;
+    io.finish().await;
 }
 
 async fn drive<S: AsyncRead + AsyncWrite>(
     inbound: &Inbound,
-    io: &mut Io<S>,
+    io: &mut Connection<S>,
     peer: IpAddr,
 ) -> std::io::Result<()> {
     let domain = inbound.service.domain().to_owned();
@@ -230,8 +133,12 @@ async fn drive<S: AsyncRead + AsyncWrite>(
     loop {
         let line = match io.line(MAX_LINE, COMMAND_TIMEOUT).await? {
             Line::Data(line) => line,
-            Line::End => return Ok(()),
-            Line::TooLong => {
+            Line::Eof => return Ok(()),
+            Line::Timeout => {
+                io.reply(TIMEOUT);
+                return Ok(());
+            }
+            Line::TooLong { .. } => {
                 if fail(io, &mut state, "500 5.5.2 Line too long") {
                     return Ok(());
                 }
@@ -291,10 +198,7 @@ async fn drive<S: AsyncRead + AsyncWrite>(
                 }
             }
             Request::Rcpt { to } => rcpt(inbound, io, &mut state, &to.address).await,
-            Request::Data => {
-                data(inbound, io, &mut state, peer).await?;
-                false
-            }
+            Request::Data => data(inbound, io, &mut state, peer).await?,
             Request::Rset => {
                 state.transaction = None;
                 io.reply("250 2.0.0 OK");
@@ -325,7 +229,7 @@ async fn drive<S: AsyncRead + AsyncWrite>(
 }
 
 /// Answers an error and counts it; true when the session must close.
-fn fail<S: AsyncRead + AsyncWrite>(io: &mut Io<S>, state: &mut State, reply: &str) -> bool {
+fn fail<S: AsyncRead + AsyncWrite>(io: &mut Connection<S>, state: &mut State, reply: &str) -> bool {
     io.reply(reply);
     state.errors += 1;
     if state.errors >= MAX_ERRORS {
@@ -337,7 +241,7 @@ fn fail<S: AsyncRead + AsyncWrite>(io: &mut Io<S>, state: &mut State, reply: &st
 
 async fn rcpt<S: AsyncRead + AsyncWrite>(
     inbound: &Inbound,
-    io: &mut Io<S>,
+    io: &mut Connection<S>,
     state: &mut State,
     address: &str,
 ) -> bool {
@@ -397,53 +301,38 @@ async fn live_alias(inbound: &Inbound, address: &str) -> Result<Option<AliasReco
     }
 }
 
+/// DATA; true when the session must close.
 async fn data<S: AsyncRead + AsyncWrite>(
     inbound: &Inbound,
-    io: &mut Io<S>,
+    io: &mut Connection<S>,
     state: &mut State,
     peer: IpAddr,
-) -> std::io::Result<()> {
+) -> std::io::Result<bool> {
     let Some(transaction) = state.transaction.take() else {
-        fail(io, state, "503 5.5.1 Need MAIL before DATA");
-        return Ok(());
+        return Ok(fail(io, state, "503 5.5.1 Need MAIL before DATA"));
     };
     if transaction.recipients.is_empty() {
         state.transaction = Some(transaction);
-        fail(io, state, "554 5.5.1 No valid recipients");
-        return Ok(());
+        return Ok(fail(io, state, "554 5.5.1 No valid recipients"));
     }
     io.reply("354 Start mail input; end with <CRLF>.<CRLF>");
-    let limit = inbound.max_message_bytes;
-    let mut body: Vec<u8> = Vec::new();
-    let mut over = false;
-    loop {
-        let line_limit = usize::try_from(limit)
-            .unwrap_or(usize::MAX)
-            .saturating_add(2);
-        let line = match io.line(line_limit, DATA_TIMEOUT).await? {
-            Line::Data(line) => line,
-            Line::TooLong => {
-                over = true;
-                continue;
-            }
-            Line::End => return Ok(()),
-        };
-        if line == b".\r\n" || line == b".\n" {
-            break;
+    let limits = DataLimits {
+        max_message_bytes: inbound.max_message_bytes,
+        timeout: DATA_TIMEOUT,
+    };
+    let body = match read_data(io, &limits).await? {
+        DataOutcome::Message(body) => body,
+        DataOutcome::Refused(refusal) => {
+            inbound.service.count(Counter::InboundRefused).await;
+            io.reply(refusal.reply());
+            return Ok(false);
         }
-        let line = line.strip_prefix(b".").unwrap_or(&line);
-        if over || body.len() as u64 + line.len() as u64 > limit {
-            over = true;
-            body = Vec::new();
-            continue;
+        DataOutcome::Eof => return Ok(true),
+        DataOutcome::Timeout => {
+            io.reply(TIMEOUT);
+            return Ok(true);
         }
-        body.extend_from_slice(line);
-    }
-    if over {
-        inbound.service.count(Counter::InboundRefused).await;
-        io.reply("552 5.3.4 Message size exceeds fixed maximum message size");
-        return Ok(());
-    }
+    };
     let helo = state.helo.clone().unwrap_or_default();
     let reply = receive(inbound, &transaction, &helo, peer, &body).await;
     let counter = if reply.starts_with('2') {
@@ -453,7 +342,7 @@ async fn data<S: AsyncRead + AsyncWrite>(
     };
     inbound.service.count(counter).await;
     io.reply(&reply);
-    Ok(())
+    Ok(false)
 }
 
 /// What the authentication checks found.

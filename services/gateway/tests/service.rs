@@ -251,6 +251,21 @@ async fn send_outbound_refuses_onions_and_senders_without_the_gateway() {
     );
 }
 
+/// The gateway domain's MX over the setup's service (1 MiB messages, 60 an hour per alias).
+fn mx(setup: &Setup) -> Arc<Inbound> {
+    // No DNS server answers here; nothing in these tests looks anything up.
+    let resolver = Arc::new(
+        onionpost_gateway::dns::authenticator(Some("127.0.0.1:9".parse().unwrap())).unwrap(),
+    );
+    Arc::new(Inbound::new(
+        setup.service.clone(),
+        resolver,
+        DmarcPolicy::Follow,
+        1024 * 1024,
+        60,
+    ))
+}
+
 async fn rcpt_replies(inbound: Arc<Inbound>, recipients: &[String]) -> Vec<String> {
     let (client, server) = tokio::io::duplex(1 << 16);
     let session = tokio::spawn(inbound::run(inbound, server, "127.0.0.3".parse().unwrap()));
@@ -333,16 +348,7 @@ async fn the_mx_accepts_live_aliases_only_and_refuses_all_else_alike() {
         )
         .await
         .unwrap();
-    let resolver = Arc::new(
-        onionpost_gateway::dns::authenticator(Some("127.0.0.1:9".parse().unwrap())).unwrap(),
-    );
-    let inbound = Arc::new(Inbound::new(
-        setup.service.clone(),
-        resolver,
-        DmarcPolicy::Follow,
-        1024 * 1024,
-        60,
-    ));
+    let inbound = mx(&setup);
     let replies = rcpt_replies(
         inbound,
         &[
@@ -362,4 +368,84 @@ async fn the_mx_accepts_live_aliases_only_and_refuses_all_else_alike() {
     let stats = setup.service.stats().await.unwrap();
     assert_eq!(stats.inbound_refused_today, 5);
     assert_eq!(stats.live_aliases, 2);
+}
+
+/// One DATA phase on the MX to a live alias: the reply to the final dot, then the reply to a
+/// NOOP sent after it (the session must still be in step).
+async fn data_replies(inbound: Arc<Inbound>, recipient: &str, text: &[u8]) -> (String, String) {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let session = tokio::spawn(inbound::run(inbound, server, "127.0.0.3".parse().unwrap()));
+    let (read, mut write) = tokio::io::split(client);
+    let mut reader = BufReader::new(read);
+    let mut line = String::new();
+    reader.read_line(&mut line).await.unwrap();
+    write
+        .write_all(
+            format!("HELO mx.example.test\r\nMAIL FROM:<d@example.test>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    for expected in [
+        format!("250 {DOMAIN}\r\n"),
+        "250 2.1.0 Sender OK\r\n".to_owned(),
+        "250 2.1.5 Recipient OK\r\n".to_owned(),
+        "354 Start mail input; end with <CRLF>.<CRLF>\r\n".to_owned(),
+    ] {
+        line.clear();
+        reader.read_line(&mut line).await.unwrap();
+        assert_eq!(line, expected);
+    }
+    write.write_all(text).await.unwrap();
+    write.write_all(b".\r\nNOOP\r\nQUIT\r\n").await.unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        line.clear();
+        reader.read_line(&mut line).await.unwrap();
+        replies.push(line.trim_end().to_owned());
+    }
+    assert_eq!(replies[2], "221 2.0.0 Bye");
+    session.await.unwrap();
+    (replies[0].clone(), replies[1].clone())
+}
+
+/// The MX refuses a text line over 998 characters with smtp-in's reply (one DATA reader for
+/// both), and a bare CR or LF (SMTP smuggling, RFC 5321 §2.3.8); nothing is delivered.
+#[tokio::test]
+async fn the_mx_refuses_an_over_long_line_and_bare_line_endings_as_smtp_in_does() {
+    let setup = setup().await;
+    let live = setup
+        .store
+        .alias_for(
+            "id-a",
+            "acct-a",
+            "d@example.test",
+            &onionpost_gateway::alias::new_local_part(),
+            1,
+        )
+        .await
+        .unwrap();
+    let inbound = mx(&setup);
+    let recipient = format!("{}@{DOMAIN}", live.local_part);
+    let mut long = b"From: d@example.test\r\nSubject: long\r\n\r\n".to_vec();
+    long.extend_from_slice(&[b'b'; 999]);
+    long.extend_from_slice(b"\r\n");
+    let (reply, after) = data_replies(inbound.clone(), &recipient, &long).await;
+    assert_eq!(
+        reply,
+        "550 5.6.0 Message has a line longer than 998 characters; send it encoded (quoted-printable or base64, RFC 5322 2.1.1)"
+    );
+    assert_eq!(after, "250 2.0.0 OK");
+
+    let smuggled = b"From: d@example.test\r\n\r\nhello\n.\r\nMAIL FROM:<forged@example.test>\r\n";
+    let (reply, after) = data_replies(inbound.clone(), &recipient, smuggled).await;
+    assert_eq!(reply, onionpost_smtp_server::BARE_LINE_ENDING);
+    assert_eq!(
+        after, "250 2.0.0 OK",
+        "the smuggled MAIL stayed inside the data"
+    );
+    let bare_cr = b"From: d@example.test\r\n\r\nhello\r.\rworld\r\n";
+    let (reply, _) = data_replies(inbound, &recipient, bare_cr).await;
+    assert_eq!(reply, onionpost_smtp_server::BARE_LINE_ENDING);
+    assert!(setup.fake.delivered.lock().unwrap().is_empty());
 }

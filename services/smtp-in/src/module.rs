@@ -17,7 +17,6 @@ use onionpost_proto::onion::v1::onion_client::OnionClient;
 use onionpost_proto::onion::v1::{OnionService, OnionState, PortPurpose, WatchOnionsRequest};
 use onionpost_proto::smtp_in::v1::smtp_in_server::SmtpInServer;
 use onionpost_runtime::{Module, ServiceContext, Started, Transport};
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -109,7 +108,8 @@ pub enum Kind {
     OnionSubmission(String),
 }
 
-/// Accepts connections until `stop`, one session task each, within `limits.max_sessions`.
+/// Accepts connections until `stop`, one session task each, within this listener's own limit
+/// (`limits.max_sessions_per_listener`) and the carrier-wide ceiling (`limits.max_sessions`).
 pub async fn serve<B: Backend>(
     listener: TcpListener,
     backend: Arc<B>,
@@ -123,19 +123,9 @@ pub async fn serve<B: Backend>(
         Kind::OnionSubmission(_) => ListenerKind::OnionSubmission,
     };
     policy.stats.listener(stats_kind, true);
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "smtp accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let limit = policy.listener_limit();
+    let session_policy = policy.clone();
+    onionpost_smtp_server::serve(listener, limit, stop, move |stream, peer| {
         let mode = match &kind {
             Kind::Submission(_) => Mode::Submission {
                 onion_identity: None,
@@ -149,28 +139,13 @@ pub async fn serve<B: Backend>(
                 auth_allowed: true,
             },
         };
-        let Ok(permit) = policy.sessions.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let _ = stream
-                    .write_all(b"421 4.7.0 Too busy, try again later\r\n")
-                    .await;
-            });
-            continue;
-        };
-        let mut session = Session::new(backend.clone(), policy.clone(), mode);
+        let mut session = Session::new(backend.clone(), session_policy.clone(), mode);
         if let Kind::Submission(Some(tls)) = &kind {
             session = session.with_starttls(tls.clone());
         }
-        let session_stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = session_stop.cancelled() => {}
-                () = session.run(stream) => {}
-            }
-            drop(permit);
-        });
-    }
+        session.run(stream)
+    })
+    .await;
     policy.stats.listener(stats_kind, false);
 }
 

@@ -726,6 +726,40 @@ async fn a_text_line_over_1000_octets_is_refused_and_the_session_stays_in_step()
     assert!(accepted.starts_with("250 "), "{accepted}");
 }
 
+/// SMTP smuggling (RFC 5321 §2.3.8): a bare CR or LF refuses the message, and a dot after
+/// one does not end the data, so commands hidden behind it are never run.
+#[tokio::test]
+async fn a_bare_cr_or_lf_in_data_is_refused_and_smuggles_no_second_message() {
+    let backend = fake();
+    let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    c.send(&format!("RCPT TO:<{}>", alice())).await;
+    c.send("DATA").await;
+    let mut data = encrypted(b"text\r.\r");
+    data.extend_from_slice(format!("MAIL FROM:<{}>\r\n", bob()).as_bytes());
+    c.raw(&data).await;
+    assert_eq!(c.send(".").await, onionpost_smtp_server::BARE_LINE_ENDING);
+    assert_eq!(c.send("NOOP").await, "250 2.0.0 OK");
+
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    c.send(&format!("RCPT TO:<{}>", alice())).await;
+    c.send("DATA").await;
+    let mut data = encrypted(b"text\n.\r\n");
+    data.extend_from_slice(
+        format!(
+            "MAIL FROM:<{}>\r\nRCPT TO:<{}>\r\nDATA\r\nforged\r\n",
+            bob(),
+            alice()
+        )
+        .as_bytes(),
+    );
+    c.raw(&data).await;
+    assert_eq!(c.send(".").await, onionpost_smtp_server::BARE_LINE_ENDING);
+    assert_eq!(c.send("NOOP").await, "250 2.0.0 OK");
+    assert!(backend.delivered.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn pipelined_commands_get_their_replies_in_order_and_dots_are_unstuffed() {
     let backend = fake();
@@ -1037,6 +1071,52 @@ async fn listener_caps_open_sessions_and_offers_auth_to_loopback() {
     let mut refused = String::new();
     second.read_line(&mut refused).await.unwrap();
     assert_eq!(refused, "421 4.7.0 Too busy, try again later\r\n");
+    stop.cancel();
+}
+
+/// Issue 18: each identity's listener has its own session limit within a carrier-wide ceiling,
+/// so filling one identity's onion leaves another answering normally.
+#[tokio::test]
+async fn filling_one_identitys_listener_leaves_another_answering() {
+    use onionpost_smtp_in::module::{Kind, serve};
+    let limits = Limits {
+        max_sessions: 3,
+        max_sessions_per_listener: 1,
+        ..Limits::default()
+    };
+    let policy = policy(PlaintextPolicy::Refuse, limits, 500);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut addresses = Vec::new();
+    for identity in ["id-alice", "id-bob"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addresses.push(listener.local_addr().unwrap());
+        tokio::spawn(serve(
+            listener,
+            fake(),
+            policy.clone(),
+            Kind::Mx(identity.to_owned()),
+            stop.clone(),
+        ));
+    }
+    async fn greeting(address: std::net::SocketAddr) -> (String, tokio::net::TcpStream) {
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+            .await
+            .expect("greeting in time")
+            .unwrap();
+        (line, reader.into_inner())
+    }
+    let (first, _held) = greeting(addresses[0]).await;
+    assert_eq!(first, "220 ESMTP ready\r\n");
+    let (refused, _) = greeting(addresses[0]).await;
+    assert_eq!(refused, "421 4.7.0 Too busy, try again later\r\n");
+    let (other, _other_held) = greeting(addresses[1]).await;
+    assert_eq!(
+        other, "220 ESMTP ready\r\n",
+        "another identity still answers"
+    );
     stop.cancel();
 }
 

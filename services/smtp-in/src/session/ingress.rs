@@ -1,0 +1,147 @@
+//! Ingress policy after DATA on an identity's onion MX: plaintext refused or quarantined
+//! (design.md: end-to-end encryption required), then decrypt, verify and deliver, or queue the
+//! copy carried for another carrier's identity. Ingress never bounces: every refusal is the
+//! reply to DATA.
+
+use onionpost_proto::imap::v1::{DeliverRequest, Mailbox, Refusal, SenderVerification};
+use onionpost_proto::keys::v1::{KeyCustody, SignatureStatus};
+use onionpost_proto::queue::v1::{EnqueueRequest, Origin};
+use onionpost_runtime::config::PlaintextPolicy;
+
+use super::{
+    PLAINTEXT_REFUSED, RECIPIENT_REJECTED, Recipient, Session, Transaction, enqueue_recipient,
+};
+use crate::{Backend, SmtpInError, message};
+
+impl<B: Backend> Session<B> {
+    /// Ingress after DATA: decrypt, verify, learn the sender's key, deliver; or carry.
+    pub(super) async fn receive(
+        &self,
+        identity_id: &str,
+        transaction: &Transaction,
+        body: Vec<u8>,
+    ) -> String {
+        let encrypted = message::is_pgp_mime(&body);
+        let mut mailbox = Mailbox::Inbox;
+        if !encrypted {
+            match self.policy.plaintext {
+                PlaintextPolicy::Refuse => {
+                    self.policy.stats.plaintext_refused();
+                    return PLAINTEXT_REFUSED.to_owned();
+                }
+                PlaintextPolicy::Quarantine => mailbox = Mailbox::Quarantine,
+                PlaintextPolicy::Accept => {}
+            }
+        }
+        let carried: Vec<&Recipient> = transaction.recipients.iter().filter(|r| r.carry).collect();
+        if !carried.is_empty() {
+            // Carried mail leaves again for another carrier's identity: whatever the local
+            // policy, it goes on only encrypted.
+            if !encrypted {
+                self.policy.stats.plaintext_refused();
+                return PLAINTEXT_REFUSED.to_owned();
+            }
+            let request = EnqueueRequest {
+                idempotency_key: hex::encode(rand::random::<[u8; 16]>()),
+                origin: Origin::Carry as i32,
+                reverse_path: transaction.reverse_path.clone(),
+                recipients: carried.iter().map(|r| enqueue_recipient(r)).collect(),
+                message_id: message::header(&body, "Message-ID").unwrap_or_default(),
+                message: body.clone(),
+                envelope_id: transaction.envelope_id.clone(),
+                dsn_return: transaction.dsn_return,
+                ..Default::default()
+            };
+            if let Err(error) = self.backend.enqueue(request).await {
+                tracing::warn!(%error, "enqueue of carried mail failed");
+                return "451 4.3.0 Temporary failure, try again later".to_owned();
+            }
+        }
+        if transaction.recipients.iter().all(|r| r.carry) {
+            return "250 2.0.0 Message accepted".to_owned();
+        }
+        let custody = if encrypted {
+            match self.backend.custody(identity_id).await {
+                Ok(custody) => custody,
+                Err(error) => {
+                    tracing::warn!(%error, "identity key unavailable");
+                    return "451 4.3.0 Temporary failure, try again later".to_owned();
+                }
+            }
+        } else {
+            KeyCustody::Unspecified
+        };
+        let (delivered, verification, detail) = if !encrypted {
+            (
+                body,
+                SenderVerification::Unsigned,
+                "not encrypted".to_owned(),
+            )
+        } else if custody == KeyCustody::Client {
+            // The account keeps its own key: store the ciphertext as it came, and learn the
+            // sender's key from its Autocrypt header so replies can be encrypted.
+            let outer_from = message::header(&body, "From")
+                .map(|from| message::addresses(&from))
+                .and_then(|list| list.into_iter().next());
+            if let (Some(from), Some(header)) = (outer_from, message::header(&body, "Autocrypt"))
+                && let Err(error) = self
+                    .backend
+                    .learn_autocrypt(identity_id, &from, &header)
+                    .await
+            {
+                tracing::debug!(%error, "autocrypt header not learned");
+            }
+            (body, SenderVerification::NotChecked, String::new())
+        } else {
+            // DecryptAndVerify pins the sender's key itself (WKD over the sender's onion, or
+            // the Autocrypt header by the pinning rule).
+            let decrypted = match self.backend.decrypt_and_verify(identity_id, &body).await {
+                Ok(decrypted) => decrypted,
+                Err(SmtpInError::Temporary(error)) => {
+                    tracing::warn!(%error, "decryption unavailable");
+                    return "451 4.3.0 Temporary failure, try again later".to_owned();
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "message could not be decrypted");
+                    return "550 5.7.5 Message could not be decrypted".to_owned();
+                }
+            };
+            let verification = match SignatureStatus::try_from(decrypted.signature) {
+                Ok(SignatureStatus::Verified) => SenderVerification::Verified,
+                Ok(SignatureStatus::Unsigned) => SenderVerification::Unsigned,
+                _ => SenderVerification::Failed,
+            };
+            (
+                decrypted.message,
+                verification,
+                decrypted.signer_fingerprint,
+            )
+        };
+        let request = DeliverRequest {
+            identity_id: identity_id.to_owned(),
+            mailbox: mailbox as i32,
+            message: delivered,
+            verification: verification as i32,
+            verification_detail: detail,
+            flags: Vec::new(),
+        };
+        match self.backend.deliver(request).await {
+            Ok(response) => match Refusal::try_from(response.refusal) {
+                Ok(Refusal::Unspecified) if response.duplicate => {
+                    format!("250 2.0.0 {}", onionpost_proto::ALREADY_DELIVERED_TEXT)
+                }
+                Ok(Refusal::Unspecified) => "250 2.0.0 Message accepted".to_owned(),
+                Ok(Refusal::AccountUnavailable) => {
+                    "451 4.2.1 Mailbox temporarily unavailable".to_owned()
+                }
+                Ok(Refusal::OverQuota) => "452 4.2.2 Mailbox full".to_owned(),
+                Ok(Refusal::AccountExpired) => "550 5.2.1 Mailbox disabled".to_owned(),
+                _ => RECIPIENT_REJECTED.to_owned(),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "delivery failed");
+                "451 4.3.0 Temporary failure, try again later".to_owned()
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! RCPT TO (RFC 5321 §4.1.1.3, with NOTIFY/ORCPT from RFC 3461). On an identity's onion MX
+//! only that identity's own address is accepted (or carried for another carrier's identity);
+//! every other address gets [`RECIPIENT_REJECTED`], byte for byte. On submission, clearnet
+//! recipients are allowed only through the gateway (see `submission.rs`).
+
+use onionpost_proto::imap::v1::AccountState;
+use onionpost_proto::queue::v1::DsnNotify;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use onionpost_smtp_server::Connection;
+
+use super::{Mode, Next, RECIPIENT_REJECTED, Recipient, Session, State};
+use crate::{Backend, SmtpInError, message};
+
+impl<B: Backend> Session<B> {
+    pub(super) async fn rcpt<S: AsyncRead + AsyncWrite>(
+        &self,
+        io: &mut Connection<S>,
+        state: &mut State,
+        to: smtp_proto::RcptTo<String>,
+    ) -> Next {
+        let Some(transaction) = &state.transaction else {
+            return self.fail(io, state, "503 5.5.1 Need MAIL before RCPT");
+        };
+        if transaction.recipients.len() >= self.policy.limits.max_recipients {
+            return self.fail(io, state, "452 4.5.3 Too many recipients");
+        }
+        let declared_size = transaction.declared_size;
+        let address = message::normalize(&to.address);
+        let mut notify = Vec::new();
+        for (flag, value) in [
+            (smtp_proto::RCPT_NOTIFY_NEVER, DsnNotify::Never),
+            (smtp_proto::RCPT_NOTIFY_SUCCESS, DsnNotify::Success),
+            (smtp_proto::RCPT_NOTIFY_FAILURE, DsnNotify::Failure),
+            (smtp_proto::RCPT_NOTIFY_DELAY, DsnNotify::Delay),
+        ] {
+            if to.flags & flag != 0 {
+                notify.push(value as i32);
+            }
+        }
+        let mut recipient = Recipient {
+            address: address.clone(),
+            notify,
+            orcpt: to.orcpt.unwrap_or_default(),
+            carry: false,
+        };
+        match &self.mode {
+            Mode::Ingress { identity_id } => {
+                let own = match self.backend.identity(identity_id).await {
+                    Ok(identity) => Some(identity),
+                    Err(SmtpInError::NotFound) => None,
+                    Err(error) => {
+                        tracing::warn!(%error, "identity lookup failed");
+                        return self.fail(
+                            io,
+                            state,
+                            "451 4.3.0 Temporary failure, try again later",
+                        );
+                    }
+                };
+                match own {
+                    Some(identity) if message::normalize(&identity.address) == address => {
+                        match AccountState::try_from(identity.account_state) {
+                            Ok(AccountState::Grace | AccountState::Suspended) => {
+                                return self.fail(
+                                    io,
+                                    state,
+                                    "450 4.2.1 Mailbox temporarily unavailable",
+                                );
+                            }
+                            Ok(AccountState::Expired) => {
+                                return self.fail(io, state, "550 5.2.1 Mailbox disabled");
+                            }
+                            _ => {}
+                        }
+                    }
+                    _ => match self.backend.check_carry(&address, declared_size).await {
+                        Ok(answer) if answer.accepted => recipient.carry = true,
+                        Ok(answer) if answer.over_limit => {
+                            return self.fail(io, state, "452 4.2.2 Mailbox full, try again later");
+                        }
+                        // One refusal for co-hosted, unknown and relayed addresses alike.
+                        _ => return self.fail(io, state, RECIPIENT_REJECTED),
+                    },
+                }
+            }
+            Mode::Submission { .. } => {
+                if message::onion_of(&address).is_none()
+                    && let Some(refusal) = self.clearnet_refusal(state).await
+                {
+                    return self.fail(io, state, &refusal);
+                }
+            }
+        }
+        if let Some(transaction) = &mut state.transaction {
+            transaction.recipients.push(recipient);
+        }
+        io.reply("250 2.1.5 Recipient OK");
+        Next::Continue
+    }
+}
