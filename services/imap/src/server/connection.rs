@@ -564,7 +564,7 @@ mod tests {
 
     #[test]
     fn a_refused_literal_does_not_lift_the_line_limit() {
-        let mut guard = logged_in_guard(16, 100);
+        let mut guard = logged_in_guard(32, 100);
         // imap-next refuses {5000}; what the client sends next is line data again.
         assert_eq!(guard.feed(b"a APPEND X {5000}\r\n"), Verdict::Pass);
         assert_eq!(guard.feed(&[b'x'; 40]), Verdict::LineTooLong);
