@@ -1,9 +1,8 @@
 //! What every layer of the IMAP server sees: the limits, the state the whole server shares, the
 //! state one listener's sessions share, and what a connection knows about itself.
 //!
-//! This module imports no sibling: [`listen`](super::listen), [`connection`](super::connection),
-//! [`session`](super::session) and the command handlers in [`op`](super::op) all build on it, so
-//! none of them has to reach back into a layer further out.
+//! This module imports no sibling: `listen`, `connection`, `session` and the command handlers in
+//! `op` all build on it, so none of them has to reach back into a layer further out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,13 +2,14 @@
 //! each command.
 //!
 //! States: not authenticated → authenticated ⇄ selected → logout. The handlers live in
-//! [`op`](super::op), one file per command group, as methods on [`Session`]; this file only
+//! `op`, one file per command group, as methods on [`Session`]; this file only
 //! routes a command to its handler by state. A handler answers with imap-types responses
 //! ([`Out`]); the connection loop encodes and writes them. The session keeps the client's view
 //! of the selected mailbox (UIDs in sequence order, their flags, the store version it last saw)
 //! so that it can tell the client what other sessions changed with untagged EXISTS / EXPUNGE /
 //! FETCH (RFC 3501 §7.3.1, §7.4.1, §7.4.2).
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use tokio::sync::broadcast;
 use super::context::{
     AccountSlot, ConnectionInfo, Limits, ListenerScope, LoginWait, Security, Shared,
 };
-use super::op::fetch::PendingFetch;
+use super::fetch_items;
 use super::reply::{
     After, Handled, Out, Reply, bad, bye, describe, explain_malformed, tag_of, text,
 };
@@ -90,6 +91,16 @@ pub(crate) struct Session {
     pub(crate) scope: ListenerScope,
     /// This connection's place among those waiting to log in; released at login.
     pub(crate) login_wait: Option<LoginWait>,
+}
+
+/// What is left of a FETCH being answered in slices.
+pub(crate) struct PendingFetch {
+    pub(crate) tag: Tag<'static>,
+    pub(crate) plan: fetch_items::Plan,
+    pub(crate) uids: Vec<u32>,
+    pub(crate) next: usize,
+    pub(crate) seen_now: HashMap<u32, Vec<Flag>>,
+    pub(crate) uid: bool,
 }
 
 /// Failed logins after which a connection is closed.

@@ -14,19 +14,9 @@ use imap_next::imap_types::sequence::SequenceSet;
 
 use super::super::fetch_items;
 use super::super::reply::{Handled, Out, bad, ok, store_error};
-use super::super::session::Session;
+use super::super::session::{PendingFetch, Session};
 use crate::flags::has_flag;
 use crate::mailstore::{Flag, FlagOperation};
-
-/// What is left of a FETCH being answered in slices.
-pub(crate) struct PendingFetch {
-    tag: Tag<'static>,
-    plan: fetch_items::Plan,
-    uids: Vec<u32>,
-    next: usize,
-    seen_now: HashMap<u32, Vec<Flag>>,
-    uid: bool,
-}
 
 impl Session {
     pub(crate) async fn fetch(
