@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod clock;
 pub mod crypto;
 pub mod error;
+pub mod flags;
 pub mod grpc;
 pub mod mail;
 pub mod mailstore;

@@ -821,8 +821,40 @@ impl ImapService {
         if let Some(retry_after_secs) = backoff.check(&login, connection_key, self.now()) {
             return Err(ImapError::BackOff { retry_after_secs });
         }
+        let Some(record) = self.check_password(&login, password).await? else {
+            backoff.failed(&login, connection_key, self.now());
+            tracing::debug!("login failed");
+            return Err(ImapError::Unauthenticated);
+        };
+        backoff.succeeded(&login);
+        self.allowed_to_log_in(record)
+    }
+
+    /// Checks a login and password without the service's back-off, for a caller that keeps
+    /// its own: each IMAP listener does, so that failures through one identity's onion never
+    /// show through another's (issue 18, item 4).
+    pub async fn verify_login(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> Result<AccountView, ImapError> {
+        let login = login.trim().to_ascii_lowercase();
+        let Some(record) = self.check_password(&login, password).await? else {
+            tracing::debug!("login failed");
+            return Err(ImapError::Unauthenticated);
+        };
+        self.allowed_to_log_in(record)
+    }
+
+    /// The account whose login and password these are, or `None`. The password hash is
+    /// verified whether or not the login exists (against a decoy), so both take the same time.
+    async fn check_password(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> Result<Option<AccountRecord>, ImapError> {
         let record = if login.len() <= MAX_LOGIN_LEN && password.len() <= MAX_PASSWORD_BYTES {
-            self.inner.store.account_by_login(&login).await?
+            self.inner.store.account_by_login(login).await?
         } else {
             None
         };
@@ -831,12 +863,10 @@ impl ImapService {
             |record| record.password_hash.clone(),
         );
         let matches = verify_password(password.to_owned(), hash).await?;
-        let Some(record) = record.filter(|_| matches) else {
-            backoff.failed(&login, connection_key, self.now());
-            tracing::debug!("login failed");
-            return Err(ImapError::Unauthenticated);
-        };
-        backoff.succeeded(&login);
+        Ok(record.filter(|_| matches))
+    }
+
+    fn allowed_to_log_in(&self, record: AccountRecord) -> Result<AccountView, ImapError> {
         let view = self.view(record);
         if view.state == AccountState::Suspended {
             return Err(ImapError::PermissionDenied);
@@ -1088,7 +1118,7 @@ impl ImapService {
             &verification_value(delivery.verification, &delivery.verification_detail),
         );
         let blob = self.seal_blob(&key, &stored);
-        let flags = crate::mail::canonical_flags(&delivery.flags)
+        let flags = crate::flags::canonical_flags(&delivery.flags)
             .map_err(|reason| ImapError::invalid("flags", reason))?
             .join(" ");
         let now = to_ms(self.now());
