@@ -14,6 +14,7 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod grpc;
+pub mod lifecycle;
 pub mod mail;
 pub mod mailstore;
 pub mod message;
