@@ -4,17 +4,38 @@
 //! default, or `ONIONPOST_ADMIN_LISTEN` when set) and the bearer token from
 //! `ONIONPOST_ADMIN_TOKEN`; it prints tables by default and the API's JSON with `--json`. A
 //! refusal is printed from its problem document, and the exit code is 1.
+//!
+//! Requests and answers are the API's own types ([`crate::api`]), so the command line cannot
+//! drift from the routes it calls. One file per resource holds its subcommands; this file holds
+//! the HTTP client and the printing.
+
+mod accounts;
+mod identities;
+mod plans;
+mod queue;
+mod stats;
+mod tokens;
+mod vouchers;
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use axum::body::Bytes;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use accounts::AccountsCommand;
+pub use identities::IdentitiesCommand;
+pub use plans::PlansCommand;
+pub use queue::QueueCommand;
+pub use tokens::{ScopeArg, TokensCommand};
+pub use vouchers::VouchersCommand;
 
 /// Administer a carrier through its admin HTTP API.
 #[derive(Args, Debug)]
@@ -56,155 +77,6 @@ pub enum AdminCommand {
     Stats,
 }
 
-#[derive(Subcommand, Debug)]
-pub enum QueueCommand {
-    /// List queued messages.
-    List {
-        /// Only messages with a recipient in this state (scheduled, delivered,
-        /// temporary_failure, permanent_failure).
-        #[arg(long)]
-        state: Option<String>,
-        /// Only held messages.
-        #[arg(long)]
-        held: bool,
-        /// Only messages with a recipient at this address or onion.
-        #[arg(long)]
-        recipient: Option<String>,
-        #[arg(long)]
-        limit: Option<u32>,
-        #[arg(long)]
-        page_token: Option<String>,
-    },
-    /// Show one queued message with each recipient's state.
-    Show { id: String },
-    /// Make its unfinished recipients due now.
-    Retry { id: String },
-    /// Stop delivery attempts until released.
-    Hold { id: String },
-    /// Deliver on the schedule again.
-    Release { id: String },
-    /// Remove it from the queue (no DSN unless --notify-sender).
-    Delete {
-        id: String,
-        #[arg(long)]
-        notify_sender: bool,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum AccountsCommand {
-    /// List accounts.
-    List {
-        /// Only accounts in this state (active, grace, expired, suspended).
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long)]
-        limit: Option<u32>,
-        #[arg(long)]
-        page_token: Option<String>,
-    },
-    /// Create an account.
-    Create {
-        login: String,
-        #[arg(long)]
-        password: String,
-        /// Plan id; the default plan when absent.
-        #[arg(long)]
-        plan: Option<String>,
-    },
-    /// Show one account.
-    Show { id: String },
-    /// Suspend, resume, change plan or reset the password.
-    Update {
-        id: String,
-        #[arg(long, conflicts_with = "resume")]
-        suspend: bool,
-        #[arg(long)]
-        resume: bool,
-        #[arg(long)]
-        plan: Option<String>,
-        #[arg(long)]
-        password: Option<String>,
-    },
-    /// Delete an account, its identities (revoked first) and its mail.
-    Delete { id: String },
-    /// Redeem a voucher code for an account.
-    Redeem { id: String, code: String },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum IdentitiesCommand {
-    /// List an account's identities.
-    List { account: String },
-    /// Create an identity (a new onion and key) for an account.
-    Create {
-        account: String,
-        local_part: String,
-        #[arg(long)]
-        display_name: Option<String>,
-    },
-    /// Show one identity.
-    Show { id: String },
-    /// Revoke an identity for good.
-    Delete { id: String },
-    /// Write an identity's QR code (SVG, or PNG with --png) to a file.
-    Qr {
-        id: String,
-        #[arg(long)]
-        png: bool,
-        #[arg(long, short)]
-        output: std::path::PathBuf,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum PlansCommand {
-    /// List plans.
-    List,
-    /// Create a plan.
-    Create {
-        name: String,
-        #[arg(long)]
-        quota_bytes: u64,
-        #[arg(long)]
-        identities: u32,
-        #[arg(long)]
-        gateway: bool,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum VouchersCommand {
-    /// Mint voucher codes (shown once).
-    Mint {
-        plan: String,
-        #[arg(long)]
-        days: u32,
-        #[arg(long, default_value_t = 1)]
-        count: u32,
-    },
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ScopeArg {
-    Read,
-    Write,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum TokensCommand {
-    /// List tokens (never their text).
-    List,
-    /// Create a token (its text is shown once).
-    Create {
-        name: String,
-        #[arg(long, value_enum, default_value = "read")]
-        scope: ScopeArg,
-    },
-    /// Revoke a token.
-    Delete { id: String },
-}
-
 /// The default API address: `admin.listen` (its default, or the environment's).
 fn default_url() -> String {
     let listen = std::env::var("ONIONPOST_ADMIN_LISTEN")
@@ -217,14 +89,15 @@ fn default_url() -> String {
     format!("http://{listen}")
 }
 
-struct ApiClient {
+/// The admin API over plain HTTP, with the operator's bearer token.
+pub(crate) struct ApiClient {
     base: String,
     token: Option<String>,
     http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
-/// A response: status, media type, body.
-struct Answer {
+/// A response: status and body.
+pub(crate) struct Answer {
     status: StatusCode,
     body: Bytes,
 }
@@ -234,17 +107,17 @@ impl ApiClient {
         &self,
         method: Method,
         path: &str,
-        body: Option<Value>,
+        json_body: Option<Vec<u8>>,
     ) -> anyhow::Result<Answer> {
         let uri = format!("{}{path}", self.base.trim_end_matches('/'));
         let mut builder = Request::builder().method(method).uri(&uri);
         if let Some(token) = &self.token {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let payload = match body {
-            Some(value) => {
+        let payload = match json_body {
+            Some(bytes) => {
                 builder = builder.header(header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::to_vec(&value)?)
+                Bytes::from(bytes)
             }
             None => Bytes::new(),
         };
@@ -261,14 +134,65 @@ impl ApiClient {
         Ok(Answer { status, body })
     }
 
-    /// Calls and returns the JSON of a success; a problem document becomes the error.
-    async fn json(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let answer = self.call(method, path, body).await?;
+    /// Sends `body` (when given) as JSON; a problem document becomes the error.
+    async fn exchange<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<Answer> {
+        let json_body = body.map(serde_json::to_vec).transpose()?;
+        let answer = self.call(method, path, json_body).await?;
         check(&answer)?;
-        if answer.body.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&answer.body).context("the API answered with something not JSON")
+        Ok(answer)
+    }
+
+    /// Sends `body` and reads the answer as the route's response type.
+    async fn send<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<R> {
+        let answer = self.exchange(method, path, body).await?;
+        serde_json::from_slice(&answer.body)
+            .context("the API answered with something this command line cannot read")
+    }
+
+    pub(crate) async fn get<R: DeserializeOwned>(&self, path: &str) -> anyhow::Result<R> {
+        self.send::<(), R>(Method::GET, path, None).await
+    }
+
+    pub(crate) async fn post<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<R> {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// A POST with no body (an action on a resource).
+    pub(crate) async fn act<R: DeserializeOwned>(&self, path: &str) -> anyhow::Result<R> {
+        self.send::<(), R>(Method::POST, path, None).await
+    }
+
+    pub(crate) async fn patch<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<R> {
+        self.send(Method::PATCH, path, Some(body)).await
+    }
+
+    /// A DELETE, answered with 204 and no body.
+    pub(crate) async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.exchange::<()>(Method::DELETE, path, None).await?;
+        Ok(())
+    }
+
+    /// A GET whose answer is not JSON (an image).
+    pub(crate) async fn get_bytes(&self, path: &str) -> anyhow::Result<Bytes> {
+        Ok(self.exchange::<()>(Method::GET, path, None).await?.body)
     }
 }
 
@@ -317,370 +241,147 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn query(pairs: &[(&str, Option<String>)]) -> String {
-    let mut serializer = form_urlencoded::Serializer::new(String::new());
-    for (key, value) in pairs {
-        if let Some(value) = value {
-            serializer.append_pair(key, value);
-        }
-    }
-    let text = serializer.finish();
-    if text.is_empty() {
+/// A route's query string from its query type (`?a=1&b=2`, or nothing when every filter is
+/// absent).
+pub(crate) fn query<Q: Serialize>(filters: &Q) -> anyhow::Result<String> {
+    let text = serde_urlencoded::to_string(filters).context("encoding the query")?;
+    Ok(if text.is_empty() {
         text
     } else {
         format!("?{text}")
-    }
+    })
 }
 
-fn segment(text: &str) -> String {
+/// An id as one path segment.
+pub(crate) fn segment(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-const ACCOUNT_COLUMNS: &[(&str, &str)] = &[
-    ("ID", "/id"),
-    ("LOGIN", "/login"),
-    ("PLAN", "/plan"),
-    ("STATE", "/state"),
-    ("PAID UNTIL", "/paid_until"),
-    ("USED", "/quota/used_bytes"),
-    ("QUOTA", "/quota/limit_bytes"),
-    ("IDENTITIES", "/identities"),
-];
-const IDENTITY_COLUMNS: &[(&str, &str)] = &[
-    ("ID", "/id"),
-    ("ADDRESS", "/address"),
-    ("STATE", "/state"),
-    ("FINGERPRINT", "/fingerprint"),
-];
-const PLAN_COLUMNS: &[(&str, &str)] = &[
-    ("ID", "/id"),
-    ("NAME", "/name"),
-    ("QUOTA", "/quota_bytes"),
-    ("IDENTITIES", "/identities_allowed"),
-    ("GATEWAY", "/gateway_allowed"),
-];
-const QUEUE_COLUMNS: &[(&str, &str)] = &[
-    ("ID", "/id"),
-    ("ORIGIN", "/origin"),
-    ("SIZE", "/size_bytes"),
-    ("HELD", "/held"),
-    ("ENQUEUED", "/enqueued_at"),
-    ("EXPIRES", "/expires_at"),
-];
-const TOKEN_COLUMNS: &[(&str, &str)] = &[
-    ("ID", "/id"),
-    ("NAME", "/name"),
-    ("SCOPE", "/scope"),
-    ("CREATED", "/created_at"),
-];
+/// A word given on the command line (a state, an origin) as the API's type for it, so a typo is
+/// refused here with the words the API accepts.
+pub(crate) fn word<T: DeserializeOwned>(option: &str, text: &str) -> anyhow::Result<T> {
+    serde_json::from_value(Value::String(text.to_owned()))
+        .map_err(|error| anyhow::anyhow!("--{option} `{text}`: {error}"))
+}
 
-async fn execute(client: &ApiClient, args: &AdminArgs) -> anyhow::Result<()> {
-    let (value, columns, list): (Value, &[(&str, &str)], Option<&str>) = match &args.command {
-        AdminCommand::Accounts(command) => match command {
-            AccountsCommand::List {
-                state,
-                limit,
-                page_token,
-            } => {
-                let path = format!(
-                    "/v1/accounts{}",
-                    query(&[
-                        ("state", state.clone()),
-                        ("limit", limit.map(|n| n.to_string())),
-                        ("page_token", page_token.clone()),
-                    ])
-                );
-                let value = client.json(Method::GET, &path, None).await?;
-                (value, ACCOUNT_COLUMNS, Some("/accounts"))
-            }
-            AccountsCommand::Create {
-                login,
-                password,
-                plan,
-            } => {
-                let mut body = json!({"login": login, "password": password});
-                if let Some(plan) = plan {
-                    body["plan"] = json!(plan);
-                }
-                let value = client
-                    .json(Method::POST, "/v1/accounts", Some(body))
-                    .await?;
-                (value, ACCOUNT_COLUMNS, None)
-            }
-            AccountsCommand::Show { id } => {
-                let value = client
-                    .json(Method::GET, &format!("/v1/accounts/{}", segment(id)), None)
-                    .await?;
-                (value, ACCOUNT_COLUMNS, None)
-            }
-            AccountsCommand::Update {
-                id,
-                suspend,
-                resume,
-                plan,
-                password,
-            } => {
-                let mut body = json!({});
-                if *suspend {
-                    body["state"] = json!("suspended");
-                }
-                if *resume {
-                    body["state"] = json!("active");
-                }
-                if let Some(plan) = plan {
-                    body["plan"] = json!(plan);
-                }
-                if let Some(password) = password {
-                    body["password"] = json!(password);
-                }
-                let value = client
-                    .json(
-                        Method::PATCH,
-                        &format!("/v1/accounts/{}", segment(id)),
-                        Some(body),
-                    )
-                    .await?;
-                (value, ACCOUNT_COLUMNS, None)
-            }
-            AccountsCommand::Delete { id } => {
-                client
-                    .json(
-                        Method::DELETE,
-                        &format!("/v1/accounts/{}", segment(id)),
-                        None,
-                    )
-                    .await?;
-                (json!({"deleted": id}), &[("DELETED", "/deleted")][..], None)
-            }
-            AccountsCommand::Redeem { id, code } => {
-                let value = client
-                    .json(
-                        Method::POST,
-                        &format!("/v1/accounts/{}/redeem", segment(id)),
-                        Some(json!({"code": code})),
-                    )
-                    .await?;
-                (value, ACCOUNT_COLUMNS, None)
-            }
-        },
-        AdminCommand::Identities(command) => match command {
-            IdentitiesCommand::List { account } => {
-                let value = client
-                    .json(
-                        Method::GET,
-                        &format!("/v1/accounts/{}/identities", segment(account)),
-                        None,
-                    )
-                    .await?;
-                (value, IDENTITY_COLUMNS, Some("/identities"))
-            }
-            IdentitiesCommand::Create {
-                account,
-                local_part,
-                display_name,
-            } => {
-                let mut body = json!({"local_part": local_part});
-                if let Some(name) = display_name {
-                    body["display_name"] = json!(name);
-                }
-                let value = client
-                    .json(
-                        Method::POST,
-                        &format!("/v1/accounts/{}/identities", segment(account)),
-                        Some(body),
-                    )
-                    .await?;
-                (value, IDENTITY_COLUMNS, None)
-            }
-            IdentitiesCommand::Show { id } => {
-                let value = client
-                    .json(
-                        Method::GET,
-                        &format!("/v1/identities/{}", segment(id)),
-                        None,
-                    )
-                    .await?;
-                (value, IDENTITY_COLUMNS, None)
-            }
-            IdentitiesCommand::Delete { id } => {
-                client
-                    .json(
-                        Method::DELETE,
-                        &format!("/v1/identities/{}", segment(id)),
-                        None,
-                    )
-                    .await?;
-                (json!({"revoked": id}), &[("REVOKED", "/revoked")][..], None)
-            }
-            IdentitiesCommand::Qr { id, png, output } => {
-                let kind = if *png { "png" } else { "svg" };
-                let answer = client
-                    .call(
-                        Method::GET,
-                        &format!("/v1/identities/{}/qr.{kind}", segment(id)),
-                        None,
-                    )
-                    .await?;
-                check(&answer)?;
-                std::fs::write(output, &answer.body)
-                    .with_context(|| format!("writing {}", output.display()))?;
-                (
-                    json!({"written": output.display().to_string(), "bytes": answer.body.len()}),
-                    &[("WRITTEN", "/written"), ("BYTES", "/bytes")][..],
-                    None,
-                )
-            }
-        },
-        AdminCommand::Plans(command) => match command {
-            PlansCommand::List => {
-                let value = client.json(Method::GET, "/v1/plans", None).await?;
-                (value, PLAN_COLUMNS, Some("/plans"))
-            }
-            PlansCommand::Create {
-                name,
-                quota_bytes,
-                identities,
-                gateway,
-            } => {
-                let body = json!({"name": name, "quota_bytes": quota_bytes, "identities_allowed": identities, "gateway_allowed": gateway});
-                let value = client.json(Method::POST, "/v1/plans", Some(body)).await?;
-                (value, PLAN_COLUMNS, None)
-            }
-        },
-        AdminCommand::Vouchers(VouchersCommand::Mint { plan, days, count }) => {
-            let body = json!({"plan": plan, "days": days, "count": count});
-            let value = client
-                .json(Method::POST, "/v1/vouchers", Some(body))
-                .await?;
-            let rows = value["codes"]
-                .as_array()
-                .map(|codes| codes.iter().map(|code| json!({"code": code})).collect())
-                .unwrap_or_default();
-            if args.json {
-                (value, &[][..], None)
-            } else {
-                (
-                    json!({"codes": Value::Array(rows)}),
-                    &[("CODE", "/code")][..],
-                    Some("/codes"),
-                )
-            }
+/// Table columns: a title and the JSON pointer of the cell in each row.
+pub(crate) type Columns = &'static [(&'static str, &'static str)];
+
+/// What a command prints: the API's JSON (with `--json`) or its view for a terminal.
+pub(crate) struct Output {
+    json: Value,
+    view: View,
+}
+
+enum View {
+    /// A table of `columns`: the rows at `list` in `value`, or `value` itself as one row.
+    Rows {
+        value: Value,
+        columns: Columns,
+        list: Option<&'static str>,
+    },
+    Text(String),
+}
+
+impl Output {
+    /// One resource as one row.
+    pub(crate) fn one<T: Serialize>(item: &T, columns: Columns) -> anyhow::Result<Output> {
+        let json = serde_json::to_value(item)?;
+        Ok(Output {
+            view: View::Rows {
+                value: json.clone(),
+                columns,
+                list: None,
+            },
+            json,
+        })
+    }
+
+    /// A page or list: its rows are the array at `list`.
+    pub(crate) fn list<T: Serialize>(
+        page: &T,
+        columns: Columns,
+        list: &'static str,
+    ) -> anyhow::Result<Output> {
+        let json = serde_json::to_value(page)?;
+        Ok(Output {
+            view: View::Rows {
+                value: json.clone(),
+                columns,
+                list: Some(list),
+            },
+            json,
+        })
+    }
+
+    /// The API's JSON, shown at a terminal as other rows.
+    pub(crate) fn shown_as<T: Serialize>(
+        item: &T,
+        rows: Value,
+        columns: Columns,
+        list: &'static str,
+    ) -> anyhow::Result<Output> {
+        Ok(Output {
+            json: serde_json::to_value(item)?,
+            view: View::Rows {
+                value: rows,
+                columns,
+                list: Some(list),
+            },
+        })
+    }
+
+    /// The API's JSON, shown at a terminal as text.
+    pub(crate) fn text<T: Serialize>(item: &T, text: String) -> anyhow::Result<Output> {
+        Ok(Output {
+            json: serde_json::to_value(item)?,
+            view: View::Text(text),
+        })
+    }
+
+    fn print(self, json: bool) -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&self.json)?);
+            return Ok(());
         }
-        AdminCommand::Tokens(command) => match command {
-            TokensCommand::List => {
-                let value = client.json(Method::GET, "/v1/tokens", None).await?;
-                (value, TOKEN_COLUMNS, Some("/tokens"))
-            }
-            TokensCommand::Create { name, scope } => {
-                let scope = match scope {
-                    ScopeArg::Read => "read",
-                    ScopeArg::Write => "write",
-                };
-                let value = client
-                    .json(
-                        Method::POST,
-                        "/v1/tokens",
-                        Some(json!({"name": name, "scope": scope})),
-                    )
-                    .await?;
-                (
-                    value,
-                    &[
-                        ("ID", "/id"),
-                        ("SCOPE", "/scope"),
-                        ("TOKEN (shown once)", "/token"),
-                    ][..],
-                    None,
-                )
-            }
-            TokensCommand::Delete { id } => {
-                client
-                    .json(Method::DELETE, &format!("/v1/tokens/{}", segment(id)), None)
-                    .await?;
-                (json!({"revoked": id}), &[("REVOKED", "/revoked")][..], None)
-            }
-        },
-        AdminCommand::Queue(command) => match command {
-            QueueCommand::List {
-                state,
-                held,
-                recipient,
-                limit,
-                page_token,
-            } => {
-                let path = format!(
-                    "/v1/queue{}",
-                    query(&[
-                        ("state", state.clone()),
-                        ("held", held.then(|| "true".to_owned())),
-                        ("recipient", recipient.clone()),
-                        ("limit", limit.map(|n| n.to_string())),
-                        ("page_token", page_token.clone()),
-                    ])
-                );
-                let value = client.json(Method::GET, &path, None).await?;
-                (value, QUEUE_COLUMNS, Some("/messages"))
-            }
-            QueueCommand::Show { id } => {
-                let value = client
-                    .json(Method::GET, &format!("/v1/queue/{}", segment(id)), None)
-                    .await?;
-                (value, QUEUE_COLUMNS, None)
-            }
-            QueueCommand::Retry { id }
-            | QueueCommand::Hold { id }
-            | QueueCommand::Release { id } => {
-                let action = match command {
-                    QueueCommand::Retry { .. } => "retry",
-                    QueueCommand::Hold { .. } => "hold",
-                    _ => "release",
-                };
-                let value = client
-                    .json(
-                        Method::POST,
-                        &format!("/v1/queue/{}/{action}", segment(id)),
-                        None,
-                    )
-                    .await?;
-                (value, QUEUE_COLUMNS, None)
-            }
-            QueueCommand::Delete { id, notify_sender } => {
-                let path = format!(
-                    "/v1/queue/{}{}",
-                    segment(id),
-                    query(&[("notify_sender", notify_sender.then(|| "true".to_owned()))])
-                );
-                client.json(Method::DELETE, &path, None).await?;
-                (json!({"deleted": id}), &[("DELETED", "/deleted")][..], None)
-            }
-        },
-        AdminCommand::Stats => {
-            let value = client.json(Method::GET, "/v1/stats", None).await?;
-            if args.json {
-                (value, &[][..], None)
-            } else {
-                println!("{}", stats_text(&value));
+        let (value, columns, list) = match self.view {
+            View::Text(text) => {
+                println!("{text}");
                 return Ok(());
             }
+            View::Rows {
+                value,
+                columns,
+                list,
+            } => (value, columns, list),
+        };
+        let rows: Vec<Value> = match list {
+            Some(pointer) => value
+                .pointer(pointer)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            None => vec![value.clone()],
+        };
+        println!("{}", table(columns, &rows));
+        if let Some(next) = value.pointer("/next_page_token").and_then(Value::as_str) {
+            println!("next page: --page-token {next}");
         }
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
+        Ok(())
     }
-    let rows: Vec<Value> = match list {
-        Some(pointer) => value
-            .pointer(pointer)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default(),
-        None => vec![value.clone()],
+}
+
+async fn execute(client: &ApiClient, args: &AdminArgs) -> anyhow::Result<()> {
+    let output = match &args.command {
+        AdminCommand::Accounts(command) => accounts::run(client, command).await?,
+        AdminCommand::Identities(command) => identities::run(client, command).await?,
+        AdminCommand::Plans(command) => plans::run(client, command).await?,
+        AdminCommand::Vouchers(command) => vouchers::run(client, command).await?,
+        AdminCommand::Tokens(command) => tokens::run(client, command).await?,
+        AdminCommand::Queue(command) => queue::run(client, command).await?,
+        AdminCommand::Stats => stats::run(client).await?,
     };
-    println!("{}", table(columns, &rows));
-    if let Some(next) = value.pointer("/next_page_token").and_then(Value::as_str) {
-        println!("next page: --page-token {next}");
-    }
-    Ok(())
+    output.print(args.json)
 }
 
 fn cell(value: Option<&Value>) -> String {
@@ -734,52 +435,10 @@ pub fn table(columns: &[(&str, &str)], rows: &[Value]) -> String {
     out.join("\n")
 }
 
-fn stats_text(value: &Value) -> String {
-    let mut lines = Vec::new();
-    let counts = |key: &str| match value.get(key).and_then(Value::as_object) {
-        Some(map) => map
-            .iter()
-            .map(|(name, count)| format!("{name} {count}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        None => "unavailable".to_owned(),
-    };
-    lines.push(format!("accounts      {}", counts("accounts_by_state")));
-    lines.push(format!("identities    {}", counts("identities_by_state")));
-    lines.push(format!(
-        "delivered     {} today",
-        cell(value.get("messages_delivered_today"))
-    ));
-    lines.push(format!(
-        "queue         depth {}, oldest {} s",
-        cell(value.get("queue_depth")),
-        cell(value.get("queue_oldest_age_seconds"))
-    ));
-    lines.push(format!(
-        "tor control   {}",
-        match value.get("tor_control_connected").and_then(Value::as_bool) {
-            Some(true) => "connected",
-            Some(false) => "disconnected",
-            None => "unknown",
-        }
-    ));
-    if let Some(list) = value.get("unavailable_services").and_then(Value::as_array)
-        && !list.is_empty()
-    {
-        lines.push(format!(
-            "unavailable   {}",
-            list.iter()
-                .map(|item| cell(Some(item)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    lines.join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn tables_pad_columns_and_show_absent_values() {
@@ -796,5 +455,22 @@ mod tests {
             &rows,
         );
         assert_eq!(text, "ID   LOGIN  USED\na1   alice  5\nb22  bo     -");
+    }
+
+    #[test]
+    fn queries_come_from_the_routes_query_types() {
+        let filters = crate::api::accounts::ListAccountsQuery {
+            state: Some(crate::api::accounts::AccountState::Grace),
+            limit: Some(10),
+            page_token: None,
+        };
+        assert_eq!(query(&filters).unwrap(), "?state=grace&limit=10");
+        let none = crate::api::accounts::ListAccountsQuery {
+            state: None,
+            limit: None,
+            page_token: None,
+        };
+        assert_eq!(query(&none).unwrap(), "");
+        assert!(word::<crate::api::accounts::AccountState>("state", "gone").is_err());
     }
 }
