@@ -3,8 +3,8 @@
 //! It owns no data but its own bearer tokens: every operation is a gRPC call to the service that
 //! owns the data (imap: accounts, plans, vouchers; onion: onions; keys: keys and address books),
 //! through the runtime's [`Directory`], so the API works the same whether those services run in
-//! this process or in their own containers. It ties an identity's three parts together (see
-//! [`api::identities`]). This crate holds the probes (`/healthz`, `/readyz`), `/metrics`, the
+//! this process or in their own containers. It holds no domain logic: an identity's lifecycle is
+//! one call on imap's contract (see [`api::identities`]). This crate holds the probes (`/healthz`, `/readyz`), `/metrics`, the
 //! `/v1` routes with their OpenAPI document (`/openapi.json`, rendered at `/docs`), the
 //! `onionpost.admin.v1.Admin` statistics call, and the `onionpost admin` command line
 //! ([`cli`]), which is a client of this HTTP API.

@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod error;
 pub mod flags;
 pub mod grpc;
+pub mod lifecycle;
 pub mod mail;
 pub mod mailstore;
 pub mod message;

@@ -391,6 +391,18 @@ async fn verify_password(password: String, hash: String) -> Result<bool, ImapErr
     .map_err(|error| ImapError::Internal(format!("password check task: {error}")))
 }
 
+/// An identity's display name: it goes into a key's user ID and a record, so it is bounded and
+/// has no control characters.
+pub(crate) fn check_display_name(display_name: &str) -> Result<(), ImapError> {
+    if display_name.len() > 256 || display_name.chars().any(char::is_control) {
+        return Err(ImapError::invalid(
+            "display_name",
+            "too long or has control characters",
+        ));
+    }
+    Ok(())
+}
+
 /// Canonical `local@<56 base32>.onion`, with subdomain labels before the onion removed, and
 /// the onion host alone.
 fn canonical_address(address: &str) -> Result<(String, String), ImapError> {
@@ -900,12 +912,7 @@ impl ImapService {
             ));
         }
         let (address, onion) = canonical_address(address)?;
-        if display_name.len() > 256 || display_name.chars().any(char::is_control) {
-            return Err(ImapError::invalid(
-                "display_name",
-                "too long or has control characters",
-            ));
-        }
+        check_display_name(display_name)?;
         let account = self.account(account_id).await?;
         let record = IdentityRecord {
             identity_id: identity_id.to_owned(),
