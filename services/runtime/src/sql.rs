@@ -51,24 +51,22 @@ impl Dialect for Sqlite {
         String::new()
     }
 
-    fn execute_erasing<'q>(
+    async fn execute_erasing<'q>(
         pool: &'q Pool<Self>,
         statement: Query<'q, Self, <Self as sqlx::Database>::Arguments<'q>>,
-    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'q {
-        async move {
-            // One connection for all three: `secure_delete` is a setting of the connection.
-            let mut connection = pool.acquire().await?;
-            sqlx::query("PRAGMA secure_delete = ON")
-                .execute(&mut *connection)
-                .await?;
-            let affected = statement.execute(&mut *connection).await?.rows_affected();
-            // The WAL still holds the page as it was before; copy the new page back into the
-            // main file and empty the WAL.
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&mut *connection)
-                .await?;
-            Ok(affected)
-        }
+    ) -> Result<u64, sqlx::Error> {
+        // One connection for all three: `secure_delete` is a setting of the connection.
+        let mut connection = pool.acquire().await?;
+        sqlx::query("PRAGMA secure_delete = ON")
+            .execute(&mut *connection)
+            .await?;
+        let affected = statement.execute(&mut *connection).await?.rows_affected();
+        // The WAL still holds the page as it was before; copy the new page back into the main
+        // file and empty the WAL.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *connection)
+            .await?;
+        Ok(affected)
     }
 }
 
@@ -81,11 +79,11 @@ impl Dialect for Postgres {
         format!("FOR UPDATE OF {table} SKIP LOCKED")
     }
 
-    fn execute_erasing<'q>(
+    async fn execute_erasing<'q>(
         pool: &'q Pool<Self>,
         statement: Query<'q, Self, <Self as sqlx::Database>::Arguments<'q>>,
-    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send + 'q {
-        async move { Ok(statement.execute(pool).await?.rows_affected()) }
+    ) -> Result<u64, sqlx::Error> {
+        Ok(statement.execute(pool).await?.rows_affected())
     }
 }
 
@@ -174,7 +172,7 @@ mod tests {
         );
         assert_eq!(Sqlite::sql(sql), sql);
         assert_eq!(Postgres::sql("SELECT 1"), "SELECT 1");
-        let many = vec!["?"; 12].join(", ");
+        let many = ["?"; 12].join(", ");
         assert!(Postgres::sql(&many).ends_with("$10, $11, $12"));
     }
 
