@@ -9,6 +9,8 @@
 //!   reflection, graceful shutdown with a drain timeout.
 //! - [`db`]: SQLite (one file per service) or PostgreSQL (one schema per service) with
 //!   migrations; [`conformance`] runs one store test suite against both.
+//! - [`sql`]: the one SQL dialect stores are written in (placeholders, row locks, erasing a
+//!   secret) and the one shape of a store ([`sql_store!`]).
 
 pub mod config;
 pub mod conformance;
@@ -17,6 +19,7 @@ pub mod grpc;
 pub mod rate;
 pub mod seal;
 pub mod service;
+pub mod sql;
 pub mod telemetry;
 pub mod tls;
 
