@@ -430,6 +430,19 @@ mod tests {
         WatchOnionsResponse { snapshot, onions }
     }
 
+    /// A snapshot holding one online onion, `id-1`, with one port.
+    async fn online_with_one_port<F, Fut>(
+        follower: &mut Listeners<F>,
+        purpose: PortPurpose,
+        target: SocketAddr,
+    ) where
+        F: Fn(Binding) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let only = onion("id-1", OnionState::Online, &[(purpose, target)]);
+        follower.apply(&update(true, vec![only])).await;
+    }
+
     /// A port free on every interface a moment ago.
     fn free_port() -> u16 {
         std::net::TcpListener::bind("0.0.0.0:0")
@@ -539,16 +552,7 @@ mod tests {
         let port = free_port();
         // TEST-NET-1 (RFC 5737): never an address of this host.
         let unavailable: SocketAddr = ([192, 0, 2, 1], port).into();
-        follower
-            .apply(&update(
-                true,
-                vec![onion(
-                    "id-1",
-                    OnionState::Online,
-                    &[(PortPurpose::Submission, unavailable)],
-                )],
-            ))
-            .await;
+        online_with_one_port(&mut follower, PortPurpose::Submission, unavailable).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(served.lock().unwrap().is_empty());
         assert!(
@@ -568,16 +572,7 @@ mod tests {
         let mut follower = listeners(&[PortPurpose::Imap], &served, &shutdown);
         let blocker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let target = blocker.local_addr().unwrap();
-        follower
-            .apply(&update(
-                true,
-                vec![onion(
-                    "id-1",
-                    OnionState::Online,
-                    &[(PortPurpose::Imap, target)],
-                )],
-            ))
-            .await;
+        online_with_one_port(&mut follower, PortPurpose::Imap, target).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(served.lock().unwrap().is_empty());
         drop(blocker);
