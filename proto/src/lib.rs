@@ -9,6 +9,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub mod clients;
+
 /// The onion service: identity onion services on tor.
 pub mod onion {
     /// Version 1 of the contract, package `onionpost.onion.v1`.

@@ -18,7 +18,7 @@ pub mod grpc;
 pub mod store;
 pub mod validate;
 
-use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
+use onionpost_proto::clients;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,28 +107,23 @@ impl AdminState {
     }
 
     pub fn imap(&self) -> Result<ImapClient<Transport>, AdminError> {
-        Ok(ImapClient::new(self.transport(ServiceName::Imap)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(clients::imap(self.transport(ServiceName::Imap)?))
     }
 
     pub fn onion(&self) -> Result<OnionClient<Transport>, AdminError> {
-        Ok(OnionClient::new(self.transport(ServiceName::Onion)?))
+        Ok(clients::onion(self.transport(ServiceName::Onion)?))
     }
 
     pub fn queue(&self) -> Result<QueueClient<Transport>, AdminError> {
-        Ok(QueueClient::new(self.transport(ServiceName::Queue)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(clients::queue(self.transport(ServiceName::Queue)?))
     }
 
     pub fn gateway(&self) -> Result<GatewayClient<Transport>, AdminError> {
-        Ok(GatewayClient::new(self.transport(ServiceName::Gateway)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(clients::gateway(self.transport(ServiceName::Gateway)?))
     }
 
     pub fn keys(&self) -> Result<KeysClient<Transport>, AdminError> {
-        Ok(KeysClient::new(self.transport(ServiceName::Keys)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(clients::keys(self.transport(ServiceName::Keys)?))
     }
 }
 

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use onionpost_proto::gateway::v1 as pb;
 use onionpost_proto::imap::v1::AccountState;
+pub use onionpost_runtime::time::now_ms;
+use onionpost_runtime::time::timestamp;
 use onionpost_smtp_client::{Outcome, Reply};
 
 use crate::backend::Backend;
@@ -29,21 +31,9 @@ pub struct GatewayService {
     outbound: Outbound,
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// Today's UTC date, the key of daily counters.
 pub fn today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
-}
-
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
-    }
 }
 
 impl GatewayService {

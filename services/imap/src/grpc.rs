@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use onionpost_proto::imap::v1 as pb;
 use onionpost_proto::imap::v1::imap_server::Imap;
+use onionpost_runtime::time;
 use tonic::{Request, Response, Status};
 
 use crate::error::ImapError;
@@ -60,18 +61,11 @@ impl From<ImapError> for Status {
 }
 
 fn timestamp(ms: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    })
+    Some(time::timestamp(ms))
 }
 
-fn from_timestamp(time: &prost_types::Timestamp) -> DateTime<Utc> {
-    from_ms(
-        time.seconds
-            .saturating_mul(1000)
-            .saturating_add(i64::from(time.nanos / 1_000_000)),
-    )
+fn from_timestamp(value: &prost_types::Timestamp) -> DateTime<Utc> {
+    from_ms(time::timestamp_ms(value))
 }
 
 fn state_to_pb(state: AccountState) -> pb::AccountState {

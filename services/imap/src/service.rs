@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use onionpost_runtime::Database;
 use onionpost_runtime::config::AccountSettings;
 use onionpost_runtime::seal::CarrierSecret;
+pub(crate) use onionpost_runtime::time::{from_ms, to_ms};
 use sha2::Digest;
 use tokio::sync::broadcast;
 
@@ -285,14 +286,6 @@ pub async fn open_store(
     clock: Arc<dyn Clock>,
 ) -> Result<ImapService, ImapError> {
     ImapService::open(database, secret, clock, default_settings()).await
-}
-
-pub(crate) fn to_ms(time: DateTime<Utc>) -> i64 {
-    time.timestamp_millis()
-}
-
-pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
 /// Lower-case ASCII letters, digits, `.`, `_`, `-`, starting with a letter or digit.

@@ -7,20 +7,17 @@
 //! records every recipient's outcome, with its retry time, final state and DSN, in one
 //! transaction. Local messages (DSNs) go to the imap service instead.
 
-use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
+use onionpost_proto::clients;
+use onionpost_runtime::time;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use onionpost_proto::ServiceName;
 use onionpost_proto::gateway::v1 as gateway_pb;
-use onionpost_proto::gateway::v1::gateway_client::GatewayClient;
 use onionpost_proto::imap::v1 as imap_pb;
-use onionpost_proto::imap::v1::imap_client::ImapClient;
 use onionpost_proto::keys::v1 as keys_pb;
-use onionpost_proto::keys::v1::keys_client::KeysClient;
 use onionpost_proto::smtp_out::v1 as smtp_pb;
-use onionpost_proto::smtp_out::v1::smtp_out_client::SmtpOutClient;
 use onionpost_runtime::Directory;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -88,7 +85,7 @@ impl Scheduler {
         loop {
             tokio::time::sleep(LEASE_RENEWAL).await;
             let now = self.service.now_ms();
-            let until = now.saturating_add(LEASE.as_millis() as i64);
+            let until = now.saturating_add(time::duration_ms(LEASE));
             match self
                 .service
                 .store()
@@ -124,7 +121,7 @@ impl Scheduler {
             let available = self.sessions.available_permits();
             let mut wait = MAX_IDLE;
             if available > 0 {
-                let lease_until = now.saturating_add(LEASE.as_millis() as i64);
+                let lease_until = now.saturating_add(time::duration_ms(LEASE));
                 // At most as many recipients as free sessions: every group claimed starts at
                 // once, so no lease ticks away while its recipient waits for a slot.
                 match self
@@ -151,7 +148,7 @@ impl Scheduler {
                         Ok(Some(at)) => {
                             let ms = at
                                 .saturating_sub(now)
-                                .clamp(10, MAX_IDLE.as_millis() as i64);
+                                .clamp(10, time::duration_ms(MAX_IDLE));
                             wait = Duration::from_millis(ms as u64);
                         }
                         Ok(None) => {}
@@ -400,7 +397,7 @@ impl Scheduler {
         let Ok(keys) = self.directory.transport(ServiceName::Keys) else {
             return;
         };
-        let mut client = KeysClient::new(keys);
+        let mut client = clients::keys(keys);
         let mut by_carrier: BTreeMap<String, Vec<&RecipientRecord>> = BTreeMap::new();
         for recipient in recipients {
             let request = keys_pb::GetContactRequest {
@@ -487,9 +484,7 @@ impl Scheduler {
             message: report,
             add_autocrypt_header: false,
         };
-        let mut client = KeysClient::new(keys)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let mut client = clients::keys(keys);
         let encrypted = client.sign_and_encrypt(request);
         match tokio::time::timeout(CARRIED_DSN_TIMEOUT, encrypted).await {
             Ok(Ok(response)) => Some(
@@ -528,9 +523,7 @@ impl Scheduler {
                 return all(&|| Outcome::Temporary(local_reply(&text)));
             }
         };
-        let mut client = SmtpOutClient::new(transport)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let mut client = clients::smtp_out(transport);
         // Own mail is isolated by the sending identity; carried mail by its recipient, so that
         // nothing links the people a carrier holds mail for.
         let isolation_key = match message.origin {
@@ -635,9 +628,7 @@ impl Scheduler {
                 )
             });
         };
-        let mut client = GatewayClient::new(transport)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let mut client = clients::gateway(transport);
         let request = gateway_pb::SendOutboundRequest {
             queue_id: message.queue_id.clone(),
             account_id: message.account_id.clone(),
@@ -689,9 +680,7 @@ impl Scheduler {
             Ok(transport) => transport,
             Err(error) => return Outcome::Temporary(local_reply(&error.to_string())),
         };
-        let mut client = ImapClient::new(transport)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let mut client = clients::imap(transport);
         let request = imap_pb::DeliverRequest {
             identity_id: message.sender_identity_id.clone(),
             mailbox: imap_pb::Mailbox::Inbox as i32,

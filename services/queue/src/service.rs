@@ -79,7 +79,7 @@ impl QueueService {
     }
 
     pub fn now_ms(&self) -> i64 {
-        self.inner.clock.now_ms()
+        onionpost_runtime::time::to_ms(self.inner.clock.now())
     }
 
     pub fn policy(&self) -> RetryPolicy {

@@ -300,7 +300,7 @@ async fn harness() -> Harness {
         smtp,
         imap,
         directory,
-        clock: ManualClock::new(START_MS),
+        clock: ManualClock::at_ms(START_MS),
         _dir: dir,
         db_path,
     }

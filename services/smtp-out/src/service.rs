@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use onionpost_proto::ServiceName;
+use onionpost_proto::clients;
 use onionpost_proto::onion::v1::GetSocksEndpointRequest;
-use onionpost_proto::onion::v1::onion_client::OnionClient;
 use onionpost_runtime::Directory;
 use rand::RngCore;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -280,7 +280,7 @@ impl SmtpOutService {
                 let transport = directory
                     .transport(ServiceName::Onion)
                     .map_err(|error| SmtpOutError::SocksUnavailable(error.to_string()))?;
-                let endpoint = OnionClient::new(transport)
+                let endpoint = clients::onion(transport)
                     .get_socks_endpoint(GetSocksEndpointRequest {})
                     .await
                     .map_err(|status| SmtpOutError::SocksUnavailable(status.message().into()))?
