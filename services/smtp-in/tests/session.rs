@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use onionpost_proto::address::{OnionHost, examples};
 use onionpost_proto::imap::v1::{
     Account, AccountState, AuthenticateResponse, DeliverRequest, DeliverResponse, Identity,
     Mailbox, Refusal, SenderVerification,
@@ -16,15 +17,16 @@ use onionpost_proto::keys::v1::{
 use onionpost_proto::queue::v1::{CheckCarryResponse, EnqueueRequest, Origin};
 use onionpost_runtime::config::PlaintextPolicy;
 use onionpost_smtp_in::session::{
-    ETRN_REPLY, LINE_TOO_LONG, PLAINTEXT_REFUSED, RECIPIENT_REJECTED,
+    BAD_ONION_ADDRESS, ETRN_REPLY, LINE_TOO_LONG, PLAINTEXT_REFUSED, RECIPIENT_REJECTED,
 };
 use onionpost_smtp_in::{Backend, Limits, Mode, Policy, Session, SmtpInError, Stats};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
-const ALICE_ONION: &str = "aliceaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.onion";
-const BOB_ONION: &str = "bobbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.onion";
-const CAROL_ONION: &str = "carolccccccccccccccccccccccccccccccccccccccccccccccccccc.onion";
-const ALICE_ALT_ONION: &str = "alicealtaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.onion";
+// Real v3 onions (keys of 32 equal bytes), since recipients' checksums are verified at RCPT.
+const ALICE_ONION: &str = "mfqwcylbmfqwcylbmfqwcylbmfqwcylbmfqwcylbmfqwcylbmfqwbfad.onion";
+const BOB_ONION: &str = "mjrgeytcmjrgeytcmjrgeytcmjrgeytcmjrgeytcmjrgeytcmjrk3xyd.onion";
+const CAROL_ONION: &str = "mnrwgy3dmnrwgy3dmnrwgy3dmnrwgy3dmnrwgy3dmnrwgy3dmnrvkzqd.onion";
+const ALICE_ALT_ONION: &str = "ifaucqkbifaucqkbifaucqkbifaucqkbifaucqkbifaucqkbifa2mryd.onion";
 
 fn alice() -> String {
     format!("alice@{ALICE_ONION}")
@@ -1229,4 +1231,78 @@ print("sent over", s.sock.version() if s.sock else "closed")
     );
     assert_eq!(backend.enqueued.lock().unwrap().len(), 1);
     stop.cancel();
+}
+
+#[tokio::test]
+async fn an_onion_address_with_a_bad_checksum_is_refused_at_rcpt_with_the_reason() {
+    let backend = fake();
+    backend.keys.lock().unwrap().insert(carol());
+    let mut c = authenticated(backend.clone(), default_policy(), submission()).await;
+    c.send(&format!("MAIL FROM:<{}>", alice())).await;
+    let host = OnionHost::parse(CAROL_ONION).unwrap();
+    let (mistyped, _) = examples::refused_forms(&host).remove(0);
+    assert_eq!(
+        c.send(&format!("RCPT TO:<carol@{mistyped}>")).await,
+        "553 5.1.3 Bad recipient address: the onion address checksum is wrong (mistyped?)"
+    );
+    // The transaction goes on without it; nothing is queued for the mistyped address.
+    assert_eq!(
+        c.send(&format!("RCPT TO:<{}>", carol())).await,
+        "250 2.1.5 Recipient OK"
+    );
+    c.send("DATA").await;
+    c.raw(&submitted(&alice(), &carol())).await;
+    assert_eq!(c.send(".").await, "250 2.0.0 Message queued");
+    let enqueued = backend.enqueued.lock().unwrap();
+    assert!(
+        enqueued
+            .iter()
+            .flat_map(|request| &request.recipients)
+            .all(|recipient| recipient.address == carol()),
+        "{enqueued:?}"
+    );
+}
+
+#[tokio::test]
+async fn shared_address_forms_smtp_in_takes_every_spelling_of_an_onion_and_refuses_bad_ones_at_rcpt()
+ {
+    // Submission: a recipient's onion in every accepted spelling, each bad one refused.
+    let backend = fake();
+    backend.keys.lock().unwrap().insert(carol());
+    let mut c = authenticated(backend.clone(), default_policy(), submission()).await;
+    c.send(&format!("MAIL FROM:<{}>", alice())).await;
+    let carol_host = OnionHost::parse(CAROL_ONION).unwrap();
+    for form in examples::accepted_forms(&carol_host) {
+        assert_eq!(
+            c.send(&format!("RCPT TO:<Carol@{form}>")).await,
+            "250 2.1.5 Recipient OK",
+            "{form}"
+        );
+    }
+    for (form, kind) in examples::refused_forms(&carol_host) {
+        assert_eq!(
+            c.send(&format!("RCPT TO:<carol@{form}>")).await,
+            format!("{BAD_ONION_ADDRESS} {kind}"),
+            "{form}"
+        );
+    }
+    // The MX: the identity's own onion in every accepted spelling; bad ones refused alike.
+    let (mut c, _) = Client::start(fake(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    let alice_host = OnionHost::parse(ALICE_ONION).unwrap();
+    for form in examples::accepted_forms(&alice_host) {
+        assert_eq!(
+            c.send(&format!("RCPT TO:<alice@{form}>")).await,
+            "250 2.1.5 Recipient OK",
+            "{form}"
+        );
+    }
+    for (form, kind) in examples::refused_forms(&alice_host) {
+        assert_eq!(
+            c.send(&format!("RCPT TO:<alice@{form}>")).await,
+            format!("{BAD_ONION_ADDRESS} {kind}"),
+            "{form}"
+        );
+    }
 }
