@@ -1263,46 +1263,37 @@ async fn an_onion_address_with_a_bad_checksum_is_refused_at_rcpt_with_the_reason
     );
 }
 
+/// RCPT for `local` at every accepted spelling of `onion` (each taken) and at each refused form
+/// (each refused with the parser's reason).
+async fn rcpt_every_spelling(c: &mut Client, local: &str, onion: &str) {
+    let host = OnionHost::parse(onion).unwrap();
+    for form in examples::accepted_forms(&host) {
+        assert_eq!(
+            c.send(&format!("RCPT TO:<{local}@{form}>")).await,
+            "250 2.1.5 Recipient OK",
+            "{form}"
+        );
+    }
+    for (form, kind) in examples::refused_forms(&host) {
+        assert_eq!(
+            c.send(&format!("RCPT TO:<{local}@{form}>")).await,
+            format!("{BAD_ONION_ADDRESS} {kind}"),
+            "{form}"
+        );
+    }
+}
+
 #[tokio::test]
-async fn shared_address_forms_smtp_in_takes_every_spelling_of_an_onion_and_refuses_bad_ones_at_rcpt()
- {
-    // Submission: a recipient's onion in every accepted spelling, each bad one refused.
+async fn shared_address_forms_smtp_in_rcpt_on_submission_and_mx() {
+    // Submission: a recipient's onion in every spelling.
     let backend = fake();
     backend.keys.lock().unwrap().insert(carol());
     let mut c = authenticated(backend.clone(), default_policy(), submission()).await;
     c.send(&format!("MAIL FROM:<{}>", alice())).await;
-    let carol_host = OnionHost::parse(CAROL_ONION).unwrap();
-    for form in examples::accepted_forms(&carol_host) {
-        assert_eq!(
-            c.send(&format!("RCPT TO:<Carol@{form}>")).await,
-            "250 2.1.5 Recipient OK",
-            "{form}"
-        );
-    }
-    for (form, kind) in examples::refused_forms(&carol_host) {
-        assert_eq!(
-            c.send(&format!("RCPT TO:<carol@{form}>")).await,
-            format!("{BAD_ONION_ADDRESS} {kind}"),
-            "{form}"
-        );
-    }
-    // The MX: the identity's own onion in every accepted spelling; bad ones refused alike.
+    rcpt_every_spelling(&mut c, "Carol", CAROL_ONION).await;
+    // The MX: the identity's own onion in every spelling.
     let (mut c, _) = Client::start(fake(), default_policy(), mx()).await;
     c.send("EHLO peer").await;
     c.send(&format!("MAIL FROM:<{}>", carol())).await;
-    let alice_host = OnionHost::parse(ALICE_ONION).unwrap();
-    for form in examples::accepted_forms(&alice_host) {
-        assert_eq!(
-            c.send(&format!("RCPT TO:<alice@{form}>")).await,
-            "250 2.1.5 Recipient OK",
-            "{form}"
-        );
-    }
-    for (form, kind) in examples::refused_forms(&alice_host) {
-        assert_eq!(
-            c.send(&format!("RCPT TO:<alice@{form}>")).await,
-            format!("{BAD_ONION_ADDRESS} {kind}"),
-            "{form}"
-        );
-    }
+    rcpt_every_spelling(&mut c, "alice", ALICE_ONION).await;
 }
