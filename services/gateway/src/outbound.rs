@@ -216,18 +216,6 @@ impl Outbound {
         }
     }
 
-    /// The exchanges of an MX answer the gateway may connect to. An exchange under `.onion` is never
-    /// resolved (design: no DNS for `.onion`, ever), and one written as an IP address is no host
-    /// name (RFC 5321 §5.1: an MX names a host) and could point inside the carrier's network.
-    fn clearnet_exchanges(hosts: Vec<String>) -> Vec<String> {
-        hosts
-            .into_iter()
-            .filter(|host| {
-                !host.is_empty() && !is_onion_name(host) && !crate::alias::is_ip_like(host)
-            })
-            .collect()
-    }
-
     /// The addresses of `host` (an IP literal stays as it is).
     async fn addresses(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
         if let Ok(ip) = host.parse::<IpAddr>() {
@@ -315,6 +303,16 @@ impl Outbound {
         }
         temporary(&last_error)
     }
+}
+
+/// The exchanges of an MX answer the gateway may connect to. An exchange under `.onion` is never
+/// resolved (design: no DNS for `.onion`, ever), and one written as an IP address is no host
+/// name (RFC 5321 §5.1: an MX names a host) and could point inside the carrier's network.
+fn clearnet_exchanges(hosts: Vec<String>) -> Vec<String> {
+    hosts
+        .into_iter()
+        .filter(|host| !host.is_empty() && !is_onion_name(host) && !crate::alias::is_ip_like(host))
+        .collect()
 }
 
 fn server_name(host: &str) -> ServerName<'static> {
