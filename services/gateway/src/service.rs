@@ -17,6 +17,10 @@ use crate::{GatewayError, alias, rewrite};
 
 /// Largest page of aliases.
 const MAX_PAGE: u32 = 500;
+/// The refusal of a message whose body names an onion address (`local@….onion`): sent to the
+/// clearnet it would tie the alias to the identity.
+pub const BODY_NAMES_AN_ONION: &str = "the message names an onion address in its body; the \
+     gateway carries no onion address to the clearnet (remove it, e.g. from a quoted reply)";
 
 /// The gateway service.
 #[derive(Clone)]
@@ -179,6 +183,11 @@ impl GatewayService {
         &self,
         request: &pb::SendOutboundRequest,
     ) -> Result<Option<String>, GatewayError> {
+        // The header's onion addresses are rewritten; the body's cannot be, so it is refused.
+        let (_, body) = rewrite::split(&request.message);
+        if rewrite::names_onion_address(body) {
+            return Ok(Some(BODY_NAMES_AN_ONION.into()));
+        }
         let account = match self.backend.account(&request.account_id).await {
             Ok(account) => account,
             Err(GatewayError::NotFound(_)) => return Ok(Some("no such account".into())),

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Utc};
+use onionpost_proto::address::{Address, OnionHost};
 use onionpost_runtime::Database;
 use onionpost_runtime::config::AccountSettings;
 use onionpost_runtime::seal::CarrierSecret;
@@ -396,39 +397,18 @@ pub(crate) fn check_display_name(display_name: &str) -> Result<(), ImapError> {
     Ok(())
 }
 
-/// Canonical `local@<56 base32>.onion`, with subdomain labels before the onion removed, and
-/// the onion host alone.
+/// Canonical `local@<56 base32>.onion` (the carrier-wide parser of `onionpost_proto::address`:
+/// checksum verified, subdomain labels before the onion removed), and the onion host alone.
 fn canonical_address(address: &str) -> Result<(String, String), ImapError> {
-    let address = address.trim().to_ascii_lowercase();
-    let Some((local, host)) = address.rsplit_once('@') else {
-        return Err(ImapError::invalid("address", "must be local@<onion>.onion"));
-    };
-    let onion = canonical_onion(host)?;
-    if local.is_empty()
-        || local.len() > 64
-        || local.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(ImapError::invalid("address", "the local part is not valid"));
-    }
-    Ok((format!("{local}@{onion}"), onion))
+    let address = Address::parse(address.trim())
+        .map_err(|error| ImapError::invalid("address", error.to_string()))?;
+    Ok((address.to_string(), address.host().to_string()))
 }
 
 fn canonical_onion(host: &str) -> Result<String, ImapError> {
-    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
-    let labels: Vec<&str> = host.split('.').collect();
-    let valid = labels.len() >= 2
-        && labels[labels.len() - 1] == "onion"
-        && labels[labels.len() - 2].len() == 56
-        && labels[labels.len() - 2]
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c));
-    if !valid {
-        return Err(ImapError::invalid(
-            "address",
-            "the host must be a v3 onion (56 base32 characters then .onion)",
-        ));
-    }
-    Ok(format!("{}.onion", labels[labels.len() - 2]))
+    OnionHost::parse(host.trim())
+        .map(|host| host.to_string())
+        .map_err(|error| ImapError::invalid("address", error.to_string()))
 }
 
 /// The canonical bytes of a voucher code: Crockford base32, so case, dashes, spaces and the
@@ -1233,13 +1213,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shared_address_forms_imap_canonicalises_every_spelling_and_refuses_bad_ones() {
+        use onionpost_proto::address::examples;
+        let host = OnionHost::from_ed25519(&[b'i'; 32]);
+        for form in examples::accepted_forms(&host) {
+            let (address, onion) = canonical_address(&format!("Bob@{form}")).unwrap();
+            assert_eq!(address, format!("bob@{host}"), "{form}");
+            assert_eq!(onion, host.as_str(), "{form}");
+            assert_eq!(canonical_onion(&form).unwrap(), host.as_str(), "{form}");
+        }
+        for (form, kind) in examples::refused_forms(&host) {
+            let error = canonical_address(&format!("bob@{form}")).unwrap_err();
+            assert!(
+                error.to_string().contains(&kind.to_string()),
+                "{form}: {error}"
+            );
+            assert!(canonical_onion(&form).is_err(), "{form}");
+        }
+    }
+
+    #[test]
     fn logins_addresses_and_codes() {
         assert_eq!(validate_login(" Alice.B ").unwrap(), "alice.b");
         assert!(validate_login("").is_err());
         assert!(validate_login(&"a".repeat(65)).is_err());
         assert!(validate_login("-x").is_err());
         assert!(validate_login("a b").is_err());
-        let onion = format!("{}.onion", "a".repeat(56));
+        // A real v3 onion: the checksum is verified since addresses use the carrier-wide parser.
+        let onion = OnionHost::from_ed25519(&[7; 32]).to_string();
         let (address, host) = canonical_address(&format!("Bob@www.{onion}")).unwrap();
         assert_eq!(address, format!("bob@{onion}"));
         assert_eq!(host, onion);

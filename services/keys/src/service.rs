@@ -1726,10 +1726,7 @@ fn is_clearnet_address(text: &str) -> bool {
     text.trim().rsplit_once('@').is_some_and(|(local, domain)| {
         !local.is_empty()
             && domain.contains('.')
-            && !domain
-                .to_ascii_lowercase()
-                .trim_end_matches('.')
-                .ends_with(".onion")
+            && !onionpost_proto::address::is_onion_name(domain)
     })
 }
 

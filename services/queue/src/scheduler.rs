@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onionpost_proto::ServiceName;
+use onionpost_proto::address::{OnionHost, is_onion_name};
 use onionpost_proto::gateway::v1 as gateway_pb;
 use onionpost_proto::imap::v1 as imap_pb;
 use onionpost_proto::keys::v1 as keys_pb;
@@ -514,6 +515,19 @@ impl Scheduler {
     ) -> Vec<Outcome> {
         let all = |outcome: &dyn Fn() -> Outcome| recipients.iter().map(|_| outcome()).collect();
         if !is_v3_onion(destination) {
+            // A name under .onion that is no v3 onion (a typing error: its checksum, length or
+            // version is wrong) is never sent to the clearnet, and no retry can reach it.
+            if let Err(error) = OnionHost::parse(destination)
+                && is_onion_name(destination)
+            {
+                return all(&|| {
+                    Outcome::Permanent(Reply {
+                        code: 553,
+                        enhanced_status: "5.1.3".into(),
+                        text: error.to_string(),
+                    })
+                });
+            }
             return self.deliver_clearnet(message, recipients, body).await;
         }
         let transport = match self.directory.transport(ServiceName::SmtpOut) {

@@ -143,12 +143,16 @@ pub enum AfterRecord {
 /// One UTC day in milliseconds: carried mail is counted per address and day.
 pub const DAY_MS: i64 = 86_400_000;
 
-/// The domain of an address, lower case (`carol@X.onion` → `x.onion`).
+/// The domain of an address, lower case (`carol@X.onion` → `x.onion`); a v3 onion in its
+/// canonical form (`carol@www.X.onion` → `x.onion`), so one onion is one destination.
 pub fn domain_of(address: &str) -> String {
-    address
+    let domain = address
         .rsplit_once('@')
         .map(|(_, domain)| domain)
         .unwrap_or_default()
-        .trim_end_matches('>')
-        .to_ascii_lowercase()
+        .trim_end_matches('>');
+    match onionpost_proto::address::OnionHost::parse(domain) {
+        Ok(onion) => onion.to_string(),
+        Err(_) => domain.to_ascii_lowercase(),
+    }
 }
