@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 use onionpost_proto::ServiceName;
 use onionpost_proto::keys::v1 as keys;
 use onionpost_proto::keys::v1::keys_client::KeysClient;
@@ -75,13 +74,15 @@ impl GrpcParts {
     }
 
     fn onion(&self) -> Result<OnionClient<Transport>, Status> {
-        Ok(OnionClient::new(self.transport(ServiceName::Onion)?))
+        Ok(onionpost_proto::clients::onion(
+            self.transport(ServiceName::Onion)?,
+        ))
     }
 
     fn keys(&self) -> Result<KeysClient<Transport>, Status> {
-        Ok(KeysClient::new(self.transport(ServiceName::Keys)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(onionpost_proto::clients::keys(
+            self.transport(ServiceName::Keys)?,
+        ))
     }
 }
 

@@ -196,6 +196,27 @@ impl Imap for FakeImap {
         Err(Status::unimplemented("not in this fake"))
     }
 
+    async fn create_identity(
+        &self,
+        _request: Request<imap_pb::CreateIdentityRequest>,
+    ) -> Result<Response<imap_pb::CreateIdentityResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn import_identity(
+        &self,
+        _request: Request<imap_pb::ImportIdentityRequest>,
+    ) -> Result<Response<imap_pb::Identity>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn revoke_identity(
+        &self,
+        _request: Request<imap_pb::RevokeIdentityRequest>,
+    ) -> Result<Response<imap_pb::RevokeIdentityResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     async fn get_identity(
         &self,
         _request: Request<imap_pb::GetIdentityRequest>,
@@ -754,6 +775,7 @@ impl onionpost_keys::fetch::KeyFetcher for NoNetwork {
     async fn fetch(
         &self,
         _address: &onionpost_keys::Address,
+        _on_behalf_of: &str,
     ) -> Result<onionpost_keys::Cert, onionpost_keys::KeysError> {
         Err(onionpost_keys::KeysError::KeyNotFound)
     }
@@ -761,6 +783,7 @@ impl onionpost_keys::fetch::KeyFetcher for NoNetwork {
     async fn fetch_carriers(
         &self,
         _address: &onionpost_keys::Address,
+        _on_behalf_of: &str,
     ) -> Result<Option<Vec<u8>>, onionpost_keys::KeysError> {
         Ok(None)
     }

@@ -7,7 +7,6 @@
 //! smtp-in does not speak STARTTLS yet.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use onionpost_proto::ServiceName;
