@@ -90,9 +90,11 @@ impl std::error::Error for AddressError {}
 /// allowed), valid or not. Such a name is never looked up in DNS nor sent to the clearnet: a
 /// caller routes it to [`OnionHost::parse`] and refuses it if that fails.
 pub fn is_onion_name(domain: &str) -> bool {
-    let name = domain.strip_suffix('.').unwrap_or(domain);
+    // Compared as bytes: the name may hold any UTF-8, and a `str` cut six bytes from its end
+    // can fall inside a character (found by schemathesis: a carrier's admin API panicked).
+    let name = domain.strip_suffix('.').unwrap_or(domain).as_bytes();
     name.len() >= ".onion".len()
-        && name[name.len() - ".onion".len()..].eq_ignore_ascii_case(".onion")
+        && name[name.len() - ".onion".len()..].eq_ignore_ascii_case(b".onion")
 }
 
 /// A v3 onion host, checksum verified, in canonical form `<56 base32>.onion`.
@@ -335,6 +337,17 @@ mod tests {
 
     fn host_from_raw(raw: &[u8]) -> String {
         format!("{}.onion", base32::encode(BASE32, raw))
+    }
+
+    #[test]
+    fn names_of_any_utf8_are_refused_without_panicking() {
+        for name in ["\u{800}\u{10000}", "é.onion", "xé", "\u{10000}onion", "ü"] {
+            assert!(
+                !is_onion_name(name) || OnionHost::parse(name).is_err(),
+                "{name}"
+            );
+            assert!(Address::parse(&format!("a@{name}")).is_err(), "{name}");
+        }
     }
 
     #[test]

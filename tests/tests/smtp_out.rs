@@ -93,8 +93,9 @@ async fn delivers_through_tor_with_an_outcome_per_recipient() -> anyhow::Result<
     );
 
     // ETRN reaches the server and its reply comes back.
+    let flushed = onionpost_proto::address::OnionHost::from_ed25519(&[b'c'; 32]).to_string();
     let reply = service
-        .etrn(&onion, &format!("{}.onion", "c".repeat(56)), "identity-c")
+        .etrn(&onion, &flushed, "identity-c")
         .await?
         .map_err(anyhow::Error::msg)?;
     ensure!(reply.code == 250, "{reply:?}");
@@ -103,7 +104,7 @@ async fn delivers_through_tor_with_an_outcome_per_recipient() -> anyhow::Result<
             .unwrap()
             .commands
             .iter()
-            .any(|command| command == &format!("ETRN {}.onion", "c".repeat(56)))
+            .any(|command| command == &format!("ETRN {flushed}"))
     );
 
     // An onion nobody serves: a temporary failure with the reason, within the connect limit.

@@ -100,9 +100,13 @@ pub async fn drain(url: &str, workers: usize, recipients: usize) -> anyhow::Resu
                         sender_identity_id: "id-alice".into(),
                         reverse_path: format!("alice@{}.onion", "a".repeat(56)),
                         recipients: vec![NewRecipient {
+                            // A real v3 onion per destination: recipients are parsed with
+                            // their checksum verified.
                             address: format!(
-                                "rcpt{n}@{}.onion",
-                                destination.to_string().repeat(56)
+                                "rcpt{n}@{}",
+                                onionpost_proto::address::OnionHost::from_ed25519(
+                                    &[destination as u8; 32]
+                                )
                             ),
                             notify: vec![],
                             original_recipient: String::new(),
