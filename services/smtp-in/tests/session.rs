@@ -16,7 +16,7 @@ use onionpost_proto::keys::v1::{
 use onionpost_proto::queue::v1::{CheckCarryResponse, EnqueueRequest, Origin};
 use onionpost_runtime::config::PlaintextPolicy;
 use onionpost_smtp_in::session::{
-    ETRN_REPLY, LINE_TOO_LONG, PLAINTEXT_REFUSED, RECIPIENT_REJECTED,
+    AUTH_INVALID, ETRN_REPLY, LINE_TOO_LONG, PLAINTEXT_REFUSED, RECIPIENT_REJECTED,
 };
 use onionpost_smtp_in::{Backend, Limits, Mode, Policy, Session, SmtpInError, Stats};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
@@ -851,6 +851,39 @@ async fn auth_is_refused_where_it_is_not_allowed() {
         c.send("AUTH PLAIN AGFsaWNlAHNlY3JldCBwYXNz").await,
         "538 5.7.11 Encryption required for requested authentication mechanism"
     );
+}
+
+#[tokio::test]
+async fn auth_through_another_identitys_onion_reads_like_a_wrong_password() {
+    // Alice's account is co-hosted with bob's identity. Through bob's onion her correct
+    // password must get exactly what a wrong one gets, and so must everything after it.
+    let bobs_onion = || Mode::Submission {
+        onion_identity: Some("id-bob".to_owned()),
+        auth_allowed: true,
+    };
+    let mut transcripts = Vec::new();
+    // \0alice\0secret pass, then \0alice\0wrong.
+    for auth in [
+        "AUTH PLAIN AGFsaWNlAHNlY3JldCBwYXNz",
+        "AUTH PLAIN AGFsaWNlAHdyb25n",
+    ] {
+        let (mut c, greeting) = Client::start(fake(), default_policy(), bobs_onion()).await;
+        let mut transcript = vec![greeting, c.send("EHLO client").await];
+        transcript.push(c.send(auth).await);
+        transcript.push(c.send(&format!("MAIL FROM:<{}>", alice())).await);
+        transcript.push(c.send(&format!("MAIL FROM:<{}>", bob())).await);
+        transcript.push(c.send("AUTH LOGIN").await);
+        transcripts.push(transcript);
+    }
+    assert_eq!(transcripts[0][2], AUTH_INVALID);
+    assert_eq!(transcripts[0], transcripts[1]);
+
+    // Through her own identity's onion the same login succeeds.
+    let mode = Mode::Submission {
+        onion_identity: Some("id-alt".to_owned()),
+        auth_allowed: true,
+    };
+    authenticated(fake(), default_policy(), mode).await;
 }
 
 #[tokio::test]

@@ -4,9 +4,10 @@
 use base64::Engine as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use onionpost_proto::imap::v1::AuthenticateResponse;
 use onionpost_smtp_server::{Connection, Line};
 
-use super::{MAX_COMMAND_LINE, Mode, Next, Session, State};
+use super::{AUTH_INVALID, MAX_COMMAND_LINE, Mode, Next, Session, State};
 use crate::{Backend, SmtpInError};
 
 impl<B: Backend> Session<B> {
@@ -96,6 +97,12 @@ impl<B: Backend> Session<B> {
             .authenticate(&login, &password, &self.connection_key)
             .await
         {
+            // Through an identity's onion only its owner may log in (design: co-hosting stays
+            // invisible); any other account gets the wrong-password reply, byte for byte, after
+            // the same password check, so neither the reply nor what follows tells them apart.
+            Ok(account) if !self.owns_listener_identity(&account) => {
+                Ok(self.fail(io, state, AUTH_INVALID))
+            }
             Ok(account) => {
                 state.account = Some(account);
                 io.reply("235 2.7.0 Authentication successful");
@@ -105,7 +112,22 @@ impl<B: Backend> Session<B> {
                 tracing::warn!(%error, "authentication unavailable");
                 Ok(self.fail(io, state, "454 4.7.0 Temporary authentication failure"))
             }
-            Err(_) => Ok(self.fail(io, state, "535 5.7.8 Authentication credentials invalid")),
+            Err(_) => Ok(self.fail(io, state, AUTH_INVALID)),
+        }
+    }
+
+    /// Whether the account may log in through this listener: on an identity's onion, only if
+    /// it owns that identity; on the carrier-wide listener, any account.
+    fn owns_listener_identity(&self, account: &AuthenticateResponse) -> bool {
+        match &self.mode {
+            Mode::Submission {
+                onion_identity: Some(only),
+                ..
+            } => account
+                .identities
+                .iter()
+                .any(|identity| &identity.identity_id == only),
+            _ => true,
         }
     }
 

@@ -45,6 +45,9 @@ use onionpost_runtime::rate::RateLimiter;
 pub const RECIPIENT_REJECTED: &str = "550 5.1.1 Recipient address rejected";
 /// The refusal of plaintext from an onion peer (design.md: end-to-end encryption required).
 pub const PLAINTEXT_REFUSED: &str = "550 5.7.1 End-to-end encryption required: this address accepts only OpenPGP-encrypted mail (RFC 3156)";
+/// The one refusal of a login: wrong password, unknown login, or an account that does not own
+/// the identity whose onion it came through (RFC 4954 §6). Byte-identical by construction.
+pub const AUTH_INVALID: &str = "535 5.7.8 Authentication credentials invalid";
 /// The one answer to ETRN (RFC 1985), whatever was or was not held.
 pub const ETRN_REPLY: &str = "250 2.0.0 Queuing started";
 /// The refusal of a message with a text line over 998 characters (RFC 5321 §4.5.3.1.6), the
