@@ -59,6 +59,8 @@ struct Fake {
     enqueued: Mutex<Vec<EnqueueRequest>>,
     encrypted_for: Mutex<Vec<SignAndEncryptRequest>>,
     flushed: Mutex<Vec<String>>,
+    /// Flush never returns (mail held behind a slow store).
+    flush_hangs: Mutex<bool>,
     learned: Mutex<Vec<(String, String, String)>>,
     refusal: Mutex<Refusal>,
     /// The store already holds each delivered message (a copy through another carrier).
@@ -207,6 +209,9 @@ impl Backend for Fake {
 
     async fn flush(&self, onion: &str) -> Result<(), SmtpInError> {
         self.flushed.lock().unwrap().push(onion.to_owned());
+        if *self.flush_hangs.lock().unwrap() {
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
 
@@ -596,10 +601,28 @@ async fn etrn_answers_the_same_whatever_is_held() {
     assert_eq!(a, ETRN_REPLY);
     assert_eq!(a, b);
     assert_eq!(a, d);
+    // The flush runs after the reply: give the spawned flushes their turn.
+    for _ in 0..100 {
+        if backend.flushed.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         *backend.flushed.lock().unwrap(),
         vec![BOB_ONION.to_owned(), CAROL_ONION.to_owned()]
     );
+}
+
+#[tokio::test]
+async fn etrn_answers_before_the_flush_runs() {
+    let backend = fake();
+    *backend.flush_hangs.lock().unwrap() = true;
+    let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    // Client::send waits 10 s at most: the old code waited for the flush and never answered.
+    assert_eq!(c.send(&format!("ETRN {BOB_ONION}")).await, ETRN_REPLY);
+    assert_eq!(c.send("NOOP").await, "250 2.0.0 OK");
 }
 
 #[tokio::test]
