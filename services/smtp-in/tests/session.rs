@@ -571,6 +571,41 @@ async fn account_state_decides_4xx_or_5xx_at_rcpt() {
 }
 
 #[tokio::test]
+async fn orcpt_keeps_its_type_and_control_characters_are_refused() {
+    let backend = fake();
+    backend.carried.lock().unwrap().insert(carol());
+    let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", bob())).await;
+    // xtext decodes +0D+0A to CR LF: stored raw it would end a command line downstream.
+    for injected in ["+0D+0ARSET", "a+0Ab", "a+00b", "a+1Bb"] {
+        assert_eq!(
+            c.send(&format!("RCPT TO:<{}> ORCPT=rfc822;{injected}", carol()))
+                .await,
+            "501 5.5.4 ORCPT address must not contain control characters"
+        );
+    }
+    assert_eq!(
+        c.send(&format!(
+            "RCPT TO:<{}> ORCPT=rfc822;george+2Bx+20@tax.gov",
+            carol()
+        ))
+        .await,
+        "250 2.1.5 Recipient OK"
+    );
+    c.send("DATA").await;
+    c.raw(&encrypted(b"anything\r\n")).await;
+    assert_eq!(c.send(".").await, "250 2.0.0 Message accepted");
+    let enqueued = backend.enqueued.lock().unwrap();
+    assert_eq!(enqueued[0].recipients.len(), 1);
+    // Decoded, with its address type: smtp-client xtext-encodes it again on output.
+    assert_eq!(
+        enqueued[0].recipients[0].original_recipient,
+        "rfc822;george+x @tax.gov"
+    );
+}
+
+#[tokio::test]
 async fn carried_recipients_are_queued_with_origin_carry() {
     let backend = fake();
     backend.carried.lock().unwrap().insert(carol());
