@@ -59,6 +59,8 @@ struct Fake {
     enqueued: Mutex<Vec<EnqueueRequest>>,
     encrypted_for: Mutex<Vec<SignAndEncryptRequest>>,
     flushed: Mutex<Vec<String>>,
+    /// The back-off key of every Authenticate call.
+    connection_keys: Mutex<Vec<String>>,
     /// Flush never returns (mail held behind a slow store).
     flush_hangs: Mutex<bool>,
     learned: Mutex<Vec<(String, String, String)>>,
@@ -99,6 +101,10 @@ impl Backend for Fake {
         connection_key: &str,
     ) -> Result<AuthenticateResponse, SmtpInError> {
         assert!(!connection_key.is_empty());
+        self.connection_keys
+            .lock()
+            .unwrap()
+            .push(connection_key.to_owned());
         if login != "alice" || password != "secret pass" {
             return Err(SmtpInError::AuthRefused);
         }
@@ -942,6 +948,31 @@ async fn auth_through_another_identitys_onion_reads_like_a_wrong_password() {
         auth_allowed: true,
     };
     authenticated(fake(), default_policy(), mode).await;
+}
+
+#[tokio::test]
+async fn auth_back_off_is_keyed_by_listener_and_login_across_sessions() {
+    // imap's Authenticate backs off by this key: a key new in every session never backs off.
+    let backend = fake();
+    let bobs_onion = || Mode::Submission {
+        onion_identity: Some("id-bob".to_owned()),
+        auth_allowed: true,
+    };
+    // \0alice\0wrong, \0Alice\0wrong, \0carol\0wrong.
+    for (mode, auth) in [
+        (bobs_onion(), "AUTH PLAIN AGFsaWNlAHdyb25n"),
+        (bobs_onion(), "AUTH PLAIN AEFsaWNlAHdyb25n"),
+        (bobs_onion(), "AUTH PLAIN AGNhcm9sAHdyb25n"),
+        (submission(), "AUTH PLAIN AGFsaWNlAHdyb25n"),
+    ] {
+        let (mut c, _) = Client::start(backend.clone(), default_policy(), mode).await;
+        c.send("EHLO client").await;
+        assert_eq!(c.send(auth).await, AUTH_INVALID);
+    }
+    let keys = backend.connection_keys.lock().unwrap().clone();
+    assert_eq!(keys[0], keys[1], "same listener and login, two sessions");
+    assert_ne!(keys[0], keys[2], "another login through the same onion");
+    assert_ne!(keys[0], keys[3], "the same login through another listener");
 }
 
 #[tokio::test]

@@ -94,7 +94,7 @@ impl<B: Backend> Session<B> {
         };
         match self
             .backend
-            .authenticate(&login, &password, &self.connection_key)
+            .authenticate(&login, &password, &self.backoff_key(&login))
             .await
         {
             // Through an identity's onion only its owner may log in (design: co-hosting stays
@@ -129,6 +129,23 @@ impl<B: Backend> Session<B> {
                 .any(|identity| &identity.identity_id == only),
             _ => true,
         }
+    }
+
+    /// The back-off key of a login through this listener (imap's Authenticate keys failures
+    /// by it): the listener and the login, so repeated guesses at one login through one
+    /// listener back off across sessions (a key per session never would), while guesses
+    /// through another identity's onion, or at another login, lock nobody else out. Back-off
+    /// is answered with the same 535 as a wrong password (grpc_backend).
+    fn backoff_key(&self, login: &str) -> String {
+        let listener = match &self.mode {
+            Mode::Submission {
+                onion_identity: Some(identity_id),
+                ..
+            } => format!("smtp-onion:{identity_id}"),
+            Mode::Submission { .. } => "smtp-submission".to_owned(),
+            Mode::Ingress { identity_id } => format!("smtp-mx:{identity_id}"),
+        };
+        format!("{listener}/{}", login.trim().to_ascii_lowercase())
     }
 
     /// Sends an AUTH challenge and reads the answer; None when the client cancels with `*`.

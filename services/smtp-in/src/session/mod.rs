@@ -148,7 +148,6 @@ pub struct Session<B: Backend> {
     backend: Arc<B>,
     policy: Arc<Policy>,
     mode: Mode,
-    connection_key: String,
     /// Offered as STARTTLS (RFC 3207) when set: the clearnet submission listener.
     tls: Option<TlsAcceptor>,
 }
@@ -197,7 +196,6 @@ impl<B: Backend> Session<B> {
             backend,
             policy,
             mode,
-            connection_key: hex::encode(rand::random::<[u8; 12]>()),
             tls: None,
         }
     }
