@@ -109,7 +109,9 @@ impl<B: Backend> Session<B> {
                 Ok(Next::Continue)
             }
             Err(SmtpInError::Temporary(error)) => {
-                tracing::warn!(%error, "authentication unavailable");
+                // Another service's text may name an address: debug only.
+                tracing::warn!("authentication unavailable");
+                tracing::debug!(%error, "authentication unavailable");
                 Ok(self.fail(io, state, "454 4.7.0 Temporary authentication failure"))
             }
             Err(_) => Ok(self.fail(io, state, AUTH_INVALID)),

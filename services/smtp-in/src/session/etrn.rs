@@ -30,7 +30,7 @@ impl<B: Backend> Session<B> {
             let backend = self.backend.clone();
             tokio::spawn(async move {
                 if let Err(error) = backend.flush(&onion).await {
-                    tracing::warn!(%error, "etrn flush failed");
+                    error.log("etrn flush failed");
                 }
             });
         }

@@ -66,7 +66,7 @@ impl<B: Backend> Session<B> {
                     Ok(identity) => Some(identity),
                     Err(SmtpInError::NotFound) => None,
                     Err(error) => {
-                        tracing::warn!(%error, "identity lookup failed");
+                        error.log("identity lookup failed");
                         return self.fail(
                             io,
                             state,

@@ -84,7 +84,7 @@ impl<B: Backend> Session<B> {
                 fan_out_immediately: false,
             };
             if let Err(error) = self.backend.enqueue(request).await {
-                tracing::warn!(%error, "enqueue of clearnet copy failed");
+                error.log("enqueue of clearnet copy failed");
                 return "451 4.3.0 Temporary failure, try again later".to_owned();
             }
         }
@@ -98,7 +98,7 @@ impl<B: Backend> Session<B> {
             flags: vec!["\\Seen".to_owned()],
         };
         if let Err(error) = self.backend.deliver(sent).await {
-            tracing::warn!(%error, "sent copy not stored");
+            error.log("sent copy not stored");
         }
         "250 2.0.0 Message queued".to_owned()
     }
@@ -144,7 +144,7 @@ impl<B: Backend> Session<B> {
             }
             Ok(answer) => Some(format!("550 5.7.1 {}", answer.reason)),
             Err(error) => {
-                tracing::warn!(%error, "gateway check failed");
+                error.log("gateway check failed");
                 Some("451 4.3.0 Temporary failure, try again later".to_owned())
             }
         }
@@ -168,7 +168,7 @@ impl<B: Backend> Session<B> {
         {
             Ok(keys) => keys,
             Err(error) => {
-                tracing::warn!(%error, "key resolution failed");
+                error.log("key resolution failed");
                 return Err("451 4.3.0 Temporary failure, try again later".to_owned());
             }
         };
@@ -196,11 +196,13 @@ impl<B: Backend> Session<B> {
         {
             Ok(encrypted) => encrypted,
             Err(SmtpInError::Temporary(error)) => {
-                tracing::warn!(%error, "signing unavailable");
+                // Another service's text may name an address: debug only.
+                tracing::warn!("signing unavailable");
+                tracing::debug!(%error, "signing unavailable");
                 return Err("451 4.3.0 Temporary failure, try again later".to_owned());
             }
             Err(error) => {
-                tracing::warn!(%error, "signing refused");
+                error.log("signing refused");
                 return Err("554 5.6.0 Message could not be signed and encrypted".to_owned());
             }
         };
@@ -223,7 +225,7 @@ impl<B: Backend> Session<B> {
             fan_out_immediately: false,
         };
         if let Err(error) = self.backend.enqueue(request).await {
-            tracing::warn!(%error, "enqueue failed");
+            error.log("enqueue failed");
             return Err("451 4.3.0 Temporary failure, try again later".to_owned());
         }
         Ok(())
