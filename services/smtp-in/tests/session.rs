@@ -1132,6 +1132,57 @@ async fn submitted_mail_is_cleaned_signed_encrypted_queued_and_copied_to_sent() 
 }
 
 #[tokio::test]
+async fn each_blind_recipient_gets_its_own_copy_and_no_copy_names_it() {
+    let backend = fake();
+    backend.keys.lock().unwrap().insert(bob());
+    backend.keys.lock().unwrap().insert(carol());
+    let mut c = authenticated(backend.clone(), default_policy(), submission()).await;
+    c.send(&format!("MAIL FROM:<{}>", alice())).await;
+    c.send(&format!("RCPT TO:<{}>", bob())).await;
+    c.send(&format!("RCPT TO:<{}>", carol())).await;
+    c.send("DATA").await;
+    let message = format!(
+        "From: Alice <{}>\r\nTo: Bob <{}>\r\nBcc: {},\r\n undisclosed\r\nSubject: Party\r\n\r\nShh.\r\n",
+        alice(),
+        bob(),
+        carol()
+    );
+    c.raw(message.as_bytes()).await;
+    assert_eq!(c.send(".").await, "250 2.0.0 Message queued");
+
+    // One sealed copy for the recipients To names, one for the blind one: each encrypted
+    // (PKESK, intended-recipient fingerprints) to its own recipients only.
+    let signed = backend.encrypted_for.lock().unwrap();
+    assert_eq!(signed.len(), 2);
+    assert_eq!(signed[0].recipients, vec![bob()]);
+    assert_eq!(signed[1].recipients, vec![carol()]);
+    for copy in signed.iter() {
+        let plaintext = String::from_utf8(copy.message.clone()).unwrap();
+        assert!(
+            !plaintext.to_ascii_lowercase().contains("bcc"),
+            "{plaintext}"
+        );
+        assert!(!plaintext.contains("undisclosed"), "{plaintext}");
+        assert!(
+            plaintext.contains("Subject: Party\r\n") && plaintext.ends_with("\r\n\r\nShh.\r\n"),
+            "{plaintext}"
+        );
+    }
+    let enqueued = backend.enqueued.lock().unwrap();
+    let queued: Vec<Vec<String>> = enqueued
+        .iter()
+        .map(|request| {
+            request
+                .recipients
+                .iter()
+                .map(|r| r.address.clone())
+                .collect()
+        })
+        .collect();
+    assert_eq!(queued, vec![vec![bob()], vec![carol()]]);
+}
+
+#[tokio::test]
 async fn the_hourly_limit_per_account_defers_with_450() {
     let backend = fake();
     backend.keys.lock().unwrap().insert(carol());
