@@ -3,11 +3,16 @@
 //! the clients generated here whether the other service runs in the same process or across the
 //! network. The `.proto` files under `onionpost/<service>/v1/` are the source of truth; this crate
 //! adds only what every process needs around them: the names of the services (as command-line
-//! targets and as gRPC service names for health checks) and the descriptor set for reflection.
+//! targets and as gRPC service names for health checks), the descriptor set for reflection, and
+//! the vocabulary the contracts' strings are written in ([`address`]: identity addresses and
+//! onion hosts).
 //! Service logic, storage and error mapping belong to the service crates.
 
 use std::fmt;
 use std::str::FromStr;
+
+pub mod address;
+pub mod clients;
 
 /// The onion service: identity onion services on tor.
 pub mod onion {

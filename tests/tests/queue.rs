@@ -96,7 +96,7 @@ async fn queued_mail_reaches_an_onion_is_retried_and_expires_with_a_dsn() -> any
     let dir = tempfile::tempdir()?;
     let database =
         Database::open_sqlite(&dir.path().join("queue.sqlite3"), store::MIGRATIONS).await?;
-    let clock = ManualClock::new(chrono_now_ms());
+    let clock = ManualClock::at_ms(chrono_now_ms());
     let service = QueueService::new(
         store::for_database(database),
         CarrierSecret::from_text(&"s".repeat(40))?.sealer("queue-body"),

@@ -15,6 +15,8 @@ use axum::response::Response;
 use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
 
+pub use onionpost_runtime::time::now_ms;
+
 use crate::AdminState;
 use crate::error::AdminError;
 use crate::store::{AdminStore, Scope, StoreError, TokenRecord};
@@ -36,10 +38,6 @@ pub fn random_id() -> String {
 /// What is stored for a token.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// Creates a token and returns its text, the only time it is seen.

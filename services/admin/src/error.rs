@@ -145,22 +145,18 @@ impl AdminError {
 
     /// Maps a gRPC error from `service` once, for every handler.
     pub fn from_status(service: ServiceName, status: tonic::Status) -> Self {
-        use tonic::Code;
+        use onionpost_runtime::status::Failure;
         let message = status.message().to_owned();
-        match status.code() {
-            Code::NotFound => AdminError::NotFound(message),
-            Code::AlreadyExists
-            | Code::FailedPrecondition
-            | Code::Aborted
-            | Code::ResourceExhausted
-            | Code::PermissionDenied => AdminError::Conflict(message),
-            Code::InvalidArgument | Code::OutOfRange => AdminError::Rejected(message),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+        match Failure::of(&status) {
+            Failure::NotFound => AdminError::NotFound(message),
+            Failure::Conflict | Failure::Busy | Failure::Denied => AdminError::Conflict(message),
+            Failure::Invalid => AdminError::Rejected(message),
+            Failure::Unavailable => {
                 tracing::warn!(service = service.as_str(), code = ?status.code(), "service unavailable");
                 AdminError::Unavailable(service.as_str())
             }
-            code => {
-                tracing::error!(service = service.as_str(), ?code, error = %message, "service call failed");
+            Failure::Internal => {
+                tracing::error!(service = service.as_str(), code = ?status.code(), error = %message, "service call failed");
                 AdminError::Internal
             }
         }

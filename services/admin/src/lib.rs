@@ -3,8 +3,8 @@
 //! It owns no data but its own bearer tokens: every operation is a gRPC call to the service that
 //! owns the data (imap: accounts, plans, vouchers; onion: onions; keys: keys and address books),
 //! through the runtime's [`Directory`], so the API works the same whether those services run in
-//! this process or in their own containers. It ties an identity's three parts together (see
-//! [`api::identities`]). This crate holds the probes (`/healthz`, `/readyz`), `/metrics`, the
+//! this process or in their own containers. It holds no domain logic: an identity's lifecycle is
+//! one call on imap's contract (see [`api::identities`]). This crate holds the probes (`/healthz`, `/readyz`), `/metrics`, the
 //! `/v1` routes with their OpenAPI document (`/openapi.json`, rendered at `/docs`), the
 //! `onionpost.admin.v1.Admin` statistics call, and the `onionpost admin` command line
 //! ([`cli`]), which is a client of this HTTP API.
@@ -18,7 +18,7 @@ pub mod grpc;
 pub mod store;
 pub mod validate;
 
-use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
+use onionpost_proto::clients;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,28 +107,23 @@ impl AdminState {
     }
 
     pub fn imap(&self) -> Result<ImapClient<Transport>, AdminError> {
-        Ok(ImapClient::new(self.transport(ServiceName::Imap)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(clients::imap(self.transport(ServiceName::Imap)?))
     }
 
     pub fn onion(&self) -> Result<OnionClient<Transport>, AdminError> {
-        Ok(OnionClient::new(self.transport(ServiceName::Onion)?))
+        Ok(clients::onion(self.transport(ServiceName::Onion)?))
     }
 
     pub fn queue(&self) -> Result<QueueClient<Transport>, AdminError> {
-        Ok(QueueClient::new(self.transport(ServiceName::Queue)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(clients::queue(self.transport(ServiceName::Queue)?))
     }
 
     pub fn gateway(&self) -> Result<GatewayClient<Transport>, AdminError> {
-        Ok(GatewayClient::new(self.transport(ServiceName::Gateway)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(clients::gateway(self.transport(ServiceName::Gateway)?))
     }
 
     pub fn keys(&self) -> Result<KeysClient<Transport>, AdminError> {
-        Ok(KeysClient::new(self.transport(ServiceName::Keys)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(clients::keys(self.transport(ServiceName::Keys)?))
     }
 }
 

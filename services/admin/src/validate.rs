@@ -3,7 +3,7 @@
 //! The owning services check again (they are the authority); these checks exist so an operator
 //! learns which field is wrong rather than a service's general refusal.
 
-use sha3::{Digest, Sha3_256};
+use onionpost_proto::address::{OnionHost, is_onion_name};
 
 use crate::error::AdminError;
 
@@ -15,10 +15,6 @@ pub const MAX_PASSWORD_LEN: usize = 1024;
 pub const MAX_LOCAL_PART_LEN: usize = 64;
 pub const MAX_DISPLAY_NAME_LEN: usize = 128;
 pub const MAX_NAME_LEN: usize = 64;
-
-/// A v3 onion address has 56 base32 characters (rend-spec-v3 §6).
-const ONION_V3_LEN: usize = 56;
-const ONION_V3_VERSION: u8 = 3;
 
 /// Logins: `[A-Za-z0-9._@+-]{1,64}`, nothing an IMAP client would have to quote.
 pub fn login(field: &str, text: &str) -> Result<(), AdminError> {
@@ -101,43 +97,12 @@ pub fn local_part(field: &str, text: &str) -> Result<(), AdminError> {
     Ok(())
 }
 
-/// A v3 onion host, `[labels.]<56 base32>.onion`, with its checksum verified
-/// (rend-spec-v3 §6: `CHECKSUM = SHA3-256(".onion checksum" | PUBKEY | VERSION)[..2]`).
-/// Returns the canonical `<56 base32>.onion`.
+/// A v3 onion host, `[labels.]<56 base32>.onion`, with its checksum verified by the
+/// carrier-wide parser (`onionpost_proto::address`). Returns the canonical `<56 base32>.onion`.
 pub fn onion_host(field: &str, text: &str) -> Result<String, AdminError> {
-    let lower = text.trim().to_ascii_lowercase();
-    let host = lower
-        .strip_suffix(".onion")
-        .ok_or_else(|| AdminError::invalid(field, "not a .onion host"))?;
-    let onion = host.rsplit('.').next().unwrap_or(host);
-    if onion.len() != ONION_V3_LEN {
-        return Err(AdminError::invalid(
-            field,
-            "not a v3 onion address (56 base32 characters before .onion)",
-        ));
-    }
-    let raw = base32::decode(base32::Alphabet::Rfc4648Lower { padding: false }, onion)
-        .filter(|raw| raw.len() == 35)
-        .ok_or_else(|| AdminError::invalid(field, "the onion address is not base32"))?;
-    let (public_key, rest) = raw.split_at(32);
-    if rest[2] != ONION_V3_VERSION {
-        return Err(AdminError::invalid(
-            field,
-            "the onion address is not version 3",
-        ));
-    }
-    let mut hash = Sha3_256::new();
-    hash.update(b".onion checksum");
-    hash.update(public_key);
-    hash.update([ONION_V3_VERSION]);
-    let digest = hash.finalize();
-    if digest[..2] != rest[..2] {
-        return Err(AdminError::invalid(
-            field,
-            "the onion address has a bad checksum (mistyped?)",
-        ));
-    }
-    Ok(format!("{onion}.onion"))
+    OnionHost::parse(text.trim())
+        .map(|host| host.to_string())
+        .map_err(|error| AdminError::invalid(field, error.to_string()))
 }
 
 /// An address `local@<onion>`, or for gateway correspondents a clearnet address.
@@ -146,7 +111,7 @@ pub fn address(field: &str, text: &str) -> Result<(), AdminError> {
         .rsplit_once('@')
         .ok_or_else(|| AdminError::invalid(field, "not an address (no @)"))?;
     local_part(field, local)?;
-    if domain.to_ascii_lowercase().ends_with(".onion") {
+    if is_onion_name(domain) {
         onion_host(field, domain)?;
     } else if domain.is_empty()
         || !domain.contains('.')
@@ -194,6 +159,30 @@ mod tests {
         assert_eq!(error.problem().field.as_deref(), Some("carriers[0]"));
         assert!(onion_host("onion", "short.onion").is_err());
         assert!(onion_host("onion", "example.com").is_err());
+    }
+
+    #[test]
+    fn shared_address_forms_admin_validator_canonicalises_every_spelling_and_refuses_bad_ones() {
+        use onionpost_proto::address::{OnionHost, examples};
+        let host = OnionHost::parse(GOOD).unwrap();
+        for form in examples::accepted_forms(&host) {
+            assert_eq!(onion_host("onion", &form).unwrap(), GOOD, "{form}");
+            assert!(
+                address("address", &format!("alice@{form}")).is_ok(),
+                "{form}"
+            );
+        }
+        for (form, kind) in examples::refused_forms(&host) {
+            let error = onion_host("onion", &form).unwrap_err();
+            assert!(
+                error.to_string().contains(&kind.to_string()),
+                "{form}: {error}"
+            );
+            assert!(
+                address("address", &format!("alice@{form}")).is_err(),
+                "{form}"
+            );
+        }
     }
 
     #[test]

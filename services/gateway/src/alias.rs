@@ -4,6 +4,8 @@
 //! inside RFC 5321's 64-octet limit, and the same for every identity, so an alias says nothing
 //! about who stands behind it. It is reversible only through the gateway's store.
 
+use onionpost_proto::address::is_onion_name;
+
 /// Characters in a local part.
 pub const LOCAL_PART_LEN: usize = 26;
 
@@ -43,15 +45,29 @@ pub fn normalize(address: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Whether `address` is at a `.onion` host (never sent to the clearnet, never looked up in DNS).
+/// Whether `address` is at a `.onion` name, valid onion or not (never sent to the clearnet,
+/// never looked up in DNS): `onionpost_proto::address::is_onion_name`.
 pub fn is_onion(address: &str) -> bool {
     normalize(address)
         .rsplit_once('@')
-        .is_some_and(|(_, host)| host.trim_end_matches('.').ends_with(".onion"))
+        .is_some_and(|(_, host)| is_onion_name(host))
+}
+
+/// Whether `host` is an IP address written as a name (`127.0.0.1`): no top-level domain is all
+/// digits (RFC 3696 §2), so such a host is an address, and the gateway never connects to an
+/// address a sender typed (it could be one inside the carrier's network).
+pub fn is_ip_like(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    host.parse::<std::net::IpAddr>().is_ok()
+        || host
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| !tld.is_empty() && tld.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A plausible clearnet mailbox: one `@`, a non-empty local part, a dotted host of letters,
-/// digits and hyphens, not an onion.
+/// digits and hyphens, not an onion and not an IP address (nor an address literal, RFC 5321
+/// §4.1.3: its brackets are no host characters).
 pub fn is_clearnet_mailbox(address: &str) -> bool {
     let address = normalize(address);
     let Some((local, host)) = address.rsplit_once('@') else {
@@ -69,6 +85,7 @@ pub fn is_clearnet_mailbox(address: &str) -> bool {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
         && !is_onion(&address)
+        && !is_ip_like(host)
 }
 
 #[cfg(test)]
@@ -97,6 +114,38 @@ mod tests {
             None
         );
         assert_eq!(local_part_of("postmaster@gw.example", "gw.example"), None);
+    }
+
+    #[test]
+    fn shared_address_forms_gateway_keeps_every_onion_spelling_off_the_clearnet() {
+        use onionpost_proto::address::{OnionHost, examples};
+        let host = OnionHost::from_ed25519(&[b'g'; 32]);
+        let refused = examples::refused_forms(&host)
+            .into_iter()
+            .map(|(form, _)| form);
+        for form in examples::accepted_forms(&host).into_iter().chain(refused) {
+            let address = format!("alice@{form}");
+            assert!(is_onion(&address), "{address}");
+            assert!(!is_clearnet_mailbox(&address), "{address}");
+        }
+    }
+
+    #[test]
+    fn ip_addresses_and_address_literals_are_no_clearnet_mailboxes() {
+        for address in [
+            "x@127.0.0.1",
+            "x@127.0.0.1.",
+            "x@10.1.2.3",
+            "x@[127.0.0.1]",
+            "x@[IPv6:::1]",
+            "x@0x7f.0.0.1",
+            "x@2130706433",
+        ] {
+            assert!(!is_clearnet_mailbox(address), "{address}");
+        }
+        assert!(is_ip_like("192.168.0.1"));
+        assert!(!is_ip_like("mx1.example.test"));
+        assert!(is_clearnet_mailbox("x@123.example.test"));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! and the send path are tested in memory; [`GrpcBackend`] is the production implementation over
 //! their contracts, found through the runtime's directory at each call.
 
-use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 use onionpost_proto::ServiceName;
+use onionpost_proto::clients;
 use onionpost_proto::imap::v1::imap_client::ImapClient;
 use onionpost_proto::imap::v1::{
     Account, DeliverRequest, DeliverResponse, GetAccountRequest, GetIdentityRequest, Identity,
@@ -56,15 +56,11 @@ impl GrpcBackend {
     }
 
     fn imap(&self) -> Result<ImapClient<Transport>, GatewayError> {
-        Ok(ImapClient::new(self.transport(ServiceName::Imap)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(clients::imap(self.transport(ServiceName::Imap)?))
     }
 
     fn keys(&self) -> Result<KeysClient<Transport>, GatewayError> {
-        Ok(KeysClient::new(self.transport(ServiceName::Keys)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(clients::keys(self.transport(ServiceName::Keys)?))
     }
 }
 

@@ -20,12 +20,15 @@ pub enum GatewayError {
 
 impl From<tonic::Status> for GatewayError {
     fn from(status: tonic::Status) -> Self {
-        match status.code() {
-            tonic::Code::NotFound => GatewayError::NotFound("record"),
-            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
+        use onionpost_runtime::status::Failure;
+        match Failure::of(&status) {
+            Failure::NotFound => GatewayError::NotFound("record"),
+            Failure::Invalid | Failure::Conflict => {
                 GatewayError::InvalidArgument(status.message().to_owned())
             }
-            _ => GatewayError::Unavailable(status.message().to_owned()),
+            Failure::Denied | Failure::Busy | Failure::Unavailable | Failure::Internal => {
+                GatewayError::Unavailable(status.message().to_owned())
+            }
         }
     }
 }

@@ -582,7 +582,17 @@ fn without_authentication_results(message: &[u8]) -> Vec<u8> {
             }
             continue;
         }
-        dropping = line.len() > 23 && line[..23].eq_ignore_ascii_case(b"authentication-results:");
+        // The field name ends at the colon; RFC 5322 §4.5.3 (obsolete syntax, which a receiver
+        // must still read) allows white space before it, and a forged field so written is as
+        // dangerous as any other.
+        dropping = line
+            .iter()
+            .position(|byte| *byte == b':')
+            .is_some_and(|colon| {
+                line[..colon]
+                    .trim_ascii_end()
+                    .eq_ignore_ascii_case(b"authentication-results")
+            });
         if !dropping {
             out.extend_from_slice(line);
         }
@@ -602,5 +612,12 @@ mod tests {
             out,
             b"From: a@b.test\r\n\r\nAuthentication-Results: in body\r\n"
         );
+    }
+
+    #[test]
+    fn authentication_results_with_space_before_the_colon_are_dropped_too() {
+        let message = b"Authentication-Results : gw.example; dkim=pass\r\nAUTHENTICATION-RESULTS\t: x; spf=pass\r\n\tfolded\r\nFrom: a@b.test\r\n\r\nbody\r\n";
+        let out = without_authentication_results(message);
+        assert_eq!(out, b"From: a@b.test\r\n\r\nbody\r\n");
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use mail_auth::common::cache::NoCache;
 use mail_auth::{IpLookupStrategy, MX, MessageAuthenticator, RecordSet};
+use onionpost_proto::address::is_onion_name;
 use onionpost_runtime::config::{HostPort, Secret};
 use onionpost_smtp_client::{
     self as session, Envelope, Outcome, Recipient, Reply, SessionError, StartTls, Timeouts, Upgrade,
@@ -175,7 +176,7 @@ impl Outbound {
 
     /// The mail exchangers of `domain` by preference; the domain itself when it has none.
     async fn mx_hosts(&self, domain: &str) -> Result<Vec<String>, Delivery> {
-        if domain.is_empty() || domain.ends_with(".onion") {
+        if domain.is_empty() || is_onion_name(domain) || crate::alias::is_ip_like(domain) {
             return Err(permanent("5.1.2", "not a clearnet domain"));
         }
         let records: Result<RecordSet<MX>, _> = self
@@ -197,7 +198,14 @@ impl Outbound {
                         "the recipient's domain accepts no mail",
                     ));
                 }
-                Ok(hosts.into_iter().filter(|host| !host.is_empty()).collect())
+                let clearnet = clearnet_exchanges(hosts);
+                if clearnet.is_empty() {
+                    return Err(permanent(
+                        "5.1.2",
+                        "the recipient's mail exchangers are not clearnet hosts",
+                    ));
+                }
+                Ok(clearnet)
             }
             Ok(_) | Err(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(_))) => {
                 Ok(vec![domain.to_owned()])
@@ -297,6 +305,16 @@ impl Outbound {
     }
 }
 
+/// The exchanges of an MX answer the gateway may connect to. An exchange under `.onion` is never
+/// resolved (design: no DNS for `.onion`, ever), and one written as an IP address is no host
+/// name (RFC 5321 §5.1: an MX names a host) and could point inside the carrier's network.
+fn clearnet_exchanges(hosts: Vec<String>) -> Vec<String> {
+    hosts
+        .into_iter()
+        .filter(|host| !host.is_empty() && !is_onion_name(host) && !crate::alias::is_ip_like(host))
+        .collect()
+}
+
 fn server_name(host: &str) -> ServerName<'static> {
     ServerName::try_from(host.to_owned())
         .unwrap_or_else(|_| ServerName::try_from("invalid.invalid".to_owned()).expect("valid name"))
@@ -375,5 +393,43 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn onion_and_ip_exchanges_are_never_resolved() {
+        let hosts = [
+            "mx.example.test",
+            "mx.onion",
+            "www.ABC.Onion",
+            "127.0.0.1",
+            "10.0.0.1",
+            "::1",
+            "",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(clearnet_exchanges(hosts), ["mx.example.test"]);
+    }
+
+    #[tokio::test]
+    async fn onion_names_and_ip_addresses_are_refused_before_any_lookup() {
+        // A resolver that would answer nothing: the refusal must come before it is asked.
+        let resolver =
+            Arc::new(crate::dns::authenticator(Some("127.0.0.1:9".parse().unwrap())).unwrap());
+        let outbound = Outbound::new(resolver, Route::Mx { port: 25 }, "gw.example").unwrap();
+        for domain in ["x.onion", "www.x.onion.", "127.0.0.1", "10.0.0.1"] {
+            let Err(refusal) = outbound.mx_hosts(domain).await else {
+                panic!("{domain} was looked up");
+            };
+            assert!(
+                matches!(&refusal.outcome, Outcome::Permanent(reply) if reply.enhanced_status == "5.1.2"),
+                "{domain}: {refusal:?}"
+            );
+        }
     }
 }

@@ -6,10 +6,17 @@
 //! Autocrypt, X-*, User-Agent, Sender, Reply-To, …) is dropped, since a deny-list would leak
 //! whatever header a client invents next. In To and Cc, onion addresses are removed; in
 //! In-Reply-To and References, message ids at an onion are. The Message-ID is replaced by a
-//! random one at the gateway domain. The body is left as the sender wrote it.
+//! random one at the gateway domain. The body is left as the sender wrote it; a message whose
+//! body (nested MIME headers included) names an onion address is refused whole
+//! ([`names_onion_address`]), since the body's bytes cannot be rewritten safely.
+//!
+//! Every check reads a field as its reader will: RFC 2047 encoded words are decoded first
+//! (`=?utf-8?B?…?=` in a display name hides nothing), and in the body quoted-printable too.
 //!
 //! Hand-written rather than through a MIME library: only the header block is touched, field by
 //! field, and the body's bytes must go out exactly as they came (the DKIM body hash covers them).
+
+use onionpost_proto::address::is_onion_name;
 
 /// Header fields that pass (lower case). From, To, Cc, Message-ID, In-Reply-To and References
 /// are rewritten; the others pass unchanged unless they name an onion.
@@ -149,11 +156,122 @@ pub fn address_of(entry: &str) -> String {
     crate::alias::normalize(inner)
 }
 
+/// Whether a header value, as its reader sees it (encoded words decoded), mentions an onion.
+fn names_onion(value: &str) -> bool {
+    decode_encoded_words(value)
+        .to_ascii_lowercase()
+        .contains(".onion")
+}
+
+/// Whether a message body names an onion address (`local@….onion`, any case, in plain text, in
+/// quoted-printable, in an encoded word or in a nested part's header). Onion web addresses
+/// without a mailbox pass: they say nothing about who sent the message.
+pub fn names_onion_address(body: &[u8]) -> bool {
+    let text = decode_encoded_words(&decode_quoted_printable(body));
+    text.split(|c: char| c.is_whitespace() || "<>()[]{},;:\"'`?!*|/\\=".contains(c))
+        .any(|token| {
+            token
+                .rsplit_once('@')
+                .is_some_and(|(local, host)| !local.is_empty() && is_onion_name(host))
+        })
+}
+
+/// The bytes with quoted-printable soft line breaks and `=XX` escapes decoded (RFC 2045 §6.7),
+/// read as UTF-8. Applied to a whole body whatever its parts' encodings: it only serves the
+/// onion check, and text that is no quoted-printable loses nothing that check needs.
+fn decode_quoted_printable(body: &[u8]) -> String {
+    let mut out = Vec::with_capacity(body.len());
+    let mut index = 0;
+    while index < body.len() {
+        let byte = body[index];
+        if byte != b'=' {
+            out.push(byte);
+            index += 1;
+            continue;
+        }
+        let rest = &body[index + 1..];
+        if rest.starts_with(b"\r\n") {
+            index += 3;
+        } else if rest.starts_with(b"\n") {
+            index += 2;
+        } else if let Some(value) = rest.get(..2).and_then(hex_byte) {
+            out.push(value);
+            index += 3;
+        } else {
+            out.push(byte);
+            index += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_byte(digits: &[u8]) -> Option<u8> {
+    let text = std::str::from_utf8(digits).ok()?;
+    u8::from_str_radix(text, 16).ok()
+}
+
+/// The text with its RFC 2047 encoded words (`=?charset?B|Q?…?=`) decoded and the white space
+/// between adjacent ones dropped (RFC 2047 §6.2). Decoded bytes are read as UTF-8: the checks
+/// look for ASCII, which UTF-8 and the ISO 8859 and Windows charsets all write as ASCII.
+fn decode_encoded_words(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut after_word = false;
+    while let Some(start) = rest.find("=?") {
+        let between = &rest[..start];
+        let Some((decoded, used)) = decode_word(&rest[start + 2..]) else {
+            out.push_str(&rest[..start + 2]);
+            rest = &rest[start + 2..];
+            after_word = false;
+            continue;
+        };
+        if !(after_word && between.trim().is_empty()) {
+            out.push_str(between);
+        }
+        out.push_str(&decoded);
+        rest = &rest[start + 2 + used..];
+        after_word = true;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One encoded word after its `=?`: `charset?encoding?text?=`. The decoded text and the length
+/// of what it took.
+fn decode_word(word: &str) -> Option<(String, usize)> {
+    let (charset, rest) = word.split_once('?')?;
+    let (encoding, rest) = rest.split_once('?')?;
+    let end = rest.find("?=")?;
+    let encoded = &rest[..end];
+    if charset.is_empty() || encoded.contains(char::is_whitespace) {
+        return None;
+    }
+    let bytes = match encoding {
+        "B" | "b" => {
+            use base64::Engine as _;
+            let lenient = base64::engine::GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                base64::engine::GeneralPurposeConfig::new()
+                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+                    .with_decode_allow_trailing_bits(true),
+            );
+            lenient.decode(encoded).ok()?
+        }
+        "Q" | "q" => {
+            let underscores = encoded.replace('_', " ");
+            decode_quoted_printable(underscores.as_bytes()).into_bytes()
+        }
+        _ => return None,
+    };
+    let used = charset.len() + 1 + encoding.len() + 1 + end + 2;
+    Some((String::from_utf8_lossy(&bytes).into_owned(), used))
+}
+
 /// The display name of the From field, when it has one that names no onion.
 fn display_name(from: &str) -> Option<String> {
     let open = from.find('<')?;
     let name = from[..open].trim();
-    if name.is_empty() || name.to_ascii_lowercase().contains(".onion") {
+    if name.is_empty() || names_onion(name) {
         return None;
     }
     Some(name.to_owned())
@@ -163,7 +281,7 @@ fn display_name(from: &str) -> Option<String> {
 fn clearnet_ids(value: &str) -> String {
     value
         .split_whitespace()
-        .filter(|id| !id.to_ascii_lowercase().contains(".onion"))
+        .filter(|id| !names_onion(id))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -185,7 +303,7 @@ pub fn for_clearnet(message: &[u8], alias_address: &str, domain: &str) -> Vec<u8
             "to" | "cc" => {
                 let kept: Vec<String> = split_address_list(&field.value)
                     .into_iter()
-                    .filter(|entry| !entry.to_ascii_lowercase().contains(".onion"))
+                    .filter(|entry| !names_onion(entry))
                     .collect();
                 if kept.is_empty() {
                     continue;
@@ -206,7 +324,7 @@ pub fn for_clearnet(message: &[u8], alias_address: &str, domain: &str) -> Vec<u8
                 }
             }
             kept if KEPT.contains(&kept) => {
-                if field.value.to_ascii_lowercase().contains(".onion") {
+                if names_onion(&field.value) {
                     continue;
                 }
                 out.push_str(&format!("{}: {}\r\n", field.name, field.value));
@@ -294,6 +412,64 @@ mod tests {
         assert!(text.contains("To: undisclosed-recipients:;\r\n"));
         assert!(text.contains("Date: "));
         assert!(text.ends_with("\r\n\r\nbody\n"));
+    }
+
+    #[test]
+    fn an_onion_in_an_encoded_word_does_not_pass_the_filter() {
+        let onion = onion();
+        // "alice@<onion>" in base64, and "Bob <bob@<onion>>" in Q, as mail clients write them.
+        let b_word = {
+            use base64::Engine as _;
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("alice@{onion}"));
+            format!("=?utf-8?B?{encoded}?=")
+        };
+        let q_word = format!("=?iso-8859-1?Q?bob=40{}?=", onion.replace('.', "=2E"));
+        let message = format!(
+            "From: {b_word} <alice@{onion}>\r\n\
+             To: David <david@example.test>, {q_word} <bob@example.test>\r\n\
+             Subject: =?utf-8?Q?see_?= =?utf-8?Q?x{}?=\r\n\
+             References: <=?utf-8?B?eEB4Lm9uaW9u?=>\r\n\
+             \r\n\
+             Hi.\r\n",
+            onion.replace('.', "=2E")
+        );
+        let out = for_clearnet(message.as_bytes(), "xyz@gw.example", "gw.example");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("From: <xyz@gw.example>\r\n"), "{text}");
+        assert!(
+            text.contains("To: David <david@example.test>\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("Subject:"), "{text}");
+        assert!(!text.contains("References:"), "{text}");
+        assert!(!decode_encoded_words(&text).contains(".onion"), "{text}");
+    }
+
+    #[test]
+    fn onion_addresses_in_bodies_and_nested_headers_are_found() {
+        let onion = onion();
+        let (head, tail) = onion.split_at(30);
+        for body in [
+            format!("On Monday, alice@{onion} wrote:\r\n> hi\r\n"),
+            format!("Write to <Alice@WWW.{}>.\r\n", onion.to_uppercase()),
+            format!("mailto:alice@{onion}?subject=x\r\n"),
+            // Quoted-printable: a soft line break inside, the dot escaped.
+            format!("alice@{head}=\r\n{}\r\n", tail.replace('.', "=2E")),
+            // A forwarded message: the address is in the nested part's header.
+            format!(
+                "--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: =?utf-8?Q?alice=40{onion}?=\r\n\r\nhi\r\n--b--\r\n"
+            ),
+        ] {
+            assert!(names_onion_address(body.as_bytes()), "{body}");
+        }
+        for body in [
+            "Hi David.\r\n".to_owned(),
+            format!("The onion site http://{onion}/ is up.\r\n"),
+            "Reach me at david@example.test.\r\n".to_owned(),
+        ] {
+            assert!(!names_onion_address(body.as_bytes()), "{body}");
+        }
     }
 
     #[test]

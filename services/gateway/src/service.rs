@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use onionpost_proto::gateway::v1 as pb;
 use onionpost_proto::imap::v1::AccountState;
+pub use onionpost_runtime::time::now_ms;
+use onionpost_runtime::time::timestamp;
 use onionpost_smtp_client::{Outcome, Reply};
 
 use crate::backend::Backend;
@@ -15,6 +17,10 @@ use crate::{GatewayError, alias, rewrite};
 
 /// Largest page of aliases.
 const MAX_PAGE: u32 = 500;
+/// The refusal of a message whose body names an onion address (`local@….onion`): sent to the
+/// clearnet it would tie the alias to the identity.
+pub const BODY_NAMES_AN_ONION: &str = "the message names an onion address in its body; the \
+     gateway carries no onion address to the clearnet (remove it, e.g. from a quoted reply)";
 
 /// The gateway service.
 #[derive(Clone)]
@@ -29,21 +35,9 @@ pub struct GatewayService {
     outbound: Outbound,
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// Today's UTC date, the key of daily counters.
 pub fn today() -> String {
     chrono::Utc::now().format("%Y-%m-%d").to_string()
-}
-
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
-    }
 }
 
 impl GatewayService {
@@ -189,6 +183,11 @@ impl GatewayService {
         &self,
         request: &pb::SendOutboundRequest,
     ) -> Result<Option<String>, GatewayError> {
+        // The header's onion addresses are rewritten; the body's cannot be, so it is refused.
+        let (_, body) = rewrite::split(&request.message);
+        if rewrite::names_onion_address(body) {
+            return Ok(Some(BODY_NAMES_AN_ONION.into()));
+        }
         let account = match self.backend.account(&request.account_id).await {
             Ok(account) => account,
             Err(GatewayError::NotFound(_)) => return Ok(Some("no such account".into())),

@@ -46,6 +46,11 @@ pub enum ImapError {
     #[error("storage failed: {0}")]
     Store(#[from] StoreError),
 
+    /// The onion or keys service refused or failed a step of an identity's lifecycle; its
+    /// status reaches the caller unchanged, so a front end answers as if it had asked itself.
+    #[error("{}", .0.message())]
+    Upstream(tonic::Status),
+
     /// Something that should not happen (a task panicked, a special-use mailbox is missing).
     #[error("internal failure: {0}")]
     Internal(String),

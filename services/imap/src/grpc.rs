@@ -2,12 +2,16 @@
 //! [`ImapError`] to a gRPC status here, once. Storage failures are logged and reach callers only
 //! as "internal error".
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use onionpost_proto::imap::v1 as pb;
 use onionpost_proto::imap::v1::imap_server::Imap;
+use onionpost_runtime::time;
 use tonic::{Request, Response, Status};
 
 use crate::error::ImapError;
+use crate::lifecycle::{IdentityLifecycle, IdentityParts, NoParts};
 use crate::service::{
     AccountState, AccountView, Delivery, DeliveryMailbox, IdentityView, ImapService, PlanChanges,
     Refusal, Verification, from_ms,
@@ -18,11 +22,21 @@ use crate::store::PlanRecord;
 #[derive(Clone, Debug)]
 pub struct ImapGrpc {
     service: ImapService,
+    lifecycle: IdentityLifecycle,
 }
 
 impl ImapGrpc {
+    /// Without the onion and keys services: the identity lifecycle calls answer UNAVAILABLE
+    /// until [`ImapGrpc::with_identity_parts`] wires them.
     pub fn new(service: ImapService) -> Self {
-        ImapGrpc { service }
+        let lifecycle = IdentityLifecycle::new(service.clone(), Arc::new(NoParts));
+        ImapGrpc { service, lifecycle }
+    }
+
+    /// Creates and revokes identities' onions and keys through `parts`.
+    pub fn with_identity_parts(mut self, parts: Arc<dyn IdentityParts>) -> Self {
+        self.lifecycle = IdentityLifecycle::new(self.service.clone(), parts);
+        self
     }
 }
 
@@ -37,6 +51,7 @@ impl From<ImapError> for Status {
             ImapError::Unauthenticated => Status::unauthenticated(message),
             ImapError::BackOff { .. } => Status::resource_exhausted(message),
             ImapError::PermissionDenied => Status::permission_denied(message),
+            ImapError::Upstream(status) => status,
             ImapError::SealBroken | ImapError::Store(_) | ImapError::Internal(_) => {
                 tracing::error!(error = %message, "imap service failed");
                 Status::internal("internal error")
@@ -46,18 +61,11 @@ impl From<ImapError> for Status {
 }
 
 fn timestamp(ms: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    })
+    Some(time::timestamp(ms))
 }
 
-fn from_timestamp(time: &prost_types::Timestamp) -> DateTime<Utc> {
-    from_ms(
-        time.seconds
-            .saturating_mul(1000)
-            .saturating_add(i64::from(time.nanos / 1_000_000)),
-    )
+fn from_timestamp(value: &prost_types::Timestamp) -> DateTime<Utc> {
+    from_ms(time::timestamp_ms(value))
 }
 
 fn state_to_pb(state: AccountState) -> pb::AccountState {
@@ -273,6 +281,54 @@ impl Imap for ImapGrpc {
             account: Some(account_to_pb(view)),
             identities,
         }))
+    }
+
+    async fn create_identity(
+        &self,
+        request: Request<pb::CreateIdentityRequest>,
+    ) -> Result<Response<pb::CreateIdentityResponse>, Status> {
+        let request = request.into_inner();
+        let created = self
+            .lifecycle
+            .create(
+                &request.account_id,
+                &request.local_part,
+                &request.display_name,
+            )
+            .await?;
+        Ok(Response::new(pb::CreateIdentityResponse {
+            identity: Some(identity_to_pb(created.identity)),
+            onion: Some(created.onion),
+            key: Some(created.key),
+        }))
+    }
+
+    async fn import_identity(
+        &self,
+        request: Request<pb::ImportIdentityRequest>,
+    ) -> Result<Response<pb::Identity>, Status> {
+        let request = request.into_inner();
+        let view = self
+            .lifecycle
+            .import(
+                &request.account_id,
+                request.bundle,
+                request.passphrase,
+                &request.display_name,
+            )
+            .await?;
+        Ok(Response::new(identity_to_pb(view)))
+    }
+
+    async fn revoke_identity(
+        &self,
+        request: Request<pb::RevokeIdentityRequest>,
+    ) -> Result<Response<pb::RevokeIdentityResponse>, Status> {
+        let request = request.into_inner();
+        self.lifecycle
+            .revoke(required(&request.identity_id, "identity_id")?)
+            .await?;
+        Ok(Response::new(pb::RevokeIdentityResponse {}))
     }
 
     async fn add_identity(

@@ -1,6 +1,6 @@
 //! [`MailStore`] on [`ImapService`]: the IMAP protocol layer's view of the store. Names are
 //! normalised here (INBOX in any case is INBOX, `/` is the hierarchy delimiter), flags are
-//! given their canonical spelling, bodies are opened with the account key, and every write is
+//! given their canonical spelling ([`crate::flags`]), bodies are opened with the account key, and every write is
 //! announced on the account's change hub.
 
 use bytes::Bytes;
@@ -9,6 +9,7 @@ use tokio::sync::broadcast;
 
 use crate::crypto::SealedPart;
 use crate::error::ImapError;
+use crate::flags::canonical_flags;
 use crate::mailstore::{
     Copied, Flag, FlagOperation, LoggedIn, LoginError, MailStore, MailStoreError, MailboxId,
     MailboxInfo, MailboxSnapshot, MailboxStatus, MessageMeta, Part, QuotaUsage, SpecialUse,
@@ -20,41 +21,6 @@ use crate::store::{
 };
 
 const MAX_MAILBOX_NAME_BYTES: usize = 512;
-const SYSTEM_FLAGS: &[&str] = &["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"];
-
-/// Flags in canonical spelling (system flags as RFC 3501 writes them), without duplicates;
-/// `\Recent` is the server's to set and is dropped.
-pub(crate) fn canonical_flags(flags: &[String]) -> Result<Vec<String>, String> {
-    let mut out: Vec<String> = Vec::with_capacity(flags.len());
-    for flag in flags {
-        let flag = flag.trim();
-        if flag.eq_ignore_ascii_case("\\Recent") {
-            continue;
-        }
-        let canonical = if flag.starts_with('\\') {
-            SYSTEM_FLAGS
-                .iter()
-                .find(|system| system.eq_ignore_ascii_case(flag))
-                .map(|system| (*system).to_owned())
-                .ok_or_else(|| format!("{flag} is not a system flag"))?
-        } else {
-            let valid = !flag.is_empty()
-                && flag.len() <= 128
-                && flag
-                    .bytes()
-                    .all(|byte| byte.is_ascii_graphic() && !b"(){%*\"\\]".contains(&byte));
-            if !valid {
-                return Err("a keyword must be printable ASCII without specials".to_owned());
-            }
-            flag.to_owned()
-        };
-        if !out.iter().any(|have| have.eq_ignore_ascii_case(&canonical)) {
-            out.push(canonical);
-        }
-    }
-    Ok(out)
-}
-
 /// The stored form of a mailbox name: `INBOX` (and `INBOX/…`) in upper case, no trailing
 /// delimiter. `None` when the name cannot be a mailbox.
 fn normalize_name(name: &str) -> Option<String> {
@@ -163,13 +129,8 @@ impl ImapService {
 
 #[async_trait::async_trait]
 impl MailStore for ImapService {
-    async fn login(
-        &self,
-        login: &str,
-        password: &str,
-        connection_key: &str,
-    ) -> Result<LoggedIn, LoginError> {
-        match self.authenticate(login, password, connection_key).await {
+    async fn login(&self, login: &str, password: &str) -> Result<LoggedIn, LoginError> {
+        match self.verify_login(login, password).await {
             Ok(view) => Ok(LoggedIn {
                 account_id: view.record.account_id,
                 login: view.record.login,
@@ -561,7 +522,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_flags() {
+    fn mailbox_names() {
         assert_eq!(normalize_name("inbox").as_deref(), Some("INBOX"));
         assert_eq!(normalize_name("Inbox/x/").as_deref(), Some("INBOX/x"));
         assert_eq!(normalize_name("Work/2026").as_deref(), Some("Work/2026"));
@@ -569,15 +530,5 @@ mod tests {
         assert_eq!(normalize_name("/a"), None);
         assert_eq!(normalize_name("a*"), None);
         assert_eq!(normalize_name(""), None);
-        let flags = canonical_flags(&[
-            "\\seen".to_owned(),
-            "\\SEEN".to_owned(),
-            "\\Recent".to_owned(),
-            "$Forwarded".to_owned(),
-        ])
-        .unwrap();
-        assert_eq!(flags, vec!["\\Seen".to_owned(), "$Forwarded".to_owned()]);
-        assert!(canonical_flags(&["\\Bogus".to_owned()]).is_err());
-        assert!(canonical_flags(&["a b".to_owned()]).is_err());
     }
 }

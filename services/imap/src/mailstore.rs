@@ -115,12 +115,13 @@ pub struct QuotaUsage {
     pub messages: u64,
 }
 
-/// Why a login was refused. IMAP answers every one of them with the same words (except the
-/// back-off, which says to wait), so a client cannot learn whether a login exists.
+/// Why a login was refused. IMAP answers every one of them but `Internal` with the same words,
+/// so a client cannot learn whether a login exists.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoginError {
     #[error("invalid credentials")]
     Invalid,
+    /// The store itself backs off (a store with its own throttle; the service's does not).
     #[error("too many failed logins; retry in {retry_after_secs} s")]
     BackOff { retry_after_secs: u64 },
     /// Suspended by the operator (or otherwise not allowed to log in).
@@ -164,14 +165,10 @@ pub enum MailStoreError {
 /// for; no method reaches another account's data.
 #[async_trait::async_trait]
 pub trait MailStore: Send + Sync + 'static {
-    /// Checks a login and password, with back-off per account and per `connection_key` after
-    /// failures (the same back-off smtp-in's `Authenticate` applies).
-    async fn login(
-        &self,
-        login: &str,
-        password: &str,
-        connection_key: &str,
-    ) -> Result<LoggedIn, LoginError>;
+    /// Checks a login and password. No back-off here: each IMAP listener keeps its own
+    /// (`server::ListenerScope`), so failures through one identity's onion never show through
+    /// another's (issue 18, item 4).
+    async fn login(&self, login: &str, password: &str) -> Result<LoggedIn, LoginError>;
 
     /// Every mailbox of the account (INBOX and the special-use ones always exist).
     async fn list_mailboxes(&self, account: &str) -> Result<Vec<MailboxInfo>, MailStoreError>;

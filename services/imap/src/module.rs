@@ -1,5 +1,6 @@
 //! The imap service as a runtime module: opens its database, loads the carrier secret, makes
-//! sure a default plan exists, serves `onionpost.imap.v1.Imap` and starts the IMAP listeners.
+//! sure a default plan exists, serves `onionpost.imap.v1.Imap` (with the identity lifecycle
+//! wired to the onion and keys services) and starts the IMAP listeners.
 
 use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use onionpost_runtime::{Module, ServiceContext, Started};
 
 use crate::clock::SystemClock;
 use crate::grpc::ImapGrpc;
+use crate::lifecycle::GrpcParts;
 use crate::service::ImapService;
 
 /// The imap service as a runtime module.
@@ -24,9 +26,10 @@ impl Module for ImapModule {
     }
 
     fn depends_on(&self) -> &'static [ServiceName] {
-        // Accounts and mail need nothing else; the onion service tells the IMAP listeners
-        // their onion target ports when it is there, and is asked lazily.
-        &[]
+        // Accounts and mail need nothing else. The onion service tells the IMAP listeners their
+        // onion target ports, and onion and keys make and revoke identities' onions and keys
+        // (the identity lifecycle); both are asked lazily, but start first when local.
+        &[ServiceName::Onion, ServiceName::Keys]
     }
 
     fn start(
@@ -50,7 +53,8 @@ impl Module for ImapModule {
             // IMAP LISTENERS: the protocol layer (src/server) starts them here, with the same
             // store every delivery writes to (one change hub, one login back-off).
             crate::server::start::spawn_for_service(&context, &service).await?;
-            let server = ImapServer::new(ImapGrpc::new(service))
+            let parts = Arc::new(GrpcParts::new(context.directory.clone()));
+            let server = ImapServer::new(ImapGrpc::new(service).with_identity_parts(parts))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
             Ok(Started::new().with_grpc(server))

@@ -9,10 +9,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
+use onionpost_proto::address::{Address, OnionHost};
 use onionpost_runtime::Database;
 use onionpost_runtime::config::AccountSettings;
 use onionpost_runtime::seal::CarrierSecret;
+pub(crate) use onionpost_runtime::time::{from_ms, to_ms};
 use sha2::Digest;
 use tokio::sync::broadcast;
 
@@ -287,14 +289,6 @@ pub async fn open_store(
     ImapService::open(database, secret, clock, default_settings()).await
 }
 
-pub(crate) fn to_ms(time: DateTime<Utc>) -> i64 {
-    time.timestamp_millis()
-}
-
-pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
-
 /// Lower-case ASCII letters, digits, `.`, `_`, `-`, starting with a letter or digit.
 fn validate_login(login: &str) -> Result<String, ImapError> {
     let login = login.trim().to_ascii_lowercase();
@@ -416,39 +410,30 @@ async fn verify_password(password: String, hash: String) -> Result<bool, ImapErr
     .map_err(|error| ImapError::Internal(format!("password check task: {error}")))
 }
 
-/// Canonical `local@<56 base32>.onion`, with subdomain labels before the onion removed, and
-/// the onion host alone.
-fn canonical_address(address: &str) -> Result<(String, String), ImapError> {
-    let address = address.trim().to_ascii_lowercase();
-    let Some((local, host)) = address.rsplit_once('@') else {
-        return Err(ImapError::invalid("address", "must be local@<onion>.onion"));
-    };
-    let onion = canonical_onion(host)?;
-    if local.is_empty()
-        || local.len() > 64
-        || local.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(ImapError::invalid("address", "the local part is not valid"));
+/// An identity's display name: it goes into a key's user ID and a record, so it is bounded and
+/// has no control characters.
+pub(crate) fn check_display_name(display_name: &str) -> Result<(), ImapError> {
+    if display_name.len() > 256 || display_name.chars().any(char::is_control) {
+        return Err(ImapError::invalid(
+            "display_name",
+            "too long or has control characters",
+        ));
     }
-    Ok((format!("{local}@{onion}"), onion))
+    Ok(())
+}
+
+/// Canonical `local@<56 base32>.onion` (the carrier-wide parser of `onionpost_proto::address`:
+/// checksum verified, subdomain labels before the onion removed), and the onion host alone.
+fn canonical_address(address: &str) -> Result<(String, String), ImapError> {
+    let address = Address::parse(address.trim())
+        .map_err(|error| ImapError::invalid("address", error.to_string()))?;
+    Ok((address.to_string(), address.host().to_string()))
 }
 
 fn canonical_onion(host: &str) -> Result<String, ImapError> {
-    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
-    let labels: Vec<&str> = host.split('.').collect();
-    let valid = labels.len() >= 2
-        && labels[labels.len() - 1] == "onion"
-        && labels[labels.len() - 2].len() == 56
-        && labels[labels.len() - 2]
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c));
-    if !valid {
-        return Err(ImapError::invalid(
-            "address",
-            "the host must be a v3 onion (56 base32 characters then .onion)",
-        ));
-    }
-    Ok(format!("{}.onion", labels[labels.len() - 2]))
+    OnionHost::parse(host.trim())
+        .map(|host| host.to_string())
+        .map_err(|error| ImapError::invalid("address", error.to_string()))
 }
 
 /// The canonical bytes of a voucher code: Crockford base32, so case, dashes, spaces and the
@@ -846,8 +831,40 @@ impl ImapService {
         if let Some(retry_after_secs) = backoff.check(&login, connection_key, self.now()) {
             return Err(ImapError::BackOff { retry_after_secs });
         }
+        let Some(record) = self.check_password(&login, password).await? else {
+            backoff.failed(&login, connection_key, self.now());
+            tracing::debug!("login failed");
+            return Err(ImapError::Unauthenticated);
+        };
+        backoff.succeeded(&login);
+        self.allowed_to_log_in(record)
+    }
+
+    /// Checks a login and password without the service's back-off, for a caller that keeps
+    /// its own: each IMAP listener does, so that failures through one identity's onion never
+    /// show through another's (issue 18, item 4).
+    pub async fn verify_login(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> Result<AccountView, ImapError> {
+        let login = login.trim().to_ascii_lowercase();
+        let Some(record) = self.check_password(&login, password).await? else {
+            tracing::debug!("login failed");
+            return Err(ImapError::Unauthenticated);
+        };
+        self.allowed_to_log_in(record)
+    }
+
+    /// The account whose login and password these are, or `None`. The password hash is
+    /// verified whether or not the login exists (against a decoy), so both take the same time.
+    async fn check_password(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> Result<Option<AccountRecord>, ImapError> {
         let record = if login.len() <= MAX_LOGIN_LEN && password.len() <= MAX_PASSWORD_BYTES {
-            self.inner.store.account_by_login(&login).await?
+            self.inner.store.account_by_login(login).await?
         } else {
             None
         };
@@ -856,12 +873,10 @@ impl ImapService {
             |record| record.password_hash.clone(),
         );
         let matches = verify_password(password.to_owned(), hash).await?;
-        let Some(record) = record.filter(|_| matches) else {
-            backoff.failed(&login, connection_key, self.now());
-            tracing::debug!("login failed");
-            return Err(ImapError::Unauthenticated);
-        };
-        backoff.succeeded(&login);
+        Ok(record.filter(|_| matches))
+    }
+
+    fn allowed_to_log_in(&self, record: AccountRecord) -> Result<AccountView, ImapError> {
         let view = self.view(record);
         if view.state == AccountState::Suspended {
             return Err(ImapError::PermissionDenied);
@@ -895,12 +910,7 @@ impl ImapService {
             ));
         }
         let (address, onion) = canonical_address(address)?;
-        if display_name.len() > 256 || display_name.chars().any(char::is_control) {
-            return Err(ImapError::invalid(
-                "display_name",
-                "too long or has control characters",
-            ));
-        }
+        check_display_name(display_name)?;
         let account = self.account(account_id).await?;
         let record = IdentityRecord {
             identity_id: identity_id.to_owned(),
@@ -1113,7 +1123,7 @@ impl ImapService {
             &verification_value(delivery.verification, &delivery.verification_detail),
         );
         let blob = self.seal_blob(&key, &stored);
-        let flags = crate::mail::canonical_flags(&delivery.flags)
+        let flags = crate::flags::canonical_flags(&delivery.flags)
             .map_err(|reason| ImapError::invalid("flags", reason))?
             .join(" ");
         let now = to_ms(self.now());
@@ -1269,13 +1279,34 @@ mod tests {
     }
 
     #[test]
+    fn shared_address_forms_imap_canonicalises_every_spelling_and_refuses_bad_ones() {
+        use onionpost_proto::address::examples;
+        let host = OnionHost::from_ed25519(&[b'i'; 32]);
+        for form in examples::accepted_forms(&host) {
+            let (address, onion) = canonical_address(&format!("Bob@{form}")).unwrap();
+            assert_eq!(address, format!("bob@{host}"), "{form}");
+            assert_eq!(onion, host.as_str(), "{form}");
+            assert_eq!(canonical_onion(&form).unwrap(), host.as_str(), "{form}");
+        }
+        for (form, kind) in examples::refused_forms(&host) {
+            let error = canonical_address(&format!("bob@{form}")).unwrap_err();
+            assert!(
+                error.to_string().contains(&kind.to_string()),
+                "{form}: {error}"
+            );
+            assert!(canonical_onion(&form).is_err(), "{form}");
+        }
+    }
+
+    #[test]
     fn logins_addresses_and_codes() {
         assert_eq!(validate_login(" Alice.B ").unwrap(), "alice.b");
         assert!(validate_login("").is_err());
         assert!(validate_login(&"a".repeat(65)).is_err());
         assert!(validate_login("-x").is_err());
         assert!(validate_login("a b").is_err());
-        let onion = format!("{}.onion", "a".repeat(56));
+        // A real v3 onion: the checksum is verified since addresses use the carrier-wide parser.
+        let onion = OnionHost::from_ed25519(&[7; 32]).to_string();
         let (address, host) = canonical_address(&format!("Bob@www.{onion}")).unwrap();
         assert_eq!(address, format!("bob@{onion}"));
         assert_eq!(host, onion);

@@ -64,7 +64,10 @@ async fn data_directory_holds_no_plaintext_mail() {
         .add_identity(
             "hid",
             &account_id,
-            &format!("henry@{}.onion", "h".repeat(56)),
+            &format!(
+                "henry@{}",
+                onionpost_proto::address::OnionHost::from_ed25519(&[b'h'; 32])
+            ),
             "",
         )
         .await

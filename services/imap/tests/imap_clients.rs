@@ -230,7 +230,10 @@ async fn getquotaroot_reports_delivered_mail() {
         .add_identity(
             "id-bob",
             &bob,
-            &format!("bob@{}.onion", "b".repeat(56)),
+            &format!(
+                "bob@{}",
+                onionpost_proto::address::OnionHost::from_ed25519(&[b'b'; 32])
+            ),
             "Bob",
         )
         .await
@@ -301,7 +304,10 @@ async fn onion_listener_admits_only_the_owner() {
         .add_identity(
             "id-bob",
             &bob,
-            &format!("bob@{}.onion", "b".repeat(56)),
+            &format!(
+                "bob@{}",
+                onionpost_proto::address::OnionHost::from_ed25519(&[b'b'; 32])
+            ),
             "Bob",
         )
         .await

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use imap_support::{Client, MemStore, limits, message};
 use onionpost_imap::mailstore::SharedMailStore;
-use onionpost_imap::server::{ConnectionInfo, ImapServer, Security};
+use onionpost_imap::server::{ConnectionInfo, ImapServer, Limits, ListenerScope, Security};
 
 fn server() -> (ImapServer, Arc<MemStore>) {
     let store = MemStore::new(&[("alice", "secret"), ("bob", "hunter2")]);
@@ -100,7 +100,7 @@ async fn login_paths() {
     );
     assert_eq!(
         client.command("a3", "LOGIN backoff x").await,
-        vec!["a3 NO [UNAVAILABLE] too many failed logins; retry in 7 s"]
+        vec!["a3 NO [AUTHENTICATIONFAILED] invalid credentials"]
     );
     assert_eq!(
         client.command("a4", "SELECT INBOX").await,
@@ -890,4 +890,217 @@ async fn list_shows_missing_parents_as_noselect() {
         reply[0],
         "* LIST (\\HasNoChildren \\Subscribed) \"/\" Projects/2026"
     );
+}
+
+/// A connection through an identity's onion, as `listen` builds it: no per-peer key.
+fn onion(owner: &str) -> ConnectionInfo {
+    ConnectionInfo {
+        connection_key: String::new(),
+        security: Security::Onion,
+        starttls: false,
+        required_account: Some(Some(owner.to_owned())),
+    }
+}
+
+/// Sends one command and returns the tagged reply exactly as written, CRLF included.
+async fn raw_reply(client: &mut Client, tag: &str, command: &str) -> Vec<u8> {
+    client.send(&format!("{tag} {command}\r\n")).await;
+    client.raw_line().await
+}
+
+#[tokio::test]
+async fn failed_logins_on_one_listener_change_nothing_on_another() {
+    let (server, _) = server();
+    let onion_x = ListenerScope::new();
+    let onion_y = ListenerScope::new();
+    // Four failures for a made-up login and for alice's login through X's onion start X's
+    // back-off for both.
+    for login in ["alice guess", "ghost x"] {
+        let (mut guesser, _) = Client::connect_in(&server, &onion_x, onion("acct-alice")).await;
+        for attempt in 1..=4 {
+            let tag = format!("g{attempt}");
+            guesser.command(&tag, &format!("LOGIN {login}")).await;
+        }
+    }
+    let (mut on_x, _) = Client::connect_in(&server, &onion_x, onion("acct-alice")).await;
+    assert_eq!(
+        on_x.command("x1", "LOGIN alice secret").await,
+        vec!["x1 NO [AUTHENTICATIONFAILED] invalid credentials"],
+        "X backs off alice's login"
+    );
+    // Y's onion answers exactly as if nothing had happened on X, co-hosted or not.
+    let (mut on_y, _) = Client::connect_in(&server, &onion_y, onion("acct-alice")).await;
+    let fresh_scope = ListenerScope::new();
+    let (mut fresh, _) = Client::connect_in(&server, &fresh_scope, onion("acct-alice")).await;
+    assert_eq!(
+        raw_reply(&mut on_y, "y1", "LOGIN ghost x").await,
+        raw_reply(&mut fresh, "y1", "LOGIN ghost x").await,
+    );
+    let reply = on_y.command("y2", "LOGIN alice secret").await;
+    assert!(reply[0].starts_with("y2 OK [CAPABILITY"), "{reply:?}");
+}
+
+#[tokio::test]
+async fn back_off_reply_is_byte_identical_to_invalid_credentials() {
+    let (server, _) = server();
+    let scope = ListenerScope::new();
+    let (mut client, _) = Client::connect_in(&server, &scope, onion("acct-alice")).await;
+    let invalid = raw_reply(&mut client, "t", "LOGIN alice wrong").await;
+    assert_eq!(
+        invalid,
+        b"t NO [AUTHENTICATIONFAILED] invalid credentials\r\n".to_vec()
+    );
+    for _ in 0..3 {
+        raw_reply(&mut client, "t", "LOGIN alice wrong").await;
+    }
+    // Backed off now: even the right password gets the very same bytes.
+    let (mut client, _) = Client::connect_in(&server, &scope, onion("acct-alice")).await;
+    assert_eq!(
+        raw_reply(&mut client, "t", "LOGIN alice secret").await,
+        invalid
+    );
+    assert_eq!(raw_reply(&mut client, "t", "LOGIN ghost x").await, invalid);
+}
+
+fn server_with(limits: Limits) -> ImapServer {
+    let store = MemStore::new(&[("alice", "secret")]);
+    let shared: SharedMailStore = store;
+    ImapServer::new(shared, limits, None)
+}
+
+#[tokio::test]
+async fn connections_waiting_to_log_in_are_capped_per_listener() {
+    let server = server_with(Limits {
+        max_pre_login_connections: 2,
+        ..limits()
+    });
+    let scope = ListenerScope::new();
+    let info = || ConnectionInfo {
+        connection_key: "test".to_owned(),
+        security: Security::Loopback,
+        starttls: false,
+        required_account: None,
+    };
+    let (mut first, greeting) = Client::connect_in(&server, &scope, info()).await;
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    let (_second, greeting) = Client::connect_in(&server, &scope, info()).await;
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    let (mut third, greeting) = Client::connect_in(&server, &scope, info()).await;
+    assert_eq!(
+        greeting,
+        "* BYE too many connections waiting to log in; try again later"
+    );
+    assert_eq!(third.line().await, "", "closed");
+    // Another listener is not affected.
+    let (_elsewhere, greeting) = Client::connect_in(&server, &ListenerScope::new(), info()).await;
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    // A login frees its place.
+    let reply = first.command("a1", "LOGIN alice secret").await;
+    assert!(reply[0].starts_with("a1 OK"), "{reply:?}");
+    let (_fourth, greeting) = Client::connect_in(&server, &scope, info()).await;
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+}
+
+#[tokio::test]
+async fn large_literals_before_login_close_the_connection() {
+    let limits = Limits {
+        pre_login_literal: 512,
+        ..limits()
+    };
+    let server = server_with(limits);
+    // A synchronizing literal: no continuation, a BYE that says why.
+    let (mut client, _) = Client::connect(&server, Security::Loopback).await;
+    client.send("a1 LOGIN {600}\r\n").await;
+    assert_eq!(
+        client.line().await,
+        "* BYE literal too large before login (limit 512 octets); log in first"
+    );
+    assert_eq!(client.line().await, "", "closed");
+    // A non-synchronizing one (LITERAL+, RFC 7888) the same.
+    let (mut client, _) = Client::connect(&server, Security::Loopback).await;
+    let data = "x".repeat(600);
+    client
+        .send(&format!("a1 LOGIN {{600+}}\r\n{data} secret\r\n"))
+        .await;
+    assert_eq!(
+        client.line().await,
+        "* BYE literal too large before login (limit 512 octets); log in first"
+    );
+    assert_eq!(client.line().await, "", "closed");
+    // Small literals log in as before.
+    let (mut client, _) = Client::connect(&server, Security::Loopback).await;
+    client
+        .send("a2 LOGIN {5+}\r\nalice {6+}\r\nsecret\r\n")
+        .await;
+    let reply = client.until_tagged("a2").await;
+    assert!(reply[0].starts_with("a2 OK"), "{reply:?}");
+    // After login the message size limit applies again.
+    let body = message("big", "alice@example.org", &"y".repeat(900));
+    let reply = client
+        .command("a3", &format!("APPEND INBOX {{{}+}}\r\n{body}", body.len()))
+        .await;
+    assert!(reply[0].starts_with("a3 OK [APPENDUID"), "{reply:?}");
+}
+
+#[tokio::test]
+async fn a_refused_literal_does_not_lift_the_line_limit() {
+    let (server, _) = server();
+    let mut client = logged_in(&server).await;
+    client.send("m1 APPEND INBOX {5000}\r\n").await;
+    assert_eq!(
+        client.line().await,
+        "m1 BAD literal exceeds the maximum message size of 4096 octets"
+    );
+    // Bytes sent as if the refused literal had been accepted are a command line again.
+    let data = "x".repeat(2000);
+    client.send(&format!("{data}\r\n")).await;
+    let bye = client.line().await;
+    assert!(bye.starts_with("* BYE line too long"), "{bye}");
+    assert_eq!(client.line().await, "", "closed");
+}
+
+#[tokio::test]
+async fn before_login_the_timeout_is_short() {
+    let server = server_with(Limits {
+        pre_login_timeout: std::time::Duration::from_millis(300),
+        ..limits()
+    });
+    let (mut client, _) = Client::connect(&server, Security::Loopback).await;
+    assert_eq!(client.line().await, "* BYE autologout; idle for too long");
+    assert_eq!(client.line().await, "");
+    // Logged in, the RFC 3501 §5.4 timer applies.
+    let mut client = logged_in(&server).await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(
+        client.command("n", "NOOP").await,
+        vec!["n OK NOOP completed"]
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_never_reads_is_dropped() {
+    let server = server_with(Limits {
+        write_timeout: std::time::Duration::from_millis(200),
+        ..limits()
+    });
+    // A pipe that holds 16 octets: the greeting alone does not fit, and nobody reads.
+    let (peer, server_side) = tokio::io::duplex(16);
+    let session = tokio::spawn(async move {
+        server
+            .serve_stream(
+                Box::new(server_side),
+                ConnectionInfo {
+                    connection_key: "test".to_owned(),
+                    security: Security::Loopback,
+                    starttls: false,
+                    required_account: None,
+                },
+            )
+            .await;
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(5), session)
+        .await
+        .expect("the session ends when its writes make no progress")
+        .unwrap();
+    drop(peer);
 }

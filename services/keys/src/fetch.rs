@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use onionpost_proto::ServiceName;
+use onionpost_proto::clients;
 use onionpost_proto::onion::v1::GetSocksEndpointRequest;
 use onionpost_proto::onion::v1::onion_client::OnionClient;
 use onionpost_runtime::Directory;
@@ -76,7 +77,7 @@ impl TorWkdFetcher {
             .directory
             .transport(ServiceName::Onion)
             .map_err(|error| KeysError::Fetch(error.to_string()))?;
-        let endpoint = OnionClient::new(transport)
+        let endpoint = clients::onion(transport)
             .get_socks_endpoint(GetSocksEndpointRequest {})
             .await
             .map_err(|status| KeysError::Fetch(format!("onion service: {}", status.message())))?
@@ -141,7 +142,7 @@ impl OnionServiceKeys {
     fn client(&self) -> Result<OnionClient<onionpost_runtime::Transport>, tonic::Status> {
         self.directory
             .transport(ServiceName::Onion)
-            .map(OnionClient::new)
+            .map(clients::onion)
             .map_err(|error| tonic::Status::unavailable(error.to_string()))
     }
 }

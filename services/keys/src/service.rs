@@ -19,10 +19,10 @@
 //!   contact may lose one, which the next message or fetch offers again.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use onionpost_proto::keys::v1 as pb;
 use onionpost_runtime::seal::CarrierSecret;
+use onionpost_runtime::time::{now_ms, timestamp, timestamp_ms};
 use sequoia_openpgp::serialize::SerializeInto;
 
 use crate::fetch::{KeyFetcher, OnionKeys};
@@ -101,28 +101,6 @@ pub struct KeysService {
     fetcher: Arc<dyn KeyFetcher>,
     onion: Arc<dyn OnionKeys>,
     wkd: WkdDirectories,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
-
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
-    }
-}
-
-fn timestamp_ms(timestamp: &prost_types::Timestamp) -> i64 {
-    timestamp
-        .seconds
-        .saturating_mul(1000)
-        .saturating_add(i64::from(timestamp.nanos / 1_000_000))
 }
 
 fn required<'a>(value: &'a str, name: &str) -> Result<&'a str> {
@@ -1748,10 +1726,7 @@ fn is_clearnet_address(text: &str) -> bool {
     text.trim().rsplit_once('@').is_some_and(|(local, domain)| {
         !local.is_empty()
             && domain.contains('.')
-            && !domain
-                .to_ascii_lowercase()
-                .trim_end_matches('.')
-                .ends_with(".onion")
+            && !onionpost_proto::address::is_onion_name(domain)
     })
 }
 

@@ -307,9 +307,8 @@ pub fn router(directory: WkdDirectory) -> Router {
 fn host_onion(headers: &HeaderMap) -> Option<String> {
     let host = headers.get(header::HOST)?.to_str().ok()?;
     let host = host.rsplit_once(':').map_or(host, |(name, _port)| name);
-    let host = host.to_ascii_lowercase();
-    let name = host.strip_suffix(".onion")?;
-    Some(name.rsplit('.').next().unwrap_or(name).to_owned())
+    let onion = onionpost_proto::address::OnionHost::parse(host).ok()?;
+    Some(onion.label().to_owned())
 }
 
 async fn serve_key(

@@ -18,6 +18,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use onionpost_proto::onion::v1::{OnionService, OnionState, TorStatus};
 use onionpost_runtime::seal::Sealer;
+use onionpost_runtime::time::now_ms;
+use onionpost_runtime::time::timestamp as timestamp_ms;
 use tokio::sync::{broadcast, watch};
 use zeroize::Zeroizing;
 
@@ -108,25 +110,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX)
-}
-
 fn timestamp(time: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(time)
-}
-
-fn timestamp_ms(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or_default(),
-    }
 }
 
 fn internal(what: &str) -> impl FnOnce(StoreError) -> OnionError + '_ {

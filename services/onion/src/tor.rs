@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
+use onionpost_runtime::backoff::Backoff;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -38,28 +38,6 @@ const CHILD_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// `NEW:ED25519-V3` in 0.3.3; 0.3.5 is the oldest long-term release with both).
 const V3_SINCE: [u32; 4] = [0, 3, 5, 0];
 
-/// Exponential backoff with jitter (style habit 7).
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff { next: MIN_BACKOFF }
-    }
-
-    fn reset(&mut self) {
-        self.next = MIN_BACKOFF;
-    }
-
-    /// The pause before the next attempt: the current step ±25 %.
-    fn pause(&mut self) -> Duration {
-        let step = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        step.mul_f64(rand::rng().random_range(0.75..1.25))
-    }
-}
-
 /// Runs until `shutdown`: keeps a control connection to tor, and tor itself when it is ours.
 pub async fn supervise(onions: Arc<Onions>, tor: TorConnection, shutdown: CancellationToken) {
     let mut child = match &tor {
@@ -70,7 +48,7 @@ pub async fn supervise(onions: Arc<Onions>, tor: TorConnection, shutdown: Cancel
         } => Some(TorChild::new(binary.clone(), dir.clone(), include.clone())),
         TorConnection::External { .. } => None,
     };
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
     while !shutdown.is_cancelled() {
         let attempt = async {
             let (address, credentials) = match (&tor, &mut child) {
@@ -364,7 +342,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_to_the_cap_with_jitter() {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         let first = backoff.pause();
         assert!(first >= MIN_BACKOFF.mul_f64(0.75) && first <= MIN_BACKOFF.mul_f64(1.25));
         for _ in 0..20 {

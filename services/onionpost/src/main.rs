@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use onionpost_proto::ServiceName;
-use onionpost_runtime::config::{Config, ConfigFile, KEYS};
+use onionpost_runtime::config::{Config, ConfigFile, describe_keys};
 use onionpost_runtime::service::{Listeners, cancel_on_signal, run};
 use onionpost_runtime::{Module, grpc, telemetry};
 use tokio::net::TcpListener;
@@ -32,7 +32,7 @@ enum Command {
     Serve(ServeArgs),
     /// Exit 0 only when every named service answers SERVING (for container health checks).
     Healthcheck(HealthcheckArgs),
-    /// List every configuration key with its environment variable.
+    /// List every configuration key with its environment variable and default.
     ConfigKeys,
     /// Validate the configuration (file and environment) and exit.
     ConfigCheck(ConfigArgs),
@@ -139,9 +139,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Healthcheck(args) => healthcheck(args).await,
             Command::ConfigKeys => {
-                for key in KEYS {
-                    println!("{:<32} {:<44} {}", key.path, key.env_name(), key.help);
-                }
+                println!("{}", describe_keys());
                 Ok(ExitCode::SUCCESS)
             }
             Command::Admin(args) => onionpost_admin::cli::run(args).await,

@@ -19,13 +19,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use onionpost_proto::ServiceName;
+use onionpost_proto::clients;
 use onionpost_proto::keys::v1 as keys_pb;
-use onionpost_proto::keys::v1::keys_client::KeysClient;
 use onionpost_proto::onion::v1 as onion_pb;
-use onionpost_proto::onion::v1::onion_client::OnionClient;
 use onionpost_proto::smtp_out::v1 as smtp_pb;
-use onionpost_proto::smtp_out::v1::smtp_out_client::SmtpOutClient;
 use onionpost_runtime::Directory;
+use onionpost_runtime::onions::OnionWatch;
+use onionpost_runtime::time::timestamp_ms;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::QueueError;
@@ -237,7 +237,7 @@ impl CarryDesk {
             .directory
             .transport(ServiceName::Keys)
             .map_err(|error| QueueError::Unavailable(error.to_string()))?;
-        KeysClient::new(transport)
+        clients::keys(transport)
             .verify_carry_statement(keys_pb::VerifyCarryStatementRequest { statement })
             .await
             .map(tonic::Response::into_inner)
@@ -259,7 +259,7 @@ impl CarryDesk {
             .directory
             .transport(ServiceName::Onion)
             .map_err(|error| QueueError::Unavailable(error.to_string()))?;
-        let mut client = OnionClient::new(transport);
+        let mut client = clients::onion(transport);
         let mut page_token = String::new();
         loop {
             let page = client
@@ -292,79 +292,37 @@ pub enum RevokeBy {
     Statement(Vec<u8>),
 }
 
-fn timestamp_ms(value: &prost_types::Timestamp) -> i64 {
-    value
-        .seconds
-        .saturating_mul(1000)
-        .saturating_add(i64::from(value.nanos) / 1_000_000)
-}
-
 /// Follows the onion service's WatchOnions and, each time an identity's onion turns online,
 /// sends ETRN for it to each of its preferred carriers. Runs until `shutdown`.
 pub async fn pickup(directory: Directory, shutdown: CancellationToken) {
+    let Ok(transport) = directory.transport(ServiceName::Onion) else {
+        tracing::info!("onion service not configured; no etrn pickup");
+        return;
+    };
     let mut online: HashMap<String, bool> = HashMap::new();
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let transport = match directory.transport(ServiceName::Onion) {
-            Ok(transport) => transport,
-            Err(_) => {
-                tracing::info!("onion service not configured; no etrn pickup");
-                return;
-            }
-        };
-        let mut client = OnionClient::new(transport);
-        let started = tokio::select! {
-            () = shutdown.cancelled() => return,
-            started = client.watch_onions(onion_pb::WatchOnionsRequest { identity_ids: Vec::new() }) => started,
-        };
-        match started {
-            Ok(response) => {
-                backoff = Duration::from_secs(1);
-                let mut stream = response.into_inner();
-                loop {
-                    let message = tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        message = stream.message() => message,
-                    };
-                    let update = match message {
-                        Ok(Some(update)) => update,
-                        Ok(None) => break,
-                        Err(status) => {
-                            tracing::warn!(error = %status.message(), "onion watch ended");
-                            break;
-                        }
-                    };
-                    for service in update.onions {
-                        let now_online = service.state() == onion_pb::OnionState::Online;
-                        let was_online = online
-                            .insert(service.identity_id.clone(), now_online)
-                            .unwrap_or(false);
-                        if now_online && !was_online {
-                            let directory = directory.clone();
-                            let shutdown = shutdown.clone();
-                            tokio::spawn(async move {
-                                tokio::select! {
-                                    () = shutdown.cancelled() => {}
-                                    () = send_etrns(&directory, &service) => {}
-                                }
-                            });
-                        }
-                    }
-                }
-            }
-            Err(status) => {
-                tracing::warn!(error = %status.message(), "cannot watch onions for pickup; retrying");
-            }
-        }
+    let mut watch = OnionWatch::new(transport, shutdown.clone());
+    while let Some(update) = watch.next().await {
         // A new watch starts from a snapshot: what is online then counts as coming online
         // again, and a repeated ETRN costs the carriers nothing.
-        online.clear();
-        let jitter = Duration::from_millis(rand::random::<u64>() % 500);
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff + jitter) => {}
+        if update.snapshot {
+            online.clear();
         }
-        backoff = (backoff * 2).min(Duration::from_secs(60));
+        for service in update.onions {
+            let now_online = service.state() == onion_pb::OnionState::Online;
+            let was_online = online
+                .insert(service.identity_id.clone(), now_online)
+                .unwrap_or(false);
+            if now_online && !was_online {
+                let directory = directory.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = send_etrns(&directory, &service) => {}
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -373,7 +331,7 @@ async fn send_etrns(directory: &Directory, service: &onion_pb::OnionService) {
     let Ok(keys) = directory.transport(ServiceName::Keys) else {
         return;
     };
-    let identity = KeysClient::new(keys)
+    let identity = clients::keys(keys)
         .get_identity_key(keys_pb::GetIdentityKeyRequest {
             identity: Some(keys_pb::get_identity_key_request::Identity::IdentityId(
                 service.identity_id.clone(),
@@ -430,7 +388,7 @@ async fn etrn_once(
     let transport = directory
         .transport(ServiceName::SmtpOut)
         .map_err(|error| error.to_string())?;
-    let response = SmtpOutClient::new(transport)
+    let response = clients::smtp_out(transport)
         .etrn(smtp_pb::EtrnRequest {
             carrier: carrier.to_owned(),
             onion: onion.to_owned(),
@@ -491,7 +449,7 @@ mod tests {
             Database::open_sqlite(&dir.path().join("q.sqlite3"), crate::store::MIGRATIONS)
                 .await
                 .unwrap();
-        let clock = ManualClock::new(1_000_000);
+        let clock = ManualClock::at_ms(1_000_000);
         let service = QueueService::new(
             crate::store::for_database(database),
             CarrierSecret::from_text(&"s".repeat(40))

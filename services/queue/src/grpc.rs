@@ -2,6 +2,7 @@
 
 use onionpost_proto::queue::v1 as pb;
 use onionpost_proto::queue::v1::queue_server::Queue;
+use onionpost_runtime::time::{timestamp, timestamp_ms};
 use tonic::{Request, Response, Status};
 
 use crate::carry::{CarryCheck, CarryDesk, RevokeBy};
@@ -302,20 +303,6 @@ fn state_to_pb(value: RecipientState) -> pb::RecipientState {
         RecipientState::TemporaryFailure => pb::RecipientState::TemporaryFailure,
         RecipientState::PermanentFailure => pb::RecipientState::PermanentFailure,
     }
-}
-
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
-
-fn timestamp_ms(value: &prost_types::Timestamp) -> i64 {
-    value
-        .seconds
-        .saturating_mul(1000)
-        .saturating_add(i64::from(value.nanos) / 1_000_000)
 }
 
 fn reply_to_pb(reply: &Reply) -> pb::SmtpReply {

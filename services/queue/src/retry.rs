@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use onionpost_runtime::time::duration_ms as millis;
 use rand::Rng;
 
 /// Retry timing, from configuration.
@@ -52,10 +53,6 @@ impl RetryPolicy {
     pub fn lifetime_ms(&self) -> i64 {
         millis(self.lifetime)
     }
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

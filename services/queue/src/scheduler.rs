@@ -7,20 +7,18 @@
 //! records every recipient's outcome, with its retry time, final state and DSN, in one
 //! transaction. Local messages (DSNs) go to the imap service instead.
 
-use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
+use onionpost_proto::clients;
+use onionpost_runtime::time;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use onionpost_proto::ServiceName;
+use onionpost_proto::address::{OnionHost, is_onion_name};
 use onionpost_proto::gateway::v1 as gateway_pb;
-use onionpost_proto::gateway::v1::gateway_client::GatewayClient;
 use onionpost_proto::imap::v1 as imap_pb;
-use onionpost_proto::imap::v1::imap_client::ImapClient;
 use onionpost_proto::keys::v1 as keys_pb;
-use onionpost_proto::keys::v1::keys_client::KeysClient;
 use onionpost_proto::smtp_out::v1 as smtp_pb;
-use onionpost_proto::smtp_out::v1::smtp_out_client::SmtpOutClient;
 use onionpost_runtime::Directory;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -88,7 +86,7 @@ impl Scheduler {
         loop {
             tokio::time::sleep(LEASE_RENEWAL).await;
             let now = self.service.now_ms();
-            let until = now.saturating_add(LEASE.as_millis() as i64);
+            let until = now.saturating_add(time::duration_ms(LEASE));
             match self
                 .service
                 .store()
@@ -124,7 +122,7 @@ impl Scheduler {
             let available = self.sessions.available_permits();
             let mut wait = MAX_IDLE;
             if available > 0 {
-                let lease_until = now.saturating_add(LEASE.as_millis() as i64);
+                let lease_until = now.saturating_add(time::duration_ms(LEASE));
                 // At most as many recipients as free sessions: every group claimed starts at
                 // once, so no lease ticks away while its recipient waits for a slot.
                 match self
@@ -151,7 +149,7 @@ impl Scheduler {
                         Ok(Some(at)) => {
                             let ms = at
                                 .saturating_sub(now)
-                                .clamp(10, MAX_IDLE.as_millis() as i64);
+                                .clamp(10, time::duration_ms(MAX_IDLE));
                             wait = Duration::from_millis(ms as u64);
                         }
                         Ok(None) => {}
@@ -400,7 +398,7 @@ impl Scheduler {
         let Ok(keys) = self.directory.transport(ServiceName::Keys) else {
             return;
         };
-        let mut client = KeysClient::new(keys);
+        let mut client = clients::keys(keys);
         let mut by_carrier: BTreeMap<String, Vec<&RecipientRecord>> = BTreeMap::new();
         for recipient in recipients {
             let request = keys_pb::GetContactRequest {
@@ -487,9 +485,7 @@ impl Scheduler {
             message: report,
             add_autocrypt_header: false,
         };
-        let mut client = KeysClient::new(keys)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let mut client = clients::keys(keys);
         let encrypted = client.sign_and_encrypt(request);
         match tokio::time::timeout(CARRIED_DSN_TIMEOUT, encrypted).await {
             Ok(Ok(response)) => Some(
@@ -521,6 +517,19 @@ impl Scheduler {
     ) -> Vec<Outcome> {
         let all = |outcome: &dyn Fn() -> Outcome| recipients.iter().map(|_| outcome()).collect();
         if !is_v3_onion(destination) {
+            // A name under .onion that is no v3 onion (a typing error: its checksum, length or
+            // version is wrong) is never sent to the clearnet, and no retry can reach it.
+            if let Err(error) = OnionHost::parse(destination)
+                && is_onion_name(destination)
+            {
+                return all(&|| {
+                    Outcome::Permanent(Reply {
+                        code: 553,
+                        enhanced_status: "5.1.3".into(),
+                        text: error.to_string(),
+                    })
+                });
+            }
             return self.deliver_clearnet(message, recipients, body).await;
         }
         let transport = match self.directory.transport(ServiceName::SmtpOut) {
@@ -530,9 +539,7 @@ impl Scheduler {
                 return all(&|| Outcome::Temporary(local_reply(&text)));
             }
         };
-        let mut client = SmtpOutClient::new(transport)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let mut client = clients::smtp_out(transport);
         // Own mail is isolated by the sending identity; carried mail by its recipient, so that
         // nothing links the people a carrier holds mail for.
         let isolation_key = match message.origin {
@@ -637,9 +644,7 @@ impl Scheduler {
                 )
             });
         };
-        let mut client = GatewayClient::new(transport)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let mut client = clients::gateway(transport);
         let request = gateway_pb::SendOutboundRequest {
             queue_id: message.queue_id.clone(),
             account_id: message.account_id.clone(),
@@ -691,9 +696,7 @@ impl Scheduler {
             Ok(transport) => transport,
             Err(error) => return Outcome::Temporary(local_reply(&error.to_string())),
         };
-        let mut client = ImapClient::new(transport)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let mut client = clients::imap(transport);
         let request = imap_pb::DeliverRequest {
             identity_id: message.sender_identity_id.clone(),
             mailbox: imap_pb::Mailbox::Inbox as i32,

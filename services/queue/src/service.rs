@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use onionpost_proto::address::OnionHost;
 use onionpost_runtime::seal::Sealer;
 use rand::RngCore;
 use sha2::{Digest as _, Sha256};
@@ -79,7 +80,7 @@ impl QueueService {
     }
 
     pub fn now_ms(&self) -> i64 {
-        self.inner.clock.now_ms()
+        onionpost_runtime::time::to_ms(self.inner.clock.now())
     }
 
     pub fn policy(&self) -> RetryPolicy {
@@ -356,12 +357,9 @@ impl QueueService {
 
     /// ETRN: everything for `onion` due now. Returns how many recipients.
     pub async fn flush(&self, onion: &str) -> Result<u64, QueueError> {
-        let onion = onion.trim().to_ascii_lowercase();
-        if !is_v3_onion(&onion) {
-            return Err(QueueError::InvalidArgument(
-                "onion must be a v3 onion host (56 base32 characters + .onion)".into(),
-            ));
-        }
+        let onion = OnionHost::parse(onion.trim())
+            .map_err(|error| QueueError::InvalidArgument(format!("onion: {error}")))?
+            .to_string();
         let due = self.inner.store.flush_domain(&onion, self.now_ms()).await?;
         if due > 0 {
             self.wake();
@@ -377,14 +375,32 @@ pub fn random_id() -> String {
     hex::encode(bytes)
 }
 
-/// A v3 onion host: 56 base32 characters then `.onion` (what smtp-out will dial).
+/// A v3 onion host, checksum verified, in any case and with subdomain labels (what smtp-out
+/// will dial once canonical): the carrier-wide parser of `onionpost_proto::address`.
 pub fn is_v3_onion(host: &str) -> bool {
-    let lower = host.to_ascii_lowercase();
-    let Some(label) = lower.strip_suffix(".onion") else {
-        return false;
-    };
-    label.len() == 56
-        && label
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
+    OnionHost::parse(host).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use onionpost_proto::address::examples;
+
+    use super::*;
+    use crate::store::domain_of;
+
+    #[test]
+    fn shared_address_forms_queue_routes_every_spelling_to_the_canonical_onion() {
+        let host = OnionHost::from_ed25519(&[b'q'; 32]);
+        for form in examples::accepted_forms(&host) {
+            assert!(is_v3_onion(&form), "{form}");
+            assert_eq!(domain_of(&format!("carol@{form}")), host.as_str(), "{form}");
+        }
+        for (form, _) in examples::refused_forms(&host) {
+            assert!(!is_v3_onion(&form), "{form}");
+            // Still an onion name, so the scheduler never hands it to the gateway.
+            assert!(onionpost_proto::address::is_onion_name(&domain_of(
+                &format!("carol@{form}")
+            )));
+        }
+    }
 }

@@ -23,8 +23,9 @@ use onionpost_runtime::{Database, Directory};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+/// A real v3 onion per letter: the scheduler dials only onions whose checksum is right.
 fn onion(c: char) -> String {
-    format!("{}.onion", c.to_string().repeat(56))
+    onionpost_proto::address::OnionHost::from_ed25519(&[c as u8; 32]).to_string()
 }
 
 /// Stands in for smtp-out: `nobody@…` is refused for good, everything else is accepted unless
@@ -195,6 +196,27 @@ impl Imap for FakeImap {
         Err(Status::unimplemented("not in this fake"))
     }
 
+    async fn create_identity(
+        &self,
+        _request: Request<imap_pb::CreateIdentityRequest>,
+    ) -> Result<Response<imap_pb::CreateIdentityResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn import_identity(
+        &self,
+        _request: Request<imap_pb::ImportIdentityRequest>,
+    ) -> Result<Response<imap_pb::Identity>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn revoke_identity(
+        &self,
+        _request: Request<imap_pb::RevokeIdentityRequest>,
+    ) -> Result<Response<imap_pb::RevokeIdentityResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     async fn get_identity(
         &self,
         _request: Request<imap_pb::GetIdentityRequest>,
@@ -300,7 +322,7 @@ async fn harness() -> Harness {
         smtp,
         imap,
         directory,
-        clock: ManualClock::new(START_MS),
+        clock: ManualClock::at_ms(START_MS),
         _dir: dir,
         db_path,
     }
@@ -753,6 +775,7 @@ impl onionpost_keys::fetch::KeyFetcher for NoNetwork {
     async fn fetch(
         &self,
         _address: &onionpost_keys::Address,
+        _on_behalf_of: &str,
     ) -> Result<onionpost_keys::Cert, onionpost_keys::KeysError> {
         Err(onionpost_keys::KeysError::KeyNotFound)
     }
@@ -760,6 +783,7 @@ impl onionpost_keys::fetch::KeyFetcher for NoNetwork {
     async fn fetch_carriers(
         &self,
         _address: &onionpost_keys::Address,
+        _on_behalf_of: &str,
     ) -> Result<Option<Vec<u8>>, onionpost_keys::KeysError> {
         Ok(None)
     }

@@ -35,12 +35,16 @@ pub enum ValueKind {
     Boolean,
 }
 
-/// One configuration key: its dotted path, its kind, and what it is for (shown by
-/// `onionpost config keys` and in the README).
+/// One configuration key: its dotted path, its kind, its built-in default and what it is for
+/// (shown by `onionpost config-keys` and in the README).
 #[derive(Debug, Clone, Copy)]
 pub struct Key {
     pub path: &'static str,
     pub kind: ValueKind,
+    /// The value used when the key is unset or empty, written as a value of the key would be;
+    /// `None` when unset means "off" or "chosen at start" (the help says which). The validator
+    /// reads defaults from here only, so what `config-keys` prints is what runs.
+    pub default: Option<&'static str>,
     pub help: &'static str,
 }
 
@@ -59,38 +63,63 @@ fn env_name(path: &str) -> String {
 }
 
 macro_rules! keys {
-    ($( $path:literal : $kind:ident => $help:literal ),* $(,)?) => {
-        /// Every configuration key there is. Anything else in the file or the environment is an error.
-        pub const KEYS: &[Key] = &[ $( Key { path: $path, kind: ValueKind::$kind, help: $help } ),* ];
+    ($( $path:literal : $kind:ident $(= $default:expr)? => $help:literal ),* $(,)?) => {
+        /// Every configuration key there is, each with its default. Anything else in the file or
+        /// the environment is an error.
+        pub const KEYS: &[Key] = &[ $( Key {
+            path: $path,
+            kind: ValueKind::$kind,
+            default: keys!(@default $($default)?),
+            help: $help,
+        } ),* ];
     };
+    (@default) => { None };
+    (@default $default:expr) => { Some($default) };
+}
+
+/// Every key as `onionpost config-keys` prints it: path, environment variable, default (`-` for
+/// none) and what it is for, one key a line.
+pub fn describe_keys() -> String {
+    KEYS.iter()
+        .map(|key| {
+            format!(
+                "{:<40} {:<52} {:<20} {}",
+                key.path,
+                key.env_name(),
+                key.default.unwrap_or("-"),
+                key.help
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 keys! {
-    "data_dir": String => "directory for SQLite databases, sealed keys and message blobs",
+    "data_dir": String = DEFAULT_DATA_DIR => "directory for SQLite databases, sealed keys and message blobs",
     "database_url": String => "postgres://… to use PostgreSQL (a schema per service); absent: SQLite under data_dir",
     "secret": String => "secret that seals private keys and mail at rest; absent: generated once into data_dir/secret",
     "tor.control": String => "host:port of tor's control port; absent: start and supervise a tor child process",
     "tor.control_password": String => "password for tor's control port (HashedControlPassword)",
     "tor.cookie_file": String => "path of tor's control auth cookie (CookieAuthentication)",
     "tor.socks": String => "host:port of tor's SOCKS port, for outbound onion connections",
-    "tor.binary": String => "tor executable started when tor.control is absent",
+    "tor.binary": String = "tor" => "tor executable started when tor.control is absent",
     "tor.child_torrc": String => "file %included at the end of the tor child's torrc (bridges, a private network's DirAuthority lines)",
     "tor.target_host": String => "IP address tor uses to reach this process's onion listeners (tor in another container)",
-    "tor.target_ports": String => "first-last target ports for identities' onion listeners, four per identity (default 10000-19999)",
-    "admin.listen": String => "IP:port of the admin HTTP API",
+    "tor.target_ports": String = "10000-19999" => "first-last target ports for identities' onion listeners, four per identity",
+    "admin.listen": String = DEFAULT_ADMIN_LISTEN => "IP:port of the admin HTTP API",
     "admin.token": String => "operator bearer token created on first start; absent: one is generated and printed once",
-    "submission.listen": String => "IP:port of SMTP submission for hosted accounts (STARTTLS offered; AUTH only after it, or from loopback)",
+    "submission.listen": String = DEFAULT_SUBMISSION_LISTEN => "IP:port of SMTP submission for hosted accounts (STARTTLS offered; AUTH only after it, or from loopback)",
     "submission.tls_cert": String => "PEM certificate chain for submission STARTTLS; absent: a self-signed one is generated once into data_dir",
     "submission.tls_key": String => "PEM private key for submission.tls_cert",
-    "imap.listen": String => "IP:port of IMAP for hosted accounts",
+    "imap.listen": String = DEFAULT_IMAP_LISTEN => "IP:port of IMAP for hosted accounts",
     "imap.tls_listen": String => "IP:port of IMAP with implicit TLS (RFC 8314), e.g. 0.0.0.0:993; absent: disabled",
     "imap.tls_cert": String => "PEM certificate chain for IMAP TLS; absent: a self-signed one is generated once into data_dir",
     "imap.tls_key": String => "PEM private key for imap.tls_cert",
-    "grpc.listen": String => "IP:port where this process serves the gRPC services it runs",
-    "metrics.listen": String => "IP:port of the Prometheus /metrics endpoint; empty string disables it",
-    "log.format": String => "pretty or json",
-    "log.level": String => "tracing filter, e.g. info or onionpost=debug (RUST_LOG wins when set)",
-    "shutdown.drain_timeout_secs": Integer => "seconds to finish in-flight work after SIGTERM before exiting",
+    "grpc.listen": String = DEFAULT_GRPC_LISTEN => "IP:port where this process serves the gRPC services it runs",
+    "metrics.listen": String = DEFAULT_METRICS_LISTEN => "IP:port of the Prometheus /metrics endpoint; empty string disables it",
+    "log.format": String = "pretty" => "pretty or json",
+    "log.level": String = "info" => "tracing filter, e.g. info or onionpost=debug (RUST_LOG wins when set)",
+    "shutdown.drain_timeout_secs": Integer = "10" => "seconds to finish in-flight work after SIGTERM before exiting",
     "remote.onion": String => "gRPC address (http://host:port) of the onion service when it runs elsewhere",
     "remote.keys": String => "gRPC address of the keys service when it runs elsewhere",
     "remote.smtp_in": String => "gRPC address of the smtp-in service when it runs elsewhere",
@@ -99,30 +128,30 @@ keys! {
     "remote.imap": String => "gRPC address of the imap service when it runs elsewhere",
     "remote.gateway": String => "gRPC address of the gateway service when it runs elsewhere",
     "remote.admin": String => "gRPC address of the admin service when it runs elsewhere",
-    "accounts.grace_days": Integer => "days past paid-until an account keeps reading its mail (new mail deferred) before it expires (default 30)",
-    "accounts.initial_days": Integer => "paid days a new hosted account starts with (default 30)",
-    "accounts.default_plan": String => "name of the plan for accounts created without one (default standard, created on first start when no plan exists)",
-    "queue.retry_min_secs": Integer => "seconds before a queued recipient's first retry; doubles with each attempt (default 60)",
-    "queue.retry_max_secs": Integer => "longest wait between two attempts for one recipient (default 3600)",
-    "queue.lifetime_secs": Integer => "seconds a message may stay queued before it fails and the sender gets a DSN (default 432000, 5 days: RFC 5321 4.5.4.1)",
-    "queue.carry_max_held_bytes": Integer => "bytes this carrier holds at most for one identity it carries for (default 268435456, 256 MiB)",
-    "queue.carry_max_messages_per_day": Integer => "carried messages accepted for one identity per day, UTC (default 2000)",
-    "smtp_in.max_message_bytes": Integer => "largest message smtp-in accepts, advertised as SIZE (default 26214400, 25 MiB)",
-    "smtp_in.plaintext_policy": String => "what smtp-in does with plaintext mail from an onion peer: refuse, quarantine or accept (default refuse)",
-    "smtp_in.max_messages_per_hour_per_account": Integer => "messages one account may submit per hour (default 500)",
+    "accounts.grace_days": Integer = "30" => "days past paid-until an account keeps reading its mail (new mail deferred) before it expires",
+    "accounts.initial_days": Integer = "30" => "paid days a new hosted account starts with",
+    "accounts.default_plan": String = "standard" => "name of the plan for accounts created without one (created on first start when no plan exists)",
+    "queue.retry_min_secs": Integer = "60" => "seconds before a queued recipient's first retry; doubles with each attempt",
+    "queue.retry_max_secs": Integer = "3600" => "longest wait between two attempts for one recipient",
+    "queue.lifetime_secs": Integer = "432000" => "seconds a message may stay queued before it fails and the sender gets a DSN (5 days: RFC 5321 4.5.4.1)",
+    "queue.carry_max_held_bytes": Integer = "268435456" => "bytes this carrier holds at most for one identity it carries for (256 MiB)",
+    "queue.carry_max_messages_per_day": Integer = "2000" => "carried messages accepted for one identity per day, UTC",
+    "smtp_in.max_message_bytes": Integer = "26214400" => "largest message smtp-in accepts, advertised as SIZE (25 MiB)",
+    "smtp_in.plaintext_policy": String = "refuse" => "what smtp-in does with plaintext mail from an onion peer: refuse, quarantine or accept",
+    "smtp_in.max_messages_per_hour_per_account": Integer = "500" => "messages one account may submit per hour",
     "gateway.domain": String => "clearnet mail domain of the gateway: mail leaves as <alias>@<domain> and its MX record points at gateway.listen; absent: no gateway",
-    "gateway.listen": String => "IP:port of the gateway domain's inbound MX (default 127.0.0.1:2525; 0.0.0.0:25 facing the internet)",
-    "gateway.dkim_selector": String => "DKIM selector under which gateway.domain publishes its key (default onionpost)",
+    "gateway.listen": String = DEFAULT_GATEWAY_LISTEN => "IP:port of the gateway domain's inbound MX (0.0.0.0:25 facing the internet)",
+    "gateway.dkim_selector": String = "onionpost" => "DKIM selector under which gateway.domain publishes its key",
     "gateway.dkim_key": String => "PEM private key (RSA or Ed25519) that DKIM-signs outbound mail; absent: an Ed25519 key generated once into data_dir/gateway-dkim.pem",
     "gateway.smarthost": String => "host:port of a relay for all outbound clearnet mail instead of delivery by MX lookup",
     "gateway.smarthost_user": String => "user name for AUTH at gateway.smarthost (sent only after STARTTLS)",
     "gateway.smarthost_password": String => "password for AUTH at gateway.smarthost",
     "gateway.dns": String => "IP:port of the DNS resolver for MX, SPF, DKIM and DMARC lookups; absent: the system's resolv.conf",
-    "gateway.mx_port": Integer => "port connected to on MX hosts (default 25; another only for tests)",
-    "gateway.daily_cap": Integer => "clearnet recipients per account per UTC day when the account's plan sets no limit (default 100)",
-    "gateway.dmarc_policy": String => "inbound mail failing DMARC: follow (the sender domain's p=), reject, quarantine or accept (default follow)",
-    "gateway.max_message_bytes": Integer => "largest message the gateway's MX accepts (default 26214400, 25 MiB)",
-    "gateway.inbound_per_hour": Integer => "messages one alias may receive per hour before 4xx (default 60)",
+    "gateway.mx_port": Integer = "25" => "port connected to on MX hosts (another only for tests)",
+    "gateway.daily_cap": Integer = "100" => "clearnet recipients per account per UTC day when the account's plan sets no limit",
+    "gateway.dmarc_policy": String = "follow" => "inbound mail failing DMARC: follow (the sender domain's p=), reject, quarantine or accept",
+    "gateway.max_message_bytes": Integer = "26214400" => "largest message the gateway's MX accepts (25 MiB)",
+    "gateway.inbound_per_hour": Integer = "60" => "messages one alias may receive per hour before 4xx",
 }
 
 /// Where a key's value came from, so an error can point at it.
@@ -130,13 +159,19 @@ keys! {
 enum Source {
     File(PathBuf),
     Env(String),
+    /// The key's default in [`KEYS`].
+    BuiltIn,
 }
+
+/// The source of every value taken from a key's default.
+static BUILT_IN: Source = Source::BuiltIn;
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::File(path) => write!(f, "in {}", path.display()),
             Source::Env(name) => write!(f, "from environment variable {name}"),
+            Source::BuiltIn => f.write_str("(built-in default)"),
         }
     }
 }
@@ -566,20 +601,54 @@ impl Values {
         }
     }
 
-    fn parse<T: FromStr>(&self, path: &str, what: &str, default: &str) -> Result<T, ConfigError> {
-        let Some((text, source)) = self.non_empty(path) else {
-            return default.parse::<T>().map_err(|_| {
-                ConfigError::new(format!(
-                    "built-in default `{default}` of `{path}` is not {what}"
-                ))
-            });
-        };
+    /// A string key's value, or else its default from [`KEYS`].
+    fn text(&self, path: &str) -> Result<(&str, &Source), ConfigError> {
+        if let Some(found) = self.non_empty(path) {
+            return Ok(found);
+        }
+        Ok((built_in_default(path)?, &BUILT_IN))
+    }
+
+    /// An integer key's value, or else its default from [`KEYS`].
+    fn number(&self, path: &str) -> Result<(i64, &Source), ConfigError> {
+        if let Some(found) = self.integer(path) {
+            return Ok(found);
+        }
+        let text = built_in_default(path)?;
+        let number = text.parse::<i64>().map_err(|_| {
+            ConfigError::new(format!(
+                "built-in default `{text}` of `{path}` is not an integer"
+            ))
+        })?;
+        Ok((number, &BUILT_IN))
+    }
+
+    fn parse<T: FromStr>(&self, path: &str, what: &str) -> Result<T, ConfigError> {
+        let (text, source) = self.text(path)?;
         text.parse::<T>()
             .map_err(|_| ConfigError::new(format!("key `{path}` {source}: `{text}` is not {what}")))
     }
 
-    fn socket_addr(&self, path: &str, default: &str) -> Result<SocketAddr, ConfigError> {
-        self.parse(path, "an IP:port address (e.g. 127.0.0.1:8080)", default)
+    /// One of a few words, each naming a setting; the error lists them.
+    fn choice<T: Copy>(&self, path: &str, options: &[(&str, T)]) -> Result<T, ConfigError> {
+        let (text, source) = self.text(path)?;
+        let word = text.trim();
+        if let Some((_, setting)) = options.iter().find(|(name, _)| *name == word) {
+            return Ok(*setting);
+        }
+        let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+        let listed = match names.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        Err(ConfigError::new(format!(
+            "key `{path}` {source}: `{word}` is not {listed}"
+        )))
+    }
+
+    fn socket_addr(&self, path: &str) -> Result<SocketAddr, ConfigError> {
+        self.parse(path, "an IP:port address (e.g. 127.0.0.1:8080)")
     }
 
     fn host_port(&self, path: &str) -> Result<Option<HostPort>, ConfigError> {
@@ -592,6 +661,13 @@ impl Values {
     }
 }
 
+/// A key's default from [`KEYS`]; a key the validator reads this way must have one.
+fn built_in_default(path: &str) -> Result<&'static str, ConfigError> {
+    find_key(path)
+        .and_then(|key| key.default)
+        .ok_or_else(|| ConfigError::new(format!("key `{path}` has no built-in default")))
+}
+
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_SUBMISSION_LISTEN: &str = "127.0.0.1:2587";
 pub const DEFAULT_IMAP_LISTEN: &str = "127.0.0.1:2143";
@@ -599,7 +675,8 @@ pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:2525";
 pub const DEFAULT_DATA_DIR: &str = "onionpost-data";
-/// Below Linux's ephemeral range (32768-60999), so outgoing connections never take them.
+/// The default of `tor.target_ports`, parsed. Below Linux's ephemeral range (32768-60999), so
+/// outgoing connections never take them.
 pub const DEFAULT_TARGET_PORTS: (u16, u16) = (10000, 19999);
 
 /// `first-last`, both non-zero, first not above last.
@@ -611,12 +688,7 @@ fn parse_port_range(text: &str) -> Option<(u16, u16)> {
 }
 
 fn validate(values: &Values) -> Result<Config, ConfigError> {
-    let data_dir = PathBuf::from(
-        values
-            .non_empty("data_dir")
-            .map(|(text, _)| text)
-            .unwrap_or(DEFAULT_DATA_DIR),
-    );
+    let data_dir = PathBuf::from(values.text("data_dir")?.0);
     let database = match values.non_empty("database_url") {
         None => DatabaseSettings::Sqlite {
             dir: data_dir.clone(),
@@ -665,23 +737,19 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
             ))
         })?),
     };
-    let target_ports = match values.non_empty("tor.target_ports") {
-        None => DEFAULT_TARGET_PORTS,
-        Some((text, source)) => parse_port_range(text).ok_or_else(|| {
+    let target_ports = {
+        let (text, source) = values.text("tor.target_ports")?;
+        parse_port_range(text).ok_or_else(|| {
             ConfigError::new(format!(
                 "key `tor.target_ports` {source}: `{text}` is not a port range like 10000-19999"
             ))
-        })?,
+        })?
     };
     let tor = TorSettings {
         control: values.host_port("tor.control")?,
         auth,
         socks: values.host_port("tor.socks")?,
-        binary: PathBuf::from(
-            values
-                .non_empty("tor.binary")
-                .map_or("tor", |(text, _)| text),
-        ),
+        binary: PathBuf::from(values.text("tor.binary")?.0),
         child_torrc: values
             .non_empty("tor.child_torrc")
             .map(|(text, _)| PathBuf::from(text)),
@@ -691,99 +759,77 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
 
     let metrics_listen = match values.string("metrics.listen") {
         Some((text, _)) if text.trim().is_empty() => None,
-        _ => Some(values.socket_addr("metrics.listen", DEFAULT_METRICS_LISTEN)?),
+        _ => Some(values.socket_addr("metrics.listen")?),
     };
 
-    let format = match values.non_empty("log.format") {
-        None | Some(("pretty", _)) => LogFormat::Pretty,
-        Some(("json", _)) => LogFormat::Json,
-        Some((other, source)) => {
-            return Err(ConfigError::new(format!(
-                "key `log.format` {source}: `{other}` is not pretty or json"
-            )));
-        }
-    };
-    let level = values
-        .non_empty("log.level")
-        .map_or("info", |(text, _)| text)
-        .to_owned();
+    let format = values.choice(
+        "log.format",
+        &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)],
+    )?;
+    let level = values.text("log.level")?.0.to_owned();
     tracing_subscriber::EnvFilter::try_new(&level).map_err(|error| {
         ConfigError::new(format!(
             "key `log.level`: `{level}` is not a valid filter: {error}"
         ))
     })?;
 
-    let drain_timeout = match values.integer("shutdown.drain_timeout_secs") {
-        None => Duration::from_secs(10),
-        Some((seconds, source)) => {
-            let seconds = u64::try_from(seconds).map_err(|_| {
-                ConfigError::new(format!(
-                    "key `shutdown.drain_timeout_secs` {source}: must not be negative"
-                ))
-            })?;
-            Duration::from_secs(seconds)
-        }
+    let drain_timeout = {
+        let (seconds, source) = values.number("shutdown.drain_timeout_secs")?;
+        let seconds = u64::try_from(seconds).map_err(|_| {
+            ConfigError::new(format!(
+                "key `shutdown.drain_timeout_secs` {source}: must not be negative"
+            ))
+        })?;
+        Duration::from_secs(seconds)
     };
 
     let days = |path: &str| -> Result<u32, ConfigError> {
-        match values.integer(path) {
-            None => Ok(30),
-            Some((days, source)) => u32::try_from(days)
-                .ok()
-                .filter(|days| *days <= 36_500)
-                .ok_or_else(|| {
-                    ConfigError::new(format!(
-                        "key `{path}` {source}: `{days}` is not a number of days between 0 and 36500"
-                    ))
-                }),
-        }
+        let (days, source) = values.number(path)?;
+        u32::try_from(days)
+            .ok()
+            .filter(|days| *days <= 36_500)
+            .ok_or_else(|| {
+                ConfigError::new(format!(
+                    "key `{path}` {source}: `{days}` is not a number of days between 0 and 36500"
+                ))
+            })
     };
     let accounts = AccountSettings {
         grace_days: days("accounts.grace_days")?,
         initial_days: days("accounts.initial_days")?,
-        default_plan: values
-            .non_empty("accounts.default_plan")
-            .map_or("standard", |(text, _)| text.trim())
-            .to_owned(),
+        default_plan: values.text("accounts.default_plan")?.0.trim().to_owned(),
     };
 
-    let seconds = |path: &str, default: u64| -> Result<Duration, ConfigError> {
-        match values.integer(path) {
-            None => Ok(Duration::from_secs(default)),
-            Some((seconds, source)) => u64::try_from(seconds)
-                .ok()
-                .filter(|seconds| *seconds >= 1)
-                .map(Duration::from_secs)
-                .ok_or_else(|| {
-                    ConfigError::new(format!(
-                        "key `{path}` {source}: `{seconds}` is not a positive number of seconds"
-                    ))
-                }),
-        }
+    let seconds = |path: &str| -> Result<Duration, ConfigError> {
+        let (seconds, source) = values.number(path)?;
+        u64::try_from(seconds)
+            .ok()
+            .filter(|seconds| *seconds >= 1)
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                ConfigError::new(format!(
+                    "key `{path}` {source}: `{seconds}` is not a positive number of seconds"
+                ))
+            })
     };
-    let positive = |path: &str, default: u64| -> Result<u64, ConfigError> {
-        match values.integer(path) {
-            None => Ok(default),
-            Some((value, source)) => u64::try_from(value)
-                .ok()
-                .filter(|value| *value >= 1)
-                .ok_or_else(|| {
-                    ConfigError::new(format!(
-                        "key `{path}` {source}: `{value}` is not a positive number"
-                    ))
-                }),
-        }
+    let positive = |path: &str| -> Result<u64, ConfigError> {
+        let (value, source) = values.number(path)?;
+        u64::try_from(value)
+            .ok()
+            .filter(|value| *value >= 1)
+            .ok_or_else(|| {
+                ConfigError::new(format!(
+                    "key `{path}` {source}: `{value}` is not a positive number"
+                ))
+            })
     };
     let queue = QueueSettings {
-        retry_min: seconds("queue.retry_min_secs", 60)?,
-        retry_max: seconds("queue.retry_max_secs", 3600)?,
-        lifetime: seconds("queue.lifetime_secs", 432_000)?,
-        carry_max_held_bytes: positive("queue.carry_max_held_bytes", 256 * 1024 * 1024)?,
-        carry_max_messages_per_day: u32::try_from(positive(
-            "queue.carry_max_messages_per_day",
-            2_000,
-        )?)
-        .map_err(|_| ConfigError::new("key `queue.carry_max_messages_per_day` is too large"))?,
+        retry_min: seconds("queue.retry_min_secs")?,
+        retry_max: seconds("queue.retry_max_secs")?,
+        lifetime: seconds("queue.lifetime_secs")?,
+        carry_max_held_bytes: positive("queue.carry_max_held_bytes")?,
+        carry_max_messages_per_day: u32::try_from(positive("queue.carry_max_messages_per_day")?)
+            .map_err(|_| ConfigError::new("key `queue.carry_max_messages_per_day` is too large"))?,
     };
     if queue.retry_max < queue.retry_min {
         return Err(ConfigError::new(
@@ -792,23 +838,17 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
     }
 
     let smtp_in = SmtpInSettings {
-        max_message_bytes: positive("smtp_in.max_message_bytes", 25 * 1024 * 1024)?,
-        plaintext_policy: match values.non_empty("smtp_in.plaintext_policy") {
-            None => PlaintextPolicy::Refuse,
-            Some((text, source)) => match text.trim() {
-                "refuse" => PlaintextPolicy::Refuse,
-                "quarantine" => PlaintextPolicy::Quarantine,
-                "accept" => PlaintextPolicy::Accept,
-                other => {
-                    return Err(ConfigError::new(format!(
-                        "key `smtp_in.plaintext_policy` {source}: `{other}` is not refuse, quarantine or accept"
-                    )));
-                }
-            },
-        },
+        max_message_bytes: positive("smtp_in.max_message_bytes")?,
+        plaintext_policy: values.choice(
+            "smtp_in.plaintext_policy",
+            &[
+                ("refuse", PlaintextPolicy::Refuse),
+                ("quarantine", PlaintextPolicy::Quarantine),
+                ("accept", PlaintextPolicy::Accept),
+            ],
+        )?,
         max_messages_per_hour_per_account: u32::try_from(positive(
             "smtp_in.max_messages_per_hour_per_account",
-            500,
         )?)
         .unwrap_or(u32::MAX),
     };
@@ -817,11 +857,8 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         domain: values
             .non_empty("gateway.domain")
             .map(|(text, _)| text.trim().trim_end_matches('.').to_ascii_lowercase()),
-        listen: values.socket_addr("gateway.listen", DEFAULT_GATEWAY_LISTEN)?,
-        dkim_selector: values
-            .non_empty("gateway.dkim_selector")
-            .map_or("onionpost", |(text, _)| text.trim())
-            .to_owned(),
+        listen: values.socket_addr("gateway.listen")?,
+        dkim_selector: values.text("gateway.dkim_selector")?.0.trim().to_owned(),
         dkim_key: values
             .non_empty("gateway.dkim_key")
             .map(|(text, _)| PathBuf::from(text)),
@@ -842,28 +879,22 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         },
         dns: match values.non_empty("gateway.dns") {
             None => None,
-            Some((text, _)) => Some(values.socket_addr("gateway.dns", text)?),
+            Some(_) => Some(values.socket_addr("gateway.dns")?),
         },
-        mx_port: u16::try_from(positive("gateway.mx_port", 25)?)
+        mx_port: u16::try_from(positive("gateway.mx_port")?)
             .map_err(|_| ConfigError::new("key `gateway.mx_port`: not a port number (1-65535)"))?,
-        daily_cap: u32::try_from(positive("gateway.daily_cap", 100)?).unwrap_or(u32::MAX),
-        dmarc_policy: match values.non_empty("gateway.dmarc_policy") {
-            None => DmarcPolicy::Follow,
-            Some((text, source)) => match text.trim() {
-                "follow" => DmarcPolicy::Follow,
-                "reject" => DmarcPolicy::Reject,
-                "quarantine" => DmarcPolicy::Quarantine,
-                "accept" => DmarcPolicy::Accept,
-                other => {
-                    return Err(ConfigError::new(format!(
-                        "key `gateway.dmarc_policy` {source}: `{other}` is not follow, reject, quarantine or accept"
-                    )));
-                }
-            },
-        },
-        max_message_bytes: positive("gateway.max_message_bytes", 25 * 1024 * 1024)?,
-        inbound_per_hour: u32::try_from(positive("gateway.inbound_per_hour", 60)?)
-            .unwrap_or(u32::MAX),
+        daily_cap: u32::try_from(positive("gateway.daily_cap")?).unwrap_or(u32::MAX),
+        dmarc_policy: values.choice(
+            "gateway.dmarc_policy",
+            &[
+                ("follow", DmarcPolicy::Follow),
+                ("reject", DmarcPolicy::Reject),
+                ("quarantine", DmarcPolicy::Quarantine),
+                ("accept", DmarcPolicy::Accept),
+            ],
+        )?,
+        max_message_bytes: positive("gateway.max_message_bytes")?,
+        inbound_per_hour: u32::try_from(positive("gateway.inbound_per_hour")?).unwrap_or(u32::MAX),
     };
 
     let mut remote = BTreeMap::new();
@@ -890,22 +921,22 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
             .map(|(text, _)| Secret::new(text)),
         tor,
         admin: AdminSettings {
-            listen: values.socket_addr("admin.listen", DEFAULT_ADMIN_LISTEN)?,
+            listen: values.socket_addr("admin.listen")?,
             token: values
                 .non_empty("admin.token")
                 .map(|(text, _)| Secret::new(text)),
         },
-        submission_listen: values.socket_addr("submission.listen", DEFAULT_SUBMISSION_LISTEN)?,
+        submission_listen: values.socket_addr("submission.listen")?,
         submission_tls_cert: values
             .non_empty("submission.tls_cert")
             .map(|(text, _)| PathBuf::from(text)),
         submission_tls_key: values
             .non_empty("submission.tls_key")
             .map(|(text, _)| PathBuf::from(text)),
-        imap_listen: values.socket_addr("imap.listen", DEFAULT_IMAP_LISTEN)?,
+        imap_listen: values.socket_addr("imap.listen")?,
         imap_tls_listen: match values.non_empty("imap.tls_listen") {
             None => None,
-            Some((text, _)) => Some(values.socket_addr("imap.tls_listen", text)?),
+            Some(_) => Some(values.socket_addr("imap.tls_listen")?),
         },
         imap_tls_cert: values
             .non_empty("imap.tls_cert")
@@ -913,7 +944,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         imap_tls_key: values
             .non_empty("imap.tls_key")
             .map(|(text, _)| PathBuf::from(text)),
-        grpc_listen: values.socket_addr("grpc.listen", DEFAULT_GRPC_LISTEN)?,
+        grpc_listen: values.socket_addr("grpc.listen")?,
         metrics_listen,
         log: LogSettings { format, level },
         drain_timeout,
@@ -960,6 +991,39 @@ mod tests {
         );
         assert!(config.tor.control.is_none());
         assert!(matches!(config.tor.auth, TorAuth::Auto));
+    }
+
+    #[test]
+    fn config_keys_prints_each_default_and_the_defaults_are_what_runs() {
+        let listing = describe_keys();
+        assert_eq!(listing.lines().count(), KEYS.len());
+        for (key, line) in KEYS.iter().zip(listing.lines()) {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(columns[0], key.path, "{line}");
+            assert_eq!(columns[1], key.env_name(), "{line}");
+            assert_eq!(columns[2], key.default.unwrap_or("-"), "{line}");
+        }
+        assert!(
+            listing.lines().any(
+                |line| line.starts_with("admin.listen ") && line.contains(DEFAULT_ADMIN_LISTEN)
+            )
+        );
+        assert!(
+            listing
+                .lines()
+                .any(|line| line.starts_with("queue.lifetime_secs ") && line.contains(" 432000 "))
+        );
+        // Every default, set explicitly, gives the configuration that nothing set gives: the
+        // validator takes its defaults from KEYS and nowhere else.
+        let explicit: Vec<(String, String)> = KEYS
+            .iter()
+            .filter_map(|key| Some((key.env_name(), key.default?.to_owned())))
+            .collect();
+        let from_keys = Config::load(None, explicit).unwrap();
+        let built_in = Config::load(None, env(&[])).unwrap();
+        assert_eq!(format!("{from_keys:?}"), format!("{built_in:?}"));
+        assert_eq!(built_in.tor.target_ports, DEFAULT_TARGET_PORTS);
+        assert_eq!(built_in.queue.lifetime, Duration::from_secs(432_000));
     }
 
     #[test]

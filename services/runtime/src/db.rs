@@ -5,7 +5,8 @@
 //! PostgreSQL one schema per service in the configured database (the pool's `search_path` points
 //! at it, so the same SQL runs unqualified). Each service ships two migration directories, one
 //! per backend, applied at open. Storage code lives behind a trait per service with one
-//! implementation per backend; [`crate::conformance`] runs one test suite against both.
+//! implementation per backend, written once in the dialect of [`crate::sql`];
+//! [`crate::conformance`] runs one test suite against both.
 
 use std::path::Path;
 use std::str::FromStr;

@@ -4,20 +4,31 @@
 //!   validated into types with one clear error naming the bad key.
 //! - [`telemetry`]: logs (pretty or JSON), OpenTelemetry span export over OTLP, trace context
 //!   across gRPC, Prometheus metrics.
-//! - [`grpc`]: the one client transport for local and remote services, and the tracing layers.
+//! - [`grpc`]: the one client transport for local and remote services, and the tracing layers;
+//!   [`status`]: what a gRPC status from another service means to the caller.
 //! - [`service`]: services as modules started in dependency order, gRPC serving with health and
 //!   reflection, graceful shutdown with a drain timeout.
+//! - [`onions`]: following identities' onions (WatchOnions) and keeping a listener on each
+//!   onion's target port; [`backoff`]: retry pauses with jitter.
+//! - [`time`]: milliseconds, protobuf timestamps and the injected [`time::Clock`].
 //! - [`db`]: SQLite (one file per service) or PostgreSQL (one schema per service) with
 //!   migrations; [`conformance`] runs one store test suite against both.
+//! - [`sql`]: the one SQL dialect stores are written in (placeholders, row locks, erasing a
+//!   secret) and the one shape of a store ([`sql_store!`]).
 
+pub mod backoff;
 pub mod config;
 pub mod conformance;
 pub mod db;
 pub mod grpc;
+pub mod onions;
 pub mod rate;
 pub mod seal;
 pub mod service;
+pub mod sql;
+pub mod status;
 pub mod telemetry;
+pub mod time;
 pub mod tls;
 
 pub use config::Config;

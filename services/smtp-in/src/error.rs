@@ -20,14 +20,16 @@ pub enum SmtpInError {
 
 impl From<tonic::Status> for SmtpInError {
     fn from(status: tonic::Status) -> Self {
-        use tonic::Code;
-        match status.code() {
-            Code::NotFound => SmtpInError::NotFound,
-            Code::Unauthenticated | Code::PermissionDenied => SmtpInError::AuthRefused,
-            Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists => {
+        use onionpost_runtime::status::Failure;
+        match Failure::of(&status) {
+            Failure::NotFound => SmtpInError::NotFound,
+            Failure::Denied => SmtpInError::AuthRefused,
+            Failure::Invalid | Failure::Conflict => {
                 SmtpInError::Permanent(status.message().to_owned())
             }
-            _ => SmtpInError::Temporary(status.message().to_owned()),
+            Failure::Busy | Failure::Unavailable | Failure::Internal => {
+                SmtpInError::Temporary(status.message().to_owned())
+            }
         }
     }
 }

@@ -1,9 +1,8 @@
 //! [`Backend`] over gRPC: the imap, keys and queue services, local or remote, found through the
 //! runtime's directory at each call (so a service that starts later is picked up).
 
-use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 use onionpost_proto::ServiceName;
-use onionpost_proto::gateway::v1::gateway_client::GatewayClient;
+use onionpost_proto::clients;
 use onionpost_proto::gateway::v1::{CheckOutboundRequest, CheckOutboundResponse};
 use onionpost_proto::imap::v1::imap_client::ImapClient;
 use onionpost_proto::imap::v1::{
@@ -42,21 +41,15 @@ impl GrpcBackend {
     }
 
     fn imap(&self) -> Result<ImapClient<Transport>, SmtpInError> {
-        Ok(ImapClient::new(self.transport(ServiceName::Imap)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(clients::imap(self.transport(ServiceName::Imap)?))
     }
 
     fn keys(&self) -> Result<KeysClient<Transport>, SmtpInError> {
-        Ok(KeysClient::new(self.transport(ServiceName::Keys)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(clients::keys(self.transport(ServiceName::Keys)?))
     }
 
     fn queue(&self) -> Result<QueueClient<Transport>, SmtpInError> {
-        Ok(QueueClient::new(self.transport(ServiceName::Queue)?)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+        Ok(clients::queue(self.transport(ServiceName::Queue)?))
     }
 }
 
@@ -210,7 +203,7 @@ impl Backend for GrpcBackend {
             sender_identity_id: sender_identity_id.to_owned(),
             recipients: clearnet_recipients,
         };
-        Ok(GatewayClient::new(transport)
+        Ok(clients::gateway(transport)
             .check_outbound(request)
             .await?
             .into_inner())

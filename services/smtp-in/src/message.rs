@@ -1,6 +1,8 @@
 //! Just enough RFC 5322 header handling for smtp-in's decisions: is the message PGP/MIME, who
 //! is it From, and cleaning a submitted message before it is signed and encrypted.
 
+use onionpost_proto::address::{Address, AddressError, OnionHost, is_onion_name};
+
 /// Splits a message into its header block (with the blank line's preceding line ending) and body.
 fn split(message: &[u8]) -> (&[u8], &[u8]) {
     for (index, window) in message.windows(2).enumerate() {
@@ -71,29 +73,35 @@ pub fn addresses(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// An address as compared: lower case, subdomain labels before a `.onion` host removed.
+/// An address as compared: lower case, and a v3 onion host in its canonical form (subdomain
+/// labels and a trailing dot removed, `onionpost_proto::address`).
 pub fn normalize(address: &str) -> String {
     let address = address.trim().to_ascii_lowercase();
     let Some((local, host)) = address.rsplit_once('@') else {
         return address;
     };
-    if let Some(base) = host.strip_suffix(".onion") {
-        let label = base.rsplit('.').next().unwrap_or(base);
-        return format!("{local}@{label}.onion");
+    match OnionHost::parse(host) {
+        Ok(onion) => format!("{local}@{onion}"),
+        Err(_) => address,
     }
-    address
 }
 
-/// The onion host of an address (`<56 base32>.onion`), when it is an onion address.
+/// The onion host of an address (`<56 base32>.onion`), when it is a v3 onion address with a
+/// right checksum.
 pub fn onion_of(address: &str) -> Option<String> {
-    let normalized = normalize(address);
-    let (_, host) = normalized.rsplit_once('@')?;
-    let base = host.strip_suffix(".onion")?;
-    let valid = base.len() == 56
-        && base
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || (b'2'..=b'7').contains(&byte));
-    valid.then(|| host.to_owned())
+    let (_, host) = address.trim().rsplit_once('@')?;
+    OnionHost::parse(host).ok().map(|onion| onion.to_string())
+}
+
+/// Why a recipient at a `.onion` name cannot be delivered to, when it cannot: the name is no v3
+/// onion (checksum, version or length wrong) or the local part is not a dot-atom. `None` for a
+/// valid onion address and for any address outside `.onion`.
+pub fn onion_address_error(address: &str) -> Option<AddressError> {
+    let (_, host) = address.trim().rsplit_once('@')?;
+    if !is_onion_name(host) {
+        return None;
+    }
+    Address::parse(address.trim()).err()
 }
 
 /// The message without its Bcc fields (RFC 5322 §3.6.3), folded lines included; the same
@@ -187,7 +195,8 @@ pub fn prepare_submission(message: &[u8], sender_onion: &str) -> (Vec<u8>, Strin
 mod tests {
     use super::*;
 
-    const ONION: &str = "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz2345.onion";
+    /// tor's example v3 onion (rend-spec-v3 §6): a real one, since its checksum is verified.
+    const ONION: &str = "pg6mmjiyjmcrsslvykfwnntlaru7p5svn6y2ymmju6nubxndf4pscryd.onion";
 
     #[test]
     fn pgp_mime_is_recognised_only_with_its_protocol() {

@@ -1,22 +1,19 @@
-//! smtp-in as a runtime module: the carrier-wide submission listener, and per identity (followed
-//! through the onion service's WatchOnions, as services/keys/src/wkd_serve.rs does for WKD) an
-//! MX listener on its SMTP target port and a submission listener on its submission target port.
+//! smtp-in as a runtime module: the carrier-wide submission listener, and per identity (kept by
+//! the runtime's onion follower, `onionpost_runtime::onions`, as keys' WKD and imap are) an MX
+//! listener on its SMTP target port and a submission listener on its submission target port.
 //!
 //! AUTH is offered without TLS on identities' onions (tor encrypts end to end) and on the
 //! carrier-wide listener only to loopback clients; from elsewhere it is refused (538), since
 //! smtp-in does not speak STARTTLS yet.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use onionpost_proto::ServiceName;
-use onionpost_proto::onion::v1::onion_client::OnionClient;
-use onionpost_proto::onion::v1::{OnionService, OnionState, PortPurpose, WatchOnionsRequest};
+use onionpost_proto::onion::v1::PortPurpose;
 use onionpost_proto::smtp_in::v1::smtp_in_server::SmtpInServer;
-use onionpost_runtime::{Module, ServiceContext, Started, Transport};
+use onionpost_runtime::onions::{Binding, Follower};
+use onionpost_runtime::{Module, ServiceContext, Started};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -25,8 +22,6 @@ use crate::grpc::SmtpInGrpc;
 use crate::grpc_backend::GrpcBackend;
 use crate::stats::ListenerKind;
 use crate::{Backend, Limits, Mode, Policy, Session, Stats};
-
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// smtp-in as a runtime module.
 pub struct SmtpInModule;
@@ -79,18 +74,7 @@ impl Module for SmtpInModule {
                 serve(listener, b, p, Kind::Submission(Some(tls)), stop).await;
             });
 
-            match context.transport(ServiceName::Onion) {
-                Ok(transport) => {
-                    let loop_context = context.clone();
-                    context.spawn(
-                        "smtp_in.onions",
-                        watch(loop_context, transport, backend, policy),
-                    );
-                }
-                Err(_) => tracing::info!(
-                    "onion service not configured; smtp-in is not served on identities' onions"
-                ),
-            }
+            follow_onions(&context, backend, policy);
             Ok(Started::new().with_grpc(SmtpInServer::new(SmtpInGrpc::new(stats, settings))))
         })
     }
@@ -149,148 +133,26 @@ pub async fn serve<B: Backend>(
     policy.stats.listener(stats_kind, false);
 }
 
-struct Listener {
-    target: SocketAddr,
-    stop: CancellationToken,
-}
-
-async fn watch<B: Backend>(
-    context: ServiceContext,
-    transport: Transport,
-    backend: Arc<B>,
-    policy: Arc<Policy>,
-) {
-    let shutdown = context.shutdown.clone();
-    // Keyed by (identity, purpose): each identity has an MX and a submission listener.
-    let mut listeners: HashMap<(String, i32), Listener> = HashMap::new();
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let mut client = OnionClient::new(transport.clone());
-        let started = tokio::select! {
-            () = shutdown.cancelled() => break,
-            started = client.watch_onions(WatchOnionsRequest { identity_ids: Vec::new() }) => started,
-        };
-        match started {
-            Ok(response) => {
-                backoff = Duration::from_secs(1);
-                let mut stream = response.into_inner();
-                loop {
-                    let message = tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        message = stream.message() => message,
-                    };
-                    match message {
-                        Ok(Some(update)) => {
-                            if update.snapshot {
-                                let present: Vec<&str> = update
-                                    .onions
-                                    .iter()
-                                    .map(|onion| onion.identity_id.as_str())
-                                    .collect();
-                                listeners.retain(|(identity_id, _), listener| {
-                                    let keep = present.contains(&identity_id.as_str());
-                                    if !keep {
-                                        listener.stop.cancel();
-                                    }
-                                    keep
-                                });
-                            }
-                            for onion in &update.onions {
-                                for purpose in [PortPurpose::Smtp, PortPurpose::Submission] {
-                                    follow(
-                                        &context,
-                                        &backend,
-                                        &policy,
-                                        &mut listeners,
-                                        onion,
-                                        purpose,
-                                    )
-                                    .await;
-                                }
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(status) => {
-                            tracing::warn!(error = %status.message(), "onion watch ended");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(status) => {
-                tracing::warn!(error = %status.message(), "cannot watch onions; retrying");
-            }
-        }
-        if shutdown.is_cancelled() {
-            break;
-        }
-        let jitter = Duration::from_millis(rand::random::<u64>() % 500);
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(backoff + jitter) => {}
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-    for listener in listeners.values() {
-        listener.stop.cancel();
-    }
-}
-
-/// Keeps one identity's listener for one purpose in line with its onion's target port.
-async fn follow<B: Backend>(
-    context: &ServiceContext,
-    backend: &Arc<B>,
-    policy: &Arc<Policy>,
-    listeners: &mut HashMap<(String, i32), Listener>,
-    onion: &OnionService,
-    purpose: PortPurpose,
-) {
-    let target = onion
-        .ports
-        .iter()
-        .find(|port| port.purpose == purpose as i32)
-        .and_then(|port| {
-            let host: IpAddr = port.target_host.parse().ok()?;
-            let port = u16::try_from(port.target_port).ok()?;
-            Some(SocketAddr::new(host, port))
-        });
-    let wanted = target.filter(|_| onion.state != OnionState::Revoked as i32);
-    let key = (onion.identity_id.clone(), purpose as i32);
-    let current = listeners.get(&key).map(|l| l.target);
-    if current == wanted {
-        return;
-    }
-    if let Some(old) = listeners.remove(&key) {
-        old.stop.cancel();
-    }
-    let Some(target) = wanted else { return };
-    let listener = match bind(target).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::warn!(identity_id = %onion.identity_id, port = target.port(), %error, "cannot listen for smtp on onion target");
-            return;
-        }
-    };
-    let stop = context.shutdown.child_token();
-    let kind = if purpose == PortPurpose::Smtp {
-        Kind::Mx(onion.identity_id.clone())
-    } else {
-        Kind::OnionSubmission(onion.identity_id.clone())
-    };
-    let (b, p, s) = (backend.clone(), policy.clone(), stop.clone());
-    context.spawn("smtp_in.onion.listener", async move {
-        serve(listener, b, p, kind, s).await;
-    });
-    tracing::debug!(identity_id = %onion.identity_id, port = target.port(), "serving smtp on onion");
-    listeners.insert(key, Listener { target, stop });
-}
-
-async fn bind(target: SocketAddr) -> std::io::Result<TcpListener> {
-    match TcpListener::bind(target).await {
-        Ok(listener) => Ok(listener),
-        Err(error) if error.kind() == std::io::ErrorKind::AddrNotAvailable => {
-            TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), target.port())).await
-        }
-        Err(error) => Err(error),
-    }
+/// Keeps, per identity, an MX listener on its onion's SMTP target port and a submission
+/// listener on its submission target port.
+fn follow_onions<B: Backend>(context: &ServiceContext, backend: Arc<B>, policy: Arc<Policy>) {
+    Follower::new(
+        &[PortPurpose::Smtp, PortPurpose::Submission],
+        "smtp_in.onion.listener",
+        move |binding: Binding| {
+            let kind = if binding.purpose == PortPurpose::Smtp {
+                Kind::Mx(binding.identity_id)
+            } else {
+                Kind::OnionSubmission(binding.identity_id)
+            };
+            serve(
+                binding.listener,
+                backend.clone(),
+                policy.clone(),
+                kind,
+                binding.stop,
+            )
+        },
+    )
+    .spawn(context, "smtp_in.onions");
 }

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use onionpost_proto::address::{OnionHost, examples};
 use onionpost_proto::imap::v1::{
     Account, AccountState, AuthenticateResponse, DeliverRequest, DeliverResponse, Identity,
     Mailbox, Refusal, SenderVerification,
@@ -16,15 +17,17 @@ use onionpost_proto::keys::v1::{
 use onionpost_proto::queue::v1::{CheckCarryResponse, EnqueueRequest, Origin};
 use onionpost_runtime::config::PlaintextPolicy;
 use onionpost_smtp_in::session::{
-    AUTH_INVALID, ETRN_REPLY, LINE_TOO_LONG, PLAINTEXT_REFUSED, RECIPIENT_REJECTED,
+    AUTH_INVALID, BAD_ONION_ADDRESS, ETRN_REPLY, LINE_TOO_LONG, PLAINTEXT_REFUSED,
+    RECIPIENT_REJECTED,
 };
 use onionpost_smtp_in::{Backend, Limits, Mode, Policy, Session, SmtpInError, Stats};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
-const ALICE_ONION: &str = "aliceaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.onion";
-const BOB_ONION: &str = "bobbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.onion";
-const CAROL_ONION: &str = "carolccccccccccccccccccccccccccccccccccccccccccccccccccc.onion";
-const ALICE_ALT_ONION: &str = "alicealtaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.onion";
+// Real v3 onions (keys of 32 equal bytes), since recipients' checksums are verified at RCPT.
+const ALICE_ONION: &str = "mfqwcylbmfqwcylbmfqwcylbmfqwcylbmfqwcylbmfqwcylbmfqwbfad.onion";
+const BOB_ONION: &str = "mjrgeytcmjrgeytcmjrgeytcmjrgeytcmjrgeytcmjrgeytcmjrk3xyd.onion";
+const CAROL_ONION: &str = "mnrwgy3dmnrwgy3dmnrwgy3dmnrwgy3dmnrwgy3dmnrwgy3dmnrvkzqd.onion";
+const ALICE_ALT_ONION: &str = "ifaucqkbifaucqkbifaucqkbifaucqkbifaucqkbifaucqkbifa2mryd.onion";
 
 fn alice() -> String {
     format!("alice@{ALICE_ONION}")
@@ -1482,4 +1485,69 @@ print("sent over", s.sock.version() if s.sock else "closed")
     );
     assert_eq!(backend.enqueued.lock().unwrap().len(), 1);
     stop.cancel();
+}
+
+#[tokio::test]
+async fn an_onion_address_with_a_bad_checksum_is_refused_at_rcpt_with_the_reason() {
+    let backend = fake();
+    backend.keys.lock().unwrap().insert(carol());
+    let mut c = authenticated(backend.clone(), default_policy(), submission()).await;
+    c.send(&format!("MAIL FROM:<{}>", alice())).await;
+    let host = OnionHost::parse(CAROL_ONION).unwrap();
+    let (mistyped, _) = examples::refused_forms(&host).remove(0);
+    assert_eq!(
+        c.send(&format!("RCPT TO:<carol@{mistyped}>")).await,
+        "553 5.1.3 Bad recipient address: the onion address checksum is wrong (mistyped?)"
+    );
+    // The transaction goes on without it; nothing is queued for the mistyped address.
+    assert_eq!(
+        c.send(&format!("RCPT TO:<{}>", carol())).await,
+        "250 2.1.5 Recipient OK"
+    );
+    c.send("DATA").await;
+    c.raw(&submitted(&alice(), &carol())).await;
+    assert_eq!(c.send(".").await, "250 2.0.0 Message queued");
+    let enqueued = backend.enqueued.lock().unwrap();
+    assert!(
+        enqueued
+            .iter()
+            .flat_map(|request| &request.recipients)
+            .all(|recipient| recipient.address == carol()),
+        "{enqueued:?}"
+    );
+}
+
+/// RCPT for `local` at every accepted spelling of `onion` (each taken) and at each refused form
+/// (each refused with the parser's reason).
+async fn rcpt_every_spelling(c: &mut Client, local: &str, onion: &str) {
+    let host = OnionHost::parse(onion).unwrap();
+    for form in examples::accepted_forms(&host) {
+        assert_eq!(
+            c.send(&format!("RCPT TO:<{local}@{form}>")).await,
+            "250 2.1.5 Recipient OK",
+            "{form}"
+        );
+    }
+    for (form, kind) in examples::refused_forms(&host) {
+        assert_eq!(
+            c.send(&format!("RCPT TO:<{local}@{form}>")).await,
+            format!("{BAD_ONION_ADDRESS} {kind}"),
+            "{form}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn shared_address_forms_smtp_in_rcpt_on_submission_and_mx() {
+    // Submission: a recipient's onion in every spelling.
+    let backend = fake();
+    backend.keys.lock().unwrap().insert(carol());
+    let mut c = authenticated(backend.clone(), default_policy(), submission()).await;
+    c.send(&format!("MAIL FROM:<{}>", alice())).await;
+    rcpt_every_spelling(&mut c, "Carol", CAROL_ONION).await;
+    // The MX: the identity's own onion in every spelling.
+    let (mut c, _) = Client::start(fake(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    rcpt_every_spelling(&mut c, "alice", ALICE_ONION).await;
 }

@@ -4,8 +4,8 @@
 #[derive(Debug, thiserror::Error)]
 pub enum SmtpOutError {
     /// The destination is not a v3 onion host: smtp-out dials nothing else.
-    #[error("destination must be a v3 onion host (56 base32 characters + .onion): {0:?}")]
-    NotAnOnion(String),
+    #[error("destination must be a v3 onion host: {1}: {0:?}")]
+    NotAnOnion(String, onionpost_proto::address::AddressError),
     #[error("{0}")]
     InvalidArgument(String),
     /// tor's SOCKS endpoint is unknown (the onion service is not reachable).
@@ -16,7 +16,7 @@ pub enum SmtpOutError {
 impl From<SmtpOutError> for tonic::Status {
     fn from(error: SmtpOutError) -> Self {
         match error {
-            SmtpOutError::NotAnOnion(_) | SmtpOutError::InvalidArgument(_) => {
+            SmtpOutError::NotAnOnion(..) | SmtpOutError::InvalidArgument(_) => {
                 tonic::Status::invalid_argument(error.to_string())
             }
             SmtpOutError::SocksUnavailable(_) => tonic::Status::unavailable(error.to_string()),

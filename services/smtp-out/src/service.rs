@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use onionpost_proto::ServiceName;
+use onionpost_proto::address::OnionHost;
+use onionpost_proto::clients;
 use onionpost_proto::onion::v1::GetSocksEndpointRequest;
-use onionpost_proto::onion::v1::onion_client::OnionClient;
 use onionpost_runtime::Directory;
 use rand::RngCore;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -108,7 +109,8 @@ impl SmtpOutService {
         envelope: &Envelope,
         message: &[u8],
     ) -> Result<Delivery, SmtpOutError> {
-        check_onion(destination)?;
+        let destination = check_onion(destination)?;
+        let destination = destination.as_str();
         if envelope.recipients.is_empty() {
             return Err(SmtpOutError::InvalidArgument(
                 "at least one recipient is required".into(),
@@ -164,8 +166,10 @@ impl SmtpOutService {
         onion: &str,
         isolation_key: &str,
     ) -> Result<Result<Reply, String>, SmtpOutError> {
-        check_onion(carrier)?;
-        check_onion(onion)?;
+        let carrier = check_onion(carrier)?;
+        let carrier = carrier.as_str();
+        let onion = check_onion(onion)?;
+        let onion = onion.as_str();
         let socks = self.socks_address().await?;
         let _permits = self.permits(carrier).await;
         if let Some(error) = self.recently_unreachable(carrier) {
@@ -280,7 +284,7 @@ impl SmtpOutService {
                 let transport = directory
                     .transport(ServiceName::Onion)
                     .map_err(|error| SmtpOutError::SocksUnavailable(error.to_string()))?;
-                let endpoint = OnionClient::new(transport)
+                let endpoint = clients::onion(transport)
                     .get_socks_endpoint(GetSocksEndpointRequest {})
                     .await
                     .map_err(|status| SmtpOutError::SocksUnavailable(status.message().into()))?
@@ -361,26 +365,41 @@ fn record(delivery: &Delivery) {
     }
 }
 
-/// Only a v3 onion host is ever handed to tor: 56 base32 characters then `.onion`.
-pub fn check_onion(host: &str) -> Result<(), SmtpOutError> {
-    let lower = host.to_ascii_lowercase();
-    let Some(label) = lower.strip_suffix(".onion") else {
-        return Err(SmtpOutError::NotAnOnion(host.to_owned()));
-    };
-    let base32 = |c: char| c.is_ascii_lowercase() || ('2'..='7').contains(&c);
-    if label.len() != 56 || !label.chars().all(base32) {
-        return Err(SmtpOutError::NotAnOnion(host.to_owned()));
-    }
-    Ok(())
+/// Only a v3 onion host is ever handed to tor, checksum verified (the carrier-wide parser of
+/// `onionpost_proto::address`), and always in its canonical form: `www.<onion>.onion` names the
+/// same service as `<onion>.onion` (tor ignores the labels), so it shares its circuits and limits.
+pub fn check_onion(host: &str) -> Result<OnionHost, SmtpOutError> {
+    OnionHost::parse(host).map_err(|error| SmtpOutError::NotAnOnion(host.to_owned(), error))
 }
 
 #[cfg(test)]
 mod tests {
+    use onionpost_proto::address::examples;
+
     use super::*;
+
+    /// A real v3 onion per letter: only onions with a right checksum are dialled.
+    fn onion(seed: u8) -> String {
+        OnionHost::from_ed25519(&[seed; 32]).to_string()
+    }
+
+    #[test]
+    fn shared_address_forms_smtp_out_dials_the_canonical_onion_and_refuses_bad_ones() {
+        let host = OnionHost::from_ed25519(&[b'w'; 32]);
+        for form in examples::accepted_forms(&host) {
+            assert_eq!(check_onion(&form).unwrap(), host, "{form}");
+        }
+        for (form, kind) in examples::refused_forms(&host) {
+            assert!(
+                matches!(check_onion(&form), Err(SmtpOutError::NotAnOnion(_, error)) if error == kind),
+                "{form}"
+            );
+        }
+    }
 
     #[test]
     fn only_v3_onions_are_dialled() {
-        let onion = format!("{}.onion", "a".repeat(56));
+        let onion = onion(b'a');
         assert!(check_onion(&onion).is_ok());
         assert!(check_onion(&onion.to_uppercase()).is_ok());
         for bad in [
@@ -414,13 +433,7 @@ mod tests {
             dsn_return: None,
         };
         let delivery = service
-            .deliver(
-                &format!("{}.onion", "b".repeat(56)),
-                25,
-                "id",
-                &envelope,
-                b"m",
-            )
+            .deliver(&onion(b'b'), 25, "id", &envelope, b"m")
             .await
             .unwrap();
         assert!(delivery.connection_error.is_some());
@@ -457,7 +470,7 @@ mod tests {
             envelope_id: String::new(),
             dsn_return: None,
         };
-        let down = format!("{}.onion", "b".repeat(56));
+        let down = onion(b'b');
         let first = service
             .deliver(&down, 25, "id-1", &envelope, b"m")
             .await
@@ -479,7 +492,7 @@ mod tests {
         assert!(matches!(&second.outcomes[0], Outcome::Temporary(reply) if reply.code == 451));
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
         // Other onions are tried as usual.
-        let other = format!("{}.onion", "c".repeat(56));
+        let other = onion(b'c');
         service
             .deliver(&other, 25, "id-1", &envelope, b"m")
             .await

@@ -78,7 +78,7 @@ pub async fn drain(url: &str, workers: usize, recipients: usize) -> anyhow::Resu
     let service = QueueService::new(
         store::for_database(database),
         CarrierSecret::from_text(SECRET)?.sealer(onionpost_queue::module::BODY_SEAL_PURPOSE),
-        Arc::new(ManualClock::new(far)),
+        Arc::new(ManualClock::at_ms(far)),
         RetryPolicy {
             retry_min: Duration::from_secs(60),
             retry_max: Duration::from_secs(3600),

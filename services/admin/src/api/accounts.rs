@@ -9,6 +9,7 @@ use onionpost_proto::imap::v1 as imap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::lookup::fetch_account;
 use super::{corrupt, next_token, page_size, time};
 use crate::AdminState;
 use crate::error::{AdminError, Upstream as _};
@@ -108,7 +109,7 @@ impl Account {
 }
 
 /// A new account.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
     /// Letters, digits and `. _ @ + -`.
@@ -118,6 +119,7 @@ pub struct CreateAccount {
     pub password: String,
     /// A plan id; absent means the operator's default plan.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
 }
 
@@ -146,16 +148,19 @@ pub async fn create_account(
 }
 
 /// Which accounts a page holds.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListAccountsQuery {
     /// Only accounts in this state.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<AccountState>,
     /// Accounts per page (1 to 500, default 50).
     #[param(minimum = 1, maximum = 500)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     /// From the previous page's `next_page_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub page_token: Option<String>,
 }
 
@@ -198,16 +203,6 @@ pub async fn list_accounts(
     }))
 }
 
-pub async fn fetch_account(state: &AdminState, id: &str) -> Result<imap::Account, AdminError> {
-    state
-        .imap()?
-        .get_account(imap::GetAccountRequest {
-            account: Some(imap::get_account_request::Account::AccountId(id.to_owned())),
-        })
-        .await
-        .upstream(ServiceName::Imap)
-}
-
 #[utoipa::path(
     get, path = "/v1/accounts/{id}", tag = "accounts",
     params(("id" = String, Path, description = "Account id")),
@@ -223,7 +218,7 @@ pub async fn get_account(
 }
 
 /// Suspend or resume.
-#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StateChange {
     /// Back to what the account's dates say (active, grace or expired).
@@ -232,18 +227,21 @@ pub enum StateChange {
 }
 
 /// Changes to an account; absent members stay as they are.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAccount {
     /// `suspended` stops the account; `active` resumes it.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<StateChange>,
     /// A plan id.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
     /// A new password (operator reset).
     #[serde(default)]
     #[schema(min_length = 8, max_length = 1024)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
 }
 
@@ -327,7 +325,11 @@ pub async fn delete_account(
         .await
         .upstream(ServiceName::Imap)?;
     for identity in identities.identities {
-        super::identities::revoke(&state, &identity.identity_id).await?;
+        imap.revoke_identity(imap::RevokeIdentityRequest {
+            identity_id: identity.identity_id,
+        })
+        .await
+        .upstream(ServiceName::Imap)?;
     }
     imap.delete_account(imap::DeleteAccountRequest {
         account_id: id.clone(),
@@ -339,7 +341,7 @@ pub async fn delete_account(
 }
 
 /// A voucher code to redeem.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Redeem {
     #[schema(min_length = 1, max_length = 128)]

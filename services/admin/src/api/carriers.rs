@@ -17,7 +17,8 @@ use onionpost_proto::queue::v1 as queue;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::identities::{Identity, describe, fetch_identity};
+use super::identities::{Identity, describe};
+use super::lookup::fetch_identity;
 use super::{next_token, page_size, time, timestamp};
 use crate::AdminState;
 use crate::error::{AdminError, Upstream as _};

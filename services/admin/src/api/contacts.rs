@@ -14,6 +14,7 @@ use onionpost_proto::keys::v1 as keys;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::lookup::{fetch_account, fetch_identity};
 use super::{next_token, page_size, time};
 use crate::AdminState;
 use crate::error::{AdminError, Upstream as _};
@@ -153,7 +154,7 @@ pub async fn list_contacts(
     ApiQuery(query): ApiQuery<ListContactsQuery>,
 ) -> Result<Json<ContactPage>, AdminError> {
     let limit = page_size(query.limit)?;
-    super::accounts::fetch_account(&state, &account_id).await?;
+    fetch_account(&state, &account_id).await?;
     let page = state
         .keys()?
         .list_contacts(keys::ListContactsRequest {
@@ -255,7 +256,7 @@ pub async fn add_contact(
         "designated_carriers",
         request.designated_carriers.as_deref().unwrap_or_default(),
     )?;
-    super::accounts::fetch_account(&state, &account_id).await?;
+    fetch_account(&state, &account_id).await?;
     let contact = state
         .keys()?
         .add_contact(keys::AddContactRequest {
@@ -436,6 +437,41 @@ pub async fn confirm_key_change(
             contact_id,
             fingerprint,
             accept: request.accept,
+        })
+        .await
+        .upstream(ServiceName::Keys)?;
+    Ok(Json(Contact::from_proto(contact)))
+}
+
+/// A signed vCard introduction received in mail.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportIntroduction {
+    /// The signed vCard MIME part, as received.
+    #[schema(min_length = 1)]
+    pub part: String,
+}
+
+#[utoipa::path(
+    post, path = "/v1/identities/{id}/introductions", tag = "contacts",
+    params(("id" = String, Path, description = "The identity that received the introduction")),
+    request_body = ImportIntroduction,
+    responses((status = 200, description = "The contact added or updated in the account's address book", body = Contact)),
+)]
+pub async fn import_introduction(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<ImportIntroduction>,
+) -> Result<Json<Contact>, AdminError> {
+    if request.part.trim().is_empty() {
+        return Err(AdminError::invalid("part", "must not be empty"));
+    }
+    fetch_identity(&state, &id).await?;
+    let contact = state
+        .keys()?
+        .import_introduction(keys::ImportIntroductionRequest {
+            recipient_identity_id: id,
+            part: request.part.into_bytes(),
         })
         .await
         .upstream(ServiceName::Keys)?;

@@ -1,6 +1,8 @@
 //! Identities: each one an onion (onion service), an OpenPGP key (keys service) and a record of
-//! the account that owns it (imap service). The admin API is what ties the three together: it
-//! allocates the identity id they share and undoes what it created when a later step refuses.
+//! the account that owns it (imap service). Making, importing and revoking one is a single call
+//! on imap's contract (`CreateIdentity`, `ImportIdentity`, `RevokeIdentity`), which ties the three
+//! together and undoes what it made when a later step refuses; these routes only validate, call
+//! and show the identity as the three services see it.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,10 +18,9 @@ use onionpost_proto::onion::v1 as onion;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::contacts::Contact;
+use super::lookup::{fetch_account, fetch_identity};
 use super::time;
 use crate::AdminState;
-use crate::auth::random_id;
 use crate::error::{AdminError, Upstream as _};
 use crate::extract::ApiJson;
 use crate::validate;
@@ -81,7 +82,7 @@ pub struct Identity {
 }
 
 /// A new identity for an account.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateIdentity {
     /// The part before `@`: an RFC 5322 dot-atom.
@@ -95,17 +96,9 @@ pub struct CreateIdentity {
     /// person).
     #[serde(default)]
     #[schema(max_length = 128)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
 }
-
-/// Hosted accounts read and send through their identity's own onion, so every identity gets
-/// the IMAP and submission ports as well as SMTP and WKD.
-const PURPOSES: [onion::PortPurpose; 4] = [
-    onion::PortPurpose::Smtp,
-    onion::PortPurpose::Wkd,
-    onion::PortPurpose::Imap,
-    onion::PortPurpose::Submission,
-];
 
 #[utoipa::path(
     post, path = "/v1/accounts/{id}/identities", tag = "identities",
@@ -126,147 +119,37 @@ pub async fn create_identity(
         validate::MAX_DISPLAY_NAME_LEN,
         true,
     )?;
-    let account = super::accounts::fetch_account(&state, &account_id).await?;
-    if account.identities >= account.identities_allowed {
-        // imap enforces this atomically too; asking first spares an onion and a key.
-        return Err(AdminError::Conflict(format!(
-            "the account's plan allows {} identities and it has {}",
-            account.identities_allowed, account.identities
-        )));
-    }
-    let identity_id = random_id();
-    let mut onions = state.onion()?;
-    let mut keys_client = state.keys()?;
-    let mut imap_client = state.imap()?;
-    let created = onions
-        .create_onion(onion::CreateOnionRequest {
-            identity_id: identity_id.clone(),
-            purposes: PURPOSES.iter().map(|purpose| *purpose as i32).collect(),
-        })
-        .await
-        .upstream(ServiceName::Onion)?;
-    let address = format!(
-        "{}@{}",
-        request.local_part.to_ascii_lowercase(),
-        created.onion_address
-    );
-    let key = match keys_client
-        .create_identity_key(keys::CreateIdentityKeyRequest {
-            identity_id: identity_id.clone(),
-            account_id: account_id.clone(),
-            address: address.clone(),
-            display_name: display_name.clone(),
-            client_public_key: Vec::new(),
-        })
-        .await
-        .upstream(ServiceName::Keys)
-    {
-        Ok(key) => key,
-        Err(error) => {
-            roll_back(&state, &identity_id, false).await;
-            return Err(error);
-        }
-    };
-    let recorded = match imap_client
-        .add_identity(imap::AddIdentityRequest {
-            identity_id: identity_id.clone(),
-            account_id: account_id.clone(),
-            address: address.clone(),
-            display_name: display_name.clone(),
-        })
-        .await
-        .upstream(ServiceName::Imap)
-    {
-        Ok(recorded) => recorded,
-        Err(error) => {
-            roll_back(&state, &identity_id, true).await;
-            return Err(error);
-        }
-    };
-    tracing::info!(%identity_id, %account_id, "identity created");
-    Ok((
-        StatusCode::CREATED,
-        Json(Identity {
-            id: identity_id,
-            account_id,
-            address: recorded.address,
-            onion: created.onion_address,
-            display_name,
-            fingerprint: Some(key.fingerprint),
-            preferred_carriers: key.preferred_carriers,
-            state: IdentityState::from_proto(created.state).unwrap_or(IdentityState::Publishing),
-            last_error: non_empty(created.last_error),
-            created_at: time(recorded.created_at).or(time(created.created_at)),
-        }),
-    ))
-}
-
-/// Undoes a half-made identity: its key (when made) and its onion. Failures are logged: the
-/// caller is already answering with the error that caused the roll-back.
-async fn roll_back(state: &AdminState, identity_id: &str, key_made: bool) {
-    if key_made && let Ok(mut keys_client) = state.keys() {
-        let revoked = keys_client
-            .revoke_identity_key(keys::RevokeIdentityKeyRequest {
-                identity_id: identity_id.to_owned(),
-                reason: keys::RevocationReason::Retired as i32,
-                message: String::new(),
-            })
-            .await;
-        if let Err(status) = revoked {
-            tracing::warn!(%identity_id, code = ?status.code(), "roll-back: revoking the identity key failed");
-        }
-    }
-    if let Ok(mut onions) = state.onion() {
-        let revoked = onions
-            .revoke_onion(onion::RevokeOnionRequest {
-                identity_id: identity_id.to_owned(),
-            })
-            .await;
-        if let Err(status) = revoked {
-            tracing::warn!(%identity_id, code = ?status.code(), "roll-back: revoking the onion failed");
-        }
-    }
-    tracing::info!(%identity_id, "identity creation rolled back");
-}
-
-/// Revokes an identity for good: key (signed revocation), onion, then the account's record.
-pub async fn revoke(state: &AdminState, identity_id: &str) -> Result<(), AdminError> {
-    let revoked = state
-        .keys()?
-        .revoke_identity_key(keys::RevokeIdentityKeyRequest {
-            identity_id: identity_id.to_owned(),
-            reason: keys::RevocationReason::Retired as i32,
-            message: String::new(),
-        })
-        .await
-        .upstream(ServiceName::Keys);
-    // An identity whose key was never made (or is gone) can still be removed.
-    if let Err(error) = revoked
-        && !matches!(error, AdminError::NotFound(_))
-    {
-        return Err(error);
-    }
-    let revoked = state
-        .onion()?
-        .revoke_onion(onion::RevokeOnionRequest {
-            identity_id: identity_id.to_owned(),
-        })
-        .await
-        .upstream(ServiceName::Onion);
-    if let Err(error) = revoked
-        && !matches!(error, AdminError::NotFound(_))
-    {
-        return Err(error);
-    }
-    state
+    // imap makes the onion, the key and the record, and undoes them when a step fails.
+    let created = state
         .imap()?
-        .remove_identity(imap::RemoveIdentityRequest {
-            identity_id: identity_id.to_owned(),
+        .create_identity(imap::CreateIdentityRequest {
+            account_id,
+            local_part: request.local_part,
+            display_name,
         })
         .await
         .upstream(ServiceName::Imap)?;
-    tracing::info!(%identity_id, "identity revoked");
-    Ok(())
+    let (Some(recorded), Some(onion_service), Some(key)) =
+        (created.identity, created.onion, created.key)
+    else {
+        return Err(super::corrupt("created identity"));
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(Identity {
+            id: recorded.identity_id,
+            account_id: recorded.account_id,
+            address: recorded.address,
+            onion: onion_service.onion_address,
+            display_name: recorded.display_name,
+            fingerprint: Some(key.fingerprint),
+            preferred_carriers: key.preferred_carriers,
+            state: IdentityState::from_proto(onion_service.state)
+                .unwrap_or(IdentityState::Publishing),
+            last_error: non_empty(onion_service.last_error),
+            created_at: time(recorded.created_at).or(time(onion_service.created_at)),
+        }),
+    ))
 }
 
 fn non_empty(text: String) -> Option<String> {
@@ -321,21 +204,6 @@ pub(crate) async fn describe(
     })
 }
 
-pub(crate) async fn fetch_identity(
-    state: &AdminState,
-    id: &str,
-) -> Result<imap::Identity, AdminError> {
-    state
-        .imap()?
-        .get_identity(imap::GetIdentityRequest {
-            identity: Some(imap::get_identity_request::Identity::IdentityId(
-                id.to_owned(),
-            )),
-        })
-        .await
-        .upstream(ServiceName::Imap)
-}
-
 /// An account's identities.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct IdentityList {
@@ -351,7 +219,7 @@ pub async fn list_identities(
     State(state): State<AdminState>,
     Path(account_id): Path<String>,
 ) -> Result<Json<IdentityList>, AdminError> {
-    super::accounts::fetch_account(&state, &account_id).await?;
+    fetch_account(&state, &account_id).await?;
     let records = state
         .imap()?
         .list_identities(imap::ListIdentitiesRequest { account_id })
@@ -386,8 +254,12 @@ pub async fn delete_identity(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AdminError> {
-    fetch_identity(&state, &id).await?;
-    revoke(&state, &id).await?;
+    // imap revokes the key and the onion, then forgets the record (404 for an unknown id).
+    state
+        .imap()?
+        .revoke_identity(imap::RevokeIdentityRequest { identity_id: id })
+        .await
+        .upstream(ServiceName::Imap)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -510,77 +382,17 @@ pub async fn import_identity(
         validate::MAX_DISPLAY_NAME_LEN,
         true,
     )?;
-    let account = super::accounts::fetch_account(&state, &account_id).await?;
-    if account.identities >= account.identities_allowed {
-        return Err(AdminError::Conflict(format!(
-            "the account's plan allows {} identities and it has {}",
-            account.identities_allowed, account.identities
-        )));
-    }
-    let identity_id = random_id();
-    // keys stores the OpenPGP key and hands the onion key to the onion service itself.
-    let key = state
-        .keys()?
-        .import_identity(keys::ImportIdentityRequest {
-            identity_id: identity_id.clone(),
-            account_id: account_id.clone(),
-            bundle,
-            passphrase: request.passphrase,
-        })
-        .await
-        .upstream(ServiceName::Keys)?;
+    // imap has keys restore the key and onion, then records the identity (undoing both when
+    // the record is refused).
     let recorded = state
         .imap()?
-        .add_identity(imap::AddIdentityRequest {
-            identity_id: identity_id.clone(),
-            account_id: account_id.clone(),
-            address: key.address.clone(),
+        .import_identity(imap::ImportIdentityRequest {
+            account_id,
+            bundle,
+            passphrase: request.passphrase,
             display_name,
         })
         .await
-        .upstream(ServiceName::Imap);
-    let recorded = match recorded {
-        Ok(recorded) => recorded,
-        Err(error) => {
-            roll_back(&state, &identity_id, true).await;
-            return Err(error);
-        }
-    };
-    tracing::info!(%identity_id, %account_id, "identity imported");
+        .upstream(ServiceName::Imap)?;
     Ok((StatusCode::CREATED, Json(describe(&state, recorded).await?)))
-}
-
-/// A signed vCard introduction received in mail.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ImportIntroduction {
-    /// The signed vCard MIME part, as received.
-    #[schema(min_length = 1)]
-    pub part: String,
-}
-
-#[utoipa::path(
-    post, path = "/v1/identities/{id}/introductions", tag = "contacts",
-    params(("id" = String, Path, description = "The identity that received the introduction")),
-    request_body = ImportIntroduction,
-    responses((status = 200, description = "The contact added or updated in the account's address book", body = Contact)),
-)]
-pub async fn import_introduction(
-    State(state): State<AdminState>,
-    Path(id): Path<String>,
-    ApiJson(request): ApiJson<ImportIntroduction>,
-) -> Result<Json<Contact>, AdminError> {
-    if request.part.trim().is_empty() {
-        return Err(AdminError::invalid("part", "must not be empty"));
-    }
-    fetch_identity(&state, &id).await?;
-    let contact = state
-        .keys()?
-        .import_introduction(keys::ImportIntroductionRequest {
-            recipient_identity_id: id,
-            part: request.part.into_bytes(),
-        })
-        .await
-        .upstream(ServiceName::Keys)?;
-    Ok(Json(Contact::from_proto(contact)))
 }

@@ -7,6 +7,7 @@ pub mod carriers;
 pub mod contacts;
 pub mod gateway;
 pub mod identities;
+pub mod lookup;
 pub mod plans;
 pub mod queue;
 pub mod stats;
@@ -133,7 +134,7 @@ pub fn api_router() -> OpenApiRouter<AdminState> {
         .routes(routes!(identities::qr_svg))
         .routes(routes!(identities::qr_png))
         .routes(routes!(identities::export_identity))
-        .routes(routes!(identities::import_introduction))
+        .routes(routes!(contacts::import_introduction))
         .routes(routes!(contacts::list_contacts, contacts::add_contact))
         .routes(routes!(
             contacts::get_contact,

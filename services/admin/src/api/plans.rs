@@ -63,7 +63,7 @@ pub async fn list_plans(State(state): State<AdminState>) -> Result<Json<PlanList
 }
 
 /// A new plan.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePlan {
     #[schema(min_length = 1, max_length = 64)]
@@ -177,7 +177,7 @@ pub async fn update_plan(
 }
 
 /// A batch of vouchers to mint.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MintVouchers {
     /// The plan each voucher sets.
@@ -191,6 +191,7 @@ pub struct MintVouchers {
     pub count: u32,
     /// When unredeemed codes stop working; absent means never.
     #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
 }
 

@@ -157,27 +157,35 @@ impl QueuedMessage {
 }
 
 /// Which queued messages a page holds; every filter is optional.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQueueQuery {
     /// Messages with at least one recipient in this state.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<RecipientState>,
     /// Only held messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<bool>,
     /// Messages with a recipient at this address, or at this onion host.
     #[param(max_length = 320)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub recipient: Option<String>,
     /// Messages submitted by this account.
     #[param(max_length = 128)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
     /// Messages enqueued before this time, to find what is stuck.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enqueued_before: Option<DateTime<Utc>>,
     /// Messages per page (1 to 500, default 50).
     #[param(minimum = 1, maximum = 500)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     /// From the previous page's `next_page_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub page_token: Option<String>,
 }
 
@@ -303,12 +311,13 @@ pub async fn release_queued(
 }
 
 /// Whether deleting tells the sender.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DeleteQueuedQuery {
     /// Send a failure DSN for unfinished recipients that asked for one (default: no, so abuse
     /// can be dropped without backscatter).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_sender: Option<bool>,
 }
 

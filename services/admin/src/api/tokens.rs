@@ -51,7 +51,7 @@ impl From<TokenRecord> for Token {
 }
 
 /// A new token.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     #[schema(min_length = 1, max_length = 64)]

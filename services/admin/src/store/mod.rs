@@ -2,11 +2,13 @@
 //!
 //! Everything else the API shows belongs to another service and is asked for over gRPC. A token
 //! is stored as the SHA-256 of its text (tokens are 256 random bits, so a plain hash is enough:
-//! there is nothing to guess), with a name and a scope. Both backends share the SQL below; the
-//! suite in `tests` runs it on SQLite and PostgreSQL through
+//! there is nothing to guess), with a name and a scope. Both backends share one implementation
+//! (`store_impl!` in `sql.rs`) written in the dialect of [`onionpost_runtime::sql`]; the suite in
+//! `tests` runs it on SQLite and PostgreSQL through
 //! [`onionpost_runtime::conformance::each_backend`].
 
 mod postgres;
+mod sql;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -88,93 +90,3 @@ pub fn for_database(database: Database) -> Arc<dyn AdminStore> {
         Database::Postgres(pool) => Arc::new(PostgresStore::new(pool)),
     }
 }
-
-/// Both backends' implementation, written once with the placeholder style of each.
-macro_rules! store_impl {
-    ($name:ident, $pool:ty, $row:ty, $p1:literal, $p2:literal, $p3:literal, $p4:literal, $p5:literal) => {
-        /// [`super::AdminStore`] on this backend.
-        pub struct $name {
-            pool: $pool,
-        }
-
-        impl $name {
-            pub fn new(pool: $pool) -> Self {
-                Self { pool }
-            }
-        }
-
-        fn token_from_row(row: &$row) -> Result<super::TokenRecord, super::StoreError> {
-            use sqlx::Row as _;
-            let scope: String = row.try_get("scope")?;
-            Ok(super::TokenRecord {
-                token_id: row.try_get("token_id")?,
-                name: row.try_get("name")?,
-                scope: super::Scope::parse(&scope)?,
-                token_hash: row.try_get("token_hash")?,
-                created_at_ms: row.try_get("created_at_ms")?,
-            })
-        }
-
-        #[async_trait::async_trait]
-        impl super::AdminStore for $name {
-            async fn insert_token(
-                &self,
-                token: &super::TokenRecord,
-            ) -> Result<(), super::StoreError> {
-                sqlx::query(concat!(
-                    "INSERT INTO tokens (token_id, name, scope, token_hash, created_at_ms) VALUES (",
-                    $p1, ", ", $p2, ", ", $p3, ", ", $p4, ", ", $p5, ")"
-                ))
-                .bind(&token.token_id)
-                .bind(&token.name)
-                .bind(token.scope.as_str())
-                .bind(&token.token_hash)
-                .bind(token.created_at_ms)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            async fn token_by_hash(
-                &self,
-                token_hash: &str,
-            ) -> Result<Option<super::TokenRecord>, super::StoreError> {
-                let row = sqlx::query(concat!(
-                    "SELECT token_id, name, scope, token_hash, created_at_ms FROM tokens WHERE token_hash = ",
-                    $p1
-                ))
-                .bind(token_hash)
-                .fetch_optional(&self.pool)
-                .await?;
-                row.as_ref().map(token_from_row).transpose()
-            }
-
-            async fn list_tokens(&self) -> Result<Vec<super::TokenRecord>, super::StoreError> {
-                let rows = sqlx::query(
-                    "SELECT token_id, name, scope, token_hash, created_at_ms FROM tokens ORDER BY created_at_ms, token_id",
-                )
-                .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(token_from_row).collect()
-            }
-
-            async fn delete_token(&self, token_id: &str) -> Result<bool, super::StoreError> {
-                let done = sqlx::query(concat!("DELETE FROM tokens WHERE token_id = ", $p1))
-                    .bind(token_id)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn count_tokens(&self) -> Result<u64, super::StoreError> {
-                use sqlx::Row as _;
-                let row = sqlx::query("SELECT COUNT(*) AS n FROM tokens")
-                    .fetch_one(&self.pool)
-                    .await?;
-                let count: i64 = row.try_get("n")?;
-                Ok(u64::try_from(count).unwrap_or_default())
-            }
-        }
-    };
-}
-use store_impl;

@@ -1,12 +1,3 @@
-//! [`super::AdminStore`] on PostgreSQL.
+//! [`super::AdminStore`] on PostgreSQL (a schema of its own, see `onionpost_runtime::db`).
 
-super::store_impl!(
-    PostgresStore,
-    sqlx::PgPool,
-    sqlx::postgres::PgRow,
-    "$1",
-    "$2",
-    "$3",
-    "$4",
-    "$5"
-);
+super::sql::store_impl!(PostgresStore, sqlx::Postgres);

@@ -1,12 +1,3 @@
 //! [`super::AdminStore`] on SQLite (the embedded default).
 
-super::store_impl!(
-    SqliteStore,
-    sqlx::SqlitePool,
-    sqlx::sqlite::SqliteRow,
-    "?",
-    "?",
-    "?",
-    "?",
-    "?"
-);
+super::sql::store_impl!(SqliteStore, sqlx::Sqlite);

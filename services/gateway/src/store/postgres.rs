@@ -1,8 +1,3 @@
 //! [`super::GatewayStore`] on PostgreSQL (a schema of its own, see `onionpost_runtime::db`).
 
-super::store_impl!(
-    PostgresStore,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    super::numbered_placeholders
-);
+super::sql::store_impl!(PostgresStore, sqlx::Postgres);

@@ -5,60 +5,47 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imap_next::imap_types::auth::AuthenticateData;
-use imap_next::imap_types::core::{Tag, Text};
-use imap_next::imap_types::response::{CommandContinuationRequest, Greeting, Status};
-use imap_next::server::{Error as ProtocolError, Event, Options, Server};
+use imap_next::imap_types::response::{CommandContinuationRequest, Greeting};
+use imap_next::server::{Event, Options, Server};
 use imap_next::{Interrupt, Io, State};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
-use super::listen::Shared;
-use super::session::{After, AuthStep, Out, Session};
-use crate::mailstore::{AccountId, MailboxId};
+use super::context::{ByteStream, ConnectionInfo, Limits, ListenerScope, Shared};
+use super::reply::{After, AuthStep, Out, bye};
+use super::session::Session;
+use crate::mailstore::MailboxId;
 
-/// A byte stream a session can run over: TCP, TLS over TCP, or an in-memory duplex in tests.
-pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
-
-/// How the connection is protected, which decides whether LOGIN is allowed before STARTTLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Security {
-    /// TLS is active (implicit TLS, or after STARTTLS).
-    Tls,
-    /// Tor encrypts end to end; no TLS is needed (RFC 3501 §11.1's concern does not apply).
-    Onion,
-    /// Cleartext from a loopback peer: local clients and tests may log in without TLS.
-    Loopback,
-    /// Cleartext from the network: LOGINDISABLED until STARTTLS (RFC 3501 §6.2.3, §7.2.1).
-    Cleartext,
-}
-
-/// What a connection knows about itself before the first command.
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    /// Key for the per-connection login back-off (the peer address, or the identity for onion
-    /// connections, which all come from tor's loopback address).
-    pub connection_key: String,
-    pub security: Security,
-    /// Whether STARTTLS can be offered (a certificate is configured and TLS is not active).
-    pub starttls: bool,
-    /// For an identity's onion: the only account that may log in through it. `Some(None)` means
-    /// the identity belongs to no hosted account, so every login fails.
-    pub required_account: Option<Option<AccountId>>,
-}
+/// Time a TLS handshake after STARTTLS may take.
+const STARTTLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs one connection to its end. Errors only end this connection.
-pub(crate) async fn run(shared: Arc<Shared>, stream: Box<dyn ByteStream>, info: ConnectionInfo) {
-    let _open = shared.session_opened();
-    let mut session = Session::new(shared.clone(), info);
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    scope: ListenerScope,
+    stream: Box<dyn ByteStream>,
+    info: ConnectionInfo,
+) {
     let mut stream = stream;
+    let limits = &shared.limits;
+    let Some(login_wait) = scope.wait_for_login(limits.max_pre_login_connections) else {
+        // RFC 3501 §7.1.5: a server may greet with BYE and close. The limit is the listener's,
+        // so it says nothing about any other listener (issue 18, item 3; issue 19).
+        let refusal = b"* BYE too many connections waiting to log in; try again later\r\n";
+        if write_all_within(&mut stream, refusal, limits.write_timeout).await {
+            let _ = tokio::time::timeout(limits.write_timeout, stream.shutdown()).await;
+        }
+        return;
+    };
+    let _open = shared.session_opened();
+    let mut session = Session::new(shared.clone(), scope, info, Some(login_wait));
     let greeting = session.greeting();
     let mut server = Server::new(protocol_options(&shared), greeting);
     let mut buffer = vec![0u8; 64 * 1024];
     let mut watch: Option<broadcast::Receiver<MailboxId>> = None;
     let mut close_when_flushed = false;
     let mut starttls_when_flushed = false;
-    let mut lines = LineGuard::new(shared.limits.max_line);
+    let mut lines = LineGuard::before_login(limits);
     let mut deferred: VecDeque<Event> = VecDeque::new();
     loop {
         let interrupt = match server.next() {
@@ -89,14 +76,15 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: Box<dyn ByteStream>, info: 
         };
         match interrupt {
             Interrupt::Io(Io::Output(bytes)) => {
-                if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
+                if !write_all_within(&mut stream, &bytes, limits.write_timeout).await {
+                    tracing::debug!("imap write failed or timed out");
                     break;
                 }
             }
             Interrupt::Io(Io::NeedMoreInput) => {
                 // Everything queued has been written when imap-next asks for input.
                 if close_when_flushed {
-                    let _ = stream.shutdown().await;
+                    let _ = tokio::time::timeout(limits.write_timeout, stream.shutdown()).await;
                     break;
                 }
                 if session.has_pending_output() {
@@ -116,10 +104,16 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: Box<dyn ByteStream>, info: 
                     let Some(acceptor) = shared.tls.clone() else {
                         break;
                     };
-                    match acceptor.accept(stream).await {
-                        Ok(tls) => stream = Box::new(tls),
-                        Err(error) => {
+                    let handshake =
+                        tokio::time::timeout(STARTTLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(tls)) => stream = Box::new(tls),
+                        Ok(Err(error)) => {
                             tracing::debug!(%error, "imap starttls handshake failed");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::debug!("imap starttls handshake timed out");
                             break;
                         }
                     }
@@ -128,20 +122,32 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: Box<dyn ByteStream>, info: 
                     // handshake (RFC 3501 §6.2.1: no commands may follow STARTTLS until TLS
                     // is up); its greeting is written to nobody.
                     server = fresh_server_without_greeting(&shared);
-                    lines = LineGuard::new(shared.limits.max_line);
+                    lines = LineGuard::before_login(limits);
                     continue;
                 }
                 match read_or_wake(&mut stream, &mut buffer, &mut watch, &session, &shared).await {
                     Wake::Input(count) => {
-                        if lines.feed(&buffer[..count]) {
-                            server.enqueue_input(&buffer[..count]);
-                        } else {
-                            let text = format!(
-                                "line too long (limit {} octets per command line)",
-                                shared.limits.max_line
-                            );
-                            enqueue_all(&mut server, vec![Out::Status(bye(&text))]);
-                            close_when_flushed = true;
+                        if session.is_authenticated() {
+                            lines.logged_in(limits);
+                        }
+                        match lines.feed(&buffer[..count]) {
+                            Verdict::Pass => server.enqueue_input(&buffer[..count]),
+                            Verdict::LineTooLong => {
+                                let text = format!(
+                                    "line too long (limit {} octets per command line)",
+                                    limits.max_line
+                                );
+                                enqueue_all(&mut server, vec![Out::Status(bye(&text))]);
+                                close_when_flushed = true;
+                            }
+                            Verdict::LiteralBeforeLogin => {
+                                let text = format!(
+                                    "literal too large before login (limit {} octets); log in first",
+                                    limits.literal_before_login()
+                                );
+                                enqueue_all(&mut server, vec![Out::Status(bye(&text))]);
+                                close_when_flushed = true;
+                            }
                         }
                     }
                     Wake::Closed => break,
@@ -200,7 +206,14 @@ async fn read_or_wake(
     session: &Session,
     shared: &Shared,
 ) -> Wake {
-    let timeout = shared.limits.idle_timeout;
+    let timeout = if session.is_authenticated() {
+        shared.limits.idle_timeout
+    } else {
+        shared
+            .limits
+            .idle_timeout
+            .min(shared.limits.pre_login_timeout)
+    };
     let idling = session.is_idling();
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
@@ -345,56 +358,125 @@ fn enqueue_all(server: &mut Server, outs: Vec<Out>) {
     }
 }
 
-/// Bounds the length of command lines (RFC 3501 §4.3 and RFC 7162 §4 leave the limit to the
-/// server; Dovecot also uses 64 KiB). It follows literal announcements (`{n}` / `{n+}` at the
-/// end of a line, RFC 3501 §4.3, RFC 7888) so that literal data, which may be long and have no
-/// line breaks, is not counted; imap-next bounds literals itself.
+/// Writes all of `bytes` and flushes, giving up when a write makes no progress for `timeout`
+/// (a peer that stops reading). Progress resets the clock, so a large FETCH over a slow tor
+/// circuit still goes out. Returns false when the connection is to be dropped.
+async fn write_all_within(
+    stream: &mut Box<dyn ByteStream>,
+    bytes: &[u8],
+    timeout: Duration,
+) -> bool {
+    let mut written = 0;
+    while written < bytes.len() {
+        match tokio::time::timeout(timeout, stream.write(&bytes[written..])).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(count)) => written += count,
+        }
+    }
+    matches!(
+        tokio::time::timeout(timeout, stream.flush()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// What [`LineGuard::feed`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    /// A command line (or, before login, a whole command) went over `max_line`.
+    LineTooLong,
+    /// A literal over `pre_login_literal` was announced before login.
+    LiteralBeforeLogin,
+}
+
+/// Bounds what a client may send before imap-next sees it (RFC 3501 §4.3 and RFC 7162 §4 leave
+/// the limits to the server; Dovecot also uses 64 KiB lines). It follows literal announcements
+/// (`{n}` / `{n+}` at the end of a line, RFC 3501 §4.3, RFC 7888) so that the data of an
+/// accepted literal, which may be long and have no line breaks, is not counted as a line.
+///
+/// A literal imap-next refuses (larger than its `max_literal_size`) is not skipped: whatever
+/// the client sends next is counted as line data, so announcing a huge literal never lifts the
+/// line limit. Before login, literals over `pre_login_literal` end the connection (a
+/// non-synchronizing one cannot be refused any other way, RFC 7888 §4, and nobody needs one to
+/// log in), and a whole command, its literals included, is held to `max_line`.
 struct LineGuard {
     max_line: u32,
+    /// Largest literal whose data is let through uncounted.
+    max_literal: u64,
+    before_login: bool,
     line_length: u32,
+    /// Octets of the current command so far, lines and literal data (bounded before login).
+    command_length: u64,
     /// The last bytes of the current line, enough to recognise `{4294967295+}\r`.
     tail: Vec<u8>,
     literal_left: u64,
 }
 
 impl LineGuard {
-    fn new(max_line: u32) -> Self {
+    fn before_login(limits: &Limits) -> Self {
         LineGuard {
-            max_line,
+            max_line: limits.max_line,
+            max_literal: u64::from(limits.literal_before_login()),
+            before_login: true,
             line_length: 0,
+            command_length: 0,
             tail: Vec::with_capacity(16),
             literal_left: 0,
         }
     }
 
-    /// Returns false when a line goes over the limit.
-    fn feed(&mut self, bytes: &[u8]) -> bool {
+    /// After login: literals up to the message size limit, as imap-next accepts them.
+    fn logged_in(&mut self, limits: &Limits) {
+        self.before_login = false;
+        self.max_literal = u64::from(limits.max_message_size);
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> Verdict {
         let mut index = 0;
         while index < bytes.len() {
             if self.literal_left > 0 {
-                let skip = (self.literal_left.min((bytes.len() - index) as u64)) as usize;
-                self.literal_left -= skip as u64;
-                index += skip;
+                let skip = self.literal_left.min((bytes.len() - index) as u64);
+                self.literal_left -= skip;
+                self.command_length = self.command_length.saturating_add(skip);
+                index += skip as usize;
+                if self.before_login && self.command_length > u64::from(self.max_line) {
+                    return Verdict::LineTooLong;
+                }
                 continue;
             }
             let byte = bytes[index];
             index += 1;
+            self.command_length = self.command_length.saturating_add(1);
             if byte == b'\n' {
-                self.literal_left = literal_announced(&self.tail).unwrap_or(0);
+                match literal_announced(&self.tail) {
+                    Some(length) if length > self.max_literal => {
+                        if self.before_login {
+                            return Verdict::LiteralBeforeLogin;
+                        }
+                        // Refused by imap-next: what follows is not literal data.
+                        self.literal_left = 0;
+                        self.command_length = 0;
+                    }
+                    Some(length) => self.literal_left = length,
+                    None => self.command_length = 0,
+                }
                 self.line_length = 0;
                 self.tail.clear();
                 continue;
             }
             self.line_length = self.line_length.saturating_add(1);
             if self.line_length > self.max_line {
-                return false;
+                return Verdict::LineTooLong;
+            }
+            if self.before_login && self.command_length > u64::from(self.max_line) {
+                return Verdict::LineTooLong;
             }
             if self.tail.len() == 16 {
                 self.tail.remove(0);
             }
             self.tail.push(byte);
         }
-        true
+        Verdict::Pass
     }
 }
 
@@ -406,10 +488,6 @@ fn literal_announced(tail: &[u8]) -> Option<u64> {
     let digits = &inner[open + 1..];
     let digits = digits.strip_suffix(b"+").unwrap_or(digits);
     std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
-pub(crate) fn bye(text: &str) -> Status<'static> {
-    Status::bye(None, text.to_owned()).expect("bye text is valid")
 }
 
 fn protocol_options(shared: &Shared) -> Options {
@@ -448,53 +526,74 @@ fn fresh_server_without_greeting(shared: &Shared) -> Server {
     server
 }
 
-/// The tag at the start of a rejected command, when there is a valid one, so BAD can be tagged.
-pub(crate) fn tag_of(discarded: &[u8]) -> Option<Tag<'static>> {
-    let end = discarded
-        .iter()
-        .position(|byte| *byte == b' ' || *byte == b'\r' || *byte == b'\n')
-        .unwrap_or(discarded.len());
-    let candidate = &discarded[..end];
-    if candidate.is_empty() || candidate.len() > 64 {
-        return None;
-    }
-    Tag::try_from(candidate.to_vec()).ok()
-}
-
-pub(crate) fn text(value: &str) -> Text<'static> {
-    let cleaned: String = value
-        .chars()
-        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-        .collect();
-    Text::try_from(cleaned).unwrap_or_else(|_| Text::try_from("error".to_owned()).unwrap())
-}
-
-/// What imap-next reported, for the session to answer.
-pub(crate) fn describe(error: &ProtocolError) -> &'static str {
-    match error {
-        ProtocolError::ExpectedCrlfGotLf { .. } => "expected CRLF",
-        ProtocolError::MalformedMessage { .. } => "malformed command",
-        ProtocolError::LiteralTooLong { .. } => "literal too long",
-        ProtocolError::CommandTooLong { .. } => "line too long",
-    }
-}
-
-pub(crate) const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30 * 60);
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn guard(max_line: u32, pre_login_literal: u32, max_message_size: u32) -> LineGuard {
+        LineGuard::before_login(&Limits {
+            max_line,
+            pre_login_literal,
+            max_message_size,
+            ..Limits::default()
+        })
+    }
+
+    fn logged_in_guard(max_line: u32, max_message_size: u32) -> LineGuard {
+        let limits = Limits {
+            max_line,
+            max_message_size,
+            ..Limits::default()
+        };
+        let mut guard = LineGuard::before_login(&limits);
+        guard.logged_in(&limits);
+        guard
+    }
+
     #[test]
     fn line_guard_skips_literal_data() {
-        let mut guard = LineGuard::new(16);
-        assert!(guard.feed(b"a APPEND X {40}\r\n"));
+        let mut guard = logged_in_guard(16, 1000);
+        assert_eq!(guard.feed(b"a APPEND X {40}\r\n"), Verdict::Pass);
         // Forty octets of literal without a line break do not count as a line…
-        assert!(guard.feed(&[b'x'; 40]));
-        assert!(guard.feed(b"\r\nb NOOP\r\n"));
+        assert_eq!(guard.feed(&[b'x'; 40]), Verdict::Pass);
+        assert_eq!(guard.feed(b"\r\nb NOOP\r\n"), Verdict::Pass);
         // …a long line does, even when it arrives in pieces.
-        assert!(guard.feed(b"c NOOP 12345"));
-        assert!(!guard.feed(b"67890"));
+        assert_eq!(guard.feed(b"c NOOP 12345"), Verdict::Pass);
+        assert_eq!(guard.feed(b"67890"), Verdict::LineTooLong);
+    }
+
+    #[test]
+    fn a_refused_literal_does_not_lift_the_line_limit() {
+        let mut guard = logged_in_guard(32, 100);
+        // imap-next refuses {5000}; what the client sends next is line data again.
+        assert_eq!(guard.feed(b"a APPEND X {5000}\r\n"), Verdict::Pass);
+        assert_eq!(guard.feed(&[b'x'; 40]), Verdict::LineTooLong);
+    }
+
+    #[test]
+    fn before_login_literals_and_commands_are_small() {
+        let mut guard = guard(64, 8, 1000);
+        assert_eq!(
+            guard.feed(b"a LOGIN {5}\r\nalice {6+}\r\nsecret\r\n"),
+            Verdict::Pass
+        );
+        assert_eq!(guard.feed(b"b LOGIN {9+}\r\n"), Verdict::LiteralBeforeLogin);
+        // Many small literals in one command add up to the line limit.
+        let mut guard = guard_with_chain();
+        let mut verdict = Verdict::Pass;
+        for _ in 0..20 {
+            verdict = guard.feed(b"12345678 {8+}\r\n");
+            if verdict != Verdict::Pass {
+                break;
+            }
+        }
+        assert_eq!(verdict, Verdict::LineTooLong);
+    }
+
+    fn guard_with_chain() -> LineGuard {
+        let mut chain = guard(64, 8, 1000);
+        assert_eq!(chain.feed(b"a X {8+}\r\n"), Verdict::Pass);
+        chain
     }
 
     #[test]
@@ -503,15 +602,5 @@ mod tests {
         assert_eq!(literal_announced(b"{12+}"), Some(12));
         assert_eq!(literal_announced(b"NOOP"), None);
         assert_eq!(literal_announced(b"{x}"), None);
-    }
-
-    #[test]
-    fn tags_of_rejected_commands() {
-        assert_eq!(
-            tag_of(b"a1 FOO\r\n").map(|t| t.as_ref().to_owned()),
-            Some("a1".to_owned())
-        );
-        assert!(tag_of(b"\r\n").is_none());
-        assert!(tag_of(b"+bad FOO").is_none());
     }
 }

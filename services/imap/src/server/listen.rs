@@ -1,47 +1,22 @@
-//! Listeners and the limits that span connections.
+//! Listeners: accepting connections of each kind (clearnet with STARTTLS, implicit TLS, one
+//! identity's onion). Each listener has its own [`ListenerScope`], so what happens on one (failed
+//! logins, connections waiting to log in) never changes what another answers.
 //!
 //! The library never binds a port by itself: [`ImapServer::serve`] takes a bound listener and
 //! a shutdown token (mini-redis style), so tests and the service module decide where to listen.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{self, ByteStream, ConnectionInfo, IDLE_TIMEOUT_DEFAULT, Security};
+use super::connection;
+use super::context::{ByteStream, ConnectionInfo, ListenerScope, Security, Shared};
+pub use super::context::{Limits, SessionHook};
 use crate::mailstore::{AccountId, SharedMailStore};
-
-/// Limits with clear replies (issue 5, "Limits").
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest APPEND literal, in octets; bigger ones get `[TOOBIG]` before they are sent.
-    pub max_message_size: u32,
-    /// Longest command line outside literals, in octets (Dovecot uses 64 KiB too).
-    pub max_line: u32,
-    /// Sessions one account may have open at once; more get `NO [LIMIT]` at login.
-    pub max_connections_per_account: usize,
-    /// RFC 3501 §5.4: an inactivity autologout timer of at least 30 minutes.
-    pub idle_timeout: Duration,
-    /// Message data per FETCH slice: a large FETCH is written out slice by slice instead of
-    /// being built in memory whole.
-    pub fetch_slice_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_message_size: 25 * 1024 * 1024,
-            max_line: 64 * 1024,
-            max_connections_per_account: 20,
-            idle_timeout: IDLE_TIMEOUT_DEFAULT,
-            fetch_slice_bytes: 4 * 1024 * 1024,
-        }
-    }
-}
 
 /// Which listener a connection arrived on.
 #[derive(Clone)]
@@ -67,87 +42,20 @@ pub trait IdentityOwners: Send + Sync + 'static {
     async fn owner_of(&self, identity_id: &str) -> Option<AccountId>;
 }
 
-/// Called when a session opens; what it returns is dropped when the session ends (the imap
-/// service's own session counter for GetStats, next to the `imap_sessions_open` gauge).
-pub type SessionHook = Arc<dyn Fn() -> Box<dyn Send> + Send + Sync>;
-
-/// What every session of a server shares.
-pub(crate) struct Shared {
-    pub store: SharedMailStore,
-    pub limits: Limits,
-    pub tls: Option<TlsAcceptor>,
-    connections: Mutex<HashMap<AccountId, usize>>,
-    session_hook: Option<SessionHook>,
-}
-
-impl Shared {
-    /// Counts an open session in the `imap_sessions_open` gauge until the guard drops.
-    pub(crate) fn session_opened(&self) -> SessionGuard {
-        metrics::gauge!("imap_sessions_open").increment(1.0);
-        SessionGuard {
-            _hook: self.session_hook.as_ref().map(|hook| hook()),
-        }
-    }
-
-    /// Takes one of the account's connection slots, if any is left.
-    pub(crate) fn take_slot(self: &Arc<Self>, account: &str) -> Option<AccountSlot> {
-        let mut connections = self.connections.lock().expect("lock");
-        let count = connections.entry(account.to_owned()).or_default();
-        if *count >= self.limits.max_connections_per_account {
-            return None;
-        }
-        *count += 1;
-        Some(AccountSlot {
-            shared: self.clone(),
-            account: account.to_owned(),
-        })
-    }
-}
-
-pub(crate) struct SessionGuard {
-    _hook: Option<Box<dyn Send>>,
-}
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        metrics::gauge!("imap_sessions_open").decrement(1.0);
-    }
-}
-
-/// One logged-in session's claim on its account's connection budget.
-pub(crate) struct AccountSlot {
-    shared: Arc<Shared>,
-    account: AccountId,
-}
-
-impl Drop for AccountSlot {
-    fn drop(&mut self) {
-        let mut connections = self.shared.connections.lock().expect("lock");
-        if let Some(count) = connections.get_mut(&self.account) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                connections.remove(&self.account);
-            }
-        }
-    }
-}
-
 /// The IMAP server: cheap to clone, one per process.
 #[derive(Clone)]
 pub struct ImapServer {
     shared: Arc<Shared>,
+    /// The scope of sessions handed in through [`ImapServer::serve_stream`] (tests); each
+    /// [`ImapServer::serve`] call has its own.
+    default_scope: ListenerScope,
 }
 
 impl ImapServer {
     pub fn new(store: SharedMailStore, limits: Limits, tls: Option<TlsAcceptor>) -> Self {
         ImapServer {
-            shared: Arc::new(Shared {
-                store,
-                limits,
-                tls,
-                connections: Mutex::new(HashMap::new()),
-                session_hook: None,
-            }),
+            shared: Arc::new(Shared::new(store, limits, tls, None)),
+            default_scope: ListenerScope::new(),
         }
     }
 
@@ -159,18 +67,14 @@ impl ImapServer {
         hook: SessionHook,
     ) -> Self {
         ImapServer {
-            shared: Arc::new(Shared {
-                store,
-                limits,
-                tls,
-                connections: Mutex::new(HashMap::new()),
-                session_hook: Some(hook),
-            }),
+            shared: Arc::new(Shared::new(store, limits, tls, Some(hook))),
+            default_scope: ListenerScope::new(),
         }
     }
 
     /// Accepts connections until `shutdown`; each runs in its own task, so one bad session
-    /// never holds up another.
+    /// never holds up another. The listener gets a [`ListenerScope`] of its own: its login
+    /// back-off and its count of connections waiting to log in are shared with no other.
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -179,6 +83,7 @@ impl ImapServer {
     ) {
         let local = listener.local_addr().ok();
         tracing::info!(listen = ?local, kind = kind_name(&kind), "imap listening");
+        let scope = ListenerScope::new();
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -196,16 +101,23 @@ impl ImapServer {
             let server = self.clone();
             let kind = kind.clone();
             let stop = shutdown.clone();
+            let scope = scope.clone();
             tokio::spawn(async move {
                 tokio::select! {
                     () = stop.cancelled() => {}
-                    () = server.accept(stream, peer, kind) => {}
+                    () = server.accept(stream, peer, kind, scope) => {}
                 }
             });
         }
     }
 
-    async fn accept(&self, stream: TcpStream, peer: SocketAddr, kind: ListenerKind) {
+    async fn accept(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        kind: ListenerKind,
+        scope: ListenerScope,
+    ) {
         let _ = stream.set_nodelay(true);
         match kind {
             ListenerKind::Clearnet => {
@@ -220,7 +132,7 @@ impl ImapServer {
                     starttls: self.shared.tls.is_some(),
                     required_account: None,
                 };
-                self.serve_stream(Box::new(stream), info).await;
+                self.serve_stream_in(&scope, Box::new(stream), info).await;
             }
             ListenerKind::ImplicitTls => {
                 let Some(acceptor) = self.shared.tls.clone() else {
@@ -238,7 +150,7 @@ impl ImapServer {
                     starttls: false,
                     required_account: None,
                 };
-                self.serve_stream(Box::new(tls), info).await;
+                self.serve_stream_in(&scope, Box::new(tls), info).await;
             }
             ListenerKind::Onion {
                 identity_id,
@@ -246,20 +158,34 @@ impl ImapServer {
             } => {
                 let owner = owners.owner_of(&identity_id).await;
                 let info = ConnectionInfo {
-                    // Every onion connection comes from tor on loopback; back off per identity.
-                    connection_key: format!("onion:{identity_id}"),
+                    // Every onion connection comes from tor on loopback: no per-peer back-off
+                    // (it would let anyone lock the owner out); the listener's own scope keeps
+                    // the per-login back-off apart from every other onion's.
+                    connection_key: String::new(),
                     security: Security::Onion,
                     starttls: false,
                     required_account: Some(owner),
                 };
-                self.serve_stream(Box::new(stream), info).await;
+                self.serve_stream_in(&scope, Box::new(stream), info).await;
             }
         }
     }
 
-    /// Runs one session over any byte stream (tests use an in-memory duplex).
+    /// Runs one session over any byte stream (tests use an in-memory duplex), in the scope
+    /// every `serve_stream` session of this server shares.
     pub async fn serve_stream(&self, stream: Box<dyn ByteStream>, info: ConnectionInfo) {
-        connection::run(self.shared.clone(), stream, info).await;
+        self.serve_stream_in(&self.default_scope, stream, info)
+            .await;
+    }
+
+    /// Runs one session as if it had arrived on the listener that `scope` belongs to.
+    pub async fn serve_stream_in(
+        &self,
+        scope: &ListenerScope,
+        stream: Box<dyn ByteStream>,
+        info: ConnectionInfo,
+    ) {
+        connection::run(self.shared.clone(), scope.clone(), stream, info).await;
     }
 }
 

@@ -7,13 +7,12 @@
 //! serialised and UID allocation, quota and identity limits are exact without `SELECT … FOR
 //! UPDATE` (which SQLite lacks).
 //!
-//! Both backends share one implementation (the `store_impl!` macro in `sql.rs`), written once
-//! with `?` placeholders; the suite in `tests/conformance.rs` runs the service over it on SQLite
-//! and PostgreSQL through [`onionpost_runtime::conformance::each_backend`].
+//! Both backends share one implementation (`store_impl!` in `sql.rs`) written in the dialect of
+//! [`onionpost_runtime::sql`]; the suite in `tests/conformance.rs` runs the service over it on
+//! SQLite and PostgreSQL through [`onionpost_runtime::conformance::each_backend`].
 
-#[macro_use]
-mod sql;
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -33,7 +32,7 @@ pub const MIGRATIONS: Migrations = Migrations {
     postgres: &sqlx::migrate!("migrations/postgres"),
 };
 
-/// The store on the backend `database` is.
+/// The store of an open database.
 pub fn for_database(database: Database) -> Arc<dyn ImapStore> {
     match database {
         Database::Sqlite(pool) => Arc::new(SqliteStore::new(pool)),
@@ -400,22 +399,6 @@ pub trait ImapStore: Send + Sync + 'static {
     // Statistics.
     async fn delivered_since(&self, since_ms: i64) -> Result<i64, StoreError>;
     async fn stored_bytes(&self) -> Result<i64, StoreError>;
-}
-
-/// `$1, $2…` for PostgreSQL from the `?` placeholders every query is written with.
-pub(crate) fn numbered_placeholders(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 16);
-    let mut number = 0;
-    for character in text.chars() {
-        if character == '?' {
-            number += 1;
-            out.push('$');
-            out.push_str(&number.to_string());
-        } else {
-            out.push(character);
-        }
-    }
-    out
 }
 
 /// Splits the stored space-separated flags.

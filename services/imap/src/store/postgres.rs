@@ -1,9 +1,3 @@
 //! [`super::ImapStore`] on PostgreSQL (a schema of its own, see `onionpost_runtime::db`).
 
-store_impl!(
-    PostgresStore,
-    sqlx::PgPool,
-    sqlx::Postgres,
-    sqlx::postgres::PgRow,
-    super::numbered_placeholders
-);
+super::sql::store_impl!(PostgresStore, sqlx::Postgres);

@@ -1,10 +1,9 @@
-//! The SQL of [`super::ImapStore`], written once for both backends (`?` placeholders, numbered
-//! for PostgreSQL by the backend's `$sql` function).
+//! The SQL of [`super::ImapStore`], written once for both backends in the dialect of
+//! [`onionpost_runtime::sql`]; `sqlite.rs` and `postgres.rs` expand it.
 
-/// Implements `ImapStore` for one backend: the store's name, its pool, database and row types,
-/// and the function that adapts `?` placeholders.
+/// Implements [`super::ImapStore`] on the backend `$db` as the type `$store`.
 macro_rules! store_impl {
-    ($store:ident, $pool:ty, $db:ty, $row:ty, $sql:expr) => {
+    ($store:ident, $db:ty) => {
         use std::collections::HashSet;
 
         use async_trait::async_trait;
@@ -34,27 +33,15 @@ macro_rules! store_impl {
         /// Most placeholders in one `IN (…)` list.
         const IN_CHUNK: usize = 500;
 
-        /// The imap store on this backend.
-        #[derive(Clone, Debug)]
-        pub struct $store {
-            pool: $pool,
-        }
+        onionpost_runtime::sql_store!($store, $db);
 
         impl $store {
-            pub fn new(pool: $pool) -> Self {
-                Self { pool }
-            }
-
-            fn sql(text: &str) -> String {
-                ($sql)(text)
-            }
-
             fn u32_of(value: i64) -> Result<u32, StoreError> {
                 u32::try_from(value)
                     .map_err(|_| StoreError::Corrupt(format!("{value} is not a 32-bit value")))
             }
 
-            fn plan_from_row(row: &$row) -> Result<PlanRecord, StoreError> {
+            fn plan_from_row(row: &Row) -> Result<PlanRecord, StoreError> {
                 Ok(PlanRecord {
                     plan_id: row.try_get("plan_id")?,
                     name: row.try_get("name")?,
@@ -65,7 +52,7 @@ macro_rules! store_impl {
                 })
             }
 
-            fn account_from_row(row: &$row) -> Result<AccountRecord, StoreError> {
+            fn account_from_row(row: &Row) -> Result<AccountRecord, StoreError> {
                 Ok(AccountRecord {
                     account_id: row.try_get("account_id")?,
                     login: row.try_get("login")?,
@@ -81,7 +68,7 @@ macro_rules! store_impl {
                 })
             }
 
-            fn mailbox_from_row(row: &$row) -> Result<MailboxRecord, StoreError> {
+            fn mailbox_from_row(row: &Row) -> Result<MailboxRecord, StoreError> {
                 Ok(MailboxRecord {
                     mailbox_id: row.try_get("mailbox_id")?,
                     name: row.try_get("name")?,
@@ -93,7 +80,7 @@ macro_rules! store_impl {
                 })
             }
 
-            fn identity_from_row(row: &$row) -> Result<IdentityRecord, StoreError> {
+            fn identity_from_row(row: &Row) -> Result<IdentityRecord, StoreError> {
                 Ok(IdentityRecord {
                     identity_id: row.try_get("identity_id")?,
                     account_id: row.try_get("account_id")?,
@@ -104,7 +91,7 @@ macro_rules! store_impl {
                 })
             }
 
-            fn message_from_row(row: &$row) -> Result<MessageRecord, StoreError> {
+            fn message_from_row(row: &Row) -> Result<MessageRecord, StoreError> {
                 Ok(MessageRecord {
                     uid: Self::u32_of(row.try_get("uid")?)?,
                     blob_id: row.try_get("blob_id")?,
@@ -112,6 +99,21 @@ macro_rules! store_impl {
                     internal_date_ms: row.try_get("internal_date_ms")?,
                     size: row.try_get("size")?,
                 })
+            }
+
+            /// The identity `condition` (with one `?`, bound to `value`) selects.
+            async fn identity_where(
+                &self,
+                condition: &str,
+                value: &str,
+            ) -> Result<Option<IdentityRecord>, StoreError> {
+                let row = sqlx::query(&Self::sql(&format!(
+                    "SELECT {IDENTITY_COLUMNS} FROM identities WHERE {condition}"
+                )))
+                .bind(value)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::identity_from_row).transpose()
             }
 
             /// Takes the account's write lock (see the module comment); false when there is no
@@ -689,40 +691,22 @@ macro_rules! store_impl {
                 &self,
                 identity_id: &str,
             ) -> Result<Option<IdentityRecord>, StoreError> {
-                let row = sqlx::query(&Self::sql(&format!(
-                    "SELECT {IDENTITY_COLUMNS} FROM identities WHERE identity_id = ?"
-                )))
-                .bind(identity_id)
-                .fetch_optional(&self.pool)
-                .await?;
-                row.as_ref().map(Self::identity_from_row).transpose()
+                self.identity_where("identity_id = ?", identity_id).await
             }
 
             async fn identity_by_address(
                 &self,
                 address: &str,
             ) -> Result<Option<IdentityRecord>, StoreError> {
-                let row = sqlx::query(&Self::sql(&format!(
-                    "SELECT {IDENTITY_COLUMNS} FROM identities WHERE address = ?"
-                )))
-                .bind(address)
-                .fetch_optional(&self.pool)
-                .await?;
-                row.as_ref().map(Self::identity_from_row).transpose()
+                self.identity_where("address = ?", address).await
             }
 
             async fn identity_by_onion(
                 &self,
                 onion: &str,
             ) -> Result<Option<IdentityRecord>, StoreError> {
-                let row = sqlx::query(&Self::sql(&format!(
-                    "SELECT {IDENTITY_COLUMNS} FROM identities WHERE onion = ? \
-                     ORDER BY created_at_ms LIMIT 1"
-                )))
-                .bind(onion)
-                .fetch_optional(&self.pool)
-                .await?;
-                row.as_ref().map(Self::identity_from_row).transpose()
+                self.identity_where("onion = ? ORDER BY created_at_ms LIMIT 1", onion)
+                    .await
             }
 
             async fn identities(&self, account_id: &str) -> Result<Vec<IdentityRecord>, StoreError> {
@@ -1253,3 +1237,4 @@ macro_rules! store_impl {
         }
     };
 }
+pub(super) use store_impl;

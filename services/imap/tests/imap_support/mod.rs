@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use onionpost_imap::mailstore::*;
-use onionpost_imap::server::{ConnectionInfo, ImapServer, Limits, Security};
+use onionpost_imap::server::{ConnectionInfo, ImapServer, Limits, ListenerScope, Security};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::sync::broadcast;
 
@@ -173,7 +173,7 @@ fn apply(flags: &mut Vec<Flag>, op: FlagOperation, given: &[Flag]) {
 
 #[async_trait::async_trait]
 impl MailStore for MemStore {
-    async fn login(&self, login: &str, password: &str, _key: &str) -> Result<LoggedIn, LoginError> {
+    async fn login(&self, login: &str, password: &str) -> Result<LoggedIn, LoginError> {
         if login == "backoff" {
             return Err(LoginError::BackOff {
                 retry_after_secs: 7,
@@ -517,6 +517,7 @@ pub fn limits() -> Limits {
         max_connections_per_account: 3,
         idle_timeout: Duration::from_secs(30 * 60),
         fetch_slice_bytes: 1024,
+        ..Limits::default()
     }
 }
 
@@ -540,6 +541,27 @@ impl Client {
         let task = tokio::spawn(async move {
             server.serve_stream(Box::new(server_side), info).await;
         });
+        Self::start(client, task).await
+    }
+
+    /// A session on the listener that `scope` stands for (its own back-off and pre-login count).
+    pub async fn connect_in(
+        server: &ImapServer,
+        scope: &ListenerScope,
+        info: ConnectionInfo,
+    ) -> (Client, String) {
+        let (client, server_side) = tokio::io::duplex(1 << 20);
+        let server = server.clone();
+        let scope = scope.clone();
+        let task = tokio::spawn(async move {
+            server
+                .serve_stream_in(&scope, Box::new(server_side), info)
+                .await;
+        });
+        Self::start(client, task).await
+    }
+
+    async fn start(client: DuplexStream, task: tokio::task::JoinHandle<()>) -> (Client, String) {
         let (read, write) = tokio::io::split(client);
         let mut client = Client {
             reader: BufReader::new(read),
@@ -553,6 +575,19 @@ impl Client {
     pub async fn send(&mut self, raw: &str) {
         self.writer.write_all(raw.as_bytes()).await.unwrap();
         self.writer.flush().await.unwrap();
+    }
+
+    /// One line exactly as the server wrote it, CRLF included (no literal handling).
+    pub async fn raw_line(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            self.reader.read_until(b'\n', &mut line),
+        )
+        .await
+        .expect("server answered within 10 s")
+        .unwrap();
+        line
     }
 
     /// One line (with literals inlined), without the CRLF; empty at EOF.

@@ -2,10 +2,4 @@
 //! revoked identity's old row version keeps its sealed key until autovacuum reclaims it;
 //! nothing opens it without the carrier secret.
 
-super::store_impl!(
-    PostgresStore,
-    sqlx::PgPool,
-    sqlx::postgres::PgRow,
-    super::numbered_placeholders,
-    false
-);
+super::sql::store_impl!(PostgresStore, sqlx::Postgres);

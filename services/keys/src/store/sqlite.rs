@@ -1,9 +1,3 @@
 //! [`super::KeysStore`] on SQLite (the embedded default).
 
-super::store_impl!(
-    SqliteStore,
-    sqlx::SqlitePool,
-    sqlx::sqlite::SqliteRow,
-    |text: &str| text.to_owned(),
-    true
-);
+super::sql::store_impl!(SqliteStore, sqlx::Sqlite);

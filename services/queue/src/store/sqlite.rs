@@ -1,9 +1,3 @@
 //! [`super::QueueStore`] on SQLite (the embedded default).
 
-super::store_impl!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sqlx::sqlite::SqliteRow,
-    |text: &str| text.to_owned(),
-    ""
-);
+super::sql::store_impl!(SqliteStore, sqlx::Sqlite);

@@ -43,6 +43,9 @@ use onionpost_runtime::rate::RateLimiter;
 /// The refusal for every address that is not this onion's identity: co-hosted, made up, or a
 /// relay attempt. Byte-identical by construction.
 pub const RECIPIENT_REJECTED: &str = "550 5.1.1 Recipient address rejected";
+/// The start of the refusal of a recipient at a `.onion` name that is no v3 onion address; the
+/// parser's sentence follows (e.g. "the onion address checksum is wrong (mistyped?)").
+pub const BAD_ONION_ADDRESS: &str = "553 5.1.3 Bad recipient address:";
 /// The refusal of plaintext from an onion peer (design.md: end-to-end encryption required).
 pub const PLAINTEXT_REFUSED: &str = "550 5.7.1 End-to-end encryption required: this address accepts only OpenPGP-encrypted mail (RFC 3156)";
 /// The one refusal of a login: wrong password, unknown login, or an account that does not own

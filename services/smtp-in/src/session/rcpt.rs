@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use onionpost_smtp_server::Connection;
 
-use super::{Mode, Next, RECIPIENT_REJECTED, Recipient, Session, State};
+use super::{BAD_ONION_ADDRESS, Mode, Next, RECIPIENT_REJECTED, Recipient, Session, State};
 use crate::{Backend, SmtpInError, message};
 
 impl<B: Backend> Session<B> {
@@ -26,6 +26,12 @@ impl<B: Backend> Session<B> {
             return self.fail(io, state, "452 4.5.3 Too many recipients");
         }
         let declared_size = transaction.declared_size;
+        // A name under .onion that is no v3 onion is a typing error no retry can mend: refused
+        // here with the reason (RFC 3463 5.1.3, bad destination mailbox address syntax), in
+        // either mode, rather than accepted and then retried against an onion that cannot exist.
+        if let Some(error) = message::onion_address_error(&to.address) {
+            return self.fail(io, state, &format!("{BAD_ONION_ADDRESS} {error}"));
+        }
         let address = message::normalize(&to.address);
         let mut notify = Vec::new();
         for (flag, value) in [

@@ -1,19 +1,87 @@
-//! SEARCH (RFC 3501 §6.4.4): evaluates search keys against the selected mailbox.
+//! SEARCH and UID SEARCH (RFC 3501 §6.4.4): the handler and the evaluation of search keys
+//! against the selected mailbox.
 //!
 //! Keys on flags, sizes, dates and numbers need only the snapshot; header keys read the header
 //! part from the store, BODY and TEXT the whole message, in batches.
 
+use std::num::NonZeroU32;
+
 use chrono::NaiveDate;
+use imap_next::imap_types::core::{Charset, Tag, Vec1};
+use imap_next::imap_types::response::{Code, Data};
 use imap_next::imap_types::search::SearchKey;
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use mail_parser::MessageParser;
 
-use super::fetch::{BATCH, field_value, header_fields, header_of, text_of};
-use super::session::has_flag;
+use super::super::fetch_items::{BATCH, field_value, header_fields, header_of, text_of};
+use super::super::reply::{Handled, Out, bad, ok, status_no, store_error};
+use super::super::session::Session;
+use crate::flags::has_flag;
 use crate::mailstore::{MailStore, MailStoreError, MailboxId, MessageMeta, Part};
 
+impl Session {
+    /// SEARCH and UID SEARCH; only UTF-8 and US-ASCII are accepted as charsets (RFC 3501
+    /// §6.4.4 requires US-ASCII; UTF-8 covers it).
+    pub(crate) async fn search(
+        &mut self,
+        tag: &Tag<'static>,
+        charset: Option<Charset<'static>>,
+        criteria: Vec1<SearchKey<'static>>,
+        uid: bool,
+    ) -> Handled {
+        if let Some(charset) = charset {
+            let name = charset.as_ref().to_ascii_uppercase();
+            if name != "UTF-8" && name != "US-ASCII" {
+                return Err(status_no(
+                    tag,
+                    Some(Code::BadCharset {
+                        allowed: vec![
+                            "UTF-8".try_into().expect("valid"),
+                            "US-ASCII".try_into().expect("valid"),
+                        ],
+                    }),
+                    "unsupported charset",
+                ));
+            }
+        }
+        let key = match criteria.into_iter().collect::<Vec<_>>() {
+            mut keys if keys.len() == 1 => keys.remove(0),
+            keys => SearchKey::And(Vec1::try_from(keys).expect("non-empty")),
+        };
+        let Some(selected) = self.selected.as_ref() else {
+            return Err(bad(tag, "no mailbox selected"));
+        };
+        let part = need(&key);
+        let matches = run(
+            self.shared.store.as_ref(),
+            self.account_id(),
+            selected.id,
+            &selected.metas,
+            &key,
+            part,
+        )
+        .await
+        .map_err(|e| store_error(tag, e, false))?;
+        let numbers: Vec<NonZeroU32> = matches
+            .into_iter()
+            .filter_map(|index| {
+                let number = if uid {
+                    selected.uids[index]
+                } else {
+                    index as u32 + 1
+                };
+                NonZeroU32::new(number)
+            })
+            .collect();
+        Ok(vec![
+            Out::Data(Data::Search(numbers)),
+            ok(tag, None, "SEARCH completed"),
+        ])
+    }
+}
+
 /// The most of a message a key needs.
-pub(crate) fn need(key: &SearchKey<'_>) -> Option<Part> {
+fn need(key: &SearchKey<'_>) -> Option<Part> {
     match key {
         SearchKey::And(keys) => keys.as_ref().iter().map(need).max_by_key(rank).flatten(),
         SearchKey::Not(key) => need(key),
@@ -41,7 +109,7 @@ fn rank(part: &Option<Part>) -> u8 {
 }
 
 /// Returns the indexes (sequence number − 1) of the matching messages.
-pub(crate) async fn run(
+async fn run(
     store: &dyn MailStore,
     account: &str,
     mailbox: MailboxId,

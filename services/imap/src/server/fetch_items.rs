@@ -11,14 +11,13 @@ use imap_next::imap_types::body::{
     BasicFields, Body, BodyStructure, MultiPartExtensionData, SinglePartExtensionData,
     SpecificFields,
 };
-use imap_next::imap_types::core::Atom;
 use imap_next::imap_types::core::{AString, IString, Literal, NString, Vec1};
 use imap_next::imap_types::datetime::DateTime as ImapDateTime;
 use imap_next::imap_types::envelope::{Address as ImapAddress, Envelope};
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
-use imap_next::imap_types::flag::{Flag as ImapFlag, FlagFetch};
 use mail_parser::{Address, Message, MessageParser, MimeHeaders, PartType};
 
+use crate::flags::flag_fetch;
 use crate::mailstore::{Flag, MessageMeta, Part};
 
 /// How many messages one store call fetches.
@@ -97,27 +96,6 @@ pub(crate) fn full() -> Vec<MessageDataItemName<'static>> {
     let mut items = all();
     items.push(MessageDataItemName::Body);
     items
-}
-
-pub(crate) fn flag_fetch(flags: &[Flag]) -> Vec<FlagFetch<'static>> {
-    flags
-        .iter()
-        .filter_map(|flag| imap_flag(flag))
-        .map(FlagFetch::Flag)
-        .collect()
-}
-
-pub(crate) fn imap_flag(flag: &str) -> Option<ImapFlag<'static>> {
-    if let Some(system) = flag.strip_prefix('\\') {
-        let atom = Atom::try_from(system.to_owned()).ok()?;
-        let flag = ImapFlag::system(atom);
-        // `\Recent` and unknown system flags are not stored flags.
-        return match flag {
-            ImapFlag::Extension(_) => None,
-            flag => Some(flag),
-        };
-    }
-    Atom::try_from(flag.to_owned()).ok().map(ImapFlag::Keyword)
 }
 
 /// Builds the data items of one message. `body` is the header or the full message as

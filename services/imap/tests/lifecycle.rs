@@ -1,0 +1,326 @@
+//! The identity lifecycle through `CreateIdentity`, `ImportIdentity` and `RevokeIdentity` on the
+//! gRPC adapter, with a real SQLite store and onion and keys parts that record every call and
+//! refuse where a scenario says: what is made, what is undone, and which error the caller sees.
+
+use std::sync::{Arc, Mutex};
+
+use onionpost_imap::grpc::ImapGrpc;
+use onionpost_imap::lifecycle::IdentityParts;
+use onionpost_imap::service::{ImapService, default_settings};
+use onionpost_imap::store::MIGRATIONS;
+use onionpost_imap::{CarrierSecret, SystemClock};
+use onionpost_proto::imap::v1 as pb;
+use onionpost_proto::imap::v1::imap_server::Imap as _;
+use onionpost_proto::keys::v1 as keys;
+use onionpost_proto::onion::v1 as onion;
+use onionpost_runtime::Database;
+use tonic::{Code, Request, Status};
+
+/// A v3 onion host with a valid checksum (rend-spec-v3 §6).
+const ONION: &str = "aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dyp3kead.onion";
+
+/// Which step refuses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refuse {
+    Nothing,
+    Onion,
+    Key,
+    Import,
+}
+
+/// Onion and keys services that record what they are asked.
+struct RecordingParts {
+    refuse: Refuse,
+    calls: Mutex<Vec<String>>,
+}
+
+impl RecordingParts {
+    fn new(refuse: Refuse) -> Arc<Self> {
+        Arc::new(RecordingParts {
+            refuse,
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn record(&self, call: &str) {
+        self.calls.lock().unwrap().push(call.to_owned());
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl IdentityParts for RecordingParts {
+    async fn create_onion(
+        &self,
+        request: onion::CreateOnionRequest,
+    ) -> Result<onion::OnionService, Status> {
+        self.record("create onion");
+        if self.refuse == Refuse::Onion {
+            return Err(Status::unavailable("tor is away"));
+        }
+        Ok(onion::OnionService {
+            identity_id: request.identity_id,
+            onion_address: ONION.to_owned(),
+            state: onion::OnionState::Publishing as i32,
+            ..Default::default()
+        })
+    }
+
+    async fn revoke_onion(&self, _: &str) -> Result<(), Status> {
+        self.record("revoke onion");
+        Ok(())
+    }
+
+    async fn create_key(
+        &self,
+        request: keys::CreateIdentityKeyRequest,
+    ) -> Result<keys::IdentityKey, Status> {
+        self.record("create key");
+        if self.refuse == Refuse::Key {
+            return Err(Status::internal("key generation failed"));
+        }
+        Ok(keys::IdentityKey {
+            identity_id: request.identity_id,
+            account_id: request.account_id,
+            address: request.address,
+            fingerprint: "AB".repeat(20),
+            ..Default::default()
+        })
+    }
+
+    async fn import_bundle(
+        &self,
+        request: keys::ImportIdentityRequest,
+    ) -> Result<keys::IdentityKey, Status> {
+        self.record("import bundle");
+        if self.refuse == Refuse::Import {
+            return Err(Status::invalid_argument("wrong passphrase"));
+        }
+        Ok(keys::IdentityKey {
+            identity_id: request.identity_id,
+            account_id: request.account_id,
+            address: format!("bob@{ONION}"),
+            fingerprint: "CD".repeat(20),
+            ..Default::default()
+        })
+    }
+
+    async fn revoke_key(&self, _: &str) -> Result<(), Status> {
+        self.record("revoke key");
+        Ok(())
+    }
+}
+
+struct Fixture {
+    grpc: ImapGrpc,
+    parts: Arc<RecordingParts>,
+    account_id: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(refuse: Refuse, identities_allowed: u32) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let database = Database::open_sqlite(&dir.path().join("imap.sqlite3"), MIGRATIONS)
+        .await
+        .unwrap();
+    let secret = CarrierSecret::from_text("0123456789abcdef0123456789abcdef").unwrap();
+    let service = ImapService::open(database, secret, Arc::new(SystemClock), default_settings())
+        .await
+        .unwrap();
+    let plan = service
+        .create_plan("small", 1 << 20, identities_allowed, false, 0)
+        .await
+        .unwrap();
+    let account = service
+        .create_account("alice", "alice's password", &plan.plan_id)
+        .await
+        .unwrap();
+    let parts = RecordingParts::new(refuse);
+    Fixture {
+        grpc: ImapGrpc::new(service).with_identity_parts(parts.clone()),
+        parts,
+        account_id: account.record.account_id,
+        _dir: dir,
+    }
+}
+
+fn create_request(account_id: &str) -> Request<pb::CreateIdentityRequest> {
+    Request::new(pb::CreateIdentityRequest {
+        account_id: account_id.to_owned(),
+        local_part: "Alice".to_owned(),
+        display_name: String::new(),
+    })
+}
+
+async fn identities(fixture: &Fixture) -> Vec<pb::Identity> {
+    fixture
+        .grpc
+        .list_identities(Request::new(pb::ListIdentitiesRequest {
+            account_id: fixture.account_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .identities
+}
+
+#[tokio::test]
+async fn an_identity_is_an_onion_then_a_key_then_the_record_and_revoking_undoes_all_three() {
+    let fixture = fixture(Refuse::Nothing, 2).await;
+    let created = fixture
+        .grpc
+        .create_identity(create_request(&fixture.account_id))
+        .await
+        .unwrap()
+        .into_inner();
+    let identity = created.identity.unwrap();
+    assert_eq!(identity.address, format!("alice@{ONION}"));
+    assert_eq!(identity.account_id, fixture.account_id);
+    assert_eq!(created.onion.unwrap().onion_address, ONION);
+    assert_eq!(created.key.unwrap().fingerprint, "AB".repeat(20));
+    assert_eq!(fixture.parts.calls(), ["create onion", "create key"]);
+    assert_eq!(identities(&fixture).await.len(), 1);
+
+    fixture
+        .grpc
+        .revoke_identity(Request::new(pb::RevokeIdentityRequest {
+            identity_id: identity.identity_id.clone(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        fixture.parts.calls(),
+        ["create onion", "create key", "revoke key", "revoke onion"]
+    );
+    assert!(identities(&fixture).await.is_empty());
+
+    let again = fixture
+        .grpc
+        .revoke_identity(Request::new(pb::RevokeIdentityRequest {
+            identity_id: identity.identity_id,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::NotFound);
+    assert_eq!(
+        fixture.parts.calls().len(),
+        4,
+        "an unknown id touches nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_key_generation_removes_the_onion_and_records_nothing() {
+    let fixture = fixture(Refuse::Key, 2).await;
+    let refused = fixture
+        .grpc
+        .create_identity(create_request(&fixture.account_id))
+        .await
+        .unwrap_err();
+    // The keys service's status reaches the caller unchanged.
+    assert_eq!(refused.code(), Code::Internal);
+    assert_eq!(refused.message(), "key generation failed");
+    assert_eq!(
+        fixture.parts.calls(),
+        ["create onion", "create key", "revoke onion"]
+    );
+    assert!(identities(&fixture).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_onion_makes_nothing_else() {
+    let fixture = fixture(Refuse::Onion, 2).await;
+    let refused = fixture
+        .grpc
+        .create_identity(create_request(&fixture.account_id))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert_eq!(fixture.parts.calls(), ["create onion"]);
+    assert!(identities(&fixture).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_full_plan_or_a_bad_local_part_is_refused_before_anything_is_made() {
+    let fixture = fixture(Refuse::Nothing, 1).await;
+    fixture
+        .grpc
+        .create_identity(create_request(&fixture.account_id))
+        .await
+        .unwrap();
+    let full = fixture
+        .grpc
+        .create_identity(create_request(&fixture.account_id))
+        .await
+        .unwrap_err();
+    assert_eq!(full.code(), Code::FailedPrecondition);
+    assert_eq!(
+        full.message(),
+        "the account's plan allows 1 identities and it has 1"
+    );
+    let unknown = fixture
+        .grpc
+        .create_identity(create_request("no-such-account"))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let bad = fixture
+        .grpc
+        .create_identity(Request::new(pb::CreateIdentityRequest {
+            account_id: fixture.account_id.clone(),
+            local_part: "two..dots".to_owned(),
+            display_name: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(fixture.parts.calls(), ["create onion", "create key"]);
+}
+
+#[tokio::test]
+async fn an_imported_identity_refused_by_the_record_loses_its_key_and_onion() {
+    let fixture = fixture(Refuse::Nothing, 2).await;
+    let import = || {
+        Request::new(pb::ImportIdentityRequest {
+            account_id: fixture.account_id.clone(),
+            bundle: b"bundle".to_vec(),
+            passphrase: "bundle passphrase".to_owned(),
+            display_name: String::new(),
+        })
+    };
+    let imported = fixture.grpc.import_identity(import()).await.unwrap();
+    assert_eq!(imported.into_inner().address, format!("bob@{ONION}"));
+    // The same address twice: keys accepts here, the record refuses, and both parts are undone.
+    let twice = fixture.grpc.import_identity(import()).await.unwrap_err();
+    assert_eq!(twice.code(), Code::AlreadyExists);
+    assert_eq!(
+        fixture.parts.calls(),
+        [
+            "import bundle",
+            "import bundle",
+            "revoke key",
+            "revoke onion"
+        ]
+    );
+    assert_eq!(identities(&fixture).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_bundle_passes_the_keys_status_through() {
+    let fixture = fixture(Refuse::Import, 2).await;
+    let refused = fixture
+        .grpc
+        .import_identity(Request::new(pb::ImportIdentityRequest {
+            account_id: fixture.account_id.clone(),
+            bundle: b"bundle".to_vec(),
+            passphrase: "not the passphrase".to_owned(),
+            display_name: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(fixture.parts.calls(), ["import bundle"]);
+}

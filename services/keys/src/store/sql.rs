@@ -1,0 +1,420 @@
+//! The SQL of [`super::KeysStore`], written once for both backends in the dialect of
+//! [`onionpost_runtime::sql`]; `sqlite.rs` and `postgres.rs` expand it. Lists (carriers) are
+//! stored as [`onionpost_runtime::sql::join_list`] text.
+
+/// A LIKE pattern matching `query` anywhere, with `\` as the escape character.
+pub(super) fn like_pattern(query: &str) -> String {
+    let mut pattern = String::with_capacity(query.len() + 2);
+    pattern.push('%');
+    for c in query.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+pub(super) const IDENTITY_COLUMNS: &str = "identity_id, account_id, address, fingerprint, \
+     public_key, sealed_secret, custody, preferred_carriers, carrier_list, created_at_ms, revoked_at_ms, \
+     revocation";
+
+pub(super) const CONTACT_COLUMNS: &str = "contact_id, account_id, address, display_name, \
+     fingerprint, public_key, key_source, verified, designated_carriers, preferred_carriers, held_fingerprint, \
+     held_public_key, held_source, held_reason, held_seen_at_ms, autocrypt_date_ms, \
+     first_seen_at_ms, last_seen_at_ms, revoked_at_ms, preferred_carriers_signed_at";
+
+/// Implements [`super::KeysStore`] on the backend `$db` as the type `$store`. A destroyed secret
+/// key is erased from the database's files ([`onionpost_runtime::sql::Dialect::execute_erasing`]),
+/// so that after revocation the sealed key is in none of them.
+macro_rules! store_impl {
+    ($store:ident, $db:ty) => {
+        use async_trait::async_trait;
+        use onionpost_runtime::sql::{Dialect, join_list, split_list};
+        use sqlx::Row as _;
+
+        use super::sql::{CONTACT_COLUMNS, IDENTITY_COLUMNS, like_pattern};
+        use super::{
+            ContactFilter, ContactRecord, Custody, HeldKey, IdentityRecord, IntroducerRecord,
+            KeySource, KeysStore, StoreError,
+        };
+
+        onionpost_runtime::sql_store!($store, $db);
+
+        impl $store {
+
+            fn identity_from_row(row: &Row) -> Result<IdentityRecord, StoreError> {
+                Ok(IdentityRecord {
+                    identity_id: row.try_get("identity_id")?,
+                    account_id: row.try_get("account_id")?,
+                    address: row.try_get("address")?,
+                    fingerprint: row.try_get("fingerprint")?,
+                    public_key: row.try_get("public_key")?,
+                    sealed_secret: row.try_get("sealed_secret")?,
+                    custody: Custody::parse(&row.try_get::<String, _>("custody")?)?,
+                    preferred_carriers: split_list(
+                        &row.try_get::<String, _>("preferred_carriers")?,
+                    ),
+                    carrier_list: row.try_get("carrier_list")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                    revoked_at_ms: row.try_get("revoked_at_ms")?,
+                    revocation: row.try_get("revocation")?,
+                })
+            }
+
+            fn contact_from_row(row: &Row) -> Result<ContactRecord, StoreError> {
+                let held_fingerprint: Option<String> = row.try_get("held_fingerprint")?;
+                let held = match held_fingerprint {
+                    None => None,
+                    Some(fingerprint) => Some(HeldKey {
+                        fingerprint,
+                        public_key: row
+                            .try_get::<Option<Vec<u8>>, _>("held_public_key")?
+                            .unwrap_or_default(),
+                        source: KeySource::parse(
+                            &row.try_get::<Option<String>, _>("held_source")?
+                                .unwrap_or_default(),
+                        )?,
+                        reason: row
+                            .try_get::<Option<String>, _>("held_reason")?
+                            .unwrap_or_default(),
+                        seen_at_ms: row
+                            .try_get::<Option<i64>, _>("held_seen_at_ms")?
+                            .unwrap_or_default(),
+                    }),
+                };
+                Ok(ContactRecord {
+                    contact_id: row.try_get("contact_id")?,
+                    account_id: row.try_get("account_id")?,
+                    address: row.try_get("address")?,
+                    display_name: row.try_get("display_name")?,
+                    fingerprint: row.try_get("fingerprint")?,
+                    public_key: row.try_get("public_key")?,
+                    key_source: KeySource::parse(&row.try_get::<String, _>("key_source")?)?,
+                    verified: row.try_get("verified")?,
+                    designated_carriers: split_list(
+                        &row.try_get::<String, _>("designated_carriers")?,
+                    ),
+                    preferred_carriers: split_list(
+                        &row.try_get::<String, _>("preferred_carriers")?,
+                    ),
+                    preferred_carriers_signed_at: row.try_get("preferred_carriers_signed_at")?,
+                    held,
+                    introducers: Vec::new(),
+                    autocrypt_date_ms: row.try_get("autocrypt_date_ms")?,
+                    first_seen_at_ms: row.try_get("first_seen_at_ms")?,
+                    last_seen_at_ms: row.try_get("last_seen_at_ms")?,
+                    revoked_at_ms: row.try_get("revoked_at_ms")?,
+                })
+            }
+
+            async fn with_introducers(
+                &self,
+                mut contact: ContactRecord,
+            ) -> Result<ContactRecord, StoreError> {
+                let rows = sqlx::query(&Self::sql(
+                    "SELECT address, fingerprint, introduced_at_ms FROM contact_introducers \
+                     WHERE contact_id = ? ORDER BY introduced_at_ms, fingerprint",
+                ))
+                .bind(&contact.contact_id)
+                .fetch_all(&self.pool)
+                .await?;
+                contact.introducers = rows
+                    .iter()
+                    .map(|row| {
+                        Ok(IntroducerRecord {
+                            address: row.try_get("address")?,
+                            fingerprint: row.try_get("fingerprint")?,
+                            introduced_at_ms: row.try_get("introduced_at_ms")?,
+                        })
+                    })
+                    .collect::<Result<_, StoreError>>()?;
+                Ok(contact)
+            }
+
+            async fn identity_where(
+                &self,
+                column: &str,
+                value: &str,
+            ) -> Result<Option<IdentityRecord>, StoreError> {
+                let sql =
+                    format!("SELECT {IDENTITY_COLUMNS} FROM identity_keys WHERE {column} = ?");
+                let row = sqlx::query(&Self::sql(&sql))
+                    .bind(value)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::identity_from_row).transpose()
+            }
+
+            /// The account's contact whose `column` is `value`, with its introducers.
+            async fn contact_where(
+                &self,
+                account_id: &str,
+                column: &str,
+                value: &str,
+            ) -> Result<Option<ContactRecord>, StoreError> {
+                let sql = format!(
+                    "SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = ? AND {column} = ?"
+                );
+                let row = sqlx::query(&Self::sql(&sql))
+                    .bind(account_id)
+                    .bind(value)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                match row {
+                    None => Ok(None),
+                    Some(row) => Ok(Some(
+                        self.with_introducers(Self::contact_from_row(&row)?).await?,
+                    )),
+                }
+            }
+
+            /// Binds the contact's columns after `address`, in `CONTACT_COLUMNS` order (the
+            /// ones both an insert and an update write).
+            fn bind_contact_fields<'q>(
+                statement: Query<'q>,
+                contact: &'q ContactRecord,
+            ) -> Query<'q> {
+                let held = contact.held.as_ref();
+                statement
+                    .bind(&contact.display_name)
+                    .bind(&contact.fingerprint)
+                    .bind(&contact.public_key)
+                    .bind(contact.key_source.as_str())
+                    .bind(contact.verified)
+                    .bind(join_list(&contact.designated_carriers))
+                    .bind(join_list(&contact.preferred_carriers))
+                    .bind(held.map(|held| held.fingerprint.clone()))
+                    .bind(held.map(|held| held.public_key.clone()))
+                    .bind(held.map(|held| held.source.as_str()))
+                    .bind(held.map(|held| held.reason.clone()))
+                    .bind(held.map(|held| held.seen_at_ms))
+                    .bind(contact.autocrypt_date_ms)
+                    .bind(contact.first_seen_at_ms)
+                    .bind(contact.last_seen_at_ms)
+                    .bind(contact.revoked_at_ms)
+                    .bind(contact.preferred_carriers_signed_at)
+            }
+
+            async fn insert_introducers(
+                connection: &mut Connection,
+                contact: &ContactRecord,
+            ) -> Result<(), StoreError> {
+                let sql = Self::sql(
+                    "INSERT INTO contact_introducers \
+                     (contact_id, address, fingerprint, introduced_at_ms) VALUES (?, ?, ?, ?)",
+                );
+                for introducer in &contact.introducers {
+                    sqlx::query(&sql)
+                        .bind(&contact.contact_id)
+                        .bind(&introducer.address)
+                        .bind(&introducer.fingerprint)
+                        .bind(introducer.introduced_at_ms)
+                        .execute(&mut *connection)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl KeysStore for $store {
+            async fn insert_identity(&self, identity: &IdentityRecord) -> Result<(), StoreError> {
+                let sql = format!(
+                    "INSERT INTO identity_keys ({IDENTITY_COLUMNS}) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                );
+                sqlx::query(&Self::sql(&sql))
+                    .bind(&identity.identity_id)
+                    .bind(&identity.account_id)
+                    .bind(&identity.address)
+                    .bind(&identity.fingerprint)
+                    .bind(&identity.public_key)
+                    .bind(&identity.sealed_secret)
+                    .bind(identity.custody.as_str())
+                    .bind(join_list(&identity.preferred_carriers))
+                    .bind(&identity.carrier_list)
+                    .bind(identity.created_at_ms)
+                    .bind(identity.revoked_at_ms)
+                    .bind(&identity.revocation)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn identity(
+                &self,
+                identity_id: &str,
+            ) -> Result<Option<IdentityRecord>, StoreError> {
+                self.identity_where("identity_id", identity_id).await
+            }
+
+            async fn identity_by_address(
+                &self,
+                address: &str,
+            ) -> Result<Option<IdentityRecord>, StoreError> {
+                self.identity_where("address", address).await
+            }
+
+            async fn live_identities(&self) -> Result<Vec<IdentityRecord>, StoreError> {
+                let sql = format!(
+                    "SELECT {IDENTITY_COLUMNS} FROM identity_keys \
+                     WHERE revoked_at_ms IS NULL ORDER BY identity_id"
+                );
+                let rows = sqlx::query(&Self::sql(&sql))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::identity_from_row).collect()
+            }
+
+            async fn update_identity(&self, identity: &IdentityRecord) -> Result<bool, StoreError> {
+                let sql = Self::sql(
+                    "UPDATE identity_keys SET public_key = ?, sealed_secret = ?, \
+                     preferred_carriers = ?, carrier_list = ?, revoked_at_ms = ?, revocation = ? \
+                     WHERE identity_id = ?",
+                );
+                let statement = sqlx::query(&sql)
+                    .bind(&identity.public_key)
+                    .bind(&identity.sealed_secret)
+                    .bind(join_list(&identity.preferred_carriers))
+                    .bind(&identity.carrier_list)
+                    .bind(identity.revoked_at_ms)
+                    .bind(&identity.revocation)
+                    .bind(&identity.identity_id);
+                // Without a sealed secret the update may be the one that destroys it.
+                let updated = if identity.sealed_secret.is_none() {
+                    <$db as Dialect>::execute_erasing(&self.pool, statement).await?
+                } else {
+                    statement.execute(&self.pool).await?.rows_affected()
+                };
+                Ok(updated == 1)
+            }
+
+            async fn insert_contact(&self, contact: &ContactRecord) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let sql = Self::sql(&format!(
+                    "INSERT INTO contacts ({CONTACT_COLUMNS}) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ));
+                let statement = sqlx::query(&sql)
+                    .bind(&contact.contact_id)
+                    .bind(&contact.account_id)
+                    .bind(&contact.address);
+                Self::bind_contact_fields(statement, contact)
+                    .execute(&mut *tx)
+                    .await?;
+                Self::insert_introducers(&mut tx, contact).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn contact(
+                &self,
+                account_id: &str,
+                contact_id: &str,
+            ) -> Result<Option<ContactRecord>, StoreError> {
+                self.contact_where(account_id, "contact_id", contact_id).await
+            }
+
+            async fn contact_by_address(
+                &self,
+                account_id: &str,
+                address: &str,
+            ) -> Result<Option<ContactRecord>, StoreError> {
+                self.contact_where(account_id, "address", address).await
+            }
+
+            async fn list_contacts(
+                &self,
+                account_id: &str,
+                filter: &ContactFilter,
+            ) -> Result<Vec<ContactRecord>, StoreError> {
+                let held_clause = if filter.only_held {
+                    " AND held_fingerprint IS NOT NULL"
+                } else {
+                    ""
+                };
+                let sql = format!(
+                    "SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = ? AND address > ? \
+                     AND (LOWER(address) LIKE ? ESCAPE '\\' OR LOWER(display_name) LIKE ? ESCAPE '\\')\
+                     {held_clause} ORDER BY address LIMIT ?"
+                );
+                let pattern = like_pattern(&filter.query);
+                let rows = sqlx::query(&Self::sql(&sql))
+                    .bind(account_id)
+                    .bind(&filter.after_address)
+                    .bind(&pattern)
+                    .bind(&pattern)
+                    .bind(i64::from(filter.limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut contacts = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    contacts.push(self.with_introducers(Self::contact_from_row(row)?).await?);
+                }
+                Ok(contacts)
+            }
+
+            async fn update_contact(&self, contact: &ContactRecord) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let sql = Self::sql(
+                    "UPDATE contacts SET display_name = ?, fingerprint = ?, public_key = ?, \
+                     key_source = ?, verified = ?, designated_carriers = ?, preferred_carriers = ?, \
+                     held_fingerprint = ?, held_public_key = ?, held_source = ?, held_reason = ?, \
+                     held_seen_at_ms = ?, autocrypt_date_ms = ?, first_seen_at_ms = ?, \
+                     last_seen_at_ms = ?, revoked_at_ms = ?, preferred_carriers_signed_at = ? \
+                     WHERE account_id = ? AND contact_id = ?",
+                );
+                let result = Self::bind_contact_fields(sqlx::query(&sql), contact)
+                    .bind(&contact.account_id)
+                    .bind(&contact.contact_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if result.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                sqlx::query(&Self::sql(
+                    "DELETE FROM contact_introducers WHERE contact_id = ?",
+                ))
+                .bind(&contact.contact_id)
+                .execute(&mut *tx)
+                .await?;
+                Self::insert_introducers(&mut tx, contact).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn delete_contact(
+                &self,
+                account_id: &str,
+                contact_id: &str,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let owned = sqlx::query(&Self::sql(
+                    "SELECT contact_id FROM contacts WHERE account_id = ? AND contact_id = ?",
+                ))
+                .bind(account_id)
+                .bind(contact_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if owned.is_none() {
+                    return Ok(false);
+                }
+                sqlx::query(&Self::sql(
+                    "DELETE FROM contact_introducers WHERE contact_id = ?",
+                ))
+                .bind(contact_id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(&Self::sql("DELETE FROM contacts WHERE contact_id = ?"))
+                    .bind(contact_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+        }
+    };
+}
+pub(super) use store_impl;
