@@ -342,8 +342,33 @@ pub(crate) fn random_uid_validity() -> u32 {
     }
 }
 
-async fn hash_password(password: String) -> Result<String, ImapError> {
+/// Password hashes computed at once, process-wide: twice the CPUs. Each argon2 run holds
+/// 19 MiB, so a flood of logins with no bound could exhaust memory; beyond the bound a check
+/// waits its turn (queued, never refused, so a login is answered the same under load).
+fn hashing_limit() -> usize {
+    std::thread::available_parallelism().map_or(2, |cpus| cpus.get()) * 2
+}
+
+/// Runs one argon2 computation on the blocking pool once a slot of [`hashing_limit`] is free.
+async fn bounded_hashing<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    let _slot = SLOTS
+        .get_or_init(|| tokio::sync::Semaphore::new(hashing_limit()))
+        .acquire()
+        .await
+        .expect("the hashing semaphore is never closed");
     tokio::task::spawn_blocking(move || {
+        #[cfg(test)]
+        let _counted = tests::Hashing::start();
+        work()
+    })
+    .await
+}
+
+async fn hash_password(password: String) -> Result<String, ImapError> {
+    bounded_hashing(move || {
         let mut salt = [0u8; 16];
         os_random(&mut salt);
         let salt = SaltString::encode_b64(&salt).map_err(|error| error.to_string())?;
@@ -373,7 +398,7 @@ fn decoy_hash() -> &'static str {
 }
 
 async fn verify_password(password: String, hash: String) -> Result<bool, ImapError> {
-    tokio::task::spawn_blocking(move || {
+    bounded_hashing(move || {
         let Ok(parsed) = PasswordHash::new(&hash) else {
             return false;
         };
@@ -1211,6 +1236,47 @@ fn verification_value(verification: Verification, detail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Hashes running now and the most seen at once.
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static MOST: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts one running hash until dropped.
+    pub(super) struct Hashing;
+
+    impl Hashing {
+        pub(super) fn start() -> Hashing {
+            let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+            MOST.fetch_max(now, Ordering::SeqCst);
+            Hashing
+        }
+    }
+
+    impl Drop for Hashing {
+        fn drop(&mut self) {
+            RUNNING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_password_hashing_is_bounded_and_queued() {
+        let limit = hashing_limit();
+        let checks: Vec<_> = (0..limit * 3)
+            .map(|_| {
+                tokio::spawn(bounded_hashing(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }))
+            })
+            .collect();
+        for check in checks {
+            // Queued, not refused: every check completes.
+            check.await.unwrap().unwrap();
+        }
+        let most = MOST.load(Ordering::SeqCst);
+        assert!(most <= limit, "{most} hashes at once, limit {limit}");
+        assert!(most >= 2, "hashes still run in parallel: {most}");
+    }
 
     #[test]
     fn shared_address_forms_imap_canonicalises_every_spelling_and_refuses_bad_ones() {

@@ -494,7 +494,9 @@ impl Scheduler {
             ),
             Ok(Err(status)) => {
                 metrics::counter!("onionpost_queue_carried_dsns_dropped_total").increment(1);
-                tracing::info!(queue_id = %message.queue_id, error = %status.message(), "carried dsn not sent: no key for the sender");
+                // keys' text names the carried mail's sender (its MAIL FROM): debug only.
+                tracing::info!(queue_id = %message.queue_id, "carried dsn not sent: no key for the sender");
+                tracing::debug!(queue_id = %message.queue_id, error = %status.message(), "carried dsn not sent: no key for the sender");
                 None
             }
             Err(_) => {

@@ -97,7 +97,8 @@ pub struct Recipient {
     pub address: String,
     /// Empty: no NOTIFY parameter (the next hop applies the RFC 3461 default).
     pub notify: Vec<Notify>,
-    /// RFC 3461 ORCPT, an `addr-type;xtext` value passed on unchanged.
+    /// RFC 3461 ORCPT as `addr-type;address`, decoded: xtext-encoded here on output, so no
+    /// byte of it can end the command line.
     pub original_recipient: String,
 }
 
@@ -437,12 +438,27 @@ fn rcpt_command(recipient: &Recipient, dsn: bool) -> String {
                 .collect();
             command.push_str(&format!(" NOTIFY={}", values.join(",")));
         }
-        if !recipient.original_recipient.is_empty() {
-            command.push_str(&format!(" ORCPT={}", recipient.original_recipient));
+        if let Some(orcpt) = orcpt(&recipient.original_recipient) {
+            command.push_str(&format!(" ORCPT={orcpt}"));
         }
     }
     command.push_str("\r\n");
     command
+}
+
+/// The ORCPT parameter's value (RFC 3461 §4.2): `addr-type ";" xtext`, with the address
+/// xtext-encoded. A value without an atom as its address type is dropped: ORCPT is optional,
+/// and an invalid one would make the next hop refuse the recipient. A bare address is rfc822.
+fn orcpt(original: &str) -> Option<String> {
+    if original.is_empty() {
+        return None;
+    }
+    let (kind, address) = original.split_once(';').unwrap_or(("rfc822", original));
+    let atom = !kind.is_empty()
+        && kind
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-');
+    (atom && !address.is_empty()).then(|| format!("{kind};{}", xtext(address)))
 }
 
 /// RFC 3461 §4: xtext encodes `+`, `=` and anything outside printable ASCII as `+XX`.
@@ -459,12 +475,14 @@ fn xtext(value: &str) -> String {
 }
 
 /// The message with every line ending in CRLF, lines starting with `.` doubled (§4.5.2), and a
-/// final CRLF so the terminating `.` stands on its own line.
+/// final CRLF so the terminating `.` stands on its own line. A bare CR or LF becomes CRLF: no
+/// bare CR ever leaves (RFC 5321 §2.3.8), so a lenient receiver cannot be made to see an end
+/// of data the sender did not mean (SMTP smuggling).
 fn dot_stuffed(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 2);
     let mut at_line_start = true;
     let mut previous = 0u8;
-    for &byte in message {
+    for (index, &byte) in message.iter().enumerate() {
         if at_line_start && byte == b'.' {
             out.push(b'.');
         }
@@ -473,6 +491,10 @@ fn dot_stuffed(message: &[u8]) -> Vec<u8> {
         }
         out.push(byte);
         at_line_start = byte == b'\n';
+        if byte == b'\r' && message.get(index + 1) != Some(&b'\n') {
+            out.push(b'\n');
+            at_line_start = true;
+        }
         previous = byte;
     }
     if !at_line_start {
@@ -743,5 +765,56 @@ mod tests {
         assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
         assert_eq!(dot_stuffed(b".\r\n.."), b"..\r\n...\r\n");
         assert_eq!(dot_stuffed(b"a\r\n"), b"a\r\n");
+    }
+
+    #[test]
+    fn no_bare_cr_leaves_and_a_smuggled_end_of_data_is_stuffed() {
+        assert_eq!(dot_stuffed(b"a\rb"), b"a\r\nb\r\n");
+        // `\r.\r` would end DATA at a receiver that takes a bare CR as a line end.
+        let out = dot_stuffed(b"a\r.\rMAIL FROM:<x@y>\r\n");
+        assert_eq!(out, b"a\r\n..\r\nMAIL FROM:<x@y>\r\n");
+        assert!(!out.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n'));
+    }
+
+    #[test]
+    fn orcpt_keeps_its_type_and_is_xtext_encoded() {
+        assert_eq!(
+            orcpt("rfc822;george+x @tax.gov").as_deref(),
+            Some("rfc822;george+2Bx+20@tax.gov")
+        );
+        // Control characters cannot end the command line.
+        assert_eq!(
+            orcpt("rfc822;a@b\r\nRCPT TO:<evil@x>").as_deref(),
+            Some("rfc822;a@b+0D+0ARCPT+20TO:<evil@x>")
+        );
+        assert_eq!(orcpt("bob@b.onion").as_deref(), Some("rfc822;bob@b.onion"));
+        assert_eq!(orcpt("bad type;bob@b.onion"), None);
+        assert_eq!(orcpt(""), None);
+        let recipient = Recipient {
+            address: "bob@b.onion".into(),
+            notify: vec![],
+            original_recipient: "rfc822;a\r\nQUIT".into(),
+        };
+        assert_eq!(
+            rcpt_command(&recipient, true),
+            "RCPT TO:<bob@b.onion> ORCPT=rfc822;a+0D+0AQUIT\r\n"
+        );
+    }
+
+    #[test]
+    fn orcpt_from_the_queue_record_reaches_the_next_parser_unchanged() {
+        // What smtp-in stores for `ORCPT=rfc822;george+2Bx+20@tax.gov`: type kept, decoded.
+        let recipient = Recipient {
+            address: "bob@b.onion".into(),
+            notify: vec![],
+            original_recipient: "rfc822;george+x @tax.gov".into(),
+        };
+        let line = rcpt_command(&recipient, true);
+        let request = smtp_proto::Request::parse(&mut line.as_bytes().iter()).unwrap();
+        let smtp_proto::Request::Rcpt { to } = request else {
+            panic!("not a RCPT: {line}");
+        };
+        assert_eq!(to.address, "bob@b.onion");
+        assert_eq!(to.orcpt.as_deref(), Some("george+x @tax.gov"));
     }
 }

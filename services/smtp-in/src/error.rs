@@ -33,3 +33,23 @@ impl From<tonic::Status> for SmtpInError {
         }
     }
 }
+
+impl SmtpInError {
+    /// The kind of failure alone, without the other service's text.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SmtpInError::Temporary(_) => "temporary",
+            SmtpInError::Permanent(_) => "permanent",
+            SmtpInError::AuthRefused => "auth refused",
+            SmtpInError::NotFound => "not found",
+        }
+    }
+
+    /// Logs a failed call: its kind at warn, its text at debug only. Another service's text
+    /// may name an address or an onion (keys: "no usable key for recipient …"), and no
+    /// address or onion reaches the log at info or warn.
+    pub fn log(&self, what: &'static str) {
+        tracing::warn!(kind = self.kind(), "{what}");
+        tracing::debug!(error = %self, "{what}");
+    }
+}

@@ -104,6 +104,28 @@ pub fn onion_address_error(address: &str) -> Option<AddressError> {
     Address::parse(address.trim()).err()
 }
 
+/// The message without its Bcc fields (RFC 5322 §3.6.3), folded lines included; the same
+/// bytes when it has none. Every copy that leaves goes without them, so no recipient learns of
+/// a blind one.
+pub fn without_bcc(message: &[u8]) -> Vec<u8> {
+    let (head, body) = split(message);
+    let mut out = Vec::with_capacity(message.len());
+    let mut dropping = false;
+    for line in head.split_inclusive(|byte| *byte == b'\n') {
+        if !line.starts_with(b" ") && !line.starts_with(b"\t") {
+            dropping = line
+                .iter()
+                .position(|byte| *byte == b':')
+                .is_some_and(|colon| line[..colon].trim_ascii().eq_ignore_ascii_case(b"bcc"));
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
 /// Prepares a submitted message for leaving: drops headers that would reveal the client or a
 /// path (Received, X-Mailer, User-Agent), and adds a random Message-ID at the sender's onion
 /// and a Date in UTC when the client gave none. Returns the message and its Message-ID.

@@ -17,7 +17,8 @@ use onionpost_proto::keys::v1::{
 use onionpost_proto::queue::v1::{CheckCarryResponse, EnqueueRequest, Origin};
 use onionpost_runtime::config::PlaintextPolicy;
 use onionpost_smtp_in::session::{
-    BAD_ONION_ADDRESS, ETRN_REPLY, LINE_TOO_LONG, PLAINTEXT_REFUSED, RECIPIENT_REJECTED,
+    AUTH_INVALID, BAD_ONION_ADDRESS, ETRN_REPLY, LINE_TOO_LONG, PLAINTEXT_REFUSED,
+    RECIPIENT_REJECTED,
 };
 use onionpost_smtp_in::{Backend, Limits, Mode, Policy, Session, SmtpInError, Stats};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
@@ -61,6 +62,10 @@ struct Fake {
     enqueued: Mutex<Vec<EnqueueRequest>>,
     encrypted_for: Mutex<Vec<SignAndEncryptRequest>>,
     flushed: Mutex<Vec<String>>,
+    /// The back-off key of every Authenticate call.
+    connection_keys: Mutex<Vec<String>>,
+    /// Flush never returns (mail held behind a slow store).
+    flush_hangs: Mutex<bool>,
     learned: Mutex<Vec<(String, String, String)>>,
     refusal: Mutex<Refusal>,
     /// The store already holds each delivered message (a copy through another carrier).
@@ -99,6 +104,10 @@ impl Backend for Fake {
         connection_key: &str,
     ) -> Result<AuthenticateResponse, SmtpInError> {
         assert!(!connection_key.is_empty());
+        self.connection_keys
+            .lock()
+            .unwrap()
+            .push(connection_key.to_owned());
         if login != "alice" || password != "secret pass" {
             return Err(SmtpInError::AuthRefused);
         }
@@ -209,6 +218,9 @@ impl Backend for Fake {
 
     async fn flush(&self, onion: &str) -> Result<(), SmtpInError> {
         self.flushed.lock().unwrap().push(onion.to_owned());
+        if *self.flush_hangs.lock().unwrap() {
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
 
@@ -568,6 +580,41 @@ async fn account_state_decides_4xx_or_5xx_at_rcpt() {
 }
 
 #[tokio::test]
+async fn orcpt_keeps_its_type_and_control_characters_are_refused() {
+    let backend = fake();
+    backend.carried.lock().unwrap().insert(carol());
+    let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", bob())).await;
+    // xtext decodes +0D+0A to CR LF: stored raw it would end a command line downstream.
+    for injected in ["+0D+0ARSET", "a+0Ab", "a+00b", "a+1Bb"] {
+        assert_eq!(
+            c.send(&format!("RCPT TO:<{}> ORCPT=rfc822;{injected}", carol()))
+                .await,
+            "501 5.5.4 ORCPT address must not contain control characters"
+        );
+    }
+    assert_eq!(
+        c.send(&format!(
+            "RCPT TO:<{}> ORCPT=rfc822;george+2Bx+20@tax.gov",
+            carol()
+        ))
+        .await,
+        "250 2.1.5 Recipient OK"
+    );
+    c.send("DATA").await;
+    c.raw(&encrypted(b"anything\r\n")).await;
+    assert_eq!(c.send(".").await, "250 2.0.0 Message accepted");
+    let enqueued = backend.enqueued.lock().unwrap();
+    assert_eq!(enqueued[0].recipients.len(), 1);
+    // Decoded, with its address type: smtp-client xtext-encodes it again on output.
+    assert_eq!(
+        enqueued[0].recipients[0].original_recipient,
+        "rfc822;george+x @tax.gov"
+    );
+}
+
+#[tokio::test]
 async fn carried_recipients_are_queued_with_origin_carry() {
     let backend = fake();
     backend.carried.lock().unwrap().insert(carol());
@@ -598,10 +645,28 @@ async fn etrn_answers_the_same_whatever_is_held() {
     assert_eq!(a, ETRN_REPLY);
     assert_eq!(a, b);
     assert_eq!(a, d);
+    // The flush runs after the reply: give the spawned flushes their turn.
+    for _ in 0..100 {
+        if backend.flushed.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         *backend.flushed.lock().unwrap(),
         vec![BOB_ONION.to_owned(), CAROL_ONION.to_owned()]
     );
+}
+
+#[tokio::test]
+async fn etrn_answers_before_the_flush_runs() {
+    let backend = fake();
+    *backend.flush_hangs.lock().unwrap() = true;
+    let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    // Client::send waits 10 s at most: the old code waited for the flush and never answered.
+    assert_eq!(c.send(&format!("ETRN {BOB_ONION}")).await, ETRN_REPLY);
+    assert_eq!(c.send("NOOP").await, "250 2.0.0 OK");
 }
 
 #[tokio::test]
@@ -856,6 +921,64 @@ async fn auth_is_refused_where_it_is_not_allowed() {
 }
 
 #[tokio::test]
+async fn auth_through_another_identitys_onion_reads_like_a_wrong_password() {
+    // Alice's account is co-hosted with bob's identity. Through bob's onion her correct
+    // password must get exactly what a wrong one gets, and so must everything after it.
+    let bobs_onion = || Mode::Submission {
+        onion_identity: Some("id-bob".to_owned()),
+        auth_allowed: true,
+    };
+    let mut transcripts = Vec::new();
+    // \0alice\0secret pass, then \0alice\0wrong.
+    for auth in [
+        "AUTH PLAIN AGFsaWNlAHNlY3JldCBwYXNz",
+        "AUTH PLAIN AGFsaWNlAHdyb25n",
+    ] {
+        let (mut c, greeting) = Client::start(fake(), default_policy(), bobs_onion()).await;
+        let mut transcript = vec![greeting, c.send("EHLO client").await];
+        transcript.push(c.send(auth).await);
+        transcript.push(c.send(&format!("MAIL FROM:<{}>", alice())).await);
+        transcript.push(c.send(&format!("MAIL FROM:<{}>", bob())).await);
+        transcript.push(c.send("AUTH LOGIN").await);
+        transcripts.push(transcript);
+    }
+    assert_eq!(transcripts[0][2], AUTH_INVALID);
+    assert_eq!(transcripts[0], transcripts[1]);
+
+    // Through her own identity's onion the same login succeeds.
+    let mode = Mode::Submission {
+        onion_identity: Some("id-alt".to_owned()),
+        auth_allowed: true,
+    };
+    authenticated(fake(), default_policy(), mode).await;
+}
+
+#[tokio::test]
+async fn auth_back_off_is_keyed_by_listener_and_login_across_sessions() {
+    // imap's Authenticate backs off by this key: a key new in every session never backs off.
+    let backend = fake();
+    let bobs_onion = || Mode::Submission {
+        onion_identity: Some("id-bob".to_owned()),
+        auth_allowed: true,
+    };
+    // \0alice\0wrong, \0Alice\0wrong, \0carol\0wrong.
+    for (mode, auth) in [
+        (bobs_onion(), "AUTH PLAIN AGFsaWNlAHdyb25n"),
+        (bobs_onion(), "AUTH PLAIN AEFsaWNlAHdyb25n"),
+        (bobs_onion(), "AUTH PLAIN AGNhcm9sAHdyb25n"),
+        (submission(), "AUTH PLAIN AGFsaWNlAHdyb25n"),
+    ] {
+        let (mut c, _) = Client::start(backend.clone(), default_policy(), mode).await;
+        c.send("EHLO client").await;
+        assert_eq!(c.send(auth).await, AUTH_INVALID);
+    }
+    let keys = backend.connection_keys.lock().unwrap().clone();
+    assert_eq!(keys[0], keys[1], "same listener and login, two sessions");
+    assert_ne!(keys[0], keys[2], "another login through the same onion");
+    assert_ne!(keys[0], keys[3], "the same login through another listener");
+}
+
+#[tokio::test]
 async fn sender_must_be_one_of_the_accounts_identities() {
     let backend = fake();
     backend.keys.lock().unwrap().insert(carol());
@@ -1009,6 +1132,57 @@ async fn submitted_mail_is_cleaned_signed_encrypted_queued_and_copied_to_sent() 
     assert_eq!(delivered[0].flags, vec!["\\Seen".to_owned()]);
     assert_eq!(delivered[0].verification, SenderVerification::Local as i32);
     assert_eq!(delivered[0].message, signed[0].message);
+}
+
+#[tokio::test]
+async fn each_blind_recipient_gets_its_own_copy_and_no_copy_names_it() {
+    let backend = fake();
+    backend.keys.lock().unwrap().insert(bob());
+    backend.keys.lock().unwrap().insert(carol());
+    let mut c = authenticated(backend.clone(), default_policy(), submission()).await;
+    c.send(&format!("MAIL FROM:<{}>", alice())).await;
+    c.send(&format!("RCPT TO:<{}>", bob())).await;
+    c.send(&format!("RCPT TO:<{}>", carol())).await;
+    c.send("DATA").await;
+    let message = format!(
+        "From: Alice <{}>\r\nTo: Bob <{}>\r\nBcc: {},\r\n undisclosed\r\nSubject: Party\r\n\r\nShh.\r\n",
+        alice(),
+        bob(),
+        carol()
+    );
+    c.raw(message.as_bytes()).await;
+    assert_eq!(c.send(".").await, "250 2.0.0 Message queued");
+
+    // One sealed copy for the recipients To names, one for the blind one: each encrypted
+    // (PKESK, intended-recipient fingerprints) to its own recipients only.
+    let signed = backend.encrypted_for.lock().unwrap();
+    assert_eq!(signed.len(), 2);
+    assert_eq!(signed[0].recipients, vec![bob()]);
+    assert_eq!(signed[1].recipients, vec![carol()]);
+    for copy in signed.iter() {
+        let plaintext = String::from_utf8(copy.message.clone()).unwrap();
+        assert!(
+            !plaintext.to_ascii_lowercase().contains("bcc"),
+            "{plaintext}"
+        );
+        assert!(!plaintext.contains("undisclosed"), "{plaintext}");
+        assert!(
+            plaintext.contains("Subject: Party\r\n") && plaintext.ends_with("\r\n\r\nShh.\r\n"),
+            "{plaintext}"
+        );
+    }
+    let enqueued = backend.enqueued.lock().unwrap();
+    let queued: Vec<Vec<String>> = enqueued
+        .iter()
+        .map(|request| {
+            request
+                .recipients
+                .iter()
+                .map(|r| r.address.clone())
+                .collect()
+        })
+        .collect();
+    assert_eq!(queued, vec![vec![bob()], vec![carol()]]);
 }
 
 #[tokio::test]

@@ -4,9 +4,10 @@
 use base64::Engine as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use onionpost_proto::imap::v1::AuthenticateResponse;
 use onionpost_smtp_server::{Connection, Line};
 
-use super::{MAX_COMMAND_LINE, Mode, Next, Session, State};
+use super::{AUTH_INVALID, MAX_COMMAND_LINE, Mode, Next, Session, State};
 use crate::{Backend, SmtpInError};
 
 impl<B: Backend> Session<B> {
@@ -93,20 +94,60 @@ impl<B: Backend> Session<B> {
         };
         match self
             .backend
-            .authenticate(&login, &password, &self.connection_key)
+            .authenticate(&login, &password, &self.backoff_key(&login))
             .await
         {
+            // Through an identity's onion only its owner may log in (design: co-hosting stays
+            // invisible); any other account gets the wrong-password reply, byte for byte, after
+            // the same password check, so neither the reply nor what follows tells them apart.
+            Ok(account) if !self.owns_listener_identity(&account) => {
+                Ok(self.fail(io, state, AUTH_INVALID))
+            }
             Ok(account) => {
                 state.account = Some(account);
                 io.reply("235 2.7.0 Authentication successful");
                 Ok(Next::Continue)
             }
             Err(SmtpInError::Temporary(error)) => {
-                tracing::warn!(%error, "authentication unavailable");
+                // Another service's text may name an address: debug only.
+                tracing::warn!("authentication unavailable");
+                tracing::debug!(%error, "authentication unavailable");
                 Ok(self.fail(io, state, "454 4.7.0 Temporary authentication failure"))
             }
-            Err(_) => Ok(self.fail(io, state, "535 5.7.8 Authentication credentials invalid")),
+            Err(_) => Ok(self.fail(io, state, AUTH_INVALID)),
         }
+    }
+
+    /// Whether the account may log in through this listener: on an identity's onion, only if
+    /// it owns that identity; on the carrier-wide listener, any account.
+    fn owns_listener_identity(&self, account: &AuthenticateResponse) -> bool {
+        match &self.mode {
+            Mode::Submission {
+                onion_identity: Some(only),
+                ..
+            } => account
+                .identities
+                .iter()
+                .any(|identity| &identity.identity_id == only),
+            _ => true,
+        }
+    }
+
+    /// The back-off key of a login through this listener (imap's Authenticate keys failures
+    /// by it): the listener and the login, so repeated guesses at one login through one
+    /// listener back off across sessions (a key per session never would), while guesses
+    /// through another identity's onion, or at another login, lock nobody else out. Back-off
+    /// is answered with the same 535 as a wrong password (grpc_backend).
+    fn backoff_key(&self, login: &str) -> String {
+        let listener = match &self.mode {
+            Mode::Submission {
+                onion_identity: Some(identity_id),
+                ..
+            } => format!("smtp-onion:{identity_id}"),
+            Mode::Submission { .. } => "smtp-submission".to_owned(),
+            Mode::Ingress { identity_id } => format!("smtp-mx:{identity_id}"),
+        };
+        format!("{listener}/{}", login.trim().to_ascii_lowercase())
     }
 
     /// Sends an AUTH challenge and reads the answer; None when the client cancels with `*`.

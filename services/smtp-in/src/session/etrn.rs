@@ -1,5 +1,6 @@
 //! ETRN (RFC 1985), on an identity's onion MX only: another carrier asks for the mail held
-//! for its identity's onion. The reply is the same whatever is held, so ETRN tells nothing.
+//! for its identity's onion. The reply is the same whatever is held and comes before the
+//! flush runs, so ETRN tells nothing, neither in its bytes nor in its timing.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -22,13 +23,17 @@ impl<B: Backend> Session<B> {
             .trim()
             .trim_start_matches(['@', '#'])
             .to_ascii_lowercase();
-        if let Some(onion) = message::onion_of(&format!("x@{name}"))
-            && let Err(error) = self.backend.flush(&onion).await
-        {
-            tracing::warn!(%error, "etrn flush failed");
-        }
-        // The same reply whatever happened: ETRN must not tell what is held.
+        // The same reply whatever is held, and before the flush runs: the flush's time
+        // depends on what is held (rows changed force an fsync), so waiting for it would tell.
         io.reply(ETRN_REPLY);
+        if let Some(onion) = message::onion_of(&format!("x@{name}")) {
+            let backend = self.backend.clone();
+            tokio::spawn(async move {
+                if let Err(error) = backend.flush(&onion).await {
+                    error.log("etrn flush failed");
+                }
+            });
+        }
         Next::Continue
     }
 }

@@ -53,7 +53,7 @@ impl<B: Backend> Session<B> {
                 ..Default::default()
             };
             if let Err(error) = self.backend.enqueue(request).await {
-                tracing::warn!(%error, "enqueue of carried mail failed");
+                error.log("enqueue of carried mail failed");
                 return "451 4.3.0 Temporary failure, try again later".to_owned();
             }
         }
@@ -64,7 +64,7 @@ impl<B: Backend> Session<B> {
             match self.backend.custody(identity_id).await {
                 Ok(custody) => custody,
                 Err(error) => {
-                    tracing::warn!(%error, "identity key unavailable");
+                    error.log("identity key unavailable");
                     return "451 4.3.0 Temporary failure, try again later".to_owned();
                 }
             }
@@ -98,7 +98,9 @@ impl<B: Backend> Session<B> {
             let decrypted = match self.backend.decrypt_and_verify(identity_id, &body).await {
                 Ok(decrypted) => decrypted,
                 Err(SmtpInError::Temporary(error)) => {
-                    tracing::warn!(%error, "decryption unavailable");
+                    // Another service's text may name an address: debug only.
+                    tracing::warn!("decryption unavailable");
+                    tracing::debug!(%error, "decryption unavailable");
                     return "451 4.3.0 Temporary failure, try again later".to_owned();
                 }
                 Err(error) => {
@@ -139,7 +141,7 @@ impl<B: Backend> Session<B> {
                 _ => RECIPIENT_REJECTED.to_owned(),
             },
             Err(error) => {
-                tracing::warn!(%error, "delivery failed");
+                error.log("delivery failed");
                 "451 4.3.0 Temporary failure, try again later".to_owned()
             }
         }

@@ -48,6 +48,9 @@ pub const RECIPIENT_REJECTED: &str = "550 5.1.1 Recipient address rejected";
 pub const BAD_ONION_ADDRESS: &str = "553 5.1.3 Bad recipient address:";
 /// The refusal of plaintext from an onion peer (design.md: end-to-end encryption required).
 pub const PLAINTEXT_REFUSED: &str = "550 5.7.1 End-to-end encryption required: this address accepts only OpenPGP-encrypted mail (RFC 3156)";
+/// The one refusal of a login: wrong password, unknown login, or an account that does not own
+/// the identity whose onion it came through (RFC 4954 §6). Byte-identical by construction.
+pub const AUTH_INVALID: &str = "535 5.7.8 Authentication credentials invalid";
 /// The one answer to ETRN (RFC 1985), whatever was or was not held.
 pub const ETRN_REPLY: &str = "250 2.0.0 Queuing started";
 /// The refusal of a message with a text line over 998 characters (RFC 5321 §4.5.3.1.6), the
@@ -148,7 +151,6 @@ pub struct Session<B: Backend> {
     backend: Arc<B>,
     policy: Arc<Policy>,
     mode: Mode,
-    connection_key: String,
     /// Offered as STARTTLS (RFC 3207) when set: the clearnet submission listener.
     tls: Option<TlsAcceptor>,
 }
@@ -197,7 +199,6 @@ impl<B: Backend> Session<B> {
             backend,
             policy,
             mode,
-            connection_key: hex::encode(rand::random::<[u8; 12]>()),
             tls: None,
         }
     }

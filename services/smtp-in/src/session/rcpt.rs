@@ -44,10 +44,26 @@ impl<B: Backend> Session<B> {
                 notify.push(value as i32);
             }
         }
+        // RFC 3461 §4.2: the value arrives xtext-decoded, so it may hold any byte; a control
+        // character in it could only be meant to end a command line somewhere downstream.
+        let orcpt = to.orcpt.unwrap_or_default();
+        if orcpt.chars().any(char::is_control) {
+            return self.fail(
+                io,
+                state,
+                "501 5.5.4 ORCPT address must not contain control characters",
+            );
+        }
         let mut recipient = Recipient {
             address: address.clone(),
             notify,
-            orcpt: to.orcpt.unwrap_or_default(),
+            // The address type is kept (smtp-proto accepts only rfc822), so the next hop gets
+            // a valid ORCPT; smtp-client xtext-encodes the address on output.
+            orcpt: if orcpt.is_empty() {
+                orcpt
+            } else {
+                format!("rfc822;{orcpt}")
+            },
             carry: false,
         };
         match &self.mode {
@@ -56,7 +72,7 @@ impl<B: Backend> Session<B> {
                     Ok(identity) => Some(identity),
                     Err(SmtpInError::NotFound) => None,
                     Err(error) => {
-                        tracing::warn!(%error, "identity lookup failed");
+                        error.log("identity lookup failed");
                         return self.fail(
                             io,
                             state,

@@ -84,7 +84,7 @@ impl<B: Backend> Session<B> {
                 fan_out_immediately: false,
             };
             if let Err(error) = self.backend.enqueue(request).await {
-                tracing::warn!(%error, "enqueue of clearnet copy failed");
+                error.log("enqueue of clearnet copy failed");
                 return "451 4.3.0 Temporary failure, try again later".to_owned();
             }
         }
@@ -98,7 +98,7 @@ impl<B: Backend> Session<B> {
             flags: vec!["\\Seen".to_owned()],
         };
         if let Err(error) = self.backend.deliver(sent).await {
-            tracing::warn!(%error, "sent copy not stored");
+            error.log("sent copy not stored");
         }
         "250 2.0.0 Message queued".to_owned()
     }
@@ -144,7 +144,7 @@ impl<B: Backend> Session<B> {
             }
             Ok(answer) => Some(format!("550 5.7.1 {}", answer.reason)),
             Err(error) => {
-                tracing::warn!(%error, "gateway check failed");
+                error.log("gateway check failed");
                 Some("451 4.3.0 Temporary failure, try again later".to_owned())
             }
         }
@@ -168,7 +168,7 @@ impl<B: Backend> Session<B> {
         {
             Ok(keys) => keys,
             Err(error) => {
-                tracing::warn!(%error, "key resolution failed");
+                error.log("key resolution failed");
                 return Err("451 4.3.0 Temporary failure, try again later".to_owned());
             }
         };
@@ -184,48 +184,86 @@ impl<B: Backend> Session<B> {
                 return Err(format!("450 4.7.0 no key for <{address}> yet; try again"));
             }
         }
-        let encrypted = match self
+        // RFC 5322 §3.6.3: the recipients the To and Cc fields name share one copy, sealed to
+        // them alone; every other (blind) recipient gets a copy of its own. So no copy names a
+        // blind recipient, in its headers (Bcc is removed from all) or in its OpenPGP packets
+        // (key IDs and intended-recipient fingerprints are those of its own recipients).
+        let named: Vec<String> = ["To", "Cc"]
+            .iter()
+            .filter_map(|field| message::header(prepared, field))
+            .flat_map(|value| message::addresses(&value))
+            .map(|address| message::normalize(&address))
+            .collect();
+        let (visible, blind): (Vec<&String>, Vec<&String>) = recipients
+            .iter()
+            .partition(|address| named.contains(address));
+        let mut groups: Vec<Vec<String>> = Vec::new();
+        if !visible.is_empty() {
+            groups.push(visible.into_iter().cloned().collect());
+        }
+        groups.extend(blind.into_iter().map(|address| vec![address.clone()]));
+        let stripped = message::without_bcc(prepared);
+        // Every copy is sealed before any is queued, so a refusal queues nothing.
+        let mut sealed = Vec::with_capacity(groups.len());
+        for group in groups {
+            let encrypted = self.seal(sender, &group, &stripped).await?;
+            sealed.push((group, encrypted));
+        }
+        for (group, encrypted) in sealed {
+            let request = EnqueueRequest {
+                idempotency_key: hex::encode(rand::random::<[u8; 16]>()),
+                origin: Origin::Submission as i32,
+                account_id: account_id.to_owned(),
+                sender_identity_id: sender.identity_id.clone(),
+                reverse_path: message::normalize(&transaction.reverse_path),
+                recipients: transaction
+                    .recipients
+                    .iter()
+                    .filter(|r| group.contains(&r.address))
+                    .map(enqueue_recipient)
+                    .collect(),
+                message: encrypted,
+                message_id: message_id.to_owned(),
+                envelope_id: transaction.envelope_id.clone(),
+                dsn_return: transaction.dsn_return,
+                fan_out_immediately: false,
+            };
+            if let Err(error) = self.backend.enqueue(request).await {
+                error.log("enqueue failed");
+                return Err("451 4.3.0 Temporary failure, try again later".to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Signs and encrypts one copy to `recipients`; the reply to give when it fails.
+    async fn seal(
+        &self,
+        sender: &Identity,
+        recipients: &[String],
+        message: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        match self
             .backend
             .sign_and_encrypt(SignAndEncryptRequest {
                 signer_identity_id: sender.identity_id.clone(),
                 recipients: recipients.to_vec(),
-                message: prepared.to_vec(),
+                message: message.to_vec(),
                 add_autocrypt_header: true,
             })
             .await
         {
-            Ok(encrypted) => encrypted,
+            Ok(encrypted) => Ok(encrypted),
             Err(SmtpInError::Temporary(error)) => {
-                tracing::warn!(%error, "signing unavailable");
-                return Err("451 4.3.0 Temporary failure, try again later".to_owned());
+                // Another service's text may name an address: debug only.
+                tracing::warn!("signing unavailable");
+                tracing::debug!(%error, "signing unavailable");
+                Err("451 4.3.0 Temporary failure, try again later".to_owned())
             }
             Err(error) => {
-                tracing::warn!(%error, "signing refused");
-                return Err("554 5.6.0 Message could not be signed and encrypted".to_owned());
+                error.log("signing refused");
+                Err("554 5.6.0 Message could not be signed and encrypted".to_owned())
             }
-        };
-        let request = EnqueueRequest {
-            idempotency_key: hex::encode(rand::random::<[u8; 16]>()),
-            origin: Origin::Submission as i32,
-            account_id: account_id.to_owned(),
-            sender_identity_id: sender.identity_id.clone(),
-            reverse_path: message::normalize(&transaction.reverse_path),
-            recipients: transaction
-                .recipients
-                .iter()
-                .filter(|r| message::onion_of(&r.address).is_some())
-                .map(enqueue_recipient)
-                .collect(),
-            message: encrypted,
-            message_id: message_id.to_owned(),
-            envelope_id: transaction.envelope_id.clone(),
-            dsn_return: transaction.dsn_return,
-            fan_out_immediately: false,
-        };
-        if let Err(error) = self.backend.enqueue(request).await {
-            tracing::warn!(%error, "enqueue failed");
-            return Err("451 4.3.0 Temporary failure, try again later".to_owned());
         }
-        Ok(())
     }
 }
