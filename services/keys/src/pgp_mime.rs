@@ -905,34 +905,49 @@ pub(crate) mod tests {
         );
     }
 
+    /// An unsigned PGP/MIME message to `to` (compressed when asked) whose literal data `write`
+    /// writes, with the length of its armored OpenPGP part.
+    fn unsigned_pgp_mime(
+        to: &Cert,
+        compressed: bool,
+        write: impl FnOnce(&mut dyn Write),
+    ) -> (Vec<u8>, usize) {
+        use sequoia_openpgp::serialize::stream::Compressor;
+        use sequoia_openpgp::types::CompressionAlgorithm;
+
+        let mut armored = Vec::new();
+        let message = Armorer::new(Message::new(&mut armored)).build().unwrap();
+        let valid = to.with_policy(&POLICY, None).unwrap();
+        let keys: Vec<_> = valid.keys().for_transport_encryption().collect();
+        let mut message = Encryptor::for_recipients(message, keys).build().unwrap();
+        if compressed {
+            message = Compressor::new(message)
+                .algo(CompressionAlgorithm::Zip)
+                .build()
+                .unwrap();
+        }
+        let mut literal = LiteralWriter::new(message).build().unwrap();
+        write(&mut literal);
+        literal.finalize().unwrap();
+        let armored_len = armored.len();
+        let message = wrap_pgp_mime(vec![], std::str::from_utf8(&armored).unwrap());
+        (message, armored_len)
+    }
+
     /// A compressed packet of 100 MiB of zeros is about 100 KiB on the wire: opening it stops
     /// at the ceiling with a clear error instead of filling memory.
     #[test]
     fn a_compression_bomb_is_refused_at_the_ceiling() {
-        use sequoia_openpgp::serialize::stream::Compressor;
-        use sequoia_openpgp::types::CompressionAlgorithm;
-
-        let cert = bob().public_cert();
-        let mut armored = Vec::new();
-        let message = Armorer::new(Message::new(&mut armored)).build().unwrap();
-        let valid = cert.with_policy(&POLICY, None).unwrap();
-        let keys: Vec<_> = valid.keys().for_transport_encryption().collect();
-        let message = Encryptor::for_recipients(message, keys).build().unwrap();
-        let message = Compressor::new(message)
-            .algo(CompressionAlgorithm::Zip)
-            .build()
-            .unwrap();
-        let mut literal = LiteralWriter::new(message).build().unwrap();
-        literal
-            .write_all(b"Content-Type: text/plain\r\n\r\n")
-            .unwrap();
-        let zeros = vec![0u8; 1024 * 1024];
-        for _ in 0..100 {
-            literal.write_all(&zeros).unwrap();
-        }
-        literal.finalize().unwrap();
-        assert!(armored.len() < 1024 * 1024, "{} bytes", armored.len());
-        let message = wrap_pgp_mime(vec![], std::str::from_utf8(&armored).unwrap());
+        let (message, armored_len) = unsigned_pgp_mime(&bob().public_cert(), true, |literal| {
+            literal
+                .write_all(b"Content-Type: text/plain\r\n\r\n")
+                .unwrap();
+            let zeros = vec![0u8; 1024 * 1024];
+            for _ in 0..100 {
+                literal.write_all(&zeros).unwrap();
+            }
+        });
+        assert!(armored_len < 1024 * 1024, "{armored_len} bytes");
         let refused = open(&message, &[bob()], &[]).unwrap_err();
         assert!(
             matches!(&refused, KeysError::CorruptMessage(why) if why.contains("expands beyond")),
@@ -942,18 +957,11 @@ pub(crate) mod tests {
 
     #[test]
     fn unsigned_message_is_reported() {
-        let cert = bob().public_cert();
-        let mut armored = Vec::new();
-        let message = Armorer::new(Message::new(&mut armored)).build().unwrap();
-        let valid = cert.with_policy(&POLICY, None).unwrap();
-        let keys: Vec<_> = valid.keys().for_transport_encryption().collect();
-        let message = Encryptor::for_recipients(message, keys).build().unwrap();
-        let mut literal = LiteralWriter::new(message).build().unwrap();
-        literal
-            .write_all(b"Content-Type: text/plain\r\n\r\nhi\r\n")
-            .unwrap();
-        literal.finalize().unwrap();
-        let message = wrap_pgp_mime(vec![], std::str::from_utf8(&armored).unwrap());
+        let (message, _) = unsigned_pgp_mime(&bob().public_cert(), false, |literal| {
+            literal
+                .write_all(b"Content-Type: text/plain\r\n\r\nhi\r\n")
+                .unwrap();
+        });
         let opened = open(&message, &[bob()], &[]).unwrap();
         assert_eq!(opened.verification, Verification::Unsigned);
         assert!(!opened.protected_headers);

@@ -443,9 +443,9 @@ mod tests {
         follower.apply(&update(true, vec![only])).await;
     }
 
-    /// A port free on every interface a moment ago.
+    /// A port free on loopback a moment ago.
     fn free_port() -> u16 {
-        std::net::TcpListener::bind("0.0.0.0:0")
+        std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
