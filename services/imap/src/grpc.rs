@@ -268,7 +268,12 @@ impl Imap for ImapGrpc {
         let request = request.into_inner();
         let view = self
             .service
-            .authenticate(&request.login, &request.password, &request.connection_key)
+            .authenticate_through(
+                &request.login,
+                &request.password,
+                &request.connection_key,
+                Some(request.onion_identity_id.as_str()).filter(|id| !id.is_empty()),
+            )
             .await?;
         let identities = self
             .service

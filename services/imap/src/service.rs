@@ -826,18 +826,53 @@ impl ImapService {
         password: &str,
         connection_key: &str,
     ) -> Result<AccountView, ImapError> {
+        self.authenticate_through(login, password, connection_key, None)
+            .await
+    }
+
+    /// [`Self::authenticate`] for a login through `onion_identity`'s onion (when given): an
+    /// account that does not own that identity fails exactly as a wrong password does, in the
+    /// reply and in the back-off, so its own correct password tells the caller nothing about
+    /// which onions share this carrier (issue 18, item 2).
+    pub async fn authenticate_through(
+        &self,
+        login: &str,
+        password: &str,
+        connection_key: &str,
+        onion_identity: Option<&str>,
+    ) -> Result<AccountView, ImapError> {
         let login = login.trim().to_ascii_lowercase();
         let backoff = &self.inner.backoff;
         if let Some(retry_after_secs) = backoff.check(&login, connection_key, self.now()) {
             return Err(ImapError::BackOff { retry_after_secs });
         }
-        let Some(record) = self.check_password(&login, password).await? else {
-            backoff.failed(&login, connection_key, self.now());
-            tracing::debug!("login failed");
-            return Err(ImapError::Unauthenticated);
+        let record = match self.check_password(&login, password).await? {
+            Some(record) if self.owns(&record, onion_identity).await? => record,
+            _ => {
+                backoff.failed(&login, connection_key, self.now());
+                tracing::debug!("login failed");
+                return Err(ImapError::Unauthenticated);
+            }
         };
         backoff.succeeded(&login);
         self.allowed_to_log_in(record)
+    }
+
+    /// Whether `account` owns `identity_id`; true when no identity is named.
+    async fn owns(
+        &self,
+        account: &AccountRecord,
+        identity_id: Option<&str>,
+    ) -> Result<bool, ImapError> {
+        let Some(identity_id) = identity_id else {
+            return Ok(true);
+        };
+        Ok(self
+            .inner
+            .store
+            .identity(identity_id)
+            .await?
+            .is_some_and(|identity| identity.account_id == account.account_id))
     }
 
     /// Checks a login and password without the service's back-off, for a caller that keeps

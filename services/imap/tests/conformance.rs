@@ -296,6 +296,33 @@ async fn states_and_identities(database: Database) {
             ..
         })
     ));
+    // Through an identity's onion only its owner logs in. Dave's correct password through
+    // Carol's onion fails exactly as a wrong password does, and counts in the back-off like
+    // one, so Dave cannot tell his account shares this carrier with Carol's onion (issue 18).
+    let dave = service.create_account("dave", PASSWORD, "").await.unwrap();
+    assert!(
+        service
+            .authenticate_through("carol", PASSWORD, "o1", Some("id-1"))
+            .await
+            .is_ok()
+    );
+    for _ in 0..4 {
+        assert!(matches!(
+            service
+                .authenticate_through("dave", PASSWORD, "o2", Some("id-1"))
+                .await,
+            Err(ImapError::Unauthenticated)
+        ));
+    }
+    assert!(matches!(
+        service.authenticate("dave", PASSWORD, "o3").await,
+        Err(ImapError::BackOff { .. })
+    ));
+    service
+        .delete_account(&dave.record.account_id)
+        .await
+        .unwrap();
+
     let by_address = service
         .identity_by_address(&format!("work@{}", onion('e')))
         .await

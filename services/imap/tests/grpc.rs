@@ -211,6 +211,7 @@ async fn accounts_identities_delivery_and_errors_over_grpc() {
             login: "grace".into(),
             password: "a long enough password".into(),
             connection_key: "conn-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -221,6 +222,7 @@ async fn accounts_identities_delivery_and_errors_over_grpc() {
             login: "grace".into(),
             password: "wrong".into(),
             connection_key: "conn-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -247,6 +249,7 @@ async fn accounts_identities_delivery_and_errors_over_grpc() {
             login: "grace".into(),
             password: "a long enough password".into(),
             connection_key: "conn-2".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -16,11 +16,14 @@ pub trait Backend: Send + Sync + 'static {
     /// imap GetIdentity by id.
     async fn identity(&self, identity_id: &str) -> Result<Identity, SmtpInError>;
     /// imap Authenticate.
+    /// `onion_identity`: the identity whose onion the login came through, if any; imap then
+    /// refuses every other account as it refuses a wrong password (and counts it so).
     async fn authenticate(
         &self,
         login: &str,
         password: &str,
         connection_key: &str,
+        onion_identity: Option<&str>,
     ) -> Result<AuthenticateResponse, SmtpInError>;
     /// imap Deliver.
     async fn deliver(&self, request: DeliverRequest) -> Result<DeliverResponse, SmtpInError>;

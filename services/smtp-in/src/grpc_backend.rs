@@ -69,11 +69,13 @@ impl Backend for GrpcBackend {
         login: &str,
         password: &str,
         connection_key: &str,
+        onion_identity: Option<&str>,
     ) -> Result<AuthenticateResponse, SmtpInError> {
         let request = AuthenticateRequest {
             login: login.to_owned(),
             password: password.to_owned(),
             connection_key: connection_key.to_owned(),
+            onion_identity_id: onion_identity.unwrap_or_default().to_owned(),
         };
         match self.imap()?.authenticate(request).await {
             Ok(response) => Ok(response.into_inner()),

@@ -102,6 +102,7 @@ impl Backend for Fake {
         login: &str,
         password: &str,
         connection_key: &str,
+        _onion_identity: Option<&str>,
     ) -> Result<AuthenticateResponse, SmtpInError> {
         assert!(!connection_key.is_empty());
         self.connection_keys

@@ -94,7 +94,12 @@ impl<B: Backend> Session<B> {
         };
         match self
             .backend
-            .authenticate(&login, &password, &self.backoff_key(&login))
+            .authenticate(
+                &login,
+                &password,
+                &self.backoff_key(&login),
+                self.onion_identity(),
+            )
             .await
         {
             // Through an identity's onion only its owner may log in (design: co-hosting stays
@@ -120,16 +125,25 @@ impl<B: Backend> Session<B> {
 
     /// Whether the account may log in through this listener: on an identity's onion, only if
     /// it owns that identity; on the carrier-wide listener, any account.
+    /// Defence in depth: imap already refuses other accounts through an identity's onion (and
+    /// counts them in its back-off, so a caller's own correct password reads like a wrong one).
     fn owns_listener_identity(&self, account: &AuthenticateResponse) -> bool {
-        match &self.mode {
-            Mode::Submission {
-                onion_identity: Some(only),
-                ..
-            } => account
+        self.onion_identity().is_none_or(|only| {
+            account
                 .identities
                 .iter()
-                .any(|identity| &identity.identity_id == only),
-            _ => true,
+                .any(|identity| identity.identity_id == only)
+        })
+    }
+
+    /// The identity whose onion this submission session came through, if any.
+    fn onion_identity(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Submission {
+                onion_identity: Some(identity_id),
+                ..
+            } => Some(identity_id),
+            _ => None,
         }
     }
 
