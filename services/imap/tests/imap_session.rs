@@ -1066,7 +1066,10 @@ async fn before_login_the_timeout_is_short() {
         ..limits()
     });
     let (mut client, _) = Client::connect(&server, Security::Loopback).await;
-    assert_eq!(client.line().await, "* BYE autologout; idle for too long");
+    assert_eq!(
+        client.line().await,
+        "* BYE not logged in within 300ms of connecting"
+    );
     assert_eq!(client.line().await, "");
     // Logged in, the RFC 3501 §5.4 timer applies.
     let mut client = logged_in(&server).await;
@@ -1074,6 +1077,36 @@ async fn before_login_the_timeout_is_short() {
     assert_eq!(
         client.command("n", "NOOP").await,
         vec!["n OK NOOP completed"]
+    );
+}
+
+/// A peer that trickles bytes of a command that never ends (slowloris) is closed when the
+/// pre-login timeout has passed since it connected, not since its last byte: an inactivity
+/// timer alone would let one byte a minute hold a pre-login slot for ever.
+#[tokio::test]
+async fn trickling_bytes_does_not_put_off_the_pre_login_timeout() {
+    let server = server_with(Limits {
+        pre_login_timeout: std::time::Duration::from_secs(1),
+        ..limits()
+    });
+    let (mut client, _) = Client::connect(&server, Security::Loopback).await;
+    let started = tokio::time::Instant::now();
+    client.send("a1 LOGIN alice ").await;
+    // A byte every 200 ms, the last well before the timeout: an inactivity timer would close
+    // the connection 1 s after it (1.8 s in), the login deadline does at 1 s.
+    for _ in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        client.send("x").await;
+    }
+    assert_eq!(
+        client.line().await,
+        "* BYE not logged in within 1s of connecting"
+    );
+    assert_eq!(client.line().await, "", "closed");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "closed after {took:?}"
     );
 }
 
@@ -1103,4 +1136,58 @@ async fn a_peer_that_never_reads_is_dropped() {
         .expect("the session ends when its writes make no progress")
         .unwrap();
     drop(peer);
+}
+
+/// A message nested 1,000 multiparts deep (any sender can write one, and clients ask every
+/// message's BODYSTRUCTURE): the answer stops nesting at a depth limit and shows the part
+/// there as an opaque leaf, instead of recursing until the server's stack overflows.
+#[tokio::test]
+async fn bodystructure_of_deeply_nested_multiparts_is_bounded() {
+    const DEPTH: usize = 1000;
+    let server = server_with(Limits {
+        max_message_size: 1 << 20,
+        ..limits()
+    });
+    let mut client = logged_in(&server).await;
+    let mut body = String::from(
+        "From: alice@example.org\r\nSubject: nested\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n",
+    );
+    for level in 0..DEPTH {
+        if level + 1 == DEPTH {
+            body.push_str(&format!(
+                "--b{level}\r\nContent-Type: text/plain\r\n\r\ninside\r\n"
+            ));
+        } else {
+            body.push_str(&format!(
+                "--b{level}\r\nContent-Type: multipart/mixed; boundary=\"b{}\"\r\n\r\n",
+                level + 1
+            ));
+        }
+    }
+    for level in (0..DEPTH).rev() {
+        body.push_str(&format!("--b{level}--\r\n"));
+    }
+    let reply = client
+        .command("ap", &format!("APPEND INBOX {{{}+}}\r\n{body}", body.len()))
+        .await;
+    assert!(reply.last().unwrap().starts_with("ap OK"), "{reply:?}");
+    client.command("s", "SELECT INBOX").await;
+    for (tag, item) in [("f1", "BODYSTRUCTURE"), ("f2", "BODY")] {
+        let reply = client.command(tag, &format!("FETCH 1 {item}")).await;
+        assert_eq!(reply.len(), 2, "{reply:?}");
+        assert_eq!(reply[1], format!("{tag} OK FETCH completed"));
+        let multiparts = reply[0].matches("\"MIXED\"").count();
+        assert_eq!(multiparts, 100, "levels shown as multiparts");
+        assert!(
+            reply[0].contains("(\"APPLICATION\" \"OCTET-STREAM\" NIL NIL NIL \"7BIT\" "),
+            "the part at the limit is a leaf: {}",
+            &reply[0][..reply[0].len().min(400)]
+        );
+    }
+    // The session goes on.
+    assert_eq!(
+        client.command("n", "NOOP").await,
+        vec!["n OK NOOP completed"]
+    );
 }

@@ -38,6 +38,9 @@ pub(crate) async fn run(
         return;
     };
     let _open = shared.session_opened();
+    // Before login the timeout runs from here, not from the last byte: a peer that trickles
+    // a byte now and then (slowloris) must not hold a pre-login slot for ever.
+    let login_deadline = tokio::time::Instant::now() + limits.pre_login_timeout;
     let mut session = Session::new(shared.clone(), scope, info, Some(login_wait));
     let greeting = session.greeting();
     let mut server = Server::new(protocol_options(&shared), greeting);
@@ -125,7 +128,15 @@ pub(crate) async fn run(
                     lines = LineGuard::before_login(limits);
                     continue;
                 }
-                match read_or_wake(&mut stream, &mut buffer, &mut watch, &session, &shared).await {
+                let wake = read_or_wake(
+                    &mut stream,
+                    &mut buffer,
+                    &mut watch,
+                    &session,
+                    &shared,
+                    login_deadline,
+                );
+                match wake.await {
                     Wake::Input(count) => {
                         if session.is_authenticated() {
                             lines.logged_in(limits);
@@ -152,10 +163,17 @@ pub(crate) async fn run(
                     }
                     Wake::Closed => break,
                     Wake::Timeout => {
-                        enqueue_all(
-                            &mut server,
-                            vec![Out::Status(bye("autologout; idle for too long"))],
-                        );
+                        let login_late = !session.is_authenticated()
+                            && tokio::time::Instant::now() >= login_deadline;
+                        let text = if login_late {
+                            format!(
+                                "not logged in within {:?} of connecting",
+                                limits.pre_login_timeout
+                            )
+                        } else {
+                            "autologout; idle for too long".to_owned()
+                        };
+                        enqueue_all(&mut server, vec![Out::Status(bye(&text))]);
                         close_when_flushed = true;
                     }
                     Wake::Mailbox(id) => {
@@ -198,24 +216,24 @@ enum Wake {
     Lagged,
 }
 
-/// Waits for client bytes, the idle timeout, or (while IDLE) a change to the selected mailbox.
+/// Waits for client bytes, the idle timeout (before login also `login_deadline`), or (while
+/// IDLE) a change to the selected mailbox.
 async fn read_or_wake(
     stream: &mut Box<dyn ByteStream>,
     buffer: &mut [u8],
     watch: &mut Option<broadcast::Receiver<MailboxId>>,
     session: &Session,
     shared: &Shared,
+    login_deadline: tokio::time::Instant,
 ) -> Wake {
-    let timeout = if session.is_authenticated() {
-        shared.limits.idle_timeout
+    let idle = tokio::time::Instant::now() + shared.limits.idle_timeout;
+    let deadline_at = if session.is_authenticated() {
+        idle
     } else {
-        shared
-            .limits
-            .idle_timeout
-            .min(shared.limits.pre_login_timeout)
+        idle.min(login_deadline)
     };
     let idling = session.is_idling();
-    let deadline = tokio::time::sleep(timeout);
+    let deadline = tokio::time::sleep_until(deadline_at);
     tokio::pin!(deadline);
     loop {
         tokio::select! {

@@ -42,8 +42,9 @@ pub struct Limits {
     /// data for nobody, so the connection is closed (non-synchronizing literals included,
     /// RFC 7888 §4: they cannot be refused any other way).
     pub pre_login_literal: u32,
-    /// Inactivity before login after which the connection is closed. RFC 3501 §5.4's 30
-    /// minutes are for logged-in users; a peer that has not logged in gets much less.
+    /// Time from connecting within which a client must log in, or the connection is closed,
+    /// however many bytes it trickles meanwhile (slowloris). RFC 3501 §5.4's 30 minutes of
+    /// inactivity are for logged-in users; a peer that has not logged in gets much less.
     pub pre_login_timeout: Duration,
     /// Time a write may make no progress before the connection is dropped, so a peer that never
     /// reads cannot hold its session (and its slots) forever.

@@ -132,11 +132,11 @@ pub(crate) fn items(
                 None => empty_envelope(),
             }),
             MessageDataItemName::Body => MessageDataItem::Body(match &parsed {
-                Some(message) => structure(message, 0, false),
+                Some(message) => structure(message, 0, false, 0),
                 None => plain_structure(raw),
             }),
             MessageDataItemName::BodyStructure => MessageDataItem::BodyStructure(match &parsed {
-                Some(message) => structure(message, 0, true),
+                Some(message) => structure(message, 0, true, 0),
                 None => plain_structure(raw),
             }),
             MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(nstring_bytes(raw)),
@@ -551,16 +551,57 @@ fn plain_structure(raw: &[u8]) -> BodyStructure<'static> {
     }
 }
 
+/// A part described as opaque bytes (see [`MAX_STRUCTURE_DEPTH`]).
+fn opaque_structure(body: &[u8]) -> BodyStructure<'static> {
+    BodyStructure::Single {
+        body: Body {
+            basic: BasicFields {
+                parameter_list: Vec::new(),
+                id: NString(None),
+                description: NString(None),
+                content_transfer_encoding: istring(b"7BIT"),
+                size: body.len() as u32,
+            },
+            specific: SpecificFields::Basic {
+                r#type: istring(b"APPLICATION"),
+                subtype: istring(b"OCTET-STREAM"),
+            },
+        },
+        extension_data: None,
+    }
+}
+
 fn count_lines(bytes: &[u8]) -> u32 {
     bytes.iter().filter(|b| **b == b'\n').count() as u32
 }
 
-/// BODY / BODYSTRUCTURE (RFC 3501 §7.4.2) of part `id`; `extended` adds the extension data
-/// BODYSTRUCTURE carries.
-fn structure(message: &Message<'_>, id: usize, extended: bool) -> BodyStructure<'static> {
+/// How deep BODY / BODYSTRUCTURE describe nested multiparts and messages (the limit Dovecot's
+/// message parser has had since CVE-2020-12100). A part at this depth that would nest further is shown
+/// as one `APPLICATION/OCTET-STREAM` leaf, still fetchable by its section number: building and
+/// encoding the description recurses once per level, and a message nested thousands deep,
+/// which anyone can send, would otherwise overflow the session's stack and abort the process.
+const MAX_STRUCTURE_DEPTH: usize = 100;
+
+/// BODY / BODYSTRUCTURE (RFC 3501 §7.4.2) of part `id`, `depth` levels below the top;
+/// `extended` adds the extension data BODYSTRUCTURE carries.
+fn structure(
+    message: &Message<'_>,
+    id: usize,
+    extended: bool,
+    depth: usize,
+) -> BodyStructure<'static> {
     let Some(part) = message.parts.get(id) else {
         return plain_structure(b"");
     };
+    if depth >= MAX_STRUCTURE_DEPTH
+        && matches!(part.body, PartType::Multipart(_) | PartType::Message(_))
+    {
+        return opaque_structure(slice(
+            &message.raw_message,
+            part.offset_body,
+            part.offset_end,
+        ));
+    }
     let content_type = part.content_type();
     let (mut c_type, mut c_subtype) = match content_type {
         Some(ct) => (
@@ -586,7 +627,7 @@ fn structure(message: &Message<'_>, id: usize, extended: bool) -> BodyStructure<
     if let PartType::Multipart(children) = &part.body {
         let bodies: Vec<BodyStructure<'static>> = children
             .iter()
-            .map(|child| structure(message, *child as usize, extended))
+            .map(|child| structure(message, *child as usize, extended, depth + 1))
             .collect();
         if let Ok(bodies) = Vec1::try_from(bodies) {
             if c_subtype.is_empty() {
@@ -631,7 +672,7 @@ fn structure(message: &Message<'_>, id: usize, extended: bool) -> BodyStructure<
     let specific = match (&part.body, c_type.as_str()) {
         (PartType::Message(nested), _) => SpecificFields::Message {
             envelope: Box::new(envelope(nested)),
-            body_structure: Box::new(structure(nested, 0, extended)),
+            body_structure: Box::new(structure(nested, 0, extended, depth + 1)),
             number_of_lines: count_lines(body_bytes),
         },
         (_, "TEXT") => SpecificFields::Text {

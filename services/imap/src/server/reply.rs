@@ -83,10 +83,19 @@ pub(crate) fn bye(text: &str) -> Status<'static> {
     Status::bye(None, text.to_owned()).expect("bye text is valid")
 }
 
+/// Status text from any string. RFC 3501's `TEXT-CHAR` is 7-bit without CR and LF: line
+/// breaks become spaces and every other character outside printable ASCII (a client's NUL or
+/// invalid UTF-8 quoted back) becomes `?`, so the reply still says what is wrong instead of
+/// falling back to a bare "error".
 pub(crate) fn text(value: &str) -> Text<'static> {
     let cleaned: String = value
         .chars()
-        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .map(|c| match c {
+            '\r' | '\n' => ' ',
+            ' ' => c,
+            _ if c.is_ascii_graphic() => c,
+            _ => '?',
+        })
         .collect();
     Text::try_from(cleaned).unwrap_or_else(|_| Text::try_from("error".to_owned()).unwrap())
 }
@@ -148,6 +157,9 @@ pub(crate) fn explain_malformed(bytes: &[u8]) -> Option<String> {
     let Some(name) = words.next().filter(|w| !w.is_empty()) else {
         return Some("missing command name after tag".to_owned());
     };
+    if !name.chars().all(|c| c.is_ascii_graphic()) {
+        return Some("command name is not printable ASCII".to_owned());
+    }
     let mut upper = name.to_ascii_uppercase();
     if upper == "UID" {
         let sub = words.next().unwrap_or_default().to_ascii_uppercase();
@@ -213,5 +225,21 @@ mod tests {
         );
         assert!(tag_of(b"\r\n").is_none());
         assert!(tag_of(b"+bad FOO").is_none());
+    }
+
+    #[test]
+    fn bad_bytes_are_explained_not_answered_with_error() {
+        assert_eq!(
+            explain_malformed(b"n3 \xff\xfe\xfd\r\n").as_deref(),
+            Some("command name is not printable ASCII")
+        );
+        assert_eq!(
+            explain_malformed(b"n4 NO\0OP\r\n").as_deref(),
+            Some("command name is not printable ASCII")
+        );
+        assert_eq!(
+            text("unknown \u{fffd}\0 x\r\ny").as_ref(),
+            "unknown ?? x  y"
+        );
     }
 }
