@@ -22,6 +22,9 @@ impl<B: Backend> Session<B> {
         if state.transaction.is_some() {
             return self.fail(io, state, "503 5.5.1 Nested MAIL command");
         }
+        if let Some(refusal) = sender_syntax_error(&from.address) {
+            return self.fail(io, state, refusal);
+        }
         if let Mode::Submission { onion_identity, .. } = &self.mode {
             let Some(account) = &state.account else {
                 return self.fail(io, state, "530 5.7.0 Authentication required");
@@ -59,5 +62,44 @@ impl<B: Backend> Session<B> {
         });
         io.reply("250 2.1.0 Sender OK");
         Next::Continue
+    }
+}
+
+/// The refusal of a reverse path whose bytes were not UTF-8. smtp-proto decodes addresses
+/// lossily, so U+FFFD marks bytes the client sent that are no character at all: RFC 6531 allows
+/// UTF-8 in addresses, never arbitrary octets, and a peer's path must not be rewritten silently
+/// (it is where a carrier's delivery notices go).
+const SENDER_NOT_UTF8: &str = "501 5.1.7 Bad sender address syntax: not valid UTF-8";
+
+fn sender_syntax_error(address: &str) -> Option<&'static str> {
+    address
+        .contains(char::REPLACEMENT_CHARACTER)
+        .then_some(SENDER_NOT_UTF8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reverse_path(line: &[u8]) -> String {
+        match smtp_proto::Request::parse(&mut line.iter())
+            .expect("parses")
+            .into_owned()
+        {
+            smtp_proto::Request::Mail { from } => from.address,
+            other => panic!("not MAIL: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reverse_path_that_was_not_utf8_is_refused() {
+        let mangled = reverse_path(b"MAIL FROM:<\xff\xfe@b.onion>\r\n");
+        assert_eq!(sender_syntax_error(&mangled), Some(SENDER_NOT_UTF8));
+        let utf8 = reverse_path("MAIL FROM:<jörg@b.onion> SMTPUTF8\r\n".as_bytes());
+        assert_eq!(sender_syntax_error(&utf8), None);
+        assert_eq!(
+            sender_syntax_error(&reverse_path(b"MAIL FROM:<>\r\n")),
+            None
+        );
     }
 }
