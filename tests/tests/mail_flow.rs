@@ -2,7 +2,9 @@
 //! carrier A) submits with Python's smtplib on A's submission listener; Carol (an account on
 //! carrier C) reads it with Python's imaplib on C, with the original Subject and body and the
 //! carrier's verdict that it was signed by Alice's key. No key was exchanged by hand: A fetches
-//! Carol's key by WKD over Carol's onion. Also checks, through C's onion MX from a tor client,
+//! Carol's key by WKD over Carol's onion. Alice asks for DSNs (RFC 3461 NOTIFY and ORCPT): the
+//! parameters cross to C with the message, and A puts the success notice, naming the original
+//! recipient, in Alice's INBOX. Also checks, through C's onion MX from a tor client,
 //! that a co-hosted and a made-up address get byte-identical refusals, and that plaintext is
 //! refused with a reply that says end-to-end encryption is required. While C is offline, A keeps
 //! Alice's message and delivers it once C is back, and a third carrier B, whose queue lifetime
@@ -40,7 +42,10 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
     let (_, dave, _) = c.account("dave", "dave password 1").await?;
     let (_, bob, _) = b.account("bob", "bob password 1").await?;
 
-    // Submission on A; the 250 comes once the message is signed, encrypted and queued.
+    // Submission on A; the 250 comes once the message is signed, encrypted and queued. Alice
+    // asks for delivery notices (RFC 3461 NOTIFY) and names the address she wrote to as the
+    // original recipient (ORCPT, xtext: `+2B` is `+`), which A keeps and passes on to C's MX.
+    let original_recipient = carol.replacen('@', "+lunch@", 1);
     let (ok, out) = python(
         SUBMIT,
         &[
@@ -52,6 +57,8 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
             carol.clone(),
             "Lunch at noon?".to_owned(),
             "Shall we meet at the usual place?".to_owned(),
+            "NOTIFY=SUCCESS,FAILURE".to_owned(),
+            format!("ORCPT=rfc822;{}", original_recipient.replace('+', "+2B")),
         ],
     )
     .await?;
@@ -77,6 +84,27 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
     ensure!(!message.contains("Leaky Mailer"), "{message}");
     ensure!(!message.contains("Received:"), "{message}");
     ensure!(message.contains(&format!("@{alice_onion}>")), "{message}");
+
+    // NOTIFY=SUCCESS: A tells Alice that C took the message, naming the recipient as she gave
+    // it (Original-Recipient, RFC 3464 §2.3.1) and as it was delivered (Final-Recipient).
+    let notice = newest_in_inbox(
+        &a,
+        "alice",
+        "alice password 1",
+        "Delivery Status Notification (Success)",
+        &c,
+    )
+    .await?;
+    ensure!(
+        notice.contains("report-type=delivery-status")
+            && notice.contains("Action: delivered")
+            && notice.contains(&format!(
+                "Original-Recipient: rfc822;{original_recipient}\r\n"
+            ))
+            && notice.contains(&format!("Final-Recipient: rfc822; {carol}\r\n")),
+        "not the expected success DSN:\n{notice}"
+    );
+    println!("mail_flow: NOTIFY and ORCPT crossed to C; Alice has the success DSN");
 
     // Carol replies the same way; Alice reads the reply on A, verified as Carol's.
     let (ok, out) = python(

@@ -155,10 +155,13 @@ pub async fn python(script: &str, args: &[String]) -> anyhow::Result<(bool, Stri
     Ok((output.status.success(), text))
 }
 
+/// Submits one message; arguments after the eighth are RCPT parameters (RFC 3461 `NOTIFY=…`,
+/// `ORCPT=…`), which smtplib sends only when the server offers DSN.
 pub const SUBMIT: &str = r#"
 import smtplib, sys
 from email.message import EmailMessage
 host, port, login, password, sender, rcpt, subject, body = sys.argv[1:9]
+rcpt_options = sys.argv[9:]
 msg = EmailMessage()
 msg["From"] = sender
 msg["To"] = rcpt
@@ -167,8 +170,10 @@ msg["X-Mailer"] = "Leaky Mailer 1.0"
 msg.set_content(body)
 with smtplib.SMTP(host, int(port), timeout=300) as s:
     s.ehlo("client")
+    if rcpt_options and not s.has_extn("dsn"):
+        sys.exit("the server does not offer DSN")
     s.login(login, password)
-    s.send_message(msg)
+    s.send_message(msg, rcpt_options=rcpt_options)
 print("sent")
 "#;
 
