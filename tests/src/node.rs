@@ -37,7 +37,22 @@ pub fn onionpost_binary() -> PathBuf {
                 Some("debug") | None => "dev",
                 Some(other) => other,
             };
-            let status = std::process::Command::new(cargo)
+            let mut build = std::process::Command::new(cargo);
+            // Cargo describes the running test's own package in the environment
+            // (CARGO_MANIFEST_DIR, CARGO_PKG_…); a plain `cargo build` has none of it. ring's
+            // build script tracks CARGO_MANIFEST_DIR, so passing it on rebuilt ring and
+            // everything above it (about a minute) here and again at the next plain build.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                if key.starts_with("CARGO_MANIFEST_")
+                    || key.starts_with("CARGO_PKG_")
+                    || key == "CARGO_CRATE_NAME"
+                    || key == "CARGO_PRIMARY_PACKAGE"
+                {
+                    build.env_remove(key.as_ref());
+                }
+            }
+            let status = build
                 .args(["build", "--quiet", "--profile", profile])
                 .args(["-p", "onionpost", "--bin", "onionpost"])
                 .current_dir(&workspace)
@@ -172,6 +187,11 @@ impl Node {
     /// The gRPC address other processes use to reach this node's services.
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc)
+    }
+
+    /// The process id while the process runs, for tests that read its memory in /proc.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
     }
 
     pub fn log_text(&self) -> String {
