@@ -448,7 +448,7 @@ async fn a_carrier_under_hostile_input_keeps_serving_and_loses_nothing() -> anyh
     println!("bad_input: done in {:?}", started.elapsed());
     ensure!(
         report.defects.is_empty(),
-        "known defects (see the comments where each is found):\n{}",
+        "failed checks (see the comments where each is made):\n{}",
         report.defects.join("\n")
     );
     // IMAP's pre-login timeout is 60 s: a connection that has not logged in by then is closed,
@@ -477,8 +477,7 @@ async fn a_carrier_under_hostile_input_keeps_serving_and_loses_nothing() -> anyh
 struct Report {
     lines: Vec<(String, String)>,
     acknowledged: Vec<String>,
-    /// Known defects of services this test does not own, each failing the test at its end
-    /// (after every other check and figure) until the service is fixed.
+    /// Failed checks that let the test go on, so every figure is reported before it fails.
     defects: Vec<String>,
 }
 
@@ -1071,23 +1070,18 @@ async fn compression_bomb(
         replies.iter().all(|r| r.starts_with('5')),
         "{ATTACK}: {replies:?}"
     );
-    // DEFECT (services/keys, services/smtp-in ingress; reported, not ours to fix): the reply
-    // is "550 5.7.5 Message could not be decrypted", which is not what is wrong: the message
-    // decrypted, and its compressed packet expands beyond the carrier's limit (keys'
-    // `read_bounded`: CorruptMessage "... expands beyond N bytes", which smtp-in answers like
-    // any undecryptable message). The reply should say so, e.g. `552 5.3.4` with "expands
-    // beyond the size limit when decompressed" (RFC 3463 5.3.4: message too big for system).
+    // The message decrypted; its compressed packet expands beyond keys' ceiling. The reply says
+    // that (RFC 3463 5.3.4, message too big for system), not "could not be decrypted".
     if !reply.starts_with("552 5.3.4 ") {
         report.defects.push(format!(
             "{ATTACK}: answered {reply:?}; wanted a 552 5.3.4 that says the message expands \
              beyond the limit when decompressed"
         ));
     }
-    // DEFECT (services/keys; reported): keys bounds what it reads from the decryptor at 32
-    // times the ciphertext (here about 6 MiB), but sequoia's DecryptorBuilder first buffers up
-    // to its DEFAULT_BUFFER_SIZE of plaintext (25 MiB) to check the message before handing
-    // any out, so each bomb costs tens of MiB whatever the bound (pgp_mime::open should set
-    // `.buffer_size(...)` to the bound). Allowed here: each session its bound twice over.
+    // keys bounds what it reads from the decryptor at 32 times the ciphertext (here about
+    // 6 MiB), and sequoia's decryptor holds back at most keys' PARSER_BUFFER_BYTES while it
+    // checks (its default, 25 MiB, made each bomb cost tens of MiB whatever the bound).
+    // Allowed here: each session its bound twice over.
     let allowed_kib = BOMBS_AT_ONCE as u64 * 2 * (armored.len() as u64 * 32).max(4 << 20) / 1024;
     if rise_kib > allowed_kib {
         report.defects.push(format!(

@@ -28,6 +28,15 @@ impl Gateway for GatewayGrpc {
         ))
     }
 
+    async fn release_outbound(
+        &self,
+        request: Request<pb::ReleaseOutboundRequest>,
+    ) -> Result<Response<pb::ReleaseOutboundResponse>, Status> {
+        Ok(Response::new(
+            self.service.release_outbound(request.into_inner()).await?,
+        ))
+    }
+
     #[tracing::instrument(skip_all, fields(queue_id = %request.get_ref().queue_id))]
     async fn send_outbound(
         &self,
@@ -81,6 +90,13 @@ impl Gateway for DisabledGatewayGrpc {
             reason: NOT_OFFERED.to_owned(),
             remaining_today: 0,
         }))
+    }
+
+    async fn release_outbound(
+        &self,
+        _request: Request<pb::ReleaseOutboundRequest>,
+    ) -> Result<Response<pb::ReleaseOutboundResponse>, Status> {
+        Ok(Response::new(pb::ReleaseOutboundResponse {}))
     }
 
     async fn send_outbound(

@@ -31,7 +31,7 @@ use onionpost_proto::imap::v1::{DeliverRequest, Mailbox, Refusal, SenderVerifica
 use onionpost_proto::keys::v1::KeyCustody;
 use onionpost_runtime::config::DmarcPolicy;
 use onionpost_smtp_server::{
-    Connection, DataLimits, DataOutcome, Line, SessionLimit, TIMEOUT, read_data,
+    Connection, DataLimits, DataOutcome, Line, MemoryBudget, SessionLimit, TIMEOUT, read_data,
 };
 use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -57,6 +57,9 @@ const DATA_TIMEOUT: Duration = Duration::from_secs(180);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Sessions open at once; beyond it a new connection gets 421.
 const MAX_SESSIONS: usize = 500;
+/// Message text all sessions may hold in memory at once (never below the size limit); a
+/// message beyond it is refused with a temporary 452, and the sending MTA tries again.
+const MAX_BUFFERED_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Everything an inbound session needs.
 pub struct Inbound {
@@ -67,6 +70,8 @@ pub struct Inbound {
     /// Messages per alias per hour.
     pub rate: RateLimiter,
     sessions: SessionLimit,
+    /// Message text all sessions may hold in memory at once.
+    memory: MemoryBudget,
 }
 
 impl Inbound {
@@ -84,6 +89,7 @@ impl Inbound {
             max_message_bytes,
             rate: RateLimiter::per_hour(per_hour),
             sessions: SessionLimit::new(MAX_SESSIONS),
+            memory: MemoryBudget::new(MAX_BUFFERED_BYTES.max(max_message_bytes)),
         }
     }
 }
@@ -320,7 +326,9 @@ async fn data<S: AsyncRead + AsyncWrite>(
         max_message_bytes: inbound.max_message_bytes,
         timeout: DATA_TIMEOUT,
     };
-    let body = match read_data(io, &limits).await? {
+    // Held until the reply is given.
+    let mut grant = inbound.memory.grant();
+    let body = match read_data(io, &limits, &mut grant).await? {
         DataOutcome::Message(body) => body,
         DataOutcome::Refused(refusal) => {
             inbound.service.count(Counter::InboundRefused).await;

@@ -116,10 +116,22 @@ impl GatewayService {
             0 => self.daily_cap,
             limit => limit,
         };
-        let sent = self.store.sent_on(&request.account_id, &today()).await?;
+        let day = today();
+        let wanted = u64::from(request.recipients.max(1));
+        let reserved = request.reserve
+            && self
+                .store
+                .reserve_sent(&request.account_id, &day, wanted, u64::from(cap))
+                .await?;
+        let sent = self.store.sent_on(&request.account_id, &day).await?;
         let remaining = u64::from(cap).saturating_sub(sent);
         let remaining_today = u32::try_from(remaining).unwrap_or(u32::MAX);
-        if u64::from(request.recipients.max(1)) > remaining {
+        let fits = if request.reserve {
+            reserved
+        } else {
+            wanted <= remaining
+        };
+        if !fits {
             return Ok(pb::CheckOutboundResponse {
                 allowed: false,
                 reason: format!("daily limit of {cap} clearnet recipients reached"),
@@ -133,7 +145,26 @@ impl GatewayService {
         })
     }
 
-    /// Sends one message to its clearnet recipients, each from its own alias.
+    /// Gives back what a reserving CheckOutbound counted, for a message that was not queued.
+    pub async fn release_outbound(
+        &self,
+        request: pb::ReleaseOutboundRequest,
+    ) -> Result<pb::ReleaseOutboundResponse, GatewayError> {
+        if request.account_id.trim().is_empty() {
+            return Err(GatewayError::InvalidArgument(
+                "account_id is required".into(),
+            ));
+        }
+        self.store
+            .release_sent(&request.account_id, &today(), u64::from(request.recipients))
+            .await?;
+        Ok(pb::ReleaseOutboundResponse {})
+    }
+
+    /// Sends one message to its clearnet recipients, each from its own alias. The recipients
+    /// were counted against the daily cap when smtp-in accepted the message (a reserving
+    /// CheckOutbound), so a send counts nothing; the plan and the account are checked again
+    /// here, as they may have changed while the message waited.
     pub async fn send_outbound(
         &self,
         request: pb::SendOutboundRequest,
@@ -262,7 +293,6 @@ impl GatewayService {
         let day = today();
         match &delivery.outcome {
             Outcome::Delivered(_) => {
-                self.store.add_sent(&request.account_id, &day, 1).await?;
                 self.store.touch_alias(&record.local_part, now_ms()).await?;
                 self.store
                     .count(&day, Counter::OutboundDelivered, 1)

@@ -21,6 +21,12 @@ const MAX_EXPANSION: usize = 32;
 /// Most a signed statement (carry request, carrier list) or an identity bundle may expand to.
 pub const MAX_STATEMENT_BYTES: usize = 1024 * 1024;
 
+/// How much plaintext sequoia's decryptor and verifier may hold back while they check a
+/// message (their default is 25 MiB, allocated whatever the ceiling above): beyond it they hand
+/// out what they read before the signature is checked, which is safe here because every caller
+/// reads to the end and only then looks at the verdict.
+pub const PARSER_BUFFER_BYTES: usize = 1024 * 1024;
+
 /// The ceiling for opening a message of `ciphertext_len` bytes.
 pub fn opened_limit(ciphertext_len: usize) -> usize {
     ciphertext_len
@@ -43,9 +49,10 @@ pub fn read_bounded(
         .map_err(|error| KeysError::CorruptMessage(format!("{what}: {error}")))?;
     if into.len() > limit {
         into.clear();
-        return Err(KeysError::CorruptMessage(format!(
-            "{what} expands beyond {limit} bytes"
-        )));
+        return Err(KeysError::TooLarge {
+            what: what.to_owned(),
+            limit,
+        });
     }
     Ok(())
 }

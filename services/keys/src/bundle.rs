@@ -74,6 +74,7 @@ pub fn unpack(bundle: &[u8], passphrase: &str) -> Result<Unpacked, KeysError> {
     let mut plaintext = Zeroizing::new(Vec::new());
     let mut decryptor = DecryptorBuilder::from_bytes(bundle)
         .map_err(|error| KeysError::CorruptMessage(format!("not an identity bundle: {error}")))?
+        .buffer_size(crate::bounded::PARSER_BUFFER_BYTES)
         .with_policy(&POLICY, None, helper)
         .map_err(|error| {
             KeysError::CorruptMessage(format!("wrong passphrase or damaged bundle: {error}"))

@@ -31,6 +31,16 @@ pub enum KeysError {
     #[error("truncated or corrupted message: {0}")]
     CorruptMessage(String),
 
+    /// A message (or statement, or bundle) that opens to more than the carrier holds for it:
+    /// a compressed packet that expands beyond its ceiling. Not damaged, too large.
+    #[error("{what} expands beyond {limit} bytes")]
+    TooLarge {
+        /// What was being opened.
+        what: String,
+        /// The ceiling it passed.
+        limit: usize,
+    },
+
     /// The message is encrypted, but to none of the keys we were given.
     #[error("message is not encrypted to any of our keys")]
     NotForUs,

@@ -59,6 +59,7 @@ fn keys_status(error: KeysError) -> Status {
         | KeysError::MalformedIntroduction(_)
         | KeysError::MalformedRevocation(_)
         | KeysError::MalformedUri(_) => Status::invalid_argument(message),
+        KeysError::TooLarge { .. } => Status::out_of_range(message),
         KeysError::UnusableKey(_) | KeysError::NotForUs | KeysError::Qr(_) => {
             Status::failed_precondition(message)
         }

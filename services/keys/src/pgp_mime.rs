@@ -328,6 +328,7 @@ pub fn open(
     {
         let mut decryptor = DecryptorBuilder::from_bytes(&armored)
             .map_err(classify_decryption_error)?
+            .buffer_size(crate::bounded::PARSER_BUFFER_BYTES)
             .with_policy(&POLICY, None, &mut helper)
             .map_err(classify_decryption_error)?;
         crate::bounded::read_bounded(
@@ -950,7 +951,7 @@ pub(crate) mod tests {
         assert!(armored_len < 1024 * 1024, "{armored_len} bytes");
         let refused = open(&message, &[bob()], &[]).unwrap_err();
         assert!(
-            matches!(&refused, KeysError::CorruptMessage(why) if why.contains("expands beyond")),
+            matches!(&refused, KeysError::TooLarge { .. }),
             "{refused:?}"
         );
     }

@@ -63,7 +63,11 @@ pub fn verify(signed: &[u8], cert: &Cert) -> Result<(String, Fingerprint), KeysE
     let mut check = SignerCheck::new(std::slice::from_ref(cert));
     let mut text = Vec::new();
     let read = VerifierBuilder::from_bytes(signed)
-        .and_then(|builder| builder.with_policy(&POLICY, None, &mut check))
+        .and_then(|builder| {
+            builder
+                .buffer_size(crate::bounded::PARSER_BUFFER_BYTES)
+                .with_policy(&POLICY, None, &mut check)
+        })
         .and_then(|mut verifier| {
             crate::bounded::read_bounded(
                 &mut verifier,

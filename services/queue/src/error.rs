@@ -12,6 +12,9 @@ pub enum QueueError {
     /// A carry statement that does not verify, or names another carrier.
     #[error("{0}")]
     Refused(String),
+    /// Carried mail that would take a recipient past its agreement's caps: try later.
+    #[error("{0}")]
+    OverLimit(String),
     /// A service the queue needs for this call (keys, onion) cannot be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -30,6 +33,7 @@ impl From<QueueError> for tonic::Status {
             QueueError::NotFound(_) => tonic::Status::not_found(error.to_string()),
             QueueError::Refused(_) => tonic::Status::permission_denied(error.to_string()),
             QueueError::Unavailable(_) => tonic::Status::unavailable(error.to_string()),
+            QueueError::OverLimit(_) => tonic::Status::resource_exhausted(error.to_string()),
             QueueError::Store(_) | QueueError::Seal(_) => {
                 tracing::error!(error = %error, "queue call failed");
                 tonic::Status::internal("internal error")

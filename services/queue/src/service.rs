@@ -6,7 +6,6 @@ use std::sync::Arc;
 use onionpost_proto::address::OnionHost;
 use onionpost_runtime::seal::Sealer;
 use rand::RngCore;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::Notify as WakeUp;
 
 use crate::clock::Clock;
@@ -14,8 +13,8 @@ use crate::dsn::{self, Action, Reported};
 use crate::error::QueueError;
 use crate::retry::RetryPolicy;
 use crate::store::{
-    DsnReturn, ListFilter, MessageRecord, NewMessage, NewRecipient, Notify, Origin, PageAfter,
-    QueueStore, Reply, StatsRecord,
+    CarryCap, DsnReturn, ListFilter, MessageRecord, NewMessage, NewRecipient, Notify, Origin,
+    PageAfter, QueueStore, Reply, StatsRecord,
 };
 
 /// Largest page of ListMessages.
@@ -136,7 +135,11 @@ impl QueueService {
             // and an ETRN from the recipient releases it sooner.
             message.first_attempt_at_ms = now.saturating_add(self.inner.policy.base_delay_ms(1));
         }
-        let (stored, created) = self.inner.store.enqueue(&message).await?;
+        let (stored, created) = if message.origin == Origin::Carry {
+            self.enqueue_carried(&message, now).await?
+        } else {
+            self.inner.store.enqueue(&message).await?
+        };
         if created {
             metrics::counter!("onionpost_queue_enqueued_total", "origin" => message.origin.as_str())
                 .increment(1);
@@ -146,9 +149,43 @@ impl QueueService {
         Ok(stored)
     }
 
+    /// Stores carried mail within each recipient's agreement: CheckCarry at RCPT saw only the
+    /// declared SIZE (or none) and what was held then, so the caps are checked again with the
+    /// real size, in the transaction that stores the message.
+    async fn enqueue_carried(
+        &self,
+        message: &NewMessage,
+        now: i64,
+    ) -> Result<(MessageRecord, bool), QueueError> {
+        let mut caps = Vec::with_capacity(message.recipients.len());
+        for recipient in &message.recipients {
+            let address = recipient.address.trim().to_ascii_lowercase();
+            let Some(agreement) = self.inner.store.active_agreement(&address, now).await? else {
+                return Err(QueueError::Refused(
+                    "no carry agreement for a recipient".into(),
+                ));
+            };
+            caps.push(CarryCap {
+                address,
+                max_held_bytes: agreement.max_held_bytes,
+                max_messages_per_day: agreement.max_messages_per_day,
+            });
+        }
+        match self.inner.store.enqueue_within(message, &caps).await? {
+            Some(stored) => Ok(stored),
+            None => {
+                metrics::counter!("onionpost_queue_carry_over_limit_total").increment(1);
+                Err(QueueError::OverLimit(
+                    "a recipient's carried mail is at its agreed limit".into(),
+                ))
+            }
+        }
+    }
+
     fn new_message(&self, request: Enqueue, now: i64) -> NewMessage {
         let queue_id = random_id();
-        let body_digest = hex::encode(Sha256::digest(&request.message));
+        // Keyed: a plain SHA-256 of a clearnet body would let a copied volume confirm a guess.
+        let body_digest = hex::encode(self.inner.sealer.keyed_digest(&[&request.message]));
         let sealed_body = self
             .inner
             .sealer

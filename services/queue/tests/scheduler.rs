@@ -820,9 +820,10 @@ async fn a_failed_direct_attempt_hands_the_message_to_the_recipients_carriers_on
     )
     .await
     .unwrap();
+    let keys_secret = CarrierSecret::from_text(&"k".repeat(40)).unwrap();
     let keys = onionpost_keys::grpc::KeysGrpc::new(onionpost_keys::service::KeysService::new(
-        onionpost_keys::store::for_database(keys_database),
-        CarrierSecret::from_text(&"k".repeat(40)).unwrap(),
+        onionpost_keys::store::for_database(keys_database, &keys_secret),
+        keys_secret,
         Arc::new(NoNetwork),
         Arc::new(NoNetwork),
         onionpost_keys::service::WkdDirectories::default(),

@@ -13,6 +13,7 @@
 //! - [`time`]: milliseconds, protobuf timestamps and the injected [`time::Clock`].
 //! - [`db`]: SQLite (one file per service) or PostgreSQL (one schema per service) with
 //!   migrations; [`conformance`] runs one store test suite against both.
+//! - [`files`]: files created once on first start, atomically (the secret, a DKIM key).
 //! - [`sql`]: the one SQL dialect stores are written in (placeholders, row locks, erasing a
 //!   secret) and the one shape of a store ([`sql_store!`]).
 
@@ -20,6 +21,7 @@ pub mod backoff;
 pub mod config;
 pub mod conformance;
 pub mod db;
+pub mod files;
 pub mod grpc;
 pub mod onions;
 pub mod rate;

@@ -65,18 +65,28 @@ pub trait Backend: Send + Sync + 'static {
         declared_size: u64,
     ) -> Result<CheckCarryResponse, SmtpInError>;
     /// gateway CheckOutbound: whether the account may send to `clearnet_recipients` clearnet
-    /// recipients now. Without a gateway, clearnet mail is refused.
+    /// recipients now; with `reserve` (at acceptance) they are also counted against the daily
+    /// cap in the same step. Without a gateway, clearnet mail is refused.
     async fn check_outbound(
         &self,
         _account_id: &str,
         _sender_identity_id: &str,
         _clearnet_recipients: u32,
+        _reserve: bool,
     ) -> Result<CheckOutboundResponse, SmtpInError> {
         Ok(CheckOutboundResponse {
             allowed: false,
             reason: NO_GATEWAY.to_owned(),
             remaining_today: 0,
         })
+    }
+    /// gateway ReleaseOutbound: gives back a reservation whose message was not queued.
+    async fn release_outbound(
+        &self,
+        _account_id: &str,
+        _clearnet_recipients: u32,
+    ) -> Result<(), SmtpInError> {
+        Ok(())
     }
 }
 

@@ -16,6 +16,13 @@ pub enum SmtpInError {
     /// The thing asked about does not exist.
     #[error("not found")]
     NotFound,
+    /// A limit of the recipient's is reached (carried mail at its agreed caps): try later.
+    #[error("limit reached")]
+    Full,
+    /// The message opens to more than the carrier holds (a compressed packet that expands
+    /// beyond keys' ceiling): refused for good, and not as undecryptable.
+    #[error("too large when opened: {0}")]
+    TooLarge(String),
 }
 
 impl From<tonic::Status> for SmtpInError {
@@ -42,6 +49,8 @@ impl SmtpInError {
             SmtpInError::Permanent(_) => "permanent",
             SmtpInError::AuthRefused => "auth refused",
             SmtpInError::NotFound => "not found",
+            SmtpInError::Full => "full",
+            SmtpInError::TooLarge(_) => "too large",
         }
     }
 

@@ -3,7 +3,9 @@
 
 use onionpost_proto::ServiceName;
 use onionpost_proto::clients;
-use onionpost_proto::gateway::v1::{CheckOutboundRequest, CheckOutboundResponse};
+use onionpost_proto::gateway::v1::{
+    CheckOutboundRequest, CheckOutboundResponse, ReleaseOutboundRequest,
+};
 use onionpost_proto::imap::v1::imap_client::ImapClient;
 use onionpost_proto::imap::v1::{
     AuthenticateRequest, AuthenticateResponse, DeliverRequest, DeliverResponse, GetIdentityRequest,
@@ -141,7 +143,14 @@ impl Backend for GrpcBackend {
             message: message.to_vec(),
             fetch_sender_key: true,
         };
-        Ok(self.keys()?.decrypt_and_verify(request).await?.into_inner())
+        match self.keys()?.decrypt_and_verify(request).await {
+            Ok(response) => Ok(response.into_inner()),
+            // keys' ceiling for what a message may expand to when decompressed.
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                Err(SmtpInError::TooLarge(status.message().to_owned()))
+            }
+            Err(status) => Err(status.into()),
+        }
     }
 
     async fn learn_autocrypt(
@@ -161,8 +170,14 @@ impl Backend for GrpcBackend {
     }
 
     async fn enqueue(&self, request: EnqueueRequest) -> Result<(), SmtpInError> {
-        self.queue()?.enqueue(request).await?;
-        Ok(())
+        match self.queue()?.enqueue(request).await {
+            Ok(_) => Ok(()),
+            // The queue's caps for carried mail (checked again with the real size).
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                Err(SmtpInError::Full)
+            }
+            Err(status) => Err(status.into()),
+        }
     }
 
     async fn flush(&self, onion: &str) -> Result<(), SmtpInError> {
@@ -191,6 +206,7 @@ impl Backend for GrpcBackend {
         account_id: &str,
         sender_identity_id: &str,
         clearnet_recipients: u32,
+        reserve: bool,
     ) -> Result<CheckOutboundResponse, SmtpInError> {
         // No gateway in this process and none configured elsewhere: the carrier offers none.
         let Ok(transport) = self.directory.transport(ServiceName::Gateway) else {
@@ -204,10 +220,29 @@ impl Backend for GrpcBackend {
             account_id: account_id.to_owned(),
             sender_identity_id: sender_identity_id.to_owned(),
             recipients: clearnet_recipients,
+            reserve,
         };
         Ok(clients::gateway(transport)
             .check_outbound(request)
             .await?
             .into_inner())
+    }
+
+    async fn release_outbound(
+        &self,
+        account_id: &str,
+        clearnet_recipients: u32,
+    ) -> Result<(), SmtpInError> {
+        let Ok(transport) = self.directory.transport(ServiceName::Gateway) else {
+            return Ok(());
+        };
+        let request = ReleaseOutboundRequest {
+            account_id: account_id.to_owned(),
+            recipients: clearnet_recipients,
+        };
+        clients::gateway(transport)
+            .release_outbound(request)
+            .await?;
+        Ok(())
     }
 }

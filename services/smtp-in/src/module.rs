@@ -93,7 +93,8 @@ pub enum Kind {
 }
 
 /// Accepts connections until `stop`, one session task each, within this listener's own limit
-/// (`limits.max_sessions_per_listener`) and the carrier-wide ceiling (`limits.max_sessions`).
+/// (`limits.max_sessions_per_listener`) and the carrier-wide ceiling (`limits.max_sessions`);
+/// their messages are held within the listener's memory budget and its ceiling.
 pub async fn serve<B: Backend>(
     listener: TcpListener,
     backend: Arc<B>,
@@ -108,6 +109,7 @@ pub async fn serve<B: Backend>(
     };
     policy.stats.listener(stats_kind, true);
     let limit = policy.listener_limit();
+    let memory = policy.listener_memory();
     let session_policy = policy.clone();
     onionpost_smtp_server::serve(listener, limit, stop, move |stream, peer| {
         let mode = match &kind {
@@ -123,7 +125,8 @@ pub async fn serve<B: Backend>(
                 auth_allowed: true,
             },
         };
-        let mut session = Session::new(backend.clone(), session_policy.clone(), mode);
+        let mut session =
+            Session::new(backend.clone(), session_policy.clone(), mode).with_memory(memory.clone());
         if let Kind::Submission(Some(tls)) = &kind {
             session = session.with_starttls(tls.clone());
         }

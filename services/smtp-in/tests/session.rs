@@ -71,8 +71,12 @@ struct Fake {
     /// The store already holds each delivered message (a copy through another carrier).
     duplicate: Mutex<bool>,
     client_custody: Mutex<HashSet<String>>,
-    /// Clearnet recipients the gateway allows per message; None: no gateway.
+    /// Clearnet recipients the gateway allows per day; None: no gateway.
     gateway_allows: Mutex<Option<u32>>,
+    /// Clearnet recipients reserved at acceptance today, less those given back.
+    gateway_reserved: Mutex<u32>,
+    /// The queue refuses carried mail: a recipient's agreed caps are reached.
+    queue_full: Mutex<bool>,
 }
 
 fn encrypted(inner: &[u8]) -> Vec<u8> {
@@ -182,6 +186,11 @@ impl Backend for Fake {
         _recipient: &str,
         message: &[u8],
     ) -> Result<DecryptAndVerifyResponse, SmtpInError> {
+        if message.ends_with(b"BOMB\r\n") {
+            return Err(SmtpInError::TooLarge(
+                "the encrypted message expands beyond 4194304 bytes".to_owned(),
+            ));
+        }
         if !message.ends_with(b"GOOD\r\n") {
             return Err(SmtpInError::Permanent("not for us".to_owned()));
         }
@@ -213,6 +222,9 @@ impl Backend for Fake {
     }
 
     async fn enqueue(&self, request: EnqueueRequest) -> Result<(), SmtpInError> {
+        if *self.queue_full.lock().unwrap() {
+            return Err(SmtpInError::Full);
+        }
         self.enqueued.lock().unwrap().push(request);
         Ok(())
     }
@@ -241,17 +253,33 @@ impl Backend for Fake {
         account_id: &str,
         _sender_identity_id: &str,
         clearnet_recipients: u32,
+        reserve: bool,
     ) -> Result<onionpost_proto::gateway::v1::CheckOutboundResponse, SmtpInError> {
         assert_eq!(account_id, "acct-alice");
         let allows = *self.gateway_allows.lock().unwrap();
+        let mut reserved = self.gateway_reserved.lock().unwrap();
+        let allowed = allows.is_some_and(|allows| *reserved + clearnet_recipients <= allows);
+        if allowed && reserve {
+            *reserved += clearnet_recipients;
+        }
         Ok(onionpost_proto::gateway::v1::CheckOutboundResponse {
-            allowed: allows.is_some_and(|allows| clearnet_recipients <= allows),
+            allowed,
             reason: match allows {
-                Some(_) => "daily limit of 1 clearnet recipients reached".to_owned(),
+                Some(allows) => format!("daily limit of {allows} clearnet recipients reached"),
                 None => "this carrier does not offer clearnet mail".to_owned(),
             },
             remaining_today: 0,
         })
+    }
+
+    async fn release_outbound(
+        &self,
+        account_id: &str,
+        clearnet_recipients: u32,
+    ) -> Result<(), SmtpInError> {
+        assert_eq!(account_id, "acct-alice");
+        *self.gateway_reserved.lock().unwrap() -= clearnet_recipients;
+        Ok(())
     }
 }
 
@@ -527,6 +555,22 @@ async fn undecryptable_mail_is_refused() {
 }
 
 #[tokio::test]
+async fn a_message_that_expands_too_far_is_refused_as_too_big() {
+    let backend = fake();
+    let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    c.send(&format!("RCPT TO:<{}>", alice())).await;
+    c.send("DATA").await;
+    c.raw(&encrypted(b"BOMB\r\n")).await;
+    assert_eq!(
+        c.send(".").await,
+        "552 5.3.4 Message expands beyond the size limit when decompressed"
+    );
+    assert!(backend.delivered.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn delivery_refusals_map_to_smtp_replies() {
     // A copy the store already holds (through another carrier) is taken (250, so no sender
     // retries it) with the text that tells an onionpost sender to send no second notice.
@@ -629,10 +673,20 @@ async fn carried_recipients_are_queued_with_origin_carry() {
     c.send("DATA").await;
     c.raw(&encrypted(b"anything\r\n")).await;
     assert_eq!(c.send(".").await, "250 2.0.0 Message accepted");
-    let enqueued = backend.enqueued.lock().unwrap();
-    assert_eq!(enqueued[0].origin, Origin::Carry as i32);
-    assert_eq!(enqueued[0].recipients[0].address, carol());
-    assert!(backend.delivered.lock().unwrap().is_empty());
+    {
+        let enqueued = backend.enqueued.lock().unwrap();
+        assert_eq!(enqueued[0].origin, Origin::Carry as i32);
+        assert_eq!(enqueued[0].recipients[0].address, carol());
+        assert!(backend.delivered.lock().unwrap().is_empty());
+    }
+
+    // Past the agreement's caps once the real size is known: a temporary refusal that says so.
+    *backend.queue_full.lock().unwrap() = true;
+    c.send(&format!("MAIL FROM:<{}>", bob())).await;
+    c.send(&format!("RCPT TO:<{}>", carol())).await;
+    c.send("DATA").await;
+    c.raw(&encrypted(b"anything\r\n")).await;
+    assert_eq!(c.send(".").await, "452 4.2.2 Mailbox full, try again later");
 }
 
 #[tokio::test]
@@ -1067,6 +1121,47 @@ async fn clearnet_recipients_go_through_the_gateway_in_plaintext_apart_from_onio
     assert!(plaintext.contains("At noon."), "{plaintext}");
     assert!(!plaintext.contains("X-Mailer"), "{plaintext}");
     assert_ne!(onion.message, clearnet.message);
+}
+
+/// Two sessions of one account both pass RCPT under a daily cap of one; the cap is taken at
+/// acceptance, so only the first DATA is queued (before, both were, past the cap).
+#[tokio::test]
+async fn the_gateway_cap_is_reserved_at_acceptance_not_only_checked_at_rcpt() {
+    let backend = fake();
+    backend.keys.lock().unwrap().insert(carol());
+    *backend.gateway_allows.lock().unwrap() = Some(1);
+    let mut first = authenticated(backend.clone(), default_policy(), submission()).await;
+    let mut second = authenticated(backend.clone(), default_policy(), submission()).await;
+    for c in [&mut first, &mut second] {
+        c.send(&format!("MAIL FROM:<{}>", alice())).await;
+        assert_eq!(
+            c.send("RCPT TO:<david@example.com>").await,
+            "250 2.1.5 Recipient OK"
+        );
+        c.send("DATA").await;
+        c.raw(&submitted(&alice(), "david@example.com")).await;
+    }
+    assert_eq!(first.send(".").await, "250 2.0.0 Message queued");
+    assert_eq!(
+        second.send(".").await,
+        "550 5.7.1 daily limit of 1 clearnet recipients reached"
+    );
+    assert_eq!(backend.enqueued.lock().unwrap().len(), 1);
+    assert_eq!(*backend.gateway_reserved.lock().unwrap(), 1);
+
+    // A message refused after the reservation (an onion recipient without a key yet) gives
+    // it back, so the client's retry is not counted twice.
+    *backend.gateway_allows.lock().unwrap() = Some(2);
+    first.send(&format!("MAIL FROM:<{}>", alice())).await;
+    first.send("RCPT TO:<erin@example.com>").await;
+    assert_eq!(
+        first.send(&format!("RCPT TO:<{}>", bob())).await,
+        "250 2.1.5 Recipient OK"
+    );
+    first.send("DATA").await;
+    first.raw(&submitted(&alice(), &bob())).await;
+    assert!(first.send(".").await.starts_with("450 4.7.0 no key for"));
+    assert_eq!(*backend.gateway_reserved.lock().unwrap(), 1);
 }
 
 #[tokio::test]

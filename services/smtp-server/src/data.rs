@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::budget::{MemoryGrant, NO_ROOM};
 use crate::connection::{Connection, Line};
 
 /// Longest line of message text, CRLF included (RFC 5321 §4.5.3.1.6; RFC 5322 §2.1.1 allows
@@ -56,6 +57,8 @@ pub enum Refusal {
     TooBig,
     LineTooLong,
     BareLineEnding,
+    /// The listener's memory budget had no room for it (temporary).
+    NoRoom,
 }
 
 impl Refusal {
@@ -65,6 +68,7 @@ impl Refusal {
             Refusal::TooBig => TOO_BIG,
             Refusal::LineTooLong => LINE_TOO_LONG,
             Refusal::BareLineEnding => BARE_LINE_ENDING,
+            Refusal::NoRoom => NO_ROOM,
         }
     }
 }
@@ -83,14 +87,17 @@ pub enum DataOutcome {
 }
 
 /// Reads the message text after `354` up to CRLF.CRLF (see the module doc). Replies queued
-/// before it (the `354`) are written when the client has nothing more buffered.
+/// before it (the `354`) are written when the client has nothing more buffered. The text is
+/// held within `grant` (the listener's memory budget), which the caller keeps until it has
+/// replied; a message that finds no room is refused with [`Refusal::NoRoom`].
 pub async fn read_data<S: AsyncRead + AsyncWrite>(
     connection: &mut Connection<S>,
     limits: &DataLimits,
+    grant: &mut MemoryGrant,
 ) -> io::Result<DataOutcome> {
     let mut body: Vec<u8> = Vec::new();
     let mut size: u64 = 0;
-    let (mut too_big, mut long_line, mut bare) = (false, false, false);
+    let (mut too_big, mut long_line, mut bare, mut no_room) = (false, false, false, false);
     // The DATA command line ended the previous line.
     let mut after_crlf = true;
     loop {
@@ -119,9 +126,14 @@ pub async fn read_data<S: AsyncRead + AsyncWrite>(
         long_line |= unstuffed.len() > MAX_TEXT_LINE;
         size += unstuffed.len() as u64;
         too_big |= size > limits.max_message_bytes;
-        if too_big || long_line || bare {
+        let refused = too_big || long_line || bare || no_room;
+        if !refused && !grant.cover(size) {
+            no_room = true;
+        }
+        if refused || no_room {
             // Keep reading so the session stays in step, but keep nothing.
             body = Vec::new();
+            grant.release();
             continue;
         }
         body.extend_from_slice(unstuffed);
@@ -132,6 +144,8 @@ pub async fn read_data<S: AsyncRead + AsyncWrite>(
         Some(Refusal::LineTooLong)
     } else if bare {
         Some(Refusal::BareLineEnding)
+    } else if no_room {
+        Some(Refusal::NoRoom)
     } else {
         None
     };
@@ -144,6 +158,7 @@ pub async fn read_data<S: AsyncRead + AsyncWrite>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::{MemoryBudget, STEP_BYTES};
     use tokio::io::AsyncWriteExt as _;
 
     const SECOND: Duration = Duration::from_secs(1);
@@ -167,9 +182,14 @@ mod tests {
             client.write_all(&sent).await.unwrap();
             client
         });
-        let outcome = read_data(&mut connection, &limits(max_message_bytes))
-            .await
-            .unwrap();
+        let budget = MemoryBudget::new(u64::MAX);
+        let outcome = read_data(
+            &mut connection,
+            &limits(max_message_bytes),
+            &mut budget.grant(),
+        )
+        .await
+        .unwrap();
         let next = connection.line(100, SECOND).await.unwrap();
         drop(writer.await.unwrap());
         (outcome, next)
@@ -276,14 +296,61 @@ mod tests {
             max_message_bytes: 1000,
             timeout: Duration::from_millis(100),
         };
+        let mut grant = MemoryBudget::new(u64::MAX).grant();
         assert_eq!(
-            read_data(&mut connection, &short).await.unwrap(),
+            read_data(&mut connection, &short, &mut grant)
+                .await
+                .unwrap(),
             DataOutcome::Timeout
         );
         drop(client);
         assert_eq!(
-            read_data(&mut connection, &short).await.unwrap(),
+            read_data(&mut connection, &short, &mut grant)
+                .await
+                .unwrap(),
             DataOutcome::Eof
         );
+    }
+
+    /// Two sessions of one listener: the second message finds the budget held by the first,
+    /// is read to its end and refused with a temporary 452; once the first session gives its
+    /// grant back, the same message is held.
+    #[tokio::test]
+    async fn a_message_beyond_the_memory_budget_is_refused_for_now() {
+        let budget = MemoryBudget::new(4 * STEP_BYTES);
+        let mut first = budget.grant();
+        assert!(first.cover(3 * STEP_BYTES));
+        let message = "x".repeat(998) + "\r\n";
+        let mut input = message.repeat(200).into_bytes(); // ~200 KB: more than one step left
+        input.extend_from_slice(b".\r\n");
+        let read_with = |mut grant: MemoryGrant| {
+            let input = input.clone();
+            async move {
+                let (mut client, server) = tokio::io::duplex(1 << 16);
+                let mut connection = Connection::new(server, SECOND);
+                let mut sent = input;
+                sent.extend_from_slice(b"NEXT\r\n");
+                let writer = tokio::spawn(async move {
+                    client.write_all(&sent).await.unwrap();
+                    client
+                });
+                let outcome = read_data(&mut connection, &limits(1 << 20), &mut grant)
+                    .await
+                    .unwrap();
+                let next = connection.line(100, SECOND).await.unwrap();
+                drop(writer.await.unwrap());
+                (outcome, next, grant)
+            }
+        };
+        let (outcome, after, grant) = read_with(budget.grant()).await;
+        assert_eq!(outcome, DataOutcome::Refused(Refusal::NoRoom));
+        assert_eq!(Refusal::NoRoom.reply(), NO_ROOM);
+        assert!(NO_ROOM.starts_with("452 4.3.1 "));
+        assert_eq!(after, next(), "read to the end of data");
+        assert_eq!(grant.bytes(), 0, "a refused message holds nothing");
+        drop(first);
+        let (outcome, _, grant) = read_with(budget.grant()).await;
+        assert!(matches!(outcome, DataOutcome::Message(body) if body.len() == 200 * 1000));
+        assert_eq!(grant.bytes(), 4 * STEP_BYTES);
     }
 }

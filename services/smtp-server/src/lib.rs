@@ -6,17 +6,20 @@
 //!   timeout so a peer that never reads cannot hold a session.
 //! - [`read_data`]: the DATA phase: dot-unstuffing, the 998-octet text line limit, the message
 //!   size limit and the refusal of bare CR and bare LF (RFC 5321 §2.3.8), with the end of data
-//!   recognised only as CRLF.CRLF.
+//!   recognised only as CRLF.CRLF, held within the listener's [`MemoryBudget`].
 //! - [`serve`]: the accept loop, with a [`SessionLimit`] per listener (optionally within a
 //!   ceiling shared by several listeners) and `421` for connections beyond it.
 //!
 //! Policy (which commands exist, what is accepted, what a reply says about a recipient) stays
 //! with the services; this crate knows no backend and binds no port.
 
+mod budget;
 mod connection;
 mod data;
 mod listener;
+mod quota;
 
+pub use budget::{MemoryBudget, MemoryGrant, NO_ROOM, STEP_BYTES};
 pub use connection::{Connection, Line, TIMEOUT};
 pub use data::{
     BARE_LINE_ENDING, DataLimits, DataOutcome, LINE_TOO_LONG, MAX_TEXT_LINE, Refusal, TOO_BIG,

@@ -1,23 +1,20 @@
 //! The accept loop of an SMTP listener, and the limits on the sessions it runs.
 //!
-//! Each listener has its own [`SessionLimit`]; several listeners may also share a ceiling.
-//! smtp-in gives every identity's listener its own limit within a carrier-wide ceiling that no
-//! single identity's listeners can reach, so filling one identity's onion with connections
-//! leaves the others answering (a shared limit would make them answer `421` too, telling an
-//! adversary which identities share a carrier). The gateway's one MX has one limit.
+//! Each listener has its own [`SessionLimit`]; several listeners may also share a ceiling
+//! (see `quota` for why smtp-in gives every identity's listener one of its own).
 //!
 //! Like mini-redis's server, the loop takes a bound listener and a stop token and never binds
 //! a port itself.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+use crate::quota::{Quota, Taken};
 
 /// The answer to a connection beyond the limit, before closing it (RFC 5321 §3.1).
 pub const TOO_BUSY: &str = "421 4.7.0 Too busy, try again later";
@@ -28,52 +25,36 @@ const TOO_BUSY_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sessions a listener may run at once: its own limit, and optionally a ceiling it shares with
 /// other listeners. Cloning shares the same counts.
 #[derive(Debug, Clone)]
-pub struct SessionLimit {
-    own: Arc<Semaphore>,
-    ceiling: Option<Arc<Semaphore>>,
-}
+pub struct SessionLimit(Quota);
 
 /// A session's place under its limits, given back when dropped.
 #[derive(Debug)]
 pub struct SessionPermit {
-    _own: OwnedSemaphorePermit,
-    _ceiling: Option<OwnedSemaphorePermit>,
+    _taken: Taken,
 }
 
 impl SessionLimit {
     /// At most `max_sessions` at once.
     pub fn new(max_sessions: usize) -> Self {
-        SessionLimit {
-            own: Arc::new(Semaphore::new(max_sessions)),
-            ceiling: None,
-        }
+        SessionLimit(Quota::new(max_sessions))
     }
 
     /// A new limit of `max_sessions` for one listener, whose sessions also count against this
     /// one (the ceiling shared by several listeners).
     pub fn listener(&self, max_sessions: usize) -> Self {
-        SessionLimit {
-            own: Arc::new(Semaphore::new(max_sessions)),
-            ceiling: Some(self.own.clone()),
-        }
+        SessionLimit(self.0.within(max_sessions))
     }
 
     /// A place for one more session, when both the listener's limit and the ceiling have one.
     pub fn try_acquire(&self) -> Option<SessionPermit> {
-        let own = self.own.clone().try_acquire_owned().ok()?;
-        let ceiling = match &self.ceiling {
-            Some(ceiling) => Some(ceiling.clone().try_acquire_owned().ok()?),
-            None => None,
-        };
-        Some(SessionPermit {
-            _own: own,
-            _ceiling: ceiling,
-        })
+        self.0
+            .try_take(1)
+            .map(|taken| SessionPermit { _taken: taken })
     }
 
     /// Places left under this limit alone (not counting the ceiling).
     pub fn available(&self) -> usize {
-        self.own.available_permits()
+        self.0.available()
     }
 }
 

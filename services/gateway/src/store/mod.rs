@@ -133,8 +133,19 @@ pub trait GatewayStore: Send + Sync + 'static {
     /// Clearnet recipients `account_id` sent to on `day` (`YYYY-MM-DD`, UTC).
     async fn sent_on(&self, account_id: &str, day: &str) -> Result<u64, StoreError>;
 
-    /// Adds to the recipients `account_id` sent to on `day`.
-    async fn add_sent(
+    /// Counts `recipients` more for `account_id` on `day` if that keeps the day within `cap`,
+    /// in one statement, so concurrent reservations never overshoot it together. Returns
+    /// whether they were counted.
+    async fn reserve_sent(
+        &self,
+        account_id: &str,
+        day: &str,
+        recipients: u64,
+        cap: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives back `recipients` of a reservation on `day` (never below zero).
+    async fn release_sent(
         &self,
         account_id: &str,
         day: &str,

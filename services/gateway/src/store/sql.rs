@@ -182,21 +182,54 @@ macro_rules! store_impl {
                 }
             }
 
-            async fn add_sent(
+            async fn reserve_sent(
+                &self,
+                account_id: &str,
+                day: &str,
+                recipients: u64,
+                cap: u64,
+            ) -> Result<bool, StoreError> {
+                // The first reservation of the day inserts (when it fits at all); later ones
+                // add only while the sum stays within the cap. The row lock of the upsert
+                // (PostgreSQL) or the write lock (SQLite) makes the check and the count one step.
+                let sql = Self::sql(
+                    "INSERT INTO account_days (account_id, day, recipients) \
+                     SELECT ?, ?, ? WHERE ? <= ? \
+                     ON CONFLICT (account_id, day) \
+                     DO UPDATE SET recipients = account_days.recipients + excluded.recipients \
+                     WHERE account_days.recipients + excluded.recipients <= ?",
+                );
+                let (recipients, cap) = (to_i64(recipients), to_i64(cap));
+                let counted = sqlx::query(&sql)
+                    .bind(account_id)
+                    .bind(day)
+                    .bind(recipients)
+                    .bind(recipients)
+                    .bind(cap)
+                    .bind(cap)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(counted == 1)
+            }
+
+            async fn release_sent(
                 &self,
                 account_id: &str,
                 day: &str,
                 recipients: u64,
             ) -> Result<(), StoreError> {
                 let sql = Self::sql(
-                    "INSERT INTO account_days (account_id, day, recipients) VALUES (?, ?, ?) \
-                     ON CONFLICT (account_id, day) \
-                     DO UPDATE SET recipients = account_days.recipients + excluded.recipients",
+                    "UPDATE account_days SET recipients = \
+                     CASE WHEN recipients > ? THEN recipients - ? ELSE 0 END \
+                     WHERE account_id = ? AND day = ?",
                 );
+                let recipients = to_i64(recipients);
                 sqlx::query(&sql)
+                    .bind(recipients)
+                    .bind(recipients)
                     .bind(account_id)
                     .bind(day)
-                    .bind(to_i64(recipients))
                     .execute(&self.pool)
                     .await?;
                 Ok(())

@@ -106,11 +106,45 @@ async fn aliases_daily_sends_and_counters_on_both_backends() {
 
         // Daily sends per account and day.
         assert_eq!(store.sent_on("acct-1", "2026-11-23").await.unwrap(), 0);
-        store.add_sent("acct-1", "2026-11-23", 2).await.unwrap();
-        store.add_sent("acct-1", "2026-11-23", 3).await.unwrap();
-        store.add_sent("acct-1", "2026-11-24", 1).await.unwrap();
+        assert!(
+            store
+                .reserve_sent("acct-1", "2026-11-23", 2, 5)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .reserve_sent("acct-1", "2026-11-23", 3, 5)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .reserve_sent("acct-1", "2026-11-24", 1, 5)
+                .await
+                .unwrap()
+        );
         assert_eq!(store.sent_on("acct-1", "2026-11-23").await.unwrap(), 5);
         assert_eq!(store.sent_on("acct-2", "2026-11-23").await.unwrap(), 0);
+        // Past the cap nothing is counted, on a day's first reservation as on a later one.
+        assert!(
+            !store
+                .reserve_sent("acct-1", "2026-11-23", 1, 5)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .reserve_sent("acct-2", "2026-11-23", 6, 5)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.sent_on("acct-1", "2026-11-23").await.unwrap(), 5);
+        assert_eq!(store.sent_on("acct-2", "2026-11-23").await.unwrap(), 0);
+        store.release_sent("acct-1", "2026-11-23", 2).await.unwrap();
+        assert_eq!(store.sent_on("acct-1", "2026-11-23").await.unwrap(), 3);
+        store.release_sent("acct-1", "2026-11-23", 9).await.unwrap();
+        assert_eq!(store.sent_on("acct-1", "2026-11-23").await.unwrap(), 0);
 
         // Counters.
         for counter in Counter::ALL {
@@ -138,6 +172,32 @@ async fn aliases_daily_sends_and_counters_on_both_backends() {
                 .unwrap(),
             0
         );
+    })
+    .await;
+}
+
+/// Sessions of one account accepting messages at the same moment: the reservations together
+/// never pass the cap (before, each checked what was already sent and all of them passed).
+#[tokio::test]
+async fn concurrent_reservations_never_overshoot_the_cap_on_both_backends() {
+    each_backend("gateway", MIGRATIONS, |database| async move {
+        let store = for_database(database);
+        let attempts = (0..20).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .reserve_sent("acct-busy", "2026-12-06", 1, 7)
+                    .await
+                    .unwrap()
+            })
+        });
+        let granted = futures::future::join_all(attempts)
+            .await
+            .into_iter()
+            .filter(|granted| *granted.as_ref().unwrap())
+            .count();
+        assert_eq!(granted, 7);
+        assert_eq!(store.sent_on("acct-busy", "2026-12-06").await.unwrap(), 7);
     })
     .await;
 }

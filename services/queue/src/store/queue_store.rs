@@ -4,8 +4,8 @@ use async_trait::async_trait;
 
 use super::StoreError;
 use super::records::{
-    AgreementKey, AgreementRecord, Claim, HeldRecord, ListFilter, MessageRecord, NewMessage,
-    PageAfter, RecipientUpdate, StatsRecord,
+    AgreementKey, AgreementRecord, CarryCap, Claim, HeldRecord, ListFilter, MessageRecord,
+    NewMessage, PageAfter, RecipientUpdate, StatsRecord,
 };
 use super::vocabulary::AfterRecord;
 
@@ -16,6 +16,16 @@ pub trait QueueStore: Send + Sync {
     /// When `idempotency_key` is taken nothing is written and the first message is returned
     /// with `false`.
     async fn enqueue(&self, message: &NewMessage) -> Result<(MessageRecord, bool), StoreError>;
+
+    /// Stores carried mail as [`QueueStore::enqueue`] does, unless that would take a recipient
+    /// past its agreement's caps (bytes held, messages accepted today, this message counted),
+    /// checked in the same transaction as the insert so concurrent sessions cannot overshoot
+    /// together; then nothing is written and `None` is returned.
+    async fn enqueue_within(
+        &self,
+        message: &NewMessage,
+        caps: &[CarryCap],
+    ) -> Result<Option<(MessageRecord, bool)>, StoreError>;
 
     async fn get_message(&self, queue_id: &str) -> Result<Option<MessageRecord>, StoreError>;
 

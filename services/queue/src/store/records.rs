@@ -177,6 +177,14 @@ pub enum AgreementKey {
     Address(String),
 }
 
+/// The caps of one carried recipient's agreement, checked again when its mail is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CarryCap {
+    pub address: String,
+    pub max_held_bytes: u64,
+    pub max_messages_per_day: u32,
+}
+
 /// What this carrier holds for one address now (carried mail only).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeldRecord {

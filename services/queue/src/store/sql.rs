@@ -52,7 +52,7 @@ macro_rules! store_impl {
             split_notify,
         };
         use super::{
-            AfterRecord, AgreementKey, AgreementRecord, Claim, DAY_MS, DsnReturn, HeldRecord,
+            AfterRecord, AgreementKey, AgreementRecord, CarryCap, Claim, DAY_MS, DsnReturn, HeldRecord,
             ListFilter, MessageRecord, NewMessage, Origin, PageAfter, QueueStore, RecipientRecord,
             RecipientState, RecipientUpdate, Reply, StatsRecord, StoreError, domain_of,
         };
@@ -263,6 +263,36 @@ macro_rules! store_impl {
                 Ok(())
             }
 
+            /// What is held for `address` now and was accepted on `day`.
+            async fn held_in(
+                connection: &mut Connection,
+                address: &str,
+                day: i64,
+            ) -> Result<HeldRecord, StoreError> {
+                let row = sqlx::query(&Self::sql(&format!(
+                    "SELECT COUNT(CASE WHEN r.state IN {UNFINISHED} THEN 1 END) AS messages, \
+                     CAST(COALESCE(SUM(CASE WHEN r.state IN {UNFINISHED} THEN m.size_bytes END), 0) \
+                        AS BIGINT) AS bytes, \
+                     CAST(COALESCE((SELECT messages FROM carry_intake \
+                        WHERE address = ? AND day = ?), 0) AS BIGINT) AS recent \
+                     FROM recipients r JOIN messages m ON m.queue_id = r.queue_id \
+                     WHERE r.address = ? AND m.origin = 'carry'"
+                )))
+                .bind(address)
+                .bind(day)
+                .bind(address)
+                .fetch_one(&mut *connection)
+                .await?;
+                let count = |name: &str| -> Result<u64, StoreError> {
+                    Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or_default())
+                };
+                Ok(HeldRecord {
+                    messages: count("messages")?,
+                    bytes: count("bytes")?,
+                    accepted_on_day: count("recent")?,
+                })
+            }
+
             async fn delete_rows(
                 connection: &mut Connection,
                 queue_id: &str,
@@ -286,6 +316,37 @@ macro_rules! store_impl {
 
         #[async_trait]
         impl QueueStore for $store {
+            async fn enqueue_within(
+                &self,
+                message: &NewMessage,
+                caps: &[CarryCap],
+            ) -> Result<Option<(MessageRecord, bool)>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // The insert counts the message against each recipient's day first: on
+                // PostgreSQL that upsert locks the recipient's intake row until commit, so a
+                // concurrent acceptance for the same recipient waits here and then sees this
+                // one; on SQLite the transaction holds the write lock from its first insert.
+                let created = Self::insert_message(&mut tx, message).await?;
+                if created {
+                    let day = message.enqueued_at_ms.div_euclid(DAY_MS);
+                    for cap in caps {
+                        let held = Self::held_in(&mut tx, &cap.address, day).await?;
+                        if held.bytes > cap.max_held_bytes
+                            || held.accepted_on_day > u64::from(cap.max_messages_per_day)
+                        {
+                            // Dropping the transaction rolls the insert back.
+                            return Ok(None);
+                        }
+                    }
+                }
+                let stored =
+                    Self::message_where(&mut tx, "idempotency_key", &message.idempotency_key)
+                        .await?
+                        .ok_or_else(|| StoreError::Corrupt("enqueued message vanished".into()))?;
+                tx.commit().await?;
+                Ok(Some((stored, created)))
+            }
+
             async fn enqueue(
                 &self,
                 message: &NewMessage,
@@ -733,28 +794,8 @@ macro_rules! store_impl {
             }
 
             async fn held_for(&self, address: &str, day: i64) -> Result<HeldRecord, StoreError> {
-                let row = sqlx::query(&Self::sql(&format!(
-                    "SELECT COUNT(CASE WHEN r.state IN {UNFINISHED} THEN 1 END) AS messages, \
-                     CAST(COALESCE(SUM(CASE WHEN r.state IN {UNFINISHED} THEN m.size_bytes END), 0) \
-                        AS BIGINT) AS bytes, \
-                     CAST(COALESCE((SELECT messages FROM carry_intake \
-                        WHERE address = ? AND day = ?), 0) AS BIGINT) AS recent \
-                     FROM recipients r JOIN messages m ON m.queue_id = r.queue_id \
-                     WHERE r.address = ? AND m.origin = 'carry'"
-                )))
-                .bind(address)
-                .bind(day)
-                .bind(address)
-                .fetch_one(&self.pool)
-                .await?;
-                let count = |name: &str| -> Result<u64, StoreError> {
-                    Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or_default())
-                };
-                Ok(HeldRecord {
-                    messages: count("messages")?,
-                    bytes: count("bytes")?,
-                    accepted_on_day: count("recent")?,
-                })
+                let mut connection = self.pool.acquire().await?;
+                Self::held_in(&mut connection, address, day).await
             }
         }
     };

@@ -500,3 +500,60 @@ async fn carry_store_conformance() {
     })
     .await;
 }
+
+/// Carried mail arriving in many sessions at once for one recipient: the caps are checked in
+/// the storing transaction, so together they never pass them (before, each session checked
+/// only at RCPT, against what was held then and the declared SIZE, and all were stored).
+#[tokio::test]
+async fn concurrent_carried_mail_never_passes_the_agreed_caps() {
+    each_backend(
+        "queue_carry_caps",
+        MIGRATIONS,
+        |database: Database| async move {
+            let store = for_database(database);
+            let carol = "carol@c.onion";
+            let caps = [CarryCap {
+                address: carol.into(),
+                // Five messages of 100 bytes fit; the daily cap allows seven.
+                max_held_bytes: 500,
+                max_messages_per_day: 7,
+            }];
+            let attempts = (0..12).map(|n| {
+                let (store, caps) = (store.clone(), caps.clone());
+                tokio::spawn(async move {
+                    let mut carried =
+                        message(&format!("c{n}"), &format!("qc{n:02}"), 5_000, &[carol]);
+                    carried.origin = Origin::Carry;
+                    store.enqueue_within(&carried, &caps).await.unwrap()
+                })
+            });
+            let stored = futures::future::join_all(attempts)
+                .await
+                .into_iter()
+                .filter(|stored| stored.as_ref().unwrap().is_some())
+                .count();
+            assert_eq!(stored, 5, "the byte cap holds");
+            let held = store.held_for(carol, 0).await.unwrap();
+            assert_eq!(
+                (held.messages, held.bytes, held.accepted_on_day),
+                (5, 500, 5)
+            );
+
+            // Delivered mail frees bytes but not the day's count: two more fit, then none.
+            for n in 0..12 {
+                store
+                    .delete_message(&format!("qc{n:02}"), None)
+                    .await
+                    .unwrap();
+            }
+            for n in 12..15 {
+                let mut carried = message(&format!("c{n}"), &format!("qc{n:02}"), 5_000, &[carol]);
+                carried.origin = Origin::Carry;
+                let outcome = store.enqueue_within(&carried, &caps).await.unwrap();
+                assert_eq!(outcome.is_some(), n < 14, "message {n}");
+            }
+            assert_eq!(store.held_for(carol, 0).await.unwrap().accepted_on_day, 7);
+        },
+    )
+    .await;
+}

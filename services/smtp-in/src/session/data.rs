@@ -26,7 +26,9 @@ impl<B: Backend> Session<B> {
             max_message_bytes: self.policy.limits.max_message_bytes,
             timeout: self.policy.limits.data_timeout,
         };
-        let body = match read_data(io, &limits).await? {
+        // Held until the reply is given: processing works on the text it covers.
+        let mut grant = self.memory.grant();
+        let body = match read_data(io, &limits, &mut grant).await? {
             DataOutcome::Message(body) => body,
             DataOutcome::Refused(refusal) => {
                 self.policy.stats.refused();

@@ -9,7 +9,8 @@ use onionpost_proto::queue::v1::{EnqueueRequest, Origin};
 use onionpost_runtime::config::PlaintextPolicy;
 
 use super::{
-    PLAINTEXT_REFUSED, RECIPIENT_REJECTED, Recipient, Session, Transaction, enqueue_recipient,
+    EXPANDS_TOO_FAR, MAILBOX_FULL, PLAINTEXT_REFUSED, RECIPIENT_REJECTED, Recipient, Session,
+    Transaction, enqueue_recipient,
 };
 use crate::{Backend, SmtpInError, message};
 
@@ -52,9 +53,13 @@ impl<B: Backend> Session<B> {
                 dsn_return: transaction.dsn_return,
                 ..Default::default()
             };
-            if let Err(error) = self.backend.enqueue(request).await {
-                error.log("enqueue of carried mail failed");
-                return "451 4.3.0 Temporary failure, try again later".to_owned();
+            match self.backend.enqueue(request).await {
+                Ok(()) => {}
+                Err(SmtpInError::Full) => return MAILBOX_FULL.to_owned(),
+                Err(error) => {
+                    error.log("enqueue of carried mail failed");
+                    return "451 4.3.0 Temporary failure, try again later".to_owned();
+                }
             }
         }
         if transaction.recipients.iter().all(|r| r.carry) {
@@ -103,6 +108,7 @@ impl<B: Backend> Session<B> {
                     tracing::debug!(%error, "decryption unavailable");
                     return "451 4.3.0 Temporary failure, try again later".to_owned();
                 }
+                Err(SmtpInError::TooLarge(_)) => return EXPANDS_TOO_FAR.to_owned(),
                 Err(error) => {
                     tracing::debug!(%error, "message could not be decrypted");
                     return "550 5.7.5 Message could not be decrypted".to_owned();

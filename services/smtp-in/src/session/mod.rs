@@ -30,7 +30,7 @@ use std::time::Duration;
 use onionpost_proto::imap::v1::{AuthenticateResponse, Identity};
 use onionpost_proto::queue::v1::RecipientRequest;
 use onionpost_runtime::config::PlaintextPolicy;
-use onionpost_smtp_server::{Connection, Line, SessionLimit, TIMEOUT};
+use onionpost_smtp_server::{Connection, Line, MemoryBudget, SessionLimit, TIMEOUT};
 use smtp_proto::{Error as ParseError, Request};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
@@ -51,6 +51,13 @@ pub const PLAINTEXT_REFUSED: &str = "550 5.7.1 End-to-end encryption required: t
 /// The one refusal of a login: wrong password, unknown login, or an account that does not own
 /// the identity whose onion it came through (RFC 4954 §6). Byte-identical by construction.
 pub const AUTH_INVALID: &str = "535 5.7.8 Authentication credentials invalid";
+/// A recipient whose carried mail is at its agreed caps, at RCPT (declared SIZE) or after
+/// DATA (the real size): the sender tries again later.
+pub const MAILBOX_FULL: &str = "452 4.2.2 Mailbox full, try again later";
+/// An encrypted message whose compressed contents expand beyond what the carrier opens
+/// (RFC 3463 5.3.4, message too big for system): for good, so the sender does not retry it.
+pub const EXPANDS_TOO_FAR: &str =
+    "552 5.3.4 Message expands beyond the size limit when decompressed";
 /// The one answer to ETRN (RFC 1985), whatever was or was not held.
 pub const ETRN_REPLY: &str = "250 2.0.0 Queuing started";
 /// The refusal of a message with a text line over 998 characters (RFC 5321 §4.5.3.1.6), the
@@ -95,6 +102,13 @@ pub struct Limits {
     /// identity's two listeners (MX and submission) cannot fill it: a flood through one onion
     /// leaves the other identities answering and tells nobody who shares the carrier.
     pub max_sessions_per_listener: usize,
+    /// Bytes of message text all sessions may hold in memory at once (the carrier-wide
+    /// ceiling; see onionpost-smtp-server's `MemoryBudget`). Beyond it a message is refused
+    /// with a temporary 452 after its end of data.
+    pub max_buffered_bytes: u64,
+    /// The same through one listener: below half the ceiling, as for sessions; never below
+    /// `max_message_bytes`, so a message of the largest size always fits an idle listener.
+    pub max_buffered_bytes_per_listener: u64,
 }
 
 impl Default for Limits {
@@ -108,6 +122,8 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(60),
             max_sessions: 1000,
             max_sessions_per_listener: 100,
+            max_buffered_bytes: 512 * 1024 * 1024,
+            max_buffered_bytes_per_listener: 64 * 1024 * 1024,
         }
     }
 }
@@ -121,6 +137,9 @@ pub struct Policy {
     /// The ceiling on open sessions (`limits.max_sessions`); each listener's own limit
     /// (`limits.max_sessions_per_listener`) is taken within it.
     pub sessions: SessionLimit,
+    /// The ceiling on message text held in memory (`limits.max_buffered_bytes`); each
+    /// listener's own budget is taken within it.
+    pub memory: MemoryBudget,
 }
 
 impl Policy {
@@ -133,6 +152,7 @@ impl Policy {
         Policy {
             plaintext,
             sessions: SessionLimit::new(limits.max_sessions),
+            memory: MemoryBudget::new(limits.max_buffered_bytes),
             limits,
             rate: RateLimiter::per_hour(max_messages_per_hour_per_account),
             stats,
@@ -144,6 +164,15 @@ impl Policy {
         self.sessions
             .listener(self.limits.max_sessions_per_listener)
     }
+
+    /// The memory budget of one more listener, within the ceiling.
+    pub fn listener_memory(&self) -> MemoryBudget {
+        self.memory.listener(
+            self.limits
+                .max_buffered_bytes_per_listener
+                .max(self.limits.max_message_bytes),
+        )
+    }
 }
 
 /// One SMTP session.
@@ -153,6 +182,9 @@ pub struct Session<B: Backend> {
     mode: Mode,
     /// Offered as STARTTLS (RFC 3207) when set: the clearnet submission listener.
     tls: Option<TlsAcceptor>,
+    /// Where messages are held during DATA: the listener's budget (the policy's ceiling when
+    /// the session was made outside a listener).
+    memory: MemoryBudget,
 }
 
 /// A recipient accepted in this transaction.
@@ -196,11 +228,18 @@ enum Next {
 impl<B: Backend> Session<B> {
     pub fn new(backend: Arc<B>, policy: Arc<Policy>, mode: Mode) -> Self {
         Session {
+            memory: policy.memory.clone(),
             backend,
             policy,
             mode,
             tls: None,
         }
+    }
+
+    /// Holds messages within this listener's memory budget.
+    pub fn with_memory(mut self, memory: MemoryBudget) -> Self {
+        self.memory = memory;
+        self
     }
 
     /// Offers STARTTLS with this certificate.

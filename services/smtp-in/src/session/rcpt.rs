@@ -9,7 +9,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use onionpost_smtp_server::Connection;
 
-use super::{BAD_ONION_ADDRESS, Mode, Next, RECIPIENT_REJECTED, Recipient, Session, State};
+use super::{
+    BAD_ONION_ADDRESS, MAILBOX_FULL, Mode, Next, RECIPIENT_REJECTED, Recipient, Session, State,
+};
 use crate::{Backend, SmtpInError, message};
 
 impl<B: Backend> Session<B> {
@@ -99,7 +101,7 @@ impl<B: Backend> Session<B> {
                     _ => match self.backend.check_carry(&address, declared_size).await {
                         Ok(answer) if answer.accepted => recipient.carry = true,
                         Ok(answer) if answer.over_limit => {
-                            return self.fail(io, state, "452 4.2.2 Mailbox full, try again later");
+                            return self.fail(io, state, MAILBOX_FULL);
                         }
                         // One refusal for co-hosted, unknown and relayed addresses alike.
                         _ => return self.fail(io, state, RECIPIENT_REJECTED),

@@ -49,6 +49,30 @@ impl<B: Backend> Session<B> {
             .map(|r| r.address.clone())
             .collect();
         let (prepared, message_id) = message::prepare_submission(&body, &sender.onion);
+        let clearnet: Vec<RecipientRequest> = transaction
+            .recipients
+            .iter()
+            .filter(|r| message::onion_of(&r.address).is_none())
+            .map(enqueue_recipient)
+            .collect();
+        // The clearnet recipients count against the daily cap from acceptance (checked and
+        // counted in one step by the gateway): the check at RCPT alone let concurrent
+        // sessions of one account all pass it. Given back when nothing is queued after all.
+        let reserved = u32::try_from(clearnet.len()).unwrap_or(u32::MAX);
+        if reserved > 0
+            && let Some(reply) = self
+                .gateway_refusal(&account_id, &sender.identity_id, reserved, true)
+                .await
+        {
+            return reply;
+        }
+        let release = || async {
+            if reserved > 0
+                && let Err(error) = self.backend.release_outbound(&account_id, reserved).await
+            {
+                error.log("gateway reservation not given back");
+            }
+        };
         if !recipients.is_empty()
             && let Err(reply) = self
                 .submit_onion(
@@ -61,19 +85,14 @@ impl<B: Backend> Session<B> {
                 )
                 .await
         {
+            release().await;
             return reply;
         }
-        let clearnet: Vec<RecipientRequest> = transaction
-            .recipients
-            .iter()
-            .filter(|r| message::onion_of(&r.address).is_none())
-            .map(enqueue_recipient)
-            .collect();
         if !clearnet.is_empty() {
             let request = EnqueueRequest {
                 idempotency_key: hex::encode(rand::random::<[u8; 16]>()),
                 origin: Origin::Submission as i32,
-                account_id,
+                account_id: account_id.clone(),
                 sender_identity_id: sender.identity_id.clone(),
                 reverse_path: message::normalize(&transaction.reverse_path),
                 recipients: clearnet,
@@ -85,6 +104,7 @@ impl<B: Backend> Session<B> {
             };
             if let Err(error) = self.backend.enqueue(request).await {
                 error.log("enqueue of clearnet copy failed");
+                release().await;
                 return "451 4.3.0 Temporary failure, try again later".to_owned();
             }
         }
@@ -133,9 +153,23 @@ impl<B: Backend> Session<B> {
             .count()
             + 1;
         let clearnet = u32::try_from(clearnet).unwrap_or(u32::MAX);
+        self.gateway_refusal(&account_id, &sender.identity_id, clearnet, false)
+            .await
+    }
+
+    /// The reply when the gateway refuses `clearnet` more recipients for the account (or
+    /// cannot be asked); with `reserve` (at acceptance) it also counts them against the daily
+    /// cap in the same step, which may refuse now although RCPT was allowed.
+    async fn gateway_refusal(
+        &self,
+        account_id: &str,
+        sender_identity_id: &str,
+        clearnet: u32,
+        reserve: bool,
+    ) -> Option<String> {
         match self
             .backend
-            .check_outbound(&account_id, &sender.identity_id, clearnet)
+            .check_outbound(account_id, sender_identity_id, clearnet, reserve)
             .await
         {
             Ok(answer) if answer.allowed => None,
