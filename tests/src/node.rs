@@ -132,6 +132,10 @@ impl Node {
             .env("ONIONPOST_METRICS_LISTEN", "")
             .env("ONIONPOST_LOG_FORMAT", "json")
             .env("ONIONPOST_LOG_LEVEL", "info,onionpost=debug")
+            // Each identity still comes back and sends ETRN at its own random moment after a
+            // restart, within seconds rather than the default minute.
+            .env("ONIONPOST_TOR_RESTORE_SPREAD_SECS", "3")
+            .env("ONIONPOST_QUEUE_ETRN_SPREAD_SECS", "3")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))

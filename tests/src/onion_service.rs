@@ -52,6 +52,11 @@ pub fn onion_env(
             "ONIONPOST_SHUTDOWN_DRAIN_TIMEOUT_SECS".to_owned(),
             "5".to_owned(),
         ),
+        // Onions still come back at random moments after a restart, within seconds.
+        (
+            "ONIONPOST_TOR_RESTORE_SPREAD_SECS".to_owned(),
+            "3".to_owned(),
+        ),
     ];
     match auth {
         ControlAuth::Cookie(path) => env.push((

@@ -275,7 +275,20 @@ impl Carrier {
         )?;
 
         // Retries within seconds: a send right after tor's restart may meet a stale descriptor.
-        let queue_service = if distributed { "queue" } else { "onionpost" };
+        // Onions come back within seconds of tor's restart, not within the default minute.
+        let (queue_service, onion_service) = if distributed {
+            ("queue", "onion")
+        } else {
+            ("onionpost", "onionpost")
+        };
+        let onion_environment = if distributed {
+            format!(
+                "\x20 {onion_service}:\n\x20   environment:\n\x20     \
+                 ONIONPOST_TOR_RESTORE_SPREAD_SECS: \"5\"\n"
+            )
+        } else {
+            "\x20     ONIONPOST_TOR_RESTORE_SPREAD_SECS: \"5\"\n".to_owned()
+        };
         let override_file = work.join(format!("{name}.override.yml"));
         std::fs::write(
             &override_file,
@@ -292,6 +305,7 @@ impl Carrier {
                  \x20   environment:\n\
                  \x20     ONIONPOST_QUEUE_RETRY_MIN_SECS: \"3\"\n\
                  \x20     ONIONPOST_QUEUE_RETRY_MAX_SECS: \"6\"\n\
+                 {onion_environment}\
                  networks:\n\
                  \x20 tornet:\n\
                  \x20   external: true\n\

@@ -136,6 +136,9 @@ pub struct AddOnion<'a> {
     pub ports: Vec<(u16, String)>,
     /// Adds `PoWDefensesEnabled=1` (tor ≥ 0.4.9.2).
     pub pow_defense: bool,
+    /// Most streams one rendezvous circuit may open to the service (`MaxStreams`); a circuit
+    /// that asks for more is closed (`MaxStreamsCloseCircuit`). 0: tor's default, no limit.
+    pub max_streams: u16,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +146,39 @@ pub enum OnionKey<'a> {
     New,
     /// The key blob after `ED25519-V3:`.
     Existing(&'a str),
+}
+
+/// The ADD_ONION command line for `request`, in the order of §3.27 (key, flags, MaxStreams,
+/// PoW, ports). It holds the private key when one is given, hence zeroized.
+fn add_onion_command(request: &AddOnion<'_>) -> zeroize::Zeroizing<String> {
+    let mut command = zeroize::Zeroizing::new(String::from("ADD_ONION "));
+    let mut flags = Vec::new();
+    match request.key {
+        OnionKey::New => command.push_str("NEW:ED25519-V3"),
+        OnionKey::Existing(blob) => {
+            command.push_str("ED25519-V3:");
+            command.push_str(blob);
+            // The key is in our store already; tor need not send it back.
+            flags.push("DiscardPK");
+        }
+    }
+    if request.max_streams > 0 {
+        flags.push("MaxStreamsCloseCircuit");
+    }
+    if !flags.is_empty() {
+        command.push_str(" Flags=");
+        command.push_str(&flags.join(","));
+    }
+    if request.max_streams > 0 {
+        command.push_str(&format!(" MaxStreams={}", request.max_streams));
+    }
+    if request.pow_defense {
+        command.push_str(" PoWDefensesEnabled=1");
+    }
+    for (virtual_port, target) in &request.ports {
+        command.push_str(&format!(" Port={virtual_port},{target}"));
+    }
+    command
 }
 
 /// What ADD_ONION answers: the service id and, for `NEW`, the key blob tor generated.
@@ -300,23 +336,7 @@ impl ControlConnection {
     /// ADD_ONION (§3.27). The service belongs to this connection (no `Detach`): tor removes it
     /// when the connection closes, so tor never holds an onion the service's store does not.
     pub async fn add_onion(&self, request: &AddOnion<'_>) -> Result<AddedOnion, ControlError> {
-        let mut command = zeroize::Zeroizing::new(String::from("ADD_ONION "));
-        match request.key {
-            OnionKey::New => command.push_str("NEW:ED25519-V3"),
-            OnionKey::Existing(blob) => {
-                command.push_str("ED25519-V3:");
-                command.push_str(blob);
-                // The key is in our store already; tor need not send it back.
-                command.push_str(" Flags=DiscardPK");
-            }
-        }
-        if request.pow_defense {
-            command.push_str(" PoWDefensesEnabled=1");
-        }
-        for (virtual_port, target) in &request.ports {
-            command.push_str(&format!(" Port={virtual_port},{target}"));
-        }
-        let reply = self.send(&command).await?;
+        let reply = self.send(&add_onion_command(request)).await?;
         if !reply.is_success() {
             return Err(refused("ADD_ONION", &reply));
         }
@@ -792,6 +812,41 @@ mod tests {
     async fn parse(text: &str) -> Result<Reply, ControlError> {
         let mut reader = BufReader::new(text.as_bytes());
         read_reply(&mut reader).await
+    }
+
+    #[test]
+    fn add_onion_limits_the_streams_of_each_circuit() {
+        let ports = vec![(25, "127.0.0.1:10000".to_owned())];
+        let new = AddOnion {
+            key: OnionKey::New,
+            ports: ports.clone(),
+            pow_defense: true,
+            max_streams: 32,
+        };
+        assert_eq!(
+            add_onion_command(&new).as_str(),
+            "ADD_ONION NEW:ED25519-V3 Flags=MaxStreamsCloseCircuit MaxStreams=32 \
+             PoWDefensesEnabled=1 Port=25,127.0.0.1:10000"
+        );
+        let existing = AddOnion {
+            key: OnionKey::Existing("KEY"),
+            ports,
+            pow_defense: false,
+            max_streams: 32,
+        };
+        assert_eq!(
+            add_onion_command(&existing).as_str(),
+            "ADD_ONION ED25519-V3:KEY Flags=DiscardPK,MaxStreamsCloseCircuit MaxStreams=32 \
+             Port=25,127.0.0.1:10000"
+        );
+        let unlimited = AddOnion {
+            max_streams: 0,
+            ..existing
+        };
+        assert_eq!(
+            add_onion_command(&unlimited).as_str(),
+            "ADD_ONION ED25519-V3:KEY Flags=DiscardPK Port=25,127.0.0.1:10000"
+        );
     }
 
     #[tokio::test]

@@ -63,9 +63,15 @@ impl Module for OnionModule {
                 .await
                 .context("onion database")?;
             let store = store::for_database(database);
-            let onions = Onions::load(store, sealer, settings.ports, settings.socks.clone())
-                .await
-                .context("loading onions")?;
+            let onions = Onions::load(
+                store,
+                sealer,
+                settings.ports,
+                settings.socks.clone(),
+                context.config.tor.restore_spread,
+            )
+            .await
+            .context("loading onions")?;
 
             let mut connected = onions.connected();
             let health = context.clone();

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use onionpost_proto::onion::v1::{OnionService, OnionState, TorStatus};
+use onionpost_runtime::backoff::random_within;
 use onionpost_runtime::seal::Sealer;
 use onionpost_runtime::time::now_ms;
 use onionpost_runtime::time::timestamp as timestamp_ms;
@@ -43,6 +44,11 @@ pub const POW_ADD_ONION_SINCE: [u32; 4] = [0, 4, 9, 2];
 /// network, and publication stalled for minutes. Spaced out, they publish in seconds, and a
 /// single CreateOnion is not delayed at all.
 const ADD_SPACING: Duration = Duration::from_millis(100);
+/// Streams one rendezvous circuit may open to an identity's onion before tor closes the
+/// circuit (issue 18: one circuit must not fill an identity's session limit, let alone the
+/// carrier's). A mail client opens a handful; a carrier's smtp-out at most two per
+/// destination.
+const MAX_STREAMS_PER_CIRCUIT: u16 = 32;
 /// Changes buffered per watcher before it falls behind and is sent a fresh snapshot.
 const WATCH_BUFFER: usize = 4096;
 
@@ -59,6 +65,8 @@ struct Live {
     publishing_since: Option<Instant>,
     /// Whether tor holds it on the current connection.
     on_tor: bool,
+    /// When it is to be added back to tor, drawn for this onion alone (`random_within`).
+    restore_at: Option<Instant>,
     pow_defense: bool,
 }
 
@@ -98,6 +106,8 @@ pub struct Onions {
     connected: watch::Sender<bool>,
     /// When the next ADD_ONION may go out (see [`ADD_SPACING`]).
     next_add: tokio::sync::Mutex<Instant>,
+    /// Window within which each missing onion is added back (`tor.restore_spread_secs`).
+    restore_spread: Duration,
 }
 
 impl std::fmt::Debug for Onions {
@@ -144,6 +154,7 @@ impl Onions {
         sealer: Sealer,
         plan: PortPlan,
         configured_socks: Option<String>,
+        restore_spread: Duration,
     ) -> Result<Arc<Onions>, StoreError> {
         let mut registry = Registry::default();
         let now = SystemTime::now();
@@ -161,6 +172,7 @@ impl Onions {
                     last_published_at: None,
                     publishing_since: None,
                     on_tor: false,
+                    restore_at: None,
                     pow_defense: false,
                 },
             );
@@ -179,6 +191,7 @@ impl Onions {
             changes,
             connected,
             next_add: tokio::sync::Mutex::new(Instant::now()),
+            restore_spread,
         });
         onions.record_state_metrics();
         Ok(onions)
@@ -288,6 +301,7 @@ impl Onions {
             key,
             ports,
             pow_defense: with_pow,
+            max_streams: MAX_STREAMS_PER_CIRCUIT,
         };
         match control.add_onion(&request).await {
             Ok(added) => Ok((added, with_pow)),
@@ -474,6 +488,7 @@ impl Onions {
             last_published_at: None,
             publishing_since: Some(added_at),
             on_tor: true,
+            restore_at: None,
             pow_defense,
         };
         let described = self.describe(&live);
@@ -761,6 +776,7 @@ impl Onions {
             let mut registry = lock(&self.registry);
             for live in registry.by_identity.values_mut() {
                 live.on_tor = false;
+                live.restore_at = None;
                 live.publishing_since = None;
                 self.set_state(live, OnionState::Failed, message);
             }
@@ -791,24 +807,56 @@ impl Onions {
         let _ = self.connected.send(true);
         metrics::gauge!("onionpost_onion_tor_control_connected").set(1.0);
         tracing::info!(tor_version = %tor_version, bootstrap_percent, pow_supported, "connected to tor");
-        let restored_at = Instant::now();
         let restored = self.restore_missing(&control).await;
-        if restored > 0 {
-            tracing::info!(restored, took = ?restored_at.elapsed(), "onion services added back to tor");
+        let waiting = lock(&self.registry)
+            .by_identity
+            .values()
+            .filter(|live| !live.on_tor)
+            .count();
+        if restored > 0 || waiting > 0 {
+            tracing::info!(
+                restored,
+                waiting,
+                spread = ?self.restore_spread,
+                "onion services are added back to tor, each at its own moment"
+            );
         }
     }
 
-    /// Adds every live onion tor does not hold on this connection; returns how many were
-    /// added. Failures leave the onion FAILED, to be tried again on the next tick.
+    /// When the next missing onion is due to be added back, if one is scheduled.
+    pub(crate) fn next_restore(&self) -> Option<Instant> {
+        lock(&self.registry)
+            .by_identity
+            .values()
+            .filter(|live| !live.on_tor)
+            .filter_map(|live| live.restore_at)
+            .min()
+    }
+
+    /// Adds back every live onion tor does not hold on this connection whose moment has come;
+    /// returns how many were added. An onion missing without a moment is given one first:
+    /// after a restart every identity comes back at a time drawn for it alone, so peers cannot
+    /// tell co-hosted identities by their onions reappearing together (issue 18, 6). Failures
+    /// leave the onion FAILED, to be given a new moment on the next tick.
     pub(crate) async fn restore_missing(&self, control: &ControlConnection) -> usize {
+        let now = Instant::now();
         let missing: Vec<StoredOnion> = {
-            let registry = lock(&self.registry);
-            registry
+            let mut registry = lock(&self.registry);
+            let mut due = Vec::new();
+            for live in registry
                 .by_identity
-                .values()
+                .values_mut()
                 .filter(|live| !live.on_tor)
-                .map(|live| live.stored.clone())
-                .collect()
+            {
+                let at = *live
+                    .restore_at
+                    .get_or_insert_with(|| now + random_within(self.restore_spread));
+                if at <= now {
+                    live.restore_at = None;
+                    due.push(live.stored.clone());
+                }
+            }
+            due
         };
         let mut restored = 0;
         for stored in missing {

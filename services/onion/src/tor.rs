@@ -153,7 +153,18 @@ async fn session(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Each missing onion comes back at its own moment, not on the next tick.
+        let next_restore = onions.next_restore();
+        let restore_due = async {
+            match next_restore {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = restore_due => {
+                onions.restore_missing(&control).await;
+            }
             event = events.recv() => {
                 let Some(event) = event else {
                     return ControlError::Closed;

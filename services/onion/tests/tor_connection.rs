@@ -24,9 +24,15 @@ async fn onions(dir: &Path) -> Arc<Onions> {
         .unwrap()
         .sealer(onionpost_onion::SEAL_PURPOSE);
     let plan = PortPlan::new("127.0.0.1".parse().unwrap(), 10000, 10099).unwrap();
-    Onions::load(store::for_database(database), sealer, plan, None)
-        .await
-        .unwrap()
+    Onions::load(
+        store::for_database(database),
+        sealer,
+        plan,
+        None,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap()
 }
 
 async fn wait_status(onions: &Onions, check: impl Fn(&TorStatus) -> bool) -> TorStatus {

@@ -293,8 +293,11 @@ pub enum RevokeBy {
 }
 
 /// Follows the onion service's WatchOnions and, each time an identity's onion turns online,
-/// sends ETRN for it to each of its preferred carriers. Runs until `shutdown`.
-pub async fn pickup(directory: Directory, shutdown: CancellationToken) {
+/// sends ETRN for it to each of its preferred carriers, after a wait drawn for that identity
+/// alone within `spread`: after a restart every identity comes online within seconds, and
+/// ETRNs for co-hosted identities arriving together would tell a carrier they share one
+/// (issue 18, 6). Runs until `shutdown`.
+pub async fn pickup(directory: Directory, spread: Duration, shutdown: CancellationToken) {
     let Ok(transport) = directory.transport(ServiceName::Onion) else {
         tracing::info!("onion service not configured; no etrn pickup");
         return;
@@ -315,10 +318,14 @@ pub async fn pickup(directory: Directory, shutdown: CancellationToken) {
             if now_online && !was_online {
                 let directory = directory.clone();
                 let shutdown = shutdown.clone();
+                let wait = onionpost_runtime::backoff::random_within(spread);
                 tokio::spawn(async move {
                     tokio::select! {
                         () = shutdown.cancelled() => {}
-                        () = send_etrns(&directory, &service) => {}
+                        () = async {
+                            tokio::time::sleep(wait).await;
+                            send_etrns(&directory, &service).await;
+                        } => {}
                     }
                 });
             }
@@ -496,6 +503,12 @@ mod tests {
         // 600 held + 500 declared is over 1,000 bytes: a temporary refusal.
         assert_eq!(desk.check(CAROL, 500).await.unwrap(), CarryCheck::OverLimit);
         assert_eq!(desk.check(CAROL, 300).await.unwrap(), CarryCheck::Accepted);
+        // A sender that declared no SIZE passes RCPT; its real size is checked when stored.
+        assert_eq!(desk.check(CAROL, 0).await.unwrap(), CarryCheck::Accepted);
+        assert!(matches!(
+            service.enqueue(carried("big", 500)).await,
+            Err(QueueError::OverLimit(_))
+        ));
         let second = service.enqueue(carried("m2", 10)).await.unwrap();
         let third = service.enqueue(carried("m3", 10)).await.unwrap();
         // Three carried today: the daily cap is reached, and stays reached when they are gone.

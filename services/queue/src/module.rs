@@ -64,7 +64,11 @@ impl Module for QueueModule {
             context.spawn("queue-scheduler", scheduler.run(context.shutdown.clone()));
             context.spawn(
                 "queue-carrier-pickup",
-                crate::carry::pickup(context.directory.clone(), context.shutdown.clone()),
+                crate::carry::pickup(
+                    context.directory.clone(),
+                    context.config.queue.etrn_spread,
+                    context.shutdown.clone(),
+                ),
             );
             let carry = CarryDesk::new(
                 service.clone(),

@@ -37,9 +37,44 @@ impl Backoff {
     }
 }
 
+/// A wait within `window`, drawn uniformly for one caller alone: what each of a carrier's
+/// identities waits before acting after a restart (re-publication, ETRN), so that when each
+/// one acts tells nothing about which others share the carrier (issue 18, item 6).
+pub fn random_within(window: Duration) -> Duration {
+    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    if window_ms == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(rand::rng().random_range(0..window_ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_fill_the_window_independently() {
+        let window = Duration::from_secs(60);
+        assert_eq!(random_within(Duration::ZERO), Duration::ZERO);
+        // Pairs drawn for two identities, as after one restart: each within the window, every
+        // tenth of it reached, and the two no closer than chance makes them.
+        let pairs: Vec<(f64, f64)> = (0..2_000)
+            .map(|_| {
+                let (a, b) = (random_within(window), random_within(window));
+                assert!(a < window && b < window);
+                (a.as_secs_f64(), b.as_secs_f64())
+            })
+            .collect();
+        let mut tenths = [0u32; 10];
+        for (a, _) in &pairs {
+            tenths[(a / 6.0) as usize] += 1;
+        }
+        assert!(tenths.iter().all(|&count| count > 100), "{tenths:?}");
+        // For independent uniform draws the mean distance is a third of the window (20 s);
+        // moments tied to each other (one after the other, 100 ms apart) give about 0.1 s.
+        let mean_gap = pairs.iter().map(|(a, b)| (a - b).abs()).sum::<f64>() / 2_000.0;
+        assert!((17.0..23.0).contains(&mean_gap), "mean gap {mean_gap} s");
+    }
 
     #[test]
     fn steps_double_up_to_the_cap_and_reset() {

@@ -106,6 +106,7 @@ keys! {
     "tor.child_torrc": String => "file %included at the end of the tor child's torrc (bridges, a private network's DirAuthority lines)",
     "tor.target_host": String => "IP address tor uses to reach this process's onion listeners (tor in another container)",
     "tor.target_ports": String = "10000-19999" => "first-last target ports for identities' onion listeners, four per identity",
+    "tor.restore_spread_secs": Integer = "60" => "seconds over which onions are added back to tor after a start or a tor restart, each identity at its own random moment (0: all at once)",
     "admin.listen": String = DEFAULT_ADMIN_LISTEN => "IP:port of the admin HTTP API",
     "admin.token": String => "operator bearer token created on first start; absent: one is generated and printed once",
     "submission.listen": String = DEFAULT_SUBMISSION_LISTEN => "IP:port of SMTP submission for hosted accounts (STARTTLS offered; AUTH only after it, or from loopback)",
@@ -134,6 +135,7 @@ keys! {
     "queue.retry_min_secs": Integer = "60" => "seconds before a queued recipient's first retry; doubles with each attempt",
     "queue.retry_max_secs": Integer = "3600" => "longest wait between two attempts for one recipient",
     "queue.lifetime_secs": Integer = "432000" => "seconds a message may stay queued before it fails and the sender gets a DSN (5 days: RFC 5321 4.5.4.1)",
+    "queue.etrn_spread_secs": Integer = "60" => "most seconds an identity waits, at random, before its ETRN to its carriers when its onion comes online (0: at once)",
     "queue.carry_max_held_bytes": Integer = "268435456" => "bytes this carrier holds at most for one identity it carries for (256 MiB)",
     "queue.carry_max_messages_per_day": Integer = "2000" => "carried messages accepted for one identity per day, UTC",
     "smtp_in.max_message_bytes": Integer = "26214400" => "largest message smtp-in accepts, advertised as SIZE (25 MiB)",
@@ -142,7 +144,7 @@ keys! {
     "gateway.domain": String => "clearnet mail domain of the gateway: mail leaves as <alias>@<domain> and its MX record points at gateway.listen; absent: no gateway",
     "gateway.listen": String = DEFAULT_GATEWAY_LISTEN => "IP:port of the gateway domain's inbound MX (0.0.0.0:25 facing the internet)",
     "gateway.dkim_selector": String = "onionpost" => "DKIM selector under which gateway.domain publishes its key",
-    "gateway.dkim_key": String => "PEM private key (RSA or Ed25519) that DKIM-signs outbound mail; absent: an Ed25519 key generated once into data_dir/gateway-dkim.pem",
+    "gateway.dkim_key": String => "PEM private key (RSA or Ed25519) that DKIM-signs outbound mail; absent: an Ed25519 key generated once into data_dir/gateway-dkim.sealed (sealed with the carrier secret)",
     "gateway.smarthost": String => "host:port of a relay for all outbound clearnet mail instead of delivery by MX lookup",
     "gateway.smarthost_user": String => "user name for AUTH at gateway.smarthost (sent only after STARTTLS)",
     "gateway.smarthost_password": String => "password for AUTH at gateway.smarthost",
@@ -265,7 +267,7 @@ pub struct GatewaySettings {
     pub domain: Option<String>,
     pub listen: SocketAddr,
     pub dkim_selector: String,
-    /// `None`: `data_dir/gateway-dkim.pem`, generated on first start.
+    /// `None`: `data_dir/gateway-dkim.sealed`, generated on first start, sealed.
     pub dkim_key: Option<PathBuf>,
     /// `None`: deliver by MX lookup.
     pub smarthost: Option<HostPort>,
@@ -309,6 +311,8 @@ pub struct QueueSettings {
     pub carry_max_held_bytes: u64,
     /// Carried messages accepted for one identity in a (UTC) day.
     pub carry_max_messages_per_day: u32,
+    /// Longest random wait before an identity that came online sends ETRN.
+    pub etrn_spread: Duration,
 }
 
 /// How hosted accounts (the imap service) age and start.
@@ -366,6 +370,8 @@ pub struct TorSettings {
     pub target_host: Option<std::net::IpAddr>,
     /// First and last port of the range identities' onion targets are allocated from.
     pub target_ports: (u16, u16),
+    /// Window within which each onion is added back to tor, at a moment drawn for it alone.
+    pub restore_spread: Duration,
 }
 
 /// Control-port authentication (tor control-spec §3.5).
@@ -610,6 +616,15 @@ impl Values {
     }
 
     /// An integer key's value, or else its default from [`KEYS`].
+    /// A number of seconds that may be zero.
+    fn seconds_or_zero(&self, path: &str) -> Result<Duration, ConfigError> {
+        let (seconds, source) = self.number(path)?;
+        let seconds = u64::try_from(seconds).map_err(|_| {
+            ConfigError::new(format!("key `{path}` {source}: must not be negative"))
+        })?;
+        Ok(Duration::from_secs(seconds))
+    }
+
     fn number(&self, path: &str) -> Result<(i64, &Source), ConfigError> {
         if let Some(found) = self.integer(path) {
             return Ok(found);
@@ -755,6 +770,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
             .map(|(text, _)| PathBuf::from(text)),
         target_host,
         target_ports,
+        restore_spread: values.seconds_or_zero("tor.restore_spread_secs")?,
     };
 
     let metrics_listen = match values.string("metrics.listen") {
@@ -773,15 +789,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         ))
     })?;
 
-    let drain_timeout = {
-        let (seconds, source) = values.number("shutdown.drain_timeout_secs")?;
-        let seconds = u64::try_from(seconds).map_err(|_| {
-            ConfigError::new(format!(
-                "key `shutdown.drain_timeout_secs` {source}: must not be negative"
-            ))
-        })?;
-        Duration::from_secs(seconds)
-    };
+    let drain_timeout = values.seconds_or_zero("shutdown.drain_timeout_secs")?;
 
     let days = |path: &str| -> Result<u32, ConfigError> {
         let (days, source) = values.number(path)?;
@@ -830,6 +838,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         carry_max_held_bytes: positive("queue.carry_max_held_bytes")?,
         carry_max_messages_per_day: u32::try_from(positive("queue.carry_max_messages_per_day")?)
             .map_err(|_| ConfigError::new("key `queue.carry_max_messages_per_day` is too large"))?,
+        etrn_spread: values.seconds_or_zero("queue.etrn_spread_secs")?,
     };
     if queue.retry_max < queue.retry_min {
         return Err(ConfigError::new(
