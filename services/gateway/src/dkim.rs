@@ -2,8 +2,9 @@
 //! ed25519-sha256) with mail-auth.
 //!
 //! The key is a PEM file: RSA (PKCS#1 or PKCS#8, e.g. from `openssl genrsa`) or Ed25519
-//! (PKCS#8). When none is configured, an Ed25519 key is generated once into the data directory
-//! and the TXT record to publish is logged. RSA is what every receiver verifies; Ed25519 is
+//! (PKCS#8). When none is configured, an Ed25519 key is generated once into the data directory,
+//! sealed with the carrier secret like every other private key at rest, and the TXT record to
+//! publish is logged. RSA is what every receiver verifies; Ed25519 is
 //! what ring can generate (it cannot make RSA keys), so operators facing the whole internet
 //! should configure an RSA key.
 
@@ -16,10 +17,17 @@ use mail_auth::dkim::{DkimSigner, Done};
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use onionpost_runtime::seal::Sealer;
+use zeroize::Zeroizing;
+
 use crate::rewrite::SIGNED_HEADERS;
 
-/// The file name of a generated key under the data directory.
-pub const GENERATED_KEY_FILE: &str = "gateway-dkim.pem";
+/// The file name of a generated key under the data directory, sealed.
+pub const GENERATED_KEY_FILE: &str = "gateway-dkim.sealed";
+/// Where earlier versions kept the generated key, in the clear: sealed and removed at start.
+pub const PLAINTEXT_KEY_FILE: &str = "gateway-dkim.pem";
+/// The carrier secret's purpose for the generated key.
+pub const SEAL_PURPOSE: &str = "gateway-dkim";
 
 /// Why the DKIM key could not be loaded or used.
 #[derive(Debug, thiserror::Error)]
@@ -48,27 +56,28 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// Loads `configured`, or the generated key under `data_dir` (making it the first time).
+    /// Loads `configured`, or the generated key under `data_dir`, sealed with `sealer`
+    /// (making it the first time).
     pub fn load(
         configured: Option<&Path>,
         data_dir: &Path,
+        sealer: &Sealer,
         domain: &str,
         selector: &str,
     ) -> Result<Self, DkimError> {
-        let path = match configured {
-            Some(path) => path.to_owned(),
-            None => {
-                let path = data_dir.join(GENERATED_KEY_FILE);
-                if !path.exists() {
-                    generate(&path)?;
-                }
-                path
+        let (path, pem) = match configured {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|source| DkimError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                (path.to_owned(), Zeroizing::new(pem))
             }
+            None => (
+                data_dir.join(GENERATED_KEY_FILE),
+                generated_key(data_dir, sealer)?,
+            ),
         };
-        let pem = std::fs::read(&path).map_err(|source| DkimError::Read {
-            path: path.clone(),
-            source,
-        })?;
         let invalid = |reason: String| DkimError::Invalid {
             path: path.clone(),
             reason,
@@ -128,8 +137,57 @@ impl Signer {
     }
 }
 
-/// Writes a new Ed25519 PKCS#8 key as PEM, readable by the owner only.
-fn generate(path: &Path) -> Result<(), DkimError> {
+/// The generated key's PEM: opened from its sealed file, made the first time (or taken over
+/// from the plaintext file of an earlier version, which is then removed).
+fn generated_key(data_dir: &Path, sealer: &Sealer) -> Result<Zeroizing<Vec<u8>>, DkimError> {
+    let path = data_dir.join(GENERATED_KEY_FILE);
+    let plaintext_path = data_dir.join(PLAINTEXT_KEY_FILE);
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| DkimError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    if !path.exists() {
+        let pem = if plaintext_path.exists() {
+            Zeroizing::new(read(&plaintext_path)?)
+        } else {
+            new_pem(&path)?
+        };
+        // Two gateway replicas may start at once: one key wins, and both read it.
+        let created = onionpost_runtime::files::create_private_once(
+            &path,
+            &sealer.seal(&pem, GENERATED_KEY_FILE.as_bytes()),
+        )
+        .map_err(|source| DkimError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        if created {
+            tracing::info!(path = %path.display(), "generated a DKIM key for the gateway domain");
+        }
+    }
+    let opened = sealer
+        .open(&read(&path)?, GENERATED_KEY_FILE.as_bytes())
+        .map_err(|error| DkimError::Invalid {
+            path: path.clone(),
+            reason: format!("does not open with the carrier secret: {error}"),
+        })?;
+    if plaintext_path.exists() {
+        // Sealed now (by this start or an earlier one): the clear copy goes.
+        std::fs::remove_file(&plaintext_path).map_err(|source| DkimError::Write {
+            path: plaintext_path.clone(),
+            source,
+        })?;
+        tracing::info!(
+            "sealed the gateway's DKIM key of an earlier version and removed the clear copy"
+        );
+    }
+    Ok(opened)
+}
+
+/// A new Ed25519 PKCS#8 key as PEM.
+fn new_pem(path: &Path) -> Result<Zeroizing<Vec<u8>>, DkimError> {
     let der = Ed25519Key::generate_pkcs8().map_err(|error| DkimError::Invalid {
         path: path.to_owned(),
         reason: error.to_string(),
@@ -142,36 +200,7 @@ fn generate(path: &Path) -> Result<(), DkimError> {
         pem.push('\n');
     }
     pem.push_str("-----END PRIVATE KEY-----\n");
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| DkimError::Write {
-            path: path.to_owned(),
-            source,
-        })?;
-    }
-    write_private(path, pem.as_bytes()).map_err(|source| DkimError::Write {
-        path: path.to_owned(),
-        source,
-    })?;
-    tracing::info!(path = %path.display(), "generated a DKIM key for the gateway domain");
-    Ok(())
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
+    Ok(Zeroizing::new(pem.into_bytes()))
 }
 
 /// ring gives an RSA public key as PKCS#1 `RSAPublicKey`; DKIM's `p=` wants the
@@ -211,11 +240,19 @@ fn der_tlv(tag: u8, value: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn sealer() -> Sealer {
+        onionpost_runtime::seal::CarrierSecret::from_text("0123456789abcdef0123456789abcdef")
+            .unwrap()
+            .sealer(SEAL_PURPOSE)
+    }
+
     #[test]
     fn a_generated_key_signs_and_its_record_is_ed25519() {
         let dir = tempfile::tempdir().unwrap();
-        let signer = Signer::load(None, dir.path(), "gw.example", "sel").unwrap();
-        assert!(dir.path().join(GENERATED_KEY_FILE).exists());
+        let signer = Signer::load(None, dir.path(), &sealer(), "gw.example", "sel").unwrap();
+        // Sealed at rest: no PEM armour, no key in the clear.
+        let stored = std::fs::read(dir.path().join(GENERATED_KEY_FILE)).unwrap();
+        assert!(!stored.windows(11).any(|w| w == b"PRIVATE KEY"));
         let (name, value) = signer.dns_record();
         assert_eq!(name, "sel._domainkey.gw.example");
         assert!(value.starts_with("v=DKIM1; k=ed25519; p="), "{value}");
@@ -228,8 +265,39 @@ mod tests {
             "{header}"
         );
         // Loaded again, the same key: same record.
-        let again = Signer::load(None, dir.path(), "gw.example", "sel").unwrap();
+        let again = Signer::load(None, dir.path(), &sealer(), "gw.example", "sel").unwrap();
         assert_eq!(again.dns_record(), signer.dns_record());
+        // Another carrier secret cannot open it, and says so with the path.
+        let other =
+            onionpost_runtime::seal::CarrierSecret::from_text("fedcba9876543210fedcba9876543210")
+                .unwrap()
+                .sealer(SEAL_PURPOSE);
+        let error = Signer::load(None, dir.path(), &other, "gw.example", "sel")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains(GENERATED_KEY_FILE), "{error}");
+    }
+
+    #[test]
+    fn a_clear_key_of_an_earlier_version_is_sealed_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = new_pem(dir.path()).unwrap();
+        std::fs::write(dir.path().join(PLAINTEXT_KEY_FILE), &*pem).unwrap();
+        let from_clear = Signer::load(
+            Some(&dir.path().join(PLAINTEXT_KEY_FILE)),
+            dir.path(),
+            &sealer(),
+            "gw.example",
+            "sel",
+        )
+        .unwrap()
+        .dns_record();
+        let signer = Signer::load(None, dir.path(), &sealer(), "gw.example", "sel").unwrap();
+        // The same key (the DNS record stays valid), sealed, and the clear file is gone.
+        assert_eq!(signer.dns_record(), from_clear);
+        assert!(!dir.path().join(PLAINTEXT_KEY_FILE).exists());
+        assert!(dir.path().join(GENERATED_KEY_FILE).exists());
     }
 
     #[test]
@@ -237,7 +305,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.pem");
         std::fs::write(&path, "not a key").unwrap();
-        let error = Signer::load(Some(&path), dir.path(), "gw.example", "sel")
+        let error = Signer::load(Some(&path), dir.path(), &sealer(), "gw.example", "sel")
             .err()
             .unwrap()
             .to_string();

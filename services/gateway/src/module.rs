@@ -45,9 +45,13 @@ impl Module for GatewayModule {
                 tracing::info!("gateway.domain not set; the gateway refuses clearnet mail");
                 return Ok(Started::new().with_grpc(GatewayServer::new(DisabledGatewayGrpc)));
             };
+            let sealer = onionpost_runtime::seal::CarrierSecret::load(&context.config)
+                .context("carrier secret")?
+                .sealer(crate::dkim::SEAL_PURPOSE);
             let signer = Signer::load(
                 settings.dkim_key.as_deref(),
                 &context.config.data_dir,
+                &sealer,
                 &domain,
                 &settings.dkim_selector,
             )?;

@@ -112,7 +112,11 @@ async fn setup() -> Setup {
             },
         );
     }
-    let signer = Signer::load(None, dir.path(), DOMAIN, "sel").unwrap();
+    let sealer =
+        onionpost_runtime::seal::CarrierSecret::from_text("0123456789abcdef0123456789abcdef")
+            .unwrap()
+            .sealer(onionpost_gateway::dkim::SEAL_PURPOSE);
+    let signer = Signer::load(None, dir.path(), &sealer, DOMAIN, "sel").unwrap();
     // No DNS server answers here; nothing in these tests looks anything up.
     let resolver = Arc::new(
         onionpost_gateway::dns::authenticator(Some("127.0.0.1:9".parse().unwrap())).unwrap(),
@@ -139,6 +143,7 @@ fn check(account: &str, identity: &str, recipients: u32) -> pb::CheckOutboundReq
         account_id: account.into(),
         sender_identity_id: identity.into(),
         recipients,
+        reserve: false,
     }
 }
 
@@ -186,9 +191,45 @@ async fn only_plans_with_the_gateway_send_out_within_the_daily_cap() {
         too_many.reason,
         "daily limit of 2 clearnet recipients reached"
     );
-    setup
-        .store
-        .add_sent("acct-a", &onionpost_gateway::service::today(), 2)
+    // At acceptance the recipients are reserved: the check and the count are one step.
+    let reserved = service
+        .check_outbound(pb::CheckOutboundRequest {
+            reserve: true,
+            ..check("acct-a", "id-a", 2)
+        })
+        .await
+        .unwrap();
+    assert!(reserved.allowed, "{reserved:?}");
+    assert_eq!(reserved.remaining_today, 0);
+    let over = service
+        .check_outbound(pb::CheckOutboundRequest {
+            reserve: true,
+            ..check("acct-a", "id-a", 1)
+        })
+        .await
+        .unwrap();
+    assert!(!over.allowed, "a reservation past the cap is refused");
+    // A message that could not be queued gives its reservation back.
+    service
+        .release_outbound(pb::ReleaseOutboundRequest {
+            account_id: "acct-a".into(),
+            recipients: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        service
+            .check_outbound(check("acct-a", "id-a", 1))
+            .await
+            .unwrap()
+            .remaining_today,
+        1
+    );
+    service
+        .check_outbound(pb::CheckOutboundRequest {
+            reserve: true,
+            ..check("acct-a", "id-a", 1)
+        })
         .await
         .unwrap();
     let spent = service

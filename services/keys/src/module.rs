@@ -38,7 +38,14 @@ impl Module for KeysModule {
                 .database(crate::store::MIGRATIONS)
                 .await
                 .context("keys database")?;
-            let store = crate::store::for_database(database);
+            let store = crate::store::for_database(database, &secret);
+            let sealed = store
+                .seal_clear_contacts()
+                .await
+                .context("sealing address books kept in the clear by an earlier version")?;
+            if sealed > 0 {
+                tracing::info!(contacts = sealed, "address books sealed at rest");
+            }
             let fetcher = TorWkdFetcher::new(context.directory.clone());
             let onion = OnionServiceKeys::new(context.directory.clone());
             let service =

@@ -133,7 +133,7 @@ async fn harness() -> Harness {
     let onion_keys = Arc::new(FakeOnionKeys::default());
     let secret = CarrierSecret::from_text("0123456789abcdef0123456789abcdef-test").unwrap();
     let service = KeysService::new(
-        onionpost_keys::store::for_database(database),
+        onionpost_keys::store::for_database(database, &secret),
         secret,
         onions.clone(),
         onion_keys.clone(),

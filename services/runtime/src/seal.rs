@@ -12,7 +12,6 @@
 //! safe at any volume, and the `associated` bytes (an identity id, a message digest) bind a
 //! sealed value to the row it belongs to, so swapping ciphertexts between rows fails to open.
 
-use std::io::Write;
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -46,6 +45,8 @@ pub enum SealError {
 #[derive(Clone)]
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    /// The HMAC key of [`Sealer::keyed_digest`], derived apart from the cipher's.
+    digest_key: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -92,36 +93,19 @@ impl CarrierSecret {
             }
             Err(_) => {}
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(file_error)?;
-        }
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let text = hex::encode(bytes);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
+        // Another service of this process may create it at the same moment: one of the two
+        // wins, and both use the winner's (see `files`).
+        if crate::files::create_private_once(path, text.as_bytes()).map_err(file_error)? {
+            tracing::warn!(
+                path = %path.display(),
+                "generated the carrier secret inside the data directory; set `secret` (ONIONPOST_SECRET) to keep it off the data volume"
+            );
         }
-        match options.open(path) {
-            Ok(mut file) => {
-                file.write_all(text.as_bytes()).map_err(file_error)?;
-                file.sync_all().map_err(file_error)?;
-                tracing::warn!(
-                    path = %path.display(),
-                    "generated the carrier secret inside the data directory; set `secret` (ONIONPOST_SECRET) to keep it off the data volume"
-                );
-                Self::from_text(&text)
-            }
-            // Another service of this process created it first: use theirs.
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                let text = std::fs::read_to_string(path).map_err(file_error)?;
-                Self::from_text(text.trim())
-            }
-            Err(error) => Err(file_error(error)),
-        }
+        let text = std::fs::read_to_string(path).map_err(file_error)?;
+        Self::from_text(text.trim())
     }
 
     /// The sealer for one purpose (`onion-key`, `openpgp-secret`, `mail-body`, …).
@@ -130,8 +114,15 @@ impl CarrierSecret {
         let mut key = Zeroizing::new([0u8; 32]);
         hkdf.expand(purpose.as_bytes(), key.as_mut())
             .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let mut digest_key = Zeroizing::new([0u8; 32]);
+        hkdf.expand(
+            format!("{purpose} keyed digest").as_bytes(),
+            digest_key.as_mut(),
+        )
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
         Sealer {
             cipher: XChaCha20Poly1305::new(key.as_ref().into()),
+            digest_key,
         }
     }
 }
@@ -156,6 +147,21 @@ impl Sealer {
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(&ciphertext);
         sealed
+    }
+
+    /// HMAC-SHA256 of `parts` (each length-prefixed, so parts cannot run into each other)
+    /// under this purpose's key: equal inputs give equal digests on this carrier, so stored
+    /// digests still find duplicates, but a copied volume cannot confirm a guessed input
+    /// against them (a plain SHA-256 of a clearnet body would).
+    pub fn keyed_digest(&self, parts: &[&[u8]]) -> [u8; 32] {
+        use hkdf::hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.digest_key.as_ref())
+            .expect("HMAC takes a key of any length");
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
     }
 
     /// Opens a value sealed by [`Sealer::seal`] with the same purpose and `associated` bytes.
@@ -183,6 +189,26 @@ mod tests {
 
     fn secret() -> CarrierSecret {
         CarrierSecret::from_text("0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    #[test]
+    fn keyed_digests_match_for_equal_input_and_need_the_secret() {
+        let sealer = secret().sealer("queue-body");
+        let digest = sealer.keyed_digest(&[b"hello"]);
+        assert_eq!(
+            digest,
+            secret().sealer("queue-body").keyed_digest(&[b"hello"])
+        );
+        assert_ne!(digest, sealer.keyed_digest(&[b"hell", b"o"]));
+        assert_ne!(
+            digest,
+            secret().sealer("mail-body").keyed_digest(&[b"hello"])
+        );
+        let other = CarrierSecret::from_text("fedcba9876543210fedcba9876543210").unwrap();
+        assert_ne!(digest, other.sealer("queue-body").keyed_digest(&[b"hello"]));
+        // Not the plain SHA-256 a copied volume could check a guess against.
+        use sha2::Digest as _;
+        assert_ne!(digest.as_slice(), sha2::Sha256::digest(b"hello").as_slice());
     }
 
     #[test]
@@ -240,5 +266,31 @@ mod tests {
             CarrierSecret::from_text("short"),
             Err(SealError::WeakSecret)
         ));
+    }
+
+    #[test]
+    fn services_starting_together_share_one_generated_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = std::sync::Arc::new(dir.path().join("secret"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let sealed: Vec<Vec<u8>> = (0..8)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    // Before: a service reading between creation and write saw an empty file
+                    // and failed with WeakSecret.
+                    let secret = CarrierSecret::load_or_create_file(&path).unwrap();
+                    secret.sealer("x").seal(b"v", b"")
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|thread| thread.join().unwrap())
+            .collect();
+        let secret = CarrierSecret::load_or_create_file(&path).unwrap();
+        for sealed in sealed {
+            assert_eq!(&**secret.sealer("x").open(&sealed, b"").unwrap(), b"v");
+        }
     }
 }

@@ -129,6 +129,11 @@ pub fn split_list(text: &str) -> Vec<String> {
 #[macro_export]
 macro_rules! sql_store {
     ($store:ident, $db:ty) => {
+        $crate::sql_store!($store, $db, {});
+    };
+    // A store that holds more than its pool (a sealer for rows sealed at rest): the fields are
+    // arguments of `new` after the pool.
+    ($store:ident, $db:ty, { $($field:ident: $type:ty),* $(,)? }) => {
         /// A row of this backend.
         #[allow(dead_code)]
         type Row = <$db as ::sqlx::Database>::Row;
@@ -143,11 +148,12 @@ macro_rules! sql_store {
         #[derive(Clone, Debug)]
         pub struct $store {
             pool: ::sqlx::Pool<$db>,
+            $($field: $type,)*
         }
 
         impl $store {
-            pub fn new(pool: ::sqlx::Pool<$db>) -> Self {
-                Self { pool }
+            pub fn new(pool: ::sqlx::Pool<$db>, $($field: $type),*) -> Self {
+                Self { pool, $($field),* }
             }
 
             /// `text` in this backend's dialect.

@@ -4,13 +4,15 @@
 //! that a revoked identity id or address never comes back. The secret key arrives here already
 //! sealed with the carrier secret: the store never sees key material in the clear.
 //!
-//! Address books are one row per (account, address) with the pinned key, a key held for the
+//! Address books are one entry per (account, address) with the pinned key, a key held for the
 //! account's decision, where the key came from, the introducers who vouched for it and the
-//! designated carriers. Both backends share one implementation (`store_impl!` in `sql.rs`)
+//! designated carriers; each entry is sealed whole with the carrier secret and found by a keyed
+//! digest of its address ([`sealed`]), so the volume holds nobody's social graph. Both backends share one implementation (`store_impl!` in `sql.rs`)
 //! written in the dialect of [`onionpost_runtime::sql`]; the suite in `tests` runs it against
 //! SQLite and PostgreSQL through [`onionpost_runtime::conformance::each_backend`].
 
 mod postgres;
+mod sealed;
 mod sql;
 mod sqlite;
 #[cfg(test)]
@@ -19,6 +21,7 @@ mod tests;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use onionpost_runtime::seal::CarrierSecret;
 use onionpost_runtime::{Database, Migrations};
 
 pub use onionpost_runtime::db::StoreError;
@@ -236,12 +239,17 @@ pub trait KeysStore: Send + Sync + 'static {
 
     /// Removes a contact and its introducers. `false` when there was none.
     async fn delete_contact(&self, account_id: &str, contact_id: &str) -> Result<bool, StoreError>;
+
+    /// Seals the address-book rows an earlier version kept in the clear and erases them there;
+    /// returns how many it moved (0 once done). Run at start, before serving.
+    async fn seal_clear_contacts(&self) -> Result<usize, StoreError>;
 }
 
-/// The store of an open database.
-pub fn for_database(database: Database) -> Arc<dyn KeysStore> {
+/// The store of an open database; address books are sealed with a key from `secret`.
+pub fn for_database(database: Database, secret: &CarrierSecret) -> Arc<dyn KeysStore> {
+    let sealer = secret.sealer(sealed::SEAL_PURPOSE);
     match database {
-        Database::Sqlite(pool) => Arc::new(SqliteStore::new(pool)),
-        Database::Postgres(pool) => Arc::new(PostgresStore::new(pool)),
+        Database::Sqlite(pool) => Arc::new(SqliteStore::new(pool, sealer)),
+        Database::Postgres(pool) => Arc::new(PostgresStore::new(pool, sealer)),
     }
 }

@@ -1,25 +1,13 @@
 //! The SQL of [`super::KeysStore`], written once for both backends in the dialect of
 //! [`onionpost_runtime::sql`]; `sqlite.rs` and `postgres.rs` expand it. Lists (carriers) are
-//! stored as [`onionpost_runtime::sql::join_list`] text.
-
-/// A LIKE pattern matching `query` anywhere, with `\` as the escape character.
-pub(super) fn like_pattern(query: &str) -> String {
-    let mut pattern = String::with_capacity(query.len() + 2);
-    pattern.push('%');
-    for c in query.to_lowercase().chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
-}
+//! stored as [`onionpost_runtime::sql::join_list`] text. Address-book entries are sealed
+//! ([`super::sealed`]): the store filters and orders an account's entries after opening them.
 
 pub(super) const IDENTITY_COLUMNS: &str = "identity_id, account_id, address, fingerprint, \
      public_key, sealed_secret, custody, preferred_carriers, carrier_list, created_at_ms, revoked_at_ms, \
      revocation";
 
+/// The columns of `contacts`, where earlier versions kept address books in the clear.
 pub(super) const CONTACT_COLUMNS: &str = "contact_id, account_id, address, display_name, \
      fingerprint, public_key, key_source, verified, designated_carriers, preferred_carriers, held_fingerprint, \
      held_public_key, held_source, held_reason, held_seen_at_ms, autocrypt_date_ms, \
@@ -27,20 +15,23 @@ pub(super) const CONTACT_COLUMNS: &str = "contact_id, account_id, address, displ
 
 /// Implements [`super::KeysStore`] on the backend `$db` as the type `$store`. A destroyed secret
 /// key is erased from the database's files ([`onionpost_runtime::sql::Dialect::execute_erasing`]),
-/// so that after revocation the sealed key is in none of them.
+/// so that after revocation the sealed key is in none of them; so are address-book rows of
+/// earlier versions once sealed.
 macro_rules! store_impl {
     ($store:ident, $db:ty) => {
         use async_trait::async_trait;
+        use onionpost_runtime::seal::Sealer;
         use onionpost_runtime::sql::{Dialect, join_list, split_list};
         use sqlx::Row as _;
 
-        use super::sql::{CONTACT_COLUMNS, IDENTITY_COLUMNS, like_pattern};
+        use super::sealed;
+        use super::sql::{CONTACT_COLUMNS, IDENTITY_COLUMNS};
         use super::{
             ContactFilter, ContactRecord, Custody, HeldKey, IdentityRecord, IntroducerRecord,
             KeySource, KeysStore, StoreError,
         };
 
-        onionpost_runtime::sql_store!($store, $db);
+        onionpost_runtime::sql_store!($store, $db, { sealer: Sealer });
 
         impl $store {
 
@@ -147,74 +138,31 @@ macro_rules! store_impl {
                 row.as_ref().map(Self::identity_from_row).transpose()
             }
 
-            /// The account's contact whose `column` is `value`, with its introducers.
-            async fn contact_where(
+            /// The account's entry whose `column` is `value`, opened.
+            async fn entry_where(
                 &self,
                 account_id: &str,
                 column: &str,
                 value: &str,
             ) -> Result<Option<ContactRecord>, StoreError> {
                 let sql = format!(
-                    "SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = ? AND {column} = ?"
+                    "SELECT contact_id, sealed FROM address_book \
+                     WHERE account_id = ? AND {column} = ?"
                 );
                 let row = sqlx::query(&Self::sql(&sql))
                     .bind(account_id)
                     .bind(value)
                     .fetch_optional(&self.pool)
                     .await?;
-                match row {
-                    None => Ok(None),
-                    Some(row) => Ok(Some(
-                        self.with_introducers(Self::contact_from_row(&row)?).await?,
-                    )),
-                }
+                row.as_ref()
+                    .map(|row| self.open_row(account_id, row))
+                    .transpose()
             }
 
-            /// Binds the contact's columns after `address`, in `CONTACT_COLUMNS` order (the
-            /// ones both an insert and an update write).
-            fn bind_contact_fields<'q>(
-                statement: Query<'q>,
-                contact: &'q ContactRecord,
-            ) -> Query<'q> {
-                let held = contact.held.as_ref();
-                statement
-                    .bind(&contact.display_name)
-                    .bind(&contact.fingerprint)
-                    .bind(&contact.public_key)
-                    .bind(contact.key_source.as_str())
-                    .bind(contact.verified)
-                    .bind(join_list(&contact.designated_carriers))
-                    .bind(join_list(&contact.preferred_carriers))
-                    .bind(held.map(|held| held.fingerprint.clone()))
-                    .bind(held.map(|held| held.public_key.clone()))
-                    .bind(held.map(|held| held.source.as_str()))
-                    .bind(held.map(|held| held.reason.clone()))
-                    .bind(held.map(|held| held.seen_at_ms))
-                    .bind(contact.autocrypt_date_ms)
-                    .bind(contact.first_seen_at_ms)
-                    .bind(contact.last_seen_at_ms)
-                    .bind(contact.revoked_at_ms)
-                    .bind(contact.preferred_carriers_signed_at)
-            }
-
-            async fn insert_introducers(
-                connection: &mut Connection,
-                contact: &ContactRecord,
-            ) -> Result<(), StoreError> {
-                let sql = Self::sql(
-                    "INSERT INTO contact_introducers \
-                     (contact_id, address, fingerprint, introduced_at_ms) VALUES (?, ?, ?, ?)",
-                );
-                for introducer in &contact.introducers {
-                    sqlx::query(&sql)
-                        .bind(&contact.contact_id)
-                        .bind(&introducer.address)
-                        .bind(&introducer.fingerprint)
-                        .bind(introducer.introduced_at_ms)
-                        .execute(&mut *connection)
-                        .await?;
-                }
-                Ok(())
+            fn open_row(&self, account_id: &str, row: &Row) -> Result<ContactRecord, StoreError> {
+                let contact_id: String = row.try_get("contact_id")?;
+                let sealed: Vec<u8> = row.try_get("sealed")?;
+                sealed::open(&self.sealer, account_id, &contact_id, &sealed)
             }
         }
 
@@ -292,20 +240,20 @@ macro_rules! store_impl {
             }
 
             async fn insert_contact(&self, contact: &ContactRecord) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let sql = Self::sql(&format!(
-                    "INSERT INTO contacts ({CONTACT_COLUMNS}) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                ));
-                let statement = sqlx::query(&sql)
-                    .bind(&contact.contact_id)
-                    .bind(&contact.account_id)
-                    .bind(&contact.address);
-                Self::bind_contact_fields(statement, contact)
-                    .execute(&mut *tx)
-                    .await?;
-                Self::insert_introducers(&mut tx, contact).await?;
-                tx.commit().await?;
+                sqlx::query(&Self::sql(
+                    "INSERT INTO address_book (contact_id, account_id, address_key, sealed) \
+                     VALUES (?, ?, ?, ?)",
+                ))
+                .bind(&contact.contact_id)
+                .bind(&contact.account_id)
+                .bind(sealed::address_key(
+                    &self.sealer,
+                    &contact.account_id,
+                    &contact.address,
+                ))
+                .bind(sealed::seal(&self.sealer, contact))
+                .execute(&self.pool)
+                .await?;
                 Ok(())
             }
 
@@ -314,7 +262,7 @@ macro_rules! store_impl {
                 account_id: &str,
                 contact_id: &str,
             ) -> Result<Option<ContactRecord>, StoreError> {
-                self.contact_where(account_id, "contact_id", contact_id).await
+                self.entry_where(account_id, "contact_id", contact_id).await
             }
 
             async fn contact_by_address(
@@ -322,7 +270,8 @@ macro_rules! store_impl {
                 account_id: &str,
                 address: &str,
             ) -> Result<Option<ContactRecord>, StoreError> {
-                self.contact_where(account_id, "address", address).await
+                let key = sealed::address_key(&self.sealer, account_id, address);
+                self.entry_where(account_id, "address_key", &key).await
             }
 
             async fn list_contacts(
@@ -330,59 +279,39 @@ macro_rules! store_impl {
                 account_id: &str,
                 filter: &ContactFilter,
             ) -> Result<Vec<ContactRecord>, StoreError> {
-                let held_clause = if filter.only_held {
-                    " AND held_fingerprint IS NOT NULL"
-                } else {
-                    ""
-                };
-                let sql = format!(
-                    "SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = ? AND address > ? \
-                     AND (LOWER(address) LIKE ? ESCAPE '\\' OR LOWER(display_name) LIKE ? ESCAPE '\\')\
-                     {held_clause} ORDER BY address LIMIT ?"
-                );
-                let pattern = like_pattern(&filter.query);
-                let rows = sqlx::query(&Self::sql(&sql))
-                    .bind(account_id)
-                    .bind(&filter.after_address)
-                    .bind(&pattern)
-                    .bind(&pattern)
-                    .bind(i64::from(filter.limit))
-                    .fetch_all(&self.pool)
-                    .await?;
-                let mut contacts = Vec::with_capacity(rows.len());
+                // Sealed entries cannot be ordered or searched in SQL: open the account's
+                // address book (hundreds of entries, rarely thousands) and page it here.
+                let rows = sqlx::query(&Self::sql(
+                    "SELECT contact_id, sealed FROM address_book WHERE account_id = ?",
+                ))
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut contacts = Vec::new();
                 for row in &rows {
-                    contacts.push(self.with_introducers(Self::contact_from_row(row)?).await?);
+                    let contact = self.open_row(account_id, row)?;
+                    if contact.address.as_str() > filter.after_address.as_str()
+                        && sealed::matches(&contact, filter)
+                    {
+                        contacts.push(contact);
+                    }
                 }
+                contacts.sort_by(|a, b| a.address.cmp(&b.address));
+                contacts.truncate(usize::try_from(filter.limit).unwrap_or(usize::MAX));
                 Ok(contacts)
             }
 
             async fn update_contact(&self, contact: &ContactRecord) -> Result<bool, StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let sql = Self::sql(
-                    "UPDATE contacts SET display_name = ?, fingerprint = ?, public_key = ?, \
-                     key_source = ?, verified = ?, designated_carriers = ?, preferred_carriers = ?, \
-                     held_fingerprint = ?, held_public_key = ?, held_source = ?, held_reason = ?, \
-                     held_seen_at_ms = ?, autocrypt_date_ms = ?, first_seen_at_ms = ?, \
-                     last_seen_at_ms = ?, revoked_at_ms = ?, preferred_carriers_signed_at = ? \
-                     WHERE account_id = ? AND contact_id = ?",
-                );
-                let result = Self::bind_contact_fields(sqlx::query(&sql), contact)
-                    .bind(&contact.account_id)
-                    .bind(&contact.contact_id)
-                    .execute(&mut *tx)
-                    .await?;
-                if result.rows_affected() != 1 {
-                    return Ok(false);
-                }
-                sqlx::query(&Self::sql(
-                    "DELETE FROM contact_introducers WHERE contact_id = ?",
+                let updated = sqlx::query(&Self::sql(
+                    "UPDATE address_book SET sealed = ? WHERE account_id = ? AND contact_id = ?",
                 ))
+                .bind(sealed::seal(&self.sealer, contact))
+                .bind(&contact.account_id)
                 .bind(&contact.contact_id)
-                .execute(&mut *tx)
-                .await?;
-                Self::insert_introducers(&mut tx, contact).await?;
-                tx.commit().await?;
-                Ok(true)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(updated == 1)
             }
 
             async fn delete_contact(
@@ -390,29 +319,34 @@ macro_rules! store_impl {
                 account_id: &str,
                 contact_id: &str,
             ) -> Result<bool, StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let owned = sqlx::query(&Self::sql(
-                    "SELECT contact_id FROM contacts WHERE account_id = ? AND contact_id = ?",
+                let deleted = sqlx::query(&Self::sql(
+                    "DELETE FROM address_book WHERE account_id = ? AND contact_id = ?",
                 ))
                 .bind(account_id)
                 .bind(contact_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if owned.is_none() {
-                    return Ok(false);
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(deleted == 1)
+            }
+
+            async fn seal_clear_contacts(&self) -> Result<usize, StoreError> {
+                let sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY contact_id");
+                let rows = sqlx::query(&Self::sql(&sql)).fetch_all(&self.pool).await?;
+                for row in &rows {
+                    let contact = self.with_introducers(Self::contact_from_row(row)?).await?;
+                    match self.insert_contact(&contact).await {
+                        // Sealed by an earlier start that stopped before erasing the clear row.
+                        Ok(()) | Err(StoreError::Duplicate) => {}
+                        Err(error) => return Err(error),
+                    }
+                    for table in ["contact_introducers", "contacts"] {
+                        let sql = Self::sql(&format!("DELETE FROM {table} WHERE contact_id = ?"));
+                        let statement = sqlx::query(&sql).bind(&contact.contact_id);
+                        <$db as Dialect>::execute_erasing(&self.pool, statement).await?;
+                    }
                 }
-                sqlx::query(&Self::sql(
-                    "DELETE FROM contact_introducers WHERE contact_id = ?",
-                ))
-                .bind(contact_id)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(&Self::sql("DELETE FROM contacts WHERE contact_id = ?"))
-                    .bind(contact_id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(true)
+                Ok(rows.len())
             }
         }
     };

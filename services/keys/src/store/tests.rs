@@ -4,6 +4,10 @@ use onionpost_runtime::conformance::each_backend;
 
 use super::*;
 
+fn secret() -> CarrierSecret {
+    CarrierSecret::from_text("0123456789abcdef0123456789abcdef-store").unwrap()
+}
+
 fn identity(id: &str, address: &str) -> IdentityRecord {
     IdentityRecord {
         identity_id: id.to_owned(),
@@ -233,7 +237,7 @@ async fn suite(store: Arc<dyn KeysStore>) {
 #[tokio::test]
 async fn store_conformance() {
     each_backend("keys_store", MIGRATIONS, |database| async move {
-        suite(for_database(database)).await;
+        suite(for_database(database, &secret())).await;
     })
     .await;
 }
@@ -256,7 +260,7 @@ async fn a_revoked_identitys_sealed_key_is_gone_from_the_sqlite_files() {
     let database = Database::open_sqlite(&dir.path().join("keys.sqlite3"), MIGRATIONS)
         .await
         .unwrap();
-    let store = for_database(database.clone());
+    let store = for_database(database.clone(), &secret());
     let needle = b"SEALED-SECRET-KEY-BYTES-0123456789".to_vec();
     let mut record = IdentityRecord {
         sealed_secret: Some(needle.clone()),
@@ -268,5 +272,73 @@ async fn a_revoked_identitys_sealed_key_is_gone_from_the_sqlite_files() {
     record.revoked_at_ms = Some(2_000);
     assert!(store.update_identity(&record).await.unwrap());
     assert!(!any_file_contains(dir.path(), &needle));
+    database.close().await;
+}
+
+#[tokio::test]
+async fn address_books_are_sealed_at_rest_and_clear_rows_of_earlier_versions_are_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = Database::open_sqlite(&dir.path().join("keys.sqlite3"), MIGRATIONS)
+        .await
+        .unwrap();
+    let Database::Sqlite(pool) = &database else {
+        unreachable!("opened as SQLite")
+    };
+    // A row as an earlier version wrote it, in the clear, with an introducer.
+    sqlx::query(
+        "INSERT INTO contacts (contact_id, account_id, address, display_name, fingerprint, \
+         key_source, first_seen_at_ms, last_seen_at_ms) \
+         VALUES ('c-old', 'acct-1', 'olivia-earlier@o.onion', 'Olivia Earlier', 'FEED', 'wkd', 1, 2)",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO contact_introducers (contact_id, address, fingerprint, introduced_at_ms) \
+         VALUES ('c-old', 'ivan-introducer@i.onion', 'BEEF', 3)",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let store = for_database(database.clone(), &secret());
+    assert_eq!(store.seal_clear_contacts().await.unwrap(), 1);
+    assert_eq!(store.seal_clear_contacts().await.unwrap(), 0);
+    let moved = store
+        .contact_by_address("acct-1", "olivia-earlier@o.onion")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(moved.display_name, "Olivia Earlier");
+    assert_eq!(moved.introducers[0].address, "ivan-introducer@i.onion");
+
+    let mut carol = contact("c-1", "acct-1", "carol-correspondent@c.onion");
+    carol.display_name = "Carol Correspondent".to_owned();
+    carol.public_key = Some(b"CAROLS-PUBLIC-KEY-BYTES".to_vec());
+    store.insert_contact(&carol).await.unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(pool)
+        .await
+        .unwrap();
+    for needle in [
+        &b"carol-correspondent"[..],
+        b"Carol Correspondent",
+        b"CAROLS-PUBLIC-KEY-BYTES",
+        b"olivia-earlier",
+        b"Olivia Earlier",
+        b"ivan-introducer",
+    ] {
+        assert!(
+            !any_file_contains(dir.path(), needle),
+            "{} is in the database's files",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    // Another carrier secret opens nothing, and says the entry is damaged, not missing.
+    let other = CarrierSecret::from_text("another-carrier-secret-0123456789abcdef").unwrap();
+    let stranger = for_database(database.clone(), &other);
+    assert!(matches!(
+        stranger.contact("acct-1", "c-1").await,
+        Err(StoreError::Corrupt(_))
+    ));
     database.close().await;
 }
