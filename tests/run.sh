@@ -3,7 +3,7 @@
 # a real PostgreSQL, GnuPG. Installs what is missing (Debian/Ubuntu, as root) and starts
 # PostgreSQL itself; fails loudly when it cannot.
 #
-#   tests/run.sh            everything (format, lints, every test)
+#   tests/run.sh            everything (format, lints, every test, the fuzz smoke run)
 #   tests/run.sh -p NAME    only the tests of one crate (extra arguments go to cargo test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,4 +90,15 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line over every test binary (cargo's own last line is the doc-tests' count).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
+
+# --- fuzz smoke run ------------------------------------------------------------------------
+# Every fuzz target built (nightly, address sanitizer) and run a few seconds from its seeds
+# (fuzz/smoke.sh; README.md, "Fuzzing"). The sanitizer build compiles every dependency again,
+# so it gets a target directory of its own, next to the tests' (outside the clone when
+# CARGO_TARGET_DIR is set).
+say "fuzz smoke run"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked || die "cargo install cargo-fuzz failed"
+rustup run nightly rustc --version >/dev/null 2>&1 \
+  || rustup toolchain install nightly --profile minimal || die "cannot install the nightly toolchain"
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}-fuzz" fuzz/smoke.sh || status=1
 exit "$status"

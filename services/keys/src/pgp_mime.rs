@@ -325,7 +325,11 @@ pub fn open(
 
     let mut helper = OpenHelper::new(keys, signer_certs);
     let mut plaintext = Vec::new();
-    {
+    // sequoia-openpgp 2.4.2 panics (an unwrap in its SEIP parser, parse.rs) on a message whose
+    // encrypted packet is cut short right after a session key we can decrypt, as the fuzz
+    // target pgp_mime_open found. Any onion can send such a message, so the panic is caught and
+    // read as the corrupt message it is; nothing it touched outlives this call.
+    let decrypted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut decryptor = DecryptorBuilder::from_bytes(&armored)
             .map_err(classify_decryption_error)?
             .buffer_size(crate::bounded::PARSER_BUFFER_BYTES)
@@ -336,7 +340,15 @@ pub fn open(
             &mut plaintext,
             crate::bounded::opened_limit(armored.len()),
             "the encrypted message",
-        )?;
+        )
+    }));
+    match decrypted {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(KeysError::CorruptMessage(
+                "the encrypted message is truncated".into(),
+            ));
+        }
     }
     let decrypted_by = helper
         .decrypted_by
@@ -641,6 +653,20 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::identity_key::tests::{alice, bob, carol};
+
+    /// Found by the fuzz target pgp_mime_open: a message whose encrypted packet ends right
+    /// after a session key for Alice made sequoia panic inside `open`.
+    #[test]
+    fn a_message_cut_short_after_its_session_key_is_corrupt_not_a_panic() {
+        let key = IdentityKey::import_secret(include_bytes!("../tests/data/fuzz-alice.key"), None)
+            .unwrap();
+        let message = include_bytes!("../tests/data/truncated-seip.eml");
+        let opened = open(message, &[&key], &[]);
+        assert!(
+            matches!(opened, Err(KeysError::CorruptMessage(_))),
+            "{opened:?}"
+        );
+    }
 
     pub(crate) fn sample_message(from: &IdentityKey, to: &IdentityKey) -> Vec<u8> {
         format!(

@@ -109,7 +109,9 @@ pub fn build(
     rand::rng().fill_bytes(&mut random);
     let token = hex::encode(random);
     let boundary = format!("=_dsn_{token}");
-    let domain = crate::store::domain_of(&message.reverse_path);
+    // The reverse path is the client's; like every other field taken from outside, its domain
+    // loses CR and LF (the fuzz target dsn_build wrote a field of its own into From with one).
+    let domain = field(&crate::store::domain_of(&message.reverse_path));
     let all_delivered = lines.iter().all(|line| line.action == Action::Delivered);
     let subject = if all_delivered {
         "Delivery Status Notification (Success)"
@@ -285,6 +287,31 @@ mod tests {
         assert!(!wants(&[Notify::Success], Action::Failed));
         assert!(wants(&[Notify::Failure, Notify::Delay], Action::Failed));
         assert!(!wants(&[Notify::Never], Action::Failed));
+    }
+
+    /// Found by the fuzz target dsn_build: a CR in the reverse path's domain reached From and
+    /// Message-ID unchanged, so the sender could add header fields to the report.
+    #[test]
+    fn a_cr_or_lf_in_the_reverse_path_adds_no_field() {
+        let mut record = message(DsnReturn::Headers);
+        record.reverse_path = "alice@a.onion\r\nBcc: eve@e.onion\rX-Evil: 1".into();
+        let carol = recipient("carol@c.onion", vec![]);
+        let lines = [Reported {
+            recipient: &carol,
+            action: Action::Failed,
+            reply: None,
+            at_ms: 0,
+        }];
+        let report = build(&record, b"Subject: hi\r\n\r\n", &lines, 0);
+        let text = String::from_utf8(report).unwrap();
+        let header = &text[..text.find("\r\n\r\n").unwrap()];
+        for line in header.split("\r\n") {
+            assert!(!line.contains(['\r', '\n']), "bare CR or LF in {line:?}");
+            assert!(
+                !line.starts_with("Bcc") && !line.starts_with("X-Evil"),
+                "{line:?}"
+            );
+        }
     }
 
     #[test]
