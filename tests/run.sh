@@ -82,9 +82,25 @@ say "cargo fmt --check"
 cargo fmt --all --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# --- fuzz build, in the background ----------------------------------------------------------
+# The fuzz smoke run's targets (nightly, address sanitizer; fuzz/smoke.sh, README.md "Fuzzing")
+# compile every dependency again, so they get a target directory of their own next to the
+# tests' (outside the clone when CARGO_TARGET_DIR is set). The build runs at the lowest priority
+# while the tests run: most of the tests' time is spent waiting on the private Tor network, and
+# on a fresh machine it would otherwise add twenty minutes after them.
+fuzz_target_dir="${CARGO_TARGET_DIR:-$PWD/target}-fuzz"
+fuzz_log=$(mktemp)
+(
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked || exit 1
+  rustup run nightly rustc --version >/dev/null 2>&1 \
+    || rustup toolchain install nightly --profile minimal || exit 1
+  CARGO_TARGET_DIR="$fuzz_target_dir" nice -n 19 cargo +nightly fuzz build
+) >"$fuzz_log" 2>&1 &
+fuzz_build=$!
+
 say "cargo test"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "$fuzz_log"; kill "$fuzz_build" 2>/dev/null || true' EXIT
 status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line over every test binary (cargo's own last line is the doc-tests' count).
@@ -92,13 +108,10 @@ awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
 
 # --- fuzz smoke run ------------------------------------------------------------------------
-# Every fuzz target built (nightly, address sanitizer) and run a few seconds from its seeds
-# (fuzz/smoke.sh; README.md, "Fuzzing"). The sanitizer build compiles every dependency again,
-# so it gets a target directory of its own, next to the tests' (outside the clone when
-# CARGO_TARGET_DIR is set).
 say "fuzz smoke run"
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked || die "cargo install cargo-fuzz failed"
-rustup run nightly rustc --version >/dev/null 2>&1 \
-  || rustup toolchain install nightly --profile minimal || die "cannot install the nightly toolchain"
-CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}-fuzz" fuzz/smoke.sh || status=1
+if ! wait "$fuzz_build"; then
+  tail -n 40 "$fuzz_log" >&2
+  die "building the fuzz targets failed (cargo-fuzz, the nightly toolchain or cargo fuzz build)"
+fi
+CARGO_TARGET_DIR="$fuzz_target_dir" fuzz/smoke.sh || status=1
 exit "$status"
