@@ -599,13 +599,15 @@ pub fn without_authentication_results(message: &[u8]) -> Vec<u8> {
         }
         // The field name ends at the colon; RFC 5322 §4.5.3 (obsolete syntax, which a receiver
         // must still read) allows white space before it, and a forged field so written is as
-        // dangerous as any other.
+        // dangerous as any other. White space before the name (a form feed, which is not a
+        // continuation) is no part of a valid name either, but lenient readers trim it and
+        // then see the field (found by the fuzz target gateway_inbound).
         dropping = line
             .iter()
             .position(|byte| *byte == b':')
             .is_some_and(|colon| {
                 line[..colon]
-                    .trim_ascii_end()
+                    .trim_ascii()
                     .eq_ignore_ascii_case(b"authentication-results")
             });
         if !dropping {
@@ -618,6 +620,14 @@ pub fn without_authentication_results(message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_name_after_a_form_feed_is_dropped() {
+        let message =
+            b"From: a@b.example\r\n\x0c\x0cAuthentication-Results: mx; dkim=pass\r\n\r\nbody\r\n";
+        let out = without_authentication_results(message);
+        assert_eq!(out, b"From: a@b.example\r\n\r\nbody\r\n");
+    }
 
     #[test]
     fn a_continuation_line_before_any_field_is_dropped() {
