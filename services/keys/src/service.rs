@@ -1611,26 +1611,19 @@ impl KeysService {
         })
     }
 
-    /// Every pinned key in an account's address book, with its contact.
+    /// Every pinned key in an account's address book, with its contact. One call: the store
+    /// opens the account's sealed entries whole whatever the page, so paging would open them
+    /// again for every page.
     async fn pinned_contacts(&self, account_id: &str) -> Result<Vec<(ContactRecord, Cert)>> {
-        let mut pinned = Vec::new();
-        let mut filter = ContactFilter {
-            limit: MAX_PAGE_SIZE,
+        let everyone = ContactFilter {
+            limit: u32::MAX,
             ..ContactFilter::default()
         };
-        loop {
-            let page = self.store.list_contacts(account_id, &filter).await?;
-            let Some(last) = page.last() else { break };
-            filter.after_address = last.address.clone();
-            let full = page.len() == MAX_PAGE_SIZE as usize;
-            for contact in page {
-                if let Some(bytes) = &contact.public_key {
-                    let cert = crate::parse_cert(bytes)?;
-                    pinned.push((contact, cert));
-                }
-            }
-            if !full {
-                break;
+        let mut pinned = Vec::new();
+        for contact in self.store.list_contacts(account_id, &everyone).await? {
+            if let Some(bytes) = &contact.public_key {
+                let cert = crate::parse_cert(bytes)?;
+                pinned.push((contact, cert));
             }
         }
         Ok(pinned)
