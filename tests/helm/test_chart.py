@@ -148,6 +148,16 @@ def test_only_tor_may_reach_outside(mode):
     assert tor["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "tor"
     assert {"key": "app.kubernetes.io/component", "operator": "NotIn", "values": ["tor"]} in \
         onionpost["spec"]["podSelector"]["matchExpressions"]
+    # Issue 18, item 12: tor reaches the onionpost pods only on the onion target ports, never
+    # gRPC; every other rule naming pods of the release leaves tor out.
+    for rule in onionpost["spec"]["ingress"]:
+        for peer in rule.get("from", []):
+            selector = peer.get("podSelector", {})
+            if selector.get("matchLabels", {}).get("app.kubernetes.io/component") == "tor":
+                assert rule["ports"] == [{"port": 10000, "endPort": 19999, "protocol": "TCP"}], rule
+            elif "podSelector" in peer:
+                assert {"key": "app.kubernetes.io/component", "operator": "NotIn",
+                        "values": ["tor"]} in selector.get("matchExpressions", []), rule
 
 
 def test_existing_secret_replaces_the_chart_secret():

@@ -66,6 +66,16 @@ pub fn onionpost_binary() -> PathBuf {
         .clone()
 }
 
+/// A gRPC transport to `url` with the credentials of the carrier whose secret is `secret`.
+pub fn secured_transport(url: &str, secret: &str) -> anyhow::Result<onionpost_runtime::Transport> {
+    use onionpost_runtime::grpc_tls::GrpcTls;
+    use onionpost_runtime::seal::CarrierSecret;
+    let tls = GrpcTls::from_secret(&CarrierSecret::from_text(secret)?)?;
+    // The service name only labels the client's spans.
+    onionpost_runtime::grpc::secured_transport(onionpost_proto::ServiceName::Admin, url, &tls)
+        .map_err(|error| anyhow::anyhow!("{error}"))
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; the kernel does not hand it out again
 /// at once).
 pub fn free_port() -> u16 {
@@ -176,10 +186,13 @@ impl Node {
             .args(["healthcheck", "--timeout", "2", "--target", targets])
             .env_clear()
             .env("ONIONPOST_GRPC_LISTEN", self.grpc.to_string())
+            // The carrier's secret (or the data directory holding it): gRPC asks for the
+            // carrier's credentials.
+            .env("ONIONPOST_DATA_DIR", &self.data_dir)
             .envs(
                 self.env
                     .iter()
-                    .filter(|(k, _)| k.starts_with("ONIONPOST_REMOTE_"))
+                    .filter(|(k, _)| k.starts_with("ONIONPOST_REMOTE_") || k == "ONIONPOST_SECRET")
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             )
             .stdout(Stdio::null())
@@ -193,6 +206,18 @@ impl Node {
     /// The gRPC address other processes use to reach this node's services.
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc)
+    }
+
+    /// A gRPC transport to this node's services, with the carrier's credentials (mutual TLS
+    /// from its secret: the one in its environment, else the one it generated).
+    pub fn grpc(&self) -> anyhow::Result<onionpost_runtime::Transport> {
+        let secret = match self.env.iter().find(|(k, _)| k == "ONIONPOST_SECRET") {
+            Some((_, secret)) => secret.clone(),
+            None => std::fs::read_to_string(self.data_dir.join("secret"))?
+                .trim()
+                .to_owned(),
+        };
+        secured_transport(&self.grpc_url(), &secret)
     }
 
     /// The process id while the process runs, for tests that read its memory in /proc.

@@ -11,11 +11,13 @@ use std::time::Duration;
 use onionpost_proto::onion::v1::onion_client::OnionClient;
 use onionpost_proto::onion::v1::{GetTorStatusRequest, TorStatus};
 use onionpost_runtime::Config;
+use onionpost_runtime::Transport as Channel;
+use onionpost_runtime::grpc_tls::GrpcTls;
+use onionpost_runtime::seal::CarrierSecret;
 use onionpost_runtime::service::{Listeners, run};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// How the service authenticates to tor's control port.
 #[derive(Debug, Clone)]
@@ -101,6 +103,8 @@ use std::hash::BuildHasher as _;
 #[derive(Debug)]
 pub struct OnionServiceRun {
     address: SocketAddr,
+    /// The carrier's gRPC credentials, from the same secret as the service's.
+    tls: GrpcTls,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -109,6 +113,7 @@ impl OnionServiceRun {
     /// Starts the onion service with `env` and waits until its gRPC port answers.
     pub async fn start(env: Vec<(String, String)>) -> anyhow::Result<OnionServiceRun> {
         let config = Config::load(None, env)?;
+        let tls = GrpcTls::from_secret(&CarrierSecret::load(&config)?)?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let shutdown = CancellationToken::new();
@@ -123,6 +128,7 @@ impl OnionServiceRun {
         ));
         let service = OnionServiceRun {
             address,
+            tls,
             shutdown,
             task,
         };
@@ -140,8 +146,12 @@ impl OnionServiceRun {
 
     /// A gRPC client of it.
     pub async fn client(&self) -> anyhow::Result<OnionClient<Channel>> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.address))?
-            .connect_lazy();
+        let channel = onionpost_runtime::grpc::secured_transport(
+            onionpost_proto::ServiceName::Onion,
+            &format!("http://{}", self.address),
+            &self.tls,
+        )
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
         Ok(OnionClient::new(channel))
     }
 

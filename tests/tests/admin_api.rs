@@ -566,9 +566,7 @@ async fn every_endpoint_over_http_with_its_effects() -> anyhow::Result<()> {
         ensure!(started.elapsed() < TOR_TIMEOUT, "adding carol: {answer:?}");
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    let mut keys = KeysClient::new(
-        tonic::transport::Endpoint::from_shared(carrier.node.grpc_url())?.connect_lazy(),
-    );
+    let mut keys = KeysClient::new(carrier.node.grpc()?);
     let introduction = keys
         .make_introduction(MakeIntroductionRequest {
             introducer_identity_id: id(&bob_identity),
@@ -639,9 +637,8 @@ async fn every_endpoint_over_http_with_its_effects() -> anyhow::Result<()> {
 
     // The queue: a message to an onion nobody serves stays queued; operators see its envelope
     // and state, hold, release and retry it, and delete it without telling the sender.
-    let mut queue_grpc = onionpost_proto::queue::v1::queue_client::QueueClient::new(
-        tonic::transport::Endpoint::from_shared(carrier.node.grpc_url())?.connect_lazy(),
-    );
+    let mut queue_grpc =
+        onionpost_proto::queue::v1::queue_client::QueueClient::new(carrier.node.grpc()?);
     let nobody = format!(
         "nobody@{}",
         onionpost_keys::onion_host_from_ed25519(&[9u8; 32])
@@ -742,9 +739,8 @@ async fn every_endpoint_over_http_with_its_effects() -> anyhow::Result<()> {
         .expect(403);
 
     // The same statistics over gRPC (onionpost.admin.v1.Admin), without a bearer token.
-    let mut admin_grpc = onionpost_proto::admin::v1::admin_client::AdminClient::new(
-        tonic::transport::Endpoint::from_shared(carrier.node.grpc_url())?.connect_lazy(),
-    );
+    let mut admin_grpc =
+        onionpost_proto::admin::v1::admin_client::AdminClient::new(carrier.node.grpc()?);
     let carrier_stats = admin_grpc
         .get_stats(onionpost_proto::admin::v1::GetStatsRequest {})
         .await?

@@ -300,7 +300,7 @@ impl Carrier {
                  \x20     TOR_INCLUDE: /etc/tor/private-network.torrc\n\
                  \x20   volumes:\n\
                  \x20     - {torrc}:/etc/tor/private-network.torrc:ro\n\
-                 \x20   networks: [carrier, tornet]\n\
+                 \x20   networks: [tor, tornet]\n\
                  \x20 {queue_service}:\n\
                  \x20   environment:\n\
                  \x20     ONIONPOST_QUEUE_RETRY_MIN_SECS: \"3\"\n\
@@ -727,6 +727,7 @@ async fn two_carriers_from_docker_compose_exchange_mail_over_a_private_tor_netwo
             started.elapsed()
         );
     }
+    grpc_refuses_strangers_on_tors_network(b)?;
     let alice = identity_address(a, "alice").await?;
     let bob = identity_address(b, "bob").await?;
     let alice_side = (a, "alice", "alice password 1", alice.as_str());
@@ -752,6 +753,57 @@ async fn two_carriers_from_docker_compose_exchange_mail_over_a_private_tor_netwo
 
     drop(teardown);
     drop(tornet);
+    Ok(())
+}
+
+/// Issue 18, item 12: a process on tor's network (where the tor container is) reaches the
+/// services' gRPC ports, but without the carrier's credentials every call is refused. The
+/// same call with the carrier's secret is answered, so the refusal is the credentials', not
+/// the network's.
+fn grpc_refuses_strangers_on_tors_network(carrier: &Carrier) -> anyhow::Result<()> {
+    let secret = std::fs::read_to_string(&carrier.env_file)?
+        .lines()
+        .find_map(|line| line.strip_prefix("ONIONPOST_SECRET="))
+        .context("no ONIONPOST_SECRET in the carrier's .env")?
+        .to_owned();
+    let network = format!("{}_tor", carrier.project);
+    let healthcheck = |secret: &str| {
+        Command::new("docker")
+            .args(["run", "--rm", "--network", &network])
+            .args(["-e", &format!("ONIONPOST_SECRET={secret}")])
+            // On tor's network the services' namespace answers as `onion`.
+            .args(["-e", "ONIONPOST_REMOTE_KEYS=http://onion:50052"])
+            .args(["-e", "ONIONPOST_REMOTE_ONION=http://onion:50051"])
+            .args(["-e", "ONIONPOST_REMOTE_SMTP_OUT=http://smtp-out:50051"])
+            .arg(ONIONPOST_IMAGE)
+            .args([
+                "healthcheck",
+                "--target",
+                "keys,onion,smtp-out",
+                "--timeout",
+                "10",
+            ])
+            .stdin(Stdio::null())
+            .output()
+    };
+    let stranger = healthcheck(&"a stranger's secret, not the carrier's".repeat(2))?;
+    let said = String::from_utf8_lossy(&stranger.stdout).into_owned();
+    ensure!(
+        !stranger.status.success() && said.matches("UNREACHABLE").count() == 3,
+        "a caller without the carrier's credentials was answered on tor's network:\n{said}{}",
+        String::from_utf8_lossy(&stranger.stderr)
+    );
+    let insider = healthcheck(&secret)?;
+    let said_inside = String::from_utf8_lossy(&insider.stdout).into_owned();
+    ensure!(
+        insider.status.success() && said_inside.matches("SERVING").count() == 3,
+        "the carrier's own credentials were not answered on tor's network:\n{said_inside}{}\n{}",
+        String::from_utf8_lossy(&insider.stderr),
+        carrier.logs()
+    );
+    println!(
+        "compose: gRPC on tor's network: without the carrier's credentials\n{said}with them\n{said_inside}"
+    );
     Ok(())
 }
 

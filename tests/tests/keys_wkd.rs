@@ -17,8 +17,8 @@ use onionpost_proto::keys::v1::{
 };
 use onionpost_proto::onion::v1::onion_client::OnionClient;
 use onionpost_proto::onion::v1::{CreateOnionRequest, GetOnionRequest, OnionState};
+use onionpost_runtime::Transport as Channel;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 /// Time allowed for an onion to be published and a key fetched through tor; a few seconds
 /// here, the slack is for a machine busy compiling.
@@ -45,7 +45,7 @@ async fn carrier(tor: &onionpost_e2e::TorClient) -> anyhow::Result<Carrier> {
         ),
     ];
     let node = Node::start("onion,keys", &env).await;
-    let channel = tonic::transport::Endpoint::from_shared(node.grpc_url())?.connect_lazy();
+    let channel = node.grpc()?;
     Ok(Carrier {
         node,
         onion: OnionClient::new(channel.clone()),

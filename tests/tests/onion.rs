@@ -17,10 +17,10 @@ use onionpost_proto::onion::v1::{
     CreateOnionRequest, ExportOnionKeyRequest, GetOnionRequest, GetSocksEndpointRequest,
     OnionService, OnionState, RevokeOnionRequest,
 };
+use onionpost_runtime::Transport as Channel;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 /// Time allowed for an onion to come online and be reached; 2-10 s here, the slack is for a
 /// machine busy compiling.

@@ -12,6 +12,12 @@ fn telemetry_env(collector: &Collector) -> Vec<(&'static str, String)> {
     vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
         ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
+        // The processes of one carrier share its secret: gRPC between them is mutual TLS with
+        // the carrier CA derived from it.
+        (
+            "ONIONPOST_SECRET",
+            "the secret of the carrier under test, 32+ bytes".to_owned(),
+        ),
     ]
 }
 

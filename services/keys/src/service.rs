@@ -786,6 +786,7 @@ impl KeysService {
         let has_pin = contact
             .as_ref()
             .is_some_and(|contact| contact.public_key.is_some());
+        let sender_key_unpinned = from.is_some() && !has_pin && !request.fetch_sender_key;
         if let (Some(from), false, true) = (&from, has_pin, request.fetch_sender_key)
             && let Ok(cert) = self.fetch_key(from, &request.recipient_identity_id).await
         {
@@ -907,6 +908,7 @@ impl KeysService {
                     .map(|contact| contact.contact_id)
                     .unwrap_or_default(),
             }),
+            sender_key_unpinned,
         })
     }
 

@@ -616,6 +616,10 @@ async fn sender_key_is_fetched_or_learned_from_autocrypt_when_not_pinned() {
         .unwrap()
         .into_inner();
     assert_eq!(unknown.signature, pb::SignatureStatus::SignerUnknown as i32);
+    // Without `fetch_sender_key` nothing goes to tor (smtp-in asks so while a peer waits), and
+    // the answer says the sender is still to be checked against its onion's key.
+    assert!(unknown.sender_key_unpinned);
+    assert!(harness.onions.asked.lock().unwrap().is_empty());
     let fetched = harness
         .keys
         .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
@@ -627,6 +631,7 @@ async fn sender_key_is_fetched_or_learned_from_autocrypt_when_not_pinned() {
         .unwrap()
         .into_inner();
     assert_eq!(fetched.signature, pb::SignatureStatus::Verified as i32);
+    assert!(!fetched.sender_key_unpinned);
     assert_eq!(
         fetched.key_change.unwrap().change,
         pb::KeyChange::Pinned as i32

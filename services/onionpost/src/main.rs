@@ -211,6 +211,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
     let targets = parse_targets(&args.target)?;
+    // The carrier's services answer only to the carrier's credentials (mutual TLS).
+    let tls = onionpost_runtime::grpc_tls::GrpcTls::from_secret(
+        &onionpost_runtime::seal::CarrierSecret::load(&config)?,
+    )?;
     let mut all_serving = true;
     for target in targets {
         let address = match config.remote.get(&target) {
@@ -223,7 +227,7 @@ async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<ExitCode> {
                 format!("http://{local}")
             }
         };
-        let transport = grpc::remote_transport(target, &address)
+        let transport = grpc::secured_transport(target, &address, &tls)
             .map_err(|error| anyhow::anyhow!("remote.{}: {error}", target.as_str()))?;
         let status = match tokio::time::timeout(
             Duration::from_secs(args.timeout),

@@ -36,6 +36,7 @@ impl Queue for QueueGrpc {
             pb::Origin::Submission => Origin::Submission,
             pb::Origin::Carry => Origin::Carry,
             pb::Origin::Local => Origin::Local,
+            pb::Origin::Received => Origin::Received,
             pb::Origin::Unspecified => {
                 return Err(QueueError::InvalidArgument("origin is required".into()).into());
             }
@@ -88,6 +89,7 @@ impl Queue for QueueGrpc {
                 pb::Origin::Submission => Some(Origin::Submission),
                 pb::Origin::Carry => Some(Origin::Carry),
                 pb::Origin::Local => Some(Origin::Local),
+                pb::Origin::Received => Some(Origin::Received),
                 pb::Origin::Unspecified => None,
             },
             enqueued_before_ms: request.enqueued_before.as_ref().map(timestamp_ms),
@@ -345,6 +347,7 @@ fn message_to_pb(message: &MessageRecord) -> pb::QueuedMessage {
             Origin::Submission => pb::Origin::Submission,
             Origin::Carry => pb::Origin::Carry,
             Origin::Local => pb::Origin::Local,
+            Origin::Received => pb::Origin::Received,
         } as i32,
         account_id: message.account_id.clone(),
         reverse_path: message.reverse_path.clone(),

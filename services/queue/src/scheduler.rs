@@ -5,7 +5,9 @@
 //! PostgreSQL queue, and a crashed one's work comes back when its leases run out); groups a
 //! message's recipients by destination onion into one SMTP session each through smtp-out; and
 //! records every recipient's outcome, with its retry time, final state and DSN, in one
-//! transaction. Local messages (DSNs) go to the imap service instead.
+//! transaction. Local messages (DSNs) go to the imap service instead, and so do received ones
+//! (mail for an identity of this carrier whose sender's key was not pinned), once the keys
+//! service has checked them against the key from the sender's onion.
 
 use onionpost_proto::clients;
 use onionpost_runtime::time;
@@ -244,6 +246,11 @@ impl Scheduler {
         } else if message.origin == Origin::Local {
             for recipient in claimed {
                 let outcome = self.deliver_local(&message, &body).await;
+                outcomes.push((recipient, outcome, true));
+            }
+        } else if message.origin == Origin::Received {
+            for recipient in claimed {
+                let outcome = self.deliver_received(&message, &body).await;
                 outcomes.push((recipient, outcome, true));
             }
         } else {
@@ -692,11 +699,6 @@ impl Scheduler {
 
     /// A local message (a DSN) into the sending identity's INBOX through the imap service.
     async fn deliver_local(&self, message: &MessageRecord, body: &[u8]) -> Outcome {
-        let transport = match self.directory.transport(ServiceName::Imap) {
-            Ok(transport) => transport,
-            Err(error) => return Outcome::Temporary(local_reply(&error.to_string())),
-        };
-        let mut client = clients::imap(transport);
         let request = imap_pb::DeliverRequest {
             identity_id: message.sender_identity_id.clone(),
             mailbox: imap_pb::Mailbox::Inbox as i32,
@@ -705,6 +707,74 @@ impl Scheduler {
             verification_detail: String::new(),
             flags: Vec::new(),
         };
+        self.deliver_to_imap(request, true).await
+    }
+
+    /// Received mail (`Origin::Received`): smtp-in answered 250 without the sender's key, so
+    /// the keys service fetches it from the sender's onion now (isolated on the receiving
+    /// identity's circuit), decrypts and verifies; the result goes to the identity's INBOX.
+    /// When the sender's onion does not answer, keys says so in the verification (the message
+    /// is delivered unverified, as smtp-in would have), so a fetch never holds mail back.
+    async fn deliver_received(&self, message: &MessageRecord, body: &[u8]) -> Outcome {
+        let transport = match self.directory.transport(ServiceName::Keys) {
+            Ok(transport) => transport,
+            Err(error) => return Outcome::Temporary(local_reply(&error.to_string())),
+        };
+        let request = keys_pb::DecryptAndVerifyRequest {
+            recipient_identity_id: message.sender_identity_id.clone(),
+            message: body.to_vec(),
+            fetch_sender_key: true,
+        };
+        let opened = match clients::keys(transport).decrypt_and_verify(request).await {
+            Ok(opened) => opened.into_inner(),
+            Err(status) if is_transient(status.code()) => {
+                return Outcome::Temporary(local_reply(&format!(
+                    "keys unavailable: {}",
+                    status.message()
+                )));
+            }
+            Err(status) => {
+                // smtp-in decrypted this very message before it answered 250: a refusal now
+                // means the identity or its key went away since. Nothing to deliver to.
+                tracing::warn!(queue_id = %message.queue_id, code = ?status.code(), "received mail can no longer be opened");
+                tracing::debug!(queue_id = %message.queue_id, error = %status.message(), "received mail can no longer be opened");
+                return Outcome::Permanent(Reply {
+                    code: 550,
+                    enhanced_status: "5.7.5".into(),
+                    text: "the message can no longer be decrypted".into(),
+                });
+            }
+        };
+        let verification = match opened.signature() {
+            keys_pb::SignatureStatus::Verified => imap_pb::SenderVerification::Verified,
+            keys_pb::SignatureStatus::Unsigned => imap_pb::SenderVerification::Unsigned,
+            _ => imap_pb::SenderVerification::Failed,
+        };
+        let request = imap_pb::DeliverRequest {
+            identity_id: message.sender_identity_id.clone(),
+            mailbox: imap_pb::Mailbox::Inbox as i32,
+            message: opened.message,
+            verification: verification as i32,
+            verification_detail: opened.signer_fingerprint,
+            flags: Vec::new(),
+        };
+        // Answered 250 already: an account that expired since keeps its mail waiting here, for
+        // the queue's lifetime, in case it is renewed.
+        self.deliver_to_imap(request, false).await
+    }
+
+    /// One message into a mailbox through the imap service, its refusal as an outcome; an
+    /// expired account is a final refusal only when `expired_is_final`.
+    async fn deliver_to_imap(
+        &self,
+        request: imap_pb::DeliverRequest,
+        expired_is_final: bool,
+    ) -> Outcome {
+        let transport = match self.directory.transport(ServiceName::Imap) {
+            Ok(transport) => transport,
+            Err(error) => return Outcome::Temporary(local_reply(&error.to_string())),
+        };
+        let mut client = clients::imap(transport);
         let response = match client.deliver(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => {
@@ -726,8 +796,11 @@ impl Scheduler {
             imap_pb::Refusal::UnknownIdentity => {
                 Outcome::Permanent(reply(550, "5.1.1", "no such identity"))
             }
-            imap_pb::Refusal::AccountExpired => {
+            imap_pb::Refusal::AccountExpired if expired_is_final => {
                 Outcome::Permanent(reply(550, "5.2.1", "account expired"))
+            }
+            imap_pb::Refusal::AccountExpired => {
+                Outcome::Temporary(reply(450, "4.2.1", "account expired"))
             }
             imap_pb::Refusal::AccountUnavailable => {
                 Outcome::Temporary(reply(450, "4.2.1", "account unavailable"))
@@ -737,6 +810,20 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// Whether a gRPC failure may pass by itself (the other service restarting, overloaded).
+fn is_transient(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Aborted
+            | tonic::Code::Internal
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+    )
 }
 
 fn group_by_message(claims: Vec<Claim>) -> BTreeMap<String, Vec<i32>> {

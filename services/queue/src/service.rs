@@ -120,11 +120,13 @@ impl QueueService {
         if request.message.is_empty() {
             return Err(QueueError::InvalidArgument("message is empty".into()));
         }
-        if matches!(request.origin, Origin::Submission | Origin::Local)
-            && request.sender_identity_id.is_empty()
+        if matches!(
+            request.origin,
+            Origin::Submission | Origin::Local | Origin::Received
+        ) && request.sender_identity_id.is_empty()
         {
             return Err(QueueError::InvalidArgument(
-                "sender_identity_id is required for submitted and local messages".into(),
+                "sender_identity_id is required for submitted, local and received messages".into(),
             ));
         }
         let now = self.now_ms();

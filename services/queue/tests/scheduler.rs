@@ -803,16 +803,11 @@ impl onionpost_keys::fetch::OnionKeys for NoNetwork {
     }
 }
 
-/// Fan-out: the direct attempt fails temporarily, so the scheduler hands the message to the
-/// recipient's carriers from the sender's address book (never to the destination itself),
-/// records the hand-offs, and does not hand it over again after the next failed attempt.
-#[tokio::test]
-async fn a_failed_direct_attempt_hands_the_message_to_the_recipients_carriers_once() {
-    use onionpost_keys::onion_host_from_ed25519 as onion_of;
-    use onionpost_proto::keys::v1 as keys_pb;
-    use onionpost_proto::keys::v1::keys_server::{Keys as _, KeysServer};
-
-    let harness = harness().await;
+/// The real keys service over SQLite, with `fetcher` for the network; its directory lives as
+/// long as the returned guard.
+async fn keys_service(
+    fetcher: Arc<dyn onionpost_keys::fetch::KeyFetcher>,
+) -> (onionpost_keys::grpc::KeysGrpc, tempfile::TempDir) {
     let keys_dir = tempfile::tempdir().unwrap();
     let keys_database = Database::open_sqlite(
         &keys_dir.path().join("keys.sqlite3"),
@@ -824,10 +819,174 @@ async fn a_failed_direct_attempt_hands_the_message_to_the_recipients_carriers_on
     let keys = onionpost_keys::grpc::KeysGrpc::new(onionpost_keys::service::KeysService::new(
         onionpost_keys::store::for_database(keys_database, &keys_secret),
         keys_secret,
-        Arc::new(NoNetwork),
+        fetcher,
         Arc::new(NoNetwork),
         onionpost_keys::service::WkdDirectories::default(),
     ));
+    (keys, keys_dir)
+}
+
+/// Serves `keys` over loopback and names it in the harness's directory.
+async fn serve_keys(harness: &Harness, keys: onionpost_keys::grpc::KeysGrpc) {
+    use onionpost_proto::keys::v1::keys_server::KeysServer;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(KeysServer::new(keys))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    harness
+        .directory
+        .register_remote(ServiceName::Keys, &format!("http://{address}"))
+        .unwrap();
+}
+
+/// A network where one onion publishes one key, and every fetch is remembered with whom it was
+/// made for.
+struct OneOnion {
+    address: String,
+    cert: onionpost_keys::Cert,
+    asked: Mutex<Vec<(String, String)>>,
+}
+
+#[tonic::async_trait]
+impl onionpost_keys::fetch::KeyFetcher for OneOnion {
+    async fn fetch(
+        &self,
+        address: &onionpost_keys::Address,
+        on_behalf_of: &str,
+    ) -> Result<onionpost_keys::Cert, onionpost_keys::KeysError> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((address.to_string(), on_behalf_of.to_owned()));
+        if address.to_string() == self.address {
+            Ok(self.cert.clone())
+        } else {
+            Err(onionpost_keys::KeysError::KeyNotFound)
+        }
+    }
+
+    async fn fetch_carriers(
+        &self,
+        _address: &onionpost_keys::Address,
+        _on_behalf_of: &str,
+    ) -> Result<Option<Vec<u8>>, onionpost_keys::KeysError> {
+        Ok(None)
+    }
+}
+
+/// Issue 18, oracle 1: smtp-in answers 250 to mail from a sender the account has not pinned
+/// and leaves the fetch of its key to the queue. The queue fetches it from the sender's onion
+/// (on the receiving identity's circuit), so the message reaches the INBOX verified, and the
+/// key is pinned; a message the identity cannot open is not retried forever.
+#[tokio::test]
+async fn received_mail_is_verified_with_the_key_from_the_senders_onion_then_delivered() {
+    use onionpost_proto::keys::v1 as keys_pb;
+    use onionpost_proto::keys::v1::keys_server::Keys as _;
+
+    let harness = harness().await;
+    let yara = format!("yara@{}", onion('y'));
+    let bob = onionpost_keys::IdentityKey::generate(
+        &onionpost_keys::Address::parse(&format!("bob@{}", onion('b'))).unwrap(),
+    )
+    .unwrap();
+    let network = Arc::new(OneOnion {
+        address: bob.address().to_string(),
+        cert: bob.public_cert(),
+        asked: Mutex::new(Vec::new()),
+    });
+    let (keys, _keys_dir) = keys_service(network.clone()).await;
+    let yara_key = keys
+        .create_identity_key(Request::new(keys_pb::CreateIdentityKeyRequest {
+            identity_id: "id-yara".into(),
+            account_id: "acct-y".into(),
+            address: yara.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let yara_cert = onionpost_keys::parse_cert(&yara_key.public_key).unwrap();
+    serve_keys(&harness, keys).await;
+
+    let plain = format!(
+        "From: {}\r\nTo: {yara}\r\nSubject: first contact\r\nMessage-ID: <r1@b.onion>\r\n\r\nhello Yara\r\n",
+        bob.address()
+    );
+    let sealed = onionpost_keys::pgp_mime::seal(plain.as_bytes(), &bob, &[yara_cert]).unwrap();
+    let received = |key: &str, message: Vec<u8>| Enqueue {
+        idempotency_key: key.into(),
+        origin: Origin::Received,
+        account_id: String::new(),
+        sender_identity_id: "id-yara".into(),
+        reverse_path: bob.address().to_string(),
+        recipients: vec![NewRecipient {
+            address: yara.clone(),
+            notify: vec![Notify::Never],
+            original_recipient: String::new(),
+        }],
+        message,
+        message_id: "<r1@b.onion>".into(),
+        envelope_id: String::new(),
+        dsn_return: DsnReturn::Unspecified,
+        fan_out_immediately: false,
+    };
+    let service = harness.service(Duration::from_secs(86_400)).await;
+    let (shutdown, handle) = harness.start(&service);
+    let queued = service.enqueue(received("r1", sealed)).await.unwrap();
+    eventually("the received message is delivered", || async {
+        gone(&service, &queued.queue_id).await
+    })
+    .await;
+    {
+        let delivered = harness.imap.delivered.lock().unwrap();
+        assert_eq!(delivered.len(), 1);
+        assert_eq!(delivered[0].identity_id, "id-yara");
+        assert_eq!(delivered[0].mailbox, imap_pb::Mailbox::Inbox as i32);
+        assert_eq!(
+            delivered[0].verification,
+            imap_pb::SenderVerification::Verified as i32
+        );
+        assert_eq!(
+            delivered[0].verification_detail,
+            bob.public_cert().fingerprint().to_hex()
+        );
+        assert!(String::from_utf8_lossy(&delivered[0].message).contains("hello Yara"));
+    }
+    assert_eq!(
+        *network.asked.lock().unwrap(),
+        vec![(bob.address().to_string(), "id-yara".to_owned())]
+    );
+    assert!(
+        harness.smtp.started.lock().unwrap().is_empty(),
+        "received mail never leaves the carrier"
+    );
+
+    // Not for Yara at all: failed for good once, no DSN, nothing delivered.
+    let garbage = b"From: x@y\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b--\r\n".to_vec();
+    let queued = service.enqueue(received("r2", garbage)).await.unwrap();
+    eventually("the unopenable message is done", || async {
+        gone(&service, &queued.queue_id).await
+    })
+    .await;
+    assert_eq!(harness.imap.delivered.lock().unwrap().len(), 1);
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
+/// Fan-out: the direct attempt fails temporarily, so the scheduler hands the message to the
+/// recipient's carriers from the sender's address book (never to the destination itself),
+/// records the hand-offs, and does not hand it over again after the next failed attempt.
+#[tokio::test]
+async fn a_failed_direct_attempt_hands_the_message_to_the_recipients_carriers_once() {
+    use onionpost_keys::onion_host_from_ed25519 as onion_of;
+    use onionpost_proto::keys::v1 as keys_pb;
+    use onionpost_proto::keys::v1::keys_server::Keys as _;
+
+    let harness = harness().await;
+    let (keys, _keys_dir) = keys_service(Arc::new(NoNetwork)).await;
     let (a, b, c, d) = (
         onion_of(&[1; 32]),
         onion_of(&[2; 32]),
@@ -858,17 +1017,7 @@ async fn a_failed_direct_attempt_hands_the_message_to_the_recipients_carriers_on
     }))
     .await
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(KeysServer::new(keys))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    harness
-        .directory
-        .register_remote(ServiceName::Keys, &format!("http://{address}"))
-        .unwrap();
+    serve_keys(&harness, keys).await;
 
     let service = harness.service(Duration::from_secs(86_400)).await;
     let (shutdown, handle) = harness.start(&service);

@@ -104,7 +104,7 @@ keys! {
     "tor.socks": String => "host:port of tor's SOCKS port, for outbound onion connections",
     "tor.binary": String = "tor" => "tor executable started when tor.control is absent",
     "tor.child_torrc": String => "file %included at the end of the tor child's torrc (bridges, a private network's DirAuthority lines)",
-    "tor.target_host": String => "IP address tor uses to reach this process's onion listeners (tor in another container)",
+    "tor.target_host": String => "IP address tor uses to reach this process's onion listeners (tor in another container); `auto`: this host's address on the route to tor.control",
     "tor.target_ports": String = "10000-19999" => "first-last target ports for identities' onion listeners, four per identity",
     "tor.restore_spread_secs": Integer = "60" => "seconds over which onions are added back to tor after a start or a tor restart, each identity at its own random moment (0: all at once)",
     "admin.listen": String = DEFAULT_ADMIN_LISTEN => "IP:port of the admin HTTP API",
@@ -406,6 +406,39 @@ pub struct LogSettings {
 pub struct HostPort {
     pub host: String,
     pub port: u16,
+}
+
+/// `tor.target_host = auto`: this host's address on the way to tor's control port, the one
+/// tor (in another container) reaches us at. A container on several networks has several
+/// addresses, and only the one on tor's network will do (compose keeps tor on a network of
+/// its own). Connecting a UDP socket sends nothing; it only asks the kernel for the route.
+fn address_toward(
+    control: Option<&HostPort>,
+    source: &str,
+) -> Result<std::net::IpAddr, ConfigError> {
+    use std::net::{ToSocketAddrs, UdpSocket};
+    let fail =
+        |why: String| ConfigError::new(format!("key `tor.target_host` {source}: auto: {why}"));
+    let control =
+        control.ok_or_else(|| fail("needs tor.control, the tor the address is for".into()))?;
+    let tor = (control.host.as_str(), control.port)
+        .to_socket_addrs()
+        .map_err(|error| fail(format!("cannot resolve {control}: {error}")))?
+        .next()
+        .ok_or_else(|| fail(format!("{control} resolves to nothing")))?;
+    let unspecified: std::net::SocketAddr = if tor.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(unspecified).map_err(|error| fail(error.to_string()))?;
+    socket
+        .connect(tor)
+        .map_err(|error| fail(format!("no route to {control}: {error}")))?;
+    Ok(socket
+        .local_addr()
+        .map_err(|error| fail(error.to_string()))?
+        .ip())
 }
 
 impl fmt::Display for HostPort {
@@ -744,8 +777,12 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         (None, Some((path, _))) => TorAuth::Cookie(PathBuf::from(path)),
         (None, None) => TorAuth::Auto,
     };
+    let control = values.host_port("tor.control")?;
     let target_host = match values.non_empty("tor.target_host") {
         None => None,
+        Some(("auto", source)) => {
+            Some(address_toward(control.as_ref(), &source.to_string())?)
+        }
         Some((text, source)) => Some(text.parse().map_err(|_| {
             ConfigError::new(format!(
                 "key `tor.target_host` {source}: `{text}` is not an IP address (tor wants an IP, not a host name)"
@@ -761,7 +798,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         })?
     };
     let tor = TorSettings {
-        control: values.host_port("tor.control")?,
+        control,
         auth,
         socks: values.host_port("tor.socks")?,
         binary: PathBuf::from(values.text("tor.binary")?.0),
@@ -1147,7 +1184,28 @@ mod tests {
         assert!(error(None, &[("ONIONPOST_TOR_CONTROL", "tor")]).contains("`tor.control`"));
         assert!(error(None, &[("ONIONPOST_TOR_TARGET_HOST", "tor")]).contains("not an IP address"));
         assert!(
+            error(None, &[("ONIONPOST_TOR_TARGET_HOST", "auto")])
+                .contains("auto: needs tor.control")
+        );
+        assert!(
             error(None, &[("ONIONPOST_TOR_TARGET_PORTS", "9-1")]).contains("`tor.target_ports`")
+        );
+    }
+
+    /// `auto` is the address on the route to tor: with two networks, the one tor shares.
+    #[test]
+    fn target_host_auto_is_the_address_toward_tor() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("ONIONPOST_TOR_CONTROL", "127.0.0.1:9051"),
+                ("ONIONPOST_TOR_TARGET_HOST", "auto"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.tor.target_host,
+            Some(std::net::IpAddr::from([127, 0, 0, 1]))
         );
     }
 

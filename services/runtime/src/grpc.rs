@@ -19,6 +19,7 @@ use tonic::service::Routes;
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
+use crate::grpc_tls::GrpcTls;
 use crate::telemetry;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -183,12 +184,45 @@ fn local_transport(target: ServiceName, routes: Routes) -> Transport {
     })
 }
 
-/// Network transport to a service in another process. The channel connects lazily and
-/// reconnects by itself, so a peer that starts later or restarts is picked up.
+/// Network transport to a service in another process, in plain HTTP/2: for tests and tools
+/// that talk to a bare tonic server. Services of a carrier use [`secured_transport`].
 pub fn remote_transport(target: ServiceName, address: &str) -> Result<Transport, BoxError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(address.to_owned())?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_nodelay(true);
+    channel_transport(target, address, None)
+}
+
+/// Network transport to another process of this carrier: mutual TLS with the carrier CA
+/// ([`GrpcTls`]). `address` may say `http://` (as configurations always did); the connection
+/// is TLS all the same.
+pub fn secured_transport(
+    target: ServiceName,
+    address: &str,
+    tls: &GrpcTls,
+) -> Result<Transport, BoxError> {
+    channel_transport(target, address, Some(tls))
+}
+
+/// The channel connects lazily and reconnects by itself, so a peer that starts later or
+/// restarts is picked up.
+fn channel_transport(
+    target: ServiceName,
+    address: &str,
+    tls: Option<&GrpcTls>,
+) -> Result<Transport, BoxError> {
+    let mut endpoint = match tls {
+        // tonic speaks TLS only to an `https` URI.
+        Some(_) => {
+            tonic::transport::Endpoint::from_shared(match address.strip_prefix("http://") {
+                Some(rest) => format!("https://{rest}"),
+                None => address.to_owned(),
+            })?
+        }
+        None => tonic::transport::Endpoint::from_shared(address.to_owned())?,
+    }
+    .connect_timeout(std::time::Duration::from_secs(5))
+    .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.client())?;
+    }
     let channel = endpoint.connect_lazy();
     Ok(Transport::new(TraceClient {
         inner: channel,
@@ -200,6 +234,9 @@ pub fn remote_transport(target: ServiceName, address: &str) -> Result<Transport,
 #[derive(Clone, Default)]
 pub struct Directory {
     transports: Arc<RwLock<HashMap<ServiceName, Transport>>>,
+    /// The carrier's credentials for remote services; `None` (tests against bare tonic
+    /// servers) speaks plain HTTP/2.
+    tls: Option<Arc<GrpcTls>>,
 }
 
 /// Asked for a service that is neither in this process nor configured as remote.
@@ -212,6 +249,14 @@ pub struct Directory {
 pub struct NotReachable(pub ServiceName);
 
 impl Directory {
+    /// A directory whose remote services are reached with mutual TLS (the carrier's layout).
+    pub fn secured(tls: GrpcTls) -> Self {
+        Directory {
+            tls: Some(Arc::new(tls)),
+            ..Directory::default()
+        }
+    }
+
     /// Registers a service that runs in this process.
     pub fn register_local(&self, target: ServiceName, routes: Routes) {
         let transport = local_transport(target, routes);
@@ -220,7 +265,7 @@ impl Directory {
 
     /// Registers a service that runs elsewhere, reached at `address` (`http://host:port`).
     pub fn register_remote(&self, target: ServiceName, address: &str) -> Result<(), BoxError> {
-        let transport = remote_transport(target, address)?;
+        let transport = channel_transport(target, address, self.tls.as_deref())?;
         self.write().insert(target, transport);
         Ok(())
     }

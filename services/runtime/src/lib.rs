@@ -23,6 +23,7 @@ pub mod conformance;
 pub mod db;
 pub mod files;
 pub mod grpc;
+pub mod grpc_tls;
 pub mod onions;
 pub mod rate;
 pub mod seal;

@@ -108,6 +108,16 @@ impl CarrierSecret {
         Self::from_text(text.trim())
     }
 
+    /// A 32-byte key for one purpose other than sealing (the carrier CA of `grpc_tls`):
+    /// independent of every sealer's key and of every other purpose's.
+    pub fn derive_key(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"onionpost key v1"), &self.0);
+        let mut key = Zeroizing::new([0u8; 32]);
+        hkdf.expand(purpose.as_bytes(), key.as_mut())
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        key
+    }
+
     /// The sealer for one purpose (`onion-key`, `openpgp-secret`, `mail-body`, …).
     pub fn sealer(&self, purpose: &str) -> Sealer {
         let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"onionpost seal v1"), &self.0);

@@ -26,6 +26,8 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::db::{Database, DatabaseError, Migrations};
 use crate::grpc::{Directory, NotReachable, TraceServerLayer, Transport};
+use crate::grpc_tls::GrpcTls;
+use crate::seal::CarrierSecret;
 
 type AddService = Box<dyn Fn(&mut RoutesBuilder) + Send + Sync>;
 
@@ -173,7 +175,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let directory = Directory::default();
+    // Every process of the carrier holds the secret; the gRPC credentials come from it.
+    let tls = GrpcTls::from_secret(&CarrierSecret::load(&config).context("carrier secret")?)?;
+    let directory = Directory::secured(tls.clone());
     let local: BTreeSet<ServiceName> = modules.iter().map(|module| module.target()).collect();
     for (target, address) in &config.remote {
         if !local.contains(target) {
@@ -226,6 +230,8 @@ pub async fn run(
 
     let grpc_address = listeners.grpc.local_addr()?;
     let grpc_server = tonic::transport::Server::builder()
+        .tls_config(tls.server())
+        .context("gRPC TLS")?
         .layer(TraceServerLayer)
         .add_routes(process_routes.routes())
         .serve_with_incoming_shutdown(

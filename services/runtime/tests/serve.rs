@@ -1,4 +1,5 @@
-//! Serving: gRPC health and reflection on the process listener, health through the in-memory
+//! Serving: gRPC health and reflection on the process listener (mutual TLS with the carrier
+//! CA: a caller without the carrier's credentials is refused), health through the in-memory
 //! transport, remote transports, and shutdown within the drain timeout.
 
 use std::time::{Duration, Instant};
@@ -6,7 +7,9 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use onionpost_proto::ServiceName;
 use onionpost_runtime::config::Config;
-use onionpost_runtime::grpc::{check_health, remote_transport};
+use onionpost_runtime::grpc::{check_health, remote_transport, secured_transport};
+use onionpost_runtime::grpc_tls::GrpcTls;
+use onionpost_runtime::seal::CarrierSecret;
 use onionpost_runtime::service::{Listeners, run};
 use onionpost_runtime::{Module, ServiceContext, Started};
 use tokio::net::TcpListener;
@@ -40,6 +43,12 @@ impl Module for Ticker {
     }
 }
 
+const SECRET: &str = "a carrier secret of at least thirty-two bytes";
+
+fn remote_transport_plain(url: &str) -> onionpost_runtime::Transport {
+    remote_transport(ServiceName::Queue, url).unwrap()
+}
+
 #[tokio::test]
 async fn health_reflection_and_graceful_shutdown() {
     let dir = tempfile::tempdir().unwrap();
@@ -54,6 +63,7 @@ async fn health_reflection_and_graceful_shutdown() {
                 "ONIONPOST_SHUTDOWN_DRAIN_TIMEOUT_SECS".to_owned(),
                 "5".to_owned(),
             ),
+            ("ONIONPOST_SECRET".to_owned(), SECRET.to_owned()),
         ],
     )
     .unwrap();
@@ -71,6 +81,11 @@ async fn health_reflection_and_graceful_shutdown() {
     ));
 
     let url = format!("http://{address}");
+    // Another process of the carrier: its own certificate from the same carrier secret.
+    let tls = GrpcTls::from_secret(&CarrierSecret::from_text(SECRET).unwrap()).unwrap();
+    let remote_transport = |target: ServiceName, url: &str| {
+        secured_transport(target, url, &tls).map_err(|e| e.to_string())
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let transport = remote_transport(ServiceName::Queue, &url).unwrap();
@@ -115,6 +130,35 @@ async fn health_reflection_and_graceful_shutdown() {
     for service in ServiceName::ALL {
         assert!(names.contains(&service.grpc_name().to_owned()), "{names:?}");
     }
+
+    // Issue 18, item 12: without the carrier's credentials nothing is answered, neither in
+    // plain HTTP/2 nor with a certificate from another carrier's CA.
+    // (The transport error reads differently by who gave up first: never an answer.)
+    let plain = remote_transport_plain(&url);
+    let refused = check_health(plain, ServiceName::Queue).await.unwrap_err();
+    assert!(refused.message().contains("transport error"), "{refused:?}");
+    let stranger =
+        GrpcTls::from_secret(&CarrierSecret::from_text(&"x".repeat(40)).unwrap()).unwrap();
+    let foreign = secured_transport(ServiceName::Queue, &url, &stranger).unwrap();
+    check_health(foreign, ServiceName::Queue).await.unwrap_err();
+    // The server's own check: a caller that trusts the carrier's CA (anyone can) but shows a
+    // certificate from another CA is refused by the server.
+    let trusting = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tls.ca_certificate())
+        .identity(stranger.identity())
+        .domain_name(onionpost_runtime::grpc_tls::SERVER_NAME);
+    let channel = tonic::transport::Endpoint::from_shared(url.replace("http://", "https://"))
+        .unwrap()
+        .tls_config(trusting)
+        .unwrap()
+        .connect_lazy();
+    let refused = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: ServiceName::Queue.grpc_name().to_owned(),
+        })
+        .await
+        .unwrap_err();
+    println!("a caller with another CA's certificate: {refused:?}");
 
     let stopping = Instant::now();
     shutdown.cancel();

@@ -40,7 +40,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<u8>, SmtpInError>;
     /// keys GetIdentityKey: who holds the identity's secret key.
     async fn custody(&self, identity_id: &str) -> Result<KeyCustody, SmtpInError>;
-    /// keys DecryptAndVerify for a carrier-custody identity.
+    /// keys DecryptAndVerify for a carrier-custody identity, against the pinned key only (no
+    /// fetch of the sender's key: that would make the peer wait on tor).
     async fn decrypt_and_verify(
         &self,
         recipient_identity_id: &str,

@@ -141,7 +141,9 @@ impl Backend for GrpcBackend {
         let request = DecryptAndVerifyRequest {
             recipient_identity_id: recipient_identity_id.to_owned(),
             message: message.to_vec(),
-            fetch_sender_key: true,
+            // Never while the peer waits: `sender_key_unpinned` sends the message to the queue,
+            // which fetches.
+            fetch_sender_key: false,
         };
         match self.keys()?.decrypt_and_verify(request).await {
             Ok(response) => Ok(response.into_inner()),

@@ -191,6 +191,16 @@ impl Backend for Fake {
                 "the encrypted message expands beyond 4194304 bytes".to_owned(),
             ));
         }
+        if message.ends_with(b"FIRST\r\n") {
+            // From a sender the account has not pinned: nothing checked it yet.
+            return Ok(DecryptAndVerifyResponse {
+                message: format!("From: {}\r\n\r\nhello\r\n", carol()).into_bytes(),
+                signature: SignatureStatus::SignerUnknown as i32,
+                from_address: carol(),
+                sender_key_unpinned: true,
+                ..Default::default()
+            });
+        }
         if !message.ends_with(b"GOOD\r\n") {
             return Err(SmtpInError::Permanent("not for us".to_owned()));
         }
@@ -508,6 +518,32 @@ async fn encrypted_mail_is_decrypted_verified_and_delivered_before_250() {
     // DecryptAndVerify pins the sender's key itself; nothing else is asked to learn it.
     assert!(backend.learned.lock().unwrap().is_empty());
     assert_eq!(policy.stats.snapshot().accepted, 1);
+}
+
+/// Issue 18, oracle 1: a sender with no pinned key is not looked up while the peer waits (the
+/// fetch's time would tell whether its onion is hosted here). The ciphertext goes to the queue
+/// as received mail, which fetches the key from the sender's onion and verifies after the 250.
+#[tokio::test]
+async fn mail_from_an_unpinned_sender_is_verified_by_the_queue_after_250() {
+    let backend = fake();
+    let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
+    c.send("EHLO peer").await;
+    c.send(&format!("MAIL FROM:<{}>", carol())).await;
+    c.send(&format!("RCPT TO:<{}>", alice())).await;
+    c.send("DATA").await;
+    let ciphertext = encrypted(b"FIRST\r\n");
+    c.raw(&ciphertext).await;
+    assert_eq!(c.send(".").await, "250 2.0.0 Message accepted");
+    assert!(backend.delivered.lock().unwrap().is_empty());
+    let enqueued = backend.enqueued.lock().unwrap();
+    assert_eq!(enqueued.len(), 1);
+    assert_eq!(enqueued[0].origin, Origin::Received as i32);
+    assert_eq!(enqueued[0].sender_identity_id, "id-alice");
+    assert_eq!(enqueued[0].reverse_path, carol());
+    assert_eq!(enqueued[0].recipients.len(), 1);
+    assert_eq!(enqueued[0].recipients[0].address, alice());
+    // The message as it came: the queue opens it again once the key is in.
+    assert_eq!(enqueued[0].message, ciphertext);
 }
 
 #[tokio::test]

@@ -134,8 +134,8 @@ impl Carrier {
     }
 
     /// A gRPC channel to the services of this carrier's process.
-    pub fn grpc(&self) -> anyhow::Result<tonic::transport::Channel> {
-        Ok(tonic::transport::Endpoint::from_shared(self.node.grpc_url())?.connect_lazy())
+    pub fn grpc(&self) -> anyhow::Result<onionpost_runtime::Transport> {
+        self.node.grpc()
     }
 }
 

@@ -161,7 +161,7 @@ pub async fn drain(url: &str, workers: usize, recipients: usize) -> anyhow::Resu
         .fetch_one(&pool)
         .await?;
     for node in &nodes {
-        let channel = tonic::transport::Endpoint::from_shared(node.grpc_url())?.connect_lazy();
+        let channel = node.grpc()?;
         QueueClient::new(channel)
             .retry_now(queue_pb::RetryNowRequest {
                 queue_id: any_queue_id.clone(),

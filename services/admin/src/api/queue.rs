@@ -59,6 +59,9 @@ pub enum Origin {
     Carry,
     /// Made by the carrier itself (a DSN).
     Local,
+    /// Received for one of the carrier's identities from a sender whose key was not pinned:
+    /// waiting for that key from the sender's onion before delivery.
+    Received,
 }
 
 impl Origin {
@@ -67,6 +70,7 @@ impl Origin {
             queue::Origin::Submission => Some(Origin::Submission),
             queue::Origin::Carry => Some(Origin::Carry),
             queue::Origin::Local => Some(Origin::Local),
+            queue::Origin::Received => Some(Origin::Received),
             queue::Origin::Unspecified => None,
         }
     }
@@ -76,6 +80,7 @@ impl Origin {
             Origin::Submission => queue::Origin::Submission,
             Origin::Carry => queue::Origin::Carry,
             Origin::Local => queue::Origin::Local,
+            Origin::Received => queue::Origin::Received,
         }
     }
 }

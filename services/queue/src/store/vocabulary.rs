@@ -11,6 +11,9 @@ pub enum Origin {
     Carry,
     /// Made by this carrier (a DSN); delivered to the imap service, not through smtp-out.
     Local,
+    /// Received on an identity's onion MX from a sender with no pinned key: verified against
+    /// the key from the sender's onion, then delivered to the imap service (queue.proto).
+    Received,
 }
 
 impl Origin {
@@ -19,6 +22,7 @@ impl Origin {
             Origin::Submission => "submission",
             Origin::Carry => "carry",
             Origin::Local => "local",
+            Origin::Received => "received",
         }
     }
 
@@ -27,6 +31,7 @@ impl Origin {
             "submission" => Ok(Origin::Submission),
             "carry" => Ok(Origin::Carry),
             "local" => Ok(Origin::Local),
+            "received" => Ok(Origin::Received),
             other => Err(StoreError::Corrupt(format!("unknown origin {other:?}"))),
         }
     }

@@ -2,10 +2,15 @@
 //! (design.md: end-to-end encryption required), then decrypt, verify and deliver, or queue the
 //! copy carried for another carrier's identity. Ingress never bounces: every refusal is the
 //! reply to DATA.
+//!
+//! Nothing that depends on another identity of this carrier runs while the peer waits: the
+//! message is decrypted with the recipient identity's own key and checked against the key its
+//! account pinned. A sender with no pinned key is checked later, by the queue, against the key
+//! from the sender's own onion (fetched over tor whether or not that onion is hosted here).
 
 use onionpost_proto::imap::v1::{DeliverRequest, Mailbox, Refusal, SenderVerification};
 use onionpost_proto::keys::v1::{KeyCustody, SignatureStatus};
-use onionpost_proto::queue::v1::{EnqueueRequest, Origin};
+use onionpost_proto::queue::v1::{DsnNotify, EnqueueRequest, Origin, RecipientRequest};
 use onionpost_runtime::config::PlaintextPolicy;
 
 use super::{
@@ -98,8 +103,8 @@ impl<B: Backend> Session<B> {
             }
             (body, SenderVerification::NotChecked, String::new())
         } else {
-            // DecryptAndVerify pins the sender's key itself (WKD over the sender's onion, or
-            // the Autocrypt header by the pinning rule).
+            // Decrypted with this identity's own key and checked against the key the account
+            // pinned, nothing else: no fetch while the peer waits (below).
             let decrypted = match self.backend.decrypt_and_verify(identity_id, &body).await {
                 Ok(decrypted) => decrypted,
                 Err(SmtpInError::Temporary(error)) => {
@@ -114,6 +119,12 @@ impl<B: Backend> Session<B> {
                     return "550 5.7.5 Message could not be decrypted".to_owned();
                 }
             };
+            if decrypted.sender_key_unpinned {
+                // The sender's key must come from its onion, and how long that takes would
+                // tell the peer whether the sender is hosted here too (issue 18, oracle 1).
+                // The queue keeps the message durably, fetches and verifies after this reply.
+                return self.receive_later(identity_id, transaction, body).await;
+            }
             let verification = match SignatureStatus::try_from(decrypted.signature) {
                 Ok(SignatureStatus::Verified) => SenderVerification::Verified,
                 Ok(SignatureStatus::Unsigned) => SenderVerification::Unsigned,
@@ -133,6 +144,49 @@ impl<B: Backend> Session<B> {
             verification_detail: detail,
             flags: Vec::new(),
         };
+        self.deliver(request).await
+    }
+
+    /// Hands an encrypted message whose sender has no pinned key to the queue
+    /// (`Origin::Received`), which verifies it against the key from the sender's onion and
+    /// delivers it; 250 once the queue holds it durably.
+    async fn receive_later(
+        &self,
+        identity_id: &str,
+        transaction: &Transaction,
+        body: Vec<u8>,
+    ) -> String {
+        // One copy per identity, however many of its local parts were named.
+        let Some(recipient) = transaction.recipients.iter().find(|r| !r.carry) else {
+            return RECIPIENT_REJECTED.to_owned();
+        };
+        let request = EnqueueRequest {
+            idempotency_key: hex::encode(rand::random::<[u8; 16]>()),
+            origin: Origin::Received as i32,
+            sender_identity_id: identity_id.to_owned(),
+            reverse_path: transaction.reverse_path.clone(),
+            recipients: vec![RecipientRequest {
+                address: recipient.address.clone(),
+                // Ingress never bounces: its refusals were the reply to DATA.
+                notify: vec![DsnNotify::Never as i32],
+                original_recipient: String::new(),
+            }],
+            message_id: message::header(&body, "Message-ID").unwrap_or_default(),
+            message: body,
+            ..Default::default()
+        };
+        match self.backend.enqueue(request).await {
+            Ok(()) => "250 2.0.0 Message accepted".to_owned(),
+            Err(SmtpInError::Full) => MAILBOX_FULL.to_owned(),
+            Err(error) => {
+                error.log("enqueue of received mail failed");
+                "451 4.3.0 Temporary failure, try again later".to_owned()
+            }
+        }
+    }
+
+    /// imap Deliver, its refusal as the reply to DATA.
+    async fn deliver(&self, request: DeliverRequest) -> String {
         match self.backend.deliver(request).await {
             Ok(response) => match Refusal::try_from(response.refusal) {
                 Ok(Refusal::Unspecified) if response.duplicate => {
