@@ -171,11 +171,22 @@ async fn onion_talk(
     onion: &str,
     port: u16,
 ) -> anyhow::Result<Talk<tokio_socks::tcp::Socks5Stream<tokio::net::TcpStream>>> {
-    let stream = tor
-        .connect_onion(onion, port, REACH)
-        .await
-        .with_context(|| format!("reaching {onion}:{port}"))?;
-    Ok(Talk::new(stream))
+    // Tor may fail a stream now and then (a rendezvous circuit being replaced): a connection
+    // is not what is timed, so try again.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match tor.connect_onion(onion, port, REACH).await {
+            Ok(stream) => return Ok(Talk::new(stream)),
+            Err(error) if attempt < 4 => {
+                println!("adversary: reaching {onion}:{port}: {error}; again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context(format!("reaching {onion}:{port}")));
+            }
+        }
+    }
 }
 
 /// Oracle 1: DATA on Yara's MX for a message that claims to be encrypted and to come from
@@ -306,15 +317,18 @@ async fn co_hosted_identities_cannot_be_told_from_foreign_ones() -> anyhow::Resu
     let a = Carrier::start(tornet.client(0), &slow_retries).await?;
     let c = Carrier::start(tornet.client(1), &slow_retries).await?;
     let adversary = tornet.client(2);
-    let (_, xavier_id, xavier, xavier_onion) = a
+    let (_, xavier_id, _, xavier_onion) = a
         .account_with_identity("xavier", "xavier password 1")
         .await?;
     let (_, _, yara, yara_onion) = a.account_with_identity("yara", "yara password 1").await?;
     let (mallory_account, mallory, _) = a.account("mallory", "mallory password 1").await?;
-    let (_, _, zoe, zoe_onion) = c.account_with_identity("zoe", "zoe password 1").await?;
+    let (_, _, _, zoe_onion) = c.account_with_identity("zoe", "zoe password 1").await?;
     // An onion nobody serves: a valid v3 address, never published.
     let nobody_onion = OnionHost::from_ed25519(&[7u8; 32]).to_string();
     let nobody = format!("nobody@{nobody_onion}");
+    println!(
+        "adversary: Xavier {xavier_onion}, Yara {yara_onion} (A); Zoe {zoe_onion} (C); nobody {nobody_onion}"
+    );
     let log = |what: &str| {
         format!(
             "{what}\nA:\n{}\nC:\n{}",
@@ -364,15 +378,23 @@ async fn co_hosted_identities_cannot_be_told_from_foreign_ones() -> anyhow::Resu
     // (1) DATA on Yara's MX, claiming to come from Xavier (co-hosted), from Zoe (foreign), and
     // from an onion nobody serves: no key is fetched while the adversary waits, so the three
     // read and time the same.
-    let senders = [xavier.as_str(), zoe.as_str(), nobody.as_str()];
+    // A fresh local part each time, so the account never has the claimed sender pinned (as a
+    // carrier that fetched keys at DATA would, after the first).
+    let onions = [
+        xavier_onion.as_str(),
+        zoe_onion.as_str(),
+        nobody_onion.as_str(),
+    ];
+    let sender = |index: usize, round: usize| format!("claimed{round}@{}", onions[index]);
     let mut by_sender: Vec<Side> = (0..3).map(|_| Side::default()).collect();
-    for sender in senders {
-        data_reply(adversary, &yara_onion, &yara, sender).await?;
+    for index in 0..3 {
+        data_reply(adversary, &yara_onion, &yara, &sender(index, SAMPLES)).await?;
     }
     for round in 0..SAMPLES {
         for index in 0..3 {
             let index = (index + round) % 3;
-            let (answer, took) = data_reply(adversary, &yara_onion, &yara, senders[index]).await?;
+            let (answer, took) =
+                data_reply(adversary, &yara_onion, &yara, &sender(index, round)).await?;
             by_sender[index].add(answer, took);
         }
     }
@@ -406,7 +428,9 @@ async fn co_hosted_identities_cannot_be_told_from_foreign_ones() -> anyhow::Resu
     // (4) IMAP: failed logins of a made-up login on Xavier's onion, until its back-off engages;
     // then the same login on Yara's onion (co-hosted) reads and times like on Zoe's.
     for _ in 0..6 {
-        imap_login_reply(adversary, &xavier_onion).await?;
+        imap_login_reply(adversary, &xavier_onion)
+            .await
+            .map_err(|error| error.context(log("oracle 4: Xavier's onion IMAP")))?;
     }
     let onions = [yara_onion.as_str(), zoe_onion.as_str()];
     let (cohosted, foreign) = sample(|side| imap_login_reply(adversary, onions[side])).await?;
