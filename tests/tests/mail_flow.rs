@@ -356,5 +356,32 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
     println!(
         "mail_flow: capture: {connections} connections, all to tor or onionpost listeners, no DNS for .onion"
     );
+
+    // At rest (issue 18): A and C stopped, every file of their data directories holds neither
+    // the other side's address or onion, nor the subject or body, nor key material.
+    let key_material = [
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----",
+        "ED25519-V3:",
+        "-----BEGIN PRIVATE KEY-----",
+    ];
+    let mut a = a;
+    a.node.stop().await;
+    c.node.stop().await;
+    for (carrier, name, correspondent, onion) in [
+        (&a, "A", carol.as_str(), carol_onion.as_str()),
+        (&c, "C", alice.as_str(), alice_onion.as_str()),
+    ] {
+        let mut needles = vec![
+            correspondent,
+            onion.trim_end_matches(".onion"),
+            "Lunch at noon?",
+            "Shall we meet at the usual place?",
+        ];
+        needles.extend(key_material);
+        let files = mail_support::nothing_readable_at_rest(&carrier.node.data_dir, &needles)?;
+        println!(
+            "mail_flow: at rest: {files} files of {name}'s data directory hold none of {needles:?}"
+        );
+    }
     Ok(())
 }

@@ -76,7 +76,8 @@ async fn live_on(database: Database, dir: tempfile::TempDir) -> Live {
         .create_account("bob", "another long password", "")
         .await
         .unwrap();
-    let acceptor = tls::acceptor("imap", None, None, dir.path()).unwrap();
+    let secret = onionpost_runtime::seal::CarrierSecret::from_text(&"t".repeat(40)).unwrap();
+    let acceptor = tls::acceptor("imap", None, None, dir.path(), &secret).unwrap();
     let server = ImapServer::new(service.mail_store(), Limits::default(), Some(acceptor));
     let stop = CancellationToken::new();
     let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();

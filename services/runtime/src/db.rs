@@ -82,6 +82,9 @@ impl Database {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            // Deleted rows are overwritten, not left in free pages: a delivered message's
+            // envelope (addresses, Message-ID) must not outlive it on a copied volume.
+            .pragma("secure_delete", "on")
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()

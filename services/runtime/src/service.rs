@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
@@ -89,6 +90,9 @@ pub struct ServiceContext {
     target: ServiceName,
     tasks: TaskTracker,
     health: HealthReporter,
+    /// Every database the process opened, closed at the end of shutdown (for SQLite that
+    /// checkpoints the WAL into the file and removes it, with what it still held).
+    databases: Arc<std::sync::Mutex<Vec<Database>>>,
 }
 
 impl ServiceContext {
@@ -111,9 +115,14 @@ impl ServiceContext {
         self.directory.transport(target)
     }
 
-    /// Opens and migrates this service's database.
+    /// Opens and migrates this service's database; the process closes it at shutdown.
     pub async fn database(&self, migrations: Migrations) -> Result<Database, DatabaseError> {
-        Database::open(&self.config.database, self.target, migrations).await
+        let database = Database::open(&self.config.database, self.target, migrations).await?;
+        self.databases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(database.clone());
+        Ok(database)
     }
 
     /// Reports this service's health (grpc.health.v1), e.g. NOT_SERVING while tor is away.
@@ -199,6 +208,7 @@ pub async fn run(
             .context("gRPC reflection")?,
     );
 
+    let databases = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut started_targets = Vec::new();
     for module in start_order(modules)? {
         let target = module.target();
@@ -209,6 +219,7 @@ pub async fn run(
             target,
             tasks: tasks.clone(),
             health: health.clone(),
+            databases: databases.clone(),
         };
         let started = module
             .start(context.clone())
@@ -274,6 +285,14 @@ pub async fn run(
     .await;
     if drained.is_err() {
         tracing::warn!("drain timeout passed with work still running; exiting anyway");
+    }
+    let opened: Vec<Database> = std::mem::take(
+        &mut *databases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for database in opened {
+        let _ = tokio::time::timeout(Duration::from_secs(5), database.close()).await;
     }
     Ok(())
 }

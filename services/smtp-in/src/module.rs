@@ -64,6 +64,7 @@ impl Module for SmtpInModule {
                 config.submission_tls_cert.as_deref(),
                 config.submission_tls_key.as_deref(),
                 &config.data_dir,
+                &onionpost_runtime::seal::CarrierSecret::load(config)?,
             )?;
             let address = config.submission_listen;
             let listener = TcpListener::bind(address)

@@ -1434,7 +1434,9 @@ fn tls_pair(
     std::path::PathBuf,
 ) {
     use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
-    let acceptor = onionpost_runtime::tls::acceptor("submission", None, None, dir).unwrap();
+    let secret = onionpost_runtime::seal::CarrierSecret::from_text(&"t".repeat(40)).unwrap();
+    let acceptor =
+        onionpost_runtime::tls::acceptor("submission", None, None, dir, &secret).unwrap();
     let cert_path = dir.join("submission-tls-cert.pem");
     let pem = std::fs::read(&cert_path).unwrap();
     let mut roots = RootCertStore::empty();

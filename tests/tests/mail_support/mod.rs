@@ -252,3 +252,34 @@ typ, data = m.search(None, "SUBJECT", '"' + subject + '"')
 print(len(data[0].split()))
 m.logout()
 "#;
+
+/// Issue 18, "at rest": every file under `dir` (SQLite files with their WAL included), read as
+/// bytes; fails naming every file and needle found (ASCII case ignored). Run on a stopped
+/// carrier's data directory: a copied volume must show no correspondent's address or onion, no
+/// subject, no body and no key material.
+pub fn nothing_readable_at_rest(dir: &std::path::Path, needles: &[&str]) -> anyhow::Result<usize> {
+    let mut files = 0;
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(path) = pending.pop() {
+        for entry in std::fs::read_dir(&path)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                pending.push(entry.path());
+                continue;
+            }
+            files += 1;
+            let bytes = std::fs::read(entry.path())?;
+            for needle in needles {
+                if bytes
+                    .windows(needle.len())
+                    .any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
+                {
+                    found.push(format!("{} holds {needle:?}", entry.path().display()));
+                }
+            }
+        }
+    }
+    ensure!(found.is_empty(), "readable at rest:\n{}", found.join("\n"));
+    Ok(files)
+}

@@ -60,6 +60,7 @@ pub async fn spawn(
         config.imap_tls_cert.as_deref(),
         config.imap_tls_key.as_deref(),
         &config.data_dir,
+        &onionpost_runtime::seal::CarrierSecret::load(config)?,
     )?;
     let server = match hook {
         Some(hook) => ImapServer::with_session_hook(store, limits, Some(acceptor), hook),
