@@ -21,16 +21,14 @@
 mod admin_support;
 mod mail_support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 use base64::Engine as _;
 use mail_support::{Carrier, SUBMIT, python, reply};
 use onionpost_e2e::{TorClient, TorNet};
 use onionpost_proto::address::OnionHost;
-use onionpost_proto::onion::v1::onion_client::OnionClient;
-use onionpost_proto::onion::v1::{GetOnionRequest, PortPurpose};
+use onionpost_proto::onion::v1::PortPurpose;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
 use tokio::time::Instant;
 
@@ -260,26 +258,6 @@ async fn etrn_reply(tor: &TorClient, mx: &str, onion: &str) -> anyhow::Result<(S
     Ok(answer)
 }
 
-/// Where tor forwards an identity's onion port: the listener every peer from tor reaches.
-async fn target(
-    carrier: &Carrier,
-    identity_id: &str,
-    purpose: PortPurpose,
-) -> anyhow::Result<SocketAddr> {
-    let onion = OnionClient::new(carrier.grpc()?)
-        .get_onion(GetOnionRequest {
-            identity_id: identity_id.to_owned(),
-        })
-        .await?
-        .into_inner();
-    let port = onion
-        .ports
-        .iter()
-        .find(|port| port.purpose == purpose as i32)
-        .with_context(|| format!("no {purpose:?} port: {onion:?}"))?;
-    Ok(format!("{}:{}", port.target_host, port.target_port).parse()?)
-}
-
 /// Asks `ask(side)` for both sides in turn, one warm-up each (discarded), then [`SAMPLES`]
 /// alternating rounds.
 async fn sample<F, Fut>(mut ask: F) -> anyhow::Result<(Side, Side)>
@@ -444,7 +422,7 @@ async fn co_hosted_identities_cannot_be_told_from_foreign_ones() -> anyhow::Resu
 
     // (3) Xavier's MX filled to its session limit, through the port tor forwards it to (every
     // peer from tor arrives there); Yara's MX answers as always, Xavier's says it is busy.
-    let xavier_mx = target(&a, &xavier_id, PortPurpose::Smtp).await?;
+    let xavier_mx = a.target(&xavier_id, PortPurpose::Smtp).await?;
     let mut held = Vec::new();
     for _ in 0..LISTENER_LIMIT {
         let mut talk = Talk::new(tokio::net::TcpStream::connect(xavier_mx).await?);

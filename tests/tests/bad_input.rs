@@ -44,8 +44,7 @@ use onionpost_proto::address::OnionHost;
 use onionpost_proto::keys::v1::GetIdentityKeyRequest;
 use onionpost_proto::keys::v1::get_identity_key_request::Identity;
 use onionpost_proto::keys::v1::keys_client::KeysClient;
-use onionpost_proto::onion::v1::onion_client::OnionClient;
-use onionpost_proto::onion::v1::{GetOnionRequest, PortPurpose};
+use onionpost_proto::onion::v1::PortPurpose;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -149,10 +148,12 @@ async fn a_carrier_under_hostile_input_keeps_serving_and_loses_nothing() -> anyh
     let (_, alice_identity, alice_address, _) = alice;
     let (_, bob_identity, bob_address, _) = bob;
     let pid = carrier.node.pid().context("the carrier's pid")?;
-    let alice_mx = target(&carrier, &alice_identity, PortPurpose::Smtp).await?;
-    let alice_submission = target(&carrier, &alice_identity, PortPurpose::Submission).await?;
-    let bob_mx = target(&carrier, &bob_identity, PortPurpose::Smtp).await?;
-    let bob_imap = target(&carrier, &bob_identity, PortPurpose::Imap).await?;
+    let alice_mx = carrier.target(&alice_identity, PortPurpose::Smtp).await?;
+    let alice_submission = carrier
+        .target(&alice_identity, PortPurpose::Submission)
+        .await?;
+    let bob_mx = carrier.target(&bob_identity, PortPurpose::Smtp).await?;
+    let bob_imap = carrier.target(&bob_identity, PortPurpose::Imap).await?;
     for (what, address, greeting) in [
         ("alice's MX", alice_mx, SMTP_GREETING),
         ("alice's onion submission", alice_submission, SMTP_GREETING),
@@ -1391,26 +1392,6 @@ async fn greeted_within(
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-}
-
-/// Where tor forwards one of an identity's onion ports: the listener a peer from tor reaches.
-async fn target(
-    carrier: &Carrier,
-    identity_id: &str,
-    purpose: PortPurpose,
-) -> anyhow::Result<SocketAddr> {
-    let onion = OnionClient::new(carrier.grpc()?)
-        .get_onion(GetOnionRequest {
-            identity_id: identity_id.to_owned(),
-        })
-        .await?
-        .into_inner();
-    let port = onion
-        .ports
-        .iter()
-        .find(|port| port.purpose == purpose as i32)
-        .with_context(|| format!("no {purpose:?} port: {onion:?}"))?;
-    Ok(format!("{}:{}", port.target_host, port.target_port).parse()?)
 }
 
 async fn inbox_subjects(carrier: &Carrier) -> anyhow::Result<Vec<String>> {

@@ -133,6 +133,27 @@ impl Carrier {
         Ok((account_id, identity_id, address, onion))
     }
 
+    /// Where tor forwards one of an identity's onion ports: the listener every peer from tor
+    /// reaches.
+    pub async fn target(
+        &self,
+        identity_id: &str,
+        purpose: onionpost_proto::onion::v1::PortPurpose,
+    ) -> anyhow::Result<SocketAddr> {
+        let onion = onionpost_proto::onion::v1::onion_client::OnionClient::new(self.grpc()?)
+            .get_onion(onionpost_proto::onion::v1::GetOnionRequest {
+                identity_id: identity_id.to_owned(),
+            })
+            .await?
+            .into_inner();
+        let port = onion
+            .ports
+            .iter()
+            .find(|port| port.purpose == purpose as i32)
+            .with_context(|| format!("no {purpose:?} port: {onion:?}"))?;
+        Ok(format!("{}:{}", port.target_host, port.target_port).parse()?)
+    }
+
     /// A gRPC channel to the services of this carrier's process.
     pub fn grpc(&self) -> anyhow::Result<onionpost_runtime::Transport> {
         self.node.grpc()
