@@ -87,17 +87,20 @@ pub fn split(message: &[u8]) -> (Vec<Field>, &[u8]) {
     (fields, body)
 }
 
-/// Where the header ends and the body starts (after CRLFCRLF or LFLF).
+/// Where the header ends and the body starts: the first empty line, ended by CRLF or a bare
+/// LF whatever ended the line before it (`\n\r\n` too), or a message that starts with one
+/// (no header at all).
 fn find_blank_line(message: &[u8]) -> Option<(usize, usize)> {
-    let mut index = 0;
-    while index < message.len() {
-        if message[index..].starts_with(b"\r\n\r\n") {
-            return Some((index + 2, index + 4));
+    let mut line_start = 0;
+    while line_start < message.len() {
+        let rest = &message[line_start..];
+        if rest.starts_with(b"\r\n") {
+            return Some((line_start, line_start + 2));
         }
-        if message[index..].starts_with(b"\n\n") {
-            return Some((index + 1, index + 2));
+        if rest.starts_with(b"\n") {
+            return Some((line_start, line_start + 1));
         }
-        index += 1;
+        line_start += rest.iter().position(|&byte| byte == b'\n')? + 1;
     }
     None
 }
@@ -351,6 +354,30 @@ pub fn for_clearnet(message: &[u8], alias_address: &str, domain: &str) -> Vec<u8
 
 #[cfg(test)]
 mod tests {
+    /// The header ends at the first empty line however lines end, and a message that starts
+    /// with one has no header: its first lines are body, never fields.
+    #[test]
+    fn the_header_ends_at_the_first_empty_line_whatever_ends_the_lines() {
+        for (message, fields, body) in [
+            (&b"A: 1\r\nB: 2\r\n\r\nbody\r\n"[..], 2, &b"body\r\n"[..]),
+            (b"A: 1\nB: 2\n\nbody\n", 2, b"body\n"),
+            (b"A: 1\n\r\nbody", 1, b"body"),
+            (b"A: 1\r\n\nbody", 1, b"body"),
+            (b"\r\nA: 1\r\n\r\nbody", 0, b"A: 1\r\n\r\nbody"),
+            (b"\nA: 1\n\nbody", 0, b"A: 1\n\nbody"),
+            (b"A: 1\r\n", 1, b""),
+        ] {
+            let (parsed, rest) = super::split(message);
+            assert_eq!(
+                parsed.len(),
+                fields,
+                "{:?}",
+                String::from_utf8_lossy(message)
+            );
+            assert_eq!(rest, body, "{:?}", String::from_utf8_lossy(message));
+        }
+    }
+
     use super::*;
 
     fn onion() -> String {

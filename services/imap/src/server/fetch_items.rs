@@ -15,7 +15,7 @@ use imap_next::imap_types::core::{AString, IString, Literal, NString, Vec1};
 use imap_next::imap_types::datetime::DateTime as ImapDateTime;
 use imap_next::imap_types::envelope::{Address as ImapAddress, Envelope};
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
-use mail_parser::{Address, Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::{Address, Message, MimeHeaders, PartType};
 
 use crate::flags::flag_fetch;
 use crate::mailstore::{Flag, MessageMeta, Part};
@@ -109,7 +109,7 @@ pub(crate) fn items(
 ) -> Vec<MessageDataItem<'static>> {
     let raw = body.unwrap_or_default();
     let parsed = match plan.need {
-        Some(_) if needs_parse(&plan.items) => MessageParser::default().parse(raw),
+        Some(_) if needs_parse(&plan.items) => super::parse::message(raw),
         _ => None,
     };
     let mut out = Vec::with_capacity(plan.items.len() + 1);

@@ -33,6 +33,7 @@ mod context;
 mod fetch_items;
 pub mod listen;
 mod op;
+mod parse;
 mod reply;
 mod session;
 pub mod start;

@@ -11,7 +11,6 @@ use imap_next::imap_types::core::{Charset, Tag, Vec1};
 use imap_next::imap_types::response::{Code, Data};
 use imap_next::imap_types::search::SearchKey;
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
-use mail_parser::MessageParser;
 
 use super::super::fetch_items::{BATCH, field_value, header_fields, header_of, text_of};
 use super::super::reply::{Handled, Out, bad, ok, status_no, store_error};
@@ -247,7 +246,7 @@ impl Candidate<'_> {
             return true;
         }
         // Also the decoded text parts, so quoted-printable and base64 bodies can be found.
-        let Some(message) = MessageParser::default().parse(raw) else {
+        let Some(message) = crate::server::parse::message(raw) else {
             return false;
         };
         (0..message.text_body_count())
@@ -257,7 +256,7 @@ impl Candidate<'_> {
 
     fn sent(&self) -> Option<NaiveDate> {
         let raw = self.raw?;
-        let message = MessageParser::default().parse_headers(raw)?;
+        let message = crate::server::parse::headers(raw)?;
         let date = message.date()?;
         NaiveDate::from_ymd_opt(
             i32::from(date.year),
@@ -273,8 +272,7 @@ fn decoded(value: &str) -> String {
         return value.to_owned();
     }
     let header = format!("Subject: {value}\r\n\r\n");
-    MessageParser::default()
-        .parse_headers(header.as_bytes())
+    crate::server::parse::headers(header.as_bytes())
         .and_then(|m| m.subject().map(str::to_owned))
         .unwrap_or_else(|| value.to_owned())
 }
