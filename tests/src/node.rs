@@ -91,6 +91,8 @@ pub struct Node {
     pub targets: String,
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
+    /// The account portal's HTTP address (when the node runs it).
+    pub portal: SocketAddr,
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
     log: PathBuf,
@@ -108,6 +110,7 @@ impl Node {
             targets: targets.to_owned(),
             grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
             admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            portal: SocketAddr::from(([127, 0, 0, 1], free_port())),
             data_dir,
             env: env
                 .iter()
@@ -139,6 +142,8 @@ impl Node {
                 "ONIONPOST_IMAP_LISTEN",
                 format!("127.0.0.1:{}", free_port()),
             )
+            // So does the portal (in `all`, or when named).
+            .env("ONIONPOST_PORTAL_LISTEN", self.portal.to_string())
             .env("ONIONPOST_METRICS_LISTEN", "")
             .env("ONIONPOST_LOG_FORMAT", "json")
             .env("ONIONPOST_LOG_LEVEL", "info,onionpost=debug")
@@ -177,6 +182,25 @@ impl Node {
                 self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the admin API answers `/readyz` with 200: every service SERVING and, with an
+    /// onion service, tor's control connection up (SERVING alone does not say tor is there, and
+    /// creating an identity needs it). Needs the admin target; fails with the log after 120 s.
+    pub async fn until_ready(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let (status, body) = http_get(self.admin, "/readyz").await;
+            if status == 200 {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "carrier not ready: {body}\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 

@@ -593,6 +593,8 @@ async fn mail_goes_out_through_an_alias_and_the_reply_comes_back() -> anyhow::Re
         ("ONIONPOST_GATEWAY_DMARC_POLICY", "follow".to_owned()),
     ];
     let node = Node::start("onion,keys,imap,queue,smtp-in,gateway,admin", &env).await;
+    // The tor child may still be starting; creating an identity needs its control port.
+    node.until_ready().await?;
     let carrier = Carrier {
         node,
         submission,

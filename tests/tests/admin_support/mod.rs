@@ -4,14 +4,12 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use onionpost_e2e::TorClient;
 use onionpost_e2e::node::Node;
 use onionpost_e2e::onion_service::free_port_block;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::time::Instant;
 
 /// The operator token the carrier is started with (ONIONPOST_ADMIN_TOKEN).
 pub const OPERATOR_TOKEN: &str = "opk_e2e-operator-token-0123456789abcdef";
@@ -38,21 +36,7 @@ impl Carrier {
         ];
         let node = Node::start("onion,keys,imap,queue,smtp-out,admin", &env).await;
         let carrier = Carrier { node };
-        // Ready: every service SERVING and tor's control connection up.
-        let started = Instant::now();
-        loop {
-            let answer = carrier.call("GET", "/readyz", None, None).await;
-            if answer.status == 200 {
-                break;
-            }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(120),
-                "carrier not ready: {}\n{}",
-                answer.text(),
-                carrier.node.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        carrier.node.until_ready().await?;
         Ok(carrier)
     }
 

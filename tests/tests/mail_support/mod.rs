@@ -57,20 +57,7 @@ impl Carrier {
             submission,
             imap,
         };
-        let started = Instant::now();
-        loop {
-            let answer = http(carrier.node.admin, "GET", "/readyz", None, None).await;
-            if answer.status == 200 {
-                break;
-            }
-            ensure!(
-                started.elapsed() < Duration::from_secs(120),
-                "carrier not ready: {}\n{}",
-                answer.text(),
-                carrier.node.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        carrier.node.until_ready().await?;
         Ok(carrier)
     }
 
