@@ -13,6 +13,7 @@ use crate::gateway::v1::gateway_client::GatewayClient;
 use crate::imap::v1::imap_client::ImapClient;
 use crate::keys::v1::keys_client::KeysClient;
 use crate::onion::v1::onion_client::OnionClient;
+use crate::portal::v1::portal_client::PortalClient;
 use crate::queue::v1::queue_client::QueueClient;
 use crate::smtp_in::v1::smtp_in_client::SmtpInClient;
 use crate::smtp_out::v1::smtp_out_client::SmtpOutClient;
@@ -65,4 +66,8 @@ client!(
 client!(
     /// A client of the admin service.
     admin => AdminClient
+);
+client!(
+    /// A client of the portal service.
+    portal => PortalClient
 );

@@ -70,6 +70,14 @@ pub mod gateway {
     }
 }
 
+/// The portal service: account holders' own pages (its real interface is HTTP).
+pub mod portal {
+    /// Version 1 of the contract, package `onionpost.portal.v1`.
+    pub mod v1 {
+        tonic::include_proto!("onionpost.portal.v1");
+    }
+}
+
 /// The admin service: carrier-wide statistics (its real interface is HTTP).
 pub mod admin {
     /// Version 1 of the contract, package `onionpost.admin.v1`.
@@ -94,7 +102,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The target names of every service, as `onionpost serve --target` takes them, in the order of
 /// [`ServiceName::ALL`]. Start order is the binary's business (it knows who depends on whom).
-pub const SERVICE_NAMES: [&str; 8] = [
+pub const SERVICE_NAMES: [&str; 9] = [
     ServiceName::ALL[0].as_str(),
     ServiceName::ALL[1].as_str(),
     ServiceName::ALL[2].as_str(),
@@ -103,6 +111,7 @@ pub const SERVICE_NAMES: [&str; 8] = [
     ServiceName::ALL[5].as_str(),
     ServiceName::ALL[6].as_str(),
     ServiceName::ALL[7].as_str(),
+    ServiceName::ALL[8].as_str(),
 ];
 
 /// One onionpost service, as a command-line target and as a gRPC service.
@@ -115,12 +124,13 @@ pub enum ServiceName {
     SmtpOut,
     Imap,
     Gateway,
+    Portal,
     Admin,
 }
 
 impl ServiceName {
     /// Every service: the edge towards tor first, the operator's view last.
-    pub const ALL: [ServiceName; 8] = [
+    pub const ALL: [ServiceName; 9] = [
         ServiceName::Onion,
         ServiceName::Keys,
         ServiceName::SmtpIn,
@@ -128,6 +138,7 @@ impl ServiceName {
         ServiceName::SmtpOut,
         ServiceName::Imap,
         ServiceName::Gateway,
+        ServiceName::Portal,
         ServiceName::Admin,
     ];
 
@@ -142,6 +153,7 @@ impl ServiceName {
             ServiceName::SmtpOut => "smtp-out",
             ServiceName::Imap => "imap",
             ServiceName::Gateway => "gateway",
+            ServiceName::Portal => "portal",
             ServiceName::Admin => "admin",
         }
     }
@@ -158,6 +170,7 @@ impl ServiceName {
             ServiceName::SmtpOut => smtp_out::v1::smtp_out_server::SERVICE_NAME,
             ServiceName::Imap => imap::v1::imap_server::SERVICE_NAME,
             ServiceName::Gateway => gateway::v1::gateway_server::SERVICE_NAME,
+            ServiceName::Portal => portal::v1::portal_server::SERVICE_NAME,
             ServiceName::Admin => admin::v1::admin_server::SERVICE_NAME,
         }
     }
@@ -280,7 +293,7 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "unknown service `smtp_in`; expected one of: onion, keys, smtp-in, queue, smtp-out, \
-             imap, gateway, admin"
+             imap, gateway, portal, admin"
         );
         assert!("all".parse::<ServiceName>().is_err());
         assert!("Keys".parse::<ServiceName>().is_err());

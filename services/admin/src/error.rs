@@ -10,34 +10,13 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use onionpost_proto::ServiceName;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
-/// The media type of problem documents (RFC 9457 §3).
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use onionpost_runtime::http_api::{PROBLEM_JSON, Problem};
 
 /// The `WWW-Authenticate` challenge of every 401 (RFC 6750 §3).
 const BEARER_CHALLENGE: &str = "Bearer realm=\"onionpost\"";
-
-/// An RFC 9457 problem document.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Problem {
-    /// A URI naming the kind of problem (`urn:onionpost:problem:<kind>`).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// A short summary of the kind of problem.
-    pub title: String,
-    /// The HTTP status code.
-    pub status: u16,
-    /// What went wrong this time, in words for a person.
-    pub detail: String,
-    /// The request field at fault (a JSON member, path or query parameter), for validation
-    /// problems.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
 
 /// Everything that can go wrong in an admin request.
 #[derive(Debug, thiserror::Error)]

@@ -145,10 +145,25 @@ impl Imap for ImapGrpc {
         request: Request<pb::CreateAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
         let request = request.into_inner();
-        let view = self
-            .service
-            .create_account(&request.login, &request.password, &request.plan_id)
-            .await?;
+        let view = if request.voucher_code.is_empty() {
+            self.service
+                .create_account(&request.login, &request.password, &request.plan_id)
+                .await?
+        } else if !request.plan_id.is_empty() {
+            return Err(ImapError::invalid(
+                "plan_id",
+                "a voucher brings its own plan; leave it empty",
+            )
+            .into());
+        } else {
+            self.service
+                .create_account_with_voucher(
+                    &request.login,
+                    &request.password,
+                    &request.voucher_code,
+                )
+                .await?
+        };
         Ok(Response::new(account_to_pb(view)))
     }
 

@@ -438,6 +438,21 @@ fn canonical_onion(host: &str) -> Result<String, ImapError> {
 
 /// The canonical bytes of a voucher code: Crockford base32, so case, dashes, spaces and the
 /// look-alikes (O for 0, I and L for 1) do not matter.
+/// A voucher's outcome as the caller hears it.
+fn redeemed(outcome: RedeemOutcome) -> Result<(), ImapError> {
+    match outcome {
+        RedeemOutcome::Redeemed => Ok(()),
+        RedeemOutcome::NoAccount => Err(ImapError::NotFound("account")),
+        RedeemOutcome::Unknown => Err(ImapError::NotFound("voucher")),
+        RedeemOutcome::AlreadyRedeemed => Err(ImapError::FailedPrecondition(
+            "the voucher has been redeemed already".to_owned(),
+        )),
+        RedeemOutcome::Expired => Err(ImapError::FailedPrecondition(
+            "the voucher has expired".to_owned(),
+        )),
+    }
+}
+
 fn voucher_bytes(code: &str) -> Option<Vec<u8>> {
     let cleaned: String = code
         .chars()
@@ -657,10 +672,7 @@ impl ImapService {
         let login = validate_login(login)?;
         validate_password(password)?;
         let plan = if plan_id.is_empty() {
-            let name = &self.inner.settings.default_plan;
-            self.inner.store.plan_by_name(name).await?.ok_or_else(|| {
-                ImapError::FailedPrecondition(format!("the default plan {name:?} does not exist"))
-            })?
+            self.default_plan().await?
         } else {
             self.inner
                 .store
@@ -671,27 +683,10 @@ impl ImapService {
         if self.inner.store.account_by_login(&login).await?.is_some() {
             return Err(ImapError::AlreadyExists("login is taken".to_owned()));
         }
-        let password_hash = hash_password(password.to_owned()).await?;
-        let account_id = random_id("acct");
-        let (_, sealed_key) = self.inner.keys.generate(&account_id);
-        let now = to_ms(self.now());
-        let account = NewAccount {
-            account_id: account_id.clone(),
-            login,
-            password_hash,
-            sealed_key,
-            plan_id: plan.plan_id,
-            paid_until_ms: now + i64::from(self.inner.settings.initial_days) * DAY_MS,
-            created_at_ms: now,
-        };
-        let mailboxes: Vec<NewMailbox> = DEFAULT_MAILBOXES
-            .iter()
-            .map(|(name, role)| NewMailbox {
-                name: (*name).to_owned(),
-                special_use: Some((*role).to_owned()),
-                uid_validity: random_uid_validity(),
-            })
-            .collect();
+        let initial_days = i64::from(self.inner.settings.initial_days);
+        let (account, mailboxes) = self
+            .new_account(login, password, plan.plan_id, initial_days)
+            .await?;
         match self.inner.store.insert_account(&account, &mailboxes).await {
             Ok(()) => {}
             Err(StoreError::Duplicate) => {
@@ -699,8 +694,83 @@ impl ImapService {
             }
             Err(error) => return Err(error.into()),
         }
-        tracing::info!(account_id = %account_id, "account created");
-        Ok(self.view(self.account_record(&account_id).await?))
+        tracing::info!(account_id = %account.account_id, "account created");
+        Ok(self.view(self.account_record(&account.account_id).await?))
+    }
+
+    /// Self-service sign-up with a voucher: the account starts on the voucher's plan with its
+    /// days (no free initial days), and is made in the same transaction that spends the voucher,
+    /// so a voucher that does not redeem leaves no account behind.
+    pub async fn create_account_with_voucher(
+        &self,
+        login: &str,
+        password: &str,
+        code: &str,
+    ) -> Result<AccountView, ImapError> {
+        let login = validate_login(login)?;
+        validate_password(password)?;
+        // A malformed code costs the carrier no password hash. Whether the login is taken is
+        // checked only after the voucher (in the store's transaction), so without a good
+        // voucher nobody learns which logins exist.
+        let bytes = voucher_bytes(code).ok_or(ImapError::NotFound("voucher"))?;
+        let code_hash = sha2::Sha256::digest(&bytes).to_vec();
+        // A placeholder until the voucher, in the same transaction, sets its own plan.
+        let plan = self.default_plan().await?;
+        let (account, mailboxes) = self.new_account(login, password, plan.plan_id, 0).await?;
+        match self
+            .inner
+            .store
+            .insert_account_redeeming(&account, &mailboxes, &code_hash)
+            .await
+        {
+            Ok(outcome) => redeemed(outcome)?,
+            Err(StoreError::Duplicate) => {
+                return Err(ImapError::AlreadyExists("login is taken".to_owned()));
+            }
+            Err(error) => return Err(error.into()),
+        }
+        tracing::info!(account_id = %account.account_id, "account created with a voucher");
+        Ok(self.view(self.account_record(&account.account_id).await?))
+    }
+
+    async fn default_plan(&self) -> Result<PlanRecord, ImapError> {
+        let name = &self.inner.settings.default_plan;
+        self.inner.store.plan_by_name(name).await?.ok_or_else(|| {
+            ImapError::FailedPrecondition(format!("the default plan {name:?} does not exist"))
+        })
+    }
+
+    /// A new account's rows: the login, the password hashed, a fresh sealed key, paid for
+    /// `paid_days` from now, and the default mailboxes.
+    async fn new_account(
+        &self,
+        login: String,
+        password: &str,
+        plan_id: String,
+        paid_days: i64,
+    ) -> Result<(NewAccount, Vec<NewMailbox>), ImapError> {
+        let password_hash = hash_password(password.to_owned()).await?;
+        let account_id = random_id("acct");
+        let (_, sealed_key) = self.inner.keys.generate(&account_id);
+        let now = to_ms(self.now());
+        let account = NewAccount {
+            account_id,
+            login,
+            password_hash,
+            sealed_key,
+            plan_id,
+            paid_until_ms: now + paid_days * DAY_MS,
+            created_at_ms: now,
+        };
+        let mailboxes = DEFAULT_MAILBOXES
+            .iter()
+            .map(|(name, role)| NewMailbox {
+                name: (*name).to_owned(),
+                special_use: Some((*role).to_owned()),
+                uid_validity: random_uid_validity(),
+            })
+            .collect();
+        Ok((account, mailboxes))
     }
 
     pub async fn account(&self, account_id: &str) -> Result<AccountView, ImapError> {
@@ -1089,25 +1159,14 @@ impl ImapService {
         let bytes = voucher_bytes(code).ok_or(ImapError::NotFound("voucher"))?;
         let hash = sha2::Sha256::digest(&bytes).to_vec();
         let now = to_ms(self.now());
-        match self
+        let outcome = self
             .inner
             .store
             .redeem_voucher(account_id, &hash, now)
-            .await?
-        {
-            RedeemOutcome::Redeemed => {
-                tracing::info!(account_id, "voucher redeemed");
-                self.account(account_id).await
-            }
-            RedeemOutcome::NoAccount => Err(ImapError::NotFound("account")),
-            RedeemOutcome::Unknown => Err(ImapError::NotFound("voucher")),
-            RedeemOutcome::AlreadyRedeemed => Err(ImapError::FailedPrecondition(
-                "the voucher has been redeemed already".to_owned(),
-            )),
-            RedeemOutcome::Expired => Err(ImapError::FailedPrecondition(
-                "the voucher has expired".to_owned(),
-            )),
-        }
+            .await?;
+        redeemed(outcome)?;
+        tracing::info!(account_id, "voucher redeemed");
+        self.account(account_id).await
     }
 
     // Mail.

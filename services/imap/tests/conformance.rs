@@ -220,6 +220,64 @@ async fn accounts_plans_and_vouchers(database: Database) {
     let (all, token) = service.list_accounts(None, 0, "").await.unwrap();
     assert_eq!((all.len(), token.as_str()), (2, ""));
 
+    // Sign-up with a voucher: the account exists only if the voucher redeems, and starts on the
+    // voucher's plan with the voucher's days (no free initial days).
+    let now_ms = clock.now().timestamp_millis();
+    let signed_up = service
+        .create_account_with_voucher("erin", PASSWORD, &codes[2])
+        .await
+        .unwrap();
+    assert_eq!(signed_up.record.plan.plan_id, premium.plan_id);
+    assert_eq!(signed_up.record.paid_until_ms, now_ms + 365 * 86_400_000);
+    for (login, code, why) in [
+        ("frank", codes[2].as_str(), "a spent voucher"),
+        (
+            "frank",
+            "AAAA-BBBB-CCCC-DDDD-EEEE-FFFF",
+            "an unknown voucher",
+        ),
+        ("frank", expiring[0].as_str(), "an expired voucher"),
+        ("frank", "not a code", "a malformed code"),
+    ] {
+        assert!(
+            service
+                .create_account_with_voucher(login, PASSWORD, code)
+                .await
+                .is_err(),
+            "{why} creates no account"
+        );
+        assert!(
+            matches!(
+                service.account_by_login(login).await,
+                Err(ImapError::NotFound(_))
+            ),
+            "{why} leaves no account behind"
+        );
+    }
+    assert!(
+        matches!(
+            service
+                .create_account_with_voucher("erin", PASSWORD, &codes[2])
+                .await,
+            Err(ImapError::FailedPrecondition(_))
+        ),
+        "without a good voucher nobody learns that the login is taken"
+    );
+    let (_, fresh) = service
+        .mint_vouchers(&premium.plan_id, 30, 1, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        service
+            .create_account_with_voucher("erin", PASSWORD, &fresh[0])
+            .await,
+        Err(ImapError::AlreadyExists(_))
+    ));
+    service
+        .create_account_with_voucher("frank", PASSWORD, &fresh[0])
+        .await
+        .expect("a voucher refused for a taken login is still good");
+
     // Suspend and resume; password change; delete.
     service.update_account(&id, None, Some(true)).await.unwrap();
     assert!(matches!(

@@ -70,6 +70,7 @@ async fn accounts_identities_delivery_and_errors_over_grpc() {
             login: "grace".into(),
             password: "a long enough password".into(),
             plan_id: String::new(),
+            voucher_code: String::new(),
         })
         .await
         .unwrap()
@@ -83,6 +84,7 @@ async fn accounts_identities_delivery_and_errors_over_grpc() {
             login: "grace".into(),
             password: "a long enough password".into(),
             plan_id: String::new(),
+            voucher_code: String::new(),
         })
         .await
         .unwrap_err();
@@ -92,6 +94,7 @@ async fn accounts_identities_delivery_and_errors_over_grpc() {
             login: "x".repeat(65),
             password: "a long enough password".into(),
             plan_id: String::new(),
+            voucher_code: String::new(),
         })
         .await
         .unwrap_err();

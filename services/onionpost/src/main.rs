@@ -53,7 +53,7 @@ struct ServeArgs {
     #[command(flatten)]
     config: ConfigArgs,
     /// `all`, or a comma-separated list of: onion, keys, smtp-in, queue, smtp-out, imap,
-    /// gateway, admin.
+    /// gateway, portal, admin.
     #[arg(long, short, default_value = "all")]
     target: String,
 }
@@ -82,6 +82,7 @@ fn module(target: ServiceName) -> Option<Box<dyn Module>> {
         ServiceName::Imap => Some(Box::new(onionpost_imap::ImapModule)),
         ServiceName::SmtpIn => Some(Box::new(onionpost_smtp_in::SmtpInModule)),
         ServiceName::Gateway => Some(Box::new(onionpost_gateway::GatewayModule)),
+        ServiceName::Portal => Some(Box::new(onionpost_portal::PortalModule)),
     }
 }
 

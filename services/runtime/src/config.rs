@@ -109,6 +109,11 @@ keys! {
     "tor.restore_spread_secs": Integer = "60" => "seconds over which onions are added back to tor after a start or a tor restart, each identity at its own random moment (0: all at once)",
     "admin.listen": String = DEFAULT_ADMIN_LISTEN => "IP:port of the admin HTTP API",
     "admin.token": String => "operator bearer token created on first start; absent: one is generated and printed once",
+    "portal.listen": String = DEFAULT_PORTAL_LISTEN => "IP:port of the account portal (pages and /account/v1) for account holders",
+    "portal.signup": String = "closed" => "who may create an account in the portal: closed (the operator makes accounts), voucher (anyone with a voucher code) or open",
+    "portal.signups_per_hour": Integer = "30" => "accounts the portal creates per hour at most, carrier-wide (bounds mass sign-up; the onion's PoW defence bounds the rest)",
+    "portal.session_minutes": Integer = "720" => "minutes a portal session lasts after sign-in",
+    "portal.secure_cookies": String = "false" => "true when the portal is reached over TLS (a reverse proxy): its cookies are then marked Secure",
     "submission.listen": String = DEFAULT_SUBMISSION_LISTEN => "IP:port of SMTP submission for hosted accounts (STARTTLS offered; AUTH only after it, or from loopback)",
     "submission.tls_cert": String => "PEM certificate chain for submission STARTTLS; absent: a self-signed one is generated once into data_dir",
     "submission.tls_key": String => "PEM private key for submission.tls_cert",
@@ -128,6 +133,7 @@ keys! {
     "remote.smtp_out": String => "gRPC address of the smtp-out service when it runs elsewhere",
     "remote.imap": String => "gRPC address of the imap service when it runs elsewhere",
     "remote.gateway": String => "gRPC address of the gateway service when it runs elsewhere",
+    "remote.portal": String => "gRPC address of the portal service when it runs elsewhere",
     "remote.admin": String => "gRPC address of the admin service when it runs elsewhere",
     "accounts.grace_days": Integer = "30" => "days past paid-until an account keeps reading its mail (new mail deferred) before it expires",
     "accounts.initial_days": Integer = "30" => "paid days a new hosted account starts with",
@@ -247,6 +253,41 @@ pub struct Config {
     pub smtp_in: SmtpInSettings,
     /// The clearnet gateway.
     pub gateway: GatewaySettings,
+    /// The account portal.
+    pub portal: PortalSettings,
+}
+
+/// Who may create an account in the portal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignupPolicy {
+    /// Only the operator makes accounts (admin API).
+    Closed,
+    /// Anyone holding an unspent voucher code; the account gets the voucher's plan and days.
+    Voucher,
+    /// Anyone; the account starts on the default plan with `accounts.initial_days`.
+    Open,
+}
+
+impl SignupPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignupPolicy::Closed => "closed",
+            SignupPolicy::Voucher => "voucher",
+            SignupPolicy::Open => "open",
+        }
+    }
+}
+
+/// The account portal's listener, sign-up policy and sessions.
+#[derive(Debug, Clone)]
+pub struct PortalSettings {
+    pub listen: SocketAddr,
+    pub signup: SignupPolicy,
+    pub session_lifetime: Duration,
+    /// Sign-ups accepted per hour, carrier-wide.
+    pub signups_per_hour: u32,
+    /// Mark cookies `Secure` (the portal is reached over TLS).
+    pub secure_cookies: bool,
 }
 
 /// What the gateway does with inbound mail that fails DMARC (RFC 7489 §6.6.2).
@@ -722,6 +763,7 @@ pub const DEFAULT_IMAP_LISTEN: &str = "127.0.0.1:2143";
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:2525";
+pub const DEFAULT_PORTAL_LISTEN: &str = "127.0.0.1:8088";
 pub const DEFAULT_DATA_DIR: &str = "onionpost-data";
 /// The default of `tor.target_ports`, parsed. Below Linux's ephemeral range (32768-60999), so
 /// outgoing connections never take them.
@@ -899,6 +941,24 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         .unwrap_or(u32::MAX),
     };
 
+    let portal = PortalSettings {
+        listen: values.socket_addr("portal.listen")?,
+        signup: values.choice(
+            "portal.signup",
+            &[
+                ("closed", SignupPolicy::Closed),
+                ("voucher", SignupPolicy::Voucher),
+                ("open", SignupPolicy::Open),
+            ],
+        )?,
+        session_lifetime: Duration::from_secs(
+            positive("portal.session_minutes")?.saturating_mul(60),
+        ),
+        signups_per_hour: u32::try_from(positive("portal.signups_per_hour")?).unwrap_or(u32::MAX),
+        secure_cookies: values
+            .choice("portal.secure_cookies", &[("true", true), ("false", false)])?,
+    };
+
     let gateway = GatewaySettings {
         domain: values
             .non_empty("gateway.domain")
@@ -999,6 +1059,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         queue,
         smtp_in,
         gateway,
+        portal,
         data_dir,
     })
 }

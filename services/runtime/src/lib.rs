@@ -14,6 +14,8 @@
 //! - [`db`]: SQLite (one file per service) or PostgreSQL (one schema per service) with
 //!   migrations; [`conformance`] runs one store test suite against both.
 //! - [`files`]: files created once on first start, atomically (the secret, a DKIM key).
+//! - [`http_api`]: what the HTTP APIs share (problem documents, bodies read so that a refusal
+//!   names the field).
 //! - [`sql`]: the one SQL dialect stores are written in (placeholders, row locks, erasing a
 //!   secret) and the one shape of a store ([`sql_store!`]).
 
@@ -24,6 +26,7 @@ pub mod db;
 pub mod files;
 pub mod grpc;
 pub mod grpc_tls;
+pub mod http_api;
 pub mod onions;
 pub mod rate;
 pub mod seal;

@@ -140,6 +140,7 @@ pub async fn create_account(
             login: request.login,
             password: request.password,
             plan_id: request.plan.unwrap_or_default(),
+            voucher_code: String::new(),
         })
         .await
         .upstream(ServiceName::Imap)?;

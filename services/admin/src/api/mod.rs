@@ -14,15 +14,13 @@ pub mod stats;
 pub mod tokens;
 
 use chrono::{DateTime, Utc};
-use utoipa::openapi::path::Operation;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+use utoipa::openapi::OpenApi;
 use utoipa::{Modify, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AdminState;
-use crate::error::{AdminError, PROBLEM_JSON, Problem};
+use crate::error::{AdminError, Problem};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -74,40 +72,7 @@ const PROBLEM_STATUSES: [(&str, &str); 10] = [
 
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-        for item in openapi.paths.paths.values_mut() {
-            let operations: [&mut Option<Operation>; 5] = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ];
-            for operation in operations.into_iter().flatten() {
-                for (status, description) in PROBLEM_STATUSES {
-                    operation
-                        .responses
-                        .responses
-                        .entry(status.to_owned())
-                        .or_insert_with(|| {
-                            ResponseBuilder::new()
-                                .description(description)
-                                .content(
-                                    PROBLEM_JSON,
-                                    ContentBuilder::new()
-                                        .schema(Some(Ref::from_schema_name("Problem")))
-                                        .build(),
-                                )
-                                .build()
-                                .into()
-                        });
-                }
-            }
-        }
+        onionpost_runtime::http_api::document_problems(openapi, &PROBLEM_STATUSES);
     }
 }
 

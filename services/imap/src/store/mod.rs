@@ -277,6 +277,15 @@ pub trait ImapStore: Send + Sync + 'static {
         batch: &VoucherBatch,
         code_hashes: &[Vec<u8>],
     ) -> Result<(), StoreError>;
+    /// Creates an account that starts on a voucher: the account, its mailboxes, the voucher
+    /// marked used and the account extended by it, in one transaction. Anything but
+    /// [`RedeemOutcome::Redeemed`] leaves no account and the voucher as it was.
+    async fn insert_account_redeeming(
+        &self,
+        account: &NewAccount,
+        mailboxes: &[NewMailbox],
+        code_hash: &[u8],
+    ) -> Result<RedeemOutcome, StoreError>;
     /// Marks the voucher used and extends the account, atomically.
     async fn redeem_voucher(
         &self,

@@ -214,6 +214,107 @@ macro_rules! store_impl {
                 Ok(())
             }
 
+            /// Marks the voucher spent by `account_id` inside `tx`: its plan and days, or why
+            /// not. The caller commits only when it has them.
+            async fn take_voucher(
+                tx: &mut Tx,
+                account_id: &str,
+                code_hash: &[u8],
+                now_ms: i64,
+            ) -> Result<Result<(String, i64), RedeemOutcome>, StoreError> {
+                let Some(voucher) = sqlx::query(&Self::sql(
+                    "SELECT plan_id, days, expires_at_ms, redeemed_at_ms FROM vouchers \
+                     WHERE code_hash = ?",
+                ))
+                .bind(code_hash)
+                .fetch_optional(&mut **tx)
+                .await?
+                else {
+                    return Ok(Err(RedeemOutcome::Unknown));
+                };
+                if voucher.try_get::<Option<i64>, _>("redeemed_at_ms")?.is_some() {
+                    return Ok(Err(RedeemOutcome::AlreadyRedeemed));
+                }
+                if voucher
+                    .try_get::<Option<i64>, _>("expires_at_ms")?
+                    .is_some_and(|expires| expires <= now_ms)
+                {
+                    return Ok(Err(RedeemOutcome::Expired));
+                }
+                let plan_id: String = voucher.try_get("plan_id")?;
+                let days: i64 = voucher.try_get("days")?;
+                // The conditional UPDATE is what makes a code single-use when two accounts race
+                // for it: the loser matches no row.
+                let claimed = sqlx::query(&Self::sql(
+                    "UPDATE vouchers SET redeemed_at_ms = ?, redeemed_by = ? \
+                     WHERE code_hash = ? AND redeemed_at_ms IS NULL",
+                ))
+                .bind(now_ms)
+                .bind(account_id)
+                .bind(code_hash)
+                .execute(&mut **tx)
+                .await?;
+                if claimed.rows_affected() != 1 {
+                    return Ok(Err(RedeemOutcome::AlreadyRedeemed));
+                }
+                Ok(Ok((plan_id, days)))
+            }
+
+            /// Moves the account to `plan_id` and extends its paid time by `days` (from now when
+            /// it has lapsed), inside `tx`.
+            async fn extend_account(
+                tx: &mut Tx,
+                account_id: &str,
+                plan_id: &str,
+                days: i64,
+                now_ms: i64,
+            ) -> Result<(), StoreError> {
+                let row = sqlx::query(&Self::sql(
+                    "SELECT paid_until_ms FROM accounts WHERE account_id = ?",
+                ))
+                .bind(account_id)
+                .fetch_one(&mut **tx)
+                .await?;
+                let paid_until: i64 = row.try_get("paid_until_ms")?;
+                let extended = paid_until
+                    .max(now_ms)
+                    .saturating_add(days.saturating_mul(86_400_000));
+                sqlx::query(&Self::sql(
+                    "UPDATE accounts SET paid_until_ms = ?, plan_id = ? WHERE account_id = ?",
+                ))
+                .bind(extended)
+                .bind(plan_id)
+                .bind(account_id)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            /// The account's row and its mailboxes, inside `tx`.
+            async fn insert_account_rows(
+                tx: &mut Tx,
+                account: &NewAccount,
+                mailboxes: &[NewMailbox],
+            ) -> Result<(), StoreError> {
+                sqlx::query(&Self::sql(
+                    "INSERT INTO accounts (account_id, login, password_hash, sealed_key, plan_id, \
+                     paid_until_ms, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ))
+                .bind(&account.account_id)
+                .bind(&account.login)
+                .bind(&account.password_hash)
+                .bind(&account.sealed_key)
+                .bind(&account.plan_id)
+                .bind(account.paid_until_ms)
+                .bind(account.created_at_ms)
+                .execute(&mut **tx)
+                .await?;
+                for mailbox in mailboxes {
+                    Self::insert_mailbox(tx, &account.account_id, mailbox).await?;
+                }
+                Ok(())
+            }
+
             async fn insert_mailbox(
                 tx: &mut Tx,
                 account_id: &str,
@@ -406,24 +507,32 @@ macro_rules! store_impl {
                 mailboxes: &[NewMailbox],
             ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query(&Self::sql(
-                    "INSERT INTO accounts (account_id, login, password_hash, sealed_key, plan_id, \
-                     paid_until_ms, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                ))
-                .bind(&account.account_id)
-                .bind(&account.login)
-                .bind(&account.password_hash)
-                .bind(&account.sealed_key)
-                .bind(&account.plan_id)
-                .bind(account.paid_until_ms)
-                .bind(account.created_at_ms)
-                .execute(&mut *tx)
-                .await?;
-                for mailbox in mailboxes {
-                    Self::insert_mailbox(&mut tx, &account.account_id, mailbox).await?;
-                }
+                Self::insert_account_rows(&mut tx, account, mailboxes).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn insert_account_redeeming(
+                &self,
+                account: &NewAccount,
+                mailboxes: &[NewMailbox],
+                code_hash: &[u8],
+            ) -> Result<RedeemOutcome, StoreError> {
+                let now_ms = account.created_at_ms;
+                let mut tx = self.pool.begin().await?;
+                // The voucher first: without a good one nobody learns whether the login is
+                // taken. A refusal drops the transaction, leaving no account and the voucher.
+                let (plan_id, days) =
+                    match Self::take_voucher(&mut tx, &account.account_id, code_hash, now_ms)
+                        .await?
+                    {
+                        Ok(taken) => taken,
+                        Err(refused) => return Ok(refused),
+                    };
+                Self::insert_account_rows(&mut tx, account, mailboxes).await?;
+                Self::extend_account(&mut tx, &account.account_id, &plan_id, days, now_ms).await?;
+                tx.commit().await?;
+                Ok(RedeemOutcome::Redeemed)
             }
 
             async fn account(&self, account_id: &str) -> Result<Option<AccountRecord>, StoreError> {
@@ -586,59 +695,12 @@ macro_rules! store_impl {
                 if !Self::lock(&mut tx, account_id).await? {
                     return Ok(RedeemOutcome::NoAccount);
                 }
-                let Some(voucher) = sqlx::query(&Self::sql(
-                    "SELECT plan_id, days, expires_at_ms, redeemed_at_ms FROM vouchers \
-                     WHERE code_hash = ?",
-                ))
-                .bind(code_hash)
-                .fetch_optional(&mut *tx)
-                .await?
-                else {
-                    return Ok(RedeemOutcome::Unknown);
-                };
-                if voucher.try_get::<Option<i64>, _>("redeemed_at_ms")?.is_some() {
-                    return Ok(RedeemOutcome::AlreadyRedeemed);
-                }
-                if voucher
-                    .try_get::<Option<i64>, _>("expires_at_ms")?
-                    .is_some_and(|expires| expires <= now_ms)
-                {
-                    return Ok(RedeemOutcome::Expired);
-                }
-                let plan_id: String = voucher.try_get("plan_id")?;
-                let days: i64 = voucher.try_get("days")?;
-                // The conditional UPDATE is what makes a code single-use when two accounts race
-                // for it: the loser matches no row.
-                let claimed = sqlx::query(&Self::sql(
-                    "UPDATE vouchers SET redeemed_at_ms = ?, redeemed_by = ? \
-                     WHERE code_hash = ? AND redeemed_at_ms IS NULL",
-                ))
-                .bind(now_ms)
-                .bind(account_id)
-                .bind(code_hash)
-                .execute(&mut *tx)
-                .await?;
-                if claimed.rows_affected() != 1 {
-                    return Ok(RedeemOutcome::AlreadyRedeemed);
-                }
-                let row = sqlx::query(&Self::sql(
-                    "SELECT paid_until_ms FROM accounts WHERE account_id = ?",
-                ))
-                .bind(account_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                let paid_until: i64 = row.try_get("paid_until_ms")?;
-                let extended = paid_until
-                    .max(now_ms)
-                    .saturating_add(days.saturating_mul(86_400_000));
-                sqlx::query(&Self::sql(
-                    "UPDATE accounts SET paid_until_ms = ?, plan_id = ? WHERE account_id = ?",
-                ))
-                .bind(extended)
-                .bind(&plan_id)
-                .bind(account_id)
-                .execute(&mut *tx)
-                .await?;
+                let (plan_id, days) =
+                    match Self::take_voucher(&mut tx, account_id, code_hash, now_ms).await? {
+                        Ok(taken) => taken,
+                        Err(refused) => return Ok(refused),
+                    };
+                Self::extend_account(&mut tx, account_id, &plan_id, days, now_ms).await?;
                 tx.commit().await?;
                 Ok(RedeemOutcome::Redeemed)
             }

@@ -1,0 +1,639 @@
+//! What an account holder can do, written once for the pages and for `/account/v1`.
+//!
+//! Every operation takes the signed-in account's id from the session, never from the request, and
+//! every object named by id in a request (an identity) is checked to belong to that account; one
+//! that does not is "no such identity", exactly like one that does not exist. The data belongs to
+//! other services: imap (the account, its identities, vouchers, passwords), keys (fingerprints,
+//! QR codes) and onion (whether an identity is online). An identity is made and revoked by one
+//! call on imap's contract, which ties its onion, key and record together.
+
+use chrono::{DateTime, Utc};
+use onionpost_proto::ServiceName;
+use onionpost_proto::imap::v1 as imap;
+use onionpost_proto::keys::v1 as keys;
+use onionpost_proto::onion::v1 as onion;
+use onionpost_runtime::time::{from_ms, now_ms, timestamp_ms};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::PortalState;
+use crate::error::{PortalError, Upstream as _};
+use crate::session::{self, NewSession};
+use onionpost_runtime::config::SignupPolicy;
+
+/// Longest login, password and local part the portal passes on; the owning service decides the
+/// rest of what is acceptable.
+const MAX_FIELD_BYTES: usize = 1024;
+/// Longest display name (it goes into the key's user ID).
+const MAX_DISPLAY_NAME_CHARS: usize = 128;
+
+/// Where an account stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountState {
+    /// Paid up: receives, reads, sends.
+    Active,
+    /// Past paid-until: new mail is deferred; reading works; a voucher brings it back.
+    Grace,
+    /// Past the grace period: new mail is refused; a voucher brings it back.
+    Expired,
+    /// Stopped by the operator.
+    Suspended,
+}
+
+impl AccountState {
+    fn from_proto(value: i32) -> Self {
+        match imap::AccountState::try_from(value) {
+            Ok(imap::AccountState::Grace) => AccountState::Grace,
+            Ok(imap::AccountState::Expired) => AccountState::Expired,
+            Ok(imap::AccountState::Suspended) => AccountState::Suspended,
+            _ => AccountState::Active,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Active => "active",
+            AccountState::Grace => "grace",
+            AccountState::Expired => "expired",
+            AccountState::Suspended => "suspended",
+        }
+    }
+}
+
+/// The signed-in account.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Account {
+    pub login: String,
+    /// The plan's name.
+    pub plan: String,
+    pub state: AccountState,
+    pub paid_until: Option<DateTime<Utc>>,
+    /// When the grace period ends.
+    pub grace_until: Option<DateTime<Utc>>,
+    pub quota_bytes: u64,
+    pub used_bytes: u64,
+    pub identities_allowed: u32,
+    pub identities: u32,
+    /// Whether the plan includes the clearnet gateway.
+    pub gateway_allowed: bool,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// Where an identity's onion stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityState {
+    /// Added to tor; its descriptor is not published yet.
+    Publishing,
+    /// Published: correspondents can reach it.
+    Online,
+    /// Publishing failed; tor keeps trying.
+    Failed,
+    /// Revoked.
+    Revoked,
+}
+
+impl IdentityState {
+    fn from_proto(value: i32) -> Self {
+        match onion::OnionState::try_from(value) {
+            Ok(onion::OnionState::Online) => IdentityState::Online,
+            Ok(onion::OnionState::Failed) => IdentityState::Failed,
+            Ok(onion::OnionState::Revoked) => IdentityState::Revoked,
+            _ => IdentityState::Publishing,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityState::Publishing => "publishing",
+            IdentityState::Online => "online",
+            IdentityState::Failed => "failed",
+            IdentityState::Revoked => "revoked",
+        }
+    }
+}
+
+/// One of the account's identities.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Identity {
+    pub id: String,
+    /// `local@<56 base32>.onion`.
+    pub address: String,
+    pub display_name: String,
+    /// The OpenPGP fingerprint (upper-case hex).
+    pub fingerprint: Option<String>,
+    /// What to scan to add this identity as a contact: `openpgp4fpr:<FINGERPRINT>#a=<address>`.
+    pub openpgp4fpr: Option<String>,
+    pub state: IdentityState,
+    /// The port a mail client reads on through this identity's onion (IMAP), if it has one.
+    pub imap_port: Option<u16>,
+    /// The port a mail client sends on through this identity's onion (submission), if any.
+    pub submission_port: Option<u16>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// The onion's virtual port for `purpose`, if it has one.
+fn port_for(ports: &[onion::PortMapping], purpose: onion::PortPurpose) -> Option<u16> {
+    ports
+        .iter()
+        .find(|mapping| mapping.purpose == purpose as i32)
+        .and_then(|mapping| u16::try_from(mapping.virtual_port).ok())
+}
+
+fn time(timestamp: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    timestamp.map(|value| from_ms(timestamp_ms(&value)))
+}
+
+/// Refuses what no owning service would take, before any call: empty or oversized text.
+fn bounded(field: &str, value: &str) -> Result<(), PortalError> {
+    if value.is_empty() {
+        return Err(PortalError::invalid(field, "is required"));
+    }
+    if value.len() > MAX_FIELD_BYTES {
+        return Err(PortalError::invalid(field, "is too long"));
+    }
+    Ok(())
+}
+
+/// Signs in with a login and password: a new session. Wrong login and wrong password are one
+/// answer; failures count in imap's back-off, the same as IMAP and SMTP logins.
+pub async fn sign_in(
+    state: &PortalState,
+    login: &str,
+    password: &str,
+) -> Result<NewSession, PortalError> {
+    let account_id = check_password(state, login, password).await?;
+    session::start(state, &account_id).await
+}
+
+/// The account id whose login and password these are.
+async fn check_password(
+    state: &PortalState,
+    login: &str,
+    password: &str,
+) -> Result<String, PortalError> {
+    if login.is_empty()
+        || password.is_empty()
+        || login.len() > MAX_FIELD_BYTES
+        || password.len() > MAX_FIELD_BYTES
+    {
+        return Err(PortalError::SignInFailed);
+    }
+    let answer = state
+        .imap()?
+        .authenticate(imap::AuthenticateRequest {
+            login: login.to_owned(),
+            password: password.to_owned(),
+            // Each HTTP request is its own connection: only the per-login back-off applies, so
+            // one person's failures never lock out another.
+            connection_key: session::random_token(),
+            onion_identity_id: String::new(),
+        })
+        .await;
+    match answer {
+        Ok(answer) => answer
+            .into_inner()
+            .account
+            .map(|account| account.account_id)
+            .ok_or(PortalError::Internal),
+        Err(status) => Err(match status.code() {
+            tonic::Code::Unauthenticated => PortalError::SignInFailed,
+            tonic::Code::ResourceExhausted => PortalError::TooManyAttempts {
+                retry_after_secs: retry_after(status.message()),
+            },
+            tonic::Code::PermissionDenied => PortalError::Suspended,
+            _ => PortalError::from_status(ServiceName::Imap, status),
+        }),
+    }
+}
+
+/// The seconds in imap's "retry in N s", or a minute when the words change.
+fn retry_after(message: &str) -> u64 {
+    message
+        .split_whitespace()
+        .find_map(|word| word.parse().ok())
+        .unwrap_or(60)
+}
+
+/// Creates an account by the carrier's sign-up policy and signs it in.
+pub async fn sign_up(
+    state: &PortalState,
+    login: &str,
+    password: &str,
+    voucher: &str,
+) -> Result<NewSession, PortalError> {
+    let voucher = voucher.trim();
+    match state.settings.signup {
+        SignupPolicy::Closed => {
+            return Err(PortalError::SignUpRefused(
+                "sign-up is closed on this carrier; its operator makes accounts",
+            ));
+        }
+        SignupPolicy::Voucher if voucher.is_empty() => {
+            return Err(PortalError::SignUpRefused(
+                "sign-up on this carrier needs a voucher code",
+            ));
+        }
+        SignupPolicy::Voucher | SignupPolicy::Open => {}
+    }
+    bounded("login", login)?;
+    bounded("password", password)?;
+    if voucher.len() > MAX_FIELD_BYTES {
+        return Err(PortalError::invalid("voucher", "is too long"));
+    }
+    if !state.signups.check("signup") {
+        return Err(PortalError::Busy(
+            "too many sign-ups on this carrier right now; try again in a while".to_owned(),
+        ));
+    }
+    let created = state
+        .imap()?
+        .create_account(imap::CreateAccountRequest {
+            login: login.to_owned(),
+            password: password.to_owned(),
+            plan_id: String::new(),
+            voucher_code: voucher.to_owned(),
+        })
+        .await
+        .upstream(ServiceName::Imap)
+        .map_err(|error| match error {
+            PortalError::NotFound(_) => PortalError::invalid("voucher", "no such voucher"),
+            other => other,
+        })?;
+    tracing::info!(account_id = %created.account_id, "account signed up in the portal");
+    session::start(state, &created.account_id).await
+}
+
+/// The account as its holder sees it.
+pub async fn account(state: &PortalState, account_id: &str) -> Result<Account, PortalError> {
+    let record = state
+        .imap()?
+        .get_account(imap::GetAccountRequest {
+            account: Some(imap::get_account_request::Account::AccountId(
+                account_id.to_owned(),
+            )),
+        })
+        .await
+        .upstream(ServiceName::Imap)
+        .map_err(|error| match error {
+            // Deleted while a session still named it.
+            PortalError::NotFound(_) => PortalError::SignedOut,
+            other => other,
+        })?;
+    describe_account(state, record).await
+}
+
+async fn describe_account(
+    state: &PortalState,
+    record: imap::Account,
+) -> Result<Account, PortalError> {
+    let plans = state
+        .imap()?
+        .list_plans(imap::ListPlansRequest {})
+        .await
+        .upstream(ServiceName::Imap)?
+        .plans;
+    let plan = plans
+        .into_iter()
+        .find(|plan| plan.plan_id == record.plan_id)
+        .map_or_else(|| record.plan_id.clone(), |plan| plan.name);
+    Ok(Account {
+        login: record.login,
+        plan,
+        state: AccountState::from_proto(record.state),
+        paid_until: time(record.paid_until),
+        grace_until: time(record.grace_until),
+        quota_bytes: record.quota_bytes,
+        used_bytes: record.used_bytes,
+        identities_allowed: record.identities_allowed,
+        identities: record.identities,
+        gateway_allowed: record.gateway_allowed,
+        created_at: time(record.created_at),
+    })
+}
+
+/// Redeems a voucher for the account: more paid time, the voucher's plan.
+pub async fn redeem(
+    state: &PortalState,
+    account_id: &str,
+    code: &str,
+) -> Result<Account, PortalError> {
+    bounded("code", code.trim())?;
+    let record = state
+        .imap()?
+        .redeem_voucher(imap::RedeemVoucherRequest {
+            account_id: account_id.to_owned(),
+            code: code.trim().to_owned(),
+        })
+        .await
+        .upstream(ServiceName::Imap)
+        .map_err(|error| match error {
+            PortalError::NotFound(_) => PortalError::invalid("code", "no such voucher"),
+            other => other,
+        })?;
+    describe_account(state, record).await
+}
+
+/// Replaces the password after checking the current one, and ends the account's other
+/// sessions (a stolen session does not outlive a password change).
+pub async fn change_password(
+    state: &PortalState,
+    session: &session::Session,
+    current: &str,
+    new: &str,
+) -> Result<(), PortalError> {
+    verify_own_password(state, &session.account_id, "current_password", current).await?;
+    bounded("new_password", new)?;
+    state
+        .imap()?
+        .set_password(imap::SetPasswordRequest {
+            account_id: session.account_id.clone(),
+            password: new.to_owned(),
+        })
+        .await
+        .upstream(ServiceName::Imap)
+        .map_err(|error| match error {
+            PortalError::Rejected(detail) => PortalError::invalid("new_password", detail),
+            other => other,
+        })?;
+    let ended = state
+        .store
+        .delete_account_sessions(&session.account_id, Some(&session.session_hash))
+        .await?;
+    tracing::info!(account_id = %session.account_id, ended, "password changed in the portal");
+    Ok(())
+}
+
+/// Checks that `password` is the signed-in account's own (through imap's back-off); a wrong one
+/// is a refusal of `field`.
+async fn verify_own_password(
+    state: &PortalState,
+    account_id: &str,
+    field: &str,
+    password: &str,
+) -> Result<(), PortalError> {
+    let login = state
+        .imap()?
+        .get_account(imap::GetAccountRequest {
+            account: Some(imap::get_account_request::Account::AccountId(
+                account_id.to_owned(),
+            )),
+        })
+        .await
+        .upstream(ServiceName::Imap)?
+        .login;
+    match check_password(state, &login, password).await {
+        Ok(checked) if checked == account_id => Ok(()),
+        Ok(_) | Err(PortalError::SignInFailed) => Err(PortalError::invalid(field, "is not right")),
+        Err(other) => Err(other),
+    }
+}
+
+/// Deletes the account for good: every identity revoked (onion, key), then its mail and its own
+/// key, then its sessions.
+pub async fn delete_account(
+    state: &PortalState,
+    account_id: &str,
+    password: &str,
+) -> Result<(), PortalError> {
+    verify_own_password(state, account_id, "password", password).await?;
+    for identity in list_records(state, account_id).await? {
+        revoke_record(state, &identity.identity_id).await?;
+    }
+    state
+        .imap()?
+        .delete_account(imap::DeleteAccountRequest {
+            account_id: account_id.to_owned(),
+        })
+        .await
+        .upstream(ServiceName::Imap)?;
+    state
+        .store
+        .delete_account_sessions(account_id, None)
+        .await?;
+    tracing::info!(account_id, "account deleted in the portal");
+    Ok(())
+}
+
+async fn list_records(
+    state: &PortalState,
+    account_id: &str,
+) -> Result<Vec<imap::Identity>, PortalError> {
+    Ok(state
+        .imap()?
+        .list_identities(imap::ListIdentitiesRequest {
+            account_id: account_id.to_owned(),
+        })
+        .await
+        .upstream(ServiceName::Imap)?
+        .identities)
+}
+
+/// The account's identities, oldest first.
+pub async fn identities(
+    state: &PortalState,
+    account_id: &str,
+) -> Result<Vec<Identity>, PortalError> {
+    let mut described = Vec::new();
+    for record in list_records(state, account_id).await? {
+        described.push(describe_identity(state, record).await?);
+    }
+    Ok(described)
+}
+
+/// The identity `identity_id` if it is the account's own.
+async fn own_record(
+    state: &PortalState,
+    account_id: &str,
+    identity_id: &str,
+) -> Result<imap::Identity, PortalError> {
+    if identity_id.is_empty() || identity_id.len() > MAX_FIELD_BYTES {
+        return Err(PortalError::no_such_identity());
+    }
+    let found = state
+        .imap()?
+        .get_identity(imap::GetIdentityRequest {
+            identity: Some(imap::get_identity_request::Identity::IdentityId(
+                identity_id.to_owned(),
+            )),
+        })
+        .await
+        .upstream(ServiceName::Imap);
+    match found {
+        Ok(record) if record.account_id == account_id => Ok(record),
+        Ok(_) | Err(PortalError::NotFound(_) | PortalError::Rejected(_)) => {
+            Err(PortalError::no_such_identity())
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// One of the account's identities.
+pub async fn identity(
+    state: &PortalState,
+    account_id: &str,
+    identity_id: &str,
+) -> Result<Identity, PortalError> {
+    let record = own_record(state, account_id, identity_id).await?;
+    describe_identity(state, record).await
+}
+
+async fn describe_identity(
+    state: &PortalState,
+    record: imap::Identity,
+) -> Result<Identity, PortalError> {
+    let (onion_state, ports) = match state
+        .onion()?
+        .get_onion(onion::GetOnionRequest {
+            identity_id: record.identity_id.clone(),
+        })
+        .await
+        .upstream(ServiceName::Onion)
+    {
+        Ok(service) => (IdentityState::from_proto(service.state), service.ports),
+        Err(PortalError::NotFound(_)) => (IdentityState::Revoked, Vec::new()),
+        Err(other) => return Err(other),
+    };
+    let qr = state
+        .keys()?
+        .get_identity_qr(keys::GetIdentityQrRequest {
+            identity_id: record.identity_id.clone(),
+            format: keys::QrFormat::Unspecified as i32,
+        })
+        .await
+        .upstream(ServiceName::Keys);
+    let (fingerprint, openpgp4fpr) = match qr {
+        Ok(qr) => (fingerprint_of(&qr.uri), Some(qr.uri)),
+        Err(PortalError::NotFound(_)) => (None, None),
+        Err(other) => return Err(other),
+    };
+    Ok(Identity {
+        id: record.identity_id,
+        address: record.address,
+        display_name: record.display_name,
+        fingerprint,
+        openpgp4fpr,
+        state: onion_state,
+        imap_port: port_for(&ports, onion::PortPurpose::Imap),
+        submission_port: port_for(&ports, onion::PortPurpose::Submission),
+        created_at: time(record.created_at),
+    })
+}
+
+/// The fingerprint in `openpgp4fpr:<FINGERPRINT>#a=…`.
+fn fingerprint_of(uri: &str) -> Option<String> {
+    let rest = uri
+        .get(..12)?
+        .eq_ignore_ascii_case("openpgp4fpr:")
+        .then(|| &uri[12..])?;
+    let fingerprint = rest.split('#').next()?;
+    (!fingerprint.is_empty()).then(|| fingerprint.to_ascii_uppercase())
+}
+
+/// The QR code of one of the account's identities, as SVG.
+pub async fn identity_qr(
+    state: &PortalState,
+    account_id: &str,
+    identity_id: &str,
+) -> Result<Vec<u8>, PortalError> {
+    let record = own_record(state, account_id, identity_id).await?;
+    let qr = state
+        .keys()?
+        .get_identity_qr(keys::GetIdentityQrRequest {
+            identity_id: record.identity_id,
+            format: keys::QrFormat::Unspecified as i32,
+        })
+        .await
+        .upstream(ServiceName::Keys)
+        .map_err(|error| match error {
+            PortalError::NotFound(_) => PortalError::no_such_identity(),
+            other => other,
+        })?;
+    Ok(qr.image)
+}
+
+/// A new identity: its onion, its key and the account's record, within the plan's number.
+pub async fn create_identity(
+    state: &PortalState,
+    account_id: &str,
+    local_part: &str,
+    display_name: &str,
+) -> Result<Identity, PortalError> {
+    bounded("local_part", local_part.trim())?;
+    if display_name.chars().count() > MAX_DISPLAY_NAME_CHARS {
+        return Err(PortalError::invalid("display_name", "is too long"));
+    }
+    if display_name.chars().any(char::is_control) {
+        return Err(PortalError::invalid(
+            "display_name",
+            "must not contain control characters",
+        ));
+    }
+    let created = state
+        .imap()?
+        .create_identity(imap::CreateIdentityRequest {
+            account_id: account_id.to_owned(),
+            local_part: local_part.trim().to_owned(),
+            display_name: display_name.trim().to_owned(),
+        })
+        .await
+        .upstream(ServiceName::Imap)
+        .map_err(|error| match error {
+            PortalError::Rejected(detail) => PortalError::invalid("local_part", detail),
+            other => other,
+        })?;
+    let record = created.identity.ok_or(PortalError::Internal)?;
+    tracing::info!(account_id, identity_id = %record.identity_id, "identity created in the portal");
+    describe_identity(state, record).await
+}
+
+/// Revokes one of the account's identities for good (its key, its onion, its record).
+pub async fn revoke_identity(
+    state: &PortalState,
+    account_id: &str,
+    identity_id: &str,
+) -> Result<(), PortalError> {
+    let record = own_record(state, account_id, identity_id).await?;
+    revoke_record(state, &record.identity_id).await?;
+    tracing::info!(account_id, identity_id, "identity revoked in the portal");
+    Ok(())
+}
+
+async fn revoke_record(state: &PortalState, identity_id: &str) -> Result<(), PortalError> {
+    state
+        .imap()?
+        .revoke_identity(imap::RevokeIdentityRequest {
+            identity_id: identity_id.to_owned(),
+        })
+        .await
+        .upstream(ServiceName::Imap)?;
+    Ok(())
+}
+
+/// Sessions not yet expired, for the portal's statistics.
+pub async fn sessions_open(state: &PortalState) -> Result<u64, PortalError> {
+    Ok(state.store.count_live(now_ms()).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_is_read_from_the_openpgp4fpr_uri() {
+        assert_eq!(
+            fingerprint_of("openpgp4fpr:ab12CD#a=alice%40x.onion"),
+            Some("AB12CD".to_owned())
+        );
+        assert_eq!(fingerprint_of("OPENPGP4FPR:AB12"), Some("AB12".to_owned()));
+        assert_eq!(fingerprint_of("mailto:alice"), None);
+        assert_eq!(fingerprint_of("openpgp4fpr:#a=x"), None);
+    }
+
+    #[test]
+    fn retry_after_is_read_from_imaps_words() {
+        assert_eq!(retry_after("too many failed logins; retry in 17 s"), 17);
+        assert_eq!(retry_after("slow down"), 60);
+    }
+}

@@ -1,0 +1,338 @@
+//! `/account/v1`: what the pages do, as JSON for scripts and clients, with its OpenAPI document
+//! (`/account/v1/openapi.json`). A session is opened with a login and password (or by signing up)
+//! and then named by `Authorization: Bearer <token>`; every route but those two needs it, and
+//! every route acts on that session's account only. Errors are RFC 9457 problem documents.
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use onionpost_runtime::http_api::{self, Problem};
+use onionpost_runtime::time::from_ms;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi as _;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::PortalState;
+use crate::account::{self, Account, Identity};
+use crate::error::PortalError;
+use crate::session::{self, ApiSession, NewSession};
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "onionpost account API",
+        description = "An account holder's own account on an onionpost carrier: sessions, the account, vouchers, the password and identities. Open a session with `POST /account/v1/session` (or `POST /account/v1/signup`) and send its token as `Authorization: Bearer <token>`. Every route acts on that session's account only. Errors are RFC 9457 problem documents.",
+        license(name = "AGPL-3.0-or-later")
+    ),
+    components(schemas(Problem)),
+    security(("bearer" = [])),
+    tags(
+        (name = "session", description = "Signing up, in and out"),
+        (name = "account", description = "The signed-in account"),
+        (name = "identities", description = "The account's onion identities"),
+    )
+)]
+struct ApiDoc;
+
+/// The problem statuses any `/account/v1` operation may answer with.
+const PROBLEM_STATUSES: [(&str, &str); 10] = [
+    ("400", "The request cannot be read (malformed JSON)"),
+    ("401", "No session, or not a live one"),
+    ("403", "Not allowed (sign-up closed, account suspended)"),
+    ("404", "No such resource among this account's"),
+    (
+        "409",
+        "Conflicts with the current state (taken, spent, limit reached)",
+    ),
+    ("413", "The request body is too large"),
+    ("415", "The request body is not application/json"),
+    ("422", "A value is not acceptable; `field` names it"),
+    ("429", "Too many attempts; see Retry-After"),
+    ("503", "A service this request needs is unavailable"),
+];
+
+/// A JSON body, refused with a problem that names the field at fault.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = PortalError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ApiJson(http_api::json_body(request, state).await?))
+    }
+}
+
+/// A login and password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    pub login: String,
+    pub password: String,
+}
+
+/// A new account, by the carrier's sign-up policy.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignUp {
+    /// 1 to 64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+    pub login: String,
+    /// At least 12 characters.
+    pub password: String,
+    /// A voucher code; required when the carrier's sign-up policy is `voucher`.
+    #[serde(default)]
+    pub voucher: Option<String>,
+}
+
+/// A session just opened. The token is shown once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionToken {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<NewSession> for SessionToken {
+    fn from(session: NewSession) -> Self {
+        SessionToken {
+            token: session.token,
+            expires_at: from_ms(session.expires_at_ms),
+        }
+    }
+}
+
+/// A voucher code to redeem.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Redeem {
+    pub code: String,
+}
+
+/// A password change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// The account's password, to confirm its deletion.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmDeletion {
+    pub password: String,
+}
+
+/// A new identity.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIdentity {
+    /// The part before `@`: an RFC 5322 dot-atom.
+    pub local_part: String,
+    /// Goes into the key's user ID; absent keeps the address alone (a name can identify a
+    /// person).
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+#[utoipa::path(
+    post, path = "/account/v1/session", tag = "session", security(()),
+    request_body = SignIn,
+    responses((status = 201, description = "Signed in", body = SessionToken)),
+)]
+pub async fn open_session(
+    State(state): State<PortalState>,
+    ApiJson(request): ApiJson<SignIn>,
+) -> Result<(StatusCode, Json<SessionToken>), PortalError> {
+    let session = account::sign_in(&state, &request.login, &request.password).await?;
+    Ok((StatusCode::CREATED, Json(session.into())))
+}
+
+#[utoipa::path(
+    delete, path = "/account/v1/session", tag = "session",
+    responses((status = 204, description = "Signed out")),
+)]
+pub async fn close_session(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+) -> Result<StatusCode, PortalError> {
+    session::end(&state, &session).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post, path = "/account/v1/signup", tag = "session", security(()),
+    request_body = SignUp,
+    responses((status = 201, description = "The account exists and is signed in", body = SessionToken)),
+)]
+pub async fn sign_up(
+    State(state): State<PortalState>,
+    ApiJson(request): ApiJson<SignUp>,
+) -> Result<(StatusCode, Json<SessionToken>), PortalError> {
+    let voucher = request.voucher.unwrap_or_default();
+    let session = account::sign_up(&state, &request.login, &request.password, &voucher).await?;
+    Ok((StatusCode::CREATED, Json(session.into())))
+}
+
+#[utoipa::path(
+    get, path = "/account/v1/account", tag = "account",
+    responses((status = 200, description = "The signed-in account", body = Account)),
+)]
+pub async fn get_account(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+) -> Result<Json<Account>, PortalError> {
+    Ok(Json(account::account(&state, &session.account_id).await?))
+}
+
+#[utoipa::path(
+    delete, path = "/account/v1/account", tag = "account",
+    request_body = ConfirmDeletion,
+    responses((status = 204, description = "The account, its identities, keys and mail are gone")),
+)]
+pub async fn delete_account(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    ApiJson(request): ApiJson<ConfirmDeletion>,
+) -> Result<StatusCode, PortalError> {
+    account::delete_account(&state, &session.account_id, &request.password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post, path = "/account/v1/account/vouchers", tag = "account",
+    request_body = Redeem,
+    responses((status = 200, description = "Redeemed: the account with its new paid-until and plan", body = Account)),
+)]
+pub async fn redeem_voucher(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    ApiJson(request): ApiJson<Redeem>,
+) -> Result<Json<Account>, PortalError> {
+    Ok(Json(
+        account::redeem(&state, &session.account_id, &request.code).await?,
+    ))
+}
+
+#[utoipa::path(
+    put, path = "/account/v1/account/password", tag = "account",
+    request_body = ChangePassword,
+    responses((status = 204, description = "Changed; the account's other sessions are ended")),
+)]
+pub async fn change_password(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    ApiJson(request): ApiJson<ChangePassword>,
+) -> Result<StatusCode, PortalError> {
+    account::change_password(
+        &state,
+        &session,
+        &request.current_password,
+        &request.new_password,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get, path = "/account/v1/identities", tag = "identities",
+    responses((status = 200, description = "The account's identities", body = Vec<Identity>)),
+)]
+pub async fn list_identities(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+) -> Result<Json<Vec<Identity>>, PortalError> {
+    Ok(Json(
+        account::identities(&state, &session.account_id).await?,
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/account/v1/identities", tag = "identities",
+    request_body = CreateIdentity,
+    responses((status = 201, description = "Created; `publishing` until its onion is online", body = Identity)),
+)]
+pub async fn create_identity(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    ApiJson(request): ApiJson<CreateIdentity>,
+) -> Result<(StatusCode, Json<Identity>), PortalError> {
+    let identity = account::create_identity(
+        &state,
+        &session.account_id,
+        &request.local_part,
+        request.display_name.as_deref().unwrap_or(""),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(identity)))
+}
+
+#[utoipa::path(
+    get, path = "/account/v1/identities/{id}", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")),
+    responses((status = 200, description = "The identity", body = Identity)),
+)]
+pub async fn get_identity(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+) -> Result<Json<Identity>, PortalError> {
+    Ok(Json(
+        account::identity(&state, &session.account_id, &id).await?,
+    ))
+}
+
+#[utoipa::path(
+    delete, path = "/account/v1/identities/{id}", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")),
+    responses((status = 204, description = "Revoked: its key, its onion and its record are gone")),
+)]
+pub async fn revoke_identity(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+) -> Result<StatusCode, PortalError> {
+    account::revoke_identity(&state, &session.account_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get, path = "/account/v1/identities/{id}/qr.svg", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")),
+    responses((status = 200, description = "The identity's `openpgp4fpr:` QR code", content_type = "image/svg+xml", body = String)),
+)]
+pub async fn identity_qr(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, PortalError> {
+    let svg = account::identity_qr(&state, &session.account_id, &id).await?;
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg))
+}
+
+/// Every `/account/v1` route with its documentation.
+pub fn api_router() -> OpenApiRouter<PortalState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(open_session, close_session))
+        .routes(routes!(sign_up))
+        .routes(routes!(get_account, delete_account))
+        .routes(routes!(redeem_voucher))
+        .routes(routes!(change_password))
+        .routes(routes!(list_identities, create_identity))
+        .routes(routes!(get_identity, revoke_identity))
+        .routes(routes!(identity_qr))
+}
+
+/// The OpenAPI document served at `/account/v1/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut document) = api_router().split_for_parts();
+    http_api::document_problems(&mut document, &PROBLEM_STATUSES);
+    document
+}

@@ -1,0 +1,194 @@
+//! The account page: plan, state, paid time, storage; redeeming a voucher; changing the password;
+//! deleting the account.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::http::header::SET_COOKIE;
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{DateTime, Utc};
+use maud::html;
+use serde::Deserialize;
+
+use super::{
+    Done, FormToken, OrPage as _, PageError, bytes, layout, notice_markup, page, signed_form,
+    signed_in,
+};
+use crate::PortalState;
+use crate::account::{self, AccountState};
+use crate::error::PortalError;
+use crate::session::{self, BrowserSession, SESSION_COOKIE};
+
+fn day(time: Option<DateTime<Utc>>) -> String {
+    time.map_or_else(
+        || "—".to_owned(),
+        |time| time.format("%Y-%m-%d").to_string(),
+    )
+}
+
+pub async fn account_page(
+    State(state): State<PortalState>,
+    BrowserSession(session): BrowserSession,
+    Query(done): Query<Done>,
+) -> Result<Response, PageError> {
+    let session = signed_in(session)?;
+    let account = account::account(&state, &session.account_id)
+        .await
+        .or_page(&session, "/account")?;
+    let token = session.form_token();
+    let state_words = match account.state {
+        AccountState::Active => "active",
+        AccountState::Grace => "in its grace period: new mail waits until a voucher is redeemed",
+        AccountState::Expired => "expired: new mail is refused until a voucher is redeemed",
+        AccountState::Suspended => "suspended by the operator",
+    };
+    let markup = layout(
+        "Your account",
+        Some(&session),
+        html! {
+            (notice_markup(done.done.as_deref()))
+            table {
+                tr { th { "Login" } td.mono { (account.login) } }
+                tr { th { "Plan" } td { (account.plan) } }
+                tr { th { "State" } td { (state_words) } }
+                tr { th { "Paid until" } td { (day(account.paid_until)) } }
+                tr { th { "Storage" } td { (bytes(account.used_bytes)) " of " (bytes(account.quota_bytes)) } }
+                tr { th { "Identities" } td { (account.identities) " of " (account.identities_allowed) " — " a href="/identities" { "manage" } } }
+                tr { th { "Clearnet gateway" } td { @if account.gateway_allowed { "included" } @else { "not in this plan" } } }
+            }
+
+            h2 { "Redeem a voucher" }
+            form method="post" action="/account/voucher" {
+                input type="hidden" name="form_token" value=(token);
+                label for="code" { "Voucher code" }
+                input #code type="text" name="code" autocomplete="off" spellcheck="false" required;
+                div { button type="submit" { "Redeem" } }
+            }
+
+            h2 { "Change the password" }
+            form method="post" action="/account/password" {
+                input type="hidden" name="form_token" value=(token);
+                label for="current_password" { "Current password" }
+                input #current_password type="password" name="current_password" autocomplete="current-password" required;
+                label for="new_password" { "New password (at least 12 characters)" }
+                input #new_password type="password" name="new_password" autocomplete="new-password" required;
+                div { button type="submit" { "Change" } }
+            }
+
+            section.danger {
+                h2 { "Delete the account" }
+                p { "Every identity is revoked (its onion and key destroyed), then every message and the account itself. There is no undo." }
+                form method="post" action="/account/delete" {
+                    input type="hidden" name="form_token" value=(token);
+                    label for="delete_password" { "Password" }
+                    input #delete_password type="password" name="password" autocomplete="current-password" required;
+                    label { input type="checkbox" name="confirm" value="yes" required; " I want this account and its mail destroyed" }
+                    div { button type="submit" { "Delete the account" } }
+                }
+            }
+        },
+    );
+    Ok(page(StatusCode::OK, markup))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemForm {
+    #[serde(default)]
+    code: String,
+    form_token: String,
+}
+
+impl FormToken for RedeemForm {
+    fn form_token(&self) -> &str {
+        &self.form_token
+    }
+}
+
+pub async fn redeem(
+    State(state): State<PortalState>,
+    BrowserSession(session): BrowserSession,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let session = signed_in(session)?;
+    let form: RedeemForm = signed_form(&session, &body, "/account")?;
+    account::redeem(&state, &session.account_id, &form.code)
+        .await
+        .or_page(&session, "/account")?;
+    Ok(Redirect::to("/account?done=voucher"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordForm {
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+    form_token: String,
+}
+
+impl FormToken for PasswordForm {
+    fn form_token(&self) -> &str {
+        &self.form_token
+    }
+}
+
+pub async fn change_password(
+    State(state): State<PortalState>,
+    BrowserSession(session): BrowserSession,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let session = signed_in(session)?;
+    let form: PasswordForm = signed_form(&session, &body, "/account")?;
+    account::change_password(&state, &session, &form.current_password, &form.new_password)
+        .await
+        .or_page(&session, "/account")?;
+    Ok(Redirect::to("/account?done=password"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteForm {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    confirm: String,
+    form_token: String,
+}
+
+impl FormToken for DeleteForm {
+    fn form_token(&self) -> &str {
+        &self.form_token
+    }
+}
+
+pub async fn delete(
+    State(state): State<PortalState>,
+    BrowserSession(session): BrowserSession,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let session = signed_in(session)?;
+    let form: DeleteForm = signed_form(&session, &body, "/account")?;
+    if form.confirm != "yes" {
+        return Err(PortalError::invalid("confirm", "tick the box to confirm"))
+            .or_page(&session, "/account");
+    }
+    account::delete_account(&state, &session.account_id, &form.password)
+        .await
+        .or_page(&session, "/account")?;
+    let mut response = page(
+        StatusCode::OK,
+        layout(
+            "Account deleted",
+            None,
+            html! {
+                p.notice role="status" { "The account, its identities, keys and mail are gone." }
+            },
+        ),
+    );
+    response
+        .headers_mut()
+        .append(SET_COOKIE, session::cleared_cookie(&state, SESSION_COOKIE));
+    Ok(response.into_response())
+}

@@ -1,0 +1,289 @@
+//! The portal's pages: HTML rendered on the server (maud, which escapes every value it is given),
+//! plain forms and links, no JavaScript at all, so Tor Browser at its "Safest" level works.
+//!
+//! Every page answers with headers that forbid what it never needs: no script, no frame, no
+//! resource from anywhere else, no referrer, no caching (`security_headers`). A form posts back to
+//! the portal with the form token of `session`; a page that changes something answers with a
+//! redirect (303, so reloading does not resend) to a page that says what was done, chosen from a
+//! fixed list so no request text is ever echoed as a notice.
+
+mod account;
+mod identities;
+mod sign_in;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{DOCTYPE, Markup, html};
+use serde::de::DeserializeOwned;
+
+use crate::PortalState;
+use crate::error::PortalError;
+use crate::session::{self, Session};
+
+/// The one style sheet, served from the portal itself (`/style.css`).
+const STYLE: &str = include_str!("style.css");
+
+/// The Content-Security-Policy of every page: nothing but the portal's own style sheet and
+/// images, forms only to the portal, never in a frame.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Every page route.
+pub fn router() -> Router<PortalState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/style.css", get(style))
+        .route(
+            "/sign-in",
+            get(sign_in::sign_in_page).post(sign_in::sign_in),
+        )
+        .route(
+            "/sign-up",
+            get(sign_in::sign_up_page).post(sign_in::sign_up),
+        )
+        .route("/sign-out", post(sign_in::sign_out))
+        .route("/account", get(account::account_page))
+        .route("/account/voucher", post(account::redeem))
+        .route("/account/password", post(account::change_password))
+        .route("/account/delete", post(account::delete))
+        .route(
+            "/identities",
+            get(identities::list_page).post(identities::create),
+        )
+        .route("/identities/{id}", get(identities::identity_page))
+        .route("/identities/{id}/qr.svg", get(identities::qr))
+        .route("/identities/{id}/revoke", post(identities::revoke))
+}
+
+/// Adds the headers every portal answer carries.
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ] {
+        headers.entry(name).or_insert(value);
+    }
+    response
+}
+
+async fn home(session::BrowserSession(session): session::BrowserSession) -> Redirect {
+    match session {
+        Some(_) => Redirect::to("/account"),
+        None => Redirect::to("/sign-in"),
+    }
+}
+
+async fn style() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        STYLE,
+    )
+}
+
+/// A whole page: the navigation of a signed-in account (or none), a title, the content.
+pub fn layout(title: &str, session: Option<&Session>, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="referrer" content="no-referrer";
+                title { (title) " · onionpost" }
+                link rel="stylesheet" href="/style.css";
+            }
+            body {
+                header {
+                    span.brand { "onionpost" }
+                    @if let Some(session) = session {
+                        nav {
+                            a href="/account" { "Account" }
+                            a href="/identities" { "Identities" }
+                            form.inline method="post" action="/sign-out" {
+                                input type="hidden" name="form_token" value=(session.form_token());
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main {
+                    h1 { (title) }
+                    (content)
+                }
+            }
+        }
+    }
+}
+
+/// A page's answer with its status.
+pub fn page(status: StatusCode, markup: Markup) -> Response {
+    (status, Html(markup.into_string())).into_response()
+}
+
+/// A failure as a page: signed out goes to the sign-in page; anything else says what went
+/// wrong, with a way back.
+pub struct PageError {
+    pub error: PortalError,
+    pub session: Option<Box<Session>>,
+    /// Where "back" leads.
+    pub back: &'static str,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        if matches!(self.error, PortalError::SignedOut) {
+            return Redirect::to("/sign-in").into_response();
+        }
+        let status = self.error.status();
+        let markup = layout(
+            "Not done",
+            self.session.as_deref(),
+            html! {
+                p.error role="alert" { (self.error.to_string()) }
+                p { a href=(self.back) { "Back" } }
+            },
+        );
+        page(status, markup)
+    }
+}
+
+/// `result` with its error as a page.
+pub trait OrPage<T> {
+    fn or_page(self, session: &Session, back: &'static str) -> Result<T, PageError>;
+}
+
+impl<T> OrPage<T> for Result<T, PortalError> {
+    fn or_page(self, session: &Session, back: &'static str) -> Result<T, PageError> {
+        self.map_err(|error| PageError {
+            error,
+            session: Some(Box::new(session.clone())),
+            back,
+        })
+    }
+}
+
+/// The signed-in session of a page, or a redirect to the sign-in page.
+pub fn signed_in(session: Option<Session>) -> Result<Session, PageError> {
+    session.ok_or(PageError {
+        error: PortalError::SignedOut,
+        session: None,
+        back: "/sign-in",
+    })
+}
+
+/// Reads a posted form, refusing one whose form token is not the session's.
+pub fn signed_form<T: DeserializeOwned + FormToken>(
+    session: &Session,
+    body: &Bytes,
+    back: &'static str,
+) -> Result<T, PageError> {
+    let form: T = onionpost_runtime::http_api::form(body, "form")
+        .map_err(PortalError::from)
+        .or_page(session, back)?;
+    if !session.form_token_is(form.form_token()) {
+        return Err(PageError {
+            error: PortalError::BadFormToken,
+            session: Some(Box::new(session.clone())),
+            back,
+        });
+    }
+    Ok(form)
+}
+
+/// A form that carries its page's form token.
+pub trait FormToken {
+    fn form_token(&self) -> &str;
+}
+
+/// The notice for a `done` code a redirect carried, from a fixed list.
+pub fn notice(done: Option<&str>) -> Option<&'static str> {
+    Some(match done? {
+        "voucher" => "The voucher is redeemed.",
+        "password" => "The password is changed. Your other sessions are signed out.",
+        "revoked" => "The identity is revoked: its key, its onion and its address are gone.",
+        "created" => "The identity is created. It is online once tor has published its onion.",
+        "signed-up" => "Welcome. Your account is ready; create an identity to get an address.",
+        _ => return None,
+    })
+}
+
+/// Renders a notice, if any.
+pub fn notice_markup(done: Option<&str>) -> Markup {
+    html! {
+        @if let Some(text) = notice(done) {
+            p.notice role="status" { (text) }
+        }
+    }
+}
+
+/// The query of a page a redirect led to.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Done {
+    pub done: Option<String>,
+}
+
+/// Bytes as a person reads them.
+pub fn bytes(count: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = count as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{count} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(1 << 30), "1.0 GiB");
+    }
+
+    #[test]
+    fn only_known_notices_are_shown() {
+        assert!(notice(Some("voucher")).is_some());
+        assert_eq!(notice(Some("<script>")), None);
+        assert_eq!(notice(None), None);
+    }
+
+    #[test]
+    fn values_are_escaped() {
+        let markup = layout("<b>x</b>", None, html! { p { ("\"><script>") } });
+        let text = markup.into_string();
+        assert!(!text.contains("<script>"), "{text}");
+        assert!(text.contains("&lt;b&gt;x&lt;/b&gt;"), "{text}");
+    }
+}
