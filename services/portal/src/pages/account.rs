@@ -11,7 +11,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{
-    Done, FormToken, OrPage as _, PageError, bytes, layout, notice_markup, page, signed_form,
+    Done, OrPage as _, PageError, bytes, layout, notice_markup, page, signed_form,
     signed_in,
 };
 use crate::PortalState;
@@ -92,17 +92,9 @@ pub async fn account_page(
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RedeemForm {
     #[serde(default)]
     code: String,
-    form_token: String,
-}
-
-impl FormToken for RedeemForm {
-    fn form_token(&self) -> &str {
-        &self.form_token
-    }
 }
 
 pub async fn redeem(
@@ -119,19 +111,11 @@ pub async fn redeem(
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PasswordForm {
     #[serde(default)]
     current_password: String,
     #[serde(default)]
     new_password: String,
-    form_token: String,
-}
-
-impl FormToken for PasswordForm {
-    fn form_token(&self) -> &str {
-        &self.form_token
-    }
 }
 
 pub async fn change_password(
@@ -148,19 +132,11 @@ pub async fn change_password(
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeleteForm {
     #[serde(default)]
     password: String,
     #[serde(default)]
     confirm: String,
-    form_token: String,
-}
-
-impl FormToken for DeleteForm {
-    fn form_token(&self) -> &str {
-        &self.form_token
-    }
 }
 
 pub async fn delete(

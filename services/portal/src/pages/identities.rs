@@ -9,7 +9,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{
-    Done, FormToken, OrPage as _, PageError, layout, notice_markup, page, signed_form, signed_in,
+    Done, OrPage as _, PageError, layout, notice_markup, page, signed_form, signed_in,
 };
 use crate::PortalState;
 use crate::account::{self, Identity};
@@ -66,19 +66,11 @@ pub async fn list_page(
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CreateForm {
     #[serde(default)]
     local_part: String,
     #[serde(default)]
     display_name: String,
-    form_token: String,
-}
-
-impl FormToken for CreateForm {
-    fn form_token(&self) -> &str {
-        &self.form_token
-    }
 }
 
 pub async fn create(
@@ -177,17 +169,9 @@ pub async fn qr(
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RevokeForm {
     #[serde(default)]
     confirm: String,
-    form_token: String,
-}
-
-impl FormToken for RevokeForm {
-    fn form_token(&self) -> &str {
-        &self.form_token
-    }
 }
 
 pub async fn revoke(

@@ -193,28 +193,29 @@ pub fn signed_in(session: Option<Session>) -> Result<Session, PageError> {
     })
 }
 
-/// Reads a posted form, refusing one whose form token is not the session's.
-pub fn signed_form<T: DeserializeOwned + FormToken>(
+/// Reads a posted form, refusing first (before reading anything else in it) one whose form
+/// token is not the session's.
+pub fn signed_form<T: DeserializeOwned>(
     session: &Session,
     body: &Bytes,
     back: &'static str,
 ) -> Result<T, PageError> {
-    let form: T = onionpost_runtime::http_api::form(body, "form")
+    let token: TokenField = onionpost_runtime::http_api::form(body, "form")
         .map_err(PortalError::from)
         .or_page(session, back)?;
-    if !session.form_token_is(form.form_token()) {
-        return Err(PageError {
-            error: PortalError::BadFormToken,
-            session: Some(Box::new(session.clone())),
-            back,
-        });
+    if !session.form_token_is(&token.form_token) {
+        return Err(PortalError::BadFormToken).or_page(session, back);
     }
-    Ok(form)
+    onionpost_runtime::http_api::form(body, "form")
+        .map_err(PortalError::from)
+        .or_page(session, back)
 }
 
-/// A form that carries its page's form token.
-pub trait FormToken {
-    fn form_token(&self) -> &str;
+/// The form token of any form; the form's other fields are its own type's.
+#[derive(Debug, serde::Deserialize)]
+struct TokenField {
+    #[serde(default)]
+    form_token: String,
 }
 
 /// The notice for a `done` code a redirect carried, from a fixed list.

@@ -13,7 +13,7 @@ use maud::{Markup, html};
 use onionpost_runtime::config::SignupPolicy;
 use serde::Deserialize;
 
-use super::{FormToken, PageError, layout, page, signed_form, signed_in};
+use super::{PageError, layout, page, signed_form, signed_in};
 use crate::PortalState;
 use crate::account;
 use crate::error::PortalError;
@@ -45,17 +45,9 @@ pub struct SignUpForm {
     form_token: String,
 }
 
+/// Sign-out posts nothing but its form token.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignOutForm {
-    form_token: String,
-}
-
-impl FormToken for SignOutForm {
-    fn form_token(&self) -> &str {
-        &self.form_token
-    }
-}
+pub struct SignOutForm {}
 
 /// The browser's form secret, and the `Set-Cookie` to send when it is new.
 fn form_secret(state: &PortalState, headers: &HeaderMap) -> (String, Option<Response>) {

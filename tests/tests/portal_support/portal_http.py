@@ -1,0 +1,349 @@
+"""Checks onionpost's account portal over HTTP with Python's urllib, for portal.rs: every
+/account/v1 route and every form against no session, an expired session, another account's
+session and a missing or wrong form token; identical replies for a made-up login and a wrong
+password; what sign-up, vouchers, password changes and deletion do.
+
+Usage: portal_http.py PORTAL_URL DATA_DIR VOUCHER... (at least five unspent vouchers); exits
+non-zero with a message on the first failed expectation.
+"""
+
+import hashlib
+import http.cookiejar
+import json
+import re
+import sqlite3
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+PASSWORD = "correct horse battery staple"
+
+
+def check(condition, what):
+    if not condition:
+        raise SystemExit("FAILED: " + what)
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+class Client:
+    """An HTTP client with its own cookie jar; redirects are returned, not followed."""
+
+    def __init__(self, base):
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar), NoRedirect()
+        )
+
+    def request(self, method, path, body=None, token=None, content_type=None, headers=None):
+        data = None
+        all_headers = dict(headers or {})
+        if isinstance(body, dict) and content_type is None:
+            data = json.dumps(body).encode()
+            all_headers["Content-Type"] = "application/json"
+        elif isinstance(body, dict):
+            data = urllib.parse.urlencode(body).encode()
+            all_headers["Content-Type"] = content_type
+        elif body is not None:
+            data = body
+            if content_type:
+                all_headers["Content-Type"] = content_type
+        if token:
+            all_headers["Authorization"] = "Bearer " + token
+        request = urllib.request.Request(
+            self.base + path, data=data, method=method, headers=all_headers
+        )
+        try:
+            with self.opener.open(request, timeout=60) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, error.read()
+
+    def api(self, method, path, body=None, token=None):
+        status, headers, raw = self.request(method, path, body, token)
+        try:
+            value = json.loads(raw) if raw else None
+        except ValueError:
+            value = raw.decode(errors="replace")
+        return status, value
+
+    def form(self, path, fields):
+        return self.request("POST", path, fields, content_type="application/x-www-form-urlencoded")
+
+    def cookie(self, name):
+        for cookie in self.jar:
+            if cookie.name == name:
+                return cookie
+        return None
+
+
+def form_token(page):
+    found = re.search(r'name="form_token" value="([0-9a-f]+)"', page)
+    check(found is not None, "the page has a form token:\n" + page[:500])
+    return found.group(1)
+
+
+def expire(data_dir, token):
+    """Makes a session expired, as time would, in the portal's own database."""
+    db = sqlite3.connect(f"{data_dir}/portal.sqlite3")
+    changed = db.execute(
+        "UPDATE sessions SET expires_at_ms = 0 WHERE session_hash = ?",
+        (hashlib.sha256(token.encode()).hexdigest(),),
+    ).rowcount
+    db.commit()
+    db.close()
+    check(changed == 1, "the session to expire exists")
+
+
+def problem(value, kind):
+    check(isinstance(value, dict), f"a problem document, got {value!r}")
+    check(value.get("type") == "urn:onionpost:problem:" + kind, f"problem {kind}, got {value!r}")
+
+
+def api_checks(base, data_dir, vouchers):
+    api = Client(base)
+
+    # The document lists every route; each but the two that open a session needs one.
+    status, document = api.api("GET", "/account/v1/openapi.json")
+    check(status == 200, f"openapi.json: {status}")
+    operations = [
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "delete", "patch")
+    ]
+    check(len(operations) >= 11, f"documented operations: {operations}")
+    open_routes = {("POST", "/account/v1/session"), ("POST", "/account/v1/signup")}
+
+    # Sign-up by the voucher policy.
+    status, value = api.api("POST", "/account/v1/signup", {"login": "alice", "password": PASSWORD})
+    check(status == 403, f"sign-up without a voucher: {status} {value}")
+    problem(value, "sign-up-refused")
+    status, value = api.api(
+        "POST", "/account/v1/signup",
+        {"login": "alice", "password": PASSWORD, "voucher": "AAAA-BBBB-CCCC-DDDD-EEEE-FFFF"},
+    )
+    check(status == 422 and value.get("field") == "voucher", f"unknown voucher: {status} {value}")
+    status, value = api.api(
+        "POST", "/account/v1/signup", {"login": "alice", "password": PASSWORD, "voucher": vouchers[0]}
+    )
+    check(status == 201, f"sign-up: {status} {value}")
+    alice = value["token"]
+    status, value = api.api(
+        "POST", "/account/v1/signup", {"login": "bob", "password": PASSWORD, "voucher": vouchers[1]}
+    )
+    check(status == 201, f"sign-up bob: {status} {value}")
+    bob = value["token"]
+    status, value = api.api(
+        "POST", "/account/v1/signup", {"login": "carol", "password": PASSWORD, "voucher": vouchers[0]}
+    )
+    check(status == 409, f"a spent voucher signs nobody up: {status} {value}")
+    status, value = api.api(
+        "POST", "/account/v1/signup", {"login": "alice", "password": PASSWORD, "voucher": vouchers[2]}
+    )
+    check(status == 409, f"a taken login: {status} {value}")
+
+    status, account = api.api("GET", "/account/v1/account", token=alice)
+    check(status == 200 and account["login"] == "alice", f"account: {status} {account}")
+    check(account["plan"] == "voucher-plan", f"the voucher's plan: {account}")
+
+    # Every route without a session, with a made-up one, and with an expired one: 401.
+    status, value = api.api("POST", "/account/v1/session", {"login": "alice", "password": PASSWORD})
+    check(status == 201, f"sign-in: {status} {value}")
+    expiring = value["token"]
+    expire(data_dir, expiring)
+    for method, path in operations:
+        if (method, path) in open_routes or path.endswith("openapi.json"):
+            continue
+        concrete = path.replace("{id}", "idn_none")
+        for token in (None, "0" * 64, "not a token", expiring):
+            status, value = api.api(method, concrete, {} if method in ("POST", "PUT", "DELETE") else None, token)
+            check(status == 401, f"{method} {concrete} with {token!r}: {status} {value}")
+            problem(value, "signed-out")
+
+    # Identities; another account's are "no such identity", exactly like none.
+    status, mine = api.api("POST", "/account/v1/identities", {"local_part": "alice"}, alice)
+    check(status == 201, f"create identity: {status} {mine}")
+    check(mine["address"].startswith("alice@") and mine["address"].endswith(".onion"), f"{mine}")
+    check(mine["openpgp4fpr"].lower().startswith("openpgp4fpr:" + mine["fingerprint"].lower()), f"{mine}")
+    status, theirs = api.api("POST", "/account/v1/identities", {"local_part": "bob"}, bob)
+    check(status == 201, f"create bob's identity: {status} {theirs}")
+    missing = api.request("GET", "/account/v1/identities/idn_doesnotexist", token=bob)
+    for method, suffix in (("GET", ""), ("DELETE", ""), ("GET", "/qr.svg")):
+        other = api.request(method, f"/account/v1/identities/{mine['id']}{suffix}", token=bob)
+        check(other[0] == 404, f"{method} alice's identity{suffix} as bob: {other[0]}")
+        check(other[2] == missing[2], f"another's identity reads like none: {other[2]!r} vs {missing[2]!r}")
+    status, listed = api.api("GET", "/account/v1/identities", token=bob)
+    check([i["id"] for i in listed] == [theirs["id"]], f"bob lists only his: {listed}")
+    status, value = api.api("GET", f"/account/v1/identities/{mine['id']}", token=alice)
+    check(status == 200 and value["id"] == mine["id"], f"alice's identity survives bob: {status} {value}")
+    status, headers, svg = api.request("GET", f"/account/v1/identities/{mine['id']}/qr.svg", token=alice)
+    check(status == 200 and svg.lstrip().startswith(b"<") and b"svg" in svg[:300], f"qr: {status} {svg[:80]!r}")
+
+    # The same reply for a made-up login and a real one with a wrong password.
+    made_up = api.request("POST", "/account/v1/session", {"login": "nobody-here", "password": PASSWORD + "x"})
+    wrong = api.request("POST", "/account/v1/session", {"login": "alice", "password": PASSWORD + "x"})
+    check(made_up[0] == wrong[0] == 401, f"failed sign-ins: {made_up[0]} {wrong[0]}")
+    check(made_up[2] == wrong[2], f"identical bodies: {made_up[2]!r} vs {wrong[2]!r}")
+
+    # Vouchers.
+    status, extended = api.api("POST", "/account/v1/account/vouchers", {"code": vouchers[2]}, alice)
+    check(status == 200 and extended["paid_until"] > account["paid_until"], f"redeem: {status} {extended}")
+    status, value = api.api("POST", "/account/v1/account/vouchers", {"code": vouchers[2]}, bob)
+    check(status == 409, f"a voucher redeems once: {status} {value}")
+
+    # A password change ends the other sessions, not this one.
+    status, value = api.api("POST", "/account/v1/session", {"login": "alice", "password": PASSWORD})
+    other_alice = value["token"]
+    status, value = api.api(
+        "PUT", "/account/v1/account/password",
+        {"current_password": "wrong wrong wrong", "new_password": PASSWORD + "2"}, alice,
+    )
+    check(status == 422 and value["field"] == "current_password", f"wrong current: {status} {value}")
+    status, value = api.api(
+        "PUT", "/account/v1/account/password",
+        {"current_password": PASSWORD, "new_password": PASSWORD + "2"}, alice,
+    )
+    check(status == 204, f"password change: {status} {value}")
+    check(api.api("GET", "/account/v1/account", token=other_alice)[0] == 401, "other session ended")
+    check(api.api("GET", "/account/v1/account", token=alice)[0] == 200, "this session lives on")
+    status, value = api.api("POST", "/account/v1/session", {"login": "alice", "password": PASSWORD + "2"})
+    check(status == 201, f"the new password signs in: {status} {value}")
+
+    # Deleting bob's account takes his identity and sessions with it.
+    status, value = api.api("DELETE", "/account/v1/account", {"password": "not it at all"}, bob)
+    check(status == 422, f"deletion needs the password: {status} {value}")
+    status, value = api.api("DELETE", "/account/v1/account", {"password": PASSWORD}, bob)
+    check(status == 204, f"delete bob: {status} {value}")
+    check(api.api("GET", "/account/v1/account", token=bob)[0] == 401, "bob's session ended")
+    status, value = api.api("POST", "/account/v1/session", {"login": "bob", "password": PASSWORD})
+    check(status == 401, f"bob is gone: {status} {value}")
+
+    # Signing out.
+    check(api.api("DELETE", "/account/v1/session", token=alice)[0] == 204, "sign out")
+    check(api.api("GET", "/account/v1/account", token=alice)[0] == 401, "signed out")
+    return mine
+
+
+def form_checks(base, data_dir, vouchers, alice_identity):
+    # Carol signs up in the browser's way; dave too, as the other account.
+    carol = Client(base)
+    status, headers, page = carol.request("GET", "/sign-up")
+    page = page.decode()
+    check(status == 200, f"sign-up page: {status}")
+    check("<script" not in page.lower(), "no script on the sign-up page")
+    check("default-src 'none'" in headers.get("Content-Security-Policy", ""), f"CSP: {headers}")
+    form_cookie = carol.cookie("onionpost_form")
+    check(form_cookie is not None, "the sign-up page sets a form cookie")
+    token = form_token(page)
+    fields = {"login": "carol", "password": PASSWORD, "password_again": PASSWORD, "voucher": vouchers[3]}
+    status, _, page = carol.form("/sign-up", fields)
+    check(status == 403, f"sign-up without the form token: {status}")
+    status, _, page = carol.form("/sign-up", dict(fields, form_token="0" * 64))
+    check(status == 403, f"sign-up with a wrong form token: {status}")
+    status, headers, _ = carol.form("/sign-up", dict(fields, form_token=token))
+    check(status == 303 and headers.get("Location") == "/account?done=signed-up", f"sign-up: {status} {headers}")
+    set_cookies = headers.get_all("Set-Cookie") or []
+    session_set = [value for value in set_cookies if value.startswith("onionpost_session=")]
+    check(len(session_set) == 1, f"a session cookie: {set_cookies}")
+    check("HttpOnly" in session_set[0] and "SameSite=Strict" in session_set[0], f"cookie attributes: {session_set}")
+    check(carol.cookie("onionpost_session") is not None, "the browser keeps the session cookie")
+
+    dave = Client(base)
+    page = dave.request("GET", "/sign-up")[2].decode()
+    status, headers, _ = dave.form(
+        "/sign-up",
+        {"login": "dave", "password": PASSWORD, "password_again": PASSWORD,
+         "voucher": vouchers[4], "form_token": form_token(page)},
+    )
+    check(status == 303, f"dave signs up: {status}")
+
+    # Sign-in: the same page for a made-up login and a wrong password.
+    stranger = Client(base)
+    page = stranger.request("GET", "/sign-in")[2].decode()
+    token = form_token(page)
+    wrong = stranger.form("/sign-in", {"login": "dave", "password": "x" * 20, "form_token": token})
+    made_up = stranger.form("/sign-in", {"login": "davf", "password": "x" * 20, "form_token": token})
+    check(made_up[0] == wrong[0] == 401, f"failed sign-ins: {made_up[0]} {wrong[0]}")
+    # The page shows the login typed back in its field; apart from that, not a byte differs.
+    check(
+        wrong[2].replace(b'value="dave"', b"") == made_up[2].replace(b'value="davf"', b""),
+        "a made-up login and a wrong password read the same",
+    )
+    check(stranger.form("/sign-in", {"login": "dave", "password": PASSWORD})[0] == 403, "sign-in without a form token")
+
+    # Signing in rotates the session: a new cookie, unlike any before.
+    before = carol.cookie("onionpost_session").value
+    page = carol.request("GET", "/account")[2].decode()
+    check("carol" in page and "voucher-plan" in page, "carol's account page")
+    carol_token = form_token(page)
+    status, headers, _ = carol.form("/sign-out", {"form_token": carol_token})
+    check(status == 303 and headers.get("Location") == "/sign-in", f"sign out: {status} {headers}")
+    check(carol.request("GET", "/account")[0] == 303, "signed out: the account page redirects")
+    page = carol.request("GET", "/sign-in")[2].decode()
+    status, headers, _ = carol.form("/sign-in", {"login": "carol", "password": PASSWORD, "form_token": form_token(page)})
+    check(status == 303 and headers.get("Location") == "/account", f"sign in: {status} {headers}")
+    after = carol.cookie("onionpost_session").value
+    check(after != before, "a new session token at sign-in")
+    stale = Client(base).request("GET", "/account", headers={"Cookie": "onionpost_session=" + before})
+    check(stale[0] == 303, "the signed-out token opens nothing")
+
+    # Every form needs the session's own form token.
+    page = carol.request("GET", "/account")[2].decode()
+    carol_token = form_token(page)
+    page = dave.request("GET", "/account")[2].decode()
+    dave_token = form_token(page)
+    forms = [
+        ("/account/voucher", {"code": vouchers[5] if len(vouchers) > 5 else "x"}),
+        ("/account/password", {"current_password": PASSWORD, "new_password": PASSWORD + "3"}),
+        ("/account/delete", {"password": PASSWORD, "confirm": "yes"}),
+        ("/identities", {"local_part": "carol"}),
+        (f"/identities/{alice_identity['id']}/revoke", {"confirm": "yes"}),
+        ("/sign-out", {}),
+    ]
+    for path, fields in forms:
+        for bad in (None, "0" * 64, dave_token):
+            sent = dict(fields) if bad is None else dict(fields, form_token=bad)
+            status, _, _ = carol.form(path, sent)
+            check(status == 403, f"POST {path} with form token {bad!r}: {status}")
+        # And without any session: to the sign-in page, nothing done.
+        status, headers, _ = Client(base).form(path, dict(fields, form_token=carol_token))
+        check(status == 303 and headers.get("Location") == "/sign-in", f"POST {path} signed out: {status}")
+    check("carol" in carol.request("GET", "/account")[2].decode(), "carol's account survived every forged form")
+
+    # Another account's identity is "no such identity", exactly like none, for pages and forms.
+    status, headers, page = carol.form("/identities", {"local_part": "carol", "form_token": carol_token})
+    check(status == 303 and headers["Location"].startswith("/identities/"), f"carol's identity: {status} {headers}")
+    carol_identity = headers["Location"].split("?")[0].rsplit("/", 1)[1]
+    none = dave.request("GET", "/identities/idn_doesnotexist")
+    for path in (f"/identities/{carol_identity}", f"/identities/{carol_identity}/qr.svg"):
+        other = dave.request("GET", path)
+        check(other[0] == 404 == none[0], f"dave GET {path}: {other[0]}")
+        check(other[2] == none[2], f"another's identity reads like none ({path})")
+    status, _, page = dave.form(f"/identities/{carol_identity}/revoke", {"confirm": "yes", "form_token": dave_token})
+    check(status == 404, f"dave revoking carol's identity: {status}")
+    page = carol.request("GET", f"/identities/{carol_identity}")[2].decode()
+    check("carol@" in page and "Revoke" in page, "carol's identity survived dave")
+
+    # An expired browser session is signed out.
+    expire(data_dir, dave.cookie("onionpost_session").value)
+    check(dave.request("GET", "/account")[0] == 303, "an expired session redirects to sign-in")
+    status, _, _ = dave.form("/identities", {"local_part": "dave", "form_token": dave_token})
+    check(status == 303, f"an expired session creates nothing: {status}")
+
+
+def main():
+    base, data_dir, *vouchers = sys.argv[1:]
+    check(len(vouchers) >= 5, "five vouchers")
+    alice_identity = api_checks(base, data_dir, vouchers)
+    form_checks(base, data_dir, vouchers, alice_identity)
+    print("portal_http: every check passed")
+
+
+if __name__ == "__main__":
+    main()
