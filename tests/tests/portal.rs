@@ -8,6 +8,8 @@
 //! - `browser.py` (Debian's chromium through Selenium, JavaScript disabled): sign up, sign out,
 //!   sign in, create an identity and see it go online over tor, redeem a voucher, sign out; a
 //!   screenshot of each page; then Python's imaplib logs in with the account made in the browser.
+//! - schemathesis against `/account/v1` with a session: no server error, no reply outside the
+//!   OpenAPI document.
 //!
 //! One test function, so the private Tor network starts once for every scenario.
 
@@ -16,7 +18,7 @@ mod admin_support;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use admin_support::{OPERATOR_TOKEN, operator_json};
+use admin_support::{OPERATOR_TOKEN, http, operator_json, schemathesis};
 use anyhow::{Context as _, ensure};
 use onionpost_e2e::TorNet;
 use onionpost_e2e::node::{Node, free_port, http_get};
@@ -93,7 +95,7 @@ async fn account_holders_run_their_accounts_in_the_portal() -> anyhow::Result<()
         node.admin,
         "POST",
         "/v1/vouchers",
-        json!({"plan": plan["id"], "days": 90, "count": 8}),
+        json!({"plan": plan["id"], "days": 90, "count": 9}),
     )
     .await;
     let vouchers: Vec<String> = batch["codes"]
@@ -103,7 +105,7 @@ async fn account_holders_run_their_accounts_in_the_portal() -> anyhow::Result<()
         .filter_map(Value::as_str)
         .map(str::to_owned)
         .collect();
-    ensure!(vouchers.len() == 8, "eight vouchers: {batch}");
+    ensure!(vouchers.len() == 9, "nine vouchers: {batch}");
     let base = format!("http://{}", node.portal);
 
     let mut args = vec![
@@ -135,6 +137,34 @@ async fn account_holders_run_their_accounts_in_the_portal() -> anyhow::Result<()
     })?;
     println!("{report}");
     let taken = std::fs::read_dir(&shots)?.count();
-    ensure!(taken >= 8, "a screenshot of each page: {taken} in {}", shots.display());
+    ensure!(
+        taken >= 8,
+        "a screenshot of each page: {taken} in {}",
+        shots.display()
+    );
+
+    // schemathesis against /account/v1 with a session of its own: no server error, nothing
+    // that breaks the document. Signing out is left out (it would end its own session).
+    let session = http(
+        node.portal,
+        "POST",
+        "/account/v1/signup",
+        None,
+        Some(&json!({"login": "schemathesis", "password": "a password for fuzzing", "voucher": vouchers[8]}).to_string()),
+    )
+    .await
+    .expect(201)
+    .json();
+    let token = session["token"].as_str().context("session token")?;
+    let (passed, text) = schemathesis(
+        &format!("http://{}/account/v1/openapi.json", node.portal),
+        token,
+        &["close_session"],
+    )
+    .await?;
+    ensure!(
+        passed && text.contains("passed"),
+        "schemathesis found problems in /account/v1:\n{text}"
+    );
     Ok(())
 }

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::process::Stdio;
 
+use anyhow::{Context as _, ensure};
 use onionpost_e2e::TorClient;
 use onionpost_e2e::node::Node;
 use onionpost_e2e::onion_service::free_port_block;
@@ -180,4 +182,78 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&data[start..start + size]);
         data = &data[start + size + 2..];
     }
+}
+
+/// `st`, installed from PyPI when missing.
+async fn schemathesis_program() -> anyhow::Result<String> {
+    let found = |program: &'static str| async move {
+        tokio::process::Command::new(program)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|status| status.success())
+    };
+    if found("st").await {
+        return Ok("st".to_owned());
+    }
+    let installed = tokio::process::Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "schemathesis"])
+        .status()
+        .await
+        .context("running pip")?;
+    ensure!(installed.success(), "pip install schemathesis failed");
+    ensure!(
+        found("st").await,
+        "schemathesis installed but `st` is not on PATH"
+    );
+    Ok("st".to_owned())
+}
+
+/// Runs schemathesis against the OpenAPI document at `document_url` with `token` as the bearer,
+/// leaving out `excluded` operation ids; whether it passed, and what it printed. A fixed seed
+/// keeps the suite reproducible; ONIONPOST_TEST_SCHEMATHESIS_SEED explores others.
+pub async fn schemathesis(
+    document_url: &str,
+    token: &str,
+    excluded: &[&str],
+) -> anyhow::Result<(bool, String)> {
+    let st = schemathesis_program().await?;
+    let seed = std::env::var("ONIONPOST_TEST_SCHEMATHESIS_SEED").unwrap_or_else(|_| "1".to_owned());
+    let report = tempfile::tempdir()?;
+    let mut args = vec![
+        "run".to_owned(),
+        document_url.to_owned(),
+        "--header".to_owned(),
+        format!("Authorization: Bearer {token}"),
+        "--checks".to_owned(),
+        "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance".to_owned(),
+        "--phases".to_owned(),
+        "examples,coverage,fuzzing".to_owned(),
+        "--max-examples".to_owned(),
+        "15".to_owned(),
+        "--request-timeout".to_owned(),
+        "60".to_owned(),
+        "--seed".to_owned(),
+        seed,
+        "--no-color".to_owned(),
+    ];
+    for operation in excluded {
+        args.push("--exclude-operation-id".to_owned());
+        args.push((*operation).to_owned());
+    }
+    let output = tokio::process::Command::new(&st)
+        .args(&args)
+        .current_dir(report.path())
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        .output()
+        .await
+        .context("running schemathesis")?;
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((output.status.success(), text))
 }

@@ -11,8 +11,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{
-    Done, OrPage as _, PageError, bytes, layout, notice_markup, page, signed_form,
-    signed_in,
+    Done, OrPage as _, PageError, bytes, layout, notice_markup, page, signed_form, signed_in,
 };
 use crate::PortalState;
 use crate::account::{self, AccountState};

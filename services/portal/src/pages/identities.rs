@@ -8,9 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::{
-    Done, OrPage as _, PageError, layout, notice_markup, page, signed_form, signed_in,
-};
+use super::{Done, OrPage as _, PageError, layout, notice_markup, page, signed_form, signed_in};
 use crate::PortalState;
 use crate::account::{self, Identity};
 use crate::error::PortalError;
