@@ -58,5 +58,8 @@ umask 077
   echo "ADMIN_PORT=8080"
   echo "SUBMISSION_PORT=2587"
   echo "IMAP_PORT=2143"
+  echo "PORTAL_PORT=8088"
+  echo "# Who may sign up in the account portal: closed (the operator makes accounts), voucher or open."
+  echo "PORTAL_SIGNUP=closed"
 } >"$file"
 echo "init-env: wrote $file (layout: $layout$extra); next: docker compose up -d" >&2

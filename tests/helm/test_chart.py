@@ -94,11 +94,12 @@ def test_distributed_runs_one_deployment_per_service():
     deployments = by_kind(docs, "Deployment")
     assert sorted(deployments) == sorted(
         ["carrier-onionpost-edge", "carrier-onionpost-queue", "carrier-onionpost-smtp-out",
-         "carrier-onionpost-admin"])
+         "carrier-onionpost-portal", "carrier-onionpost-admin"])
     assert deployments["carrier-onionpost-queue"]["spec"]["replicas"] == 3
     assert deployments["carrier-onionpost-smtp-out"]["spec"]["replicas"] == 2
     targets = sorted(c["args"][-1] for d in deployments.values() for c in containers(d))
-    assert targets == sorted(["onion", "keys", "smtp-in", "imap", "queue", "smtp-out", "admin"])
+    assert targets == sorted(
+        ["onion", "keys", "smtp-in", "imap", "queue", "smtp-out", "portal", "admin"])
     # Every service is reachable at the address the others are given.
     services = by_kind(docs, "Service")
     for container in containers(deployments["carrier-onionpost-queue"]):
@@ -180,6 +181,7 @@ def test_existing_secret_replaces_the_chart_secret():
     {"networkPolicy": {"enabled": "yes"}},
     {"env": {"PATH": "/tmp"}},
     {"replicaCount": 3},
+    {"portal": {"signup": "everyone"}},
 ])
 def test_schema_rejects_bad_values(bad):
     vals = values(**bad)
@@ -190,6 +192,24 @@ def test_schema_rejects_bad_values(bad):
             chart.render(vals, name="carrier", namespace="mail")
     result = helm.lint(str(CHART), vals)
     assert result["errors"], result
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "distributed"])
+def test_the_portal_is_published_with_its_sign_up_policy(mode):
+    docs = documents(render(values(mode=mode, portal={"signup": "voucher"})))
+    deployments = by_kind(docs, "Deployment")
+    name = "carrier-onionpost" if mode == "monolithic" else "carrier-onionpost-portal"
+    (container,) = containers(deployments[name])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ONIONPOST_PORTAL_SIGNUP"] == "voucher"
+    assert env["ONIONPOST_PORTAL_LISTEN"] == "0.0.0.0:8088"
+    services = by_kind(docs, "Service")
+    service = services["carrier-onionpost" if mode == "monolithic" else "carrier-onionpost-portal"]
+    assert 8088 in [p["port"] for p in service["spec"]["ports"]]
+    policy = by_kind(docs, "NetworkPolicy")
+    opened = [p.get("port") for doc in policy.values() for rule in doc["spec"].get("ingress", [])
+              for p in rule.get("ports", [])]
+    assert 8088 in opened, opened
 
 
 def test_missing_secrets_are_named():

@@ -228,6 +228,8 @@ struct Carrier {
     admin: SocketAddr,
     submission: SocketAddr,
     imap: SocketAddr,
+    /// The account portal's published address.
+    portal: SocketAddr,
     token: String,
     /// The services whose logs explain a failure.
     services: Vec<&'static str>,
@@ -257,7 +259,8 @@ impl Carrier {
             .context("init-env.sh wrote no ONIONPOST_ADMIN_TOKEN")?
             .to_owned();
         let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let (admin, submission, imap) = (
+        let (admin, submission, imap, portal) = (
+            loopback(free_port()),
             loopback(free_port()),
             loopback(free_port()),
             loopback(free_port()),
@@ -267,10 +270,11 @@ impl Carrier {
             format!(
                 "{written}ONIONPOST_IMAGE={ONIONPOST_IMAGE}\nTOR_IMAGE={TOR_IMAGE}\n\
                  POSTGRES_IMAGE={POSTGRES_IMAGE}\n\
-                 ADMIN_PORT={}\nSUBMISSION_PORT={}\nIMAP_PORT={}\n",
+                 ADMIN_PORT={}\nSUBMISSION_PORT={}\nIMAP_PORT={}\nPORTAL_PORT={}\n",
                 admin.port(),
                 submission.port(),
-                imap.port()
+                imap.port(),
+                portal.port()
             ),
         )?;
 
@@ -321,10 +325,12 @@ impl Carrier {
             admin,
             submission,
             imap,
+            portal,
             token,
             services: if distributed {
                 vec![
-                    "tor", "onion", "keys", "smtp-in", "imap", "queue", "smtp-out", "admin",
+                    "tor", "onion", "keys", "smtp-in", "imap", "queue", "smtp-out", "portal",
+                    "admin",
                 ]
             } else {
                 vec!["tor", "onionpost", "postgres"]
@@ -711,6 +717,13 @@ async fn two_carriers_from_docker_compose_exchange_mail_over_a_private_tor_netwo
         let started = Instant::now();
         carrier.compose(&["up", "-d", "--no-build"])?;
         carrier.wait_ready().await?;
+        // The account portal answers on its published port (sign-up closed by default).
+        let (status, page) = onionpost_e2e::node::http_get(carrier.portal, "/sign-up").await;
+        ensure!(
+            status == 403 && page.contains("Sign-up is closed"),
+            "{}: the portal's sign-up page: {status}\n{page}",
+            carrier.project
+        );
         let (identity_id, _) = carrier
             .account(login, &format!("{login} password 1"))
             .await?;

@@ -82,6 +82,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ printf "http://%s-queue:50051" $fullname | quote }}
 - name: ONIONPOST_REMOTE_SMTP_OUT
   value: {{ printf "http://%s-smtp-out:50051" $fullname | quote }}
+- name: ONIONPOST_REMOTE_PORTAL
+  value: {{ printf "http://%s-portal:50051" $fullname | quote }}
 - name: ONIONPOST_REMOTE_ADMIN
   value: {{ printf "http://%s-admin:50051" $fullname | quote }}
 {{- end -}}
