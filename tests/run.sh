@@ -63,11 +63,11 @@ echo "PostgreSQL: ${ONIONPOST_TEST_POSTGRES_URL%%@*}@…"
 
 # --- Python packages ---------------------------------------------------------------------
 # The Helm chart test (tests/tests/helm_chart.rs runs tests/helm with pytest): Helm's library
-# and the Kubernetes schemas from PyPI; the portal test's browser driver (Selenium). In a
-# virtualenv of their own.
+# and the Kubernetes schemas from PyPI; the portal test's browser driver (Selenium) and QR code
+# reader (zxing-cpp, Pillow). In a virtualenv of their own.
 venv=${ONIONPOST_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/onionpost-tests-venv}
-python_packages=(helm-python-sdk kubernetes-validate pytest pyyaml selenium)
-if ! "$venv/bin/python" -c "import helm_python, kubernetes_validate, pytest, yaml, selenium" 2>/dev/null; then
+python_packages=(helm-python-sdk kubernetes-validate pytest pyyaml selenium zxing-cpp pillow)
+if ! "$venv/bin/python" -c "import helm_python, kubernetes_validate, pytest, yaml, selenium, zxingcpp, PIL" 2>/dev/null; then
   say "installing ${python_packages[*]} into $venv"
   python3 -m venv "$venv" || die "cannot create a virtualenv at $venv"
   "$venv/bin/pip" install -q "${python_packages[@]}" || die "pip install ${python_packages[*]} failed"

@@ -167,6 +167,7 @@ async fn onionpost(dir: &Path, count: usize) -> (SocketAddr, CancellationToken, 
             grace_days: 30,
             initial_days: 30,
             default_plan: "standard".to_owned(),
+            require_app_passwords: false,
         },
     )
     .await

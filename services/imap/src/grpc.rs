@@ -13,10 +13,10 @@ use tonic::{Request, Response, Status};
 use crate::error::ImapError;
 use crate::lifecycle::{IdentityLifecycle, IdentityParts, NoParts};
 use crate::service::{
-    AccountState, AccountView, Delivery, DeliveryMailbox, IdentityView, ImapService, PlanChanges,
-    Refusal, Verification, from_ms,
+    AccountState, AccountView, Credentials, Delivery, DeliveryMailbox, IdentityView, ImapService,
+    PlanChanges, Refusal, Verification, from_ms,
 };
-use crate::store::PlanRecord;
+use crate::store::{AppPasswordRecord, PlanRecord};
 
 /// The gRPC face of the imap service.
 #[derive(Clone, Debug)]
@@ -57,6 +57,14 @@ impl From<ImapError> for Status {
                 Status::internal("internal error")
             }
         }
+    }
+}
+
+fn app_password_to_pb(record: AppPasswordRecord) -> pb::AppPassword {
+    pb::AppPassword {
+        app_password_id: record.app_password_id,
+        name: record.name,
+        created_at: timestamp(record.created_at_ms),
     }
 }
 
@@ -288,6 +296,11 @@ impl Imap for ImapGrpc {
                 &request.password,
                 &request.connection_key,
                 Some(request.onion_identity_id.as_str()).filter(|id| !id.is_empty()),
+                if request.account_password_only {
+                    Credentials::AccountPassword
+                } else {
+                    Credentials::MailClient
+                },
             )
             .await?;
         let identities = self
@@ -301,6 +314,49 @@ impl Imap for ImapGrpc {
             account: Some(account_to_pb(view)),
             identities,
         }))
+    }
+
+    async fn create_app_password(
+        &self,
+        request: Request<pb::CreateAppPasswordRequest>,
+    ) -> Result<Response<pb::CreateAppPasswordResponse>, Status> {
+        let request = request.into_inner();
+        let (record, password) = self
+            .service
+            .create_app_password(required(&request.account_id, "account_id")?, &request.name)
+            .await?;
+        Ok(Response::new(pb::CreateAppPasswordResponse {
+            app_password: Some(app_password_to_pb(record)),
+            password,
+        }))
+    }
+
+    async fn list_app_passwords(
+        &self,
+        request: Request<pb::ListAppPasswordsRequest>,
+    ) -> Result<Response<pb::ListAppPasswordsResponse>, Status> {
+        let request = request.into_inner();
+        let records = self
+            .service
+            .app_passwords(required(&request.account_id, "account_id")?)
+            .await?;
+        Ok(Response::new(pb::ListAppPasswordsResponse {
+            app_passwords: records.into_iter().map(app_password_to_pb).collect(),
+        }))
+    }
+
+    async fn revoke_app_password(
+        &self,
+        request: Request<pb::RevokeAppPasswordRequest>,
+    ) -> Result<Response<pb::RevokeAppPasswordResponse>, Status> {
+        let request = request.into_inner();
+        self.service
+            .revoke_app_password(
+                required(&request.account_id, "account_id")?,
+                required(&request.app_password_id, "app_password_id")?,
+            )
+            .await?;
+        Ok(Response::new(pb::RevokeAppPasswordResponse {}))
     }
 
     async fn create_identity(

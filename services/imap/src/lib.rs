@@ -27,5 +27,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ImapError;
 pub use module::ImapModule;
 pub use onionpost_runtime::seal::CarrierSecret;
-pub use service::{ImapService, open_store};
+pub use service::{Credentials, ImapService, open_store};
 pub mod server;

@@ -24,9 +24,9 @@ use crate::error::ImapError;
 use crate::mailstore::{MailboxId, QuotaUsage, SharedMailStore};
 use crate::message;
 use crate::store::{
-    AccountRecord, AddIdentityOutcome, AppendOutcome, DeleteOutcome, IdentityRecord, ImapStore,
-    MailboxRef, NewAccount, NewBlob, NewMailbox, PlanRecord, RedeemOutcome, StoreError,
-    VoucherBatch,
+    AccountRecord, AddIdentityOutcome, AppPasswordRecord, AppendOutcome, DeleteOutcome,
+    IdentityRecord, ImapStore, MailboxRef, NewAccount, NewBlob, NewMailbox, PlanRecord,
+    RedeemOutcome, StoreError, VoucherBatch,
 };
 
 const DAY_MS: i64 = 86_400_000;
@@ -270,12 +270,23 @@ impl std::fmt::Debug for ImapService {
     }
 }
 
+/// Which passwords a login takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// A mail client (IMAP, SMTP): one of the account's app passwords, or its own password
+    /// unless the carrier requires app passwords (`accounts.require_app_passwords`).
+    MailClient,
+    /// The portal: the account's own password, never an app password.
+    AccountPassword,
+}
+
 /// Default account settings (the configuration defaults).
 pub fn default_settings() -> AccountSettings {
     AccountSettings {
         grace_days: 30,
         initial_days: 30,
         default_plan: "standard".to_owned(),
+        require_app_passwords: false,
     }
 }
 
@@ -896,8 +907,14 @@ impl ImapService {
         password: &str,
         connection_key: &str,
     ) -> Result<AccountView, ImapError> {
-        self.authenticate_through(login, password, connection_key, None)
-            .await
+        self.authenticate_through(
+            login,
+            password,
+            connection_key,
+            None,
+            Credentials::MailClient,
+        )
+        .await
     }
 
     /// [`Self::authenticate`] for a login through `onion_identity`'s onion (when given): an
@@ -910,13 +927,14 @@ impl ImapService {
         password: &str,
         connection_key: &str,
         onion_identity: Option<&str>,
+        credentials: Credentials,
     ) -> Result<AccountView, ImapError> {
         let login = login.trim().to_ascii_lowercase();
         let backoff = &self.inner.backoff;
         if let Some(retry_after_secs) = backoff.check(&login, connection_key, self.now()) {
             return Err(ImapError::BackOff { retry_after_secs });
         }
-        let record = match self.check_password(&login, password).await? {
+        let record = match self.check_password(&login, password, credentials).await? {
             Some(record) if self.owns(&record, onion_identity).await? => record,
             _ => {
                 backoff.failed(&login, connection_key, self.now());
@@ -954,31 +972,53 @@ impl ImapService {
         password: &str,
     ) -> Result<AccountView, ImapError> {
         let login = login.trim().to_ascii_lowercase();
-        let Some(record) = self.check_password(&login, password).await? else {
+        let Some(record) = self
+            .check_password(&login, password, Credentials::MailClient)
+            .await?
+        else {
             tracing::debug!("login failed");
             return Err(ImapError::Unauthenticated);
         };
         self.allowed_to_log_in(record)
     }
 
-    /// The account whose login and password these are, or `None`. The password hash is
-    /// verified whether or not the login exists (against a decoy), so both take the same time.
+    /// The account whose login and password these are, or `None`. A mail client's password
+    /// may be one of the account's app passwords (a lookup by hash), else the account's own is
+    /// verified (argon2id) unless the carrier requires app passwords. The slow hash runs
+    /// whether or not the login exists (against a decoy), so both take the same time.
     async fn check_password(
         &self,
         login: &str,
         password: &str,
+        credentials: Credentials,
     ) -> Result<Option<AccountRecord>, ImapError> {
         let record = if login.len() <= MAX_LOGIN_LEN && password.len() <= MAX_PASSWORD_BYTES {
             self.inner.store.account_by_login(login).await?
         } else {
             None
         };
-        let hash = record.as_ref().map_or_else(
-            || decoy_hash().to_owned(),
-            |record| record.password_hash.clone(),
-        );
+        if credentials == Credentials::MailClient
+            && let Some(found) = &record
+            && let Some(bytes) = voucher_bytes(password)
+        {
+            let hash = sha2::Sha256::digest(&bytes).to_vec();
+            if self
+                .inner
+                .store
+                .app_password_matches(&found.account_id, &hash)
+                .await?
+            {
+                return Ok(record);
+            }
+        }
+        let own_password_opens = credentials == Credentials::AccountPassword
+            || !self.inner.settings.require_app_passwords;
+        let hash = match &record {
+            Some(record) if own_password_opens => record.password_hash.clone(),
+            _ => decoy_hash().to_owned(),
+        };
         let matches = verify_password(password.to_owned(), hash).await?;
-        Ok(record.filter(|_| matches))
+        Ok(record.filter(|_| matches && own_password_opens))
     }
 
     fn allowed_to_log_in(&self, record: AccountRecord) -> Result<AccountView, ImapError> {
@@ -987,6 +1027,63 @@ impl ImapService {
             return Err(ImapError::PermissionDenied);
         }
         Ok(view)
+    }
+
+    // App passwords.
+
+    /// Makes an app password for an account: its record and the code, shown once.
+    pub async fn create_app_password(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<(AppPasswordRecord, String), ImapError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(ImapError::invalid(
+                "name",
+                "1 to 64 characters, no control characters",
+            ));
+        }
+        self.account_record(account_id).await?;
+        let mut bytes = [0u8; VOUCHER_BYTES];
+        os_random(&mut bytes);
+        let record = AppPasswordRecord {
+            app_password_id: random_id("app"),
+            account_id: account_id.to_owned(),
+            name: name.to_owned(),
+            password_hash: sha2::Sha256::digest(bytes).to_vec(),
+            created_at_ms: to_ms(self.now()),
+        };
+        self.inner.store.insert_app_password(&record).await?;
+        tracing::info!(account_id, app_password_id = %record.app_password_id, "app password created");
+        Ok((record, voucher_code(&bytes)))
+    }
+
+    /// An account's app passwords, oldest first.
+    pub async fn app_passwords(
+        &self,
+        account_id: &str,
+    ) -> Result<Vec<AppPasswordRecord>, ImapError> {
+        self.account_record(account_id).await?;
+        Ok(self.inner.store.app_passwords(account_id).await?)
+    }
+
+    /// Revokes one of an account's app passwords.
+    pub async fn revoke_app_password(
+        &self,
+        account_id: &str,
+        app_password_id: &str,
+    ) -> Result<(), ImapError> {
+        if !self
+            .inner
+            .store
+            .delete_app_password(account_id, app_password_id)
+            .await?
+        {
+            return Err(ImapError::NotFound("app password"));
+        }
+        tracing::info!(account_id, app_password_id, "app password revoked");
+        Ok(())
     }
 
     // Identities.

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use chrono::{Duration, TimeZone, Utc};
 use onionpost_imap::mailstore::{FlagOperation, LoginError, MailStore, MailStoreError, Part};
 use onionpost_imap::service::{
-    AccountState, Delivery, DeliveryMailbox, ImapService, Refusal, Verification, default_settings,
+    AccountState, Credentials, Delivery, DeliveryMailbox, ImapService, Refusal, Verification,
+    default_settings,
 };
 use onionpost_imap::store::MIGRATIONS;
 use onionpost_imap::{CarrierSecret, Clock, ImapError, ManualClock};
@@ -51,6 +52,114 @@ fn delivery(identity: &str, bytes: Vec<u8>) -> Delivery {
         verification_detail: "ABCDEF0123".to_owned(),
         flags: Vec::new(),
     }
+}
+
+/// App passwords open IMAP and SMTP (never the portal), are revocable, and when the carrier
+/// requires them the account's own password opens IMAP and SMTP no more.
+async fn app_passwords(database: Database) {
+    let (service, _clock) = service(database.clone()).await;
+    let account = service.create_account("erin", PASSWORD, "").await.unwrap();
+    let id = account.record.account_id.clone();
+    let other = service.create_account("frank", PASSWORD, "").await.unwrap();
+    let (phone, code) = service.create_app_password(&id, "phone").await.unwrap();
+    let (laptop, laptop_code) = service.create_app_password(&id, " laptop ").await.unwrap();
+    assert_eq!(laptop.name, "laptop");
+    assert_ne!(code, laptop_code);
+    assert!(matches!(
+        service.create_app_password(&id, "").await,
+        Err(ImapError::InvalidArgument { .. })
+    ));
+    let listed = service.app_passwords(&id).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["phone", "laptop"]
+    );
+    assert!(listed.iter().all(|p| !p.password_hash.is_empty()));
+
+    // A mail client logs in with it (in any case, with or without dashes); the portal does not.
+    let mail = |login: &'static str, password: String| {
+        let service = service.clone();
+        async move {
+            service
+                .authenticate_through(login, &password, "c", None, Credentials::MailClient)
+                .await
+        }
+    };
+    assert_eq!(
+        mail("erin", code.clone()).await.unwrap().record.account_id,
+        id
+    );
+    assert!(
+        mail("erin", code.to_lowercase().replace('-', ""))
+            .await
+            .is_ok()
+    );
+    assert!(
+        service.verify_login("erin", &code).await.is_ok(),
+        "IMAP login"
+    );
+    assert!(matches!(
+        service
+            .authenticate_through("erin", &code, "c", None, Credentials::AccountPassword)
+            .await,
+        Err(ImapError::Unauthenticated)
+    ));
+    assert!(
+        matches!(
+            mail("frank", code.clone()).await,
+            Err(ImapError::Unauthenticated)
+        ),
+        "an app password opens only its own account"
+    );
+    assert!(mail("erin", PASSWORD.to_owned()).await.is_ok());
+
+    // Revoked: gone at once, and only for its own account.
+    assert!(matches!(
+        service
+            .revoke_app_password(&other.record.account_id, &phone.app_password_id)
+            .await,
+        Err(ImapError::NotFound(_))
+    ));
+    service
+        .revoke_app_password(&id, &phone.app_password_id)
+        .await
+        .unwrap();
+    assert!(matches!(
+        mail("erin", code.clone()).await,
+        Err(ImapError::Unauthenticated)
+    ));
+    assert_eq!(service.app_passwords(&id).await.unwrap().len(), 1);
+
+    // A carrier that requires app passwords: the account's own password opens only the portal.
+    let mut settings = default_settings();
+    settings.require_app_passwords = true;
+    let secret = CarrierSecret::from_text("0123456789abcdef0123456789abcdef").unwrap();
+    let strict = ImapService::open(
+        database,
+        secret,
+        Arc::new(ManualClock::new(Utc::now())),
+        settings,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        strict.verify_login("erin", PASSWORD).await,
+        Err(ImapError::Unauthenticated)
+    ));
+    assert!(strict.verify_login("erin", &laptop_code).await.is_ok());
+    assert!(
+        strict
+            .authenticate_through("erin", PASSWORD, "p", None, Credentials::AccountPassword)
+            .await
+            .is_ok()
+    );
+
+    // Deleting the account takes its app passwords along.
+    service.delete_account(&id).await.unwrap();
+    assert!(matches!(
+        service.verify_login("erin", &laptop_code).await,
+        Err(ImapError::Unauthenticated)
+    ));
 }
 
 async fn accounts_plans_and_vouchers(database: Database) {
@@ -360,14 +469,26 @@ async fn states_and_identities(database: Database) {
     let dave = service.create_account("dave", PASSWORD, "").await.unwrap();
     assert!(
         service
-            .authenticate_through("carol", PASSWORD, "o1", Some("id-1"))
+            .authenticate_through(
+                "carol",
+                PASSWORD,
+                "o1",
+                Some("id-1"),
+                Credentials::MailClient
+            )
             .await
             .is_ok()
     );
     for _ in 0..4 {
         assert!(matches!(
             service
-                .authenticate_through("dave", PASSWORD, "o2", Some("id-1"))
+                .authenticate_through(
+                    "dave",
+                    PASSWORD,
+                    "o2",
+                    Some("id-1"),
+                    Credentials::MailClient
+                )
                 .await,
             Err(ImapError::Unauthenticated)
         ));
@@ -838,6 +959,7 @@ impl NowMs for ManualClock {
 #[tokio::test]
 async fn accounts_plans_and_vouchers_on_both_backends() {
     each_backend("imap_accounts", MIGRATIONS, accounts_plans_and_vouchers).await;
+    each_backend("imap_app_passwords", MIGRATIONS, app_passwords).await;
 }
 
 #[tokio::test]

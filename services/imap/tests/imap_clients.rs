@@ -64,6 +64,7 @@ async fn live_on(database: Database, dir: tempfile::TempDir) -> Live {
             grace_days: 30,
             initial_days: 30,
             default_plan: "standard".to_owned(),
+            require_app_passwords: false,
         },
     )
     .await

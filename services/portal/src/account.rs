@@ -189,6 +189,8 @@ async fn check_password(
             // one person's failures never lock out another.
             connection_key: session::random_token(),
             onion_identity_id: String::new(),
+            // The portal opens with the account's own password only, never an app password.
+            account_password_only: true,
         })
         .await;
     match answer {
@@ -611,6 +613,156 @@ async fn revoke_record(state: &PortalState, identity_id: &str) -> Result<(), Por
     Ok(())
 }
 
+/// An app password as listed: never the code.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AppPassword {
+    pub id: String,
+    pub name: String,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// A new app password, with its code: shown this once, never again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewAppPassword {
+    pub id: String,
+    pub name: String,
+    /// The code a mail client logs in with (with the account's login).
+    pub password: String,
+    /// Delta Chat's `dclogin:` for each identity whose onion carries IMAP and submission: scan
+    /// it in Delta Chat to set the account up (then set tor's SOCKS proxy in Delta Chat).
+    pub delta_chat: Vec<DeltaChatLogin>,
+}
+
+/// One identity's Delta Chat login.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeltaChatLogin {
+    pub address: String,
+    /// `dclogin:<address>?p=…&v=1&ih=…` (Delta Chat's DCLOGIN scheme, version 1).
+    pub dclogin: String,
+}
+
+fn app_password_view(record: imap::AppPassword) -> AppPassword {
+    AppPassword {
+        id: record.app_password_id,
+        name: record.name,
+        created_at: time(record.created_at),
+    }
+}
+
+/// The account's app passwords, oldest first.
+pub async fn app_passwords(
+    state: &PortalState,
+    account_id: &str,
+) -> Result<Vec<AppPassword>, PortalError> {
+    Ok(state
+        .imap()?
+        .list_app_passwords(imap::ListAppPasswordsRequest {
+            account_id: account_id.to_owned(),
+        })
+        .await
+        .upstream(ServiceName::Imap)?
+        .app_passwords
+        .into_iter()
+        .map(app_password_view)
+        .collect())
+}
+
+/// A new app password for one mail client or device, with Delta Chat logins for it.
+pub async fn create_app_password(
+    state: &PortalState,
+    account_id: &str,
+    name: &str,
+) -> Result<NewAppPassword, PortalError> {
+    bounded("name", name.trim())?;
+    let created = state
+        .imap()?
+        .create_app_password(imap::CreateAppPasswordRequest {
+            account_id: account_id.to_owned(),
+            name: name.to_owned(),
+        })
+        .await
+        .upstream(ServiceName::Imap)
+        .map_err(|error| match error {
+            PortalError::Rejected(detail) => PortalError::invalid("name", detail),
+            other => other,
+        })?;
+    let record = created.app_password.ok_or(PortalError::Internal)?;
+    let login = account(state, account_id).await?.login;
+    let delta_chat = identities(state, account_id)
+        .await?
+        .iter()
+        .filter_map(|identity| {
+            dclogin(identity, &login, &created.password).map(|dclogin| DeltaChatLogin {
+                address: identity.address.clone(),
+                dclogin,
+            })
+        })
+        .collect();
+    Ok(NewAppPassword {
+        id: record.app_password_id,
+        name: record.name,
+        password: created.password,
+        delta_chat,
+    })
+}
+
+/// Delta Chat's `dclogin:` for an identity whose onion carries IMAP and submission: the
+/// identity's address, the account's login and the app password, plain IMAP and SMTP through
+/// the onion (tor encrypts; Delta Chat reaches the onion through tor's SOCKS port).
+pub fn dclogin(identity: &Identity, login: &str, password: &str) -> Option<String> {
+    let (imap_port, submission_port) = (identity.imap_port?, identity.submission_port?);
+    let host = identity.address.rsplit_once('@')?.1;
+    let query = [
+        ("p", password.to_owned()),
+        ("v", "1".to_owned()),
+        ("ih", host.to_owned()),
+        ("ip", imap_port.to_string()),
+        ("iu", login.to_owned()),
+        ("is", "plain".to_owned()),
+        ("sh", host.to_owned()),
+        ("sp", submission_port.to_string()),
+        ("su", login.to_owned()),
+        ("spw", password.to_owned()),
+        ("ss", "plain".to_owned()),
+    ]
+    .iter()
+    .map(|(key, value)| {
+        format!(
+            "{key}={}",
+            form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+        )
+    })
+    .collect::<Vec<_>>()
+    .join("&");
+    Some(format!("dclogin:{}?{query}", identity.address))
+}
+
+/// Revokes one of the account's app passwords.
+pub async fn revoke_app_password(
+    state: &PortalState,
+    account_id: &str,
+    app_password_id: &str,
+) -> Result<(), PortalError> {
+    if app_password_id.is_empty() || app_password_id.len() > MAX_FIELD_BYTES {
+        return Err(PortalError::NotFound("no such app password".to_owned()));
+    }
+    state
+        .imap()?
+        .revoke_app_password(imap::RevokeAppPasswordRequest {
+            account_id: account_id.to_owned(),
+            app_password_id: app_password_id.to_owned(),
+        })
+        .await
+        .upstream(ServiceName::Imap)
+        .map_err(|error| match error {
+            PortalError::NotFound(_) | PortalError::Rejected(_) => {
+                PortalError::NotFound("no such app password".to_owned())
+            }
+            other => other,
+        })?;
+    Ok(())
+}
+
 /// Sessions not yet expired, for the portal's statistics.
 pub async fn sessions_open(state: &PortalState) -> Result<u64, PortalError> {
     Ok(state.store.count_live(now_ms()).await?)
@@ -629,6 +781,35 @@ mod tests {
         assert_eq!(fingerprint_of("OPENPGP4FPR:AB12"), Some("AB12".to_owned()));
         assert_eq!(fingerprint_of("mailto:alice"), None);
         assert_eq!(fingerprint_of("openpgp4fpr:#a=x"), None);
+    }
+
+    #[test]
+    fn dclogin_names_the_onion_the_login_and_the_app_password() {
+        let onion = "x".repeat(56);
+        let identity = Identity {
+            id: "idn_1".to_owned(),
+            address: format!("erin@{onion}.onion"),
+            display_name: String::new(),
+            fingerprint: None,
+            openpgp4fpr: None,
+            state: IdentityState::Online,
+            imap_port: Some(143),
+            submission_port: Some(587),
+            created_at: None,
+        };
+        let uri = dclogin(&identity, "erin", "AB12-CD34 &x").unwrap();
+        assert_eq!(
+            uri,
+            format!(
+                "dclogin:erin@{onion}.onion?p=AB12-CD34+%26x&v=1&ih={onion}.onion&ip=143&iu=erin\
+                 &is=plain&sh={onion}.onion&sp=587&su=erin&spw=AB12-CD34+%26x&ss=plain"
+            )
+        );
+        let without_imap = Identity {
+            imap_port: None,
+            ..identity
+        };
+        assert_eq!(dclogin(&without_imap, "erin", "p"), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::PortalState;
-use crate::account::{self, Account, Identity};
+use crate::account::{self, Account, AppPassword, Identity, NewAppPassword};
 use crate::error::PortalError;
 use crate::session::{self, ApiSession, NewSession};
 
@@ -35,6 +35,7 @@ use crate::session::{self, ApiSession, NewSession};
         (name = "session", description = "Signing up, in and out"),
         (name = "account", description = "The signed-in account"),
         (name = "identities", description = "The account's onion identities"),
+        (name = "app-passwords", description = "Passwords for mail clients, one per device"),
     )
 )]
 struct ApiDoc;
@@ -317,6 +318,55 @@ pub async fn identity_qr(
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg))
 }
 
+/// A name for a new app password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAppPassword {
+    /// What it is for ("phone", "laptop").
+    pub name: String,
+}
+
+#[utoipa::path(
+    get, path = "/account/v1/app-passwords", tag = "app-passwords",
+    responses((status = 200, description = "The account's app passwords (never the codes)", body = Vec<AppPassword>)),
+)]
+pub async fn list_app_passwords(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+) -> Result<Json<Vec<AppPassword>>, PortalError> {
+    Ok(Json(
+        account::app_passwords(&state, &session.account_id).await?,
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/account/v1/app-passwords", tag = "app-passwords",
+    request_body = CreateAppPassword,
+    responses((status = 201, description = "Created; the code is shown this once", body = NewAppPassword)),
+)]
+pub async fn create_app_password(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    ApiJson(request): ApiJson<CreateAppPassword>,
+) -> Result<(StatusCode, Json<NewAppPassword>), PortalError> {
+    let created = account::create_app_password(&state, &session.account_id, &request.name).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[utoipa::path(
+    delete, path = "/account/v1/app-passwords/{id}", tag = "app-passwords",
+    params(("id" = String, Path, description = "App password id")),
+    responses((status = 204, description = "Revoked: it opens nothing any more")),
+)]
+pub async fn revoke_app_password(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+) -> Result<StatusCode, PortalError> {
+    account::revoke_app_password(&state, &session.account_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Every `/account/v1` route with its documentation.
 pub fn api_router() -> OpenApiRouter<PortalState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -328,6 +378,8 @@ pub fn api_router() -> OpenApiRouter<PortalState> {
         .routes(routes!(list_identities, create_identity))
         .routes(routes!(get_identity, revoke_identity))
         .routes(routes!(identity_qr))
+        .routes(routes!(list_app_passwords, create_app_password))
+        .routes(routes!(revoke_app_password))
 }
 
 /// The OpenAPI document served at `/account/v1/openapi.json`.

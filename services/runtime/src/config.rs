@@ -137,6 +137,7 @@ keys! {
     "remote.admin": String => "gRPC address of the admin service when it runs elsewhere",
     "accounts.grace_days": Integer = "30" => "days past paid-until an account keeps reading its mail (new mail deferred) before it expires",
     "accounts.initial_days": Integer = "30" => "paid days a new hosted account starts with",
+    "accounts.require_app_passwords": String = "false" => "true: IMAP and SMTP take only app passwords (made in the portal), never the account's own password",
     "accounts.default_plan": String = "standard" => "name of the plan for accounts created without one (created on first start when no plan exists)",
     "queue.retry_min_secs": Integer = "60" => "seconds before a queued recipient's first retry; doubles with each attempt",
     "queue.retry_max_secs": Integer = "3600" => "longest wait between two attempts for one recipient",
@@ -365,6 +366,8 @@ pub struct AccountSettings {
     pub initial_days: u32,
     /// Name of the plan used when an account is created without one.
     pub default_plan: String,
+    /// IMAP and SMTP take only app passwords, never the account's own password.
+    pub require_app_passwords: bool,
 }
 
 /// Where each service keeps its tables.
@@ -885,6 +888,10 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         grace_days: days("accounts.grace_days")?,
         initial_days: days("accounts.initial_days")?,
         default_plan: values.text("accounts.default_plan")?.0.trim().to_owned(),
+        require_app_passwords: values.choice(
+            "accounts.require_app_passwords",
+            &[("true", true), ("false", false)],
+        )?,
     };
 
     let seconds = |path: &str| -> Result<Duration, ConfigError> {
@@ -1290,6 +1297,7 @@ mod tests {
                 grace_days: 30,
                 initial_days: 30,
                 default_plan: "standard".to_owned(),
+                require_app_passwords: false,
             }
         );
         let config = Config::load(

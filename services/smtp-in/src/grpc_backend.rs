@@ -78,6 +78,7 @@ impl Backend for GrpcBackend {
             password: password.to_owned(),
             connection_key: connection_key.to_owned(),
             onion_identity_id: onion_identity.unwrap_or_default().to_owned(),
+            account_password_only: false,
         };
         match self.imap()?.authenticate(request).await {
             Ok(response) => Ok(response.into_inner()),

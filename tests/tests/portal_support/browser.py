@@ -1,21 +1,30 @@
 """Drives onionpost's account portal in a real browser (Debian's chromium through chromedriver
 and Selenium) with JavaScript disabled, as Tor Browser at its "Safest" level would, for
 portal.rs: sign up with a voucher, sign out, sign in, create an identity and watch it go online
-over the private Tor network, redeem a voucher, sign out; then read mail with Python's imaplib
-with the same login. A screenshot of each page is written to SCREENSHOT_DIR.
+over the private Tor network, redeem a voucher, make an app password for a mail client and read
+its Delta Chat login QR code off the screen (zxing-cpp), sign out; then Python's imaplib logs in
+with that app password, and no more once it is revoked. A screenshot of each page is written to
+SCREENSHOT_DIR.
 
 Usage: browser.py PORTAL_URL IMAP_HOST IMAP_PORT SCREENSHOT_DIR VOUCHER VOUCHER; exits non-zero
 with a message on the first failed expectation.
 """
 
 import imaplib
+import io
 import os
 import sys
 import time
+import urllib.parse
+
+import zxingcpp
+from PIL import Image
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 PASSWORD = "a browser's long password"
 ONLINE_TIMEOUT_SECS = 180
@@ -62,8 +71,14 @@ def main():
         element.clear()
         element.send_keys(value)
 
+    def click_and_wait(element):
+        # A click returns before the next page has loaded; wait until this page is gone.
+        old_page = driver.find_element(By.TAG_NAME, "html")
+        element.click()
+        WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old_page))
+
     def submit(action):
-        driver.find_element(By.CSS_SELECTOR, f'form[action="{action}"] button[type=submit]').click()
+        click_and_wait(driver.find_element(By.CSS_SELECTOR, f'form[action="{action}"] button[type=submit]'))
 
     def text():
         return driver.find_element(By.TAG_NAME, "body").text
@@ -120,6 +135,30 @@ def main():
         check("The voucher is redeemed." in text(), "the voucher is redeemed")
         shot("voucher-redeemed")
 
+        # An app password for a mail client, with Delta Chat's login as a QR code.
+        driver.get(base + "/app-passwords")
+        check("No app password yet." in text(), "no app password at first")
+        fill("name", "phone")
+        submit("/app-passwords")
+        app_password = driver.find_element(By.ID, "app-password").text.strip()
+        check(len(app_password) >= 24, f"the app password is shown once: {app_password!r}")
+        uri = driver.find_element(By.CSS_SELECTOR, ".dclogin-uri").text.replace("\n", "")
+        image = Image.open(io.BytesIO(driver.find_element(By.CSS_SELECTOR, ".dclogin svg").screenshot_as_png))
+        decoded = [result.text for result in zxingcpp.read_barcodes(image)]
+        check(decoded == [uri], f"the Delta Chat QR code decodes to the login shown: {decoded} vs {uri!r}")
+        parsed = urllib.parse.urlsplit(decoded[0])
+        query = dict(urllib.parse.parse_qsl(parsed.query))
+        address = parsed.path
+        check(parsed.scheme == "dclogin" and address.startswith("erin@") and address.endswith(".onion"), f"{parsed}")
+        onion = address.split("@", 1)[1]
+        check(query == {"p": app_password, "v": "1", "ih": onion, "ip": "143", "iu": "erin", "is": "plain",
+                        "sh": onion, "sp": "587", "su": "erin", "spw": app_password, "ss": "plain"},
+              f"the Delta Chat login names the identity's onion, the login and the app password: {query}")
+        shot("app-password")
+        driver.get(base + "/app-passwords")
+        check("phone" in text() and app_password not in driver.page_source, "listed, the code never shown again")
+        shot("mail-clients")
+
         submit("/sign-out")
         check(driver.current_url.endswith("/sign-in"), "signed out at the end")
         driver.get(base + "/account")
@@ -128,13 +167,35 @@ def main():
     finally:
         driver.quit()
 
-    # The account the browser made reads mail with a real client.
+    # A real mail client logs in with the app password made in the browser.
     client = imaplib.IMAP4(imap_host, int(imap_port))
-    typ, _ = client.login("erin", PASSWORD)
-    check(typ == "OK", "imaplib logs in with the portal's account")
+    typ, _ = client.login("erin", app_password)
+    check(typ == "OK", "imaplib logs in with the app password")
     typ, data = client.select("INBOX")
     check(typ == "OK", f"INBOX: {typ} {data}")
     client.logout()
+
+    # Revoked (in the browser again): the mail client is shut out.
+    driver = browser()
+    try:
+        driver.get(base + "/sign-in")
+        fill("login", "erin")
+        fill("password", PASSWORD)
+        submit("/sign-in")
+        driver.get(base + "/app-passwords")
+        click_and_wait(driver.find_element(By.CSS_SELECTOR, 'form[action^="/app-passwords/"] button[type=submit]'))
+        check("revoked" in text(), "the app password is revoked")
+        shot("app-password-revoked")
+    finally:
+        driver.quit()
+    client = imaplib.IMAP4(imap_host, int(imap_port))
+    try:
+        client.login("erin", app_password)
+        check(False, "a revoked app password still logs in")
+    except imaplib.IMAP4.error:
+        pass
+    finally:
+        client.shutdown()
     print("browser: every step passed; screenshots in " + shots)
 
 

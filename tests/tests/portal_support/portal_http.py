@@ -185,6 +185,21 @@ def api_checks(base, data_dir, vouchers):
     status, headers, svg = api.request("GET", f"/account/v1/identities/{mine['id']}/qr.svg", token=alice)
     check(status == 200 and svg.lstrip().startswith(b"<") and b"svg" in svg[:300], f"qr: {status} {svg[:80]!r}")
 
+    # App passwords: alice's are hers alone.
+    status, created = api.api("POST", "/account/v1/app-passwords", {"name": "laptop"}, alice)
+    check(status == 201 and len(created["password"]) >= 24, f"app password: {status} {created}")
+    check(all(login["dclogin"].startswith("dclogin:alice@") for login in created["delta_chat"]), f"{created}")
+    status, listed = api.api("GET", "/account/v1/app-passwords", token=alice)
+    check([p["id"] for p in listed] == [created["id"]] and "password" not in listed[0], f"{listed}")
+    check(api.api("GET", "/account/v1/app-passwords", token=bob)[1] == [], "bob sees none of alice's")
+    none = api.request("DELETE", "/account/v1/app-passwords/app_doesnotexist", token=bob)
+    other = api.request("DELETE", f"/account/v1/app-passwords/{created['id']}", token=bob)
+    check(none[0] == other[0] == 404 and none[2] == other[2], f"bob revoking alice's: {other[0]} {other[2]!r}")
+    status, value = api.api("POST", "/account/v1/session", {"login": "alice", "password": created["password"]})
+    check(status == 401, f"an app password does not open the portal: {status} {value}")
+    check(api.api("DELETE", f"/account/v1/app-passwords/{created['id']}", token=alice)[0] == 204, "revoke")
+    check(api.api("GET", "/account/v1/app-passwords", token=alice)[1] == [], "revoked")
+
     # The same reply for a made-up login and a real one with a wrong password.
     made_up = api.request("POST", "/account/v1/session", {"login": "nobody-here", "password": PASSWORD + "x"})
     wrong = api.request("POST", "/account/v1/session", {"login": "alice", "password": PASSWORD + "x"})
@@ -304,6 +319,8 @@ def form_checks(base, data_dir, vouchers, alice_identity):
         ("/account/delete", {"password": PASSWORD, "confirm": "yes"}),
         ("/identities", {"local_part": "carol"}),
         (f"/identities/{alice_identity['id']}/revoke", {"confirm": "yes"}),
+        ("/app-passwords", {"name": "tablet"}),
+        ("/app-passwords/app_x/revoke", {}),
         ("/sign-out", {}),
     ]
     for path, fields in forms:

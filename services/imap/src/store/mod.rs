@@ -134,6 +134,17 @@ pub struct IdentityRecord {
     pub created_at_ms: i64,
 }
 
+/// An app password as stored: never the code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppPasswordRecord {
+    pub app_password_id: String,
+    pub account_id: String,
+    pub name: String,
+    /// SHA-256 of the code's 15 bytes.
+    pub password_hash: Vec<u8>,
+    pub created_at_ms: i64,
+}
+
 /// A batch of vouchers (the codes themselves are not stored, only their hashes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VoucherBatch {
@@ -270,6 +281,24 @@ pub trait ImapStore: Send + Sync + 'static {
     async fn set_password_hash(&self, account_id: &str, hash: &str) -> Result<bool, StoreError>;
     /// Deletes the account, its key and all its mail; refused while identities remain.
     async fn delete_account(&self, account_id: &str) -> Result<DeleteOutcome, StoreError>;
+
+    // App passwords.
+    /// Adds an app password; [`StoreError::Duplicate`] when its id or hash exists.
+    async fn insert_app_password(&self, record: &AppPasswordRecord) -> Result<(), StoreError>;
+    /// An account's app passwords, oldest first.
+    async fn app_passwords(&self, account_id: &str) -> Result<Vec<AppPasswordRecord>, StoreError>;
+    /// Whether `password_hash` is one of the account's app passwords.
+    async fn app_password_matches(
+        &self,
+        account_id: &str,
+        password_hash: &[u8],
+    ) -> Result<bool, StoreError>;
+    /// Removes one of the account's app passwords; false when it has none by that id.
+    async fn delete_app_password(
+        &self,
+        account_id: &str,
+        app_password_id: &str,
+    ) -> Result<bool, StoreError>;
 
     // Vouchers.
     async fn insert_vouchers(

@@ -10,7 +10,7 @@ macro_rules! store_impl {
         use sqlx::Row as _;
 
         use super::{
-            AccountRecord, AddIdentityOutcome, AppendOutcome, CopyOutcome, DeleteOutcome,
+            AccountRecord, AddIdentityOutcome, AppPasswordRecord, AppendOutcome, CopyOutcome, DeleteOutcome,
             IdentityRecord, ImapStore, MailboxOutcome, MailboxRecord, MailboxRef, MessageRecord,
             NewAccount, NewBlob, NewMailbox, PlanRecord, RedeemOutcome, StoreError, VoucherBatch,
             apply_flags, has_flag, renamed,
@@ -650,6 +650,7 @@ macro_rules! store_impl {
                     "DELETE FROM blobs WHERE account_id = ?",
                     "DELETE FROM mailboxes WHERE account_id = ?",
                     "DELETE FROM identities WHERE account_id = ?",
+                    "DELETE FROM app_passwords WHERE account_id = ?",
                     "DELETE FROM accounts WHERE account_id = ?",
                 ] {
                     sqlx::query(&Self::sql(statement))
@@ -683,6 +684,81 @@ macro_rules! store_impl {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn insert_app_password(
+                &self,
+                record: &AppPasswordRecord,
+            ) -> Result<(), StoreError> {
+                sqlx::query(&Self::sql(
+                    "INSERT INTO app_passwords \
+                     (app_password_id, account_id, name, password_hash, created_at_ms) \
+                     VALUES (?, ?, ?, ?, ?)",
+                ))
+                .bind(&record.app_password_id)
+                .bind(&record.account_id)
+                .bind(&record.name)
+                .bind(&record.password_hash)
+                .bind(record.created_at_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn app_passwords(
+                &self,
+                account_id: &str,
+            ) -> Result<Vec<AppPasswordRecord>, StoreError> {
+                let rows = sqlx::query(&Self::sql(
+                    "SELECT app_password_id, account_id, name, password_hash, created_at_ms \
+                     FROM app_passwords WHERE account_id = ? \
+                     ORDER BY created_at_ms, app_password_id",
+                ))
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(AppPasswordRecord {
+                            app_password_id: row.try_get("app_password_id")?,
+                            account_id: row.try_get("account_id")?,
+                            name: row.try_get("name")?,
+                            password_hash: row.try_get("password_hash")?,
+                            created_at_ms: row.try_get("created_at_ms")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn app_password_matches(
+                &self,
+                account_id: &str,
+                password_hash: &[u8],
+            ) -> Result<bool, StoreError> {
+                let row = sqlx::query(&Self::sql(
+                    "SELECT 1 AS found FROM app_passwords \
+                     WHERE account_id = ? AND password_hash = ?",
+                ))
+                .bind(account_id)
+                .bind(password_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.is_some())
+            }
+
+            async fn delete_app_password(
+                &self,
+                account_id: &str,
+                app_password_id: &str,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(&Self::sql(
+                    "DELETE FROM app_passwords WHERE account_id = ? AND app_password_id = ?",
+                ))
+                .bind(account_id)
+                .bind(app_password_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn redeem_voucher(

@@ -8,6 +8,7 @@
 //! fixed list so no request text is ever echoed as a notice.
 
 mod account;
+mod app_passwords;
 mod identities;
 mod sign_in;
 
@@ -58,6 +59,11 @@ pub fn router() -> Router<PortalState> {
         .route("/identities/{id}", get(identities::identity_page))
         .route("/identities/{id}/qr.svg", get(identities::qr))
         .route("/identities/{id}/revoke", post(identities::revoke))
+        .route(
+            "/app-passwords",
+            get(app_passwords::list_page).post(app_passwords::create),
+        )
+        .route("/app-passwords/{id}/revoke", post(app_passwords::revoke))
 }
 
 /// Adds the headers every portal answer carries.
@@ -121,6 +127,7 @@ pub fn layout(title: &str, session: Option<&Session>, content: Markup) -> Markup
                         nav {
                             a href="/account" { "Account" }
                             a href="/identities" { "Identities" }
+                            a href="/app-passwords" { "Mail clients" }
                             form.inline method="post" action="/sign-out" {
                                 input type="hidden" name="form_token" value=(session.form_token());
                                 button type="submit" { "Sign out" }
@@ -226,6 +233,7 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "revoked" => "The identity is revoked: its key, its onion and its address are gone.",
         "created" => "The identity is created. It is online once tor has published its onion.",
         "signed-up" => "Welcome. Your account is ready; create an identity to get an address.",
+        "app-password-revoked" => "The app password is revoked: it opens nothing any more.",
         _ => return None,
     })
 }
