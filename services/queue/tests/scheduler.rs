@@ -266,6 +266,27 @@ impl Imap for FakeImap {
         Err(Status::unimplemented("not in this fake"))
     }
 
+    async fn create_app_password(
+        &self,
+        _request: Request<imap_pb::CreateAppPasswordRequest>,
+    ) -> Result<Response<imap_pb::CreateAppPasswordResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn list_app_passwords(
+        &self,
+        _request: Request<imap_pb::ListAppPasswordsRequest>,
+    ) -> Result<Response<imap_pb::ListAppPasswordsResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn revoke_app_password(
+        &self,
+        _request: Request<imap_pb::RevokeAppPasswordRequest>,
+    ) -> Result<Response<imap_pb::RevokeAppPasswordResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     async fn redeem_voucher(
         &self,
         _request: Request<imap_pb::RedeemVoucherRequest>,
