@@ -18,11 +18,10 @@ mod admin_support;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use admin_support::{OPERATOR_TOKEN, http, operator_json, schemathesis};
+use admin_support::{Carrier, http, operator_json, schemathesis};
 use anyhow::{Context as _, ensure};
 use onionpost_e2e::TorNet;
-use onionpost_e2e::node::{Node, free_port, http_get};
-use onionpost_e2e::onion_service::free_port_block;
+use onionpost_e2e::node::{free_port, http_get};
 use serde_json::{Value, json};
 
 /// Where the screenshots go: beside the build, so they outlive the test's temporary files.
@@ -57,25 +56,17 @@ async fn python(program: &str, args: &[String]) -> anyhow::Result<String> {
 async fn account_holders_run_their_accounts_in_the_portal() -> anyhow::Result<()> {
     let tornet = TorNet::start(1).await?;
     let tor = tornet.client(0);
-    let (first, last) = free_port_block(32)?;
     let imap = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let env = vec![
-        ("ONIONPOST_TOR_CONTROL", tor.control_addr().to_string()),
-        (
-            "ONIONPOST_TOR_COOKIE_FILE",
-            tor.cookie_file().display().to_string(),
-        ),
-        ("ONIONPOST_TOR_TARGET_PORTS", format!("{first}-{last}")),
-        (
-            "ONIONPOST_SECRET",
-            "onionpost-e2e-portal-secret-0123456789".to_owned(),
-        ),
-        ("ONIONPOST_ADMIN_TOKEN", OPERATOR_TOKEN.to_owned()),
-        ("ONIONPOST_PORTAL_SIGNUP", "voucher".to_owned()),
-        ("ONIONPOST_IMAP_LISTEN", imap.to_string()),
-    ];
-    let node = Node::start("onion,keys,imap,portal,admin", &env).await;
-    node.until_ready().await?;
+    let carrier = Carrier::start_with(
+        tor,
+        "onion,keys,imap,portal,admin",
+        &[
+            ("ONIONPOST_PORTAL_SIGNUP", "voucher".to_owned()),
+            ("ONIONPOST_IMAP_LISTEN", imap.to_string()),
+        ],
+    )
+    .await?;
+    let node = &carrier.node;
     let (status, readiness) = http_get(node.admin, "/readyz").await;
     ensure!(
         status == 200 && readiness.contains("\"portal\":\"SERVING\""),

@@ -18,7 +18,6 @@ pub mod grpc;
 pub mod store;
 pub mod validate;
 
-use onionpost_proto::clients;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,13 +31,8 @@ use axum::routing::get;
 use futures::future::BoxFuture;
 use onionpost_proto::ServiceName;
 use onionpost_proto::admin::v1::admin_server::AdminServer;
-use onionpost_proto::gateway::v1::gateway_client::GatewayClient;
-use onionpost_proto::imap::v1::imap_client::ImapClient;
-use onionpost_proto::keys::v1::keys_client::KeysClient;
-use onionpost_proto::onion::v1::onion_client::OnionClient;
-use onionpost_proto::queue::v1::queue_client::QueueClient;
 use onionpost_runtime::grpc::check_health;
-use onionpost_runtime::{Directory, Module, ServiceContext, Started, Transport};
+use onionpost_runtime::{Directory, Module, ServiceContext, Started};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -99,32 +93,6 @@ impl Module for AdminModule {
 pub struct AdminState {
     pub directory: Directory,
     pub store: Arc<dyn AdminStore>,
-}
-
-impl AdminState {
-    fn transport(&self, target: ServiceName) -> Result<Transport, AdminError> {
-        Ok(self.directory.transport(target)?)
-    }
-
-    pub fn imap(&self) -> Result<ImapClient<Transport>, AdminError> {
-        Ok(clients::imap(self.transport(ServiceName::Imap)?))
-    }
-
-    pub fn onion(&self) -> Result<OnionClient<Transport>, AdminError> {
-        Ok(clients::onion(self.transport(ServiceName::Onion)?))
-    }
-
-    pub fn queue(&self) -> Result<QueueClient<Transport>, AdminError> {
-        Ok(clients::queue(self.transport(ServiceName::Queue)?))
-    }
-
-    pub fn gateway(&self) -> Result<GatewayClient<Transport>, AdminError> {
-        Ok(clients::gateway(self.transport(ServiceName::Gateway)?))
-    }
-
-    pub fn keys(&self) -> Result<KeysClient<Transport>, AdminError> {
-        Ok(clients::keys(self.transport(ServiceName::Keys)?))
-    }
 }
 
 /// Serves the admin API on `listener` until `shutdown` is cancelled.

@@ -998,14 +998,18 @@ impl ImapService {
             None
         };
         if credentials == Credentials::MailClient
-            && let Some(found) = &record
             && let Some(bytes) = voucher_bytes(password)
         {
+            // Looked up for an unknown login too (under no account), so the lookup's time
+            // says nothing about whether the login exists.
+            let account_id = record
+                .as_ref()
+                .map_or("", |found| found.account_id.as_str());
             let hash = sha2::Sha256::digest(&bytes).to_vec();
             if self
                 .inner
                 .store
-                .app_password_matches(&found.account_id, &hash)
+                .app_password_matches(account_id, &hash)
                 .await?
             {
                 return Ok(record);

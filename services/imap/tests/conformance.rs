@@ -57,11 +57,13 @@ fn delivery(identity: &str, bytes: Vec<u8>) -> Delivery {
 /// App passwords open IMAP and SMTP (never the portal), are revocable, and when the carrier
 /// requires them the account's own password opens IMAP and SMTP no more.
 async fn app_passwords(database: Database) {
-    let (service, _clock) = service(database.clone()).await;
+    let (service, clock) = service(database.clone()).await;
     let account = service.create_account("erin", PASSWORD, "").await.unwrap();
     let id = account.record.account_id.clone();
     let other = service.create_account("frank", PASSWORD, "").await.unwrap();
     let (phone, code) = service.create_app_password(&id, "phone").await.unwrap();
+    // Listed oldest first: the second is a second younger.
+    clock.advance(Duration::seconds(1));
     let (laptop, laptop_code) = service.create_app_password(&id, " laptop ").await.unwrap();
     assert_eq!(laptop.name, "laptop");
     assert_ne!(code, laptop_code);

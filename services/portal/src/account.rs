@@ -181,6 +181,7 @@ async fn check_password(
         return Err(PortalError::SignInFailed);
     }
     let answer = state
+        .directory
         .imap()?
         .authenticate(imap::AuthenticateRequest {
             login: login.to_owned(),
@@ -250,6 +251,7 @@ pub async fn sign_up(
         ));
     }
     let created = state
+        .directory
         .imap()?
         .create_account(imap::CreateAccountRequest {
             login: login.to_owned(),
@@ -270,6 +272,7 @@ pub async fn sign_up(
 /// The account as its holder sees it.
 pub async fn account(state: &PortalState, account_id: &str) -> Result<Account, PortalError> {
     let record = state
+        .directory
         .imap()?
         .get_account(imap::GetAccountRequest {
             account: Some(imap::get_account_request::Account::AccountId(
@@ -291,6 +294,7 @@ async fn describe_account(
     record: imap::Account,
 ) -> Result<Account, PortalError> {
     let plans = state
+        .directory
         .imap()?
         .list_plans(imap::ListPlansRequest {})
         .await
@@ -323,6 +327,7 @@ pub async fn redeem(
 ) -> Result<Account, PortalError> {
     bounded("code", code.trim())?;
     let record = state
+        .directory
         .imap()?
         .redeem_voucher(imap::RedeemVoucherRequest {
             account_id: account_id.to_owned(),
@@ -348,6 +353,7 @@ pub async fn change_password(
     verify_own_password(state, &session.account_id, "current_password", current).await?;
     bounded("new_password", new)?;
     state
+        .directory
         .imap()?
         .set_password(imap::SetPasswordRequest {
             account_id: session.account_id.clone(),
@@ -376,6 +382,7 @@ async fn verify_own_password(
     password: &str,
 ) -> Result<(), PortalError> {
     let login = state
+        .directory
         .imap()?
         .get_account(imap::GetAccountRequest {
             account: Some(imap::get_account_request::Account::AccountId(
@@ -404,6 +411,7 @@ pub async fn delete_account(
         revoke_record(state, &identity.identity_id).await?;
     }
     state
+        .directory
         .imap()?
         .delete_account(imap::DeleteAccountRequest {
             account_id: account_id.to_owned(),
@@ -423,6 +431,7 @@ async fn list_records(
     account_id: &str,
 ) -> Result<Vec<imap::Identity>, PortalError> {
     Ok(state
+        .directory
         .imap()?
         .list_identities(imap::ListIdentitiesRequest {
             account_id: account_id.to_owned(),
@@ -454,6 +463,7 @@ async fn own_record(
         return Err(PortalError::no_such_identity());
     }
     let found = state
+        .directory
         .imap()?
         .get_identity(imap::GetIdentityRequest {
             identity: Some(imap::get_identity_request::Identity::IdentityId(
@@ -486,6 +496,7 @@ async fn describe_identity(
     record: imap::Identity,
 ) -> Result<Identity, PortalError> {
     let (onion_state, ports) = match state
+        .directory
         .onion()?
         .get_onion(onion::GetOnionRequest {
             identity_id: record.identity_id.clone(),
@@ -498,6 +509,7 @@ async fn describe_identity(
         Err(other) => return Err(other),
     };
     let qr = state
+        .directory
         .keys()?
         .get_identity_qr(keys::GetIdentityQrRequest {
             identity_id: record.identity_id.clone(),
@@ -541,6 +553,7 @@ pub async fn identity_qr(
 ) -> Result<Vec<u8>, PortalError> {
     let record = own_record(state, account_id, identity_id).await?;
     let qr = state
+        .directory
         .keys()?
         .get_identity_qr(keys::GetIdentityQrRequest {
             identity_id: record.identity_id,
@@ -573,6 +586,7 @@ pub async fn create_identity(
         ));
     }
     let created = state
+        .directory
         .imap()?
         .create_identity(imap::CreateIdentityRequest {
             account_id: account_id.to_owned(),
@@ -604,6 +618,7 @@ pub async fn revoke_identity(
 
 async fn revoke_record(state: &PortalState, identity_id: &str) -> Result<(), PortalError> {
     state
+        .directory
         .imap()?
         .revoke_identity(imap::RevokeIdentityRequest {
             identity_id: identity_id.to_owned(),
@@ -655,6 +670,7 @@ pub async fn app_passwords(
     account_id: &str,
 ) -> Result<Vec<AppPassword>, PortalError> {
     Ok(state
+        .directory
         .imap()?
         .list_app_passwords(imap::ListAppPasswordsRequest {
             account_id: account_id.to_owned(),
@@ -675,6 +691,7 @@ pub async fn create_app_password(
 ) -> Result<NewAppPassword, PortalError> {
     bounded("name", name.trim())?;
     let created = state
+        .directory
         .imap()?
         .create_app_password(imap::CreateAppPasswordRequest {
             account_id: account_id.to_owned(),
@@ -747,6 +764,7 @@ pub async fn revoke_app_password(
         return Err(PortalError::NotFound("no such app password".to_owned()));
     }
     state
+        .directory
         .imap()?
         .revoke_app_password(imap::RevokeAppPasswordRequest {
             account_id: account_id.to_owned(),

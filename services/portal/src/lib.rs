@@ -30,15 +30,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::future::BoxFuture;
 use onionpost_proto::ServiceName;
-use onionpost_proto::clients;
-use onionpost_proto::imap::v1::imap_client::ImapClient;
-use onionpost_proto::keys::v1::keys_client::KeysClient;
-use onionpost_proto::onion::v1::onion_client::OnionClient;
 use onionpost_proto::portal::v1::portal_server::PortalServer;
 use onionpost_runtime::config::PortalSettings;
 use onionpost_runtime::rate::RateLimiter;
 use onionpost_runtime::time::now_ms;
-use onionpost_runtime::{Directory, Module, ServiceContext, Started, Transport};
+use onionpost_runtime::{Directory, Module, ServiceContext, Started};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -122,22 +118,6 @@ impl PortalState {
             signups: Arc::new(RateLimiter::per_hour(settings.signups_per_hour)),
             settings: Arc::new(settings),
         }
-    }
-
-    fn transport(&self, target: ServiceName) -> Result<Transport, PortalError> {
-        Ok(self.directory.transport(target)?)
-    }
-
-    pub fn imap(&self) -> Result<ImapClient<Transport>, PortalError> {
-        Ok(clients::imap(self.transport(ServiceName::Imap)?))
-    }
-
-    pub fn keys(&self) -> Result<KeysClient<Transport>, PortalError> {
-        Ok(clients::keys(self.transport(ServiceName::Keys)?))
-    }
-
-    pub fn onion(&self) -> Result<OnionClient<Transport>, PortalError> {
-        Ok(clients::onion(self.transport(ServiceName::Onion)?))
     }
 }
 

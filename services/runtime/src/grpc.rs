@@ -14,6 +14,12 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use onionpost_proto::ServiceName;
+use onionpost_proto::clients;
+use onionpost_proto::gateway::v1::gateway_client::GatewayClient;
+use onionpost_proto::imap::v1::imap_client::ImapClient;
+use onionpost_proto::keys::v1::keys_client::KeysClient;
+use onionpost_proto::onion::v1::onion_client::OnionClient;
+use onionpost_proto::queue::v1::queue_client::QueueClient;
 use tonic::body::Body;
 use tonic::service::Routes;
 use tower::{Layer, Service, ServiceExt};
@@ -284,6 +290,30 @@ impl Directory {
         self.transports
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// `directory.imap()?` and the like: a client of a service through its transport, with the
+/// contract's message-size limits (`onionpost_proto::clients`), for the front ends that call many.
+impl Directory {
+    pub fn imap(&self) -> Result<ImapClient<Transport>, NotReachable> {
+        Ok(clients::imap(self.transport(ServiceName::Imap)?))
+    }
+
+    pub fn keys(&self) -> Result<KeysClient<Transport>, NotReachable> {
+        Ok(clients::keys(self.transport(ServiceName::Keys)?))
+    }
+
+    pub fn onion(&self) -> Result<OnionClient<Transport>, NotReachable> {
+        Ok(clients::onion(self.transport(ServiceName::Onion)?))
+    }
+
+    pub fn queue(&self) -> Result<QueueClient<Transport>, NotReachable> {
+        Ok(clients::queue(self.transport(ServiceName::Queue)?))
+    }
+
+    pub fn gateway(&self) -> Result<GatewayClient<Transport>, NotReachable> {
+        Ok(clients::gateway(self.transport(ServiceName::Gateway)?))
     }
 }
 

@@ -22,8 +22,18 @@ pub struct Carrier {
 
 impl Carrier {
     pub async fn start(tor: &TorClient) -> anyhow::Result<Carrier> {
+        Self::start_with(tor, "onion,keys,imap,queue,smtp-out,admin", &[]).await
+    }
+
+    /// A carrier running `targets` on `tor`, with `extra` added to its environment; ready when
+    /// this returns.
+    pub async fn start_with(
+        tor: &TorClient,
+        targets: &str,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Carrier> {
         let (first, last) = free_port_block(32)?;
-        let env = vec![
+        let mut env = vec![
             ("ONIONPOST_TOR_CONTROL", tor.control_addr().to_string()),
             (
                 "ONIONPOST_TOR_COOKIE_FILE",
@@ -36,7 +46,8 @@ impl Carrier {
             ),
             ("ONIONPOST_ADMIN_TOKEN", OPERATOR_TOKEN.to_owned()),
         ];
-        let node = Node::start("onion,keys,imap,queue,smtp-out,admin", &env).await;
+        env.extend(extra.iter().cloned());
+        let node = Node::start(targets, &env).await;
         let carrier = Carrier { node };
         carrier.node.until_ready().await?;
         Ok(carrier)

@@ -135,6 +135,7 @@ pub async fn create_account(
     validate::login("login", &request.login)?;
     validate::password("password", &request.password)?;
     let account = state
+        .directory
         .imap()?
         .create_account(imap::CreateAccountRequest {
             login: request.login,
@@ -183,6 +184,7 @@ pub async fn list_accounts(
     ApiQuery(query): ApiQuery<ListAccountsQuery>,
 ) -> Result<Json<AccountPage>, AdminError> {
     let page = state
+        .directory
         .imap()?
         .list_accounts(imap::ListAccountsRequest {
             state: query
@@ -265,7 +267,7 @@ pub async fn update_account(
     {
         return Err(AdminError::invalid("plan", "must not be empty"));
     }
-    let mut imap = state.imap()?;
+    let mut imap = state.directory.imap()?;
     let mut paths = Vec::new();
     let mut change = imap::Account {
         account_id: id.clone(),
@@ -316,7 +318,7 @@ pub async fn delete_account(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AdminError> {
-    let mut imap = state.imap()?;
+    let mut imap = state.directory.imap()?;
     // imap refuses to delete an account whose identities are still reachable: revoke them first,
     // so no address stays online with nobody behind it.
     let identities = imap
@@ -365,6 +367,7 @@ pub async fn redeem_voucher(
         return Err(AdminError::invalid("code", "must be 1 to 128 characters"));
     }
     let account = state
+        .directory
         .imap()?
         .redeem_voucher(imap::RedeemVoucherRequest {
             account_id: id.clone(),
@@ -394,6 +397,7 @@ pub async fn get_quota(
     Path(id): Path<String>,
 ) -> Result<Json<QuotaUse>, AdminError> {
     let quota = state
+        .directory
         .imap()?
         .get_quota(imap::GetQuotaRequest { account_id: id })
         .await

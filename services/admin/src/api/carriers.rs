@@ -58,6 +58,7 @@ pub async fn set_preferred_carriers(
     let carriers = super::contacts::carriers("carriers", &request.carriers)?;
     let record = fetch_identity(&state, &id).await?;
     state
+        .directory
         .keys()?
         .set_preferred_carriers(keys::SetPreferredCarriersRequest {
             identity_id: id,
@@ -114,6 +115,7 @@ pub async fn sign_carry_statement(
     }
     fetch_identity(&state, &id).await?;
     let signed = state
+        .directory
         .keys()?
         .sign_carry_statement(keys::SignCarryStatementRequest {
             identity_id: id,
@@ -195,6 +197,7 @@ pub async fn add_carry_agreement(
         ));
     }
     let agreement = state
+        .directory
         .queue()?
         .add_carry_agreement(queue::AddCarryAgreementRequest {
             statement: request.statement.into_bytes(),
@@ -239,6 +242,7 @@ pub async fn list_carry_agreements(
     ApiQuery(query): ApiQuery<ListAgreementsQuery>,
 ) -> Result<Json<AgreementPage>, AdminError> {
     let page = state
+        .directory
         .queue()?
         .list_carry_agreements(queue::ListCarryAgreementsRequest {
             include_ended: query.include_ended.unwrap_or(false),
@@ -273,6 +277,7 @@ pub async fn revoke_carry_agreement(
         ));
     }
     let agreement = state
+        .directory
         .queue()?
         .revoke_carry_agreement(queue::RevokeCarryAgreementRequest {
             by: Some(queue::revoke_carry_agreement_request::By::AgreementId(id)),

@@ -156,6 +156,7 @@ pub async fn list_contacts(
     let limit = page_size(query.limit)?;
     fetch_account(&state, &account_id).await?;
     let page = state
+        .directory
         .keys()?
         .list_contacts(keys::ListContactsRequest {
             account_id,
@@ -258,6 +259,7 @@ pub async fn add_contact(
     )?;
     fetch_account(&state, &account_id).await?;
     let contact = state
+        .directory
         .keys()?
         .add_contact(keys::AddContactRequest {
             account_id,
@@ -304,6 +306,7 @@ pub async fn get_contact(
     Path((account_id, contact_id)): Path<(String, String)>,
 ) -> Result<Json<Contact>, AdminError> {
     let contact = state
+        .directory
         .keys()?
         .get_contact(keys::GetContactRequest {
             account_id,
@@ -366,7 +369,7 @@ pub async fn update_contact(
         paths.push("public_key".to_owned());
         change.public_key = public_key("public_key", &text)?;
     }
-    let mut keys_client = state.keys()?;
+    let mut keys_client = state.directory.keys()?;
     let contact = if paths.is_empty() {
         keys_client
             .get_contact(keys::GetContactRequest {
@@ -398,6 +401,7 @@ pub async fn delete_contact(
     Path((account_id, contact_id)): Path<(String, String)>,
 ) -> Result<StatusCode, AdminError> {
     state
+        .directory
         .keys()?
         .delete_contact(keys::DeleteContactRequest {
             account_id,
@@ -431,6 +435,7 @@ pub async fn confirm_key_change(
 ) -> Result<Json<Contact>, AdminError> {
     let fingerprint = validate::fingerprint("fingerprint", &request.fingerprint)?;
     let contact = state
+        .directory
         .keys()?
         .confirm_key_change(keys::ConfirmKeyChangeRequest {
             account_id,
@@ -468,6 +473,7 @@ pub async fn import_introduction(
     }
     fetch_identity(&state, &id).await?;
     let contact = state
+        .directory
         .keys()?
         .import_introduction(keys::ImportIntroductionRequest {
             recipient_identity_id: id,

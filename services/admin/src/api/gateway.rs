@@ -21,7 +21,7 @@ use crate::extract::ApiQuery;
 /// `remote.gateway`): the routes then answer as a gateway that offers no clearnet mail does (no
 /// aliases, no traffic, no such alias) rather than with a 503 that invites a retry.
 fn deployed_gateway(state: &AdminState) -> Option<GatewayClient<Transport>> {
-    state.gateway().ok()
+    state.directory.gateway().ok()
 }
 
 /// One identity as one clearnet correspondent knows it.

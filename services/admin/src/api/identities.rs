@@ -121,6 +121,7 @@ pub async fn create_identity(
     )?;
     // imap makes the onion, the key and the record, and undoes them when a step fails.
     let created = state
+        .directory
         .imap()?
         .create_identity(imap::CreateIdentityRequest {
             account_id,
@@ -162,6 +163,7 @@ pub(crate) async fn describe(
     record: imap::Identity,
 ) -> Result<Identity, AdminError> {
     let onion_service = state
+        .directory
         .onion()?
         .get_onion(onion::GetOnionRequest {
             identity_id: record.identity_id.clone(),
@@ -177,6 +179,7 @@ pub(crate) async fn describe(
         Err(error) => return Err(error),
     };
     let key = state
+        .directory
         .keys()?
         .get_identity_key(keys::GetIdentityKeyRequest {
             identity: Some(keys::get_identity_key_request::Identity::IdentityId(
@@ -221,6 +224,7 @@ pub async fn list_identities(
 ) -> Result<Json<IdentityList>, AdminError> {
     fetch_account(&state, &account_id).await?;
     let records = state
+        .directory
         .imap()?
         .list_identities(imap::ListIdentitiesRequest { account_id })
         .await
@@ -256,6 +260,7 @@ pub async fn delete_identity(
 ) -> Result<StatusCode, AdminError> {
     // imap revokes the key and the onion, then forgets the record (404 for an unknown id).
     state
+        .directory
         .imap()?
         .revoke_identity(imap::RevokeIdentityRequest { identity_id: id })
         .await
@@ -266,6 +271,7 @@ pub async fn delete_identity(
 async fn qr(state: &AdminState, id: &str, format: keys::QrFormat) -> Result<Response, AdminError> {
     fetch_identity(state, id).await?;
     let image = state
+        .directory
         .keys()?
         .get_identity_qr(keys::GetIdentityQrRequest {
             identity_id: id.to_owned(),
@@ -333,6 +339,7 @@ pub async fn export_identity(
     validate::password("passphrase", &request.passphrase)?;
     fetch_identity(&state, &id).await?;
     let bundle = state
+        .directory
         .keys()?
         .export_identity(keys::ExportIdentityRequest {
             identity_id: id.clone(),
@@ -385,6 +392,7 @@ pub async fn import_identity(
     // imap has keys restore the key and onion, then records the identity (undoing both when
     // the record is refused).
     let recorded = state
+        .directory
         .imap()?
         .import_identity(imap::ImportIdentityRequest {
             account_id,

@@ -11,6 +11,7 @@ use crate::error::{AdminError, Upstream as _};
 /// An account as imap holds it.
 pub async fn fetch_account(state: &AdminState, id: &str) -> Result<imap::Account, AdminError> {
     state
+        .directory
         .imap()?
         .get_account(imap::GetAccountRequest {
             account: Some(imap::get_account_request::Account::AccountId(id.to_owned())),
@@ -22,6 +23,7 @@ pub async fn fetch_account(state: &AdminState, id: &str) -> Result<imap::Account
 /// An identity's record as imap holds it.
 pub async fn fetch_identity(state: &AdminState, id: &str) -> Result<imap::Identity, AdminError> {
     state
+        .directory
         .imap()?
         .get_identity(imap::GetIdentityRequest {
             identity: Some(imap::get_identity_request::Identity::IdentityId(

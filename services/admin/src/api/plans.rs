@@ -53,6 +53,7 @@ pub struct PlanList {
 )]
 pub async fn list_plans(State(state): State<AdminState>) -> Result<Json<PlanList>, AdminError> {
     let plans = state
+        .directory
         .imap()?
         .list_plans(imap::ListPlansRequest {})
         .await
@@ -87,6 +88,7 @@ pub async fn create_plan(
 ) -> Result<(StatusCode, Json<Plan>), AdminError> {
     validate::name("name", &request.name, validate::MAX_NAME_LEN, false)?;
     let plan = state
+        .directory
         .imap()?
         .create_plan(imap::CreatePlanRequest {
             plan: Some(imap::Plan {
@@ -165,6 +167,7 @@ pub async fn update_plan(
         ));
     }
     let plan = state
+        .directory
         .imap()?
         .update_plan(imap::UpdatePlanRequest {
             plan: Some(plan),
@@ -221,6 +224,7 @@ pub async fn mint_vouchers(
         return Err(AdminError::invalid("count", "must be between 1 and 1000"));
     }
     let batch = state
+        .directory
         .imap()?
         .mint_vouchers(imap::MintVouchersRequest {
             plan_id: request.plan,

@@ -218,6 +218,7 @@ pub async fn list_queue(
         return Err(AdminError::invalid("account", "at most 128 characters"));
     }
     let page = state
+        .directory
         .queue()?
         .list_messages(queue::ListMessagesRequest {
             state: query
@@ -257,6 +258,7 @@ pub async fn get_queued(
     Path(id): Path<String>,
 ) -> Result<Json<QueuedMessage>, AdminError> {
     let message = state
+        .directory
         .queue()?
         .get_message(queue::GetMessageRequest { queue_id: id })
         .await
@@ -274,6 +276,7 @@ pub async fn retry_queued(
     Path(id): Path<String>,
 ) -> Result<Json<QueuedMessage>, AdminError> {
     let message = state
+        .directory
         .queue()?
         .retry_now(queue::RetryNowRequest { queue_id: id })
         .await
@@ -291,6 +294,7 @@ pub async fn hold_queued(
     Path(id): Path<String>,
 ) -> Result<Json<QueuedMessage>, AdminError> {
     let message = state
+        .directory
         .queue()?
         .hold(queue::HoldRequest { queue_id: id })
         .await
@@ -308,6 +312,7 @@ pub async fn release_queued(
     Path(id): Path<String>,
 ) -> Result<Json<QueuedMessage>, AdminError> {
     let message = state
+        .directory
         .queue()?
         .release(queue::ReleaseRequest { queue_id: id })
         .await
@@ -337,6 +342,7 @@ pub async fn delete_queued(
     ApiQuery(query): ApiQuery<DeleteQueuedQuery>,
 ) -> Result<StatusCode, AdminError> {
     state
+        .directory
         .queue()?
         .delete(queue::DeleteRequest {
             queue_id: id,

@@ -79,44 +79,45 @@ pub async fn gather(state: &AdminState) -> Stats {
 
     // A carrier without a queue service (none local, no `remote.queue`) has no queue figures;
     // one whose queue does not answer lists it as unavailable.
-    let (queue_depth, queue_recipients_by_state, queue_oldest_age_seconds) = match state.queue() {
-        Err(_) => (None, None, None),
-        Ok(mut client) => match client
-            .get_stats(queue::GetStatsRequest {})
-            .await
-            .upstream(ServiceName::Queue)
-        {
-            Ok(stats) => {
-                let mut by_state: BTreeMap<String, u64> = [
-                    "scheduled",
-                    "delivered",
-                    "temporary_failure",
-                    "permanent_failure",
-                ]
-                .into_iter()
-                .map(|name| (name.to_owned(), 0))
-                .collect();
-                for count in stats.by_state {
-                    let name = match queue::RecipientState::try_from(count.state) {
-                        Ok(queue::RecipientState::Scheduled) => "scheduled",
-                        Ok(queue::RecipientState::Delivered) => "delivered",
-                        Ok(queue::RecipientState::TemporaryFailure) => "temporary_failure",
-                        Ok(queue::RecipientState::PermanentFailure) => "permanent_failure",
-                        _ => continue,
-                    };
-                    *by_state.entry(name.to_owned()).or_default() += count.recipients;
+    let (queue_depth, queue_recipients_by_state, queue_oldest_age_seconds) =
+        match state.directory.queue() {
+            Err(_) => (None, None, None),
+            Ok(mut client) => match client
+                .get_stats(queue::GetStatsRequest {})
+                .await
+                .upstream(ServiceName::Queue)
+            {
+                Ok(stats) => {
+                    let mut by_state: BTreeMap<String, u64> = [
+                        "scheduled",
+                        "delivered",
+                        "temporary_failure",
+                        "permanent_failure",
+                    ]
+                    .into_iter()
+                    .map(|name| (name.to_owned(), 0))
+                    .collect();
+                    for count in stats.by_state {
+                        let name = match queue::RecipientState::try_from(count.state) {
+                            Ok(queue::RecipientState::Scheduled) => "scheduled",
+                            Ok(queue::RecipientState::Delivered) => "delivered",
+                            Ok(queue::RecipientState::TemporaryFailure) => "temporary_failure",
+                            Ok(queue::RecipientState::PermanentFailure) => "permanent_failure",
+                            _ => continue,
+                        };
+                        *by_state.entry(name.to_owned()).or_default() += count.recipients;
+                    }
+                    let oldest = super::time(stats.oldest_enqueued_at).map(|enqueued| {
+                        (Utc::now() - enqueued).num_milliseconds().max(0) as f64 / 1000.0
+                    });
+                    (Some(stats.messages), Some(by_state), oldest)
                 }
-                let oldest = super::time(stats.oldest_enqueued_at).map(|enqueued| {
-                    (Utc::now() - enqueued).num_milliseconds().max(0) as f64 / 1000.0
-                });
-                (Some(stats.messages), Some(by_state), oldest)
-            }
-            Err(_) => {
-                unavailable.push(ServiceName::Queue.as_str().to_owned());
-                (None, None, None)
-            }
-        },
-    };
+                Err(_) => {
+                    unavailable.push(ServiceName::Queue.as_str().to_owned());
+                    (None, None, None)
+                }
+            },
+        };
 
     Stats {
         generated_at: Utc::now(),
@@ -133,6 +134,7 @@ pub async fn gather(state: &AdminState) -> Stats {
 
 async fn imap_stats(state: &AdminState) -> Result<imap::ImapStats, AdminError> {
     state
+        .directory
         .imap()?
         .get_stats(imap::GetStatsRequest {})
         .await
@@ -141,7 +143,7 @@ async fn imap_stats(state: &AdminState) -> Result<imap::ImapStats, AdminError> {
 
 /// Pages through every onion that is not revoked and counts them by state.
 async fn onion_counts(state: &AdminState) -> Result<BTreeMap<String, u64>, AdminError> {
-    let mut client = state.onion()?;
+    let mut client = state.directory.onion()?;
     let mut counts: BTreeMap<String, u64> = ["publishing", "online", "failed"]
         .into_iter()
         .map(|name| (name.to_owned(), 0))
@@ -173,6 +175,7 @@ async fn onion_counts(state: &AdminState) -> Result<BTreeMap<String, u64>, Admin
 /// Whether the onion service's control connection to tor is up.
 pub async fn tor_connected(state: &AdminState) -> Result<bool, AdminError> {
     let status = state
+        .directory
         .onion()?
         .get_tor_status(onion::GetTorStatusRequest {})
         .await
