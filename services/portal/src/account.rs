@@ -50,15 +50,6 @@ impl AccountState {
             _ => AccountState::Active,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountState::Active => "active",
-            AccountState::Grace => "grace",
-            AccountState::Expired => "expired",
-            AccountState::Suspended => "suspended",
-        }
-    }
 }
 
 /// The signed-in account.
