@@ -997,32 +997,32 @@ impl ImapService {
         } else {
             None
         };
-        if credentials == Credentials::MailClient
-            && let Some(bytes) = voucher_bytes(password)
-        {
-            // Looked up for an unknown login too (under no account), so the lookup's time
-            // says nothing about whether the login exists.
-            let account_id = record
-                .as_ref()
-                .map_or("", |found| found.account_id.as_str());
-            let hash = sha2::Sha256::digest(&bytes).to_vec();
-            if self
-                .inner
-                .store
-                .app_password_matches(account_id, &hash)
-                .await?
-            {
-                return Ok(record);
+        // Looked up for an unknown login too (under no account), so the lookup's time says
+        // nothing about whether the login exists.
+        let app_password = match voucher_bytes(password) {
+            Some(bytes) if credentials == Credentials::MailClient => {
+                let account_id = record
+                    .as_ref()
+                    .map_or("", |found| found.account_id.as_str());
+                let hash = sha2::Sha256::digest(&bytes).to_vec();
+                self.inner
+                    .store
+                    .app_password_matches(account_id, &hash)
+                    .await?
             }
-        }
+            _ => false,
+        };
+        // The slow hash runs even when an app password matched: a login whose app password is
+        // right but which may not use this onion must fail in the time any failure takes, or an
+        // account holder could time, through a stranger's onion, whether it shares the carrier.
         let own_password_opens = credentials == Credentials::AccountPassword
             || !self.inner.settings.require_app_passwords;
         let hash = match &record {
-            Some(record) if own_password_opens => record.password_hash.clone(),
+            Some(record) if own_password_opens && !app_password => record.password_hash.clone(),
             _ => decoy_hash().to_owned(),
         };
         let matches = verify_password(password.to_owned(), hash).await?;
-        Ok(record.filter(|_| matches && own_password_opens))
+        Ok(record.filter(|_| app_password || (matches && own_password_opens)))
     }
 
     fn allowed_to_log_in(&self, record: AccountRecord) -> Result<AccountView, ImapError> {

@@ -132,6 +132,50 @@ async fn app_passwords(database: Database) {
     ));
     assert_eq!(service.app_passwords(&id).await.unwrap().len(), 1);
 
+    // Through the onion of an identity that is not hers, erin's good app password fails like a
+    // wrong password, and in the time any failure takes: the slow hash is not skipped. Else an
+    // account holder could time, through a stranger's onion, whether it shares her carrier.
+    service
+        .add_identity(
+            "idn-frank",
+            &other.record.account_id,
+            &format!("frank@{}", onion('g')),
+            "",
+        )
+        .await
+        .unwrap();
+    let timed = |login: &'static str, password: String, key: &'static str| {
+        let service = service.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let outcome = service
+                .authenticate_through(
+                    login,
+                    &password,
+                    key,
+                    Some("idn-frank"),
+                    Credentials::MailClient,
+                )
+                .await;
+            assert!(
+                matches!(outcome, Err(ImapError::Unauthenticated)),
+                "{outcome:?}"
+            );
+            started.elapsed()
+        }
+    };
+    let app_password = timed("erin", laptop_code.clone(), "t1")
+        .await
+        .min(timed("erin", laptop_code.clone(), "t2").await);
+    let unknown_login = timed("nobody", laptop_code.clone(), "t3")
+        .await
+        .min(timed("nobody", laptop_code.clone(), "t4").await);
+    assert!(
+        app_password * 2 >= unknown_login,
+        "an app password through a stranger's onion fails in {app_password:?}, an unknown login \
+         in {unknown_login:?}"
+    );
+
     // A carrier that requires app passwords: the account's own password opens only the portal.
     let mut settings = default_settings();
     settings.require_app_passwords = true;
