@@ -262,7 +262,16 @@ pub async fn sign_up(
 
 /// The account as its holder sees it.
 pub async fn account(state: &PortalState, account_id: &str) -> Result<Account, PortalError> {
-    let record = state
+    let record = account_record(state, account_id).await?;
+    describe_account(state, record).await
+}
+
+/// The account as imap holds it.
+async fn account_record(
+    state: &PortalState,
+    account_id: &str,
+) -> Result<imap::Account, PortalError> {
+    state
         .directory
         .imap()?
         .get_account(imap::GetAccountRequest {
@@ -276,8 +285,7 @@ pub async fn account(state: &PortalState, account_id: &str) -> Result<Account, P
             // Deleted while a session still named it.
             PortalError::NotFound(_) => PortalError::SignedOut,
             other => other,
-        })?;
-    describe_account(state, record).await
+        })
 }
 
 async fn describe_account(
@@ -372,17 +380,7 @@ async fn verify_own_password(
     field: &str,
     password: &str,
 ) -> Result<(), PortalError> {
-    let login = state
-        .directory
-        .imap()?
-        .get_account(imap::GetAccountRequest {
-            account: Some(imap::get_account_request::Account::AccountId(
-                account_id.to_owned(),
-            )),
-        })
-        .await
-        .upstream(ServiceName::Imap)?
-        .login;
+    let login = account_record(state, account_id).await?.login;
     match check_password(state, &login, password).await {
         Ok(checked) if checked == account_id => Ok(()),
         Ok(_) | Err(PortalError::SignInFailed) => Err(PortalError::invalid(field, "is not right")),
@@ -486,19 +484,7 @@ async fn describe_identity(
     state: &PortalState,
     record: imap::Identity,
 ) -> Result<Identity, PortalError> {
-    let (onion_state, ports) = match state
-        .directory
-        .onion()?
-        .get_onion(onion::GetOnionRequest {
-            identity_id: record.identity_id.clone(),
-        })
-        .await
-        .upstream(ServiceName::Onion)
-    {
-        Ok(service) => (IdentityState::from_proto(service.state), service.ports),
-        Err(PortalError::NotFound(_)) => (IdentityState::Revoked, Vec::new()),
-        Err(other) => return Err(other),
-    };
+    let (onion_state, ports) = onion_of(state, &record.identity_id).await?;
     let qr = state
         .directory
         .keys()?
@@ -524,6 +510,26 @@ async fn describe_identity(
         submission_port: port_for(&ports, onion::PortPurpose::Submission),
         created_at: time(record.created_at),
     })
+}
+
+/// Where an identity's onion stands and which ports it opens; a revoked onion opens none.
+async fn onion_of(
+    state: &PortalState,
+    identity_id: &str,
+) -> Result<(IdentityState, Vec<onion::PortMapping>), PortalError> {
+    match state
+        .directory
+        .onion()?
+        .get_onion(onion::GetOnionRequest {
+            identity_id: identity_id.to_owned(),
+        })
+        .await
+        .upstream(ServiceName::Onion)
+    {
+        Ok(service) => Ok((IdentityState::from_proto(service.state), service.ports)),
+        Err(PortalError::NotFound(_)) => Ok((IdentityState::Revoked, Vec::new())),
+        Err(other) => Err(other),
+    }
 }
 
 /// The fingerprint in `openpgp4fpr:<FINGERPRINT>#a=…`.
@@ -695,17 +701,18 @@ pub async fn create_app_password(
             other => other,
         })?;
     let record = created.app_password.ok_or(PortalError::Internal)?;
-    let login = account(state, account_id).await?.login;
-    let delta_chat = identities(state, account_id)
-        .await?
-        .iter()
-        .filter_map(|identity| {
-            dclogin(identity, &login, &created.password).map(|dclogin| DeltaChatLogin {
-                address: identity.address.clone(),
+    // Only the login and each identity's ports: no plan, key or QR code is needed here.
+    let login = account_record(state, account_id).await?.login;
+    let mut delta_chat = Vec::new();
+    for record in list_records(state, account_id).await? {
+        let (_, ports) = onion_of(state, &record.identity_id).await?;
+        if let Some(dclogin) = dclogin(&record.address, &ports, &login, &created.password) {
+            delta_chat.push(DeltaChatLogin {
+                address: record.address,
                 dclogin,
-            })
-        })
-        .collect();
+            });
+        }
+    }
     Ok(NewAppPassword {
         id: record.app_password_id,
         name: record.name,
@@ -717,9 +724,15 @@ pub async fn create_app_password(
 /// Delta Chat's `dclogin:` for an identity whose onion carries IMAP and submission: the
 /// identity's address, the account's login and the app password, plain IMAP and SMTP through
 /// the onion (tor encrypts; Delta Chat reaches the onion through tor's SOCKS port).
-pub fn dclogin(identity: &Identity, login: &str, password: &str) -> Option<String> {
-    let (imap_port, submission_port) = (identity.imap_port?, identity.submission_port?);
-    let host = identity.address.rsplit_once('@')?.1;
+pub fn dclogin(
+    address: &str,
+    ports: &[onion::PortMapping],
+    login: &str,
+    password: &str,
+) -> Option<String> {
+    let imap_port = port_for(ports, onion::PortPurpose::Imap)?;
+    let submission_port = port_for(ports, onion::PortPurpose::Submission)?;
+    let host = address.rsplit_once('@')?.1;
     let query = [
         ("p", password.to_owned()),
         ("v", "1".to_owned()),
@@ -742,7 +755,7 @@ pub fn dclogin(identity: &Identity, login: &str, password: &str) -> Option<Strin
     })
     .collect::<Vec<_>>()
     .join("&");
-    Some(format!("dclogin:{}?{query}", identity.address))
+    Some(format!("dclogin:{address}?{query}"))
 }
 
 /// Revokes one of the account's app passwords.
@@ -795,18 +808,19 @@ mod tests {
     #[test]
     fn dclogin_names_the_onion_the_login_and_the_app_password() {
         let onion = "x".repeat(56);
-        let identity = Identity {
-            id: "idn_1".to_owned(),
-            address: format!("erin@{onion}.onion"),
-            display_name: String::new(),
-            fingerprint: None,
-            openpgp4fpr: None,
-            state: IdentityState::Online,
-            imap_port: Some(143),
-            submission_port: Some(587),
-            created_at: None,
+        let address = format!("erin@{onion}.onion");
+        let port = |purpose: onion::PortPurpose, virtual_port| onion::PortMapping {
+            purpose: purpose as i32,
+            virtual_port,
+            target_host: "127.0.0.1".to_owned(),
+            target_port: 10_000,
         };
-        let uri = dclogin(&identity, "erin", "AB12-CD34 &x").unwrap();
+        let ports = [
+            port(onion::PortPurpose::Smtp, 25),
+            port(onion::PortPurpose::Imap, 143),
+            port(onion::PortPurpose::Submission, 587),
+        ];
+        let uri = dclogin(&address, &ports, "erin", "AB12-CD34 &x").unwrap();
         assert_eq!(
             uri,
             format!(
@@ -814,11 +828,11 @@ mod tests {
                  &is=plain&sh={onion}.onion&sp=587&su=erin&spw=AB12-CD34+%26x&ss=plain"
             )
         );
-        let without_imap = Identity {
-            imap_port: None,
-            ..identity
-        };
-        assert_eq!(dclogin(&without_imap, "erin", "p"), None);
+        assert_eq!(
+            dclogin(&address, &ports[..2], "erin", "p"),
+            None,
+            "no submission port"
+        );
     }
 
     #[test]
