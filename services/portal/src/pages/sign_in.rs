@@ -7,7 +7,7 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use onionpost_runtime::config::SignupPolicy;
@@ -49,29 +49,49 @@ pub struct SignUpForm {
 #[derive(Debug, Deserialize)]
 pub struct SignOutForm {}
 
-/// The browser's form secret, and the `Set-Cookie` to send when it is new.
-fn form_secret(state: &PortalState, headers: &HeaderMap) -> (String, Option<Response>) {
-    match session::cookie(headers, FORM_COOKIE)
-        .filter(|value| value.len() == 64 && value.bytes().all(|byte| byte.is_ascii_hexdigit()))
-    {
-        Some(secret) => (secret.to_owned(), None),
-        None => {
-            let secret = session::random_token();
-            let set = [(SET_COOKIE, session::form_cookie(state, &secret))].into_response();
-            (secret, Some(set))
-        }
-    }
+/// The form cookie behind the sign-in and sign-up forms: the browser's secret, and the
+/// `Set-Cookie` to send when the secret is new.
+struct FormCookie {
+    secret: String,
+    new: Option<HeaderValue>,
 }
 
-/// A page with the form cookie set when it was new.
-fn with_form_cookie(set: Option<Response>, status: StatusCode, markup: Markup) -> Response {
-    let mut response = page(status, markup);
-    if let Some(set) = set
-        && let Some(value) = set.headers().get(SET_COOKIE)
-    {
-        response.headers_mut().append(SET_COOKIE, value.clone());
+impl FormCookie {
+    fn of(state: &PortalState, headers: &HeaderMap) -> Self {
+        match session::cookie(headers, FORM_COOKIE)
+            .filter(|value| value.len() == 64 && value.bytes().all(|byte| byte.is_ascii_hexdigit()))
+        {
+            Some(secret) => FormCookie {
+                secret: secret.to_owned(),
+                new: None,
+            },
+            None => {
+                let secret = session::random_token();
+                let new = Some(session::form_cookie(state, &secret));
+                FormCookie { secret, new }
+            }
+        }
     }
-    response
+
+    /// The token this browser's forms carry.
+    fn token(&self) -> String {
+        session::form_token(&self.secret)
+    }
+
+    /// Whether a posted form carries this browser's token. Never with a secret just made: the
+    /// browser then posted a form this portal did not give it.
+    fn accepts(&self, given: &str) -> bool {
+        self.new.is_none() && session::form_token_matches(&self.secret, given)
+    }
+
+    /// A page, with the cookie when it is new.
+    fn page(&self, status: StatusCode, markup: Markup) -> Response {
+        let mut response = page(status, markup);
+        if let Some(value) = &self.new {
+            response.headers_mut().append(SET_COOKIE, value.clone());
+        }
+        response
+    }
 }
 
 fn sign_in_markup(form_token: &str, login: &str, error: Option<&PortalError>) -> Markup {
@@ -104,12 +124,8 @@ pub async fn sign_in_page(
     if session.is_some() {
         return Redirect::to("/account").into_response();
     }
-    let (secret, set) = form_secret(&state, &headers);
-    with_form_cookie(
-        set,
-        StatusCode::OK,
-        sign_in_markup(&session::form_token(&secret), "", None),
-    )
+    let cookie = FormCookie::of(&state, &headers);
+    cookie.page(StatusCode::OK, sign_in_markup(&cookie.token(), "", None))
 }
 
 pub async fn sign_in(
@@ -117,34 +133,21 @@ pub async fn sign_in(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (secret, set) = form_secret(&state, &headers);
-    let token = session::form_token(&secret);
+    let cookie = FormCookie::of(&state, &headers);
+    let token = cookie.token();
+    let refuse = |login: &str, error: PortalError| {
+        cookie.page(error.status(), sign_in_markup(&token, login, Some(&error)))
+    };
     let form: SignInForm = match onionpost_runtime::http_api::form(&body, "form") {
         Ok(form) => form,
-        Err(error) => {
-            let error = PortalError::from(error);
-            return with_form_cookie(
-                set,
-                error.status(),
-                sign_in_markup(&token, "", Some(&error)),
-            );
-        }
+        Err(error) => return refuse("", error.into()),
     };
-    // A new form cookie means the browser posted a form this portal did not give it.
-    if set.is_some() || !session::form_token_matches(&secret, &form.form_token) {
-        let error = PortalError::BadFormToken;
-        return with_form_cookie(
-            set,
-            error.status(),
-            sign_in_markup(&token, &form.login, Some(&error)),
-        );
+    if !cookie.accepts(&form.form_token) {
+        return refuse(&form.login, PortalError::BadFormToken);
     }
     match account::sign_in(&state, &form.login, &form.password).await {
         Ok(new) => signed_in_response(&state, &new, "/account"),
-        Err(error) => page(
-            error.status(),
-            sign_in_markup(&token, &form.login, Some(&error)),
-        ),
+        Err(error) => refuse(&form.login, error),
     }
 }
 
@@ -213,17 +216,13 @@ pub async fn sign_up_page(
     if session.is_some() {
         return Redirect::to("/account").into_response();
     }
-    let (secret, set) = form_secret(&state, &headers);
+    let cookie = FormCookie::of(&state, &headers);
     let status = if state.settings.signup == SignupPolicy::Closed {
         StatusCode::FORBIDDEN
     } else {
         StatusCode::OK
     };
-    with_form_cookie(
-        set,
-        status,
-        sign_up_markup(&state, &session::form_token(&secret), "", None),
-    )
+    cookie.page(status, sign_up_markup(&state, &cookie.token(), "", None))
 }
 
 pub async fn sign_up(
@@ -231,32 +230,30 @@ pub async fn sign_up(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (secret, set) = form_secret(&state, &headers);
-    let token = session::form_token(&secret);
-    let refuse = |set: Option<Response>, login: &str, error: PortalError| {
-        with_form_cookie(
-            set,
+    let cookie = FormCookie::of(&state, &headers);
+    let token = cookie.token();
+    let refuse = |login: &str, error: PortalError| {
+        cookie.page(
             error.status(),
             sign_up_markup(&state, &token, login, Some(&error)),
         )
     };
     let form: SignUpForm = match onionpost_runtime::http_api::form(&body, "form") {
         Ok(form) => form,
-        Err(error) => return refuse(set, "", error.into()),
+        Err(error) => return refuse("", error.into()),
     };
-    if set.is_some() || !session::form_token_matches(&secret, &form.form_token) {
-        return refuse(set, &form.login, PortalError::BadFormToken);
+    if !cookie.accepts(&form.form_token) {
+        return refuse(&form.login, PortalError::BadFormToken);
     }
     if form.password != form.password_again {
         return refuse(
-            None,
             &form.login,
             PortalError::invalid("password_again", "the two passwords differ"),
         );
     }
     match account::sign_up(&state, &form.login, &form.password, &form.voucher).await {
         Ok(new) => signed_in_response(&state, &new, "/account?done=signed-up"),
-        Err(error) => refuse(None, &form.login, error),
+        Err(error) => refuse(&form.login, error),
     }
 }
 
