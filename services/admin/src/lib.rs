@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use futures::future::BoxFuture;
@@ -134,12 +134,7 @@ async fn not_found() -> AdminError {
 
 async fn openapi_json() -> impl IntoResponse {
     static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let text = DOCUMENT.get_or_init(|| {
-        api::openapi()
-            .to_pretty_json()
-            .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
-    });
-    ([(header::CONTENT_TYPE, "application/json")], text.as_str())
+    onionpost_runtime::http_api::openapi_json(&DOCUMENT, api::openapi)
 }
 
 /// A self-contained page that renders `/openapi.json` (no assets from anywhere else).

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::future::BoxFuture;
@@ -162,12 +162,7 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
 
 async fn openapi_json() -> impl IntoResponse {
     static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let text = DOCUMENT.get_or_init(|| {
-        api::openapi()
-            .to_pretty_json()
-            .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
-    });
-    ([(header::CONTENT_TYPE, "application/json")], text.as_str())
+    onionpost_runtime::http_api::openapi_json(&DOCUMENT, api::openapi)
 }
 
 /// Deletes expired sessions now and then, until shutdown.

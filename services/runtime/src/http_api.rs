@@ -78,6 +78,20 @@ pub fn document_problems(openapi: &mut OpenApi, statuses: &[(&str, &str)]) {
     }
 }
 
+/// An OpenAPI document as the reply to `GET …/openapi.json`: made once by `make` and kept in
+/// `cache` (each API passes its own static).
+pub fn openapi_json(
+    cache: &'static std::sync::OnceLock<String>,
+    make: fn() -> OpenApi,
+) -> impl axum::response::IntoResponse {
+    let text = cache.get_or_init(|| {
+        make()
+            .to_pretty_json()
+            .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+    });
+    ([(header::CONTENT_TYPE, "application/json")], text.as_str())
+}
+
 /// Why a request's body or query string was not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
