@@ -98,8 +98,16 @@ def test_distributed_runs_one_deployment_per_service():
     assert deployments["carrier-onionpost-queue"]["spec"]["replicas"] == 3
     assert deployments["carrier-onionpost-smtp-out"]["spec"]["replicas"] == 2
     targets = sorted(c["args"][-1] for d in deployments.values() for c in containers(d))
+    # The portal twice: its Deployment for the cluster, and in the edge pod for the carrier's
+    # onion, which tor forwards to that pod alone.
     assert targets == sorted(
-        ["onion", "keys", "smtp-in", "imap", "queue", "smtp-out", "portal", "admin"])
+        ["onion", "keys", "smtp-in", "imap", "portal", "queue", "smtp-out", "portal", "admin"])
+    onion_faces = [
+        {e["name"]: e.get("value") for e in c["env"]}.get("ONIONPOST_PORTAL_ONION", "true")
+        for d in deployments.values() for c in containers(d) if c["args"][-1] == "portal"]
+    assert sorted(onion_faces) == ["false", "true"]
+    edge = [c["args"][-1] for c in containers(deployments["carrier-onionpost-edge"])]
+    assert "portal" in edge
     # Every service is reachable at the address the others are given.
     services = by_kind(docs, "Service")
     for container in containers(deployments["carrier-onionpost-queue"]):

@@ -6,10 +6,14 @@
 //!   identical replies for a made-up login and a wrong password; sign-up by voucher, vouchers,
 //!   password changes that end other sessions, deletion.
 //! - `browser.py` (Debian's chromium through Selenium, JavaScript disabled): sign up, sign out,
-//!   sign in, create an identity and see it go online over tor, redeem a voucher, sign out; a
-//!   screenshot of each page; then Python's imaplib logs in with the account made in the browser.
+//!   sign in, create an identity and see it go online over tor, add a contact by address (its key
+//!   fetched over its onion) and one from a GnuPG contact card; then, once a new key for the
+//!   first has arrived and is held, accept it, redeem a voucher, make an app password, sign out;
+//!   a screenshot of each page; then Python's imaplib logs in with the app password.
 //! - schemathesis against `/account/v1` with a session: no server error, no reply outside the
 //!   OpenAPI document.
+//! - The portal on the carrier's own onion, from a second tor client: the sign-in page, and the
+//!   same reply for a made-up login and a real one with a wrong password.
 //!
 //! One test function, so the private Tor network starts once for every scenario.
 
@@ -22,7 +26,15 @@ use admin_support::{Carrier, http, operator_json, schemathesis};
 use anyhow::{Context as _, ensure};
 use onionpost_e2e::TorNet;
 use onionpost_e2e::node::{free_port, http_get};
+use onionpost_keys::autocrypt::AutocryptHeader;
+use onionpost_keys::{Address, IdentityKey};
+use onionpost_proto::keys::v1 as keys_pb;
+use onionpost_proto::keys::v1::keys_client::KeysClient;
+use onionpost_proto::portal::v1 as portal_pb;
+use onionpost_proto::portal::v1::portal_client::PortalClient;
 use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Where the screenshots go: beside the build, so they outlive the test's temporary files.
 fn screenshot_dir() -> PathBuf {
@@ -52,9 +64,45 @@ async fn python(program: &str, args: &[String]) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// One HTTP/1.1 request to the portal on `onion` through `tor`'s SOCKS port, as Tor Browser
+/// would send it: the status and the body (headers but Date compared by the caller's body).
+async fn onion_http(
+    tor: &onionpost_e2e::tornet::TorClient,
+    onion: &str,
+    method: &str,
+    path: &str,
+    json_body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let mut stream = tor
+        .connect_onion(onion, 80, Duration::from_secs(120))
+        .await?;
+    let body = json_body.unwrap_or("");
+    let content_type = if json_body.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {onion}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut reply)).await??;
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let (head, body) = reply.split_once("\r\n\r\n").context("an HTTP reply")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("a status line")?;
+    Ok((status, body.to_owned()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_holders_run_their_accounts_in_the_portal() -> anyhow::Result<()> {
-    let tornet = TorNet::start(1).await?;
+    // Two tor clients: the carrier's, and Tor Browser's stand-in elsewhere on the network.
+    let tornet = TorNet::start(2).await?;
     let tor = tornet.client(0);
     let imap = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let carrier = Carrier::start_with(
@@ -110,26 +158,137 @@ async fn account_holders_run_their_accounts_in_the_portal() -> anyhow::Result<()
     })?;
     println!("{report}");
 
+    // Zed, an account the operator made, with an identity erin adds as a contact in the browser.
+    let zed = operator_json(
+        node.admin,
+        "POST",
+        "/v1/accounts",
+        json!({"login": "zed", "password": "zed's long password"}),
+    )
+    .await;
+    let zed_identity = operator_json(
+        node.admin,
+        "POST",
+        &format!(
+            "/v1/accounts/{}/identities",
+            zed["id"].as_str().context("zed")?
+        ),
+        json!({"local_part": "zed"}),
+    )
+    .await;
+    let zed_address = zed_identity["address"]
+        .as_str()
+        .context("zed's address")?
+        .to_owned();
+
+    // The portal on the carrier's own onion, from another tor client: the sign-in page, and
+    // the same reply for a made-up login and a real one with a wrong password.
+    let mut portal_grpc = PortalClient::new(node.grpc()?);
+    let onion = loop {
+        let stats = portal_grpc
+            .get_stats(portal_pb::GetStatsRequest {})
+            .await?
+            .into_inner();
+        if !stats.onion_address.is_empty() {
+            break stats.onion_address;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let through_tor = tornet.client(1);
+    let (status, page) = onion_http(through_tor, &onion, "GET", "/sign-in", None).await?;
+    ensure!(
+        status == 200 && page.contains("Sign in") && page.contains("form_token"),
+        "the sign-in page through the carrier's onion: {status}\n{page}"
+    );
+    let sign_in =
+        |login: &str| json!({"login": login, "password": "not the password at all"}).to_string();
+    let (made_up_status, made_up) = onion_http(
+        through_tor,
+        &onion,
+        "POST",
+        "/account/v1/session",
+        Some(&sign_in("nobody-at-all")),
+    )
+    .await?;
+    let (wrong_status, wrong) = onion_http(
+        through_tor,
+        &onion,
+        "POST",
+        "/account/v1/session",
+        Some(&sign_in("zed")),
+    )
+    .await?;
+    ensure!(
+        made_up_status == 401 && wrong_status == 401 && made_up == wrong,
+        "a made-up login and a wrong password read the same through the onion:\n{made_up}\n---\n{wrong}"
+    );
+
     // The browser needs Selenium, from the test virtualenv that tests/run.sh prepares.
     let venv_python =
         std::env::var("ONIONPOST_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let shots = screenshot_dir();
-    let args = vec![
-        support("browser.py"),
-        base,
-        imap.ip().to_string(),
-        imap.port().to_string(),
-        shots.display().to_string(),
-        vouchers[6].clone(),
-        vouchers[7].clone(),
-    ];
-    let report = python(&venv_python, &args).await.map_err(|error| {
+    let browser = |phase: &str, voucher: &str, rest: &[String]| {
+        let mut args = vec![
+            support("browser.py"),
+            phase.to_owned(),
+            base.clone(),
+            shots.display().to_string(),
+            voucher.to_owned(),
+            zed_address.clone(),
+        ];
+        args.extend(rest.iter().cloned());
+        args
+    };
+    let log = |error: anyhow::Error| {
         anyhow::anyhow!("{error:#}\n--- the carrier's log ---\n{}", node.log_text())
-    })?;
+    };
+    let report = python(&venv_python, &browser("first", &vouchers[6], &[]))
+        .await
+        .map_err(log)?;
+    println!("{report}");
+    let erin_identity = report
+        .lines()
+        .find_map(|line| line.strip_prefix("IDENTITY="))
+        .context("the browser names erin's identity")?
+        .trim()
+        .to_owned();
+
+    // A new key for zed arrives in signed mail's Autocrypt header (the keys service's own entry
+    // for it; the mail path itself is mail_flow's). It is not signed by the pinned key: held.
+    let new_key = IdentityKey::generate(&Address::parse(&zed_address)?)?;
+    let header = AutocryptHeader::for_identity(&new_key)?.value()?;
+    let mut keys = KeysClient::new(node.grpc()?);
+    let learned = keys
+        .learn_autocrypt(keys_pb::LearnAutocryptRequest {
+            recipient_identity_id: erin_identity,
+            from_address: zed_address.clone(),
+            header,
+            message_date: None,
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        learned.change == keys_pb::KeyChange::Held as i32,
+        "the new key waits for erin: {learned:?}"
+    );
+    let report = python(
+        &venv_python,
+        &browser(
+            "second",
+            &vouchers[7],
+            &[
+                new_key.fingerprint().to_hex(),
+                imap.ip().to_string(),
+                imap.port().to_string(),
+            ],
+        ),
+    )
+    .await
+    .map_err(log)?;
     println!("{report}");
     let taken = std::fs::read_dir(&shots)?.count();
     ensure!(
-        taken >= 8,
+        taken >= 14,
         "a screenshot of each page: {taken} in {}",
         shots.display()
     );

@@ -173,6 +173,13 @@ fn identity_to_pb(record: &IdentityRecord) -> pb::IdentityKey {
         preferred_carriers: record.preferred_carriers.clone(),
         created_at: Some(timestamp(record.created_at_ms)),
         revoked_at: record.revoked_at_ms.map(timestamp),
+        openpgp4fpr_uri: match (
+            Fingerprint::from_hex(&record.fingerprint),
+            Address::parse(&record.address),
+        ) {
+            (Ok(fingerprint), Ok(address)) => crate::qr::openpgp4fpr_uri(&fingerprint, &address),
+            _ => String::new(),
+        },
     }
 }
 
@@ -1429,10 +1436,57 @@ impl KeysService {
 
     pub async fn add_contact(&self, request: pb::AddContactRequest) -> Result<pb::Contact> {
         let account_id = required(&request.account_id, "account_id")?.to_owned();
-        let address = Address::parse(request.address.trim())?;
+        // A contact card brings its own address and key (the key must hold the address).
+        let card = if request.vcard.trim().is_empty() {
+            None
+        } else {
+            if !request.public_key.is_empty() {
+                return Err(ServiceError::InvalidArgument(
+                    "give a contact card or a public key, not both".into(),
+                ));
+            }
+            Some(crate::introduction::parse_vcard(&request.vcard)?)
+        };
+        let given = match request.address.trim() {
+            "" => None,
+            text => Some(Address::parse(text)?),
+        };
+        let address = match (&card, given) {
+            (Some((carded, _)), Some(given)) if given != *carded => {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "the contact card is for {carded}, not for the address given"
+                )));
+            }
+            (Some((carded, _)), _) => Some(carded.clone()),
+            (None, given) => given,
+        };
+        // A scanned URI names the address and the fingerprint seen in person.
+        let (address, expected_fingerprint) = if request.openpgp4fpr_uri.trim().is_empty() {
+            let address = address
+                .ok_or_else(|| ServiceError::InvalidArgument("address is required".into()))?;
+            (address, request.expected_fingerprint.clone())
+        } else {
+            let (fingerprint, scanned) =
+                crate::qr::parse_openpgp4fpr(request.openpgp4fpr_uri.trim())?;
+            let scanned = scanned.ok_or_else(|| {
+                ServiceError::InvalidArgument(
+                    "the openpgp4fpr URI names no address (its #a= part)".into(),
+                )
+            })?;
+            let given = normalize_fingerprint(&request.expected_fingerprint);
+            if address.is_some_and(|address| address != scanned)
+                || !given.is_empty() && given != fingerprint.to_hex()
+            {
+                return Err(ServiceError::InvalidArgument(
+                    "the openpgp4fpr URI disagrees with the address or fingerprint given".into(),
+                ));
+            }
+            (scanned, fingerprint.to_hex())
+        };
         let source = match pb::KeySource::try_from(request.source) {
-            Ok(pb::KeySource::Unspecified | pb::KeySource::Manual) => KeySource::Manual,
             Ok(pb::KeySource::Qr) => KeySource::Qr,
+            _ if !request.openpgp4fpr_uri.trim().is_empty() => KeySource::Qr,
+            Ok(pb::KeySource::Unspecified | pb::KeySource::Manual) => KeySource::Manual,
             _ => {
                 return Err(ServiceError::InvalidArgument(
                     "source must be MANUAL or QR".into(),
@@ -1450,12 +1504,20 @@ impl KeysService {
             ));
         }
         let designated_carriers = onion_hosts(&request.designated_carriers)?;
-        let cert = if request.public_key.is_empty() {
+        // A key fetched over the contact's own onion is bound to the address by the onion; a
+        // scanned fingerprint on top of it makes it QR.
+        let source = match source {
+            KeySource::Manual if card.is_none() && request.public_key.is_empty() => KeySource::Wkd,
+            other => other,
+        };
+        let cert = if let Some((_, cert)) = card {
+            cert
+        } else if request.public_key.is_empty() {
             self.fetch_key(&address, &account_id).await?
         } else {
             crate::wkd::bind_to_address(crate::parse_cert(&request.public_key)?, &address)?
         };
-        let expected = normalize_fingerprint(&request.expected_fingerprint);
+        let expected = normalize_fingerprint(&expected_fingerprint);
         let fingerprint = cert.fingerprint().to_hex();
         if !expected.is_empty() && expected != fingerprint {
             return Err(ServiceError::FailedPrecondition(format!(

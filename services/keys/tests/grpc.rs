@@ -1678,3 +1678,125 @@ async fn concurrent_copies_from_a_new_sender_to_co_hosted_identities_all_open() 
     }
     assert_eq!(opened, 32);
 }
+
+#[tokio::test]
+async fn contacts_are_added_from_a_contact_card_or_a_scanned_uri() {
+    let harness = harness().await;
+    let alice = address("alice", 1);
+    create(&harness, "id-alice", "acct-a", &alice).await;
+    let dave = IdentityKey::generate(&address("dave", 4)).unwrap();
+    let erin = peer(&harness, "erin", 5);
+    let add = |request: pb::AddContactRequest| {
+        let keys = harness.keys.clone();
+        async move {
+            keys.add_contact(Request::new(pb::AddContactRequest {
+                account_id: "acct-a".into(),
+                ..request
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+        }
+    };
+
+    // A card brings the address and the key; nothing is fetched.
+    let card = onionpost_keys::introduction::vcard(dave.address(), &dave.public_cert()).unwrap();
+    let carded = add(pb::AddContactRequest {
+        vcard: card.clone(),
+        display_name: "Dave".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(carded.address, dave.address().to_string());
+    assert_eq!(carded.fingerprint, dave.fingerprint().to_hex());
+    assert_eq!(carded.key_source, pb::KeySource::Manual as i32);
+    assert!(!carded.verified);
+    // A card for another address than the one named, a card with a key beside it, a card that
+    // is not one: refused, saying why.
+    let other = add(pb::AddContactRequest {
+        vcard: card.clone(),
+        address: erin.address().to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(other.code(), Code::InvalidArgument);
+    assert!(
+        other.message().contains("contact card is for"),
+        "{}",
+        other.message()
+    );
+    let both = add(pb::AddContactRequest {
+        vcard: card,
+        public_key: bytes(&dave.public_cert()),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(both.code(), Code::InvalidArgument);
+    let broken = add(pb::AddContactRequest {
+        vcard: "BEGIN:VCARD\r\nVERSION:3.0\r\nEND:VCARD\r\n".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(broken.code(), Code::InvalidArgument);
+    assert!(
+        broken.message().contains("vCard 4.0"),
+        "{}",
+        broken.message()
+    );
+
+    // A scanned URI: the key comes over the onion and must carry the fingerprint seen.
+    let uri = onionpost_keys::qr::openpgp4fpr_uri(&erin.fingerprint(), erin.address());
+    let scanned = add(pb::AddContactRequest {
+        openpgp4fpr_uri: uri.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(scanned.address, erin.address().to_string());
+    assert_eq!(scanned.key_source, pb::KeySource::Qr as i32);
+    assert!(
+        scanned.verified,
+        "a fingerprint seen in person is a verification"
+    );
+    // Someone else's fingerprint in the URI: the key fetched does not match.
+    let frank = peer(&harness, "frank", 6);
+    let forged = onionpost_keys::qr::openpgp4fpr_uri(&dave.fingerprint(), frank.address());
+    let mismatch = add(pb::AddContactRequest {
+        openpgp4fpr_uri: forged,
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(
+        mismatch.code(),
+        Code::FailedPrecondition,
+        "{}",
+        mismatch.message()
+    );
+    // By address alone: the key comes over the onion, and says so.
+    let fetched = add(pb::AddContactRequest {
+        address: frank.address().to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(fetched.key_source, pb::KeySource::Wkd as i32);
+    assert!(!fetched.verified);
+    let no_address = add(pb::AddContactRequest {
+        openpgp4fpr_uri: format!("openpgp4fpr:{}", frank.fingerprint().to_hex()),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(no_address.code(), Code::InvalidArgument);
+    let nothing = add(pb::AddContactRequest::default()).await.unwrap_err();
+    assert_eq!(nothing.code(), Code::InvalidArgument);
+    assert!(
+        nothing.message().contains("address is required"),
+        "{}",
+        nothing.message()
+    );
+}

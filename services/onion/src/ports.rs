@@ -21,15 +21,19 @@ pub enum Purpose {
     Wkd,
     Imap,
     Submission,
+    /// The account portal, on the carrier's own onion: an onion with no other port, so it
+    /// takes the slot position of an identity's WKD port (an identity never has this one).
+    Portal,
 }
 
 impl Purpose {
-    /// In slot order.
-    pub const ALL: [Purpose; 4] = [
+    /// Every purpose, in slot order (the portal's shares the WKD position).
+    pub const ALL: [Purpose; 5] = [
         Purpose::Smtp,
         Purpose::Wkd,
         Purpose::Imap,
         Purpose::Submission,
+        Purpose::Portal,
     ];
 
     /// What every identity gets when the caller names no purposes: its MX and its key
@@ -40,7 +44,7 @@ impl Purpose {
     pub fn virtual_port(self) -> u16 {
         match self {
             Purpose::Smtp => 25,
-            Purpose::Wkd => 80,
+            Purpose::Wkd | Purpose::Portal => 80,
             Purpose::Imap => 143,
             Purpose::Submission => 587,
         }
@@ -49,7 +53,7 @@ impl Purpose {
     fn offset(self) -> u16 {
         match self {
             Purpose::Smtp => 0,
-            Purpose::Wkd => 1,
+            Purpose::Wkd | Purpose::Portal => 1,
             Purpose::Imap => 2,
             Purpose::Submission => 3,
         }
@@ -62,6 +66,7 @@ impl Purpose {
             Purpose::Wkd => "wkd",
             Purpose::Imap => "imap",
             Purpose::Submission => "submission",
+            Purpose::Portal => "portal",
         }
     }
 
@@ -77,6 +82,7 @@ impl Purpose {
             Purpose::Wkd => PortPurpose::Wkd,
             Purpose::Imap => PortPurpose::Imap,
             Purpose::Submission => PortPurpose::Submission,
+            Purpose::Portal => PortPurpose::Portal,
         }
     }
 
@@ -87,6 +93,7 @@ impl Purpose {
             PortPurpose::Wkd => Some(Purpose::Wkd),
             PortPurpose::Imap => Some(Purpose::Imap),
             PortPurpose::Submission => Some(Purpose::Submission),
+            PortPurpose::Portal => Some(Purpose::Portal),
         }
     }
 }
@@ -170,6 +177,10 @@ pub fn requested_purposes(purposes: &[i32]) -> Result<Vec<Purpose>, String> {
     if chosen.is_empty() {
         chosen.extend(Purpose::DEFAULT);
     }
+    if chosen.contains(&Purpose::Portal) && chosen.len() > 1 {
+        // The carrier's onion must never share an address with an identity's ports.
+        return Err("the portal port goes on an onion of its own, with no other port".to_owned());
+    }
     chosen.sort();
     Ok(chosen)
 }
@@ -206,6 +217,11 @@ mod tests {
         );
         assert!(requested_purposes(&[0]).is_err());
         assert!(requested_purposes(&[9]).is_err());
+        assert_eq!(requested_purposes(&[5]).unwrap(), vec![Purpose::Portal]);
+        assert!(
+            requested_purposes(&[1, 5]).is_err(),
+            "the portal never shares an identity's onion"
+        );
         for purpose in Purpose::ALL {
             assert_eq!(Purpose::parse(purpose.as_str()), Some(purpose));
         }

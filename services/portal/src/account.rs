@@ -121,6 +121,9 @@ pub struct Identity {
     pub imap_port: Option<u16>,
     /// The port a mail client sends on through this identity's onion (submission), if any.
     pub submission_port: Option<u16>,
+    /// Carrier onions this identity asks its correspondents to use while it is offline (signed
+    /// by its key, served over its onion and carried in its mail).
+    pub preferred_carriers: Vec<String>,
     pub created_at: Option<DateTime<Utc>>,
 }
 
@@ -443,7 +446,7 @@ pub async fn identities(
 }
 
 /// The identity `identity_id` if it is the account's own.
-async fn own_record(
+pub(crate) async fn own_record(
     state: &PortalState,
     account_id: &str,
     identity_id: &str,
@@ -480,23 +483,28 @@ pub async fn identity(
     describe_identity(state, record).await
 }
 
-async fn describe_identity(
+pub(crate) async fn describe_identity(
     state: &PortalState,
     record: imap::Identity,
 ) -> Result<Identity, PortalError> {
     let (onion_state, ports) = onion_of(state, &record.identity_id).await?;
-    let qr = state
+    let key = state
         .directory
         .keys()?
-        .get_identity_qr(keys::GetIdentityQrRequest {
-            identity_id: record.identity_id.clone(),
-            format: keys::QrFormat::Unspecified as i32,
+        .get_identity_key(keys::GetIdentityKeyRequest {
+            identity: Some(keys::get_identity_key_request::Identity::IdentityId(
+                record.identity_id.clone(),
+            )),
         })
         .await
         .upstream(ServiceName::Keys);
-    let (fingerprint, openpgp4fpr) = match qr {
-        Ok(qr) => (fingerprint_of(&qr.uri), Some(qr.uri)),
-        Err(PortalError::NotFound(_)) => (None, None),
+    let (fingerprint, openpgp4fpr, preferred_carriers) = match key {
+        Ok(key) => (
+            (!key.fingerprint.is_empty()).then_some(key.fingerprint),
+            (!key.openpgp4fpr_uri.is_empty()).then_some(key.openpgp4fpr_uri),
+            key.preferred_carriers,
+        ),
+        Err(PortalError::NotFound(_)) => (None, None, Vec::new()),
         Err(other) => return Err(other),
     };
     Ok(Identity {
@@ -508,6 +516,7 @@ async fn describe_identity(
         state: onion_state,
         imap_port: port_for(&ports, onion::PortPurpose::Imap),
         submission_port: port_for(&ports, onion::PortPurpose::Submission),
+        preferred_carriers,
         created_at: time(record.created_at),
     })
 }
@@ -530,16 +539,6 @@ async fn onion_of(
         Err(PortalError::NotFound(_)) => Ok((IdentityState::Revoked, Vec::new())),
         Err(other) => Err(other),
     }
-}
-
-/// The fingerprint in `openpgp4fpr:<FINGERPRINT>#a=…`.
-fn fingerprint_of(uri: &str) -> Option<String> {
-    let rest = uri
-        .get(..12)?
-        .eq_ignore_ascii_case("openpgp4fpr:")
-        .then(|| &uri[12..])?;
-    let fingerprint = rest.split('#').next()?;
-    (!fingerprint.is_empty()).then(|| fingerprint.to_ascii_uppercase())
 }
 
 /// The QR code of one of the account's identities, as SVG.
@@ -793,17 +792,6 @@ pub async fn sessions_open(state: &PortalState) -> Result<u64, PortalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_fingerprint_is_read_from_the_openpgp4fpr_uri() {
-        assert_eq!(
-            fingerprint_of("openpgp4fpr:ab12CD#a=alice%40x.onion"),
-            Some("AB12CD".to_owned())
-        );
-        assert_eq!(fingerprint_of("OPENPGP4FPR:AB12"), Some("AB12".to_owned()));
-        assert_eq!(fingerprint_of("mailto:alice"), None);
-        assert_eq!(fingerprint_of("openpgp4fpr:#a=x"), None);
-    }
 
     #[test]
     fn dclogin_names_the_onion_the_login_and_the_app_password() {

@@ -19,8 +19,13 @@ use utoipa_axum::routes;
 
 use crate::PortalState;
 use crate::account::{self, Account, AppPassword, Identity, NewAppPassword};
+use crate::address_book::{self, ContactChange, ContactPage, KeyChangeDecision, NewContact};
 use crate::error::PortalError;
+use crate::portability::{self, CarryStatement, NewCarryStatement};
 use crate::session::{self, ApiSession, NewSession};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use onionpost_runtime::address_book::Contact;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -36,6 +41,7 @@ use crate::session::{self, ApiSession, NewSession};
         (name = "account", description = "The signed-in account"),
         (name = "identities", description = "The account's onion identities"),
         (name = "app-passwords", description = "Passwords for mail clients, one per device"),
+        (name = "contacts", description = "The account's address book: contacts, their keys and who introduced them"),
     )
 )]
 struct ApiDoc;
@@ -69,6 +75,25 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         Ok(ApiJson(http_api::json_body(request, state).await?))
+    }
+}
+
+/// A query string, refused with a problem that names the parameter at fault.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = PortalError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        Ok(ApiQuery(http_api::form(query.as_bytes(), "query")?))
     }
 }
 
@@ -367,6 +392,233 @@ pub async fn revoke_app_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Which contacts a page holds.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ContactsQuery {
+    /// Case-insensitive part of an address or name.
+    #[serde(default)]
+    pub q: Option<String>,
+    /// Only contacts with a key change waiting for a decision.
+    #[serde(default)]
+    pub held: Option<bool>,
+    /// From the previous page's `next_page_token`.
+    #[serde(default)]
+    pub page_token: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/account/v1/contacts", tag = "contacts",
+    params(ContactsQuery),
+    responses((status = 200, description = "One page of the address book", body = ContactPage)),
+)]
+pub async fn list_contacts(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    ApiQuery(query): ApiQuery<ContactsQuery>,
+) -> Result<Json<ContactPage>, PortalError> {
+    Ok(Json(
+        address_book::contacts(
+            &state,
+            &session.account_id,
+            query.q.as_deref().unwrap_or(""),
+            query.held.unwrap_or(false),
+            query.page_token.as_deref().unwrap_or(""),
+        )
+        .await?,
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/account/v1/contacts", tag = "contacts",
+    request_body = NewContact,
+    responses((status = 201, description = "Added, with its key pinned", body = Contact)),
+)]
+pub async fn add_contact(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    ApiJson(request): ApiJson<NewContact>,
+) -> Result<(StatusCode, Json<Contact>), PortalError> {
+    let contact = address_book::add_contact(&state, &session.account_id, request).await?;
+    Ok((StatusCode::CREATED, Json(contact)))
+}
+
+#[utoipa::path(
+    get, path = "/account/v1/contacts/{id}", tag = "contacts",
+    params(("id" = String, Path, description = "Contact id")),
+    responses((status = 200, description = "The contact", body = Contact)),
+)]
+pub async fn get_contact(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+) -> Result<Json<Contact>, PortalError> {
+    Ok(Json(
+        address_book::contact(&state, &session.account_id, &id).await?,
+    ))
+}
+
+#[utoipa::path(
+    patch, path = "/account/v1/contacts/{id}", tag = "contacts",
+    params(("id" = String, Path, description = "Contact id")),
+    request_body = ContactChange,
+    responses((status = 200, description = "The contact as changed", body = Contact)),
+)]
+pub async fn update_contact(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<ContactChange>,
+) -> Result<Json<Contact>, PortalError> {
+    Ok(Json(
+        address_book::update_contact(&state, &session.account_id, &id, request).await?,
+    ))
+}
+
+#[utoipa::path(
+    delete, path = "/account/v1/contacts/{id}", tag = "contacts",
+    params(("id" = String, Path, description = "Contact id")),
+    responses((status = 204, description = "The contact and its pinned key are gone")),
+)]
+pub async fn delete_contact(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+) -> Result<StatusCode, PortalError> {
+    address_book::delete_contact(&state, &session.account_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post, path = "/account/v1/contacts/{id}/key-change", tag = "contacts",
+    params(("id" = String, Path, description = "Contact id")),
+    request_body = KeyChangeDecision,
+    responses((status = 200, description = "The contact after the decision", body = Contact)),
+)]
+pub async fn decide_key_change(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<KeyChangeDecision>,
+) -> Result<Json<Contact>, PortalError> {
+    Ok(Json(
+        address_book::decide_key_change(&state, &session.account_id, &id, request).await?,
+    ))
+}
+
+/// A passphrase to seal an identity bundle with.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportIdentity {
+    /// At least 12 characters; all that protects the keys in the bundle.
+    pub passphrase: String,
+}
+
+/// An identity bundle: its OpenPGP key and onion key, encrypted with the passphrase.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct IdentityBundle {
+    /// The bundle, base64.
+    pub bundle: String,
+}
+
+/// A bundle to bring into the account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportIdentity {
+    /// The bundle, base64, as exported.
+    pub bundle: String,
+    pub passphrase: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// The carriers an identity asks its correspondents to use while it is offline.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreferredCarriers {
+    /// Carrier onion hosts, `<56 base32>.onion`, in order of preference; empty clears the list.
+    pub carriers: Vec<String>,
+}
+
+#[utoipa::path(
+    post, path = "/account/v1/identities/{id}/export", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")),
+    request_body = ExportIdentity,
+    responses((status = 200, description = "The bundle; the carrier keeps no copy", body = IdentityBundle)),
+)]
+pub async fn export_identity(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<ExportIdentity>,
+) -> Result<Json<IdentityBundle>, PortalError> {
+    let bundle =
+        portability::export_identity(&state, &session.account_id, &id, &request.passphrase).await?;
+    Ok(Json(IdentityBundle {
+        bundle: BASE64.encode(bundle),
+    }))
+}
+
+#[utoipa::path(
+    post, path = "/account/v1/identities/import", tag = "identities",
+    request_body = ImportIdentity,
+    responses((status = 201, description = "The identity, with the address and key it had", body = Identity)),
+)]
+pub async fn import_identity(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    ApiJson(request): ApiJson<ImportIdentity>,
+) -> Result<(StatusCode, Json<Identity>), PortalError> {
+    let bundle = BASE64
+        .decode(request.bundle.trim())
+        .map_err(|_| PortalError::invalid("bundle", "is not base64"))?;
+    let identity = portability::import_identity(
+        &state,
+        &session.account_id,
+        bundle,
+        &request.passphrase,
+        request.display_name.as_deref().unwrap_or(""),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(identity)))
+}
+
+#[utoipa::path(
+    put, path = "/account/v1/identities/{id}/carriers", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")),
+    request_body = PreferredCarriers,
+    responses((status = 200, description = "The identity with the carriers it now publishes (signed by its key)", body = Identity)),
+)]
+pub async fn set_preferred_carriers(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<PreferredCarriers>,
+) -> Result<Json<Identity>, PortalError> {
+    Ok(Json(
+        portability::set_preferred_carriers(&state, &session.account_id, &id, &request.carriers)
+            .await?,
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/account/v1/identities/{id}/carry-statements", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")),
+    request_body = NewCarryStatement,
+    responses((status = 201, description = "The statement, signed by the identity's key, for the carrier it names", body = CarryStatement)),
+)]
+pub async fn sign_carry_statement(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<NewCarryStatement>,
+) -> Result<(StatusCode, Json<CarryStatement>), PortalError> {
+    let signed =
+        portability::sign_carry_statement(&state, &session.account_id, &id, request).await?;
+    Ok((StatusCode::CREATED, Json(signed)))
+}
+
 /// Every `/account/v1` route with its documentation.
 pub fn api_router() -> OpenApiRouter<PortalState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -378,8 +630,15 @@ pub fn api_router() -> OpenApiRouter<PortalState> {
         .routes(routes!(list_identities, create_identity))
         .routes(routes!(get_identity, revoke_identity))
         .routes(routes!(identity_qr))
+        .routes(routes!(export_identity))
+        .routes(routes!(import_identity))
+        .routes(routes!(set_preferred_carriers))
+        .routes(routes!(sign_carry_statement))
         .routes(routes!(list_app_passwords, create_app_password))
         .routes(routes!(revoke_app_password))
+        .routes(routes!(list_contacts, add_contact))
+        .routes(routes!(get_contact, update_contact, delete_contact))
+        .routes(routes!(decide_key_change))
 }
 
 /// The OpenAPI document served at `/account/v1/openapi.json`.

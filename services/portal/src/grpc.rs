@@ -29,6 +29,7 @@ impl Portal for PortalGrpc {
         Ok(Response::new(proto::PortalStats {
             sessions_open,
             signup: self.state.settings.signup.as_str().to_owned(),
+            onion_address: self.state.carrier_onion.get().cloned().unwrap_or_default(),
         }))
     }
 }

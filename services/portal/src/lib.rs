@@ -10,14 +10,18 @@
 //! Every request acts on the signed-in account alone, and nothing any page or reply says depends
 //! on another account, identity or onion of the carrier.
 //!
-//! It listens on `portal.listen` (loopback by default; behind a TLS proxy, or reached through the
-//! carrier's own onion with Tor Browser).
+//! It listens on `portal.listen` (loopback by default, or behind a TLS proxy) and, unless
+//! `portal.onion` is false, on the carrier's own onion for Tor Browser: an onion the portal asks
+//! the onion service for under [`CARRIER_ONION_ID`], with the portal's port alone on it, so it
+//! shares nothing with any identity's onion ([`carrier_onion`]).
 
 pub mod account;
+pub mod address_book;
 pub mod api;
 pub mod error;
 pub mod grpc;
 pub mod pages;
+pub mod portability;
 pub mod session;
 pub mod store;
 
@@ -30,8 +34,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::future::BoxFuture;
 use onionpost_proto::ServiceName;
+use onionpost_proto::onion::v1::{CreateOnionRequest, PortPurpose};
 use onionpost_proto::portal::v1::portal_server::PortalServer;
+use onionpost_runtime::backoff::Backoff;
 use onionpost_runtime::config::PortalSettings;
+use onionpost_runtime::onions::{Binding, Follower};
 use onionpost_runtime::rate::RateLimiter;
 use onionpost_runtime::time::now_ms;
 use onionpost_runtime::{Directory, Module, ServiceContext, Started};
@@ -45,6 +52,12 @@ use crate::store::PortalStore;
 const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How often expired sessions are deleted.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+/// The onion service's name for the carrier's own onion. Identity ids are allocated by imap
+/// (`idn_…`), so this one can never be an identity's.
+pub const CARRIER_ONION_ID: &str = "carrier.portal";
+/// First and longest pause between attempts to obtain the carrier's onion.
+const ONION_FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const ONION_MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The portal as a runtime module.
 pub struct PortalModule;
@@ -91,6 +104,27 @@ impl Module for PortalModule {
             context.spawn("portal.sweep", async move {
                 sweep(sweep_state, shutdown).await;
             });
+            if state.settings.onion {
+                let onion_state = state.clone();
+                let shutdown = context.shutdown.clone();
+                context.spawn("portal.carrier-onion", async move {
+                    carrier_onion(onion_state, shutdown).await;
+                });
+                let follow_state = state.clone();
+                Follower::new(
+                    &[PortPurpose::Portal],
+                    "portal.onion-listener",
+                    move |binding: Binding| {
+                        let state = follow_state.clone();
+                        async move {
+                            if let Err(error) = serve(binding.listener, state, binding.stop).await {
+                                tracing::warn!(%error, "the portal's onion listener stopped");
+                            }
+                        }
+                    },
+                )
+                .spawn(&context, "portal.onion");
+            }
             Ok(Started::new().with_grpc(PortalServer::new(grpc::PortalGrpc::new(state))))
         })
     }
@@ -104,6 +138,8 @@ pub struct PortalState {
     pub settings: Arc<PortalSettings>,
     /// Sign-ups per hour, carrier-wide.
     pub signups: Arc<RateLimiter>,
+    /// The carrier's own onion, once the onion service has made it.
+    pub carrier_onion: Arc<std::sync::OnceLock<String>>,
 }
 
 impl PortalState {
@@ -117,6 +153,7 @@ impl PortalState {
             store,
             signups: Arc::new(RateLimiter::per_hour(settings.signups_per_hour)),
             settings: Arc::new(settings),
+            carrier_onion: Arc::new(std::sync::OnceLock::new()),
         }
     }
 }
@@ -163,6 +200,38 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
 async fn openapi_json() -> impl IntoResponse {
     static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     onionpost_runtime::http_api::openapi_json(&DOCUMENT, api::openapi)
+}
+
+/// Obtains the carrier's own onion from the onion service (made on the first start, the same
+/// one ever after: CreateOnion is idempotent on the id), retrying with back-off while onion or
+/// tor is not ready. The follower started beside it serves the portal on the onion's target.
+async fn carrier_onion(state: PortalState, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(ONION_FIRST_BACKOFF, ONION_MAX_BACKOFF);
+    loop {
+        let created = match state.directory.onion() {
+            Ok(mut onion) => onion
+                .create_onion(CreateOnionRequest {
+                    identity_id: CARRIER_ONION_ID.to_owned(),
+                    purposes: vec![PortPurpose::Portal as i32],
+                })
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| status.message().to_owned()),
+            Err(error) => Err(error.to_string()),
+        };
+        match created {
+            Ok(service) => {
+                tracing::info!(onion = %service.onion_address, "the portal is on the carrier's onion");
+                let _ = state.carrier_onion.set(service.onion_address);
+                return;
+            }
+            Err(error) => tracing::info!(%error, "the carrier's onion is not made yet; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff.pause()) => {}
+        }
+    }
 }
 
 /// Deletes expired sessions now and then, until shutdown.

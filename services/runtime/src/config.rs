@@ -114,6 +114,7 @@ keys! {
     "portal.signups_per_hour": Integer = "30" => "accounts the portal creates per hour at most, carrier-wide (bounds mass sign-up; the onion's PoW defence bounds the rest)",
     "portal.session_minutes": Integer = "720" => "minutes a portal session lasts after sign-in",
     "portal.secure_cookies": String = "false" => "true when the portal is reached over TLS (a reverse proxy): its cookies are then marked Secure",
+    "portal.onion": String = "true" => "true: the portal is also served on the carrier's own onion (an onion of its own, unlinked to any identity) for Tor Browser; false: only on portal.listen",
     "submission.listen": String = DEFAULT_SUBMISSION_LISTEN => "IP:port of SMTP submission for hosted accounts (STARTTLS offered; AUTH only after it, or from loopback)",
     "submission.tls_cert": String => "PEM certificate chain for submission STARTTLS; absent: a self-signed one is generated once into data_dir",
     "submission.tls_key": String => "PEM private key for submission.tls_cert",
@@ -289,6 +290,8 @@ pub struct PortalSettings {
     pub signups_per_hour: u32,
     /// Mark cookies `Secure` (the portal is reached over TLS).
     pub secure_cookies: bool,
+    /// Serve the portal on the carrier's own onion too.
+    pub onion: bool,
 }
 
 /// What the gateway does with inbound mail that fails DMARC (RFC 7489 §6.6.2).
@@ -964,6 +967,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         signups_per_hour: u32::try_from(positive("portal.signups_per_hour")?).unwrap_or(u32::MAX),
         secure_cookies: values
             .choice("portal.secure_cookies", &[("true", true), ("false", false)])?,
+        onion: values.choice("portal.onion", &[("true", true), ("false", false)])?,
     };
 
     let gateway = GatewaySettings {

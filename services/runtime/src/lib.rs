@@ -18,7 +18,9 @@
 //!   names the field).
 //! - [`sql`]: the one SQL dialect stores are written in (placeholders, row locks, erasing a
 //!   secret) and the one shape of a store ([`sql_store!`]).
+//! - [`address_book`]: address-book entries as the admin API and the account portal show them.
 
+pub mod address_book;
 pub mod backoff;
 pub mod config;
 pub mod conformance;

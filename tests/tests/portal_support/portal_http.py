@@ -7,12 +7,17 @@ Usage: portal_http.py PORTAL_URL DATA_DIR VOUCHER... (at least five unspent vouc
 non-zero with a message on the first failed expectation.
 """
 
+import base64
 import hashlib
 import http.cookiejar
 import json
+import os
 import re
 import sqlite3
+import subprocess
 import sys
+import tempfile
+import uuid
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -80,6 +85,47 @@ class Client:
             if cookie.name == name:
                 return cookie
         return None
+
+
+def onion_host(seed):
+    """A v3 onion host (checksum and version right) for a made-up ed25519 key."""
+    public = hashlib.sha256(seed.encode()).digest()
+    checksum = hashlib.sha3_256(b".onion checksum" + public + b"\x03").digest()[:2]
+    return base64.b32encode(public + checksum + b"\x03").decode().lower() + ".onion"
+
+
+def gnupg_card(address):
+    """A contact card (vCard 4.0) for a key GnuPG makes for `address`, as someone who keeps
+    their key in GnuPG would hand it over; and the key's fingerprint."""
+    with tempfile.TemporaryDirectory() as home:
+        gpg = ["gpg", "--homedir", home, "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
+        subprocess.run(gpg + ["--quick-gen-key", address, "ed25519", "sign", "never"], check=True)
+        listed = subprocess.run(gpg + ["--with-colons", "--list-keys", address], check=True, capture_output=True, text=True)
+        fingerprint = next(line.split(":")[9] for line in listed.stdout.splitlines() if line.startswith("fpr:"))
+        subprocess.run(gpg + ["--quick-add-key", fingerprint, "cv25519", "encr", "never"], check=True)
+        key = subprocess.run(gpg + ["--export", fingerprint], check=True, capture_output=True).stdout
+    card = (
+        "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Someone\r\n"
+        f"EMAIL:{address}\r\n"
+        f"KEY:data:application/pgp-keys;base64,{base64.b64encode(key).decode()}\r\n"
+        "END:VCARD\r\n"
+    )
+    return card, fingerprint
+
+
+def multipart(fields, files):
+    """A multipart/form-data body, as a browser sends a form with a file."""
+    boundary = "----onionpost" + uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, data) in files.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
+        )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), "multipart/form-data; boundary=" + boundary
 
 
 def form_token(page):
@@ -206,6 +252,8 @@ def api_checks(base, data_dir, vouchers):
     check(made_up[0] == wrong[0] == 401, f"failed sign-ins: {made_up[0]} {wrong[0]}")
     check(made_up[2] == wrong[2], f"identical bodies: {made_up[2]!r} vs {wrong[2]!r}")
 
+    contact_checks(api, alice, bob, mine, theirs)
+
     # Vouchers.
     status, extended = api.api("POST", "/account/v1/account/vouchers", {"code": vouchers[2]}, alice)
     check(status == 200 and extended["paid_until"] > account["paid_until"], f"redeem: {status} {extended}")
@@ -243,6 +291,101 @@ def api_checks(base, data_dir, vouchers):
     check(api.api("DELETE", "/account/v1/session", token=alice)[0] == 204, "sign out")
     check(api.api("GET", "/account/v1/account", token=alice)[0] == 401, "signed out")
     return mine
+
+
+def contact_checks(api, alice, bob, mine, theirs):
+    """The address book, bundles, carriers and carry statements through /account/v1: alice's
+    are hers alone, and bob's attempts on them read exactly like attempts on nothing."""
+    carol_address = "carol@" + onion_host("carol")
+    card, fingerprint = gnupg_card(carol_address)
+    status, carol = api.api("POST", "/account/v1/contacts", {"vcard": card, "display_name": "Carol"}, alice)
+    check(status == 201, f"a contact from a GnuPG contact card: {status} {carol}")
+    check(carol["address"] == carol_address and carol["fingerprint"] == fingerprint, f"{carol}")
+    check(carol["key_source"] == "manual" and not carol["verified"], f"{carol}")
+    status, value = api.api("POST", "/account/v1/contacts", {"vcard": card}, alice)
+    check(status == 409, f"the same contact twice: {status} {value}")
+    status, value = api.api("POST", "/account/v1/contacts", {"vcard": "BEGIN:VCARD\r\nEND:VCARD"}, alice)
+    check(status == 422 and value["field"] == "vcard", f"a card without EMAIL or KEY: {status} {value}")
+    status, value = api.api("POST", "/account/v1/contacts", {"address": "not an address"}, alice)
+    check(status == 422 and value["field"] == "address", f"a malformed address: {status} {value}")
+    status, value = api.api("POST", "/account/v1/contacts", {"openpgp4fpr": "openpgp4fpr:ZZZ"}, alice)
+    check(status == 422 and value["field"] == "openpgp4fpr", f"a malformed link: {status} {value}")
+    status, value = api.api("POST", "/account/v1/contacts", {"address": carol_address, "vcard": card}, alice)
+    check(status == 422, f"two ways at once: {status} {value}")
+    status, value = api.api("POST", "/account/v1/contacts", {}, alice)
+    check(status == 422 and value["field"] == "address", f"nothing to add: {status} {value}")
+
+    status, value = api.api(
+        "PATCH", f"/account/v1/contacts/{carol['id']}",
+        {"display_name": "Carol K", "verified": True, "designated_carriers": [onion_host("carrier")]}, alice,
+    )
+    check(status == 200 and value["display_name"] == "Carol K" and value["verified"], f"update: {status} {value}")
+    check(value["designated_carriers"] == [onion_host("carrier")], f"designated carriers: {value}")
+    status, value = api.api("PATCH", f"/account/v1/contacts/{carol['id']}", {"designated_carriers": ["nope"]}, alice)
+    check(status == 422 and value["field"] == "designated_carriers", f"a bad carrier: {status} {value}")
+    status, value = api.api(
+        "POST", f"/account/v1/contacts/{carol['id']}/key-change", {"fingerprint": fingerprint, "accept": True}, alice
+    )
+    check(status in (409, 422), f"no key change is waiting: {status} {value}")
+    status, page = api.api("GET", "/account/v1/contacts?q=carol", token=alice)
+    check(status == 200 and [c["id"] for c in page["contacts"]] == [carol["id"]], f"search: {status} {page}")
+    status, page = api.api("GET", "/account/v1/contacts?held=true", token=alice)
+    check(status == 200 and page["contacts"] == [], f"no key change held: {status} {page}")
+    status, value = api.api("GET", "/account/v1/contacts?held=maybe", token=alice)
+    check(status in (400, 422), f"a malformed query: {status} {value}")
+
+    # Bob: nothing of alice's address book, and the same answer as for a contact that is not.
+    status, page = api.api("GET", "/account/v1/contacts", token=bob)
+    check(status == 200 and page["contacts"] == [], f"bob's address book is his own: {page}")
+    for method, suffix, body in (
+        ("GET", "", None),
+        ("PATCH", "", {"display_name": "mine now"}),
+        ("DELETE", "", None),
+        ("POST", "/key-change", {"fingerprint": fingerprint, "accept": False}),
+    ):
+        none = api.request(method, f"/account/v1/contacts/ctc_doesnotexist{suffix}", body, bob)
+        other = api.request(method, f"/account/v1/contacts/{carol['id']}{suffix}", body, bob)
+        check(other[0] == none[0] == 404, f"bob {method} alice's contact{suffix}: {other[0]} {other[2]!r}")
+        check(other[2] == none[2], f"another's contact reads like none: {other[2]!r} vs {none[2]!r}")
+    status, value = api.api("GET", f"/account/v1/contacts/{carol['id']}", token=alice)
+    check(status == 200 and value["display_name"] == "Carol K", f"alice's contact survived bob: {status} {value}")
+
+    # Carriers and carry statements for alice's identity; bob cannot touch them.
+    carriers = [onion_host("first carrier"), onion_host("second carrier")]
+    status, value = api.api("PUT", f"/account/v1/identities/{mine['id']}/carriers", {"carriers": carriers}, alice)
+    check(status == 200 and value["preferred_carriers"] == carriers, f"preferred carriers: {status} {value}")
+    status, value = api.api("PUT", f"/account/v1/identities/{mine['id']}/carriers", {"carriers": ["x.onion"]}, alice)
+    check(status == 422 and value["field"] == "carriers", f"a bad carrier: {status} {value}")
+    status, value = api.api(
+        "POST", f"/account/v1/identities/{mine['id']}/carry-statements", {"carrier": carriers[0], "kind": "request"}, alice
+    )
+    check(status == 201 and "BEGIN PGP" in value["statement"], f"carry request: {status} {value}")
+    status, value = api.api(
+        "POST", f"/account/v1/identities/{mine['id']}/export", {"passphrase": "short"}, alice
+    )
+    check(status == 422 and value["field"] == "passphrase", f"a short passphrase: {status} {value}")
+    status, value = api.api(
+        "POST", f"/account/v1/identities/{mine['id']}/export", {"passphrase": "a long enough passphrase"}, alice
+    )
+    check(status == 200 and len(base64.b64decode(value["bundle"])) > 100, f"export: {status} {value}")
+    bundle = value["bundle"]
+    status, value = api.api(
+        "POST", "/account/v1/identities/import", {"bundle": bundle, "passphrase": "not the passphrase"}, bob
+    )
+    check(status == 422 and value["field"] == "bundle", f"a wrong passphrase opens nothing: {status} {value}")
+    status, value = api.api("POST", "/account/v1/identities/import", {"bundle": "!!", "passphrase": "x" * 12}, bob)
+    check(status == 422 and value["field"] == "bundle", f"not base64: {status} {value}")
+    for method, suffix, body in (
+        ("PUT", "/carriers", {"carriers": []}),
+        ("POST", "/carry-statements", {"carrier": carriers[0], "kind": "withdraw"}),
+        ("POST", "/export", {"passphrase": "a long enough passphrase"}),
+    ):
+        none = api.request(method, f"/account/v1/identities/idn_doesnotexist{suffix}", body, bob)
+        other = api.request(method, f"/account/v1/identities/{mine['id']}{suffix}", body, bob)
+        check(other[0] == none[0] == 404, f"bob {method} alice's identity{suffix}: {other[0]} {other[2]!r}")
+        check(other[2] == none[2], f"another's identity reads like none ({suffix})")
+    status, value = api.api("GET", f"/account/v1/identities/{mine['id']}", token=alice)
+    check(value["preferred_carriers"] == carriers, f"alice's carriers survived bob: {value}")
 
 
 def form_checks(base, data_dir, vouchers, alice_identity):
@@ -321,6 +464,13 @@ def form_checks(base, data_dir, vouchers, alice_identity):
         (f"/identities/{alice_identity['id']}/revoke", {"confirm": "yes"}),
         ("/app-passwords", {"name": "tablet"}),
         ("/app-passwords/app_x/revoke", {}),
+        ("/contacts", {"contact": "carol@" + onion_host("carol")}),
+        ("/contacts/ctc_x", {"display_name": "x"}),
+        ("/contacts/ctc_x/key-change", {"fingerprint": "AB" * 20, "decision": "accept"}),
+        ("/contacts/ctc_x/delete", {}),
+        (f"/identities/{alice_identity['id']}/export", {"passphrase": "a long enough passphrase"}),
+        (f"/identities/{alice_identity['id']}/carriers", {"carriers": ""}),
+        (f"/identities/{alice_identity['id']}/carry-statement", {"carrier": onion_host("c"), "kind": "request"}),
         ("/sign-out", {}),
     ]
     for path, fields in forms:
@@ -332,6 +482,28 @@ def form_checks(base, data_dir, vouchers, alice_identity):
         status, headers, _ = Client(base).form(path, dict(fields, form_token=carol_token))
         check(status == 303 and headers.get("Location") == "/sign-in", f"POST {path} signed out: {status}")
     check("carol" in carol.request("GET", "/account")[2].decode(), "carol's account survived every forged form")
+    # File uploads (a contact card, an identity bundle) need the token too.
+    card, _ = gnupg_card("erin@" + onion_host("erin"))
+    for path, files in (("/contacts/card", {"card": ("erin.vcf", card.encode())}),
+                        ("/identities/import", {"bundle": ("x.bundle", b"not a bundle")})):
+        for bad in (None, "0" * 64, dave_token):
+            fields = {"passphrase": "a long enough passphrase"}
+            if bad is not None:
+                fields["form_token"] = bad
+            body, content_type = multipart(fields, files)
+            status, _, _ = carol.request("POST", path, body, content_type=content_type)
+            check(status == 403, f"upload {path} with form token {bad!r}: {status}")
+    body, content_type = multipart({"form_token": carol_token}, {"card": ("erin.vcf", card.encode())})
+    status, headers, _ = carol.request("POST", "/contacts/card", body, content_type=content_type)
+    check(status == 303 and "done=contact-added" in headers.get("Location", ""), f"a card uploaded: {status} {headers}")
+    carol_contact = headers["Location"].split("?")[0].rsplit("/", 1)[1]
+    check("erin@" in carol.request("GET", "/contacts")[2].decode(), "the uploaded card is listed")
+    none = dave.request("GET", "/contacts/ctc_doesnotexist")
+    other = dave.request("GET", f"/contacts/{carol_contact}")
+    check(other[0] == none[0] == 404 and other[2] == none[2], "another's contact page reads like none")
+    status, _, _ = dave.form(f"/contacts/{carol_contact}/delete", {"form_token": dave_token})
+    check(status == 404, f"dave deleting carol's contact: {status}")
+    check("erin@" in carol.request("GET", f"/contacts/{carol_contact}")[2].decode(), "carol's contact survived dave")
 
     # Another account's identity is "no such identity", exactly like none, for pages and forms.
     status, headers, page = carol.form("/identities", {"local_part": "carol", "form_token": carol_token})

@@ -159,6 +159,14 @@ async fn onion_counts(state: &AdminState) -> Result<BTreeMap<String, u64>, Admin
             .await
             .upstream(ServiceName::Onion)?;
         for service in page.onions {
+            // The carrier's own onion (the portal's) is not an identity.
+            if service
+                .ports
+                .iter()
+                .any(|port| port.purpose == onion::PortPurpose::Portal as i32)
+            {
+                continue;
+            }
             if let Some(identity_state) = IdentityState::from_proto(service.state) {
                 *counts
                     .entry(identity_state.as_str().to_owned())

@@ -8,10 +8,16 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::{Done, OrPage as _, PageError, layout, notice_markup, page, signed_form, signed_in};
+use axum::http::HeaderMap;
+
+use super::{
+    Done, OrPage as _, PageError, layout, notice_markup, page, signed_form, signed_in,
+    signed_upload,
+};
 use crate::PortalState;
 use crate::account::{self, Identity};
 use crate::error::PortalError;
+use crate::portability::{self, CarryKind, MAX_BUNDLE_BYTES, NewCarryStatement};
 use crate::session::BrowserSession;
 
 fn state_badge(identity: &Identity) -> maud::Markup {
@@ -57,6 +63,18 @@ pub async fn list_page(
                 label for="display_name" { "Display name (optional; it is written into the key and can identify you)" }
                 input #display_name type="text" name="display_name";
                 div { button type="submit" { "Create" } }
+            }
+            h2 { "Bring an identity here" }
+            p.muted { "An identity exported from another device or carrier keeps its address and key." }
+            form method="post" action="/identities/import" enctype="multipart/form-data" {
+                input type="hidden" name="form_token" value=(session.form_token());
+                label for="bundle" { "The bundle file" }
+                input #bundle type="file" name="bundle" required;
+                label for="import_passphrase" { "Its passphrase" }
+                input #import_passphrase type="password" name="passphrase" autocomplete="off" required;
+                label for="import_name" { "Display name (optional)" }
+                input #import_name type="text" name="display_name";
+                div { button type="submit" { "Import" } }
             }
         },
     );
@@ -140,6 +158,31 @@ pub async fn identity_page(
             } @else {
                 p { "This identity's onion carries mail from other onions and its key; read and send through the carrier's own IMAP and submission addresses." }
             }
+            h2 { "Carriers" }
+            p { "Carriers you trust to hold this identity's mail while it is offline. The list is signed with its key and given to correspondents, over its onion and in its mail." }
+            form method="post" action=(format!("/identities/{}/carriers", identity.id)) {
+                input type="hidden" name="form_token" value=(session.form_token());
+                label for="carriers" { "Carrier onions, one per line, most preferred first" }
+                textarea #carriers name="carriers" rows="3" cols="60" { (identity.preferred_carriers.join("\n")) }
+                div { button type="submit" { "Publish" } }
+            }
+            p { "Ask a carrier to hold this identity's mail (or to stop): sign a request here and hand it to that carrier." }
+            form method="post" action=(format!("/identities/{}/carry-statement", identity.id)) {
+                input type="hidden" name="form_token" value=(session.form_token());
+                label for="carrier" { "The carrier's onion" }
+                input #carrier type="text" name="carrier" autocapitalize="none" spellcheck="false" required;
+                label { input type="radio" name="kind" value="request" checked; " hold my mail" }
+                label { input type="radio" name="kind" value="withdraw"; " stop holding it" }
+                div { button type="submit" { "Sign" } }
+            }
+            h2 { "Export" }
+            p { "A file with this identity's key and onion key, sealed with a passphrase, to move it to another device or carrier. Anyone with the file and the passphrase can be this identity." }
+            form method="post" action=(format!("/identities/{}/export", identity.id)) {
+                input type="hidden" name="form_token" value=(session.form_token());
+                label for="passphrase" { "Passphrase (at least 12 characters)" }
+                input #passphrase type="password" name="passphrase" autocomplete="new-password" required;
+                div { button type="submit" { "Download the bundle" } }
+            }
             section.danger {
                 h2 { "Revoke" }
                 p { "Its key is revoked and its onion destroyed: the address stops working for good. Mail already received stays in the account." }
@@ -188,4 +231,132 @@ pub async fn revoke(
         .await
         .or_page(&session, "/identities")?;
     Ok(Redirect::to("/identities?done=revoked"))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CarriersForm {
+    #[serde(default)]
+    carriers: String,
+}
+
+pub async fn set_carriers(
+    State(state): State<PortalState>,
+    BrowserSession(session): BrowserSession,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let session = signed_in(session)?;
+    let form: CarriersForm = signed_form(&session, &body, "/identities")?;
+    let carriers: Vec<String> = form
+        .carriers
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let identity = portability::set_preferred_carriers(&state, &session.account_id, &id, &carriers)
+        .await
+        .or_page(&session, "/identities")?;
+    Ok(Redirect::to(&format!(
+        "/identities/{}?done=carriers",
+        identity.id
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CarryForm {
+    #[serde(default)]
+    carrier: String,
+    #[serde(default)]
+    kind: String,
+}
+
+pub async fn carry_statement(
+    State(state): State<PortalState>,
+    BrowserSession(session): BrowserSession,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let session = signed_in(session)?;
+    let form: CarryForm = signed_form(&session, &body, "/identities")?;
+    let kind = match form.kind.as_str() {
+        "withdraw" => CarryKind::Withdraw,
+        _ => CarryKind::Request,
+    };
+    let signed = portability::sign_carry_statement(
+        &state,
+        &session.account_id,
+        &id,
+        NewCarryStatement {
+            carrier: form.carrier,
+            kind,
+            expires_at: None,
+        },
+    )
+    .await
+    .or_page(&session, "/identities")?;
+    let markup = layout(
+        "Carry statement",
+        Some(&session),
+        html! {
+            p { "Signed. Hand this to the carrier's operator (or send it to the carrier); it checks the signature against the key this identity's onion serves." }
+            pre.mono #carry-statement { (signed.statement) }
+            p { a href=(format!("/identities/{id}")) { "Back to the identity" } }
+        },
+    );
+    Ok(page(StatusCode::CREATED, markup))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExportForm {
+    #[serde(default)]
+    passphrase: String,
+}
+
+pub async fn export(
+    State(state): State<PortalState>,
+    BrowserSession(session): BrowserSession,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let session = signed_in(session)?;
+    let form: ExportForm = signed_form(&session, &body, "/identities")?;
+    let bundle = portability::export_identity(&state, &session.account_id, &id, &form.passphrase)
+        .await
+        .or_page(&session, "/identities")?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"identity.onionpost-bundle\"",
+            ),
+        ],
+        bundle,
+    )
+        .into_response())
+}
+
+pub async fn import(
+    State(state): State<PortalState>,
+    BrowserSession(session): BrowserSession,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let session = signed_in(session)?;
+    let upload = signed_upload(&session, &headers, body, "/identities").await?;
+    let bundle = upload
+        .file("bundle", MAX_BUNDLE_BYTES)
+        .or_page(&session, "/identities")?;
+    let identity = portability::import_identity(
+        &state,
+        &session.account_id,
+        bundle,
+        &upload.text("passphrase").unwrap_or_default(),
+        &upload.text("display_name").unwrap_or_default(),
+    )
+    .await
+    .or_page(&session, "/identities")?;
+    Ok(Redirect::to(&format!(
+        "/identities/{}?done=imported",
+        identity.id
+    )))
 }

@@ -9,6 +9,7 @@
 
 mod account;
 mod app_passwords;
+mod contacts;
 mod identities;
 mod sign_in;
 
@@ -59,11 +60,26 @@ pub fn router() -> Router<PortalState> {
         .route("/identities/{id}", get(identities::identity_page))
         .route("/identities/{id}/qr.svg", get(identities::qr))
         .route("/identities/{id}/revoke", post(identities::revoke))
+        .route("/identities/import", post(identities::import))
+        .route("/identities/{id}/export", post(identities::export))
+        .route("/identities/{id}/carriers", post(identities::set_carriers))
+        .route(
+            "/identities/{id}/carry-statement",
+            post(identities::carry_statement),
+        )
         .route(
             "/app-passwords",
             get(app_passwords::list_page).post(app_passwords::create),
         )
         .route("/app-passwords/{id}/revoke", post(app_passwords::revoke))
+        .route("/contacts", get(contacts::list_page).post(contacts::add))
+        .route("/contacts/card", post(contacts::add_card))
+        .route(
+            "/contacts/{id}",
+            get(contacts::contact_page).post(contacts::change),
+        )
+        .route("/contacts/{id}/key-change", post(contacts::key_change))
+        .route("/contacts/{id}/delete", post(contacts::delete))
 }
 
 /// Adds the headers every portal answer carries.
@@ -127,6 +143,7 @@ pub fn layout(title: &str, session: Option<&Session>, content: Markup) -> Markup
                         nav {
                             a href="/account" { "Account" }
                             a href="/identities" { "Identities" }
+                            a href="/contacts" { "Contacts" }
                             a href="/app-passwords" { "Mail clients" }
                             form.inline method="post" action="/sign-out" {
                                 input type="hidden" name="form_token" value=(session.form_token());
@@ -218,6 +235,86 @@ pub fn signed_form<T: DeserializeOwned>(
         .or_page(session, back)
 }
 
+/// A posted `multipart/form-data` form (a file upload), read whole.
+pub struct Upload {
+    fields: Vec<(String, Vec<u8>)>,
+}
+
+impl Upload {
+    /// A text field, if the form has it.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.fields
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+    }
+
+    /// A file field's bytes: required, not empty, at most `limit` bytes.
+    pub fn file(&self, name: &str, limit: usize) -> Result<Vec<u8>, PortalError> {
+        let (_, bytes) = self
+            .fields
+            .iter()
+            .find(|(field, bytes)| field == name && !bytes.is_empty())
+            .ok_or_else(|| PortalError::invalid(name, "choose a file"))?;
+        if bytes.len() > limit {
+            return Err(PortalError::invalid(name, "the file is too large"));
+        }
+        Ok(bytes.clone())
+    }
+}
+
+/// Most fields an upload form may have.
+const MAX_UPLOAD_FIELDS: usize = 8;
+
+/// Reads a posted file-upload form (already bounded by the portal's body limit), refusing one
+/// whose form token is not the session's before anything in it is used. multer does the
+/// parsing (axum's own multipart reader, without the rest of its extractor).
+pub async fn signed_upload(
+    session: &Session,
+    headers: &axum::http::HeaderMap,
+    body: Bytes,
+    back: &'static str,
+) -> Result<Upload, PageError> {
+    let malformed = |detail: String| PortalError::BadRequest {
+        field: "form".to_owned(),
+        detail,
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|_| malformed("the form must be sent as multipart/form-data".to_owned()))
+        .or_page(session, back)?;
+    let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut fields = Vec::new();
+    loop {
+        let field = multipart
+            .next_field()
+            .await
+            .map_err(|error| malformed(format!("the form cannot be read: {error}")))
+            .or_page(session, back)?;
+        let Some(field) = field else { break };
+        if fields.len() == MAX_UPLOAD_FIELDS {
+            return Err(malformed("the form has too many fields".to_owned()))
+                .or_page(session, back);
+        }
+        let name = field.name().unwrap_or_default().to_owned();
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|error| malformed(format!("the form cannot be read: {error}")))
+            .or_page(session, back)?;
+        fields.push((name, bytes.to_vec()));
+    }
+    let upload = Upload { fields };
+    if !session.form_token_is(&upload.text("form_token").unwrap_or_default()) {
+        return Err(PortalError::BadFormToken).or_page(session, back);
+    }
+    Ok(upload)
+}
+
 /// The form token of any form; the form's other fields are its own type's.
 #[derive(Debug, serde::Deserialize)]
 struct TokenField {
@@ -234,6 +331,15 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "created" => "The identity is created. It is online once tor has published its onion.",
         "signed-up" => "Welcome. Your account is ready; create an identity to get an address.",
         "app-password-revoked" => "The app password is revoked: it opens nothing any more.",
+        "carriers" => "The carriers are published, signed with the identity's key.",
+        "imported" => {
+            "The identity is here, with the address and key it had. It is online once tor has published its onion."
+        }
+        "contact-added" => "The contact is added, with its key pinned.",
+        "contact-saved" => "The contact is saved.",
+        "contact-deleted" => "The contact is removed from the address book.",
+        "key-accepted" => "The new key is pinned: mail to this contact is encrypted to it.",
+        "key-refused" => "The new key is refused: the old key stays pinned.",
         _ => return None,
     })
 }

@@ -1,0 +1,142 @@
+//! Address-book entries (keys.proto's `Contact`) as the HTTP APIs show them: the admin API names
+//! any account's, the account portal only the signed-in account's, and both show the same thing.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, Utc};
+use onionpost_proto::keys::v1 as keys;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::time::{from_ms, timestamp_ms};
+
+/// How a contact's key came into the address book.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeySource {
+    Unknown,
+    Manual,
+    Qr,
+    Wkd,
+    Autocrypt,
+    Introduction,
+}
+
+impl KeySource {
+    pub fn from_proto(value: i32) -> Self {
+        match keys::KeySource::try_from(value) {
+            Ok(keys::KeySource::Manual) => KeySource::Manual,
+            Ok(keys::KeySource::Qr) => KeySource::Qr,
+            Ok(keys::KeySource::Wkd) => KeySource::Wkd,
+            Ok(keys::KeySource::Autocrypt) => KeySource::Autocrypt,
+            Ok(keys::KeySource::Introduction) => KeySource::Introduction,
+            _ => KeySource::Unknown,
+        }
+    }
+
+    /// In words, for a page.
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeySource::Unknown => "unknown",
+            KeySource::Manual => "entered by hand",
+            KeySource::Qr => "scanned from a QR code",
+            KeySource::Wkd => "fetched over the contact's own onion",
+            KeySource::Autocrypt => "learned from signed mail",
+            KeySource::Introduction => "from an introduction",
+        }
+    }
+}
+
+/// Someone who vouched for a contact.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Introducer {
+    pub address: String,
+    pub fingerprint: String,
+    pub introduced_at: Option<DateTime<Utc>>,
+}
+
+/// A new key for a pinned contact, waiting for the account's decision.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeldKeyChange {
+    pub fingerprint: String,
+    pub source: KeySource,
+    pub seen_at: Option<DateTime<Utc>>,
+}
+
+/// An address-book entry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Contact {
+    pub id: String,
+    pub account_id: String,
+    pub address: String,
+    pub display_name: String,
+    /// The pinned key's fingerprint; absent while none is known.
+    pub fingerprint: Option<String>,
+    /// The pinned key (binary OpenPGP certificate), base64.
+    pub public_key: Option<String>,
+    pub key_source: KeySource,
+    /// Whether the fingerprint was checked out of band.
+    pub verified: bool,
+    /// Who introduced this contact (provenance); several introducers are a stronger sign.
+    pub introducers: Vec<Introducer>,
+    /// Carrier onions trusted to hold mail for this contact while it is offline.
+    pub designated_carriers: Vec<String>,
+    /// Carrier onions the contact itself published.
+    pub preferred_carriers: Vec<String>,
+    pub held_key_change: Option<HeldKeyChange>,
+    pub first_seen_at: Option<DateTime<Utc>>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+fn time(timestamp: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    timestamp.map(|value| from_ms(timestamp_ms(&value)))
+}
+
+impl Contact {
+    pub fn from_proto(contact: keys::Contact) -> Self {
+        Contact {
+            id: contact.contact_id,
+            account_id: contact.account_id,
+            address: contact.address,
+            display_name: contact.display_name,
+            fingerprint: (!contact.fingerprint.is_empty()).then_some(contact.fingerprint),
+            public_key: (!contact.public_key.is_empty())
+                .then(|| BASE64.encode(&contact.public_key)),
+            key_source: KeySource::from_proto(contact.key_source),
+            verified: contact.verified,
+            introducers: contact
+                .introducers
+                .into_iter()
+                .map(|introducer| Introducer {
+                    address: introducer.address,
+                    fingerprint: introducer.fingerprint,
+                    introduced_at: time(introducer.introduced_at),
+                })
+                .collect(),
+            designated_carriers: contact.designated_carriers,
+            preferred_carriers: contact.preferred_carriers,
+            held_key_change: contact.held_key_change.map(|held| HeldKeyChange {
+                fingerprint: held.fingerprint,
+                source: KeySource::from_proto(held.source),
+                seen_at: time(held.seen_at),
+            }),
+            first_seen_at: time(contact.first_seen_at),
+            last_seen_at: time(contact.last_seen_at),
+            revoked_at: time(contact.revoked_at),
+        }
+    }
+}
+
+/// Whether keys' refusal of AddContact is about the contact's onion, not about the carrier:
+/// keys answers UNAVAILABLE both when it is down and when the onion could not be reached for
+/// the key ("key fetch failed: …"). The second is a refusal of the address, in these words.
+pub fn unreachable_contact(status: &tonic::Status) -> Option<String> {
+    (status.code() == tonic::Code::Unavailable && status.message().starts_with("key fetch failed"))
+        .then(|| {
+            format!(
+                "no key could be fetched over this address's onion ({}); try again later or give its key",
+                status.message()
+            )
+        })
+}
