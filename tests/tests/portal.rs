@@ -14,6 +14,9 @@
 //!   OpenAPI document.
 //! - The portal on the carrier's own onion, from a second tor client: the sign-in page, and the
 //!   same reply for a made-up login and a real one with a wrong password.
+//! - From the same client, an identity's onion: Thunderbird's autoconfig document (checked by
+//!   `autoconfig_check.py`) at both places Thunderbird looks, and IMAP taking the identity's
+//!   address as its owner's login there, and not another account's.
 //!
 //! One test function, so the private Tor network starts once for every scenario.
 
@@ -99,6 +102,38 @@ async fn onion_http(
     Ok((status, body.to_owned()))
 }
 
+/// Erin's password in browser.py; zed's, made by the operator here.
+const BROWSER_PASSWORD: &str = "a browser's long password";
+const ZED_PASSWORD: &str = "zed's long password";
+
+/// One IMAP command to an identity's onion (port 143) through `tor`: the tagged reply line.
+async fn onion_imap(
+    tor: &onionpost_e2e::tornet::TorClient,
+    onion: &str,
+    command: &str,
+) -> anyhow::Result<String> {
+    let stream = tor
+        .connect_onion(onion, 143, Duration::from_secs(120))
+        .await?;
+    let mut lines = tokio::io::BufReader::new(stream);
+    let mut greeting = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut greeting).await?;
+    ensure!(greeting.starts_with("* OK"), "IMAP greeting: {greeting}");
+    lines.get_mut().write_all(command.as_bytes()).await?;
+    loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line),
+        )
+        .await??;
+        ensure!(read > 0, "the onion closed the connection");
+        if line.starts_with("a1 ") {
+            return Ok(line.trim_end().to_owned());
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_holders_run_their_accounts_in_the_portal() -> anyhow::Result<()> {
     // Two tor clients: the carrier's, and Tor Browser's stand-in elsewhere on the network.
@@ -163,7 +198,7 @@ async fn account_holders_run_their_accounts_in_the_portal() -> anyhow::Result<()
         node.admin,
         "POST",
         "/v1/accounts",
-        json!({"login": "zed", "password": "zed's long password"}),
+        json!({"login": "zed", "password": ZED_PASSWORD}),
     )
     .await;
     let zed_identity = operator_json(
@@ -253,6 +288,72 @@ async fn account_holders_run_their_accounts_in_the_portal() -> anyhow::Result<()
         .trim()
         .to_owned();
 
+    // Erin's onion tells a mail client how to reach it (Thunderbird's autoconfig, at both places
+    // Thunderbird looks), and its IMAP takes her address as the login, only for her.
+    let erin_address = operator_json(
+        node.admin,
+        "GET",
+        &format!("/v1/identities/{erin_identity}"),
+        Value::Null,
+    )
+    .await["address"]
+        .as_str()
+        .context("erin's address")?
+        .to_owned();
+    let erin_onion = erin_address
+        .rsplit_once('@')
+        .context("an address")?
+        .1
+        .to_owned();
+    for (host, path) in [
+        (
+            erin_onion.clone(),
+            format!("/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress={erin_address}"),
+        ),
+        (
+            format!("autoconfig.{erin_onion}"),
+            format!("/mail/config-v1.1.xml?emailaddress={erin_address}"),
+        ),
+    ] {
+        let (status, document) = onion_http(through_tor, &host, "GET", &path, None).await?;
+        ensure!(
+            status == 200,
+            "autoconfig at {host}{path}: {status}\n{document}"
+        );
+        let checked = python(
+            "python3",
+            &[
+                support("autoconfig_check.py"),
+                document.clone(),
+                erin_onion.clone(),
+            ],
+        )
+        .await?;
+        println!("{checked}");
+    }
+    let imap_login =
+        |login: &str, password: &str| format!("a1 LOGIN \"{login}\" \"{password}\"\r\n");
+    let erin_reply = onion_imap(
+        through_tor,
+        &erin_onion,
+        &imap_login(&erin_address, BROWSER_PASSWORD),
+    )
+    .await?;
+    ensure!(
+        erin_reply.starts_with("a1 OK"),
+        "erin logs in with her address: {erin_reply}"
+    );
+    let zed_reply = onion_imap(
+        through_tor,
+        &erin_onion,
+        &imap_login(&zed_address, ZED_PASSWORD),
+    )
+    .await?;
+    ensure!(
+        zed_reply.starts_with("a1 NO [AUTHENTICATIONFAILED]"),
+        "zed's address and password open nothing on erin's onion: {zed_reply}"
+    );
+
     // A new key for zed arrives in signed mail's Autocrypt header (the keys service's own entry
     // for it; the mail path itself is mail_flow's). It is not signed by the pinned key: held.
     let new_key = IdentityKey::generate(&Address::parse(&zed_address)?)?;
@@ -260,7 +361,7 @@ async fn account_holders_run_their_accounts_in_the_portal() -> anyhow::Result<()
     let mut keys = KeysClient::new(node.grpc()?);
     let learned = keys
         .learn_autocrypt(keys_pb::LearnAutocryptRequest {
-            recipient_identity_id: erin_identity,
+            recipient_identity_id: erin_identity.clone(),
             from_address: zed_address.clone(),
             header,
             message_date: None,

@@ -929,7 +929,9 @@ impl ImapService {
         onion_identity: Option<&str>,
         credentials: Credentials,
     ) -> Result<AccountView, ImapError> {
-        let login = login.trim().to_ascii_lowercase();
+        let login = self
+            .login_on_onion(&login.trim().to_ascii_lowercase(), onion_identity)
+            .await?;
         let backoff = &self.inner.backoff;
         if let Some(retry_after_secs) = backoff.check(&login, connection_key, self.now()) {
             return Err(ImapError::BackOff { retry_after_secs });
@@ -944,6 +946,32 @@ impl ImapService {
         };
         backoff.succeeded(&login);
         self.allowed_to_log_in(record)
+    }
+
+    /// The login to check for `login` given through `onion_identity`'s onion: the identity's own
+    /// address stands for its owner's login there (what the autoconfig document on that onion
+    /// tells mail clients to send, since the account's login would link its identities), and
+    /// nowhere else. Any other text is returned unchanged.
+    pub async fn login_on_onion(
+        &self,
+        login: &str,
+        onion_identity: Option<&str>,
+    ) -> Result<String, ImapError> {
+        let Some(identity_id) = onion_identity.filter(|_| login.contains('@')) else {
+            return Ok(login.to_owned());
+        };
+        let Some(identity) = self.inner.store.identity(identity_id).await? else {
+            return Ok(login.to_owned());
+        };
+        if !identity.address.eq_ignore_ascii_case(login) {
+            return Ok(login.to_owned());
+        }
+        Ok(
+            match self.inner.store.account(&identity.account_id).await? {
+                Some(account) => account.login,
+                None => login.to_owned(),
+            },
+        )
     }
 
     /// Whether `account` owns `identity_id`; true when no identity is named.

@@ -525,6 +525,32 @@ async fn states_and_identities(database: Database) {
             .await
             .is_ok()
     );
+    // On its own onion an identity's address stands for its owner's login (what the onion's
+    // autoconfig document tells clients); nowhere else, and no other identity's address does.
+    let carol_address = format!("Carol@{}", onion('c'));
+    assert!(
+        service
+            .authenticate_through(
+                &carol_address,
+                PASSWORD,
+                "o1",
+                Some("id-1"),
+                Credentials::MailClient
+            )
+            .await
+            .is_ok()
+    );
+    for (login, through) in [
+        (carol_address.as_str(), None),
+        (carol_address.as_str(), Some("id-2")),
+    ] {
+        assert!(matches!(
+            service
+                .authenticate_through(login, PASSWORD, "o4", through, Credentials::MailClient)
+                .await,
+            Err(ImapError::Unauthenticated)
+        ));
+    }
     for _ in 0..4 {
         assert!(matches!(
             service

@@ -172,6 +172,7 @@ async fn onion_login_only_for_owner() {
         security: Security::Onion,
         starttls: false,
         required_account: Some(owner.map(str::to_owned)),
+        login_alias: None,
     };
     let (mut client, _) = Client::connect_with(&server, info(Some("acct-bob"))).await;
     // Alice's correct password through Bob's onion: the same words as a wrong password.
@@ -184,6 +185,51 @@ async fn onion_login_only_for_owner() {
     let (mut client, _) = Client::connect_with(&server, info(None)).await;
     assert_eq!(
         client.command("a1", "LOGIN bob hunter2").await,
+        vec!["a1 NO [AUTHENTICATIONFAILED] invalid credentials"]
+    );
+}
+
+#[tokio::test]
+async fn onion_takes_its_own_address_as_its_owners_login() {
+    let (server, _) = server();
+    let bobs_onion = ConnectionInfo {
+        connection_key: String::new(),
+        security: Security::Onion,
+        starttls: false,
+        required_account: Some(Some("acct-bob".to_owned())),
+        login_alias: Some(("bob@bobonion.onion".to_owned(), "bob".to_owned())),
+    };
+    // The onion's own address (any case) logs its owner in, with LOGIN or AUTHENTICATE PLAIN.
+    let (mut client, _) = Client::connect_with(&server, bobs_onion.clone()).await;
+    let reply = client
+        .command("a1", "LOGIN Bob@BobOnion.onion hunter2")
+        .await;
+    assert!(reply[0].starts_with("a1 OK"), "{reply:?}");
+    let (mut client, _) = Client::connect_with(&server, bobs_onion.clone()).await;
+    // base64 of "\0bob@bobonion.onion\0hunter2".
+    let plain = "AGJvYkBib2Jvbmlvbi5vbmlvbgBodW50ZXIy";
+    let reply = client
+        .command("a1", &format!("AUTHENTICATE PLAIN {plain}"))
+        .await;
+    assert!(reply.last().unwrap().starts_with("a1 OK"), "{reply:?}");
+    // Another address, or the right one with a wrong password: the words of a wrong password.
+    let (mut client, _) = Client::connect_with(&server, bobs_onion.clone()).await;
+    assert_eq!(
+        client
+            .command("a1", "LOGIN alice@aliceonion.onion secret")
+            .await,
+        vec!["a1 NO [AUTHENTICATIONFAILED] invalid credentials"]
+    );
+    assert_eq!(
+        client.command("a2", "LOGIN bob@bobonion.onion wrong").await,
+        vec!["a2 NO [AUTHENTICATIONFAILED] invalid credentials"]
+    );
+    // The address means nothing off its onion.
+    let (mut client, _) = Client::connect(&server, Security::Loopback).await;
+    assert_eq!(
+        client
+            .command("a1", "LOGIN bob@bobonion.onion hunter2")
+            .await,
         vec!["a1 NO [AUTHENTICATIONFAILED] invalid credentials"]
     );
 }
@@ -899,6 +945,7 @@ fn onion(owner: &str) -> ConnectionInfo {
         security: Security::Onion,
         starttls: false,
         required_account: Some(Some(owner.to_owned())),
+        login_alias: None,
     }
 }
 
@@ -980,6 +1027,7 @@ async fn connections_waiting_to_log_in_are_capped_per_listener() {
         security: Security::Loopback,
         starttls: false,
         required_account: None,
+        login_alias: None,
     };
     let (mut first, greeting) = Client::connect_in(&server, &scope, info()).await;
     assert!(greeting.starts_with("* OK"), "{greeting}");
@@ -1127,6 +1175,7 @@ async fn a_peer_that_never_reads_is_dropped() {
                     security: Security::Loopback,
                     starttls: false,
                     required_account: None,
+                    login_alias: None,
                 },
             )
             .await;

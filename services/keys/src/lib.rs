@@ -25,6 +25,7 @@ mod mime;
 mod module;
 mod wkd_serve;
 
+pub mod autoconfig;
 pub mod autocrypt;
 pub mod bundle;
 pub mod carrier_list;

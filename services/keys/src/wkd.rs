@@ -12,6 +12,8 @@
 //! never resolved locally (design, "Transport"). [`router`] serves keys; whoever owns the
 //! listener mounts it on the onion's virtual port 80.
 //!
+//! The same listener serves the identity's mail-client autoconfiguration ([`crate::autoconfig`]).
+//!
 //! One router per onion: give a router only the identities reached through that listener. A
 //! router holding identity B's key and mounted on A's onion would show anyone who asks that A
 //! and B are hosted together. The router also checks the Host header against the onion of the
@@ -282,7 +284,12 @@ impl WkdDirectory {
             .cloned()
     }
 
-    fn serves_onion(&self, onion: &str) -> bool {
+    /// Whether a key is served for this onion and WKD hash.
+    pub(crate) fn serves(&self, onion: &str, hash: &str) -> bool {
+        self.get(onion, hash).is_some()
+    }
+
+    pub(crate) fn serves_onion(&self, onion: &str) -> bool {
         self.keys
             .read()
             .expect("WKD directory lock poisoned")
@@ -300,11 +307,12 @@ pub fn router(directory: WkdDirectory) -> Router {
             get(serve_carriers),
         )
         .route(POLICY_PATH, get(serve_policy))
+        .merge(crate::autoconfig::router())
         .with_state(directory)
 }
 
 /// The 56-character onion named by the Host header, if it names one.
-fn host_onion(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn host_onion(headers: &HeaderMap) -> Option<String> {
     let host = headers.get(header::HOST)?.to_str().ok()?;
     let host = host.rsplit_once(':').map_or(host, |(name, _port)| name);
     let onion = onionpost_proto::address::OnionHost::parse(host).ok()?;

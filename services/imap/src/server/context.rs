@@ -109,6 +109,9 @@ pub struct ConnectionInfo {
     /// For an identity's onion: the only account that may log in through it. `Some(None)` means
     /// the identity belongs to no hosted account, so every login fails.
     pub required_account: Option<Option<AccountId>>,
+    /// For an identity's onion: its address, which stands for its owner's login here, and that
+    /// login.
+    pub login_alias: Option<(String, String)>,
 }
 
 /// What the sessions of one listener share and no other listener sees: the failed-login

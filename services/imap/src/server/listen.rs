@@ -40,6 +40,13 @@ pub enum ListenerKind {
 pub trait IdentityOwners: Send + Sync + 'static {
     /// The account that owns the identity, or `None` when no hosted account does.
     async fn owner_of(&self, identity_id: &str) -> Option<AccountId>;
+
+    /// The identity's address and its owner's login: on this onion the address may stand for
+    /// the login (what the onion's autoconfig document tells mail clients to send, since the
+    /// account's login would link its identities). `None`: no such alias.
+    async fn login_alias(&self, _identity_id: &str) -> Option<(String, String)> {
+        None
+    }
 }
 
 /// The IMAP server: cheap to clone, one per process.
@@ -131,6 +138,7 @@ impl ImapServer {
                     security,
                     starttls: self.shared.tls.is_some(),
                     required_account: None,
+                    login_alias: None,
                 };
                 self.serve_stream_in(&scope, Box::new(stream), info).await;
             }
@@ -149,6 +157,7 @@ impl ImapServer {
                     security: Security::Tls,
                     starttls: false,
                     required_account: None,
+                    login_alias: None,
                 };
                 self.serve_stream_in(&scope, Box::new(tls), info).await;
             }
@@ -157,6 +166,7 @@ impl ImapServer {
                 owners,
             } => {
                 let owner = owners.owner_of(&identity_id).await;
+                let login_alias = owners.login_alias(&identity_id).await;
                 let info = ConnectionInfo {
                     // Every onion connection comes from tor on loopback: no per-peer back-off
                     // (it would let anyone lock the owner out); the listener's own scope keeps
@@ -165,6 +175,7 @@ impl ImapServer {
                     security: Security::Onion,
                     starttls: false,
                     required_account: Some(owner),
+                    login_alias,
                 };
                 self.serve_stream_in(&scope, Box::new(stream), info).await;
             }

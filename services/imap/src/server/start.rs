@@ -43,6 +43,12 @@ impl IdentityOwners for ServiceOwners {
             .ok()
             .map(|view| view.record.account_id)
     }
+
+    async fn login_alias(&self, identity_id: &str) -> Option<(String, String)> {
+        let identity = self.0.identity(identity_id).await.ok()?;
+        let owner = self.0.account(&identity.record.account_id).await.ok()?;
+        Some((identity.record.address, owner.record.login))
+    }
 }
 
 /// Binds the clearnet listeners and starts following identities' onions. Fails only when a

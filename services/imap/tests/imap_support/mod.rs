@@ -530,6 +530,7 @@ impl Client {
                 security,
                 starttls: false,
                 required_account: None,
+                login_alias: None,
             },
         )
         .await

@@ -59,6 +59,15 @@ impl Session {
                 "LOGIN is disabled on a cleartext connection; use STARTTLS first",
             );
         }
+        // On an identity's onion its address stands for its owner's login.
+        let username = match &self.info.login_alias {
+            Some((address, login)) if username.trim().eq_ignore_ascii_case(address) => {
+                login.as_str()
+            }
+            _ => username,
+        }
+        .to_owned();
+        let username = username.as_str();
         let scope = self.scope.clone();
         let backoff = scope.backoff();
         let peer = self.info.connection_key.clone();
