@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use admin_support::{OPERATOR_TOKEN, operator_json};
+use admin_support::{OPERATOR_TOKEN, http, operator_json};
 use anyhow::{Context as _, bail, ensure};
 use onionpost_e2e::node::{Node, free_port};
 use onionpost_e2e::onion_service::free_port_block;
@@ -592,7 +592,7 @@ async fn mail_goes_out_through_an_alias_and_the_reply_comes_back() -> anyhow::Re
         ("ONIONPOST_GATEWAY_DNS", dns.to_string()),
         ("ONIONPOST_GATEWAY_DMARC_POLICY", "follow".to_owned()),
     ];
-    let node = Node::start("onion,keys,imap,queue,smtp-in,gateway,admin", &env).await;
+    let node = Node::start("onion,keys,imap,queue,smtp-in,gateway,portal,admin", &env).await;
     // The tor child may still be starting; creating an identity needs its control port.
     node.until_ready().await?;
     let carrier = Carrier {
@@ -785,9 +785,85 @@ async fn mail_goes_out_through_an_alias_and_the_reply_comes_back() -> anyhow::Re
     };
     let (_, relay) = probe("someone@elsewhere.test".to_owned()).await?;
     let (_, unknown) = probe(format!("{}@{GATEWAY_DOMAIN}", "a".repeat(26))).await?;
-    let revoked = carrier
-        .op("POST", &format!("/v1/aliases/{alias}/revoke"), Value::Null)
-        .await;
+    // Alice revokes it herself in the account portal; Bob's session cannot, and his attempt
+    // reads exactly like one on an alias that does not exist.
+    let portal = carrier.node.portal;
+    let session = |login: &'static str| async move {
+        let body = json!({"login": login, "password": PASSWORD}).to_string();
+        let answer = http(portal, "POST", "/account/v1/session", None, Some(&body)).await;
+        answer.expect(201).json()["token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("a session token")
+    };
+    let (alice_session, bob_session) = (session("alice").await?, session("bob").await?);
+    let mine = http(
+        portal,
+        "GET",
+        "/account/v1/aliases",
+        Some(&alice_session),
+        None,
+    )
+    .await
+    .expect(200)
+    .json();
+    ensure!(
+        mine["gateway_offered"] == true
+            && mine["aliases"][0]["address"] == alias.as_str()
+            && mine["aliases"][0]["correspondent"] == "david@outside.test",
+        "alice's aliases in the portal: {mine}"
+    );
+    let theirs = http(
+        portal,
+        "GET",
+        "/account/v1/aliases",
+        Some(&bob_session),
+        None,
+    )
+    .await
+    .expect(200)
+    .json();
+    ensure!(
+        theirs["aliases"] == json!([]),
+        "bob sees none of alice's: {theirs}"
+    );
+    let bobs_try = http(
+        portal,
+        "POST",
+        &format!("/account/v1/aliases/{alias}/revoke"),
+        Some(&bob_session),
+        None,
+    )
+    .await
+    .expect(404);
+    let made_up = http(
+        portal,
+        "POST",
+        &format!(
+            "/account/v1/aliases/{}@{GATEWAY_DOMAIN}/revoke",
+            "b".repeat(26)
+        ),
+        Some(&bob_session),
+        None,
+    )
+    .await
+    .expect(404);
+    ensure!(
+        bobs_try.body == made_up.body,
+        "another's alias reads like none: {} vs {}",
+        bobs_try.text(),
+        made_up.text()
+    );
+    let revoked = http(
+        portal,
+        "POST",
+        &format!("/account/v1/aliases/{alias}/revoke"),
+        Some(&alice_session),
+        None,
+    )
+    .await
+    .expect(200)
+    .json();
     ensure!(revoked["revoked_at"].is_string(), "{revoked}");
     let (_, after_revoke) = probe(alias.clone()).await?;
     let refusal = "RCPT 550 5.1.1 Recipient address rejected";

@@ -361,6 +361,15 @@ impl GatewayService {
         let Some(local) = local else {
             return Err(GatewayError::NotFound("alias"));
         };
+        if !request.account_id.is_empty()
+            && self
+                .store
+                .alias(&local)
+                .await?
+                .is_none_or(|alias| alias.account_id != request.account_id)
+        {
+            return Err(GatewayError::NotFound("alias"));
+        }
         match self.store.revoke_alias(&local, now_ms()).await? {
             Some(record) => {
                 tracing::info!("gateway alias revoked");

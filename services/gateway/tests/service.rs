@@ -490,3 +490,47 @@ async fn the_mx_refuses_an_over_long_line_and_bare_line_endings_as_smtp_in_does(
     assert_eq!(reply, onionpost_smtp_server::BARE_LINE_ENDING);
     assert!(setup.fake.delivered.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_alias_is_revoked_for_its_own_account_only() {
+    let setup = setup().await;
+    let alias = setup
+        .store
+        .alias_for(
+            "id-a",
+            "acct-a",
+            "f@example.test",
+            &onionpost_gateway::alias::new_local_part(),
+            1,
+        )
+        .await
+        .unwrap();
+    let revoke = |address: String, account: &str| {
+        setup.service.revoke_alias(pb::RevokeAliasRequest {
+            address,
+            account_id: account.to_owned(),
+        })
+    };
+    // Another account's alias reads like one that does not exist, and stays live.
+    let theirs = revoke(alias.local_part.clone(), "acct-b")
+        .await
+        .unwrap_err();
+    let none = revoke("nosuchalias".to_owned(), "acct-b")
+        .await
+        .unwrap_err();
+    assert_eq!(theirs.to_string(), none.to_string());
+    assert!(
+        setup
+            .store
+            .alias(&alias.local_part)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at_ms
+            .is_none()
+    );
+    let revoked = revoke(format!("{}@{DOMAIN}", alias.local_part), "acct-a")
+        .await
+        .unwrap();
+    assert!(revoked.revoked_at.is_some());
+}

@@ -21,6 +21,7 @@ use crate::PortalState;
 use crate::account::{self, Account, AppPassword, Identity, NewAppPassword};
 use crate::address_book::{self, ContactChange, ContactPage, KeyChangeDecision, NewContact};
 use crate::error::PortalError;
+use crate::gateway::{self, Alias, AliasPage};
 use crate::portability::{self, CarryStatement, NewCarryStatement};
 use crate::session::{self, ApiSession, NewSession};
 use base64::Engine as _;
@@ -42,6 +43,7 @@ use onionpost_runtime::address_book::Contact;
         (name = "identities", description = "The account's onion identities"),
         (name = "app-passwords", description = "Passwords for mail clients, one per device"),
         (name = "contacts", description = "The account's address book: contacts, their keys and who introduced them"),
+        (name = "gateway", description = "The account's clearnet aliases, one per identity and correspondent"),
     )
 )]
 struct ApiDoc;
@@ -619,6 +621,55 @@ pub async fn sign_carry_statement(
     Ok((StatusCode::CREATED, Json(signed)))
 }
 
+/// Which aliases a page holds.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AliasesQuery {
+    /// Also revoked aliases (default: live ones only).
+    #[serde(default)]
+    pub include_revoked: Option<bool>,
+    /// From the previous page's `next_page_token`.
+    #[serde(default)]
+    pub page_token: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/account/v1/aliases", tag = "gateway",
+    params(AliasesQuery),
+    responses((status = 200, description = "One page of the account's clearnet aliases", body = AliasPage)),
+)]
+pub async fn list_aliases(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    ApiQuery(query): ApiQuery<AliasesQuery>,
+) -> Result<Json<AliasPage>, PortalError> {
+    Ok(Json(
+        gateway::aliases(
+            &state,
+            &session.account_id,
+            query.include_revoked.unwrap_or(false),
+            query.page_token.as_deref().unwrap_or(""),
+        )
+        .await?,
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/account/v1/aliases/{address}/revoke", tag = "gateway",
+    params(("address" = String, Path, description = "The alias address, or its local part")),
+    responses((status = 200, description = "Revoked: its correspondent's mail is refused from now on", body = Alias)),
+)]
+pub async fn revoke_alias(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(address): Path<String>,
+) -> Result<Json<Alias>, PortalError> {
+    Ok(Json(
+        gateway::revoke_alias(&state, &session.account_id, &address).await?,
+    ))
+}
+
 /// Every `/account/v1` route with its documentation.
 pub fn api_router() -> OpenApiRouter<PortalState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -639,6 +690,8 @@ pub fn api_router() -> OpenApiRouter<PortalState> {
         .routes(routes!(list_contacts, add_contact))
         .routes(routes!(get_contact, update_contact, delete_contact))
         .routes(routes!(decide_key_change))
+        .routes(routes!(list_aliases))
+        .routes(routes!(revoke_alias))
 }
 
 /// The OpenAPI document served at `/account/v1/openapi.json`.

@@ -19,6 +19,7 @@ pub mod account;
 pub mod address_book;
 pub mod api;
 pub mod error;
+pub mod gateway;
 pub mod grpc;
 pub mod pages;
 pub mod portability;

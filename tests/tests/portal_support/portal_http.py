@@ -163,7 +163,7 @@ def api_checks(base, data_dir, vouchers):
         for method in item
         if method in ("get", "post", "put", "delete", "patch")
     ]
-    check(len(operations) >= 11, f"documented operations: {operations}")
+    check(len(operations) >= 24, f"documented operations: {operations}")
     open_routes = {("POST", "/account/v1/session"), ("POST", "/account/v1/signup")}
 
     # Sign-up by the voucher policy.
@@ -206,7 +206,7 @@ def api_checks(base, data_dir, vouchers):
     for method, path in operations:
         if (method, path) in open_routes or path.endswith("openapi.json"):
             continue
-        concrete = path.replace("{id}", "idn_none")
+        concrete = path.replace("{id}", "idn_none").replace("{address}", "none")
         for token in (None, "0" * 64, "not a token", expiring):
             status, value = api.api(method, concrete, {} if method in ("POST", "PUT", "DELETE") else None, token)
             check(status == 401, f"{method} {concrete} with {token!r}: {status} {value}")
@@ -387,6 +387,13 @@ def contact_checks(api, alice, bob, mine, theirs):
     status, value = api.api("GET", f"/account/v1/identities/{mine['id']}", token=alice)
     check(value["preferred_carriers"] == carriers, f"alice's carriers survived bob: {value}")
 
+    # This carrier runs no gateway: no aliases, and revoking one finds nothing (gateway.rs tests
+    # aliases on a carrier that has one).
+    status, value = api.api("GET", "/account/v1/aliases", token=alice)
+    check(status == 200 and value == {"aliases": [], "next_page_token": None, "gateway_offered": False}, f"{value}")
+    status, value = api.api("POST", "/account/v1/aliases/x@gateway.test/revoke", token=alice)
+    check(status == 404, f"no alias to revoke: {status} {value}")
+
 
 def form_checks(base, data_dir, vouchers, alice_identity):
     # Carol signs up in the browser's way; dave too, as the other account.
@@ -468,6 +475,7 @@ def form_checks(base, data_dir, vouchers, alice_identity):
         ("/contacts/ctc_x", {"display_name": "x"}),
         ("/contacts/ctc_x/key-change", {"fingerprint": "AB" * 20, "decision": "accept"}),
         ("/contacts/ctc_x/delete", {}),
+        ("/aliases/x@gateway.test/revoke", {}),
         (f"/identities/{alice_identity['id']}/export", {"passphrase": "a long enough passphrase"}),
         (f"/identities/{alice_identity['id']}/carriers", {"carriers": ""}),
         (f"/identities/{alice_identity['id']}/carry-statement", {"carrier": onion_host("c"), "kind": "request"}),

@@ -132,7 +132,10 @@ pub async fn revoke_alias(
         return Err(AdminError::NotFound("no such alias".to_owned()));
     };
     let alias = client
-        .revoke_alias(gateway::RevokeAliasRequest { address: id })
+        .revoke_alias(gateway::RevokeAliasRequest {
+            address: id,
+            account_id: String::new(),
+        })
         .await
         .upstream(ServiceName::Gateway)?;
     Ok(Json(Alias::from_proto(alias)))

@@ -53,7 +53,7 @@ pub async fn account_page(
                 tr { th { "Paid until" } td { (day(account.paid_until)) } }
                 tr { th { "Storage" } td { (bytes(account.used_bytes)) " of " (bytes(account.quota_bytes)) } }
                 tr { th { "Identities" } td { (account.identities) " of " (account.identities_allowed) " — " a href="/identities" { "manage" } } }
-                tr { th { "Clearnet gateway" } td { @if account.gateway_allowed { "included" } @else { "not in this plan" } } }
+                tr { th { "Clearnet gateway" } td { @if account.gateway_allowed { "included — " a href="/aliases" { "aliases" } } @else { "not in this plan" } } }
             }
 
             h2 { "Redeem a voucher" }

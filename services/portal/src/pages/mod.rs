@@ -8,6 +8,7 @@
 //! fixed list so no request text is ever echoed as a notice.
 
 mod account;
+mod aliases;
 mod app_passwords;
 mod contacts;
 mod identities;
@@ -80,6 +81,8 @@ pub fn router() -> Router<PortalState> {
         )
         .route("/contacts/{id}/key-change", post(contacts::key_change))
         .route("/contacts/{id}/delete", post(contacts::delete))
+        .route("/aliases", get(aliases::list_page))
+        .route("/aliases/{address}/revoke", post(aliases::revoke))
 }
 
 /// Adds the headers every portal answer carries.
@@ -335,6 +338,7 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "imported" => {
             "The identity is here, with the address and key it had. It is online once tor has published its onion."
         }
+        "alias-revoked" => "The alias is revoked: its correspondent's mail is refused from now on.",
         "contact-added" => "The contact is added, with its key pinned.",
         "contact-saved" => "The contact is saved.",
         "contact-deleted" => "The contact is removed from the address book.",
