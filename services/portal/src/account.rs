@@ -150,14 +150,18 @@ fn bounded(field: &str, value: &str) -> Result<(), PortalError> {
     Ok(())
 }
 
-/// Signs in with a login and password: a new session. Wrong login and wrong password are one
-/// answer; failures count in imap's back-off, the same as IMAP and SMTP logins.
+/// Signs in with a login, password and (when the account has two-factor sign-in on) a code: a
+/// new session. A wrong login, password or code is one answer; password failures count in imap's
+/// back-off, the same as IMAP and SMTP logins, and codes in the portal's own count per account.
 pub async fn sign_in(
     state: &PortalState,
     login: &str,
     password: &str,
+    code: &str,
 ) -> Result<NewSession, PortalError> {
     let account_id = check_password(state, login, password).await?;
+    // With two-factor sign-in on, a right password and a wrong code read as a wrong password.
+    crate::second_factor::check(state, &account_id, code).await?;
     session::start(state, &account_id).await
 }
 
@@ -270,7 +274,7 @@ pub async fn account(state: &PortalState, account_id: &str) -> Result<Account, P
 }
 
 /// The account as imap holds it.
-async fn account_record(
+pub(crate) async fn account_record(
     state: &PortalState,
     account_id: &str,
 ) -> Result<imap::Account, PortalError> {
@@ -377,7 +381,7 @@ pub async fn change_password(
 
 /// Checks that `password` is the signed-in account's own (through imap's back-off); a wrong one
 /// is a refusal of `field`.
-async fn verify_own_password(
+pub(crate) async fn verify_own_password(
     state: &PortalState,
     account_id: &str,
     field: &str,

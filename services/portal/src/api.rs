@@ -23,6 +23,7 @@ use crate::address_book::{self, ContactChange, ContactPage, KeyChangeDecision, N
 use crate::error::PortalError;
 use crate::gateway::{self, Alias, AliasPage};
 use crate::portability::{self, CarryStatement, NewCarryStatement};
+use crate::second_factor::{self, Enrolment, SecondFactor};
 use crate::session::{self, ApiSession, NewSession};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -105,6 +106,9 @@ where
 pub struct SignIn {
     pub login: String,
     pub password: String,
+    /// The authenticator app's current code, when two-factor sign-in is on.
+    #[serde(default)]
+    pub code: Option<String>,
 }
 
 /// A new account, by the carrier's sign-up policy.
@@ -179,7 +183,13 @@ pub async fn open_session(
     State(state): State<PortalState>,
     ApiJson(request): ApiJson<SignIn>,
 ) -> Result<(StatusCode, Json<SessionToken>), PortalError> {
-    let session = account::sign_in(&state, &request.login, &request.password).await?;
+    let session = account::sign_in(
+        &state,
+        &request.login,
+        &request.password,
+        request.code.as_deref().unwrap_or(""),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(session.into())))
 }
 
@@ -621,6 +631,79 @@ pub async fn sign_carry_statement(
     Ok((StatusCode::CREATED, Json(signed)))
 }
 
+/// A code from the authenticator app.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpCode {
+    pub code: String,
+}
+
+/// The password and a current code, to turn two-factor sign-in off.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisableSecondFactor {
+    pub password: String,
+    pub code: String,
+}
+
+#[utoipa::path(
+    get, path = "/account/v1/account/second-factor", tag = "account",
+    responses((status = 200, description = "Whether sign-in asks for a code", body = SecondFactor)),
+)]
+pub async fn get_second_factor(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+) -> Result<Json<SecondFactor>, PortalError> {
+    Ok(Json(
+        second_factor::status(&state, &session.account_id).await?,
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/account/v1/account/second-factor", tag = "account",
+    responses((status = 201, description = "A new secret for the authenticator app, shown once; confirm it with a first code", body = Enrolment)),
+)]
+pub async fn begin_second_factor(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+) -> Result<(StatusCode, Json<Enrolment>), PortalError> {
+    let login = account::account_record(&state, &session.account_id)
+        .await?
+        .login;
+    let enrolment = second_factor::begin(&state, &session.account_id, &login).await?;
+    Ok((StatusCode::CREATED, Json(enrolment)))
+}
+
+#[utoipa::path(
+    post, path = "/account/v1/account/second-factor/confirm", tag = "account",
+    request_body = TotpCode,
+    responses((status = 204, description = "On: sign-in asks for a code from now on")),
+)]
+pub async fn confirm_second_factor(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    ApiJson(request): ApiJson<TotpCode>,
+) -> Result<StatusCode, PortalError> {
+    second_factor::confirm(&state, &session.account_id, &request.code).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    delete, path = "/account/v1/account/second-factor", tag = "account",
+    request_body = DisableSecondFactor,
+    responses((status = 204, description = "Off: sign-in asks for the password alone")),
+)]
+pub async fn disable_second_factor(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    ApiJson(request): ApiJson<DisableSecondFactor>,
+) -> Result<StatusCode, PortalError> {
+    account::verify_own_password(&state, &session.account_id, "password", &request.password)
+        .await?;
+    second_factor::disable(&state, &session.account_id, &request.code).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Which aliases a page holds.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -678,6 +761,12 @@ pub fn api_router() -> OpenApiRouter<PortalState> {
         .routes(routes!(get_account, delete_account))
         .routes(routes!(redeem_voucher))
         .routes(routes!(change_password))
+        .routes(routes!(
+            get_second_factor,
+            begin_second_factor,
+            disable_second_factor
+        ))
+        .routes(routes!(confirm_second_factor))
         .routes(routes!(list_identities, create_identity))
         .routes(routes!(get_identity, revoke_identity))
         .routes(routes!(identity_qr))

@@ -26,7 +26,7 @@ pub enum PortalError {
     #[error("sign in first")]
     SignedOut,
     /// Wrong login or password: the same words whichever it was.
-    #[error("the login or the password is not right")]
+    #[error("the login, the password or the code is not right")]
     SignInFailed,
     /// Too many failed sign-ins for this login; the same back-off as IMAP and SMTP.
     #[error("too many failed attempts; try again in {retry_after_secs} seconds")]

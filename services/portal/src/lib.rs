@@ -23,6 +23,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod pages;
 pub mod portability;
+pub mod second_factor;
 pub mod session;
 pub mod store;
 
@@ -41,6 +42,7 @@ use onionpost_runtime::backoff::Backoff;
 use onionpost_runtime::config::PortalSettings;
 use onionpost_runtime::onions::{Binding, Follower};
 use onionpost_runtime::rate::RateLimiter;
+use onionpost_runtime::seal::{CarrierSecret, Sealer};
 use onionpost_runtime::time::now_ms;
 use onionpost_runtime::{Directory, Module, ServiceContext, Started};
 use tokio::net::TcpListener;
@@ -88,10 +90,14 @@ impl Module for PortalModule {
                 anyhow::anyhow!("cannot listen on portal.listen {address}: {error}")
             })?;
             tracing::info!(%address, signup = settings.signup.as_str(), "portal listening");
+            let sealer = CarrierSecret::load(&context.config)
+                .context("carrier secret")?
+                .sealer(second_factor::SEAL_PURPOSE);
             let state = PortalState::new(
                 context.directory.clone(),
                 store::for_database(database),
                 settings,
+                sealer,
             );
             let shutdown = context.shutdown.clone();
             let http_state = state.clone();
@@ -141,6 +147,10 @@ pub struct PortalState {
     pub signups: Arc<RateLimiter>,
     /// The carrier's own onion, once the onion service has made it.
     pub carrier_onion: Arc<std::sync::OnceLock<String>>,
+    /// Seals the accounts' TOTP secrets ([`second_factor`]).
+    pub totp_sealer: Arc<Sealer>,
+    /// Second-factor code attempts per account.
+    pub code_attempts: Arc<RateLimiter>,
 }
 
 impl PortalState {
@@ -148,8 +158,11 @@ impl PortalState {
         directory: Directory,
         store: Arc<dyn PortalStore>,
         settings: PortalSettings,
+        totp_sealer: Sealer,
     ) -> Self {
         PortalState {
+            totp_sealer: Arc::new(totp_sealer),
+            code_attempts: Arc::new(RateLimiter::per_hour(second_factor::CODE_ATTEMPTS_PER_HOUR)),
             directory,
             store,
             signups: Arc::new(RateLimiter::per_hour(settings.signups_per_hour)),

@@ -16,6 +16,7 @@ use super::{
 use crate::PortalState;
 use crate::account::{self, AccountState};
 use crate::error::PortalError;
+use crate::second_factor;
 use crate::session::{self, BrowserSession, SESSION_COOKIE};
 
 fn day(time: Option<DateTime<Utc>>) -> String {
@@ -32,6 +33,9 @@ pub async fn account_page(
 ) -> Result<Response, PageError> {
     let session = signed_in(session)?;
     let account = account::account(&state, &session.account_id)
+        .await
+        .or_page(&session, "/account")?;
+    let second_factor = second_factor::status(&state, &session.account_id)
         .await
         .or_page(&session, "/account")?;
     let token = session.form_token();
@@ -62,6 +66,25 @@ pub async fn account_page(
                 label for="code" { "Voucher code" }
                 input #code type="text" name="code" autocomplete="off" spellcheck="false" required;
                 div { button type="submit" { "Redeem" } }
+            }
+
+            h2 { "Two-factor sign-in" }
+            @if second_factor.enabled {
+                p { "On: signing in asks for a code from your authenticator app." }
+                form method="post" action="/account/second-factor/off" {
+                    input type="hidden" name="form_token" value=(token);
+                    label for="off_password" { "Password" }
+                    input #off_password type="password" name="password" autocomplete="current-password" required;
+                    label for="off_totp" { "Current code" }
+                    input #off_totp type="text" name="totp" inputmode="numeric" autocomplete="one-time-code" required;
+                    div { button type="submit" { "Turn it off" } }
+                }
+            } @else {
+                p { "Off. With it on, signing in also asks for a code from an authenticator app (any app for TOTP codes)." }
+                form method="post" action="/account/second-factor" {
+                    input type="hidden" name="form_token" value=(token);
+                    div { button type="submit" { "Turn it on" } }
+                }
             }
 
             h2 { "Change the password" }
@@ -166,4 +189,73 @@ pub async fn delete(
         .headers_mut()
         .append(SET_COOKIE, session::cleared_cookie(&state, SESSION_COOKIE));
     Ok(response.into_response())
+}
+
+pub async fn begin_second_factor(
+    State(state): State<PortalState>,
+    BrowserSession(session): BrowserSession,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let session = signed_in(session)?;
+    let _form: serde::de::IgnoredAny = signed_form(&session, &body, "/account")?;
+    let login = account::account_record(&state, &session.account_id)
+        .await
+        .or_page(&session, "/account")?
+        .login;
+    let enrolment = second_factor::begin(&state, &session.account_id, &login)
+        .await
+        .or_page(&session, "/account")?;
+    let markup = layout(
+        "Two-factor sign-in",
+        Some(&session),
+        html! {
+            p { "Scan this code with your authenticator app, or type the secret into it, then enter the code the app shows. Until you do, sign-in asks for no code." }
+            div.dclogin.totp { (super::app_passwords::qr_inline(&enrolment.otpauth_uri)) }
+            p { "Secret: " span.mono #totp-secret { (enrolment.secret) } }
+            form method="post" action="/account/second-factor/confirm" {
+                input type="hidden" name="form_token" value=(session.form_token());
+                label for="totp" { "The app's current code" }
+                input #totp type="text" name="totp" inputmode="numeric" autocomplete="one-time-code" required;
+                div { button type="submit" { "Turn it on" } }
+            }
+        },
+    );
+    Ok(page(StatusCode::CREATED, markup))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    totp: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn confirm_second_factor(
+    State(state): State<PortalState>,
+    BrowserSession(session): BrowserSession,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let session = signed_in(session)?;
+    let form: CodeForm = signed_form(&session, &body, "/account")?;
+    second_factor::confirm(&state, &session.account_id, &form.totp)
+        .await
+        .or_page(&session, "/account")?;
+    Ok(Redirect::to("/account?done=totp-on"))
+}
+
+pub async fn disable_second_factor(
+    State(state): State<PortalState>,
+    BrowserSession(session): BrowserSession,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let session = signed_in(session)?;
+    let form: CodeForm = signed_form(&session, &body, "/account")?;
+    account::verify_own_password(&state, &session.account_id, "password", &form.password)
+        .await
+        .or_page(&session, "/account")?;
+    second_factor::disable(&state, &session.account_id, &form.totp)
+        .await
+        .or_page(&session, "/account")?;
+    Ok(Redirect::to("/account?done=totp-off"))
 }

@@ -17,7 +17,7 @@ use crate::account::{self, AppPassword};
 use crate::session::{BrowserSession, Session};
 
 /// `text` as an inline SVG QR code (inline, so the page's policy needs no `data:` images).
-fn qr_inline(text: &str) -> Markup {
+pub(super) fn qr_inline(text: &str) -> Markup {
     match QrCode::with_error_correction_level(text, EcLevel::M) {
         Ok(code) => {
             let document = code

@@ -54,6 +54,15 @@ pub fn router() -> Router<PortalState> {
         .route("/account/voucher", post(account::redeem))
         .route("/account/password", post(account::change_password))
         .route("/account/delete", post(account::delete))
+        .route("/account/second-factor", post(account::begin_second_factor))
+        .route(
+            "/account/second-factor/confirm",
+            post(account::confirm_second_factor),
+        )
+        .route(
+            "/account/second-factor/off",
+            post(account::disable_second_factor),
+        )
         .route(
             "/identities",
             get(identities::list_page).post(identities::create),
@@ -338,6 +347,8 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "imported" => {
             "The identity is here, with the address and key it had. It is online once tor has published its onion."
         }
+        "totp-on" => "Two-factor sign-in is on: signing in asks for a code from your app.",
+        "totp-off" => "Two-factor sign-in is off.",
         "alias-revoked" => "The alias is revoked: its correspondent's mail is refused from now on.",
         "contact-added" => "The contact is added, with its key pinned.",
         "contact-saved" => "The contact is saved.",

@@ -26,6 +26,9 @@ pub struct SignInForm {
     login: String,
     #[serde(default)]
     password: String,
+    /// The authenticator app's code, when two-factor sign-in is on.
+    #[serde(default)]
+    totp: String,
     #[serde(default)]
     form_token: String,
 }
@@ -109,6 +112,8 @@ fn sign_in_markup(form_token: &str, login: &str, error: Option<&PortalError>) ->
                     autocapitalize="none" spellcheck="false" required;
                 label for="password" { "Password" }
                 input #password type="password" name="password" autocomplete="current-password" required;
+                label for="totp" { "Code from your authenticator app (only if two-factor sign-in is on)" }
+                input #totp type="text" name="totp" inputmode="numeric" autocomplete="one-time-code";
                 div { button type="submit" { "Sign in" } }
             }
             p.muted { "No account yet? " a href="/sign-up" { "Sign up" } "." }
@@ -145,7 +150,7 @@ pub async fn sign_in(
     if !cookie.accepts(&form.form_token) {
         return refuse(&form.login, PortalError::BadFormToken);
     }
-    match account::sign_in(&state, &form.login, &form.password).await {
+    match account::sign_in(&state, &form.login, &form.password, &form.totp).await {
         Ok(new) => signed_in_response(&state, &new, "/account"),
         Err(error) => refuse(&form.login, error),
     }

@@ -1,4 +1,4 @@
-//! Where the portal keeps its one kind of data: sessions.
+//! Where the portal keeps its own data: sessions, and each account's optional second factor.
 //!
 //! Accounts, identities and keys belong to other services and are asked for over gRPC. A session
 //! is stored as the SHA-256 of its token (256 random bits, so a plain hash is enough: there is
@@ -36,6 +36,19 @@ pub struct SessionRecord {
     pub expires_at_ms: i64,
 }
 
+/// An account's TOTP second factor as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecondFactorRecord {
+    pub account_id: String,
+    /// The TOTP secret, sealed with the carrier secret.
+    pub sealed_secret: Vec<u8>,
+    /// Whether a first code confirmed it; until then sign-in does not ask for codes.
+    pub confirmed: bool,
+    /// The highest time step accepted (RFC 6238 §5.2: a code is taken once).
+    pub last_step: i64,
+    pub created_at_ms: i64,
+}
+
 /// The portal's storage.
 #[async_trait]
 pub trait PortalStore: Send + Sync {
@@ -59,6 +72,20 @@ pub trait PortalStore: Send + Sync {
     async fn purge_expired(&self, now_ms: i64) -> Result<u64, StoreError>;
     /// Sessions not expired at `now_ms`.
     async fn count_live(&self, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Stores a new, unconfirmed second factor in place of an unconfirmed one; false (nothing
+    /// changed) when the account has a confirmed one.
+    async fn begin_second_factor(&self, record: &SecondFactorRecord) -> Result<bool, StoreError>;
+    /// The account's second factor, confirmed or not.
+    async fn second_factor(
+        &self,
+        account_id: &str,
+    ) -> Result<Option<SecondFactorRecord>, StoreError>;
+    /// Takes time step `step` for the account, marking the factor confirmed: true when `step`
+    /// is newer than every step taken before (so a code works once), false otherwise.
+    async fn take_step(&self, account_id: &str, step: i64) -> Result<bool, StoreError>;
+    /// Removes the account's second factor; false when it had none.
+    async fn delete_second_factor(&self, account_id: &str) -> Result<bool, StoreError>;
 }
 
 /// The store for an open database.

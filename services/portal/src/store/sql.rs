@@ -11,7 +11,7 @@ macro_rules! store_impl {
         use sqlx::Row as _;
 
         use super::sql::SESSION_COLUMNS;
-        use super::{PortalStore, SessionRecord, StoreError};
+        use super::{PortalStore, SecondFactorRecord, SessionRecord, StoreError};
 
         onionpost_runtime::sql_store!($store, $db);
 
@@ -86,6 +86,79 @@ macro_rules! store_impl {
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn begin_second_factor(
+                &self,
+                record: &SecondFactorRecord,
+            ) -> Result<bool, StoreError> {
+                let mut transaction = self.pool.begin().await?;
+                sqlx::query(&Self::sql(
+                    "DELETE FROM second_factors WHERE account_id = ? AND confirmed = 0",
+                ))
+                .bind(&record.account_id)
+                .execute(&mut *transaction)
+                .await?;
+                let inserted = sqlx::query(&Self::sql(
+                    "INSERT INTO second_factors \
+                     (account_id, sealed_secret, confirmed, last_step, created_at_ms) \
+                     VALUES (?, ?, 0, ?, ?) ON CONFLICT (account_id) DO NOTHING",
+                ))
+                .bind(&record.account_id)
+                .bind(&record.sealed_secret)
+                .bind(record.last_step)
+                .bind(record.created_at_ms)
+                .execute(&mut *transaction)
+                .await?;
+                transaction.commit().await?;
+                Ok(inserted.rows_affected() == 1)
+            }
+
+            async fn second_factor(
+                &self,
+                account_id: &str,
+            ) -> Result<Option<SecondFactorRecord>, StoreError> {
+                let row = sqlx::query(&Self::sql(
+                    "SELECT account_id, sealed_secret, confirmed, last_step, created_at_ms \
+                     FROM second_factors WHERE account_id = ?",
+                ))
+                .bind(account_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| -> Result<SecondFactorRecord, StoreError> {
+                    let confirmed: i64 = row.try_get("confirmed")?;
+                    Ok(SecondFactorRecord {
+                        account_id: row.try_get("account_id")?,
+                        sealed_secret: row.try_get("sealed_secret")?,
+                        confirmed: confirmed != 0,
+                        last_step: row.try_get("last_step")?,
+                        created_at_ms: row.try_get("created_at_ms")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn take_step(&self, account_id: &str, step: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query(&Self::sql(
+                    "UPDATE second_factors SET last_step = ?, confirmed = 1 \
+                     WHERE account_id = ? AND last_step < ?",
+                ))
+                .bind(step)
+                .bind(account_id)
+                .bind(step)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_second_factor(&self, account_id: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query(&Self::sql(
+                    "DELETE FROM second_factors WHERE account_id = ?",
+                ))
+                .bind(account_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn count_live(&self, now_ms: i64) -> Result<u64, StoreError> {

@@ -66,10 +66,52 @@ async fn suite(store: Arc<dyn PortalStore>) {
     );
 }
 
+async fn second_factor_suite(store: Arc<dyn PortalStore>) {
+    let factor = |secret: &[u8]| SecondFactorRecord {
+        account_id: "acct_alice".to_owned(),
+        sealed_secret: secret.to_vec(),
+        confirmed: false,
+        last_step: 0,
+        created_at_ms: 1_000,
+    };
+    assert_eq!(store.second_factor("acct_alice").await.unwrap(), None);
+    assert!(store.begin_second_factor(&factor(b"first")).await.unwrap());
+    // Begun again before confirming: the new secret replaces the old.
+    assert!(store.begin_second_factor(&factor(b"second")).await.unwrap());
+    assert_eq!(
+        store.second_factor("acct_alice").await.unwrap(),
+        Some(factor(b"second"))
+    );
+    // A step confirms it; each step is taken once, and never an older one.
+    assert!(store.take_step("acct_alice", 100).await.unwrap());
+    assert!(!store.take_step("acct_alice", 100).await.unwrap());
+    assert!(!store.take_step("acct_alice", 99).await.unwrap());
+    assert!(store.take_step("acct_alice", 101).await.unwrap());
+    assert!(!store.take_step("acct_bob", 101).await.unwrap());
+    let confirmed = store.second_factor("acct_alice").await.unwrap().unwrap();
+    assert!(confirmed.confirmed && confirmed.last_step == 101);
+    // A confirmed factor is not replaced by beginning again.
+    assert!(!store.begin_second_factor(&factor(b"third")).await.unwrap());
+    assert_eq!(
+        store
+            .second_factor("acct_alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .sealed_secret,
+        b"second".to_vec()
+    );
+    assert!(store.delete_second_factor("acct_alice").await.unwrap());
+    assert!(!store.delete_second_factor("acct_alice").await.unwrap());
+    assert_eq!(store.second_factor("acct_alice").await.unwrap(), None);
+}
+
 #[tokio::test]
 async fn session_store_on_both_backends() {
     each_backend("portal_sessions", MIGRATIONS, |database| async move {
-        suite(for_database(database)).await;
+        let store = for_database(database);
+        suite(store.clone()).await;
+        second_factor_suite(store).await;
     })
     .await;
 }
