@@ -429,6 +429,10 @@ def contact_checks(api, alice, bob, mine, theirs):
         "POST", "/account/v1/identities/import", {"bundle": bundle, "passphrase": "not the passphrase"}, bob
     )
     check(status == 422 and value["field"] == "bundle", f"a wrong passphrase opens nothing: {status} {value}")
+    status, value = api.api(
+        "POST", "/account/v1/identities/import", {"bundle": bundle, "passphrase": "a long enough passphrase"}, bob
+    )
+    check(status == 409, f"the same identity cannot come in twice on one carrier: {status} {value}")
     status, value = api.api("POST", "/account/v1/identities/import", {"bundle": "!!", "passphrase": "x" * 12}, bob)
     check(status == 422 and value["field"] == "bundle", f"not base64: {status} {value}")
     for method, suffix, body in (
