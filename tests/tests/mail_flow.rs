@@ -17,11 +17,12 @@ mod mail_support;
 
 use std::time::Duration;
 
+use admin_support::http;
 use anyhow::{Context as _, ensure};
 use mail_support::{COUNT_SUBJECT, Carrier, SUBMIT, newest_in_inbox, python, reply};
 use onionpost_e2e::TorNet;
 use onionpost_e2e::capture::{self, Capture, Packet};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncWriteExt as _, BufReader};
 use tokio::time::Instant;
 
@@ -153,6 +154,103 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
         });
         ensure!(pinned, "{account_id}: {book}");
     }
+
+    // Alice introduces Dave (on C) to Carol from A's account portal (paper §6): Dave's key comes
+    // over his onion into Alice's book, the signed vCard goes to Carol in mail from Alice, and
+    // C, which has Alice pinned for Carol's account, adds Dave there, introduced by Alice.
+    let portal = a.node.portal;
+    let login = json!({"login": "alice", "password": "alice password 1"}).to_string();
+    let session = http(portal, "POST", "/account/v1/session", None, Some(&login))
+        .await
+        .expect(201)
+        .json()["token"]
+        .as_str()
+        .context("a portal session")?
+        .to_owned();
+    let api = |method: &'static str, path: String, body: Option<Value>| {
+        let session = session.clone();
+        async move {
+            let body = body.map(|body| body.to_string());
+            http(portal, method, &path, Some(&session), body.as_deref()).await
+        }
+    };
+    let dave_in_alices = api(
+        "POST",
+        "/account/v1/contacts".to_owned(),
+        Some(json!({"address": dave})),
+    )
+    .await
+    .expect(201)
+    .json();
+    let carol_in_alices = api("GET", "/account/v1/contacts?q=carol".to_owned(), None)
+        .await
+        .expect(200)
+        .json()["contacts"][0]["id"]
+        .as_str()
+        .context("carol in alice's book")?
+        .to_owned();
+    let alice_identity = api("GET", "/account/v1/identities".to_owned(), None)
+        .await
+        .expect(200)
+        .json()[0]["id"]
+        .as_str()
+        .context("alice's identity")?
+        .to_owned();
+    let sent = api(
+        "POST",
+        format!(
+            "/account/v1/contacts/{}/introduce",
+            dave_in_alices["id"].as_str().context("dave's contact id")?
+        ),
+        Some(json!({"to": carol_in_alices, "from_identity": alice_identity})),
+    )
+    .await
+    .expect(202)
+    .json();
+    ensure!(sent["message_id"].is_string(), "{sent}");
+    let started = Instant::now();
+    let introduced = loop {
+        let book = c
+            .op(
+                "GET",
+                &format!("/v1/accounts/{carol_id}/contacts?q=dave"),
+                Value::Null,
+            )
+            .await;
+        if let Some(found) = book["contacts"].as_array().and_then(|contacts| {
+            contacts
+                .iter()
+                .find(|contact| contact["address"] == dave.as_str())
+                .cloned()
+        }) {
+            break found;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(180),
+            "Dave never reached Carol's book: {book}\n{}",
+            c.node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    ensure!(
+        introduced["key_source"] == "introduction"
+            && introduced["introducers"][0]["address"] == alice.as_str()
+            && introduced["fingerprint"] == dave_in_alices["fingerprint"],
+        "{introduced}"
+    );
+    let introduction = newest_in_inbox(
+        &c,
+        "carol",
+        "carol password 1",
+        &format!("An introduction: {dave}"),
+        &a,
+    )
+    .await?;
+    ensure!(
+        introduction.contains("Onionpost-Verification: verified"),
+        "{introduction}"
+    );
+    println!("mail_flow: Alice introduced Dave to Carol in mail; C recorded who introduced him");
 
     // Bob on B writes to Carol too, so B learns her key; this one arrives.
     let (ok, out) = python(

@@ -234,6 +234,61 @@ pub fn verify(entity: &[u8], introducer_certs: &[Cert]) -> Result<Introduction, 
     })
 }
 
+/// Most introductions taken from one message, and how deep its multiparts are searched.
+pub const MAX_INTRODUCTIONS_PER_MESSAGE: usize = 8;
+const MAX_DEPTH: usize = 4;
+
+/// The introductions a (decrypted) message carries: every `multipart/signed` entity whose signed
+/// part is a vCard, found in the message itself or in its multipart parts, byte for byte as
+/// [`verify`] takes them. Nothing here is trusted: [`verify`] decides.
+pub fn find_in(message: &[u8]) -> Vec<Vec<u8>> {
+    let mut found = Vec::new();
+    if let Ok(entity) = Entity::parse(message) {
+        collect(&entity, 0, &mut found);
+    }
+    found
+}
+
+fn collect(entity: &Entity, depth: usize, found: &mut Vec<Vec<u8>>) {
+    if depth > MAX_DEPTH || found.len() >= MAX_INTRODUCTIONS_PER_MESSAGE {
+        return;
+    }
+    let Some(content_type) = entity
+        .field("Content-Type")
+        .map(|field| ContentType::parse(&field.value()))
+    else {
+        return;
+    };
+    if !content_type.mime_type.starts_with("multipart/") {
+        return;
+    }
+    let Some(parts) = content_type
+        .param("boundary")
+        .and_then(|boundary| crate::mime::split_multipart(&entity.body, boundary))
+    else {
+        return;
+    };
+    if content_type.mime_type == "multipart/signed" {
+        let signs_a_card = parts
+            .first()
+            .and_then(|first| Entity::parse(first).ok())
+            .is_some_and(|first| {
+                first.field("Content-Type").is_some_and(|field| {
+                    ContentType::parse(&field.value()).mime_type == "text/vcard"
+                })
+            });
+        if signs_a_card {
+            found.push(entity.to_bytes());
+        }
+        return;
+    }
+    for part in parts {
+        if let Ok(inner) = Entity::parse(part) {
+            collect(&inner, depth + 1, found);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -895,6 +895,34 @@ impl KeysService {
         {
             carriers_learned = self.take_carrier_list(contact, signed).await;
         }
+        // A verified message may introduce contacts (signed vCards, paper §6): taken only when
+        // the sender itself signed them, and after the reply, so nothing in the account's
+        // address book (which its other identities share) shows in how long this call takes.
+        if signature == pb::SignatureStatus::Verified
+            && let Some(sender) = contact.clone()
+        {
+            let introductions = crate::introduction::find_in(&opened.message);
+            if !introductions.is_empty() {
+                let service = self.clone();
+                let identity_id = request.recipient_identity_id.clone();
+                tokio::spawn(async move {
+                    for part in introductions {
+                        match service
+                            .import_introduction_from(&identity_id, Some(&sender), part)
+                            .await
+                        {
+                            Ok(contact) => tracing::info!(
+                                contact_id = %contact.contact_id,
+                                "introduction in mail imported"
+                            ),
+                            Err(error) => {
+                                tracing::debug!(%error, "an introduction in mail was not taken");
+                            }
+                        }
+                    }
+                });
+            }
+        }
         if let Some(mut seen) = contact.clone()
             && (key_change == pb::KeyChange::Unspecified || carriers_learned)
         {
@@ -1697,10 +1725,24 @@ impl KeysService {
         &self,
         request: pb::ImportIntroductionRequest,
     ) -> Result<pb::Contact> {
-        let record = self.identity_record(&request.recipient_identity_id).await?;
-        let pinned = self.pinned_contacts(&record.account_id).await?;
+        self.import_introduction_from(&request.recipient_identity_id, None, request.part)
+            .await
+    }
+
+    /// Imports an introduction for `identity_id`'s account: signed by any pinned contact, or,
+    /// when `only` names one (the verified sender of the mail that carried it), by that one.
+    async fn import_introduction_from(
+        &self,
+        identity_id: &str,
+        only: Option<&ContactRecord>,
+        part: Vec<u8>,
+    ) -> Result<pb::Contact> {
+        let record = self.identity_record(identity_id).await?;
+        let mut pinned = self.pinned_contacts(&record.account_id).await?;
+        if let Some(only) = only {
+            pinned.retain(|(contact, _)| contact.contact_id == only.contact_id);
+        }
         let certs: Vec<Cert> = pinned.iter().map(|(_, cert)| cert.clone()).collect();
-        let part = request.part;
         let introduction = blocking(move || crate::introduction::verify(&part, &certs)).await?;
         let introducer = pinned
             .iter()

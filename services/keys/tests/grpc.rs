@@ -1800,3 +1800,154 @@ async fn contacts_are_added_from_a_contact_card_or_a_scanned_uri() {
         nothing.message()
     );
 }
+
+#[tokio::test]
+async fn an_introduction_in_verified_mail_from_its_signer_is_taken() {
+    let harness = harness().await;
+    let alice = address("alice", 1);
+    let alice_key = create(&harness, "id-alice", "acct-a", &alice).await;
+    let bob = address("bob", 2);
+    let bob_key = create(&harness, "id-bob", "acct-b", &bob).await;
+    let mallory = address("mallory", 9);
+    let mallory_key = create(&harness, "id-mallory", "acct-m", &mallory).await;
+    let carol = IdentityKey::generate(&address("carol", 3)).unwrap();
+    let keys = harness.keys.clone();
+    let add = |account: &str, address: &Address, key: Vec<u8>| {
+        let keys = keys.clone();
+        let request = pb::AddContactRequest {
+            account_id: account.into(),
+            address: address.to_string(),
+            public_key: key,
+            ..Default::default()
+        };
+        async move {
+            keys.add_contact(Request::new(request))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    // Alice has Bob pinned (not Mallory); Bob and Mallory both know Carol, and Alice.
+    add("acct-a", &bob, bob_key.public_key.clone()).await;
+    add("acct-b", &alice, alice_key.public_key.clone()).await;
+    add("acct-m", &alice, alice_key.public_key.clone()).await;
+    let carol_of_bob = add("acct-b", carol.address(), bytes(&carol.public_cert())).await;
+    let carol_of_mallory = add("acct-m", carol.address(), bytes(&carol.public_cert())).await;
+    let introduce = |introducer: &str, contact_id: String| {
+        let keys = keys.clone();
+        let request = pb::MakeIntroductionRequest {
+            introducer_identity_id: introducer.into(),
+            contact_id,
+        };
+        async move {
+            keys.make_introduction(Request::new(request))
+                .await
+                .unwrap()
+                .into_inner()
+                .part
+        }
+    };
+    // A message with the introduction as a part, signed and encrypted by its sender.
+    let mail = |from: &Address, part: Vec<u8>| {
+        let mut text = format!(
+            "From: {from}\r\nTo: {alice}\r\nSubject: Meet Carol\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\
+             Message-ID: <intro@{}>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n\
+             --outer\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThis is Carol.\r\n--outer\r\n",
+            from.onion_host()
+        )
+        .into_bytes();
+        text.extend_from_slice(&part);
+        text.extend_from_slice(b"\r\n--outer--\r\n");
+        text
+    };
+    let send_and_open = |signer: &str, message: Vec<u8>| {
+        let keys = keys.clone();
+        let signer = signer.to_owned();
+        let to = alice.to_string();
+        async move {
+            let sealed = keys
+                .sign_and_encrypt(Request::new(pb::SignAndEncryptRequest {
+                    signer_identity_id: signer,
+                    recipients: vec![to],
+                    message,
+                    add_autocrypt_header: true,
+                }))
+                .await
+                .unwrap()
+                .into_inner()
+                .message;
+            keys.decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+                recipient_identity_id: "id-alice".into(),
+                message: sealed,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let carol_in_alices = || async {
+        keys.get_contact(Request::new(pb::GetContactRequest {
+            account_id: "acct-a".into(),
+            contact: Some(pb::get_contact_request::Contact::Address(
+                carol.address().to_string(),
+            )),
+        }))
+        .await
+        .ok()
+        .map(tonic::Response::into_inner)
+    };
+
+    // Mallory (not pinned by Alice) introduces Carol: verified as nothing, taken as nothing.
+    let part = introduce("id-mallory", carol_of_mallory.contact_id).await;
+    let opened = send_and_open("id-mallory", mail(&mallory, part)).await;
+    assert_ne!(opened.signature, pb::SignatureStatus::Verified as i32);
+    let _ = mallory_key;
+    let bobs_part = introduce("id-bob", carol_of_bob.contact_id).await;
+    // Bob's own mail: verified, and Carol lands in Alice's book, introduced by Bob.
+    let opened = send_and_open("id-bob", mail(&bob, bobs_part.clone())).await;
+    assert_eq!(opened.signature, pb::SignatureStatus::Verified as i32);
+    let mut found = None;
+    for _ in 0..100 {
+        found = carol_in_alices().await;
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let carol_contact = found.expect("the introduction is imported after the reply");
+    assert_eq!(carol_contact.key_source, pb::KeySource::Introduction as i32);
+    assert_eq!(carol_contact.fingerprint, carol.fingerprint().to_hex());
+    assert_eq!(carol_contact.introducers.len(), 1);
+    assert_eq!(carol_contact.introducers[0].address, bob.to_string());
+    assert_eq!(carol_contact.designated_carriers, vec![bob.onion_host()]);
+}
+
+#[test]
+fn introductions_are_found_in_nested_multiparts_only_as_signed_cards() {
+    let bob = IdentityKey::generate(&address("bob", 2)).unwrap();
+    let carol = IdentityKey::generate(&address("carol", 3)).unwrap();
+    let part = onionpost_keys::introduction::introduce(&bob, carol.address(), &carol.public_cert())
+        .unwrap();
+    let nested = [
+        b"Content-Type: multipart/mixed; boundary=\"a\"\r\n\r\n--a\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n".as_slice(),
+        &part,
+        b"\r\n--b--\r\n\r\n--a--\r\n",
+    ]
+    .concat();
+    let found = onionpost_keys::introduction::find_in(&nested);
+    assert_eq!(found.len(), 1);
+    let introduction =
+        onionpost_keys::introduction::verify(&found[0], &[bob.public_cert()]).unwrap();
+    assert_eq!(&introduction.contact, carol.address());
+    // Plain text, a bare card, a signed non-card: nothing.
+    assert!(onionpost_keys::introduction::find_in(b"Subject: x\r\n\r\nhello").is_empty());
+    let bare_card = format!(
+        "Content-Type: text/vcard\r\n\r\n{}",
+        onionpost_keys::introduction::vcard(carol.address(), &carol.public_cert()).unwrap()
+    );
+    assert!(onionpost_keys::introduction::find_in(bare_card.as_bytes()).is_empty());
+    let signed_text = b"Content-Type: multipart/signed; protocol=\"application/pgp-signature\"; boundary=\"s\"\r\n\r\n--s\r\nContent-Type: text/plain\r\n\r\nhi\r\n--s\r\nContent-Type: application/pgp-signature\r\n\r\nx\r\n--s--\r\n";
+    assert!(onionpost_keys::introduction::find_in(signed_text).is_empty());
+}

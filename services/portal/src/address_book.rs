@@ -8,6 +8,7 @@
 
 use onionpost_proto::ServiceName;
 use onionpost_proto::keys::v1 as keys;
+use onionpost_proto::queue::v1 as queue;
 use onionpost_runtime::address_book::{Contact, unreachable_contact};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -340,4 +341,146 @@ pub async fn decide_key_change(
         "key change decided in the portal"
     );
     Ok(Contact::from_proto(decided))
+}
+
+/// An introduction to send: this contact, to another of the account's contacts, from one of the
+/// account's identities (which signs it).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Introduce {
+    /// The contact who receives the introduction (a contact id).
+    pub to: String,
+    /// The identity it comes from (an identity id); the recipient's carrier takes it only from
+    /// a sender it has pinned.
+    pub from_identity: String,
+}
+
+/// An introduction on its way.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IntroductionSent {
+    /// The Message-ID of the mail that carries it.
+    pub message_id: String,
+}
+
+/// Sends `contact_id` to the contact `to` as a signed vCard introduction (paper §6), inside an
+/// ordinary message from one of the account's identities, signed and encrypted like any mail
+/// and queued for delivery over tor. The recipient's carrier adds the contact with its
+/// provenance when the message verifies as that identity's.
+pub async fn introduce(
+    state: &PortalState,
+    account_id: &str,
+    contact_id: &str,
+    request: Introduce,
+) -> Result<IntroductionSent, PortalError> {
+    let introduced = contact(state, account_id, contact_id).await?;
+    let recipient = contact(state, account_id, &request.to)
+        .await
+        .map_err(|error| match error {
+            PortalError::NotFound(_) => PortalError::invalid("to", "no such contact"),
+            other => other,
+        })?;
+    if recipient.id == introduced.id {
+        return Err(PortalError::invalid(
+            "to",
+            "a contact is not introduced to itself",
+        ));
+    }
+    let identity = crate::account::own_record(state, account_id, &request.from_identity)
+        .await
+        .map_err(|error| match error {
+            PortalError::NotFound(_) => PortalError::invalid("from_identity", "no such identity"),
+            other => other,
+        })?;
+    let part = state
+        .directory
+        .keys()?
+        .make_introduction(keys::MakeIntroductionRequest {
+            introducer_identity_id: identity.identity_id.clone(),
+            contact_id: introduced.id.clone(),
+        })
+        .await
+        .upstream(ServiceName::Keys)
+        .map_err(|error| about_contact(error, "id"))?
+        .part;
+    let onion = identity
+        .address
+        .rsplit_once('@')
+        .map_or(identity.address.as_str(), |(_, host)| host);
+    let message_id = format!("<{}@{onion}>", hex::encode(rand::random::<[u8; 16]>()));
+    let message = introduction_message(
+        &identity.address,
+        &recipient.address,
+        &introduced.address,
+        &message_id,
+        &part,
+    );
+    let sealed = state
+        .directory
+        .keys()?
+        .sign_and_encrypt(keys::SignAndEncryptRequest {
+            signer_identity_id: identity.identity_id.clone(),
+            recipients: vec![recipient.address.clone()],
+            message,
+            add_autocrypt_header: true,
+        })
+        .await
+        .upstream(ServiceName::Keys)
+        .map_err(|error| match error {
+            PortalError::Conflict(detail) | PortalError::Rejected(detail) => {
+                PortalError::invalid("to", detail)
+            }
+            other => other,
+        })?
+        .message;
+    state
+        .directory
+        .queue()?
+        .enqueue(queue::EnqueueRequest {
+            idempotency_key: hex::encode(rand::random::<[u8; 16]>()),
+            origin: queue::Origin::Submission as i32,
+            account_id: account_id.to_owned(),
+            sender_identity_id: identity.identity_id.clone(),
+            reverse_path: identity.address.clone(),
+            recipients: vec![queue::RecipientRequest {
+                address: recipient.address.clone(),
+                ..Default::default()
+            }],
+            message: sealed,
+            message_id: message_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .upstream(ServiceName::Queue)?;
+    tracing::info!(account_id, "introduction sent from the portal");
+    Ok(IntroductionSent { message_id })
+}
+
+/// The plaintext message that carries an introduction: a line of text and the signed vCard
+/// entity. Written out here rather than with a message builder because the signed entity must
+/// travel byte for byte (its signature covers its first part exactly as made).
+fn introduction_message(
+    from: &str,
+    to: &str,
+    introduced: &str,
+    message_id: &str,
+    part: &[u8],
+) -> Vec<u8> {
+    let boundary = format!("op-mixed-{}", hex::encode(rand::random::<[u8; 12]>()));
+    let mut message = format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: An introduction: {introduced}\r\n\
+         Date: {date}\r\nMessage-ID: {message_id}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
+         --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         I introduce {introduced} to you. The attached contact card holds their key, signed by\r\n\
+         me; your carrier adds them to your address book, introduced by me.\r\n\
+         --{boundary}\r\n",
+        date = chrono::Utc::now().to_rfc2822(),
+    )
+    .into_bytes();
+    message.extend_from_slice(part);
+    if !part.ends_with(b"\r\n") {
+        message.extend_from_slice(b"\r\n");
+    }
+    message.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    message
 }

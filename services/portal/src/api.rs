@@ -19,7 +19,9 @@ use utoipa_axum::routes;
 
 use crate::PortalState;
 use crate::account::{self, Account, AppPassword, Identity, NewAppPassword};
-use crate::address_book::{self, ContactChange, ContactPage, KeyChangeDecision, NewContact};
+use crate::address_book::{
+    self, ContactChange, ContactPage, Introduce, IntroductionSent, KeyChangeDecision, NewContact,
+};
 use crate::error::PortalError;
 use crate::gateway::{self, Alias, AliasPage};
 use crate::portability::{self, CarryStatement, NewCarryStatement};
@@ -631,6 +633,22 @@ pub async fn sign_carry_statement(
     Ok((StatusCode::CREATED, Json(signed)))
 }
 
+#[utoipa::path(
+    post, path = "/account/v1/contacts/{id}/introduce", tag = "contacts",
+    params(("id" = String, Path, description = "The contact to introduce")),
+    request_body = Introduce,
+    responses((status = 202, description = "Queued: a signed introduction, in mail from the identity, to the other contact", body = IntroductionSent)),
+)]
+pub async fn introduce_contact(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<Introduce>,
+) -> Result<(StatusCode, Json<IntroductionSent>), PortalError> {
+    let sent = address_book::introduce(&state, &session.account_id, &id, request).await?;
+    Ok((StatusCode::ACCEPTED, Json(sent)))
+}
+
 /// A code from the authenticator app.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -779,6 +797,7 @@ pub fn api_router() -> OpenApiRouter<PortalState> {
         .routes(routes!(list_contacts, add_contact))
         .routes(routes!(get_contact, update_contact, delete_contact))
         .routes(routes!(decide_key_change))
+        .routes(routes!(introduce_contact))
         .routes(routes!(list_aliases))
         .routes(routes!(revoke_alias))
 }

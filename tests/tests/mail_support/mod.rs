@@ -48,10 +48,12 @@ impl Carrier {
             // Retries within seconds, so the offline-recipient case finishes quickly.
             ("ONIONPOST_QUEUE_RETRY_MIN_SECS", "2".to_owned()),
             ("ONIONPOST_QUEUE_RETRY_MAX_SECS", "4".to_owned()),
+            // The account portal on loopback only (portal.rs tests it on the carrier's onion).
+            ("ONIONPOST_PORTAL_ONION", "false".to_owned()),
         ];
         env.retain(|(key, _)| !extra.iter().any(|(extra_key, _)| extra_key == key));
         env.extend(extra.iter().cloned());
-        let node = Node::start("onion,keys,imap,queue,smtp-out,smtp-in,admin", &env).await;
+        let node = Node::start("onion,keys,imap,queue,smtp-out,smtp-in,portal,admin", &env).await;
         let carrier = Carrier {
             node,
             submission,

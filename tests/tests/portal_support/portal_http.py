@@ -535,6 +535,7 @@ def form_checks(base, data_dir, vouchers, alice_identity):
         ("/contacts/ctc_x", {"display_name": "x"}),
         ("/contacts/ctc_x/key-change", {"fingerprint": "AB" * 20, "decision": "accept"}),
         ("/contacts/ctc_x/delete", {}),
+        ("/contacts/ctc_x/introduce", {"to": "ctc_y", "from_identity": "idn_z"}),
         ("/aliases/x@gateway.test/revoke", {}),
         (f"/identities/{alice_identity['id']}/export", {"passphrase": "a long enough passphrase"}),
         (f"/identities/{alice_identity['id']}/carriers", {"carriers": ""}),

@@ -17,7 +17,9 @@ use super::{
     signed_upload,
 };
 use crate::PortalState;
-use crate::address_book::{self, ContactChange, KeyChangeDecision, MAX_CARD_BYTES, NewContact};
+use crate::address_book::{
+    self, ContactChange, Introduce, KeyChangeDecision, MAX_CARD_BYTES, NewContact,
+};
 use crate::error::PortalError;
 use crate::session::BrowserSession;
 
@@ -220,6 +222,17 @@ pub async fn contact_page(
     let contact = address_book::contact(&state, &session.account_id, &id)
         .await
         .or_page(&session, "/contacts")?;
+    // Whom this contact can be introduced to, and from which identity.
+    let others: Vec<Contact> = address_book::contacts(&state, &session.account_id, "", false, "")
+        .await
+        .or_page(&session, "/contacts")?
+        .contacts
+        .into_iter()
+        .filter(|other| other.id != contact.id && other.revoked_at.is_none())
+        .collect();
+    let identities = crate::account::identities(&state, &session.account_id)
+        .await
+        .or_page(&session, "/contacts")?;
     let token = session.form_token();
     let action = |tail: &str| format!("/contacts/{}{tail}", contact.id);
     let markup = layout(
@@ -240,6 +253,22 @@ pub async fn contact_page(
                         " "
                         button type="submit" name="decision" value="refuse" { "Refuse it, keep the old one" }
                     }
+                }
+            }
+            @if !others.is_empty() && !identities.is_empty() && contact.fingerprint.is_some() {
+                h2 { "Introduce" }
+                p { "Send this contact, with its key signed by one of your identities, to another contact: their carrier adds it to their address book as introduced by you." }
+                form method="post" action=(action("/introduce")) {
+                    input type="hidden" name="form_token" value=(token);
+                    label for="to" { "To" }
+                    select #to name="to" {
+                        @for other in &others { option value=(other.id) { (other.address) } }
+                    }
+                    label for="from_identity" { "From" }
+                    select #from_identity name="from_identity" {
+                        @for identity in &identities { option value=(identity.id) { (identity.address) } }
+                    }
+                    div { button type="submit" { "Introduce" } }
                 }
             }
             h2 { "Change" }
@@ -360,4 +389,34 @@ pub async fn delete(
         .await
         .or_page(&session, "/contacts")?;
     Ok(Redirect::to("/contacts?done=contact-deleted"))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IntroduceForm {
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    from_identity: String,
+}
+
+pub async fn introduce(
+    State(state): State<PortalState>,
+    BrowserSession(session): BrowserSession,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Redirect, PageError> {
+    let session = signed_in(session)?;
+    let form: IntroduceForm = signed_form(&session, &body, "/contacts")?;
+    address_book::introduce(
+        &state,
+        &session.account_id,
+        &id,
+        Introduce {
+            to: form.to,
+            from_identity: form.from_identity,
+        },
+    )
+    .await
+    .or_page(&session, "/contacts")?;
+    Ok(Redirect::to(&format!("/contacts/{id}?done=introduced")))
 }

@@ -90,6 +90,7 @@ pub fn router() -> Router<PortalState> {
         )
         .route("/contacts/{id}/key-change", post(contacts::key_change))
         .route("/contacts/{id}/delete", post(contacts::delete))
+        .route("/contacts/{id}/introduce", post(contacts::introduce))
         .route("/aliases", get(aliases::list_page))
         .route("/aliases/{address}/revoke", post(aliases::revoke))
 }
@@ -350,6 +351,7 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "totp-on" => "Two-factor sign-in is on: signing in asks for a code from your app.",
         "totp-off" => "Two-factor sign-in is off.",
         "alias-revoked" => "The alias is revoked: its correspondent's mail is refused from now on.",
+        "introduced" => "The introduction is on its way, signed by your identity.",
         "contact-added" => "The contact is added, with its key pinned.",
         "contact-saved" => "The contact is saved.",
         "contact-deleted" => "The contact is removed from the address book.",
