@@ -30,9 +30,9 @@ import zxingcpp
 from PIL import Image
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 PASSWORD = "a browser's long password"
@@ -87,7 +87,17 @@ class Session:
         # A click returns before the next page has loaded; wait until this page is gone.
         old_page = self.driver.find_element(By.TAG_NAME, "html")
         element.click()
-        WebDriverWait(self.driver, 60).until(expected_conditions.staleness_of(old_page))
+
+        def gone(_driver):
+            # A replaced page is stale; chromium sometimes says so as "Node with given id does
+            # not belong to the document" rather than as a stale reference.
+            try:
+                old_page.is_enabled()
+                return False
+            except WebDriverException:
+                return True
+
+        WebDriverWait(self.driver, 60).until(gone)
 
     def submit(self, action):
         self.click_and_wait(

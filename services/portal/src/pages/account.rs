@@ -1,7 +1,6 @@
 //! The account page: plan, state, paid time, storage; redeeming a voucher; changing the password;
 //! deleting the account.
 
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
@@ -10,9 +9,7 @@ use chrono::{DateTime, Utc};
 use maud::html;
 use serde::Deserialize;
 
-use super::{
-    Done, OrPage as _, PageError, bytes, layout, notice_markup, page, signed_form, signed_in,
-};
+use super::{Done, OrPage as _, PageError, Posted, bytes, layout, notice_markup, page, signed_in};
 use crate::PortalState;
 use crate::account::{self, AccountState};
 use crate::error::PortalError;
@@ -121,11 +118,8 @@ pub struct RedeemForm {
 
 pub async fn redeem(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
-    body: Bytes,
+    Posted { session, form }: Posted<RedeemForm>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let form: RedeemForm = signed_form(&session, &body, "/account")?;
     account::redeem(&state, &session.account_id, &form.code)
         .await
         .or_page(&session, "/account")?;
@@ -142,11 +136,8 @@ pub struct PasswordForm {
 
 pub async fn change_password(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
-    body: Bytes,
+    Posted { session, form }: Posted<PasswordForm>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let form: PasswordForm = signed_form(&session, &body, "/account")?;
     account::change_password(&state, &session, &form.current_password, &form.new_password)
         .await
         .or_page(&session, "/account")?;
@@ -163,11 +154,8 @@ pub struct DeleteForm {
 
 pub async fn delete(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
-    body: Bytes,
+    Posted { session, form }: Posted<DeleteForm>,
 ) -> Result<Response, PageError> {
-    let session = signed_in(session)?;
-    let form: DeleteForm = signed_form(&session, &body, "/account")?;
     if form.confirm != "yes" {
         return Err(PortalError::invalid("confirm", "tick the box to confirm"))
             .or_page(&session, "/account");
@@ -193,11 +181,8 @@ pub async fn delete(
 
 pub async fn begin_second_factor(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
-    body: Bytes,
+    Posted { session, form: _ }: Posted<serde::de::IgnoredAny>,
 ) -> Result<Response, PageError> {
-    let session = signed_in(session)?;
-    let _form: serde::de::IgnoredAny = signed_form(&session, &body, "/account")?;
     let login = account::account_record(&state, &session.account_id)
         .await
         .or_page(&session, "/account")?
@@ -233,11 +218,8 @@ pub struct CodeForm {
 
 pub async fn confirm_second_factor(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
-    body: Bytes,
+    Posted { session, form }: Posted<CodeForm>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let form: CodeForm = signed_form(&session, &body, "/account")?;
     second_factor::confirm(&state, &session.account_id, &form.totp)
         .await
         .or_page(&session, "/account")?;
@@ -246,11 +228,8 @@ pub async fn confirm_second_factor(
 
 pub async fn disable_second_factor(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
-    body: Bytes,
+    Posted { session, form }: Posted<CodeForm>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let form: CodeForm = signed_form(&session, &body, "/account")?;
     account::verify_own_password(&state, &session.account_id, "password", &form.password)
         .await
         .or_page(&session, "/account")?;

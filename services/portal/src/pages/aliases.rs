@@ -1,7 +1,6 @@
 //! The account's clearnet aliases: which correspondent each was made for, when it was last used,
 //! and a button to revoke it.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
@@ -9,7 +8,7 @@ use chrono::{DateTime, Utc};
 use maud::html;
 use serde::Deserialize;
 
-use super::{OrPage as _, PageError, layout, notice_markup, page, signed_form, signed_in};
+use super::{OrPage as _, PageError, Posted, layout, notice_markup, page, signed_in};
 use crate::PortalState;
 use crate::gateway;
 use crate::session::BrowserSession;
@@ -92,12 +91,9 @@ pub async fn list_page(
 
 pub async fn revoke(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
     Path(address): Path<String>,
-    body: Bytes,
+    Posted { session, form: _ }: Posted<serde::de::IgnoredAny>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let _form: serde::de::IgnoredAny = signed_form(&session, &body, "/aliases")?;
     gateway::revoke_alias(&state, &session.account_id, &address)
         .await
         .or_page(&session, "/aliases")?;

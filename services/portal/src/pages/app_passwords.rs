@@ -2,7 +2,6 @@
 //! login QR code per identity. The code of a new app password is on the page that answers its
 //! creation and nowhere else, ever.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
@@ -11,7 +10,7 @@ use qrcode::render::svg;
 use qrcode::{EcLevel, QrCode};
 use serde::Deserialize;
 
-use super::{Done, OrPage as _, PageError, layout, notice_markup, page, signed_form, signed_in};
+use super::{Done, OrPage as _, PageError, Posted, layout, notice_markup, page, signed_in};
 use crate::PortalState;
 use crate::account::{self, AppPassword};
 use crate::session::{BrowserSession, Session};
@@ -100,11 +99,8 @@ pub struct CreateForm {
 
 pub async fn create(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
-    body: Bytes,
+    Posted { session, form }: Posted<CreateForm>,
 ) -> Result<Response, PageError> {
-    let session = signed_in(session)?;
-    let form: CreateForm = signed_form(&session, &body, "/app-passwords")?;
     let created = account::create_app_password(&state, &session.account_id, &form.name)
         .await
         .or_page(&session, "/app-passwords")?;
@@ -134,12 +130,9 @@ pub async fn create(
 
 pub async fn revoke(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
     Path(id): Path<String>,
-    body: Bytes,
+    Posted { session, form: _ }: Posted<serde::de::IgnoredAny>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let _form: serde::de::IgnoredAny = signed_form(&session, &body, "/app-passwords")?;
     account::revoke_app_password(&state, &session.account_id, &id)
         .await
         .or_page(&session, "/app-passwords")?;

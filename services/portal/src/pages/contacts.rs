@@ -13,8 +13,7 @@ use onionpost_runtime::address_book::Contact;
 use serde::Deserialize;
 
 use super::{
-    Done, OrPage as _, PageError, layout, notice_markup, page, signed_form, signed_in,
-    signed_upload,
+    Done, OrPage as _, PageError, Posted, layout, notice_markup, page, signed_in, signed_upload,
 };
 use crate::PortalState;
 use crate::address_book::{
@@ -132,11 +131,8 @@ pub struct AddForm {
 
 pub async fn add(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
-    body: Bytes,
+    Posted { session, form }: Posted<AddForm>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let form: AddForm = signed_form(&session, &body, "/contacts")?;
     let given = form.contact.trim();
     let scanned = given.len() > 12 && given[..12].eq_ignore_ascii_case("openpgp4fpr:");
     let new = NewContact {
@@ -306,12 +302,9 @@ pub struct ChangeForm {
 
 pub async fn change(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
     Path(id): Path<String>,
-    body: Bytes,
+    Posted { session, form }: Posted<ChangeForm>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let form: ChangeForm = signed_form(&session, &body, "/contacts")?;
     let change = ContactChange {
         display_name: Some(form.display_name),
         verified: Some(form.verified == "yes"),
@@ -341,12 +334,9 @@ pub struct KeyChangeForm {
 
 pub async fn key_change(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
     Path(id): Path<String>,
-    body: Bytes,
+    Posted { session, form }: Posted<KeyChangeForm>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let form: KeyChangeForm = signed_form(&session, &body, "/contacts")?;
     let accept = match form.decision.as_str() {
         "accept" => true,
         "refuse" => false,
@@ -379,12 +369,9 @@ pub async fn key_change(
 
 pub async fn delete(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
     Path(id): Path<String>,
-    body: Bytes,
+    Posted { session, form: _ }: Posted<serde::de::IgnoredAny>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let _form: serde::de::IgnoredAny = signed_form(&session, &body, "/contacts")?;
     address_book::delete_contact(&state, &session.account_id, &id)
         .await
         .or_page(&session, "/contacts")?;
@@ -401,12 +388,9 @@ pub struct IntroduceForm {
 
 pub async fn introduce(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
     Path(id): Path<String>,
-    body: Bytes,
+    Posted { session, form }: Posted<IntroduceForm>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let form: IntroduceForm = signed_form(&session, &body, "/contacts")?;
     address_book::introduce(
         &state,
         &session.account_id,

@@ -11,8 +11,7 @@ use serde::Deserialize;
 use axum::http::HeaderMap;
 
 use super::{
-    Done, OrPage as _, PageError, layout, notice_markup, page, signed_form, signed_in,
-    signed_upload,
+    Done, OrPage as _, PageError, Posted, layout, notice_markup, page, signed_in, signed_upload,
 };
 use crate::PortalState;
 use crate::account::{self, Identity};
@@ -91,11 +90,8 @@ pub struct CreateForm {
 
 pub async fn create(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
-    body: Bytes,
+    Posted { session, form }: Posted<CreateForm>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let form: CreateForm = signed_form(&session, &body, "/identities")?;
     let identity = account::create_identity(
         &state,
         &session.account_id,
@@ -217,12 +213,9 @@ pub struct RevokeForm {
 
 pub async fn revoke(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
     Path(id): Path<String>,
-    body: Bytes,
+    Posted { session, form }: Posted<RevokeForm>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let form: RevokeForm = signed_form(&session, &body, "/identities")?;
     if form.confirm != "yes" {
         return Err(PortalError::invalid("confirm", "tick the box to confirm"))
             .or_page(&session, "/identities");
@@ -241,12 +234,9 @@ pub struct CarriersForm {
 
 pub async fn set_carriers(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
     Path(id): Path<String>,
-    body: Bytes,
+    Posted { session, form }: Posted<CarriersForm>,
 ) -> Result<Redirect, PageError> {
-    let session = signed_in(session)?;
-    let form: CarriersForm = signed_form(&session, &body, "/identities")?;
     let carriers: Vec<String> = form
         .carriers
         .split_whitespace()
@@ -271,12 +261,9 @@ pub struct CarryForm {
 
 pub async fn carry_statement(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
     Path(id): Path<String>,
-    body: Bytes,
+    Posted { session, form }: Posted<CarryForm>,
 ) -> Result<Response, PageError> {
-    let session = signed_in(session)?;
-    let form: CarryForm = signed_form(&session, &body, "/identities")?;
     let kind = match form.kind.as_str() {
         "withdraw" => CarryKind::Withdraw,
         _ => CarryKind::Request,
@@ -313,12 +300,9 @@ pub struct ExportForm {
 
 pub async fn export(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
     Path(id): Path<String>,
-    body: Bytes,
+    Posted { session, form }: Posted<ExportForm>,
 ) -> Result<Response, PageError> {
-    let session = signed_in(session)?;
-    let form: ExportForm = signed_form(&session, &body, "/identities")?;
     let bundle = portability::export_identity(&state, &session.account_id, &id, &form.passphrase)
         .await
         .or_page(&session, "/identities")?;

@@ -230,9 +230,59 @@ pub fn signed_in(session: Option<Session>) -> Result<Session, PageError> {
     })
 }
 
+/// A form posted by a signed-in browser, its form token checked before anything else in it is
+/// read: what every page that changes something takes. Signed out, it leads to the sign-in
+/// page; a bad token or an unreadable form is a page that says so, with a way back to the
+/// section the form came from.
+pub struct Posted<T> {
+    pub session: Session,
+    pub form: T,
+}
+
+impl<T: DeserializeOwned> axum::extract::FromRequest<PortalState> for Posted<T> {
+    type Rejection = PageError;
+
+    async fn from_request(request: Request, state: &PortalState) -> Result<Self, PageError> {
+        let back = section(request.uri().path());
+        let (mut parts, body) = request.into_parts();
+        let session::BrowserSession(session) =
+            <session::BrowserSession as axum::extract::FromRequestParts<PortalState>>::from_request_parts(
+                &mut parts, state,
+            )
+            .await
+            .map_err(|error| PageError {
+                error,
+                session: None,
+                back,
+            })?;
+        let session = signed_in(session)?;
+        let bytes = <Bytes as axum::extract::FromRequest<PortalState>>::from_request(
+            Request::from_parts(parts, body),
+            state,
+        )
+        .await
+        .map_err(|_| PortalError::PayloadTooLarge)
+        .or_page(&session, back)?;
+        let form = signed_form(&session, &bytes, back)?;
+        Ok(Posted { session, form })
+    }
+}
+
+/// The section a page belongs to (the first part of its path), for the "back" link of a
+/// failure page.
+fn section(path: &str) -> &'static str {
+    match path.trim_start_matches('/').split('/').next().unwrap_or("") {
+        "identities" => "/identities",
+        "contacts" => "/contacts",
+        "app-passwords" => "/app-passwords",
+        "aliases" => "/aliases",
+        _ => "/account",
+    }
+}
+
 /// Reads a posted form, refusing first (before reading anything else in it) one whose form
 /// token is not the session's.
-pub fn signed_form<T: DeserializeOwned>(
+fn signed_form<T: DeserializeOwned>(
     session: &Session,
     body: &Bytes,
     back: &'static str,

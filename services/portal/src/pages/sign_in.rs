@@ -13,7 +13,7 @@ use maud::{Markup, html};
 use onionpost_runtime::config::SignupPolicy;
 use serde::Deserialize;
 
-use super::{PageError, layout, page, signed_form, signed_in};
+use super::{PageError, Posted, layout, page};
 use crate::PortalState;
 use crate::account;
 use crate::error::PortalError;
@@ -264,11 +264,8 @@ pub async fn sign_up(
 
 pub async fn sign_out(
     State(state): State<PortalState>,
-    BrowserSession(session): BrowserSession,
-    body: Bytes,
+    Posted { session, form: _ }: Posted<SignOutForm>,
 ) -> Result<Response, PageError> {
-    let session = signed_in(session)?;
-    let _form: SignOutForm = signed_form(&session, &body, "/account")?;
     session::end(&state, &session)
         .await
         .map_err(|error| PageError {
