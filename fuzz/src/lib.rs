@@ -90,6 +90,7 @@ pub fn imap_session(input: &[u8]) {
         security: Security::Loopback,
         starttls: false,
         required_account: None,
+        login_alias: None,
     };
     block_on(converse(input, |stream| async move {
         server.serve_stream(Box::new(stream), info).await;
