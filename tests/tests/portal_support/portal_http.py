@@ -398,6 +398,7 @@ def contact_checks(api, alice, bob, mine, theirs):
         ("PATCH", "", {"display_name": "mine now"}),
         ("DELETE", "", None),
         ("POST", "/key-change", {"fingerprint": fingerprint, "accept": False}),
+        ("POST", "/introduce", {"to": carol["id"], "from_identity": theirs["id"]}),
     ):
         none = api.request(method, f"/account/v1/contacts/ctc_doesnotexist{suffix}", body, bob)
         other = api.request(method, f"/account/v1/contacts/{carol['id']}{suffix}", body, bob)
@@ -405,6 +406,11 @@ def contact_checks(api, alice, bob, mine, theirs):
         check(other[2] == none[2], f"another's contact reads like none: {other[2]!r} vs {none[2]!r}")
     status, value = api.api("GET", f"/account/v1/contacts/{carol['id']}", token=alice)
     check(status == 200 and value["display_name"] == "Carol K", f"alice's contact survived bob: {status} {value}")
+    # Alice cannot introduce through bob's identity, nor a contact to itself.
+    status, value = api.api(
+        "POST", f"/account/v1/contacts/{carol['id']}/introduce", {"to": carol["id"], "from_identity": mine["id"]}, alice
+    )
+    check(status == 422 and value["field"] == "to", f"a contact to itself: {status} {value}")
 
     # Carriers and carry statements for alice's identity; bob cannot touch them.
     carriers = [onion_host("first carrier"), onion_host("second carrier")]
