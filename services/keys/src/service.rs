@@ -1738,10 +1738,15 @@ impl KeysService {
         part: Vec<u8>,
     ) -> Result<pb::Contact> {
         let record = self.identity_record(identity_id).await?;
-        let mut pinned = self.pinned_contacts(&record.account_id).await?;
-        if let Some(only) = only {
-            pinned.retain(|(contact, _)| contact.contact_id == only.contact_id);
-        }
+        // The mail's verified sender alone, when named: its pinned key is already in hand, so
+        // the whole address book is neither read nor parsed.
+        let pinned = match only {
+            Some(sender) => match &sender.public_key {
+                Some(bytes) => vec![(sender.clone(), crate::parse_cert(bytes)?)],
+                None => Vec::new(),
+            },
+            None => self.pinned_contacts(&record.account_id).await?,
+        };
         let certs: Vec<Cert> = pinned.iter().map(|(_, cert)| cert.clone()).collect();
         let introduction = blocking(move || crate::introduction::verify(&part, &certs)).await?;
         let introducer = pinned
