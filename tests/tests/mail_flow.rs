@@ -26,12 +26,69 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncWriteExt as _, BufReader};
 use tokio::time::Instant;
 
+/// The contact with this address in an account's book, or null.
+async fn contact_named(carrier: &Carrier, account_id: &str, address: &str) -> Value {
+    let local = address.split('@').next().unwrap_or(address);
+    let book = carrier
+        .op(
+            "GET",
+            &format!("/v1/accounts/{account_id}/contacts?q={local}"),
+            Value::Null,
+        )
+        .await;
+    book["contacts"]
+        .as_array()
+        .and_then(|contacts| {
+            contacts
+                .iter()
+                .find(|contact| contact["address"] == address)
+                .cloned()
+        })
+        .unwrap_or(Value::Null)
+}
+
+/// The body of `address`'s WKD path on its onion, fetched over `tor`.
+async fn wkd_over_tor(
+    tor: &onionpost_e2e::TorClient,
+    address: &str,
+    onion: &str,
+) -> anyhow::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let path = onionpost_keys::wkd::direct_path(&onionpost_keys::Address::parse(address)?);
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_socks::tcp::Socks5Stream::connect(tor.socks_addr(), (onion, 80)),
+    )
+    .await
+    .context("no answer from the onion")??;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {onion}\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    let head_end = answer
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .context("no HTTP header")?;
+    ensure!(
+        answer.starts_with(b"HTTP/1.0 200") || answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..head_end])
+    );
+    Ok(answer[head_end + 4..].to_vec())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
     let capture = Capture::start().await?;
     let tornet = TorNet::start(3).await?;
     let a = Carrier::start(tornet.client(0), &[]).await?;
-    let mut c = Carrier::start(tornet.client(1), &[]).await?;
+    // A revoked identity's onion serves its revocation for 20 s on C (the default is a week).
+    let mut c = Carrier::start(
+        tornet.client(1),
+        &[("ONIONPOST_TOR_REVOCATION_SERVE_SECS", "20".to_owned())],
+    )
+    .await?;
     // B gives up after 30 s (the default is RFC 5321's 5 days).
     let b = Carrier::start(
         tornet.client(2),
@@ -40,7 +97,8 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
     .await?;
     let (alice_id, alice, alice_onion) = a.account("alice", "alice password 1").await?;
     let (carol_id, carol, carol_onion) = c.account("carol", "carol password 1").await?;
-    let (_, dave, _) = c.account("dave", "dave password 1").await?;
+    let (_, dave_identity, dave, dave_onion) =
+        c.account_with_identity("dave", "dave password 1").await?;
     let (_, bob, _) = b.account("bob", "bob password 1").await?;
 
     // Submission on A; the 250 comes once the message is signed, encrypted and queued. Alice
@@ -314,6 +372,84 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
     drop(read);
     drop(write);
 
+    // Dave writes to Alice (so Alice is his identity's peer), then revokes his identity on C
+    // (issue 21): the revocation goes to Alice in signed mail, A marks Dave revoked in Alice's
+    // book, Alice's next message to him is refused with the reason, and Dave's onion serves the
+    // revocation at its WKD path before it goes. Carol, who knows Dave only by introduction and
+    // never had mail from him, is not told.
+    let (ok, out) = python(
+        SUBMIT,
+        &[
+            c.submission.ip().to_string(),
+            c.submission.port().to_string(),
+            "dave".to_owned(),
+            "dave password 1".to_owned(),
+            dave.clone(),
+            alice.clone(),
+            "From Dave".to_owned(),
+            "Before I go.".to_owned(),
+        ],
+    )
+    .await?;
+    ensure!(ok, "dave's submission: {out}\n{}", c.node.log_text());
+    let from_dave = newest_in_inbox(&a, "alice", "alice password 1", "From Dave", &c).await?;
+    ensure!(
+        from_dave.contains("Onionpost-Verification: verified"),
+        "{from_dave}"
+    );
+    let revoked_at = Instant::now();
+    let gone = http(
+        c.node.admin,
+        "DELETE",
+        &format!("/v1/identities/{dave_identity}"),
+        Some(admin_support::OPERATOR_TOKEN),
+        None,
+    )
+    .await;
+    ensure!(gone.status == 204, "{} {}", gone.status, gone.text());
+    loop {
+        let contact = contact_named(&a, &alice_id, &dave).await;
+        if contact["revoked_at"].is_string() {
+            break;
+        }
+        ensure!(
+            revoked_at.elapsed() < Duration::from_secs(60),
+            "A did not mark Dave revoked within a minute: {contact}\nA:\n{}\nC:\n{}",
+            a.node.log_text(),
+            c.node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "mail_flow: Dave revoked on C; A marked him revoked {:?} later",
+        revoked_at.elapsed()
+    );
+    let (ok, out) = python(
+        SUBMIT,
+        &[
+            a.submission.ip().to_string(),
+            a.submission.port().to_string(),
+            "alice".to_owned(),
+            "alice password 1".to_owned(),
+            alice.clone(),
+            dave.clone(),
+            "Still there?".to_owned(),
+            "This must be refused.".to_owned(),
+        ],
+    )
+    .await?;
+    ensure!(
+        !ok && out.contains("revoked") && out.contains("(55"),
+        "submission to a revoked contact was not refused with the reason: {out}"
+    );
+    let served = wkd_over_tor(tornet.client(2), &dave, &dave_onion).await?;
+    onionpost_keys::revocation::apply(&served, &onionpost_keys::parse_cert(&served)?)
+        .context("Dave's WKD path does not serve a revocation")?;
+    ensure!(
+        contact_named(&c, &carol_id, &dave).await["revoked_at"].is_null(),
+        "Carol, who never had mail from Dave, was told"
+    );
+
     // Carol's carrier is offline: A accepts, tries, keeps the message, and delivers it once C
     // is back; Carol's INBOX then holds it exactly once.
     c.node.stop().await;
@@ -428,6 +564,20 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
         "mail_flow: recipient offline, delivered {:?} after C came back",
         started.elapsed()
     );
+    // Dave's onion served its revocation for its 20 s (across C's restart), then went.
+    ensure!(revoked_at.elapsed() > Duration::from_secs(20));
+    let retired = Instant::now();
+    while wkd_over_tor(tornet.client(2), &dave, &dave_onion)
+        .await
+        .is_ok()
+    {
+        ensure!(
+            retired.elapsed() < Duration::from_secs(120),
+            "Dave's onion is still up {:?} after its revocation",
+            revoked_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 
     // What went over the wire: no DNS for an onion, and every connection to a tor or to one of
     // the carriers' own listeners (from tor, or from the test's mail clients).

@@ -165,12 +165,18 @@ async fn identities_are_reachable_survive_restarts_and_revocation_destroys_them(
     let host = tornet.client(0);
     let peer = tornet.client(1);
     let data = tempfile::tempdir()?;
-    let env = onion_env(
+    let mut env = onion_env(
         data.path(),
         host.control_addr(),
         &ControlAuth::Cookie(host.cookie_file().to_owned()),
         free_port_block(16)?,
     );
+    // A revoked identity's onion serves its revocation this long before it goes.
+    let revocation_serve = Duration::from_secs(8);
+    env.push((
+        "ONIONPOST_TOR_REVOCATION_SERVE_SECS".to_owned(),
+        revocation_serve.as_secs().to_string(),
+    ));
     let service = OnionServiceRun::start(env.clone()).await?;
     let status = service
         .wait_tor_status(Duration::from_secs(30), |status| status.control_connected)
@@ -272,6 +278,7 @@ async fn identities_are_reachable_survive_restarts_and_revocation_destroys_them(
     let revoked = client
         .revoke_onion(RevokeOnionRequest {
             identity_id: "bob".to_owned(),
+            serve_revocation: false,
         })
         .await?
         .into_inner();
@@ -326,6 +333,47 @@ async fn identities_are_reachable_survive_restarts_and_revocation_destroys_them(
         "a revoked onion came back after a restart"
     );
     println!("onion: revoked identity unreachable, its key gone from disk");
+
+    // A revoked identity's onion stays to serve its revocation, then goes by itself.
+    let asked_at = Instant::now();
+    let kept = client
+        .revoke_onion(RevokeOnionRequest {
+            identity_id: "alice".to_owned(),
+            serve_revocation: true,
+        })
+        .await?
+        .into_inner();
+    ensure!(
+        kept.state == OnionState::Retiring as i32 && kept.retire_at.is_some(),
+        "{kept:?}"
+    );
+    check_reachable(peer, &alice, ONION_TIMEOUT).await?;
+    let retired = wait_state(
+        &mut client,
+        "alice",
+        OnionState::Revoked,
+        revocation_serve + Duration::from_secs(30),
+    )
+    .await?;
+    ensure!(
+        asked_at.elapsed() >= revocation_serve,
+        "retired after {:?}, before the {revocation_serve:?} it serves its revocation",
+        asked_at.elapsed()
+    );
+    ensure!(
+        stored_sealed_key(data.path(), "alice").await?.is_none(),
+        "{retired:?}"
+    );
+    ensure!(
+        peer.connect_onion(&alice.onion_address, 25, Duration::from_secs(20))
+            .await
+            .is_err(),
+        "a retired onion is still reachable"
+    );
+    println!(
+        "onion: a revoked identity's onion served for {:?}, then went by itself",
+        asked_at.elapsed()
+    );
 
     service.stop().await?;
     tornet.shutdown();

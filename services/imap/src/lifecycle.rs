@@ -15,6 +15,7 @@ use onionpost_proto::keys::v1 as keys;
 use onionpost_proto::keys::v1::keys_client::KeysClient;
 use onionpost_proto::onion::v1 as onion;
 use onionpost_proto::onion::v1::onion_client::OnionClient;
+use onionpost_proto::queue::v1 as queue;
 use onionpost_runtime::{Directory, Transport};
 use tonic::Status;
 
@@ -42,7 +43,9 @@ pub trait IdentityParts: Send + Sync + 'static {
         &self,
         request: onion::CreateOnionRequest,
     ) -> Result<onion::OnionService, Status>;
-    async fn revoke_onion(&self, identity_id: &str) -> Result<(), Status>;
+    /// `serve_revocation`: the onion stays published for a while so its WKD path serves the
+    /// revocation (a revoked identity); false drops it at once (a roll-back).
+    async fn revoke_onion(&self, identity_id: &str, serve_revocation: bool) -> Result<(), Status>;
     async fn create_key(
         &self,
         request: keys::CreateIdentityKeyRequest,
@@ -52,7 +55,10 @@ pub trait IdentityParts: Send + Sync + 'static {
         &self,
         request: keys::ImportIdentityRequest,
     ) -> Result<keys::IdentityKey, Status>;
-    async fn revoke_key(&self, identity_id: &str) -> Result<(), Status>;
+    /// Revokes the key; returns the signed announcements for the identity's peers.
+    async fn revoke_key(&self, identity_id: &str) -> Result<Vec<keys::SealedMail>, Status>;
+    /// Queues one message for delivery.
+    async fn enqueue(&self, request: queue::EnqueueRequest) -> Result<(), Status>;
 }
 
 /// [`IdentityParts`] over gRPC, local or remote, found through the runtime's directory at each
@@ -95,10 +101,11 @@ impl IdentityParts for GrpcParts {
         Ok(self.onion()?.create_onion(request).await?.into_inner())
     }
 
-    async fn revoke_onion(&self, identity_id: &str) -> Result<(), Status> {
+    async fn revoke_onion(&self, identity_id: &str, serve_revocation: bool) -> Result<(), Status> {
         self.onion()?
             .revoke_onion(onion::RevokeOnionRequest {
                 identity_id: identity_id.to_owned(),
+                serve_revocation,
             })
             .await?;
         Ok(())
@@ -122,13 +129,22 @@ impl IdentityParts for GrpcParts {
         Ok(self.keys()?.import_identity(request).await?.into_inner())
     }
 
-    async fn revoke_key(&self, identity_id: &str) -> Result<(), Status> {
-        self.keys()?
+    async fn revoke_key(&self, identity_id: &str) -> Result<Vec<keys::SealedMail>, Status> {
+        Ok(self
+            .keys()?
             .revoke_identity_key(keys::RevokeIdentityKeyRequest {
                 identity_id: identity_id.to_owned(),
                 reason: keys::RevocationReason::Retired as i32,
                 message: String::new(),
             })
+            .await?
+            .into_inner()
+            .announcements)
+    }
+
+    async fn enqueue(&self, request: queue::EnqueueRequest) -> Result<(), Status> {
+        onionpost_proto::clients::queue(self.transport(ServiceName::Queue)?)
+            .enqueue(request)
             .await?;
         Ok(())
     }
@@ -147,7 +163,7 @@ impl IdentityParts for NoParts {
         Err(Status::unavailable("the onion service is not reachable"))
     }
 
-    async fn revoke_onion(&self, _: &str) -> Result<(), Status> {
+    async fn revoke_onion(&self, _: &str, _: bool) -> Result<(), Status> {
         Err(Status::unavailable("the onion service is not reachable"))
     }
 
@@ -165,8 +181,12 @@ impl IdentityParts for NoParts {
         Err(Status::unavailable("the keys service is not reachable"))
     }
 
-    async fn revoke_key(&self, _: &str) -> Result<(), Status> {
+    async fn revoke_key(&self, _: &str) -> Result<Vec<keys::SealedMail>, Status> {
         Err(Status::unavailable("the keys service is not reachable"))
+    }
+
+    async fn enqueue(&self, _: queue::EnqueueRequest) -> Result<(), Status> {
+        Err(Status::unavailable("the queue service is not reachable"))
     }
 }
 
@@ -298,17 +318,18 @@ impl IdentityLifecycle {
         Ok(identity)
     }
 
-    /// Key (signed revocation), onion, then the account's record. A key or onion already gone
-    /// (never made, or revoked by an earlier attempt) does not stop the rest.
+    /// Key (signed revocation), the announcements to its peers queued, the onion (kept a while
+    /// to serve the revocation at its WKD path), then the account's record. A key or onion
+    /// already gone (never made, or revoked by an earlier attempt) does not stop the rest.
     pub async fn revoke(&self, identity_id: &str) -> Result<(), ImapError> {
         // The record is looked up first so an unknown id is NOT_FOUND and touches nothing.
-        self.service.identity(identity_id).await?;
-        if let Err(status) = self.parts.revoke_key(identity_id).await
-            && status.code() != tonic::Code::NotFound
-        {
-            return Err(ImapError::Upstream(status));
+        let identity = self.service.identity(identity_id).await?.record;
+        match self.parts.revoke_key(identity_id).await {
+            Ok(announcements) => self.announce(&identity, announcements).await,
+            Err(status) if status.code() == tonic::Code::NotFound => {}
+            Err(status) => return Err(ImapError::Upstream(status)),
         }
-        if let Err(status) = self.parts.revoke_onion(identity_id).await
+        if let Err(status) = self.parts.revoke_onion(identity_id, true).await
             && status.code() != tonic::Code::NotFound
         {
             return Err(ImapError::Upstream(status));
@@ -316,6 +337,31 @@ impl IdentityLifecycle {
         self.service.remove_identity(identity_id).await?;
         tracing::info!(%identity_id, "identity revoked");
         Ok(())
+    }
+
+    /// Queues the revocation's announcements, one message per peer, from the identity's address
+    /// with no DSN (the identity will not be there to read one). The key is already revoked, so
+    /// a refused message is logged and the rest still go: the peers that miss it learn the
+    /// revocation from the onion's WKD path, or see mail to the address fail.
+    async fn announce(
+        &self,
+        identity: &crate::store::IdentityRecord,
+        announcements: Vec<keys::SealedMail>,
+    ) {
+        let peers = announcements.len();
+        for announcement in announcements {
+            let request = onionpost_runtime::address_book::enqueue_sealed(
+                &identity.account_id,
+                &identity.identity_id,
+                &identity.address,
+                announcement,
+                false,
+            );
+            if let Err(status) = self.parts.enqueue(request).await {
+                tracing::warn!(code = ?status.code(), "a revocation announcement was not queued");
+            }
+        }
+        tracing::info!(identity_id = %identity.identity_id, peers, "revocation announced");
     }
 
     /// The account exists and its plan has room for one more identity. The record's insert
@@ -341,7 +387,7 @@ impl IdentityLifecycle {
         if key_made && let Err(status) = self.parts.revoke_key(identity_id).await {
             tracing::warn!(%identity_id, code = ?status.code(), "roll-back: revoking the identity key failed");
         }
-        if let Err(status) = self.parts.revoke_onion(identity_id).await {
+        if let Err(status) = self.parts.revoke_onion(identity_id, false).await {
             tracing::warn!(%identity_id, code = ?status.code(), "roll-back: revoking the onion failed");
         }
         tracing::info!(%identity_id, "identity creation rolled back");

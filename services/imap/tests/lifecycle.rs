@@ -13,6 +13,7 @@ use onionpost_proto::imap::v1 as pb;
 use onionpost_proto::imap::v1::imap_server::Imap as _;
 use onionpost_proto::keys::v1 as keys;
 use onionpost_proto::onion::v1 as onion;
+use onionpost_proto::queue::v1 as queue;
 use onionpost_runtime::Database;
 use tonic::{Code, Request, Status};
 
@@ -69,8 +70,12 @@ impl IdentityParts for RecordingParts {
         })
     }
 
-    async fn revoke_onion(&self, _: &str) -> Result<(), Status> {
-        self.record("revoke onion");
+    async fn revoke_onion(&self, _: &str, serve_revocation: bool) -> Result<(), Status> {
+        self.record(if serve_revocation {
+            "retire onion"
+        } else {
+            "revoke onion"
+        });
         Ok(())
     }
 
@@ -108,8 +113,17 @@ impl IdentityParts for RecordingParts {
         })
     }
 
-    async fn revoke_key(&self, _: &str) -> Result<(), Status> {
+    async fn revoke_key(&self, _: &str) -> Result<Vec<keys::SealedMail>, Status> {
         self.record("revoke key");
+        Ok(vec![keys::SealedMail {
+            recipient: format!("peer@{ONION}"),
+            message: b"sealed".to_vec(),
+            message_id: "<announcement@example.onion>".to_owned(),
+        }])
+    }
+
+    async fn enqueue(&self, request: queue::EnqueueRequest) -> Result<(), Status> {
+        self.record(&format!("enqueue to {}", request.recipients[0].address));
         Ok(())
     }
 }
@@ -191,9 +205,17 @@ async fn an_identity_is_an_onion_then_a_key_then_the_record_and_revoking_undoes_
         }))
         .await
         .unwrap();
+    // The key's announcements are queued to its peers before the onion is retired (kept to
+    // serve the revocation), then the record goes.
     assert_eq!(
         fixture.parts.calls(),
-        ["create onion", "create key", "revoke key", "revoke onion"]
+        [
+            "create onion",
+            "create key",
+            "revoke key",
+            &format!("enqueue to peer@{ONION}"),
+            "retire onion"
+        ]
     );
     assert!(identities(&fixture).await.is_empty());
 
@@ -207,7 +229,7 @@ async fn an_identity_is_an_onion_then_a_key_then_the_record_and_revoking_undoes_
     assert_eq!(again.code(), Code::NotFound);
     assert_eq!(
         fixture.parts.calls().len(),
-        4,
+        5,
         "an unknown id touches nothing"
     );
 }

@@ -216,6 +216,13 @@ impl Keys for KeysGrpc {
         rpc!(self, make_introduction, request)
     }
 
+    async fn seal_introduction(
+        &self,
+        request: Request<pb::SealIntroductionRequest>,
+    ) -> Result<Response<pb::SealedMail>, Status> {
+        rpc!(self, seal_introduction, request)
+    }
+
     async fn import_introduction(
         &self,
         request: Request<pb::ImportIntroductionRequest>,

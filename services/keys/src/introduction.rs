@@ -21,7 +21,7 @@ use sequoia_openpgp::{Cert, Fingerprint};
 use std::io::Write;
 
 use crate::certs::POLICY;
-use crate::mime::{ContentType, Entity, split_multipart};
+use crate::mime::{ContentType, Entity, Walk, split_multipart};
 use crate::statement::SignerCheck;
 use crate::{Address, IdentityKey, KeysError, cert_holds_address};
 
@@ -186,6 +186,28 @@ pub fn introduce(
     .into_bytes())
 }
 
+/// The plaintext message that carries an introduction (`part`, from [`introduce`]) from
+/// `from` to `to`: a line of text and the signed card, which travels byte for byte.
+pub fn message(
+    from: &Address,
+    to: &Address,
+    introduced: &Address,
+    message_id: &str,
+    part: &[u8],
+) -> Vec<u8> {
+    crate::mime::mixed_message(
+        &from.to_string(),
+        &to.to_string(),
+        &format!("An introduction: {introduced}"),
+        message_id,
+        &format!(
+            "I introduce {introduced} to you. The attached contact card holds their key, signed by\n\
+             me; your carrier adds them to your address book, introduced by me."
+        ),
+        part,
+    )
+}
+
 /// Checks an introduction made by [`introduce`] against the certificates of possible
 /// introducers (the account's contacts).
 pub fn verify(entity: &[u8], introducer_certs: &[Cert]) -> Result<Introduction, KeysError> {
@@ -243,35 +265,17 @@ const MAX_DEPTH: usize = 4;
 /// [`verify`] takes them. Nothing here is trusted: [`verify`] decides.
 pub fn find_in(message: &[u8]) -> Vec<Vec<u8>> {
     let mut found = Vec::new();
-    if let Ok(entity) = Entity::parse(message) {
-        collect(&entity, 0, &mut found);
-    }
-    found
-}
-
-fn collect(entity: &Entity, depth: usize, found: &mut Vec<Vec<u8>>) {
-    if depth > MAX_DEPTH || found.len() >= MAX_INTRODUCTIONS_PER_MESSAGE {
-        return;
-    }
-    let Some(content_type) = entity
-        .field("Content-Type")
-        .map(|field| ContentType::parse(&field.value()))
-    else {
-        return;
-    };
-    if !content_type.mime_type.starts_with("multipart/") {
-        return;
-    }
-    let Some(parts) = content_type
-        .param("boundary")
-        .and_then(|boundary| crate::mime::split_multipart(&entity.body, boundary))
-    else {
-        return;
-    };
-    if content_type.mime_type == "multipart/signed" {
-        let signs_a_card = parts
-            .first()
-            .and_then(|first| Entity::parse(first).ok())
+    crate::mime::walk(message, MAX_DEPTH, &mut |entity, content_type| {
+        if found.len() >= MAX_INTRODUCTIONS_PER_MESSAGE {
+            return Walk::Stop;
+        }
+        if content_type.mime_type != "multipart/signed" {
+            return Walk::Into;
+        }
+        let signs_a_card = content_type
+            .param("boundary")
+            .and_then(|boundary| split_multipart(&entity.body, boundary))
+            .and_then(|parts| parts.first().and_then(|first| Entity::parse(first).ok()))
             .is_some_and(|first| {
                 first.field("Content-Type").is_some_and(|field| {
                     ContentType::parse(&field.value()).mime_type == "text/vcard"
@@ -280,13 +284,9 @@ fn collect(entity: &Entity, depth: usize, found: &mut Vec<Vec<u8>>) {
         if signs_a_card {
             found.push(entity.to_bytes());
         }
-        return;
-    }
-    for part in parts {
-        if let Ok(inner) = Entity::parse(part) {
-            collect(&inner, depth + 1, found);
-        }
-    }
+        Walk::Over
+    });
+    found
 }
 
 #[cfg(test)]

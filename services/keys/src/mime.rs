@@ -254,6 +254,97 @@ pub(crate) fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<
     closed.then_some(parts)
 }
 
+/// A plain message the carrier writes for an identity: `From`, `To`, `Subject`, `Date` and
+/// `Message-ID`, then a multipart/mixed of `text` and `part` (a whole MIME entity, headers
+/// included), which travels byte for byte (a signature may cover it exactly as made). Written
+/// out rather than built with a message builder for that reason; every field is ASCII, and
+/// `subject` and `text` come from the carrier, not from a peer.
+pub(crate) fn mixed_message(
+    from: &str,
+    to: &str,
+    subject: &str,
+    message_id: &str,
+    text: &str,
+    part: &[u8],
+) -> Vec<u8> {
+    let boundary = format!("op-mixed-{}", hex::encode(rand::random::<[u8; 12]>()));
+    let mut message = format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n\
+         Date: {date}\r\nMessage-ID: {message_id}\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
+         --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n\
+         --{boundary}\r\n",
+        date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000"),
+        text = String::from_utf8_lossy(&to_crlf(text.as_bytes())),
+    )
+    .into_bytes();
+    message.extend_from_slice(part);
+    if !part.ends_with(b"\r\n") {
+        message.extend_from_slice(b"\r\n");
+    }
+    message.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    message
+}
+
+/// What a walk over a message's MIME tree does after visiting one entity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Walk {
+    /// Visit the entity's parts, if it is a multipart.
+    Into,
+    /// Go on with the entity's siblings.
+    Over,
+    /// End the walk.
+    Stop,
+}
+
+/// Visits `message` and its parts depth first, no deeper than `max_depth` multiparts: how a
+/// verified message is searched for the signed things it carries (introductions, revocations).
+/// Entities without a parseable Content-Type field are skipped with their parts.
+pub(crate) fn walk(
+    message: &[u8],
+    max_depth: usize,
+    visit: &mut dyn FnMut(&Entity, &ContentType) -> Walk,
+) {
+    if let Ok(entity) = Entity::parse(message) {
+        walk_entity(&entity, 0, max_depth, visit);
+    }
+}
+
+fn walk_entity(
+    entity: &Entity,
+    depth: usize,
+    max_depth: usize,
+    visit: &mut dyn FnMut(&Entity, &ContentType) -> Walk,
+) -> Walk {
+    let Some(content_type) = entity
+        .field("Content-Type")
+        .map(|field| ContentType::parse(&field.value()))
+    else {
+        return Walk::Over;
+    };
+    match visit(entity, &content_type) {
+        Walk::Into => {}
+        other => return other,
+    }
+    if depth >= max_depth || !content_type.mime_type.starts_with("multipart/") {
+        return Walk::Over;
+    }
+    let Some(parts) = content_type
+        .param("boundary")
+        .and_then(|boundary| split_multipart(&entity.body, boundary))
+    else {
+        return Walk::Over;
+    };
+    for part in parts {
+        if let Ok(inner) = Entity::parse(part)
+            && walk_entity(&inner, depth + 1, max_depth, visit) == Walk::Stop
+        {
+            return Walk::Stop;
+        }
+    }
+    Walk::Over
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,7 +51,7 @@ impl Module for KeysModule {
             let service =
                 KeysService::new(store, secret, fetcher, onion, WkdDirectories::default());
             let published = service
-                .publish_all()
+                .publish_all(context.config.tor.revocation_serve)
                 .await
                 .map_err(|error| anyhow::anyhow!("publishing identity keys: {error}"))?;
             tracing::info!(identities = published, "identity keys published for wkd");

@@ -173,6 +173,74 @@ pub fn apply(revocation: &[u8], pinned: &Cert) -> Result<AppliedRevocation, Keys
     })
 }
 
+/// The most revocations taken from one message.
+const MAX_REVOCATIONS_PER_MESSAGE: usize = 4;
+/// How deep a message's multiparts are searched for them.
+const MAX_DEPTH: usize = 4;
+
+/// The plaintext message that announces `revocation` to one peer: a line of text and the
+/// revocation as an `application/pgp-keys` part, which GnuPG-based clients import as it is.
+/// The caller signs it with the key being revoked (before its secret is dropped) and encrypts
+/// it to the peer, so the peer's carrier takes it from a verified message of that identity.
+pub fn announcement(revocation: &Revocation, to: &Address, message_id: &str) -> Vec<u8> {
+    let from = &revocation.address;
+    let why = match revocation.reason {
+        RevocationReason::Compromised => "its key may be in someone else's hands",
+        RevocationReason::Retired => "it is no longer used",
+        RevocationReason::Superseded => "it moved to a new key",
+    };
+    let mut part = b"Content-Type: application/pgp-keys\r\n\
+        Content-Disposition: attachment; filename=\"revocation.asc\"\r\n\r\n"
+        .to_vec();
+    part.extend_from_slice(&crate::mime::to_crlf(revocation.armored.as_bytes()));
+    crate::mime::mixed_message(
+        &from.to_string(),
+        &to.to_string(),
+        "This address is revoked",
+        message_id,
+        &format!(
+            "The address {from} is revoked: {why}. Mail to it will not be read.\n\
+             The attached revocation is signed by its key; your carrier applies it."
+        ),
+        &part,
+    )
+}
+
+/// The `application/pgp-keys` parts of a (decrypted) message, each a candidate revocation for
+/// [`apply`]; base64 transfer encoding is undone, anything else is taken as it is.
+pub fn find_in(message: &[u8]) -> Vec<Vec<u8>> {
+    use crate::mime::Walk;
+    use base64::Engine as _;
+
+    let mut found = Vec::new();
+    crate::mime::walk(message, MAX_DEPTH, &mut |entity, content_type| {
+        if found.len() >= MAX_REVOCATIONS_PER_MESSAGE {
+            return Walk::Stop;
+        }
+        if content_type.mime_type != "application/pgp-keys" {
+            return Walk::Into;
+        }
+        let base64 = entity
+            .field("Content-Transfer-Encoding")
+            .is_some_and(|field| field.value().trim().eq_ignore_ascii_case("base64"));
+        if base64 {
+            let text: Vec<u8> = entity
+                .body
+                .iter()
+                .copied()
+                .filter(|byte| !byte.is_ascii_whitespace())
+                .collect();
+            if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text) {
+                found.push(bytes);
+            }
+        } else {
+            found.push(entity.body.clone());
+        }
+        Walk::Over
+    });
+    found
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use sequoia_openpgp::serialize::Serialize;
@@ -185,6 +253,36 @@ pub(crate) mod tests {
         let revocation = revoke(key, RevocationReason::Retired, "gone").unwrap();
         let applied = apply(revocation.armored.as_bytes(), &key.public_cert()).unwrap();
         (applied.cert, revocation)
+    }
+
+    #[test]
+    fn an_announcement_carries_a_revocation_that_applies() {
+        let revocation = revoke(alice(), RevocationReason::Retired, "moving on").unwrap();
+        let to = bob().address().clone();
+        let message = announcement(&revocation, &to, "<a@b>");
+        let text = String::from_utf8(message.clone()).unwrap();
+        assert!(text.contains(&format!("From: <{}>", alice().address())));
+        assert!(text.contains("Content-Type: application/pgp-keys"));
+        assert!(!text.contains("PRIVATE"));
+        let found = find_in(&message);
+        assert_eq!(found.len(), 1);
+        let applied = apply(&found[0], &alice().public_cert()).unwrap();
+        assert_eq!(applied.reason, RevocationReason::Retired);
+        // Another key's revocation in the same shape is refused against this pin.
+        assert!(apply(&found[0], &carol().public_cert()).is_err());
+        // Base64 transfer encoding is undone.
+        let encoded = format!(
+            "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+             Content-Type: application/pgp-keys\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                revocation.armored.as_bytes()
+            )
+        );
+        let found = find_in(encoded.as_bytes());
+        assert_eq!(found.len(), 1);
+        assert!(apply(&found[0], &alice().public_cert()).is_ok());
+        assert!(find_in(b"Content-Type: text/plain\r\n\r\nhello").is_empty());
     }
 
     #[test]

@@ -11,8 +11,11 @@
 //!   accounts that decrypt in their own client).
 //! - A contact added from a QR code with a matching fingerprint is marked verified.
 //! - Introducers are recorded once each and their onions become designated carriers, in order.
-//! - A revoked identity's key is withdrawn from WKD (its user ID is no longer valid); peers get
-//!   the revocation certificate from RevokeIdentityKey's caller. The secret is destroyed.
+//! - A revoked identity's WKD path serves the revoked certificate (until the onion goes), and
+//!   RevokeIdentityKey hands its caller one signed announcement per peer of that identity (the
+//!   contacts it exchanged signed mail with, recorded per identity in the sealed entry). A
+//!   verified message from a pinned contact that carries that contact's own revocation applies
+//!   it, after the reply. The secret is destroyed.
 //! - Contacts are onion addresses only for now; clearnet correspondents come with the gateway.
 //!   ResolveRecipientKeys answers MISSING for a clearnet recipient instead of failing the call.
 //! - Address-book updates are last-writer-wins per contact; two key offers racing for the same
@@ -261,11 +264,23 @@ impl KeysService {
         self.wkd.for_identity(identity_id)
     }
 
-    /// Publishes every live identity's key in the WKD directory (at start-up).
-    pub async fn publish_all(&self) -> Result<usize> {
+    /// Publishes every live identity's key in the WKD directory (at start-up), and the revoked
+    /// certificate of each identity revoked within `revocation_serve` (its onion may still
+    /// serve it: `tor.revocation_serve_secs`; a WKD path is served only while its onion lives).
+    pub async fn publish_all(&self, revocation_serve: std::time::Duration) -> Result<usize> {
         let identities = self.store.live_identities().await?;
         for record in &identities {
             self.publish(record)?;
+        }
+        let window = i64::try_from(revocation_serve.as_millis()).unwrap_or(i64::MAX);
+        for record in self
+            .store
+            .identities_revoked_since(now_ms().saturating_sub(window))
+            .await?
+        {
+            self.wkd
+                .for_identity(&record.identity_id)
+                .publish_revoked(&Address::parse(&record.address)?, record.public_key);
         }
         Ok(identities.len())
     }
@@ -446,6 +461,7 @@ impl KeysService {
             return Ok(pb::RevokeIdentityKeyResponse {
                 key: Some(identity_to_pb(&record)),
                 revocation,
+                announcements: Vec::new(),
             });
         }
         let (mut record, key) = self.carrier_key(&request.identity_id).await?;
@@ -459,16 +475,42 @@ impl KeysService {
             Err(_) => return Err(ServiceError::InvalidArgument("unknown reason".into())),
         };
         let message = request.message;
-        let (public_key, revocation) = blocking(move || {
+        // The peers this identity corresponds with, and only those: a contact that knows only
+        // another identity of the account must not learn of this one.
+        let peers: Vec<(Address, Cert)> = self
+            .pinned_contacts(&record.account_id)
+            .await?
+            .into_iter()
+            .filter(|(contact, _)| {
+                contact.revoked_at_ms.is_none()
+                    && contact.correspondents.contains(&record.identity_id)
+            })
+            .filter_map(|(contact, cert)| Some((Address::parse(&contact.address).ok()?, cert)))
+            .collect();
+        let (public_key, revocation, announcements) = blocking(move || {
             let revocation = crate::revocation::revoke(&key, reason, &message)?;
             let revocation_cert = crate::parse_cert(revocation.armored.as_bytes())?;
             let revoked = key
                 .public_cert()
                 .merge_public(revocation_cert.clone())
                 .map_err(KeysError::crypto)?;
+            // Signed while the secret is still in hand; the peer's carrier checks the signature
+            // against its pin, which the revocation has not yet reached.
+            let onion = key.address().onion_host();
+            let mut announcements = Vec::with_capacity(peers.len());
+            for (peer, cert) in peers {
+                let message_id = format!("<{}@{onion}>", hex::encode(rand::random::<[u8; 16]>()));
+                let plaintext = crate::revocation::announcement(&revocation, &peer, &message_id);
+                announcements.push(pb::SealedMail {
+                    recipient: peer.to_string(),
+                    message: crate::pgp_mime::seal(&plaintext, &key, &[cert])?,
+                    message_id,
+                });
+            }
             Ok((
                 revoked.export_to_vec().map_err(KeysError::crypto)?,
                 revocation_cert.export_to_vec().map_err(KeysError::crypto)?,
+                announcements,
             ))
         })
         .await?;
@@ -479,15 +521,20 @@ impl KeysService {
         if !self.store.update_identity(&record).await? {
             return Err(ServiceError::NotFound("identity key"));
         }
-        // A revoked key no longer holds a valid user ID, so WKD stops serving it; peers learn
-        // the revocation from the certificate the caller sends them.
+        // WKD now serves the revoked certificate at the address's path, for as long as the onion
+        // lives: a peer that asks learns the revocation, signed by the key it pinned.
         self.wkd
             .for_identity(&record.identity_id)
-            .withdraw(&Address::parse(&record.address)?);
-        tracing::info!(identity_id = %record.identity_id, "identity key revoked");
+            .publish_revoked(&Address::parse(&record.address)?, record.public_key.clone());
+        tracing::info!(
+            identity_id = %record.identity_id,
+            peers = announcements.len(),
+            "identity key revoked"
+        );
         Ok(pb::RevokeIdentityKeyResponse {
             key: Some(identity_to_pb(&record)),
             revocation,
+            announcements,
         })
     }
 
@@ -705,39 +752,25 @@ impl KeysService {
                 )));
             };
             certs.push(crate::parse_cert(public_key)?);
+            // This identity now writes to the contact: its revocation will be announced there.
+            if let Some(mut contact) = contact
+                && contact.add_correspondent(&record.identity_id)
+            {
+                self.store.update_contact(&contact).await?;
+            }
         }
         let mut encrypted_to: Vec<String> = certs
             .iter()
             .map(|cert| cert.fingerprint().to_hex())
             .collect();
         encrypted_to.push(key.fingerprint().to_hex());
-        let message = request.message;
-        let add_autocrypt = request.add_autocrypt_header;
-        // The identity's signed carrier list travels with its key, inside the encryption.
-        let carrier_list = record
-            .carrier_list
-            .filter(|_| add_autocrypt && crate::carrier_list::from_message(&message).is_none());
-        let sealed = blocking(move || {
-            let message = if add_autocrypt {
-                let mut fields =
-                    vec![crate::autocrypt::AutocryptHeader::for_identity(&key)?.to_header_field()?];
-                fields.extend(
-                    carrier_list
-                        .as_deref()
-                        .map(crate::carrier_list::header_field),
-                );
-                let mut with_header = Vec::with_capacity(message.len() + 4096);
-                for field in fields {
-                    with_header.extend_from_slice(field.as_bytes());
-                    with_header.extend_from_slice(b"\r\n");
-                }
-                with_header.extend_from_slice(&message);
-                with_header
-            } else {
-                message
-            };
-            crate::pgp_mime::seal(&message, &key, &certs)
-        })
+        let sealed = seal_as(
+            &record,
+            key,
+            certs,
+            request.message,
+            request.add_autocrypt_header,
+        )
         .await?;
         Ok(pb::SignAndEncryptResponse {
             message: sealed,
@@ -923,11 +956,45 @@ impl KeysService {
                 });
             }
         }
-        if let Some(mut seen) = contact.clone()
-            && (key_change == pb::KeyChange::Unspecified || carriers_learned)
-        {
-            seen.last_seen_at_ms = now_ms();
-            self.store.update_contact(&seen).await?;
+        if let Some(mut seen) = contact.clone() {
+            // A verified sender corresponds with this identity (and only this one of the
+            // account's): its revocation will be announced there.
+            let new_correspondent = signature == pb::SignatureStatus::Verified
+                && seen.add_correspondent(&request.recipient_identity_id);
+            if key_change == pb::KeyChange::Unspecified || carriers_learned || new_correspondent {
+                seen.last_seen_at_ms = now_ms();
+                self.store.update_contact(&seen).await?;
+            }
+        }
+        // A verified message may announce its sender's own revocation (any revocation verifies
+        // only by the key it revokes, so which pinned contact it names is checked there). Applied
+        // after the reply like an introduction, and after the update above, which would
+        // otherwise write the contact back unrevoked.
+        let revocations = if signature == pb::SignatureStatus::Verified {
+            crate::revocation::find_in(&opened.message)
+        } else {
+            Vec::new()
+        };
+        if !revocations.is_empty() {
+            let service = self.clone();
+            let account_id = account_id.clone();
+            tokio::spawn(async move {
+                for revocation in revocations {
+                    let request = pb::ApplyRevocationRequest {
+                        account_id: account_id.clone(),
+                        revocation,
+                    };
+                    match service.apply_revocation(request).await {
+                        Ok(contact) => tracing::info!(
+                            contact_id = %contact.contact_id,
+                            "revocation in mail applied"
+                        ),
+                        Err(error) => {
+                            tracing::debug!(%error, "a key in mail was not a revocation to apply");
+                        }
+                    }
+                }
+            });
         }
         Ok(pb::DecryptAndVerifyResponse {
             message: opened.message,
@@ -1103,6 +1170,7 @@ impl KeysService {
                 first_seen_at_ms: now,
                 last_seen_at_ms: now,
                 revoked_at_ms: None,
+                correspondents: Vec::new(),
             };
             return match self.store.insert_contact(&contact).await {
                 Ok(()) => Ok(Some(Learned { change, contact })),
@@ -1572,6 +1640,7 @@ impl KeysService {
             first_seen_at_ms: now,
             last_seen_at_ms: now,
             revoked_at_ms: None,
+            correspondents: Vec::new(),
         };
         self.store
             .insert_contact(&record)
@@ -1703,6 +1772,79 @@ impl KeysService {
         })
     }
 
+    pub async fn seal_introduction(
+        &self,
+        request: pb::SealIntroductionRequest,
+    ) -> Result<pb::SealedMail> {
+        let (record, key) = self.carrier_key(&request.introducer_identity_id).await?;
+        let introduced = self
+            .contact_record(&record.account_id, &request.contact_id)
+            .await?;
+        let to = self
+            .contact_record(&record.account_id, &request.to_contact_id)
+            .await
+            .map_err(|error| match error {
+                ServiceError::NotFound(_) => {
+                    ServiceError::InvalidArgument("to_contact_id: no such contact".into())
+                }
+                other => other,
+            })?;
+        if to.contact_id == introduced.contact_id {
+            return Err(ServiceError::InvalidArgument(
+                "to_contact_id: a contact is not introduced to itself".into(),
+            ));
+        }
+        let Some(public_key) = introduced.public_key.as_ref() else {
+            return Err(ServiceError::FailedPrecondition(
+                "the contact has no key to introduce".into(),
+            ));
+        };
+        let usable = to
+            .public_key
+            .as_ref()
+            .filter(|_| to.revoked_at_ms.is_none() && to.held.is_none());
+        let Some(to_key) = usable else {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "no usable key for {} (revoked, held, or not known yet)",
+                to.address
+            )));
+        };
+        let introduced_cert = crate::parse_cert(public_key)?;
+        let to_cert = crate::parse_cert(to_key)?;
+        let introduced_address = Address::parse(&introduced.address)?;
+        let to_address = Address::parse(&to.address)?;
+        let message_id = format!(
+            "<{}@{}>",
+            hex::encode(rand::random::<[u8; 16]>()),
+            key.address().onion_host()
+        );
+        let id = message_id.clone();
+        let signer = key.clone();
+        let plaintext = blocking(move || {
+            let part =
+                crate::introduction::introduce(&signer, &introduced_address, &introduced_cert)?;
+            Ok(crate::introduction::message(
+                signer.address(),
+                &to_address,
+                &introduced_address,
+                &id,
+                &part,
+            ))
+        })
+        .await?;
+        let sealed = seal_as(&record, key, vec![to_cert], plaintext, true).await?;
+        // The introducer now writes to this contact: its revocation will be announced there.
+        let mut to = to;
+        if to.add_correspondent(&record.identity_id) {
+            self.store.update_contact(&to).await?;
+        }
+        Ok(pb::SealedMail {
+            recipient: to.address,
+            message: sealed,
+            message_id,
+        })
+    }
+
     /// Every pinned key in an account's address book, with its contact. One call: the store
     /// opens the account's sealed entries whole whatever the page, so paging would open them
     /// again for every page.
@@ -1823,6 +1965,44 @@ impl KeysService {
         }
         Ok(contact_to_pb(&contact))
     }
+}
+
+/// Signs `message` as the identity and encrypts it to `certs` (and the identity). With
+/// `add_autocrypt`, the identity's Autocrypt header and its signed carrier list (when it has
+/// one and the message carries none) go first, inside the encryption.
+async fn seal_as(
+    record: &IdentityRecord,
+    key: IdentityKey,
+    certs: Vec<Cert>,
+    message: Vec<u8>,
+    add_autocrypt: bool,
+) -> Result<Vec<u8>> {
+    let carrier_list = record
+        .carrier_list
+        .clone()
+        .filter(|_| add_autocrypt && crate::carrier_list::from_message(&message).is_none());
+    blocking(move || {
+        let message = if add_autocrypt {
+            let mut fields =
+                vec![crate::autocrypt::AutocryptHeader::for_identity(&key)?.to_header_field()?];
+            fields.extend(
+                carrier_list
+                    .as_deref()
+                    .map(crate::carrier_list::header_field),
+            );
+            let mut with_header = Vec::with_capacity(message.len() + 4096);
+            for field in fields {
+                with_header.extend_from_slice(field.as_bytes());
+                with_header.extend_from_slice(b"\r\n");
+            }
+            with_header.extend_from_slice(&message);
+            with_header
+        } else {
+            message
+        };
+        crate::pgp_mime::seal(&message, &key, &certs)
+    })
+    .await
 }
 
 /// `local@domain` where the domain is not an onion (a gateway correspondent).

@@ -249,6 +249,14 @@ impl WkdDirectory {
         };
     }
 
+    /// Serves a revoked certificate (`bytes`, binary) for the address in place of its key, and
+    /// no carrier list: a peer that fetches it learns the revocation, signed by the key it
+    /// pinned. Taken as it is: its user ID is revoked, so it cannot be bound anew.
+    pub fn publish_revoked(&self, address: &Address, bytes: Vec<u8>) {
+        self.insert_raw(address, Bytes::from(bytes));
+        self.publish_carriers(address, None);
+    }
+
     /// Stops serving the address (its key and its carrier list).
     pub fn withdraw(&self, address: &Address) {
         self.keys

@@ -1951,3 +1951,142 @@ fn introductions_are_found_in_nested_multiparts_only_as_signed_cards() {
     let signed_text = b"Content-Type: multipart/signed; protocol=\"application/pgp-signature\"; boundary=\"s\"\r\n\r\n--s\r\nContent-Type: text/plain\r\n\r\nhi\r\n--s\r\nContent-Type: application/pgp-signature\r\n\r\nx\r\n--s--\r\n";
     assert!(onionpost_keys::introduction::find_in(signed_text).is_empty());
 }
+
+/// Issue 21: revoking an identity announces it, in signed mail, to the peers that identity
+/// corresponded with and to no contact of the account's other identities; the peer's carrier
+/// applies it from the verified message, and the revoked identity's WKD path serves the
+/// revocation.
+#[tokio::test]
+async fn a_revocation_is_announced_in_mail_to_that_identitys_peers_only() {
+    let harness = harness().await;
+    let keys = harness.keys.clone();
+    // Xavier and Yann are two identities of one account; Paul writes with Xavier only, Quinn
+    // with Yann only. Each of the four is on this carrier, with its own account but theirs.
+    let xavier = address("xavier", 11);
+    let yann = address("yann", 12);
+    let paul = address("paul", 13);
+    let quinn = address("quinn", 14);
+    // Each serves its key on its onion (the fake network), where even co-hosted peers fetch it.
+    for (id, account, who) in [
+        ("id-x", "acct-xy", &xavier),
+        ("id-y", "acct-xy", &yann),
+        ("id-p", "acct-p", &paul),
+        ("id-q", "acct-q", &quinn),
+    ] {
+        let created = create(&harness, id, account, who).await;
+        publish(&harness, who, parse_cert(&created.public_key).unwrap());
+    }
+    let exchange = |from_id: &'static str, from: Address, to_id: &'static str, to: Address| {
+        let keys = keys.clone();
+        async move {
+            keys.resolve_recipient_keys(Request::new(pb::ResolveRecipientKeysRequest {
+                sender_identity_id: from_id.into(),
+                recipients: vec![to.to_string()],
+                fetch_missing: true,
+            }))
+            .await
+            .unwrap();
+            let sealed = keys
+                .sign_and_encrypt(Request::new(pb::SignAndEncryptRequest {
+                    signer_identity_id: from_id.into(),
+                    recipients: vec![to.to_string()],
+                    message: message(&from, &to, "hello"),
+                    add_autocrypt_header: true,
+                }))
+                .await
+                .unwrap()
+                .into_inner()
+                .message;
+            let opened = keys
+                .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+                    recipient_identity_id: to_id.into(),
+                    message: sealed,
+                    fetch_sender_key: true,
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(opened.signature, pb::SignatureStatus::Verified as i32);
+        }
+    };
+    exchange("id-x", xavier.clone(), "id-p", paul.clone()).await;
+    exchange("id-p", paul.clone(), "id-x", xavier.clone()).await;
+    exchange("id-y", yann.clone(), "id-q", quinn.clone()).await;
+    exchange("id-q", quinn.clone(), "id-y", yann.clone()).await;
+
+    let revoked = keys
+        .revoke_identity_key(Request::new(pb::RevokeIdentityKeyRequest {
+            identity_id: "id-x".into(),
+            reason: pb::RevocationReason::Retired as i32,
+            message: "moving on".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let recipients: Vec<&str> = revoked
+        .announcements
+        .iter()
+        .map(|announcement| announcement.recipient.as_str())
+        .collect();
+    assert_eq!(
+        recipients,
+        [paul.to_string()],
+        "only Xavier's peer hears of it"
+    );
+    let announcement = &revoked.announcements[0];
+    assert!(
+        announcement
+            .message_id
+            .ends_with(&format!("@{}>", xavier.onion_host()))
+    );
+    assert!(!String::from_utf8_lossy(&announcement.message).contains("revoked"));
+
+    // Paul's carrier opens it as Xavier's verified mail and applies the revocation after the
+    // reply; mail to Xavier is then refused as revoked.
+    let opened = keys
+        .decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+            recipient_identity_id: "id-p".into(),
+            message: announcement.message.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(opened.signature, pb::SignatureStatus::Verified as i32);
+    assert!(String::from_utf8_lossy(&opened.message).contains("This address is revoked"));
+    let mut applied = None;
+    for _ in 0..100 {
+        let xavier_of_paul = contact_of(&harness, "acct-p", &xavier).await;
+        if xavier_of_paul.revoked_at.is_some() {
+            applied = Some(xavier_of_paul);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(applied.is_some(), "the revocation in mail was not applied");
+    assert_eq!(
+        status(&resolve(&harness, "id-p", &xavier, true).await),
+        pb::RecipientKeyStatus::Revoked
+    );
+    // Quinn, who knows only Yann, is untouched; so is Yann.
+    assert!(
+        contact_of(&harness, "acct-q", &yann)
+            .await
+            .revoked_at
+            .is_none()
+    );
+    assert_eq!(
+        status(&resolve(&harness, "id-q", &yann, true).await),
+        pb::RecipientKeyStatus::Pinned
+    );
+
+    // Xavier's WKD path serves the revoked certificate, which applies to a pin of the key.
+    let served = wkd_get(&harness, "id-x", &xavier, &wkd::direct_path(&xavier)).await;
+    let pinned = parse_cert(
+        &create(&harness, "id-x", "acct-xy", &xavier)
+            .await
+            .public_key,
+    )
+    .unwrap();
+    revocation::apply(&served, &pinned).unwrap();
+}

@@ -95,10 +95,12 @@ impl Onion for OnionGrpc {
         &self,
         request: Request<RevokeOnionRequest>,
     ) -> Result<Response<OnionService>, Status> {
-        let onion = self
-            .onions
-            .revoke(&request.into_inner().identity_id)
-            .await?;
+        let request = request.into_inner();
+        let onion = if request.serve_revocation {
+            self.onions.retire_later(&request.identity_id).await?
+        } else {
+            self.onions.revoke(&request.identity_id).await?
+        };
         Ok(Response::new(onion))
     }
 

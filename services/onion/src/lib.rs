@@ -69,9 +69,14 @@ impl Module for OnionModule {
                 settings.ports,
                 settings.socks.clone(),
                 context.config.tor.restore_spread,
+                context.config.tor.revocation_serve,
             )
             .await
             .context("loading onions")?;
+            context.spawn(
+                "onion.retire",
+                Arc::clone(&onions).retire_when_due(context.shutdown.clone()),
+            );
 
             let mut connected = onions.connected();
             let health = context.clone();

@@ -108,6 +108,11 @@ pub struct Onions {
     next_add: tokio::sync::Mutex<Instant>,
     /// Window within which each missing onion is added back (`tor.restore_spread_secs`).
     restore_spread: Duration,
+    /// How long a revoked identity's onion stays to serve its revocation
+    /// (`tor.revocation_serve_secs`).
+    revocation_serve: Duration,
+    /// Wakes the retirement task when a retirement is scheduled.
+    retirements: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Onions {
@@ -155,6 +160,7 @@ impl Onions {
         plan: PortPlan,
         configured_socks: Option<String>,
         restore_spread: Duration,
+        revocation_serve: Duration,
     ) -> Result<Arc<Onions>, StoreError> {
         let mut registry = Registry::default();
         let now = SystemTime::now();
@@ -192,6 +198,8 @@ impl Onions {
             connected,
             next_add: tokio::sync::Mutex::new(Instant::now()),
             restore_spread,
+            revocation_serve,
+            retirements: tokio::sync::Notify::new(),
         });
         onions.record_state_metrics();
         Ok(onions)
@@ -203,10 +211,17 @@ impl Onions {
     }
 
     fn describe(&self, live: &Live) -> OnionService {
+        // A retiring onion is published like any other; to everyone else it is on its way out.
+        let state = if live.stored.retire_at_ms.is_some() {
+            OnionState::Retiring
+        } else {
+            live.state
+        };
         OnionService {
             identity_id: live.stored.identity_id.clone(),
             onion_address: format!("{}.onion", live.stored.service_id),
-            state: live.state as i32,
+            state: state as i32,
+            retire_at: live.stored.retire_at_ms.map(timestamp_ms),
             ports: live
                 .stored
                 .slot
@@ -231,6 +246,7 @@ impl Onions {
             state_changed_at: stored.revoked_at_ms.map(timestamp_ms),
             last_published_at: None,
             last_error: String::new(),
+            retire_at: None,
         }
     }
 
@@ -469,6 +485,7 @@ impl Onions {
             purposes,
             created_at_ms: now_ms(),
             revoked_at_ms: None,
+            retire_at_ms: None,
         };
         if let Err(error) = self.store.insert(&stored).await {
             // Not stored, so it must not stay on tor either.
@@ -581,7 +598,11 @@ impl Onions {
                     std::ops::Bound::Unbounded,
                 ))
                 .map(|(_, live)| live)
-                .filter(|live| state == OnionState::Unspecified || live.state == state)
+                .filter(|live| {
+                    state == OnionState::Unspecified
+                        || (state == OnionState::Retiring && live.stored.retire_at_ms.is_some())
+                        || (live.state == state && live.stored.retire_at_ms.is_none())
+                })
                 .take(size as usize)
                 .map(|live| self.describe(live))
                 .collect()
@@ -632,6 +653,71 @@ impl Onions {
         self.record_state_metrics();
         tracing::info!("onion service revoked");
         Ok(described)
+    }
+
+    /// RevokeOnion with `serve_revocation`: the onion stays published for
+    /// `tor.revocation_serve_secs` (its WKD path serves the identity's revocation to peers
+    /// that ask), then [`Self::retire_when_due`] revokes it. The time is stored, so a restart
+    /// neither forgets nor restarts it; asking again keeps the first time.
+    pub async fn retire_later(&self, identity_id: &str) -> Result<OnionService, OnionError> {
+        if self.revocation_serve.is_zero() {
+            return self.revoke(identity_id).await;
+        }
+        let _changing = self.changing.lock().await;
+        let Some(live) = self.live_entry(identity_id) else {
+            return self.get(identity_id).await;
+        };
+        if live.stored.retire_at_ms.is_none() {
+            let keep_ms = i64::try_from(self.revocation_serve.as_millis()).unwrap_or(i64::MAX);
+            let at = now_ms().saturating_add(keep_ms);
+            self.store
+                .schedule_retirement(identity_id, at)
+                .await
+                .map_err(internal("scheduling an onion's retirement"))?;
+            if let Some(entry) = lock(&self.registry).by_identity.get_mut(identity_id) {
+                entry.stored.retire_at_ms = Some(at);
+            }
+            self.retirements.notify_one();
+            tracing::info!(
+                keep_secs = self.revocation_serve.as_secs(),
+                "onion kept to serve its identity's revocation"
+            );
+        }
+        self.get(identity_id).await
+    }
+
+    /// Revokes each onion whose retirement is due, sleeping until the next one (or a new
+    /// schedule) in between; runs until `shutdown`.
+    pub async fn retire_when_due(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let now = now_ms();
+            let (due, next): (Vec<String>, Option<i64>) = {
+                let registry = lock(&self.registry);
+                let scheduled = registry.by_identity.values().filter_map(|live| {
+                    Some((live.stored.identity_id.clone(), live.stored.retire_at_ms?))
+                });
+                let (due, later): (Vec<_>, Vec<_>) = scheduled.partition(|(_, at)| *at <= now);
+                (
+                    due.into_iter().map(|(id, _)| id).collect(),
+                    later.into_iter().map(|(_, at)| at).min(),
+                )
+            };
+            for identity_id in due {
+                if let Err(error) = self.revoke(&identity_id).await {
+                    tracing::warn!(%error, "retiring an onion failed; trying again later");
+                }
+            }
+            // A minute at most between looks, so a failed revocation is tried again.
+            let wait = next.map_or(Duration::from_secs(60), |at| {
+                Duration::from_millis(u64::try_from(at - now).unwrap_or(0))
+                    .min(Duration::from_secs(60))
+            });
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.retirements.notified() => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
     }
 
     /// ExportOnionKey: the 64-byte expanded secret key.

@@ -30,6 +30,7 @@ async fn onions(dir: &Path) -> Arc<Onions> {
         plan,
         None,
         Duration::ZERO,
+        Duration::ZERO,
     )
     .await
     .unwrap()

@@ -90,7 +90,7 @@ impl IdentityState {
         match onion::OnionState::try_from(value) {
             Ok(onion::OnionState::Online) => IdentityState::Online,
             Ok(onion::OnionState::Failed) => IdentityState::Failed,
-            Ok(onion::OnionState::Revoked) => IdentityState::Revoked,
+            Ok(onion::OnionState::Revoked | onion::OnionState::Retiring) => IdentityState::Revoked,
             _ => IdentityState::Publishing,
         }
     }

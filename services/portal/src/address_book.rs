@@ -8,7 +8,6 @@
 
 use onionpost_proto::ServiceName;
 use onionpost_proto::keys::v1 as keys;
-use onionpost_proto::queue::v1 as queue;
 use onionpost_runtime::address_book::{Contact, unreachable_contact};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -391,96 +390,37 @@ pub async fn introduce(
             PortalError::NotFound(_) => PortalError::invalid("from_identity", "no such identity"),
             other => other,
         })?;
-    let part = state
+    let mail = state
         .directory
         .keys()?
-        .make_introduction(keys::MakeIntroductionRequest {
+        .seal_introduction(keys::SealIntroductionRequest {
             introducer_identity_id: identity.identity_id.clone(),
             contact_id: introduced.id.clone(),
-        })
-        .await
-        .upstream(ServiceName::Keys)
-        .map_err(|error| about_contact(error, "id"))?
-        .part;
-    let onion = identity
-        .address
-        .rsplit_once('@')
-        .map_or(identity.address.as_str(), |(_, host)| host);
-    let message_id = format!("<{}@{onion}>", hex::encode(rand::random::<[u8; 16]>()));
-    let message = introduction_message(
-        &identity.address,
-        &recipient.address,
-        &introduced.address,
-        &message_id,
-        &part,
-    );
-    let sealed = state
-        .directory
-        .keys()?
-        .sign_and_encrypt(keys::SignAndEncryptRequest {
-            signer_identity_id: identity.identity_id.clone(),
-            recipients: vec![recipient.address.clone()],
-            message,
-            add_autocrypt_header: true,
+            to_contact_id: recipient.id.clone(),
         })
         .await
         .upstream(ServiceName::Keys)
         .map_err(|error| match error {
-            PortalError::Conflict(detail) | PortalError::Rejected(detail) => {
+            PortalError::Conflict(detail) | PortalError::Rejected(detail)
+                if detail.contains("no usable key") =>
+            {
                 PortalError::invalid("to", detail)
             }
-            other => other,
-        })?
-        .message;
+            other => about_contact(other, "id"),
+        })?;
+    let message_id = mail.message_id.clone();
     state
         .directory
         .queue()?
-        .enqueue(queue::EnqueueRequest {
-            idempotency_key: hex::encode(rand::random::<[u8; 16]>()),
-            origin: queue::Origin::Submission as i32,
-            account_id: account_id.to_owned(),
-            sender_identity_id: identity.identity_id.clone(),
-            reverse_path: identity.address.clone(),
-            recipients: vec![queue::RecipientRequest {
-                address: recipient.address.clone(),
-                ..Default::default()
-            }],
-            message: sealed,
-            message_id: message_id.clone(),
-            ..Default::default()
-        })
+        .enqueue(onionpost_runtime::address_book::enqueue_sealed(
+            account_id,
+            &identity.identity_id,
+            &identity.address,
+            mail,
+            true,
+        ))
         .await
         .upstream(ServiceName::Queue)?;
     tracing::info!(account_id, "introduction sent from the portal");
     Ok(IntroductionSent { message_id })
-}
-
-/// The plaintext message that carries an introduction: a line of text and the signed vCard
-/// entity. Written out here rather than with a message builder because the signed entity must
-/// travel byte for byte (its signature covers its first part exactly as made).
-fn introduction_message(
-    from: &str,
-    to: &str,
-    introduced: &str,
-    message_id: &str,
-    part: &[u8],
-) -> Vec<u8> {
-    let boundary = format!("op-mixed-{}", hex::encode(rand::random::<[u8; 12]>()));
-    let mut message = format!(
-        "From: <{from}>\r\nTo: <{to}>\r\nSubject: An introduction: {introduced}\r\n\
-         Date: {date}\r\nMessage-ID: {message_id}\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
-         --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
-         I introduce {introduced} to you. The attached contact card holds their key, signed by\r\n\
-         me; your carrier adds them to your address book, introduced by me.\r\n\
-         --{boundary}\r\n",
-        date = chrono::Utc::now().to_rfc2822(),
-    )
-    .into_bytes();
-    message.extend_from_slice(part);
-    if !part.ends_with(b"\r\n") {
-        message.extend_from_slice(b"\r\n");
-    }
-    message.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    message
 }

@@ -140,3 +140,37 @@ pub fn unreachable_contact(status: &tonic::Status) -> Option<String> {
             )
         })
 }
+
+/// The queue request for mail keys wrote for one of an account's identities (an introduction,
+/// a revocation announcement): queued as that identity's own submission, so it leaves through
+/// the identity's own tor circuits like any mail it sends. `notify` false asks for no delivery
+/// notice (nobody will be there to read one).
+pub fn enqueue_sealed(
+    account_id: &str,
+    identity_id: &str,
+    identity_address: &str,
+    mail: keys::SealedMail,
+    notify: bool,
+) -> onionpost_proto::queue::v1::EnqueueRequest {
+    use onionpost_proto::queue::v1 as queue;
+    queue::EnqueueRequest {
+        // One per message: a retried call after a lost reply does not queue it twice.
+        idempotency_key: mail.message_id.clone(),
+        origin: queue::Origin::Submission as i32,
+        account_id: account_id.to_owned(),
+        sender_identity_id: identity_id.to_owned(),
+        reverse_path: identity_address.to_owned(),
+        recipients: vec![queue::RecipientRequest {
+            address: mail.recipient,
+            notify: if notify {
+                Vec::new()
+            } else {
+                vec![queue::DsnNotify::Never as i32]
+            },
+            ..Default::default()
+        }],
+        message: mail.message,
+        message_id: mail.message_id,
+        ..Default::default()
+    }
+}

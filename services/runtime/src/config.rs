@@ -106,6 +106,7 @@ keys! {
     "tor.child_torrc": String => "file %included at the end of the tor child's torrc (bridges, a private network's DirAuthority lines)",
     "tor.target_host": String => "IP address tor uses to reach this process's onion listeners (tor in another container); `auto`: this host's address on the route to tor.control",
     "tor.target_ports": String = "10000-19999" => "first-last target ports for identities' onion listeners, four per identity",
+    "tor.revocation_serve_secs": Integer = "604800" => "seconds a revoked identity's onion stays published so its WKD path serves the revocation to peers, before it is destroyed (0: at once)",
     "tor.restore_spread_secs": Integer = "60" => "seconds over which onions are added back to tor after a start or a tor restart, each identity at its own random moment (0: all at once)",
     "admin.listen": String = DEFAULT_ADMIN_LISTEN => "IP:port of the admin HTTP API",
     "admin.token": String => "operator bearer token created on first start; absent: one is generated and printed once",
@@ -419,6 +420,8 @@ pub struct TorSettings {
     pub target_ports: (u16, u16),
     /// Window within which each onion is added back to tor, at a moment drawn for it alone.
     pub restore_spread: Duration,
+    /// How long a revoked identity's onion serves its revocation before it goes.
+    pub revocation_serve: Duration,
 }
 
 /// Control-port authentication (tor control-spec §3.5).
@@ -856,6 +859,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         target_host,
         target_ports,
         restore_spread: values.seconds_or_zero("tor.restore_spread_secs")?,
+        revocation_serve: values.seconds_or_zero("tor.revocation_serve_secs")?,
     };
 
     let metrics_listen = match values.string("metrics.listen") {
@@ -868,6 +872,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)],
     )?;
     let level = values.text("log.level")?.0.to_owned();
+    check_log_level(&level)?;
     tracing_subscriber::EnvFilter::try_new(&level).map_err(|error| {
         ConfigError::new(format!(
             "key `log.level`: `{level}` is not a valid filter: {error}"
@@ -1075,6 +1080,30 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
     })
 }
 
+/// The longest `log.level` accepted: a filter names a level and a few targets.
+const LOG_LEVEL_MAX_LEN: usize = 1024;
+
+/// Refuses what `EnvFilter` would take too long to build before asking it. A field filter
+/// (`[span{field=value}]`) compiles its value as a regular expression, and a long one builds
+/// an automaton that took the fuzzer's inputs more than 15 s (a start-up that seems to hang on
+/// a typo); targets and levels are all an operator needs here, and RUST_LOG, read at start,
+/// still takes any directive for a debugging session.
+fn check_log_level(level: &str) -> Result<(), ConfigError> {
+    if level.len() > LOG_LEVEL_MAX_LEN {
+        return Err(ConfigError::new(format!(
+            "key `log.level`: {} bytes is longer than the {LOG_LEVEL_MAX_LEN} a filter may be",
+            level.len()
+        )));
+    }
+    if level.contains('{') || level.contains('}') {
+        return Err(ConfigError::new(format!(
+            "key `log.level`: `{level}` has a field filter (`{{…}}`); name targets and levels \
+             only (for example `info,onionpost_imap=debug`), or set RUST_LOG for field filters"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1178,6 +1207,27 @@ mod tests {
             config.remote.get(&ServiceName::SmtpIn).map(String::as_str),
             Some("http://smtp-in:50051")
         );
+    }
+
+    #[test]
+    fn log_level_refuses_field_filters_and_overlong_filters_before_building_them() {
+        let ok = Config::load(
+            None,
+            env(&[("ONIONPOST_LOG_LEVEL", "info,onionpost_imap=debug")]),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        let spans = Config::load(None, env(&[("ONIONPOST_LOG_LEVEL", "[accept]=debug")]));
+        assert!(spans.is_ok(), "{spans:?}");
+        // The fuzzer's hang: a field value is a regular expression, and this one's automaton
+        // took more than 15 s to build. Refused at once, with a message that says why.
+        let pattern = format!("[s{{f={}}}]=trace", "(a|b)*c{1,100}".repeat(8));
+        let started = std::time::Instant::now();
+        let error = Config::load(None, env(&[("ONIONPOST_LOG_LEVEL", &pattern)])).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(error.to_string().contains("field filter"), "{error}");
+        let long = "a=info,".repeat(200);
+        let error = Config::load(None, env(&[("ONIONPOST_LOG_LEVEL", &long)])).unwrap_err();
+        assert!(error.to_string().contains("longer than"), "{error}");
     }
 
     #[test]

@@ -57,6 +57,8 @@ fn identity(id: &str, address: &str, onion: &str, state: AccountState) -> Identi
 struct Fake {
     identities: Mutex<HashMap<String, Identity>>,
     keys: Mutex<HashSet<String>>,
+    /// Recipients whose key is revoked.
+    revoked: Mutex<HashSet<String>>,
     carried: Mutex<HashSet<String>>,
     delivered: Mutex<Vec<DeliverRequest>>,
     enqueued: Mutex<Vec<EnqueueRequest>>,
@@ -148,11 +150,14 @@ impl Backend for Fake {
         recipients: &[String],
     ) -> Result<Vec<RecipientKey>, SmtpInError> {
         let keys = self.keys.lock().unwrap();
+        let revoked = self.revoked.lock().unwrap();
         Ok(recipients
             .iter()
             .map(|address| RecipientKey {
                 address: address.clone(),
-                status: if keys.contains(address) {
+                status: if revoked.contains(address) {
+                    RecipientKeyStatus::Revoked as i32
+                } else if keys.contains(address) {
                     RecipientKeyStatus::Fetched as i32
                 } else {
                     RecipientKeyStatus::Unreachable as i32
@@ -1212,6 +1217,21 @@ async fn clearnet_recipients_are_refused_and_missing_keys_wait() {
     assert_eq!(
         c.send(".").await,
         format!("450 4.7.0 no key for <{}> yet; try again", carol())
+    );
+    assert!(backend.enqueued.lock().unwrap().is_empty());
+
+    // A recipient that revoked its address: permanent, with the reason (issue 21).
+    backend.revoked.lock().unwrap().insert(carol());
+    c.send(&format!("MAIL FROM:<{}>", alice())).await;
+    c.send(&format!("RCPT TO:<{}>", carol())).await;
+    c.send("DATA").await;
+    c.raw(&submitted(&alice(), &carol())).await;
+    assert_eq!(
+        c.send(".").await,
+        format!(
+            "550 5.1.6 <{}> is revoked by its owner; mail to it is not read",
+            carol()
+        )
     );
     assert!(backend.enqueued.lock().unwrap().is_empty());
 }

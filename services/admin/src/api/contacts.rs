@@ -1,7 +1,8 @@
 //! Address books (owned by the keys service). keys.proto gives each account one address book
 //! that all its identities share, so contacts live under the account:
 //! `/v1/accounts/{id}/contacts[/{cid}]`. Introductions arrive for an identity and are imported
-//! under `/v1/identities/{id}/introductions`.
+//! under `/v1/identities/{id}/introductions`; an account introduces one contact to another in
+//! mail with `/v1/accounts/{id}/contacts/{cid}/introduce`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -371,4 +372,73 @@ pub async fn import_introduction(
         .await
         .upstream(ServiceName::Keys)?;
     Ok(Json(Contact::from_proto(contact)))
+}
+
+/// Whom to introduce a contact to, and from which identity.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Introduce {
+    /// The contact (of the same account) that receives the introduction.
+    pub to: String,
+    /// The account's identity that signs and sends it.
+    pub from_identity: String,
+}
+
+/// An introduction on its way.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IntroductionSent {
+    /// The Message-ID of the mail that carries it.
+    pub message_id: String,
+}
+
+#[utoipa::path(
+    post, path = "/v1/accounts/{id}/contacts/{cid}/introduce", tag = "contacts",
+    params(("id" = String, Path, description = "Account id"), ("cid" = String, Path, description = "The contact to introduce")),
+    request_body = Introduce,
+    responses((status = 202, description = "A signed vCard introduction, in an ordinary message signed by the identity and encrypted to the other contact, is queued for delivery over tor (paper §6)", body = IntroductionSent)),
+)]
+pub async fn introduce(
+    State(state): State<AdminState>,
+    Path((account_id, contact_id)): Path<(String, String)>,
+    ApiJson(request): ApiJson<Introduce>,
+) -> Result<(StatusCode, Json<IntroductionSent>), AdminError> {
+    fetch_account(&state, &account_id).await?;
+    if request.to.trim().is_empty() {
+        return Err(AdminError::invalid("to", "must name a contact"));
+    }
+    let identity = match fetch_identity(&state, &request.from_identity).await {
+        Ok(identity) if identity.account_id == account_id => identity,
+        Ok(_) | Err(AdminError::NotFound(_)) => {
+            return Err(AdminError::invalid(
+                "from_identity",
+                "not an identity of this account",
+            ));
+        }
+        Err(other) => return Err(other),
+    };
+    let mail = state
+        .directory
+        .keys()?
+        .seal_introduction(keys::SealIntroductionRequest {
+            introducer_identity_id: identity.identity_id.clone(),
+            contact_id,
+            to_contact_id: request.to,
+        })
+        .await
+        .upstream(ServiceName::Keys)?;
+    let message_id = mail.message_id.clone();
+    state
+        .directory
+        .queue()?
+        .enqueue(onionpost_runtime::address_book::enqueue_sealed(
+            &account_id,
+            &identity.identity_id,
+            &identity.address,
+            mail,
+            true,
+        ))
+        .await
+        .upstream(ServiceName::Queue)?;
+    tracing::info!(%account_id, "introduction sent from the admin API");
+    Ok((StatusCode::ACCEPTED, Json(IntroductionSent { message_id })))
 }

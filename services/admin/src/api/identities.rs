@@ -45,7 +45,10 @@ impl IdentityState {
             onion::OnionState::Publishing => Some(IdentityState::Publishing),
             onion::OnionState::Online => Some(IdentityState::Online),
             onion::OnionState::Failed => Some(IdentityState::Failed),
-            onion::OnionState::Revoked => Some(IdentityState::Revoked),
+            // Still serving its revocation: no longer an identity of the carrier.
+            onion::OnionState::Revoked | onion::OnionState::Retiring => {
+                Some(IdentityState::Revoked)
+            }
             onion::OnionState::Unspecified => None,
         }
     }
@@ -252,13 +255,14 @@ pub async fn get_identity(
 #[utoipa::path(
     delete, path = "/v1/identities/{id}", tag = "identities",
     params(("id" = String, Path, description = "Identity id")),
-    responses((status = 204, description = "Revoked: key revoked, onion removed for good")),
+    responses((status = 204, description = "Revoked: the key is revoked and the revocation sent in signed mail to the peers this identity corresponded with; the onion serves it at its WKD path for `tor.revocation_serve_secs`, then goes for good")),
 )]
 pub async fn delete_identity(
     State(state): State<AdminState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AdminError> {
-    // imap revokes the key and the onion, then forgets the record (404 for an unknown id).
+    // imap revokes the key, queues its announcements, retires the onion, then forgets the
+    // record (404 for an unknown id).
     state
         .directory
         .imap()?

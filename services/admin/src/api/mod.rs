@@ -107,6 +107,7 @@ pub fn api_router() -> OpenApiRouter<AdminState> {
             contacts::delete_contact
         ))
         .routes(routes!(contacts::confirm_key_change))
+        .routes(routes!(contacts::introduce))
         .routes(routes!(carriers::set_preferred_carriers))
         .routes(routes!(carriers::sign_carry_statement))
         .routes(routes!(

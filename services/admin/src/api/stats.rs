@@ -167,6 +167,10 @@ async fn onion_counts(state: &AdminState) -> Result<BTreeMap<String, u64>, Admin
             {
                 continue;
             }
+            // A revoked identity's onion serving its revocation is no identity any more.
+            if service.state == onion::OnionState::Retiring as i32 {
+                continue;
+            }
             if let Some(identity_state) = IdentityState::from_proto(service.state) {
                 *counts
                     .entry(identity_state.as_str().to_owned())

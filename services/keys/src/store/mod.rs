@@ -175,6 +175,21 @@ pub struct ContactRecord {
     pub first_seen_at_ms: i64,
     pub last_seen_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+    /// The account's identities that have exchanged signed mail with this contact, by identity
+    /// id: the peers an identity's revocation is announced to, and no others (announcing it to
+    /// a contact of another identity would tell that contact both share an account).
+    pub correspondents: Vec<String>,
+}
+
+impl ContactRecord {
+    /// Records that `identity_id` corresponds with this contact; whether that is new.
+    pub fn add_correspondent(&mut self, identity_id: &str) -> bool {
+        if identity_id.is_empty() || self.correspondents.iter().any(|known| known == identity_id) {
+            return false;
+        }
+        self.correspondents.push(identity_id.to_owned());
+        true
+    }
 }
 
 /// Which contacts a page holds.
@@ -205,6 +220,12 @@ pub trait KeysStore: Send + Sync + 'static {
 
     /// Every identity that is not revoked, by identity id.
     async fn live_identities(&self) -> Result<Vec<IdentityRecord>, StoreError>;
+
+    /// Every identity revoked at or after `since_ms`, by identity id.
+    async fn identities_revoked_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<IdentityRecord>, StoreError>;
 
     /// Writes the mutable columns of an identity (public key, sealed secret, preferred
     /// carriers, revocation). `false` when there is no such identity.

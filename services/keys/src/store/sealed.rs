@@ -70,6 +70,9 @@ struct Entry {
     first_seen_at_ms: i64,
     last_seen_at_ms: i64,
     revoked_at_ms: Option<i64>,
+    /// Absent from entries sealed before identities were recorded.
+    #[serde(default)]
+    correspondents: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,6 +123,7 @@ impl From<&ContactRecord> for Entry {
             first_seen_at_ms: contact.first_seen_at_ms,
             last_seen_at_ms: contact.last_seen_at_ms,
             revoked_at_ms: contact.revoked_at_ms,
+            correspondents: contact.correspondents.clone(),
         }
     }
 }
@@ -167,6 +171,7 @@ impl Entry {
             first_seen_at_ms: self.first_seen_at_ms,
             last_seen_at_ms: self.last_seen_at_ms,
             revoked_at_ms: self.revoked_at_ms,
+            correspondents: self.correspondents,
         })
     }
 }

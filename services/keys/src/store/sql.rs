@@ -97,6 +97,7 @@ macro_rules! store_impl {
                     first_seen_at_ms: row.try_get("first_seen_at_ms")?,
                     last_seen_at_ms: row.try_get("last_seen_at_ms")?,
                     revoked_at_ms: row.try_get("revoked_at_ms")?,
+                    correspondents: Vec::new(),
                 })
             }
 
@@ -211,6 +212,21 @@ macro_rules! store_impl {
                      WHERE revoked_at_ms IS NULL ORDER BY identity_id"
                 );
                 let rows = sqlx::query(&Self::sql(&sql))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::identity_from_row).collect()
+            }
+
+            async fn identities_revoked_since(
+                &self,
+                since_ms: i64,
+            ) -> Result<Vec<IdentityRecord>, StoreError> {
+                let sql = format!(
+                    "SELECT {IDENTITY_COLUMNS} FROM identity_keys \
+                     WHERE revoked_at_ms >= ? ORDER BY identity_id"
+                );
+                let rows = sqlx::query(&Self::sql(&sql))
+                    .bind(since_ms)
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter().map(Self::identity_from_row).collect()

@@ -44,6 +44,7 @@ fn contact(id: &str, account: &str, address: &str) -> ContactRecord {
         first_seen_at_ms: 2_000,
         last_seen_at_ms: 2_000,
         revoked_at_ms: None,
+        correspondents: Vec::new(),
     }
 }
 
@@ -88,6 +89,16 @@ async fn suite(store: Arc<dyn KeysStore>) {
     assert_eq!(store.identity("id-a").await.unwrap(), Some(revoked));
     let live = store.live_identities().await.unwrap();
     assert_eq!(live, vec![client]);
+    let recent = store.identities_revoked_since(5_000).await.unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].identity_id, "id-a");
+    assert!(
+        store
+            .identities_revoked_since(5_001)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         !store
             .update_identity(&identity("nobody", "x@y.onion"))

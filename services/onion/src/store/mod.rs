@@ -44,6 +44,9 @@ pub struct StoredOnion {
     pub purposes: Vec<Purpose>,
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+    /// When a revoked identity's onion is to be revoked in turn (it serves the revocation until
+    /// then); `None` while none is scheduled.
+    pub retire_at_ms: Option<i64>,
 }
 
 impl std::fmt::Debug for StoredOnion {
@@ -56,6 +59,7 @@ impl std::fmt::Debug for StoredOnion {
             .field("purposes", &self.purposes)
             .field("created_at_ms", &self.created_at_ms)
             .field("revoked_at_ms", &self.revoked_at_ms)
+            .field("retire_at_ms", &self.retire_at_ms)
             .finish()
     }
 }
@@ -82,6 +86,10 @@ pub trait OnionStore: Send + Sync + 'static {
     /// Marks an onion revoked and destroys its key and slot, so that the key is gone from the
     /// store's files, not just hidden. `false` when there is no live onion for the id.
     async fn revoke(&self, identity_id: &str, at_ms: i64) -> Result<bool, StoreError>;
+
+    /// Schedules a live onion's revocation for `at_ms`. The first schedule stands: `false`
+    /// when one is already set or there is no live onion for the id.
+    async fn schedule_retirement(&self, identity_id: &str, at_ms: i64) -> Result<bool, StoreError>;
 }
 
 /// The store of an open database.

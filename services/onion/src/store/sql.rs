@@ -23,8 +23,8 @@ pub(super) fn parse_purposes(text: &str) -> Result<Vec<Purpose>, StoreError> {
 }
 
 /// The columns every query selects, in this order.
-pub(super) const COLUMNS: &str =
-    "identity_id, service_id, sealed_key, slot, purposes, created_at_ms, revoked_at_ms";
+pub(super) const COLUMNS: &str = "identity_id, service_id, sealed_key, slot, purposes, created_at_ms, revoked_at_ms, \
+     retire_at_ms";
 
 /// Implements [`super::OnionStore`] on the backend `$db` as the type `$store`.
 macro_rules! store_impl {
@@ -54,6 +54,7 @@ macro_rules! store_impl {
                     purposes: parse_purposes(&row.try_get::<String, _>("purposes")?)?,
                     created_at_ms: row.try_get("created_at_ms")?,
                     revoked_at_ms: row.try_get("revoked_at_ms")?,
+                    retire_at_ms: row.try_get("retire_at_ms")?,
                 })
             }
         }
@@ -68,7 +69,7 @@ macro_rules! store_impl {
                     })
                     .transpose()?;
                 sqlx::query(&Self::sql(&format!(
-                    "INSERT INTO onions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    "INSERT INTO onions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 )))
                 .bind(&onion.identity_id)
                 .bind(&onion.service_id)
@@ -77,6 +78,7 @@ macro_rules! store_impl {
                 .bind(purposes_text(&onion.purposes))
                 .bind(onion.created_at_ms)
                 .bind(onion.revoked_at_ms)
+                .bind(onion.retire_at_ms)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -126,6 +128,20 @@ macro_rules! store_impl {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(Self::onion_from_row).collect()
+            }
+
+            async fn schedule_retirement(
+                &self,
+                identity_id: &str,
+                at_ms: i64,
+            ) -> Result<bool, StoreError> {
+                let sql = Self::sql(
+                    "UPDATE onions SET retire_at_ms = ? \
+                     WHERE identity_id = ? AND revoked_at_ms IS NULL AND retire_at_ms IS NULL",
+                );
+                let statement = sqlx::query(&sql).bind(at_ms).bind(identity_id);
+                let updated = <$db as Dialect>::execute_erasing(&self.pool, statement).await?;
+                Ok(updated == 1)
             }
 
             async fn revoke(&self, identity_id: &str, at_ms: i64) -> Result<bool, StoreError> {

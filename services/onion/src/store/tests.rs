@@ -13,6 +13,7 @@ fn onion(identity_id: &str, service_id: &str, slot: u32) -> StoredOnion {
         purposes: vec![Purpose::Smtp, Purpose::Wkd],
         created_at_ms: 1_700_000_000_123,
         revoked_at_ms: None,
+        retire_at_ms: None,
     }
 }
 
@@ -47,6 +48,26 @@ async fn store_suite() {
             store.insert(&same_slot).await,
             Err(StoreError::Duplicate)
         ));
+
+        // A retirement is scheduled once; the first time stands, and it is loaded back.
+        assert!(
+            store
+                .schedule_retirement("bob", 1_900_000_000_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .schedule_retirement("bob", 1_950_000_000_000)
+                .await
+                .unwrap()
+        );
+        assert!(!store.schedule_retirement("nobody", 1).await.unwrap());
+        let bob = StoredOnion {
+            retire_at_ms: Some(1_900_000_000_000),
+            ..bob
+        };
+        assert_eq!(store.get("bob").await.unwrap(), Some(bob.clone()));
 
         // Revocation destroys key and slot and keeps a tombstone.
         assert!(store.revoke("alice", 1_800_000_000_000).await.unwrap());

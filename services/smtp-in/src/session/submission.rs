@@ -207,15 +207,20 @@ impl<B: Backend> Session<B> {
             }
         };
         for address in recipients {
-            let usable = keys.iter().any(|key| {
-                message::normalize(&key.address) == *address
-                    && matches!(
-                        RecipientKeyStatus::try_from(key.status),
-                        Ok(RecipientKeyStatus::Pinned | RecipientKeyStatus::Fetched)
-                    )
-            });
-            if !usable {
-                return Err(format!("450 4.7.0 no key for <{address}> yet; try again"));
+            let status = keys
+                .iter()
+                .find(|key| message::normalize(&key.address) == *address)
+                .and_then(|key| RecipientKeyStatus::try_from(key.status).ok());
+            match status {
+                Some(RecipientKeyStatus::Pinned | RecipientKeyStatus::Fetched) => {}
+                // Its owner revoked the address (announced in signed mail, or served by its
+                // onion): permanent, and said so (RFC 3463 X.1.6: moved, no forwarding address).
+                Some(RecipientKeyStatus::Revoked) => {
+                    return Err(format!(
+                        "550 5.1.6 <{address}> is revoked by its owner; mail to it is not read"
+                    ));
+                }
+                _ => return Err(format!("450 4.7.0 no key for <{address}> yet; try again")),
             }
         }
         // RFC 5322 §3.6.3: the recipients the To and Cc fields name share one copy, sealed to
