@@ -1,12 +1,14 @@
 //! A packet capture around a scenario, with tshark: every DNS query and every TCP connection
-//! opened (the first SYN) on every interface, and afterwards which process listened on each
-//! port that was connected to. This is how the mail tests show that a carrier asks no DNS
+//! opened (the first SYN) on every interface, and which process listened on each port while
+//! the capture ran (sampled, so a listener that closed before the end, such as a retired
+//! onion's, still has its owner). This is how the mail tests show that a carrier asks no DNS
 //! about `.onion` names and opens no connection except to tor (design.md: privacy).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
@@ -15,11 +17,23 @@ use tokio::process::{Child, Command};
 /// DNS packets, and SYNs without ACK: one line per connection attempt, none per data packet.
 const FILTER: &str = "udp port 53 or tcp port 53 or (tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn)";
 
+/// How often the listening sockets are sampled while a capture runs.
+const LISTENER_SAMPLE: Duration = Duration::from_millis(500);
+
 /// A running capture; stop it with [`Capture::finish`].
 pub struct Capture {
     child: Child,
     file: PathBuf,
     _dir: tempfile::TempDir,
+    owners: Arc<Mutex<HashMap<u16, String>>>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+/// What a capture saw: the packets, and the process that listened on each port at some
+/// moment while it ran.
+pub struct Captured {
+    pub packets: Vec<Packet>,
+    pub owners: HashMap<u16, String>,
 }
 
 /// One captured connection attempt or DNS query.
@@ -61,15 +75,33 @@ impl Capture {
         );
         // Keep draining stderr so tshark never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let owners = Arc::new(Mutex::new(listeners().await?));
+        let sampler = tokio::spawn({
+            let owners = owners.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(LISTENER_SAMPLE).await;
+                    if let Ok(now) = listeners().await {
+                        let mut owners = owners.lock().expect("owners lock");
+                        for (port, name) in now {
+                            owners.entry(port).or_insert(name);
+                        }
+                    }
+                }
+            }
+        });
         Ok(Capture {
             child,
             file,
             _dir: dir,
+            owners,
+            sampler,
         })
     }
 
-    /// Stops the capture (SIGINT, so tshark writes out what it holds) and reads it back.
-    pub async fn finish(mut self) -> anyhow::Result<Vec<Packet>> {
+    /// Stops the capture (SIGINT, so tshark writes out what it holds) and reads it back, with
+    /// the owners of the ports listened on meanwhile.
+    pub async fn finish(mut self) -> anyhow::Result<Captured> {
         // Packets still in the kernel's buffer are written after the signal.
         tokio::time::sleep(Duration::from_millis(500)).await;
         if let Some(pid) = self.child.id() {
@@ -126,7 +158,12 @@ impl Capture {
                 packets.push(Packet::Syn { destination, port });
             }
         }
-        Ok(packets)
+        self.sampler.abort();
+        let mut owners = self.owners.lock().expect("owners lock").clone();
+        for (port, name) in listeners().await? {
+            owners.entry(port).or_insert(name);
+        }
+        Ok(Captured { packets, owners })
     }
 }
 

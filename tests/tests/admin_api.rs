@@ -621,6 +621,109 @@ async fn every_endpoint_over_http_with_its_effects() -> anyhow::Result<()> {
         "{bad_carrier}"
     );
 
+    // Bob introduces Carol to Alice in mail, from the admin API (issue 21): Alice's identity
+    // in Bob's book first (its key over its onion), then a 202 with the message's id, and the
+    // message queued from Bob's identity to Alice's; a foreign identity or the contact itself
+    // is refused.
+    let started = Instant::now();
+    let alice_in_bobs = loop {
+        let answer = carrier
+            .op(
+                "POST",
+                &format!("/v1/accounts/{bob_id}/contacts"),
+                Some(json!({"address": created["address"]})),
+            )
+            .await;
+        if answer.status == 201 {
+            break answer.json();
+        }
+        ensure!(started.elapsed() < TOR_TIMEOUT, "adding alice: {answer:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let introduce = format!(
+        "/v1/accounts/{bob_id}/contacts/{}/introduce",
+        id(&carol_in_bobs)
+    );
+    let sent = carrier
+        .op(
+            "POST",
+            &introduce,
+            Some(json!({"to": id(&alice_in_bobs), "from_identity": id(&bob_identity)})),
+        )
+        .await
+        .expect(202)
+        .json();
+    ensure!(
+        sent["message_id"]
+            .as_str()
+            .is_some_and(|message_id| message_id.ends_with(&format!(
+                "@{}>",
+                bob_identity["onion"].as_str().unwrap_or("?")
+            ))),
+        "{sent}"
+    );
+    let foreign = carrier
+        .op(
+            "POST",
+            &introduce,
+            Some(json!({"to": id(&alice_in_bobs), "from_identity": identity})),
+        )
+        .await
+        .expect(422)
+        .json();
+    ensure!(foreign["field"] == "from_identity", "{foreign}");
+    carrier
+        .op(
+            "POST",
+            &introduce,
+            Some(json!({"to": id(&carol_in_bobs), "from_identity": id(&bob_identity)})),
+        )
+        .await
+        .expect(422);
+    carrier
+        .op(
+            "POST",
+            &format!("/v1/accounts/{bob_id}/contacts/nosuchcontact/introduce"),
+            Some(json!({"to": id(&alice_in_bobs), "from_identity": id(&bob_identity)})),
+        )
+        .await
+        .expect(404);
+    // This carrier runs no smtp-in, so no onion takes mail: the introduction waits in the
+    // queue, from Bob's identity to Alice's; it is taken out so the counts below hold.
+    let queued = carrier
+        .op("GET", "/v1/queue", None)
+        .await
+        .expect(200)
+        .json();
+    let introduction = queued["messages"]
+        .as_array()
+        .and_then(|messages| {
+            messages
+                .iter()
+                .find(|message| message["recipients"][0]["address"] == created["address"])
+        })
+        .cloned()
+        .with_context(|| format!("the introduction is not queued: {queued}"))?;
+    let sent_id = sent["message_id"].as_str().unwrap_or_default();
+    ensure!(
+        introduction["reverse_path"] == bob_identity["address"]
+            && introduction["message_id"]
+                .as_str()
+                .is_some_and(|queued_id| sent_id.contains(queued_id.trim_matches(['<', '>']))),
+        "{introduction} (sent {sent})"
+    );
+    carrier
+        .op(
+            "DELETE",
+            &format!(
+                "/v1/queue/{}",
+                introduction["id"].as_str().unwrap_or_default()
+            ),
+            None,
+        )
+        .await
+        .expect(204);
+
     // Statistics.
     let stats = carrier
         .call("GET", "/v1/stats", Some(&read_token), None)

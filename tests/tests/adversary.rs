@@ -15,7 +15,7 @@
 //! identity, a foreign one and an onion nobody serves (the sender's key is never fetched while
 //! the peer waits); (2) AUTH with the adversary's own credentials on another identity's onion;
 //! (3) one identity's session limit filled, a co-hosted identity still answering; (4) IMAP
-//! back-off after failed logins on a co-hosted onion; (5) ETRN for an onion the carrier holds
+//! and SMTP AUTH back-off after failed logins on a co-hosted onion; (5) ETRN for an onion the carrier holds
 //! mail for. Every reply and figure is printed.
 
 mod admin_support;
@@ -218,13 +218,18 @@ async fn data_reply(
 }
 
 /// Oracle 2: AUTH PLAIN with the adversary's own login and password on an identity's onion
-/// submission port.
-async fn auth_reply(tor: &TorClient, onion: &str) -> anyhow::Result<(String, Duration)> {
+/// submission port; oracle 4 (submission): the same with a made-up login.
+async fn auth_reply(
+    tor: &TorClient,
+    onion: &str,
+    login: &str,
+    password: &str,
+) -> anyhow::Result<(String, Duration)> {
     let mut talk = onion_talk(tor, onion, 587).await?;
     talk.smtp_reply().await?;
     let (ehlo, _) = talk.smtp("EHLO adversary").await?;
     ensure!(ehlo.contains("AUTH"), "no AUTH offered on {onion}: {ehlo}");
-    let token = base64::engine::general_purpose::STANDARD.encode(b"\0mallory\0mallory password 1");
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{login}\0{password}"));
     let answer = talk.smtp(&format!("AUTH PLAIN {token}")).await?;
     let _ = talk.send("QUIT").await;
     Ok(answer)
@@ -394,7 +399,8 @@ async fn co_hosted_identities_cannot_be_told_from_foreign_ones() -> anyhow::Resu
     // (2) AUTH with Mallory's own credentials on Xavier's onion (same carrier, not hers) and on
     // Zoe's (another carrier, where she has no account).
     let onions = [xavier_onion.as_str(), zoe_onion.as_str()];
-    let (cohosted, foreign) = sample(|side| auth_reply(adversary, onions[side])).await?;
+    let (cohosted, foreign) =
+        sample(|side| auth_reply(adversary, onions[side], "mallory", "mallory password 1")).await?;
     indistinguishable(
         "(2) AUTH on another identity's onion",
         ("co-hosted onion", "foreign onion"),
@@ -419,6 +425,24 @@ async fn co_hosted_identities_cannot_be_told_from_foreign_ones() -> anyhow::Resu
         &foreign,
     )
     .map_err(|error| error.context(log("oracle 4")))?;
+
+    // (4, submission) The same through the onions' submission ports: SMTP AUTH is checked by
+    // imap's Authenticate, whose back-off once keyed a login carrier-wide, so failures through
+    // Xavier's onion made Yara's answer the (hash-free, fast) back-off.
+    for _ in 0..6 {
+        auth_reply(adversary, &xavier_onion, "nobody", "not the password")
+            .await
+            .map_err(|error| error.context(log("oracle 4: Xavier's onion submission")))?;
+    }
+    let (cohosted, foreign) =
+        sample(|side| auth_reply(adversary, onions[side], "nobody", "not the password")).await?;
+    indistinguishable(
+        "(4) SMTP AUTH after failures on a co-hosted onion",
+        ("co-hosted onion", "foreign onion"),
+        &cohosted,
+        &foreign,
+    )
+    .map_err(|error| error.context(log("oracle 4, submission")))?;
 
     // (3) Xavier's MX filled to its session limit, through the port tor forwards it to (every
     // peer from tor arrives there); Yara's MX answers as always, Xavier's says it is busy.

@@ -581,8 +581,7 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
 
     // What went over the wire: no DNS for an onion, and every connection to a tor or to one of
     // the carriers' own listeners (from tor, or from the test's mail clients).
-    let owners = capture::listeners().await?;
-    let packets = capture.finish().await?;
+    let capture::Captured { packets, owners } = capture.finish().await?;
     let mut connections = 0;
     for packet in &packets {
         match packet {

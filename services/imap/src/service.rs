@@ -932,19 +932,29 @@ impl ImapService {
         let login = self
             .login_on_onion(&login.trim().to_ascii_lowercase(), onion_identity)
             .await?;
+        // Failures count in the scope of the listener they came through and nowhere else: a
+        // login backed off through one identity's onion (or the carrier-wide listener) must
+        // not be backed off through another's, or failing a made-up login on X's onion and
+        // timing it on Y's would tell that X and Y share this carrier (issue 18, item 4). A
+        // guesser gains one scope per onion the account owns, no more: through any other onion
+        // even the right password fails.
+        let scoped = match onion_identity {
+            Some(identity_id) => format!("onion:{identity_id}/{login}"),
+            None => login.clone(),
+        };
         let backoff = &self.inner.backoff;
-        if let Some(retry_after_secs) = backoff.check(&login, connection_key, self.now()) {
+        if let Some(retry_after_secs) = backoff.check(&scoped, connection_key, self.now()) {
             return Err(ImapError::BackOff { retry_after_secs });
         }
         let record = match self.check_password(&login, password, credentials).await? {
             Some(record) if self.owns(&record, onion_identity).await? => record,
             _ => {
-                backoff.failed(&login, connection_key, self.now());
+                backoff.failed(&scoped, connection_key, self.now());
                 tracing::debug!("login failed");
                 return Err(ImapError::Unauthenticated);
             }
         };
-        backoff.succeeded(&login);
+        backoff.succeeded(&scoped);
         self.allowed_to_log_in(record)
     }
 

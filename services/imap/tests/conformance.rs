@@ -565,10 +565,34 @@ async fn states_and_identities(database: Database) {
             Err(ImapError::Unauthenticated)
         ));
     }
+    // The failures count through that onion alone: there Dave's login is backed off, while
+    // through another identity's onion, and on the carrier-wide listener, nothing changed (a
+    // back-off that showed elsewhere would tell which onions share this carrier, issue 18).
     assert!(matches!(
-        service.authenticate("dave", PASSWORD, "o3").await,
+        service
+            .authenticate_through(
+                "dave",
+                PASSWORD,
+                "o3",
+                Some("id-1"),
+                Credentials::MailClient
+            )
+            .await,
         Err(ImapError::BackOff { .. })
     ));
+    assert!(matches!(
+        service
+            .authenticate_through(
+                "dave",
+                PASSWORD,
+                "o3",
+                Some("id-2"),
+                Credentials::MailClient
+            )
+            .await,
+        Err(ImapError::Unauthenticated)
+    ));
+    assert!(service.authenticate("dave", PASSWORD, "o3").await.is_ok());
     service
         .delete_account(&dave.record.account_id)
         .await
