@@ -595,7 +595,7 @@ async fn mail_goes_out_through_an_alias_and_the_reply_comes_back() -> anyhow::Re
     let node = Node::start("onion,keys,imap,queue,smtp-in,gateway,portal,admin", &env).await;
     // The tor child may still be starting; creating an identity needs its control port.
     node.until_ready().await?;
-    let carrier = Carrier {
+    let mut carrier = Carrier {
         node,
         submission,
         imap,
@@ -887,6 +887,15 @@ async fn mail_goes_out_through_an_alias_and_the_reply_comes_back() -> anyhow::Re
     ensure!(
         out.contains("REFUSED 550 5.7.1 this account's plan does not include clearnet mail"),
         "{out}"
+    );
+
+    // At rest (issue 18, item 10): the carrier stopped, no file of its data directory names
+    // David, whom Alice wrote to in the clearnet: the alias keeps its correspondent sealed.
+    carrier.node.stop().await;
+    let named = found_in_files(&carrier.node.data_dir, b"david@outside.test");
+    ensure!(
+        named.is_empty(),
+        "David's address is readable at rest in {named:?}"
     );
     drop(postfix);
     Ok(())

@@ -45,9 +45,9 @@ impl Module for GatewayModule {
                 tracing::info!("gateway.domain not set; the gateway refuses clearnet mail");
                 return Ok(Started::new().with_grpc(GatewayServer::new(DisabledGatewayGrpc)));
             };
-            let sealer = onionpost_runtime::seal::CarrierSecret::load(&context.config)
-                .context("carrier secret")?
-                .sealer(crate::dkim::SEAL_PURPOSE);
+            let secret = onionpost_runtime::seal::CarrierSecret::load(&context.config)
+                .context("carrier secret")?;
+            let sealer = secret.sealer(crate::dkim::SEAL_PURPOSE);
             let signer = Signer::load(
                 settings.dkim_key.as_deref(),
                 &context.config.data_dir,
@@ -72,7 +72,14 @@ impl Module for GatewayModule {
                 .database(crate::store::MIGRATIONS)
                 .await
                 .context("gateway database")?;
-            let store = crate::store::for_database(database);
+            let store = crate::store::for_database(database, &secret);
+            let sealed = store
+                .seal_clear_aliases()
+                .await
+                .context("sealing alias correspondents kept in the clear by an earlier version")?;
+            if sealed > 0 {
+                tracing::info!(aliases = sealed, "alias correspondents sealed at rest");
+            }
             let backend = Arc::new(GrpcBackend::new(context.directory.clone()));
             let service = GatewayService::new(
                 store,

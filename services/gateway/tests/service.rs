@@ -78,7 +78,10 @@ async fn setup() -> Setup {
     let database = Database::open_sqlite(&dir.path().join("gateway.sqlite3"), store::MIGRATIONS)
         .await
         .unwrap();
-    let store = store::for_database(database);
+    let secret =
+        onionpost_runtime::seal::CarrierSecret::from_text("0123456789abcdef0123456789abcdef")
+            .unwrap();
+    let store = store::for_database(database, &secret);
     let fake = Arc::new(Fake::default());
     fake.accounts.lock().unwrap().insert(
         "acct-a".into(),
@@ -112,10 +115,7 @@ async fn setup() -> Setup {
             },
         );
     }
-    let sealer =
-        onionpost_runtime::seal::CarrierSecret::from_text("0123456789abcdef0123456789abcdef")
-            .unwrap()
-            .sealer(onionpost_gateway::dkim::SEAL_PURPOSE);
+    let sealer = secret.sealer(onionpost_gateway::dkim::SEAL_PURPOSE);
     let signer = Signer::load(None, dir.path(), &sealer, DOMAIN, "sel").unwrap();
     // No DNS server answers here; nothing in these tests looks anything up.
     let resolver = Arc::new(

@@ -64,3 +64,16 @@ where
         ),
     }
 }
+
+/// Whether any file directly in `dir` holds `needle` (a database, its WAL, its journal): the
+/// at-rest checks of the store suites.
+pub fn any_file_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            bytes.windows(needle.len()).any(|window| window == needle)
+        })
+}

@@ -3,7 +3,10 @@
 //!
 //! An alias row maps a random local part back to the identity and the correspondent it was made
 //! for; at most one live alias exists per (identity, correspondent) (a partial unique index), and
-//! a revoked row stays so the same local part is never handed out again. Both backends share one
+//! a revoked row stays so the same local part is never handed out again. The correspondent is
+//! kept sealed with the carrier secret and found by a keyed digest of (identity, correspondent),
+//! so a copied volume does not show whom an identity writes to in the clearnet (issue 18, item
+//! 10). Both backends share one
 //! implementation (`store_impl!` in `sql.rs`) written in the dialect of
 //! [`onionpost_runtime::sql`]; the suite in `tests` runs it against SQLite and PostgreSQL.
 
@@ -16,6 +19,7 @@ mod tests;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use onionpost_runtime::seal::{CarrierSecret, Sealer};
 use onionpost_runtime::{Database, Migrations};
 
 pub use onionpost_runtime::db::StoreError;
@@ -28,12 +32,43 @@ pub const MIGRATIONS: Migrations = Migrations {
     postgres: &sqlx::migrate!("migrations/postgres"),
 };
 
-/// The store of an open database.
-pub fn for_database(database: Database) -> Arc<dyn GatewayStore> {
+/// The carrier secret's purpose for the correspondents of aliases.
+pub const SEAL_PURPOSE: &str = "gateway-aliases";
+
+/// The store of an open database, sealing correspondents with `secret`.
+pub fn for_database(database: Database, secret: &CarrierSecret) -> Arc<dyn GatewayStore> {
+    let sealer = secret.sealer(SEAL_PURPOSE);
     match database {
-        Database::Sqlite(pool) => Arc::new(SqliteStore::new(pool)),
-        Database::Postgres(pool) => Arc::new(PostgresStore::new(pool)),
+        Database::Sqlite(pool) => Arc::new(SqliteStore::new(pool, sealer)),
+        Database::Postgres(pool) => Arc::new(PostgresStore::new(pool, sealer)),
     }
+}
+
+/// The lookup key of `correspondent` for `identity_id`: equal for equal pairs, and without the
+/// carrier secret it confirms no guessed address.
+fn correspondent_key(sealer: &Sealer, identity_id: &str, correspondent: &str) -> String {
+    hex::encode(sealer.keyed_digest(&[identity_id.as_bytes(), correspondent.as_bytes()]))
+}
+
+/// What a sealed correspondent is bound to: its alias, so it cannot be moved to another row.
+fn associated(local_part: &str) -> Vec<u8> {
+    format!("alias\n{local_part}").into_bytes()
+}
+
+fn seal_correspondent(sealer: &Sealer, local_part: &str, correspondent: &str) -> Vec<u8> {
+    sealer.seal(correspondent.as_bytes(), &associated(local_part))
+}
+
+fn open_correspondent(
+    sealer: &Sealer,
+    local_part: &str,
+    sealed: &[u8],
+) -> Result<String, StoreError> {
+    let plaintext = sealer
+        .open(sealed, &associated(local_part))
+        .map_err(|error| StoreError::Corrupt(format!("alias correspondent: {error}")))?;
+    String::from_utf8(plaintext.to_vec())
+        .map_err(|_| StoreError::Corrupt("alias correspondent is not UTF-8".into()))
 }
 
 /// One alias as stored.
@@ -129,6 +164,10 @@ pub trait GatewayStore: Send + Sync + 'static {
 
     /// Live aliases, for statistics.
     async fn live_aliases(&self) -> Result<u64, StoreError>;
+
+    /// Seals the correspondents that an earlier version kept in the clear, erasing the clear
+    /// text; returns how many. Run once at start.
+    async fn seal_clear_aliases(&self) -> Result<usize, StoreError>;
 
     /// Clearnet recipients `account_id` sent to on `day` (`YYYY-MM-DD`, UTC).
     async fn sent_on(&self, account_id: &str, day: &str) -> Result<u64, StoreError>;

@@ -12,7 +12,7 @@ pub(super) fn to_i64(value: u64) -> i64 {
 }
 
 pub(super) const ALIAS_COLUMNS: &str = "local_part, identity_id, account_id, correspondent, \
-     created_at_ms, last_used_at_ms, revoked_at_ms";
+     correspondent_sealed, created_at_ms, last_used_at_ms, revoked_at_ms";
 
 /// Implements [`super::GatewayStore`] on the backend `$db` as the type `$store`.
 macro_rules! store_impl {
@@ -20,18 +20,31 @@ macro_rules! store_impl {
         use async_trait::async_trait;
         use sqlx::Row as _;
 
-        use super::sql::{ALIAS_COLUMNS, to_i64, to_u64};
-        use super::{AliasFilter, AliasRecord, Counter, GatewayStore, StoreError};
+        use onionpost_runtime::seal::Sealer;
+        use onionpost_runtime::sql::Dialect;
 
-        onionpost_runtime::sql_store!($store, $db);
+        use super::sql::{ALIAS_COLUMNS, to_i64, to_u64};
+        use super::{
+            AliasFilter, AliasRecord, Counter, GatewayStore, StoreError, correspondent_key,
+            open_correspondent, seal_correspondent,
+        };
+
+        onionpost_runtime::sql_store!($store, $db, { sealer: Sealer });
 
         impl $store {
-            fn alias_from_row(row: &Row) -> Result<AliasRecord, StoreError> {
+            fn alias_from_row(&self, row: &Row) -> Result<AliasRecord, StoreError> {
+                let local_part: String = row.try_get("local_part")?;
+                let sealed: Option<Vec<u8>> = row.try_get("correspondent_sealed")?;
+                let correspondent = match sealed {
+                    Some(sealed) => open_correspondent(&self.sealer, &local_part, &sealed)?,
+                    // A row of an earlier version, until the start that seals it.
+                    None => row.try_get("correspondent")?,
+                };
                 Ok(AliasRecord {
-                    local_part: row.try_get("local_part")?,
+                    local_part,
                     identity_id: row.try_get("identity_id")?,
                     account_id: row.try_get("account_id")?,
-                    correspondent: row.try_get("correspondent")?,
+                    correspondent,
                     created_at_ms: row.try_get("created_at_ms")?,
                     last_used_at_ms: row.try_get("last_used_at_ms")?,
                     revoked_at_ms: row.try_get("revoked_at_ms")?,
@@ -49,10 +62,10 @@ macro_rules! store_impl {
                 ));
                 let row = sqlx::query(&sql)
                     .bind(identity_id)
-                    .bind(correspondent)
+                    .bind(correspondent_key(&self.sealer, identity_id, correspondent))
                     .fetch_optional(&self.pool)
                     .await?;
-                row.as_ref().map(Self::alias_from_row).transpose()
+                row.as_ref().map(|row| self.alias_from_row(row)).transpose()
             }
         }
 
@@ -70,13 +83,14 @@ macro_rules! store_impl {
                     return Ok(alias);
                 }
                 let sql = Self::sql(&format!(
-                    "INSERT INTO aliases ({ALIAS_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, NULL)"
+                    "INSERT INTO aliases ({ALIAS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)"
                 ));
                 let inserted = sqlx::query(&sql)
                     .bind(new_local_part)
                     .bind(identity_id)
                     .bind(account_id)
-                    .bind(correspondent)
+                    .bind(correspondent_key(&self.sealer, identity_id, correspondent))
+                    .bind(seal_correspondent(&self.sealer, new_local_part, correspondent))
                     .bind(now_ms)
                     .execute(&self.pool)
                     .await;
@@ -99,7 +113,7 @@ macro_rules! store_impl {
                     .bind(local_part)
                     .fetch_optional(&self.pool)
                     .await?;
-                row.as_ref().map(Self::alias_from_row).transpose()
+                row.as_ref().map(|row| self.alias_from_row(row)).transpose()
             }
 
             async fn list_aliases(
@@ -130,7 +144,7 @@ macro_rules! store_impl {
                     query = query.bind(bind);
                 }
                 let rows = query.fetch_all(&self.pool).await?;
-                rows.iter().map(Self::alias_from_row).collect()
+                rows.iter().map(|row| self.alias_from_row(row)).collect()
             }
 
             async fn revoke_alias(
@@ -166,6 +180,30 @@ macro_rules! store_impl {
                 .fetch_one(&self.pool)
                 .await?;
                 to_u64(row.try_get("live")?)
+            }
+
+            async fn seal_clear_aliases(&self) -> Result<usize, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT local_part, identity_id, correspondent FROM aliases \
+                     WHERE correspondent_sealed IS NULL ORDER BY local_part",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let sql = Self::sql(
+                    "UPDATE aliases SET correspondent = ?, correspondent_sealed = ? \
+                     WHERE local_part = ? AND correspondent_sealed IS NULL",
+                );
+                for row in &rows {
+                    let local_part: String = row.try_get("local_part")?;
+                    let identity_id: String = row.try_get("identity_id")?;
+                    let correspondent: String = row.try_get("correspondent")?;
+                    let statement = sqlx::query(&sql)
+                        .bind(correspondent_key(&self.sealer, &identity_id, &correspondent))
+                        .bind(seal_correspondent(&self.sealer, &local_part, &correspondent))
+                        .bind(local_part);
+                    <$db as Dialect>::execute_erasing(&self.pool, statement).await?;
+                }
+                Ok(rows.len())
             }
 
             async fn sent_on(&self, account_id: &str, day: &str) -> Result<u64, StoreError> {

@@ -1,13 +1,19 @@
 //! The store suite, run on SQLite and PostgreSQL.
 
-use onionpost_runtime::conformance::each_backend;
+use onionpost_runtime::Database;
+use onionpost_runtime::conformance::{any_file_contains, each_backend};
+use onionpost_runtime::seal::CarrierSecret;
 
 use super::{AliasFilter, Counter, MIGRATIONS, for_database};
+
+fn secret() -> CarrierSecret {
+    CarrierSecret::from_text("0123456789abcdef0123456789abcdef-gateway").unwrap()
+}
 
 #[tokio::test]
 async fn aliases_daily_sends_and_counters_on_both_backends() {
     each_backend("gateway", MIGRATIONS, |database| async move {
-        let store = for_database(database);
+        let store = for_database(database, &secret());
 
         // One live alias per identity and correspondent; a second ask returns the first.
         let first = store
@@ -181,7 +187,7 @@ async fn aliases_daily_sends_and_counters_on_both_backends() {
 #[tokio::test]
 async fn concurrent_reservations_never_overshoot_the_cap_on_both_backends() {
     each_backend("gateway", MIGRATIONS, |database| async move {
-        let store = for_database(database);
+        let store = for_database(database, &secret());
         let attempts = (0..20).map(|_| {
             let store = store.clone();
             tokio::spawn(async move {
@@ -200,4 +206,83 @@ async fn concurrent_reservations_never_overshoot_the_cap_on_both_backends() {
         assert_eq!(store.sent_on("acct-busy", "2026-12-06").await.unwrap(), 7);
     })
     .await;
+}
+
+/// Whom an identity writes to in the clearnet is not on the volume (issue 18, item 10): the
+/// correspondent is sealed, found by a keyed digest; a clear row of an earlier version is
+/// sealed at start and its clear text erased; another carrier secret opens nothing.
+#[tokio::test]
+async fn correspondents_are_sealed_at_rest_and_clear_rows_of_earlier_versions_are_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = Database::open_sqlite(&dir.path().join("gateway.sqlite3"), MIGRATIONS)
+        .await
+        .unwrap();
+    let Database::Sqlite(pool) = &database else {
+        unreachable!("opened as SQLite")
+    };
+    // A row as an earlier version wrote it, in the clear.
+    sqlx::query(
+        "INSERT INTO aliases (local_part, identity_id, account_id, correspondent, created_at_ms) \
+         VALUES ('oldalias', 'id-a', 'acct-1', 'olga-earlier@example.test', 1)",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let store = for_database(database.clone(), &secret());
+    assert_eq!(
+        store
+            .alias("oldalias")
+            .await
+            .unwrap()
+            .unwrap()
+            .correspondent,
+        "olga-earlier@example.test",
+        "read before it is sealed"
+    );
+    assert_eq!(store.seal_clear_aliases().await.unwrap(), 1);
+    assert_eq!(store.seal_clear_aliases().await.unwrap(), 0);
+    let sealed = store.alias("oldalias").await.unwrap().unwrap();
+    assert_eq!(sealed.correspondent, "olga-earlier@example.test");
+    let found = store
+        .alias_for("id-a", "acct-1", "olga-earlier@example.test", "unused", 2)
+        .await
+        .unwrap();
+    assert_eq!(found.local_part, "oldalias", "found again by its digest");
+
+    let fresh = store
+        .alias_for(
+            "id-a",
+            "acct-1",
+            "david-correspondent@example.test",
+            "newalias",
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(fresh.correspondent, "david-correspondent@example.test");
+    let listed = store
+        .list_aliases(&AliasFilter {
+            identity_id: Some("id-a".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(pool)
+        .await
+        .unwrap();
+    for needle in [&b"olga-earlier"[..], b"david-correspondent"] {
+        assert!(
+            !any_file_contains(dir.path(), needle),
+            "{} is in the database's files",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    // Another carrier secret: the row reads as damaged, not as missing.
+    let other = CarrierSecret::from_text("another-carrier-secret-0123456789abcdef").unwrap();
+    let stranger = for_database(database.clone(), &other);
+    assert!(stranger.alias("newalias").await.is_err());
+    database.close().await;
 }

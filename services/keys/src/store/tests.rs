@@ -1,6 +1,6 @@
 //! The store suite, run on SQLite and on PostgreSQL.
 
-use onionpost_runtime::conformance::each_backend;
+use onionpost_runtime::conformance::{any_file_contains, each_backend};
 
 use super::*;
 
@@ -254,17 +254,6 @@ async fn store_conformance() {
 }
 
 /// Whether any file under `dir` contains `needle`.
-fn any_file_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|entry| {
-            let bytes = std::fs::read(entry.path()).unwrap_or_default();
-            bytes.windows(needle.len()).any(|window| window == needle)
-        })
-}
-
 #[tokio::test]
 async fn a_revoked_identitys_sealed_key_is_gone_from_the_sqlite_files() {
     let dir = tempfile::tempdir().unwrap();
