@@ -260,7 +260,9 @@ async fn rcpt<S: AsyncRead + AsyncWrite>(
     let record = match live_alias(inbound, address).await {
         Ok(record) => record,
         Err(error) => {
-            tracing::warn!(%error, "alias lookup failed");
+            // Its text may name the alias: debug only.
+            tracing::warn!("alias lookup failed");
+            tracing::debug!(%error, "alias lookup failed");
             return fail(io, state, TEMPORARY);
         }
     };
@@ -499,7 +501,8 @@ async fn receive(
                     .touch_alias(&record.local_part, crate::service::now_ms())
                     .await
                 {
-                    tracing::warn!(%error, "alias use not recorded");
+                    tracing::warn!("alias use not recorded");
+                    tracing::debug!(%error, "alias use not recorded");
                 }
             }
             "250 2.0.0 Message accepted".to_owned()
@@ -518,25 +521,16 @@ async fn deliver_to(
     let backend = inbound.service.backend();
     let custody = match backend.custody(&record.identity_id).await {
         Ok(custody) => custody,
-        Err(error) => {
-            tracing::warn!(%error, "identity key unavailable");
-            return TEMPORARY.to_owned();
-        }
+        Err(error) => return unavailable("identity key unavailable", &error),
     };
     let stored = if custody == KeyCustody::Client {
         let identity = match backend.identity(&record.identity_id).await {
             Ok(identity) => identity,
-            Err(error) => {
-                tracing::warn!(%error, "identity unavailable");
-                return TEMPORARY.to_owned();
-            }
+            Err(error) => return unavailable("identity unavailable", &error),
         };
         match backend.encrypt_to(&identity.address, message).await {
             Ok(encrypted) => encrypted,
-            Err(error) => {
-                tracing::warn!(%error, "encryption to the identity failed");
-                return TEMPORARY.to_owned();
-            }
+            Err(error) => return unavailable("encryption to the identity failed", &error),
         }
     } else {
         message.to_vec()
@@ -559,11 +553,17 @@ async fn deliver_to(
             Ok(Refusal::AccountExpired) => "550 5.2.1 Mailbox disabled".to_owned(),
             _ => RECIPIENT_REJECTED.to_owned(),
         },
-        Err(error) => {
-            tracing::warn!(%error, "delivery failed");
-            TEMPORARY.to_owned()
-        }
+        Err(error) => unavailable("delivery failed", &error),
     }
+}
+
+/// The temporary reply when another service failed. Its error text may name an address (the
+/// identity's, the recipient's), so the text is logged at debug only and warn says what step
+/// failed (issue 18, item 11: no address or onion at info or warn).
+fn unavailable(step: &'static str, error: &dyn std::fmt::Display) -> String {
+    tracing::warn!(step, "clearnet delivery to an identity failed");
+    tracing::debug!(%error, step, "clearnet delivery to an identity failed");
+    TEMPORARY.to_owned()
 }
 
 /// The message without Authentication-Results fields (RFC 8601 §5: a receiver removes those

@@ -4,28 +4,11 @@
 
 use std::path::Path;
 
+use onionpost_runtime::conformance::{loud_logs_naming_addresses, rust_files};
+
 #[test]
 fn session_logs_no_foreign_error_text_at_info_or_warn() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/session");
-    let mut offending = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let source = std::fs::read_to_string(&path).unwrap();
-        // Each logging call, from its macro name to the end of its arguments.
-        for (start, _) in source.match_indices("tracing::") {
-            let call = &source[start..];
-            let Some(end) = call.find(");") else { continue };
-            let call = &call[..end];
-            let loud = ["info!", "warn!", "error!"]
-                .iter()
-                .any(|level| call["tracing::".len()..].starts_with(level));
-            let names = ["%error", "address", "onion", "reverse_path", "from", "to ="]
-                .iter()
-                .any(|field| call.contains(field));
-            if loud && names {
-                offending.push(format!("{}: {call}", path.display()));
-            }
-        }
-    }
+    let offending = loud_logs_naming_addresses(&rust_files(&dir));
     assert!(offending.is_empty(), "{offending:#?}");
 }
