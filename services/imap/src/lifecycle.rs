@@ -23,6 +23,9 @@ use crate::crypto::os_random;
 use crate::error::ImapError;
 use crate::service::{IdentityView, ImapService, check_display_name};
 
+/// Times a revocation announcement is offered to the queue before it is given up.
+const ANNOUNCE_ATTEMPTS: u32 = 4;
+
 /// Hosted accounts read and send through their identity's own onion, so every identity gets
 /// the IMAP and submission ports as well as SMTP and WKD.
 const PURPOSES: [onion::PortPurpose; 4] = [
@@ -340,9 +343,11 @@ impl IdentityLifecycle {
     }
 
     /// Queues the revocation's announcements, one message per peer, from the identity's address
-    /// with no DSN (the identity will not be there to read one). The key is already revoked, so
-    /// a refused message is logged and the rest still go: the peers that miss it learn the
-    /// revocation from the onion's WKD path, or see mail to the address fail.
+    /// with no DSN (the identity will not be there to read one). A queue that is away a moment
+    /// (restarting) is asked again a few times: the key is already revoked, so nothing could
+    /// sign the announcement later. One still refused is logged and the rest still go: the
+    /// peers that miss it learn the revocation from the onion's WKD path, or see mail to the
+    /// address fail.
     async fn announce(
         &self,
         identity: &crate::store::IdentityRecord,
@@ -357,8 +362,24 @@ impl IdentityLifecycle {
                 announcement,
                 false,
             );
-            if let Err(status) = self.parts.enqueue(request).await {
-                tracing::warn!(code = ?status.code(), "a revocation announcement was not queued");
+            let mut backoff = onionpost_runtime::backoff::Backoff::new(
+                std::time::Duration::from_millis(200),
+                std::time::Duration::from_secs(2),
+            );
+            for attempt in 1..=ANNOUNCE_ATTEMPTS {
+                match self.parts.enqueue(request.clone()).await {
+                    Ok(()) => break,
+                    Err(status)
+                        if attempt < ANNOUNCE_ATTEMPTS
+                            && onionpost_runtime::grpc::is_transient(status.code()) =>
+                    {
+                        tokio::time::sleep(backoff.pause()).await;
+                    }
+                    Err(status) => {
+                        tracing::warn!(code = ?status.code(), "a revocation announcement was not queued");
+                        break;
+                    }
+                }
             }
         }
         tracing::info!(identity_id = %identity.identity_id, peers, "revocation announced");

@@ -27,6 +27,8 @@ enum Refuse {
     Onion,
     Key,
     Import,
+    /// The queue is away for the first request only.
+    QueueOnce,
 }
 
 /// Onion and keys services that record what they are asked.
@@ -124,6 +126,15 @@ impl IdentityParts for RecordingParts {
 
     async fn enqueue(&self, request: queue::EnqueueRequest) -> Result<(), Status> {
         self.record(&format!("enqueue to {}", request.recipients[0].address));
+        let first = self
+            .calls()
+            .iter()
+            .filter(|call| call.starts_with("enqueue"))
+            .count()
+            == 1;
+        if self.refuse == Refuse::QueueOnce && first {
+            return Err(Status::unavailable("the queue is restarting"));
+        }
         Ok(())
     }
 }
@@ -231,6 +242,38 @@ async fn an_identity_is_an_onion_then_a_key_then_the_record_and_revoking_undoes_
         fixture.parts.calls().len(),
         5,
         "an unknown id touches nothing"
+    );
+}
+
+/// A queue away for a moment (restarting) still gets the announcement: the key is revoked
+/// already, so nothing could sign it again later.
+#[tokio::test]
+async fn a_revocation_announcement_is_offered_again_while_the_queue_is_away() {
+    let fixture = fixture(Refuse::QueueOnce, 2).await;
+    let created = fixture
+        .grpc
+        .create_identity(create_request(&fixture.account_id))
+        .await
+        .unwrap()
+        .into_inner();
+    fixture
+        .grpc
+        .revoke_identity(Request::new(pb::RevokeIdentityRequest {
+            identity_id: created.identity.unwrap().identity_id,
+        }))
+        .await
+        .unwrap();
+    let enqueue = format!("enqueue to peer@{ONION}");
+    assert_eq!(
+        fixture.parts.calls(),
+        [
+            "create onion",
+            "create key",
+            "revoke key",
+            &enqueue,
+            &enqueue,
+            "retire onion"
+        ]
     );
 }
 

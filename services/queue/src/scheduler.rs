@@ -727,7 +727,7 @@ impl Scheduler {
         };
         let opened = match clients::keys(transport).decrypt_and_verify(request).await {
             Ok(opened) => opened.into_inner(),
-            Err(status) if is_transient(status.code()) => {
+            Err(status) if onionpost_runtime::grpc::is_transient(status.code()) => {
                 return Outcome::Temporary(local_reply(&format!(
                     "keys unavailable: {}",
                     status.message()
@@ -810,20 +810,6 @@ impl Scheduler {
             }
         }
     }
-}
-
-/// Whether a gRPC failure may pass by itself (the other service restarting, overloaded).
-fn is_transient(code: tonic::Code) -> bool {
-    matches!(
-        code,
-        tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::ResourceExhausted
-            | tonic::Code::Aborted
-            | tonic::Code::Internal
-            | tonic::Code::Unknown
-            | tonic::Code::Cancelled
-    )
 }
 
 fn group_by_message(claims: Vec<Claim>) -> BTreeMap<String, Vec<i32>> {

@@ -190,6 +190,21 @@ fn local_transport(target: ServiceName, routes: Routes) -> Transport {
     })
 }
 
+/// Whether a gRPC failure may pass by itself (the other service restarting, overloaded), so
+/// that a retry can succeed.
+pub fn is_transient(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Aborted
+            | tonic::Code::Internal
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+    )
+}
+
 /// Network transport to a service in another process, in plain HTTP/2: for tests and tools
 /// that talk to a bare tonic server. Services of a carrier use [`secured_transport`].
 pub fn remote_transport(target: ServiceName, address: &str) -> Result<Transport, BoxError> {
