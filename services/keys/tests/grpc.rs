@@ -692,7 +692,19 @@ async fn a_forged_sender_with_its_own_autocrypt_key_is_never_verified_and_the_on
         .unwrap()
         .to_header_field()
         .unwrap();
+    // It also names its own carriers for Erin, in a list signed by its key.
+    let forged_carriers = carrier_list::sign(
+        &forger,
+        &carrier_list::CarrierList {
+            identity: erin.address().clone(),
+            signed_at: 9_000,
+            carriers: vec![address("forgers-carrier", 66).onion_host()],
+        },
+    )
+    .unwrap();
     let mut forged = header.into_bytes();
+    forged.extend_from_slice(b"\r\n");
+    forged.extend_from_slice(carrier_list::header_field(&forged_carriers).as_bytes());
     forged.extend_from_slice(b"\r\n");
     forged.extend_from_slice(&message(erin.address(), &alice, "pay the forger"));
     let forged = pgp_mime::seal(&forged, &forger, std::slice::from_ref(&alice_cert)).unwrap();
@@ -738,11 +750,20 @@ async fn a_forged_sender_with_its_own_autocrypt_key_is_never_verified_and_the_on
         .unwrap()
         .into_inner();
     assert_ne!(again.signature, pb::SignatureStatus::Verified as i32);
-    assert_eq!(
-        contact_of(&harness, "acct-a", erin.address())
-            .await
-            .fingerprint,
-        erin.fingerprint().to_hex()
+    // With Erin's key pinned, the forgery changes neither the pin nor her carriers: its key is
+    // at most held for the account to confirm, like any unsigned key change.
+    let contact = contact_of(&harness, "acct-a", erin.address()).await;
+    assert_eq!(contact.fingerprint, erin.fingerprint().to_hex());
+    assert!(
+        contact
+            .held_key_change
+            .as_ref()
+            .is_none_or(|held| held.fingerprint == forger.fingerprint().to_hex()),
+        "{contact:?}"
+    );
+    assert!(
+        contact.preferred_carriers.is_empty(),
+        "the forger's carriers were taken: {contact:?}"
     );
 }
 
