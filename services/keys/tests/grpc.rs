@@ -363,6 +363,75 @@ async fn identity_keys_are_created_once_and_described() {
     assert_eq!(cannot_sign.code(), Code::FailedPrecondition);
 }
 
+/// The recipients an OpenPGP message's PKESK packets name, as any of its recipients (or
+/// anyone holding a copy) can read them without a key.
+fn pkesk_recipients(message: &[u8]) -> Vec<sequoia_openpgp::KeyHandle> {
+    use sequoia_openpgp::parse::{PacketParser, PacketParserResult, Parse as _};
+    const END: &str = "-----END PGP MESSAGE-----";
+    let text = String::from_utf8_lossy(message);
+    let begin = text
+        .find("-----BEGIN PGP MESSAGE-----")
+        .expect("an armored message");
+    let end = text.find(END).expect("the armor's end") + END.len();
+    let mut recipients = Vec::new();
+    let mut parsed = PacketParser::from_bytes(text[begin..end].as_bytes()).unwrap();
+    while let PacketParserResult::Some(parser) = parsed {
+        if let sequoia_openpgp::Packet::PKESK(pkesk) = &parser.packet {
+            recipients.extend(pkesk.recipient());
+        }
+        parsed = parser.next().unwrap().1;
+    }
+    recipients
+}
+
+/// Issue 18, item 9, in the packets: smtp-in seals one copy for the visible recipients and
+/// one per blind one; each copy's PKESK packets name its own recipient (and the sender's own
+/// key, for its Sent folder) and no other; `encrypted_to`, the certificates pgp_mime also
+/// names as the signature's intended recipients, is the same two.
+#[tokio::test]
+async fn each_copy_names_only_its_own_recipients_in_its_openpgp_packets() {
+    let harness = harness().await;
+    let alice = address("alice", 1);
+    create(&harness, "id-alice", "acct-a", &alice).await;
+    let bob = peer(&harness, "bob", 2);
+    let carol = peer(&harness, "carol", 3);
+    let handles = |key: &IdentityKey| -> Vec<sequoia_openpgp::KeyHandle> {
+        key.public_cert()
+            .keys()
+            .map(|key| key.key().key_handle())
+            .collect()
+    };
+    for (to, blind) in [(&bob, &carol), (&carol, &bob)] {
+        resolve(&harness, "id-alice", to.address(), true).await;
+        let sealed = harness
+            .keys
+            .sign_and_encrypt(Request::new(pb::SignAndEncryptRequest {
+                signer_identity_id: "id-alice".into(),
+                recipients: vec![to.address().to_string()],
+                message: message(&alice, to.address(), "party"),
+                add_autocrypt_header: false,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let named = pkesk_recipients(&sealed.message);
+        assert_eq!(named.len(), 2, "the recipient and the sender: {named:?}");
+        let names = |key: &IdentityKey| {
+            named
+                .iter()
+                .any(|recipient| handles(key).iter().any(|handle| handle.aliases(recipient)))
+        };
+        assert!(names(to), "{} is not named", to.address());
+        assert!(
+            !names(blind),
+            "{} is named in another's copy",
+            blind.address()
+        );
+        assert_eq!(sealed.encrypted_to.len(), 2);
+        assert!(!sealed.encrypted_to.contains(&blind.fingerprint().to_hex()));
+    }
+}
+
 #[tokio::test]
 async fn recipients_resolve_by_wkd_then_pin_and_mail_round_trips() {
     let harness = harness().await;
