@@ -1,8 +1,11 @@
 //! Carriers over the private Tor network (issue #7, the paper's Fig. 4): Alice on node A writes
 //! to Carol on node C while C is offline; Bob's node B and Dan's node D carry for Carol, because
-//! she asked them to with signed carry requests (signed on C, recorded on B and D, both through
-//! the admin API) and she publishes them as her preferred carriers: A learns the signed list
-//! from Carol's onion with her key, nobody types it into Alice's address book.
+//! she asked them to with signed carry requests sent in mail from her identity to each carrier's
+//! `postmaster@<onion>` (issue 21): B, whose policy is open, records it once it has checked it
+//! against the key Carol's onion serves; D, whose operator approves each request, records it
+//! when its operator says so in D's admin API. A request handed to the admin API by hand is
+//! still checked the same way. Carol publishes B and D as her preferred carriers: A learns the
+//! signed list from Carol's onion with her key, nobody types it into Alice's address book.
 //!
 //! - A's direct attempt fails, so A hands the encrypted message to B and D, which hold it.
 //! - C comes back: its queue sends `ETRN <carol's onion>` to B and D, which deliver at once. A
@@ -11,7 +14,9 @@
 //!   with "already delivered").
 //! - Carol names B alone; A learns the new list from her next mail.
 //! - B refuses to carry for an identity that never asked it to, with the same reply as any relay
-//!   attempt; and it refuses a carry request that names another carrier.
+//!   attempt, and for Carol too on its other onion (Bea's), which her request did not name: no
+//!   RCPT tells which onions share a carrier. It refuses a carry request that names another
+//!   carrier.
 //! - B holds 500 messages for Carol while A is gone; B is killed with SIGKILL and started again;
 //!   C comes back and all 500 arrive, each exactly once.
 
@@ -218,6 +223,35 @@ async fn ask_to_carry(
     Ok((answer.status, answer.json()))
 }
 
+/// Carol asks `carrier_onion`'s carrier to carry for her in mail: C signs the request with her
+/// key and queues it to `postmaster@<carrier_onion>`.
+async fn send_carry_request(
+    c: &Carrier,
+    carol_identity: &str,
+    carrier_onion: &str,
+) -> anyhow::Result<()> {
+    let sent = c
+        .op(
+            "POST",
+            &format!("/v1/identities/{carol_identity}/carry-statements"),
+            json!({ "carrier": carrier_onion, "kind": "request", "send": true }),
+        )
+        .await;
+    ensure!(
+        sent["sent_to"] == format!("postmaster@{carrier_onion}"),
+        "{sent}"
+    );
+    Ok(())
+}
+
+/// The carry requests a carrier received in mail, through its admin API.
+async fn carry_requests(carrier: &Carrier) -> Vec<Value> {
+    carrier.op("GET", "/v1/carry-requests", Value::Null).await["requests"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Alice's address-book entry for Carol, through A's admin API.
 async fn contact_on(a: &Carrier, alice_account: &str, carol: &str) -> anyhow::Result<Value> {
     let book = a
@@ -258,30 +292,109 @@ async fn carriers_hold_mail_for_an_offline_recipient_and_release_it_on_etrn() ->
         ("ONIONPOST_QUEUE_RETRY_MIN_SECS", "600".to_owned()),
         ("ONIONPOST_QUEUE_RETRY_MAX_SECS", "600".to_owned()),
     ];
-    let mut b = Carrier::start(tornet.client(1), &slow).await?;
+    // B records carry requests that arrive in mail once verified; D (the default) waits for
+    // its operator.
+    let open = [
+        slow[0].clone(),
+        slow[1].clone(),
+        ("ONIONPOST_QUEUE_CARRY_POLICY", "open".to_owned()),
+    ];
+    let mut b = Carrier::start(tornet.client(1), &open).await?;
     let mut c = Carrier::start(tornet.client(2), &[]).await?;
     let d = Carrier::start(tornet.client(3), &slow).await?;
     let (alice_account, _, alice, _) = a.account_with_identity("alice", "alice password 1").await?;
     let (_, _, _, bob_onion) = b.account_with_identity("bob", "bob password 1").await?;
+    let (_, _, _, bea_onion) = b.account_with_identity("bea", "bea password 1").await?;
     let (_, carol_identity, carol, _) =
         c.account_with_identity("carol", "carol password 1").await?;
     let (_, _, _, dan_onion) = d.account_with_identity("dan", "dan password 1").await?;
 
-    // Carol asks B and D to carry for her, and publishes them as her preferred carriers (signed
-    // with her key, served over her onion; C also sends ETRN to them when she is back).
-    let (status, agreement_b) = ask_to_carry(&c, &carol_identity, &b, &bob_onion).await?;
+    // Carol asks B and D to carry for her, in mail from her identity to each one's postmaster@
+    // (issue 21), and publishes them as her preferred carriers (signed with her key, served over
+    // her onion; C also sends ETRN to them when she is back).
+    let asked = Instant::now();
+    send_carry_request(&c, &carol_identity, &bob_onion).await?;
+    send_carry_request(&c, &carol_identity, &dan_onion).await?;
+    // B's policy is open: the agreement is recorded once B has checked the statement against
+    // the key Carol's onion serves, for the onion it was sent to.
+    wait_for(
+        "B records Carol's carry request from her mail",
+        Duration::from_secs(180),
+        || async {
+            let listed = b.op("GET", "/v1/carry-agreements", Value::Null).await;
+            Ok(listed["agreements"].as_array().is_some_and(|all| {
+                all.len() == 1 && all[0]["address"] == carol && all[0]["carrier"] == bob_onion
+            }))
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "B:
+{}
+C:
+{}",
+            b.node.log_text(),
+            c.node.log_text()
+        )
+    })?;
+    let at_b = carry_requests(&b).await;
     ensure!(
-        status == 201 && agreement_b["address"] == carol,
-        "{status} {agreement_b}"
+        at_b.len() == 1
+            && at_b[0]["state"] == "accepted"
+            && at_b[0]["address"] == carol
+            && at_b[0]["kind"] == "request"
+            && at_b[0]["onion"] == bob_onion,
+        "{at_b:?}"
     );
-    let (status, agreement_d) = ask_to_carry(&c, &carol_identity, &d, &dan_onion).await?;
-    ensure!(status == 201, "{status} {agreement_d}");
-    let listed = b.op("GET", "/v1/carry-agreements", Value::Null).await;
+    // D waits for its operator, who approves.
+    wait_for(
+        "D verifies Carol's carry request and waits for its operator",
+        Duration::from_secs(180),
+        || async {
+            Ok(carry_requests(&d)
+                .await
+                .iter()
+                .any(|request| request["state"] == "pending" && request["address"] == carol))
+        },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "D:
+{}",
+            d.node.log_text()
+        )
+    })?;
     ensure!(
-        listed["agreements"]
-            .as_array()
-            .is_some_and(|all| all.len() == 1 && all[0]["address"] == carol),
+        d.op("GET", "/v1/carry-agreements", Value::Null).await["agreements"] == json!([]),
+        "D recorded an agreement before its operator approved"
+    );
+    let pending = carry_requests(&d).await.remove(0);
+    let approved = d
+        .op(
+            "POST",
+            &format!(
+                "/v1/carry-requests/{}/approve",
+                pending["id"].as_str().context("request id")?
+            ),
+            Value::Null,
+        )
+        .await;
+    ensure!(
+        approved["state"] == "accepted" && approved["agreement_id"].is_string(),
+        "{approved}"
+    );
+    let listed = d.op("GET", "/v1/carry-agreements", Value::Null).await;
+    ensure!(
+        listed["agreements"].as_array().is_some_and(|all| {
+            all.len() == 1 && all[0]["address"] == carol && all[0]["carrier"] == dan_onion
+        }),
         "{listed}"
+    );
+    println!(
+        "carriers: Carol's carry requests went in mail; B (open) and D (approved by its operator) agreed {:?} after she sent them",
+        asked.elapsed()
     );
     let published = c
         .op(
@@ -361,7 +474,35 @@ async fn carriers_hold_mail_for_an_offline_recipient_and_release_it_on_etrn() ->
     send("QUIT".to_owned()).await?;
     drop(read);
     drop(write);
-    println!("carriers: B refuses a recipient that never asked it to carry ({not_asked:?})");
+    // On Bea's onion (B's other identity), which Carol's request did not name, Carol is a
+    // stranger like any other: the agreement shows on no onion but the one asked.
+    let stream = tokio_socks::tcp::Socks5Stream::connect(
+        tornet.client(3).socks_addr(),
+        (bea_onion.as_str(), 25),
+    )
+    .await
+    .context("connecting to bea's onion mx")?;
+    let (read, mut write) = tokio::io::split(stream);
+    let mut read = BufReader::new(read);
+    ensure!(reply(&mut read).await?.starts_with("220 "));
+    let mut send = async |line: String| -> anyhow::Result<String> {
+        write.write_all(format!("{line}\r\n").as_bytes()).await?;
+        reply(&mut read).await
+    };
+    send("EHLO peer".to_owned()).await?;
+    send(format!("MAIL FROM:<{alice}>")).await?;
+    let carol_elsewhere = send(format!("RCPT TO:<{carol}>")).await?;
+    let made_up_here = send(format!("RCPT TO:<nobody@{nobody_onion}>")).await?;
+    ensure!(
+        carol_elsewhere == made_up_here && carol_elsewhere == not_asked,
+        "{carol_elsewhere:?} vs {made_up_here:?}"
+    );
+    send("QUIT".to_owned()).await?;
+    drop(read);
+    drop(write);
+    println!(
+        "carriers: B refuses a recipient that never asked it to carry ({not_asked:?}), and Carol on its other onion"
+    );
 
     // Carol goes offline. Alice writes, asking for a success notice.
     c.node.stop().await;

@@ -96,10 +96,11 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
     )
     .await?;
     let (alice_id, alice, alice_onion) = a.account("alice", "alice password 1").await?;
-    let (carol_id, carol, carol_onion) = c.account("carol", "carol password 1").await?;
+    let (carol_id, carol_identity, carol, carol_onion) =
+        c.account_with_identity("carol", "carol password 1").await?;
     let (_, dave_identity, dave, dave_onion) =
         c.account_with_identity("dave", "dave password 1").await?;
-    let (_, bob, _) = b.account("bob", "bob password 1").await?;
+    let (bob_id, bob, _) = b.account("bob", "bob password 1").await?;
 
     // Submission on A; the 250 comes once the message is signed, encrypted and queued. Alice
     // asks for delivery notices (RFC 3461 NOTIFY) and names the address she wrote to as the
@@ -310,6 +311,92 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
     );
     println!("mail_flow: Alice introduced Dave to Carol in mail; C recorded who introduced him");
 
+    // Carol moves to a new key on C (issue 21, key rotation): her old key certifies the new one,
+    // Alice (her only correspondent so far) is sent it in mail signed by the old key, and A moves
+    // Alice's pin without asking her. Mail both ways then uses the new key and verifies.
+    let carol_before = contact_named(&a, &alice_id, &carol).await;
+    let rotated = http(
+        c.node.admin,
+        "POST",
+        &format!("/v1/identities/{carol_identity}/rotate-key"),
+        Some(admin_support::OPERATOR_TOKEN),
+        None,
+    )
+    .await
+    .expect(200)
+    .json();
+    ensure!(
+        rotated["previous_fingerprint"] == carol_before["fingerprint"]
+            && rotated["fingerprint"] != carol_before["fingerprint"]
+            && rotated["peers_announced"] == 1,
+        "{rotated} (Alice had {carol_before})"
+    );
+    let rotated_at = Instant::now();
+    loop {
+        let contact = contact_named(&a, &alice_id, &carol).await;
+        if contact["fingerprint"] == rotated["fingerprint"] {
+            ensure!(
+                contact["key_source"] == "transition" && contact["held_key_change"].is_null(),
+                "{contact}"
+            );
+            break;
+        }
+        ensure!(
+            rotated_at.elapsed() < Duration::from_secs(90),
+            "A did not move Alice to Carol's new key: {contact}\nA:\n{}\nC:\n{}",
+            a.node.log_text(),
+            c.node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "mail_flow: Carol moved to a new key on C; A moved Alice's pin {:?} later",
+        rotated_at.elapsed()
+    );
+    let announcement = newest_in_inbox(
+        &a,
+        "alice",
+        "alice password 1",
+        "This address has a new key",
+        &c,
+    )
+    .await?;
+    ensure!(
+        announcement.contains("Onionpost-Verification: verified"),
+        "{announcement}"
+    );
+    // (sending carrier, login, password, address; reading carrier, login, password, address)
+    let alice_on_a = (&a, "alice", "alice password 1", &alice);
+    let carol_on_c = (&c, "carol", "carol password 1", &carol);
+    for (from, to, subject) in [
+        (alice_on_a, carol_on_c, "To your new key"),
+        (carol_on_c, alice_on_a, "From my new key"),
+    ] {
+        let (from, login, password, sender) = from;
+        let (reader, reader_login, reader_password, to) = to;
+        let (ok, out) = python(
+            SUBMIT,
+            &[
+                from.submission.ip().to_string(),
+                from.submission.port().to_string(),
+                login.to_owned(),
+                password.to_owned(),
+                sender.clone(),
+                to.clone(),
+                subject.to_owned(),
+                "After the key rotation.".to_owned(),
+            ],
+        )
+        .await?;
+        ensure!(ok, "{login}'s submission: {out}\n{}", from.node.log_text());
+        let read = newest_in_inbox(reader, reader_login, reader_password, subject, from).await?;
+        ensure!(
+            read.contains("After the key rotation.")
+                && read.contains("Onionpost-Verification: verified"),
+            "{read}"
+        );
+    }
+
     // Bob on B writes to Carol too, so B learns her key; this one arrives.
     let (ok, out) = python(
         SUBMIT,
@@ -328,6 +415,12 @@ async fn alice_on_a_writes_to_carol_on_c_over_onions() -> anyhow::Result<()> {
     ensure!(ok, "bob's submission: {out}\n{}", b.node.log_text());
     let first = newest_in_inbox(&c, "carol", "carol password 1", "Hello from Bob", &b).await?;
     ensure!(first.contains("Subject: Hello from Bob"), "{first}");
+    // B took Carol's key from her onion: the new one.
+    let carol_of_bob = contact_named(&b, &bob_id, &carol).await;
+    ensure!(
+        carol_of_bob["fingerprint"] == rotated["fingerprint"],
+        "{carol_of_bob}"
+    );
 
     // C's onion MX from a third tor client: co-hosted (dave) and made-up addresses get the
     // same bytes; plaintext for carol is refused with the reason.

@@ -407,6 +407,22 @@ impl Imap for ImapGrpc {
         Ok(Response::new(pb::RevokeIdentityResponse {}))
     }
 
+    async fn rotate_identity_key(
+        &self,
+        request: Request<pb::RotateIdentityKeyRequest>,
+    ) -> Result<Response<pb::RotateIdentityKeyResponse>, Status> {
+        let request = request.into_inner();
+        let rotated = self
+            .lifecycle
+            .rotate_key(required(&request.identity_id, "identity_id")?)
+            .await?;
+        Ok(Response::new(pb::RotateIdentityKeyResponse {
+            fingerprint: rotated.fingerprint,
+            previous_fingerprint: rotated.previous_fingerprint,
+            peers_announced: rotated.peers_announced,
+        }))
+    }
+
     async fn add_identity(
         &self,
         request: Request<pb::AddIdentityRequest>,

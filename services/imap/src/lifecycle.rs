@@ -23,7 +23,7 @@ use crate::crypto::os_random;
 use crate::error::ImapError;
 use crate::service::{IdentityView, ImapService, check_display_name};
 
-/// Times a revocation announcement is offered to the queue before it is given up.
+/// Times an announcement (revocation, new key) is offered to the queue before it is given up.
 const ANNOUNCE_ATTEMPTS: u32 = 4;
 
 /// Hosted accounts read and send through their identity's own onion, so every identity gets
@@ -60,6 +60,11 @@ pub trait IdentityParts: Send + Sync + 'static {
     ) -> Result<keys::IdentityKey, Status>;
     /// Revokes the key; returns the signed announcements for the identity's peers.
     async fn revoke_key(&self, identity_id: &str) -> Result<Vec<keys::SealedMail>, Status>;
+    /// Replaces the key; returns the new key and the signed announcements for its peers.
+    async fn rotate_key(
+        &self,
+        identity_id: &str,
+    ) -> Result<keys::RotateIdentityKeyResponse, Status>;
     /// Queues one message for delivery.
     async fn enqueue(&self, request: queue::EnqueueRequest) -> Result<(), Status>;
 }
@@ -145,6 +150,19 @@ impl IdentityParts for GrpcParts {
             .announcements)
     }
 
+    async fn rotate_key(
+        &self,
+        identity_id: &str,
+    ) -> Result<keys::RotateIdentityKeyResponse, Status> {
+        Ok(self
+            .keys()?
+            .rotate_identity_key(keys::RotateIdentityKeyRequest {
+                identity_id: identity_id.to_owned(),
+            })
+            .await?
+            .into_inner())
+    }
+
     async fn enqueue(&self, request: queue::EnqueueRequest) -> Result<(), Status> {
         onionpost_proto::clients::queue(self.transport(ServiceName::Queue)?)
             .enqueue(request)
@@ -188,6 +206,10 @@ impl IdentityParts for NoParts {
         Err(Status::unavailable("the keys service is not reachable"))
     }
 
+    async fn rotate_key(&self, _: &str) -> Result<keys::RotateIdentityKeyResponse, Status> {
+        Err(Status::unavailable("the keys service is not reachable"))
+    }
+
     async fn enqueue(&self, _: queue::EnqueueRequest) -> Result<(), Status> {
         Err(Status::unavailable("the queue service is not reachable"))
     }
@@ -199,6 +221,15 @@ pub struct CreatedIdentity {
     pub identity: IdentityView,
     pub onion: onion::OnionService,
     pub key: keys::IdentityKey,
+}
+
+/// An identity's key after RotateIdentityKey.
+#[derive(Debug)]
+pub struct RotatedKey {
+    pub fingerprint: String,
+    pub previous_fingerprint: String,
+    /// How many peers were sent the new key.
+    pub peers_announced: u32,
 }
 
 /// The identity lifecycle over imap's own records and the other services' parts.
@@ -328,7 +359,10 @@ impl IdentityLifecycle {
         // The record is looked up first so an unknown id is NOT_FOUND and touches nothing.
         let identity = self.service.identity(identity_id).await?.record;
         match self.parts.revoke_key(identity_id).await {
-            Ok(announcements) => self.announce(&identity, announcements).await,
+            Ok(announcements) => {
+                let peers = self.announce(&identity, announcements).await;
+                tracing::info!(%identity_id, peers, "revocation announced");
+            }
             Err(status) if status.code() == tonic::Code::NotFound => {}
             Err(status) => return Err(ImapError::Upstream(status)),
         }
@@ -342,18 +376,38 @@ impl IdentityLifecycle {
         Ok(())
     }
 
-    /// Queues the revocation's announcements, one message per peer, from the identity's address
-    /// with no DSN (the identity will not be there to read one). A queue that is away a moment
-    /// (restarting) is asked again a few times: the key is already revoked, so nothing could
-    /// sign the announcement later. One still refused is logged and the rest still go: the
-    /// peers that miss it learn the revocation from the onion's WKD path, or see mail to the
-    /// address fail.
+    /// A new key for the identity (keys signs the handover), then its announcements queued.
+    /// The onion, the address and the account's record stay as they are.
+    pub async fn rotate_key(&self, identity_id: &str) -> Result<RotatedKey, ImapError> {
+        // The record is looked up first so an unknown id is NOT_FOUND and touches nothing.
+        let identity = self.service.identity(identity_id).await?.record;
+        let rotated = self
+            .parts
+            .rotate_key(identity_id)
+            .await
+            .map_err(ImapError::Upstream)?;
+        let peers_announced = self.announce(&identity, rotated.announcements).await;
+        tracing::info!(%identity_id, peers = peers_announced, "identity key rotated");
+        Ok(RotatedKey {
+            fingerprint: rotated.key.map(|key| key.fingerprint).unwrap_or_default(),
+            previous_fingerprint: rotated.previous_fingerprint,
+            peers_announced,
+        })
+    }
+
+    /// Queues announcements (a revocation, a new key), one message per peer, from the
+    /// identity's address with no DSN (after a revocation the identity will not be there to
+    /// read one). A queue that is away a moment (restarting) is asked again a few times: the
+    /// key that signed them is revoked or replaced, so nothing could sign them later. One still
+    /// refused is logged and the rest still go: peers that miss it learn from the onion's WKD
+    /// path (or, for a new key, from the Autocrypt header of the identity's next mail).
+    /// Returns how many were queued.
     async fn announce(
         &self,
         identity: &crate::store::IdentityRecord,
         announcements: Vec<keys::SealedMail>,
-    ) {
-        let peers = announcements.len();
+    ) -> u32 {
+        let mut queued = 0;
         for announcement in announcements {
             let request = onionpost_runtime::address_book::enqueue_sealed(
                 &identity.account_id,
@@ -368,7 +422,10 @@ impl IdentityLifecycle {
             );
             for attempt in 1..=ANNOUNCE_ATTEMPTS {
                 match self.parts.enqueue(request.clone()).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        queued += 1;
+                        break;
+                    }
                     Err(status)
                         if attempt < ANNOUNCE_ATTEMPTS
                             && onionpost_runtime::grpc::is_transient(status.code()) =>
@@ -376,13 +433,13 @@ impl IdentityLifecycle {
                         tokio::time::sleep(backoff.pause()).await;
                     }
                     Err(status) => {
-                        tracing::warn!(code = ?status.code(), "a revocation announcement was not queued");
+                        tracing::warn!(code = ?status.code(), "an announcement was not queued");
                         break;
                     }
                 }
             }
         }
-        tracing::info!(identity_id = %identity.identity_id, peers, "revocation announced");
+        queued
     }
 
     /// The account exists and its plan has room for one more identity. The record's insert
@@ -434,6 +491,14 @@ fn check_local_part(local_part: &str) -> Result<(), ImapError> {
         return Err(ImapError::invalid(
             "local_part",
             "must be a dot-atom of 1 to 64 characters",
+        ));
+    }
+    // RFC 5321 §4.5.1: postmaster@ belongs to the carrier on every onion (it takes carry
+    // statements), never to an identity.
+    if local_part.eq_ignore_ascii_case("postmaster") {
+        return Err(ImapError::invalid(
+            "local_part",
+            "postmaster is kept for the carrier on every onion",
         ));
     }
     Ok(())

@@ -1,6 +1,7 @@
-//! The identity lifecycle through `CreateIdentity`, `ImportIdentity` and `RevokeIdentity` on the
-//! gRPC adapter, with a real SQLite store and onion and keys parts that record every call and
-//! refuse where a scenario says: what is made, what is undone, and which error the caller sees.
+//! The identity lifecycle through `CreateIdentity`, `ImportIdentity`, `RevokeIdentity` and
+//! `RotateIdentityKey` on the gRPC adapter, with a real SQLite store and onion and keys parts
+//! that record every call and refuse where a scenario says: what is made, what is undone, and
+//! which error the caller sees.
 
 use std::sync::{Arc, Mutex};
 
@@ -122,6 +123,29 @@ impl IdentityParts for RecordingParts {
             message: b"sealed".to_vec(),
             message_id: "<announcement@example.onion>".to_owned(),
         }])
+    }
+
+    async fn rotate_key(
+        &self,
+        identity_id: &str,
+    ) -> Result<keys::RotateIdentityKeyResponse, Status> {
+        self.record("rotate key");
+        Ok(keys::RotateIdentityKeyResponse {
+            key: Some(keys::IdentityKey {
+                identity_id: identity_id.to_owned(),
+                fingerprint: "CD".repeat(20),
+                ..Default::default()
+            }),
+            previous_fingerprint: "AB".repeat(20),
+            announcements: ["bob", "carol"]
+                .iter()
+                .map(|peer| keys::SealedMail {
+                    recipient: format!("{peer}@{ONION}"),
+                    message: b"sealed".to_vec(),
+                    message_id: format!("<{peer}@example.onion>"),
+                })
+                .collect(),
+        })
     }
 
     async fn enqueue(&self, request: queue::EnqueueRequest) -> Result<(), Status> {
@@ -277,6 +301,60 @@ async fn a_revocation_announcement_is_offered_again_while_the_queue_is_away() {
     );
 }
 
+/// A new key is announced to each peer keys names, from the identity's address; the onion and
+/// the record stay; an unknown identity touches nothing.
+#[tokio::test]
+async fn a_rotated_key_is_announced_to_each_peer_and_the_identity_stays() {
+    let fixture = fixture(Refuse::QueueOnce, 2).await;
+    let created = fixture
+        .grpc
+        .create_identity(create_request(&fixture.account_id))
+        .await
+        .unwrap()
+        .into_inner();
+    let identity = created.identity.unwrap();
+    let rotated = fixture
+        .grpc
+        .rotate_identity_key(Request::new(pb::RotateIdentityKeyRequest {
+            identity_id: identity.identity_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rotated.fingerprint, "CD".repeat(20));
+    assert_eq!(rotated.previous_fingerprint, "AB".repeat(20));
+    assert_eq!(rotated.peers_announced, 2);
+    // The queue, away for the first request, is asked again.
+    let bob = format!("enqueue to bob@{ONION}");
+    let carol = format!("enqueue to carol@{ONION}");
+    assert_eq!(
+        fixture.parts.calls(),
+        [
+            "create onion",
+            "create key",
+            "rotate key",
+            &bob,
+            &bob,
+            &carol
+        ]
+    );
+    assert_eq!(identities(&fixture).await.len(), 1);
+
+    let unknown = fixture
+        .grpc
+        .rotate_identity_key(Request::new(pb::RotateIdentityKeyRequest {
+            identity_id: "no-such-identity".to_owned(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert_eq!(
+        fixture.parts.calls().len(),
+        6,
+        "an unknown id touches nothing"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_key_generation_removes_the_onion_and_records_nothing() {
     let fixture = fixture(Refuse::Key, 2).await;
@@ -332,16 +410,22 @@ async fn a_full_plan_or_a_bad_local_part_is_refused_before_anything_is_made() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
-    let bad = fixture
-        .grpc
-        .create_identity(Request::new(pb::CreateIdentityRequest {
-            account_id: fixture.account_id.clone(),
-            local_part: "two..dots".to_owned(),
-            display_name: String::new(),
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(bad.code(), Code::InvalidArgument);
+    for (local_part, says) in [
+        ("two..dots", "dot-atom"),
+        ("PostMaster", "postmaster is kept for the carrier"),
+    ] {
+        let bad = fixture
+            .grpc
+            .create_identity(Request::new(pb::CreateIdentityRequest {
+                account_id: fixture.account_id.clone(),
+                local_part: local_part.to_owned(),
+                display_name: String::new(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().contains(says), "{}", bad.message());
+    }
     assert_eq!(fixture.parts.calls(), ["create onion", "create key"]);
 }
 

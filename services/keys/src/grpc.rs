@@ -111,6 +111,13 @@ impl Keys for KeysGrpc {
         rpc!(self, revoke_identity_key, request)
     }
 
+    async fn rotate_identity_key(
+        &self,
+        request: Request<pb::RotateIdentityKeyRequest>,
+    ) -> Result<Response<pb::RotateIdentityKeyResponse>, Status> {
+        rpc!(self, rotate_identity_key, request)
+    }
+
     async fn export_identity(
         &self,
         request: Request<pb::ExportIdentityRequest>,

@@ -38,6 +38,7 @@ pub mod pgp_mime;
 pub mod pinning;
 pub mod qr;
 pub mod revocation;
+pub mod rotation;
 pub mod service;
 pub mod statement;
 pub mod store;

@@ -32,7 +32,7 @@ use crate::fetch::{KeyFetcher, OnionKeys};
 use crate::pinning::{HoldReason, PinDecision};
 use crate::store::{
     ContactFilter, ContactRecord, Custody, HeldKey, IdentityRecord, IntroducerRecord, KeySource,
-    KeysStore, StoreError,
+    KeysStore, PreviousKey, StoreError,
 };
 use crate::wkd::WkdDirectory;
 
@@ -159,6 +159,7 @@ fn key_source_to_pb(source: KeySource) -> pb::KeySource {
         KeySource::Wkd => pb::KeySource::Wkd,
         KeySource::Autocrypt => pb::KeySource::Autocrypt,
         KeySource::Introduction => pb::KeySource::Introduction,
+        KeySource::Transition => pb::KeySource::Transition,
     }
 }
 
@@ -336,6 +337,32 @@ impl KeysService {
         Ok((record, key))
     }
 
+    /// The keys `record`'s identity replaced, unsealed.
+    async fn previous_keys(&self, record: &IdentityRecord) -> Result<Vec<IdentityKey>> {
+        let previous = self.store.previous_keys(&record.identity_id).await?;
+        if previous.is_empty() {
+            return Ok(Vec::new());
+        }
+        let secret = self.secret.clone();
+        blocking(move || {
+            previous
+                .into_iter()
+                .map(|previous| {
+                    let fingerprint = Fingerprint::from_hex(&previous.fingerprint)
+                        .map_err(|_| KeysError::SealBroken)?;
+                    IdentityKey::unseal(
+                        &SealedKey {
+                            fingerprint,
+                            sealed: previous.sealed_secret,
+                        },
+                        &secret,
+                    )
+                })
+                .collect()
+        })
+        .await
+    }
+
     // --- identity keys ---------------------------------------------------------------------
 
     pub async fn create_identity_key(
@@ -475,18 +502,8 @@ impl KeysService {
             Err(_) => return Err(ServiceError::InvalidArgument("unknown reason".into())),
         };
         let message = request.message;
-        // The peers this identity corresponds with, and only those: a contact that knows only
-        // another identity of the account must not learn of this one.
-        let peers: Vec<(Address, Cert)> = self
-            .pinned_contacts(&record.account_id)
-            .await?
-            .into_iter()
-            .filter(|(contact, _)| {
-                contact.revoked_at_ms.is_none()
-                    && contact.correspondents.contains(&record.identity_id)
-            })
-            .filter_map(|(contact, cert)| Some((Address::parse(&contact.address).ok()?, cert)))
-            .collect();
+        // The peers this identity corresponds with, and only those (see correspondent_peers).
+        let peers = self.correspondent_peers(&record).await?;
         let (public_key, revocation, announcements) = blocking(move || {
             let revocation = crate::revocation::revoke(&key, reason, &message)?;
             let revocation_cert = crate::parse_cert(revocation.armored.as_bytes())?;
@@ -521,6 +538,8 @@ impl KeysService {
         if !self.store.update_identity(&record).await? {
             return Err(ServiceError::NotFound("identity key"));
         }
+        // Keys it replaced go too: nothing the identity ever held opens mail after this.
+        self.store.erase_previous_keys(&record.identity_id).await?;
         // WKD now serves the revoked certificate at the address's path, for as long as the onion
         // lives: a peer that asks learns the revocation, signed by the key it pinned.
         self.wkd
@@ -536,6 +555,100 @@ impl KeysService {
             revocation,
             announcements,
         })
+    }
+
+    pub async fn rotate_identity_key(
+        &self,
+        request: pb::RotateIdentityKeyRequest,
+    ) -> Result<pb::RotateIdentityKeyResponse> {
+        let (mut record, old) = self.carrier_key(&request.identity_id).await?;
+        // The same peers a revocation is announced to: those that corresponded with this
+        // identity. A contact that knows only another identity of the account learns nothing.
+        let peers = self.correspondent_peers(&record).await?;
+        let secret = self.secret.clone();
+        let previous_sealed = record.sealed_secret.clone();
+        let carrier_list = record.carrier_list.clone();
+        let (new, sealed, public_key, carrier_list, announcements) = blocking(move || {
+            let new = crate::rotation::successor(&old)?;
+            let sealed = new.seal(&secret)?;
+            let public_key = new
+                .public_cert()
+                .export_to_vec()
+                .map_err(KeysError::crypto)?;
+            // The published carrier list is signed again by the new key, which peers check it
+            // against once they move (same carriers, a newer time).
+            let carrier_list = match carrier_list {
+                Some(signed) => {
+                    let mut list = crate::carrier_list::peek(&signed)?;
+                    list.signed_at = (now_ms().div_euclid(1000)).max(list.signed_at + 1);
+                    Some(crate::carrier_list::sign(&new, &list)?)
+                }
+                None => None,
+            };
+            let onion = new.address().onion_host();
+            let mut announcements = Vec::with_capacity(peers.len());
+            for (peer, cert) in peers {
+                let message_id = format!("<{}@{onion}>", hex::encode(rand::random::<[u8; 16]>()));
+                let plaintext = crate::rotation::announcement(&new, &peer, &message_id)?;
+                announcements.push(pb::SealedMail {
+                    recipient: peer.to_string(),
+                    // Signed by the old key, the one the peer has pinned; encrypted to the peer
+                    // (and, as all sealed mail, to the signer: the old key, still kept).
+                    message: crate::pgp_mime::seal(&plaintext, &old, &[cert])?,
+                    message_id,
+                });
+            }
+            Ok((new, sealed, public_key, carrier_list, announcements))
+        })
+        .await?;
+        let previous_fingerprint = record.fingerprint.clone();
+        // The old key is kept first: a crash between the two writes leaves it both current
+        // and kept, never lost.
+        if let Some(previous_sealed) = previous_sealed {
+            self.store
+                .add_previous_key(&PreviousKey {
+                    identity_id: record.identity_id.clone(),
+                    fingerprint: previous_fingerprint.clone(),
+                    sealed_secret: previous_sealed,
+                    replaced_at_ms: now_ms(),
+                })
+                .await?;
+        }
+        record.fingerprint = new.fingerprint().to_hex();
+        record.public_key = public_key;
+        record.sealed_secret = Some(sealed.sealed);
+        record.carrier_list = carrier_list;
+        if !self.store.update_identity(&record).await? {
+            return Err(ServiceError::NotFound("identity key"));
+        }
+        // WKD serves the new key (with the old key's certification) from now on.
+        self.publish(&record)?;
+        tracing::info!(
+            identity_id = %record.identity_id,
+            peers = announcements.len(),
+            "identity key rotated"
+        );
+        Ok(pb::RotateIdentityKeyResponse {
+            key: Some(identity_to_pb(&record)),
+            previous_fingerprint,
+            announcements,
+        })
+    }
+
+    /// The pinned contacts of `record`'s account that corresponded with this identity (and not
+    /// only with another identity of the account), with their keys: who hears of a revocation
+    /// or a new key.
+    async fn correspondent_peers(&self, record: &IdentityRecord) -> Result<Vec<(Address, Cert)>> {
+        Ok(self
+            .pinned_contacts(&record.account_id)
+            .await?
+            .into_iter()
+            .filter(|(contact, _)| {
+                contact.revoked_at_ms.is_none()
+                    && contact.correspondents.contains(&record.identity_id)
+            })
+            .filter_map(|(contact, cert)| Some((Address::parse(&contact.address).ok()?, cert)))
+            .collect())
     }
 
     pub async fn export_identity(
@@ -862,8 +975,27 @@ impl KeysService {
         {
             signer_certs.push(header.cert.clone());
         }
-        let opened =
-            blocking(move || crate::pgp_mime::open(&message, &[&key], &signer_certs)).await?;
+        let message = Arc::new(message);
+        let signer_certs = Arc::new(signer_certs);
+        let open_with = |keys: Vec<IdentityKey>| {
+            let message = Arc::clone(&message);
+            let signer_certs = Arc::clone(&signer_certs);
+            blocking(move || {
+                let keys: Vec<&IdentityKey> = keys.iter().collect();
+                crate::pgp_mime::open(&message, &keys, &signer_certs)
+            })
+        };
+        let opened = match open_with(vec![key]).await {
+            // Mail on its way before the identity moved to a new key opens with the old one.
+            Err(ServiceError::Keys(KeysError::NotForUs)) => {
+                let previous = self.previous_keys(&record).await?;
+                if previous.is_empty() {
+                    return Err(KeysError::NotForUs.into());
+                }
+                open_with(previous).await?
+            }
+            other => other?,
+        };
 
         let mut signer_key_source = contact.as_ref().map(|contact| contact.key_source);
         let (signature, signer_fingerprint) = match &opened.verification {
@@ -966,34 +1098,23 @@ impl KeysService {
                 self.store.update_contact(&seen).await?;
             }
         }
-        // A verified message may announce its sender's own revocation (any revocation verifies
-        // only by the key it revokes, so which pinned contact it names is checked there). Applied
-        // after the reply like an introduction, and after the update above, which would
-        // otherwise write the contact back unrevoked.
-        let revocations = if signature == pb::SignatureStatus::Verified {
-            crate::revocation::find_in(&opened.message)
-        } else {
-            Vec::new()
+        // A verified message may announce its sender's own revocation, or its sender's new key
+        // (take_keys_from_mail). Taken after the reply like an introduction, and after the
+        // update above, which would otherwise write the contact back as it was.
+        let keys_in_mail = match (signature == pb::SignatureStatus::Verified, &from, &pinned) {
+            (true, Some(from), Some(pinned)) => {
+                let parts = crate::revocation::find_in(&opened.message);
+                (!parts.is_empty()).then(|| (from.clone(), pinned.fingerprint(), parts))
+            }
+            _ => None,
         };
-        if !revocations.is_empty() {
+        if let Some((from, pinned, parts)) = keys_in_mail {
             let service = self.clone();
             let account_id = account_id.clone();
             tokio::spawn(async move {
-                for revocation in revocations {
-                    let request = pb::ApplyRevocationRequest {
-                        account_id: account_id.clone(),
-                        revocation,
-                    };
-                    match service.apply_revocation(request).await {
-                        Ok(contact) => tracing::info!(
-                            contact_id = %contact.contact_id,
-                            "revocation in mail applied"
-                        ),
-                        Err(error) => {
-                            tracing::debug!(%error, "a key in mail was not a revocation to apply");
-                        }
-                    }
-                }
+                service
+                    .take_keys_from_mail(&account_id, &from, &pinned, parts)
+                    .await;
             });
         }
         Ok(pb::DecryptAndVerifyResponse {
@@ -1012,6 +1133,56 @@ impl KeysService {
             }),
             sender_key_unpinned,
         })
+    }
+
+    /// The keys a verified message of `from` carried (`application/pgp-keys` parts): its pinned
+    /// key with a revocation merged in is applied as a revocation; another key for its address
+    /// is offered to the pinning rule as a key it announced, which moves the pin when the pinned
+    /// key certified it as its successor (RotateIdentityKey on the sender's carrier) and is held
+    /// for the account otherwise. Nothing here is reported to the sender.
+    async fn take_keys_from_mail(
+        &self,
+        account_id: &str,
+        from: &Address,
+        pinned: &Fingerprint,
+        parts: Vec<Vec<u8>>,
+    ) {
+        for part in parts {
+            let cert = match crate::parse_cert(&part) {
+                Ok(cert) => cert,
+                Err(error) => {
+                    tracing::debug!(%error, "a key in mail did not parse");
+                    continue;
+                }
+            };
+            if &cert.fingerprint() == pinned {
+                let request = pb::ApplyRevocationRequest {
+                    account_id: account_id.to_owned(),
+                    revocation: part,
+                };
+                match self.apply_revocation(request).await {
+                    Ok(contact) => tracing::info!(
+                        contact_id = %contact.contact_id,
+                        "revocation in mail applied"
+                    ),
+                    Err(error) => {
+                        tracing::debug!(%error, "a key in mail was not a revocation to apply");
+                    }
+                }
+                continue;
+            }
+            match self
+                .learn_key(account_id, from, &cert, KeySource::Transition, None)
+                .await
+            {
+                Ok(learned) => tracing::info!(
+                    contact_id = %learned.contact.contact_id,
+                    change = ?learned.change,
+                    "a contact's announced key offered"
+                ),
+                Err(error) => tracing::debug!(%error, "a key in mail was not taken"),
+            }
+        }
     }
 
     pub async fn learn_autocrypt(

@@ -11,7 +11,7 @@ use onionpost_keys::grpc::KeysGrpc;
 use onionpost_keys::service::{KeysService, WkdDirectories};
 use onionpost_keys::{
     Address, CarrierSecret, Cert, IdentityKey, KeysError, autocrypt, carrier_list, introduction,
-    parse_cert, pgp_mime, pinning, revocation, wkd,
+    parse_cert, pgp_mime, pinning, revocation, rotation, wkd,
 };
 use onionpost_proto::keys::v1 as pb;
 use onionpost_proto::keys::v1::keys_server::Keys;
@@ -2179,4 +2179,235 @@ async fn a_revocation_is_announced_in_mail_to_that_identitys_peers_only() {
     )
     .unwrap();
     revocation::apply(&served, &pinned).unwrap();
+}
+
+/// Waits (after the reply, where keys in mail are taken) until `done` holds for `address` in
+/// `account`'s address book.
+async fn contact_eventually(
+    harness: &Harness,
+    account: &str,
+    address: &Address,
+    done: impl Fn(&pb::Contact) -> bool,
+) -> pb::Contact {
+    for _ in 0..100 {
+        let contact = contact_of(harness, account, address).await;
+        if done(&contact) {
+            return contact;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the contact {address} of {account} never got there");
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_certified_announced_to_that_identitys_peers_and_old_mail_still_opens() {
+    let harness = harness().await;
+    let keys = harness.keys.clone();
+    // As in the revocation test: Xavier and Yann share an account; Paul writes with Xavier only,
+    // Quinn with Yann only.
+    let xavier = address("xavier", 21);
+    let yann = address("yann", 22);
+    let paul = address("paul", 23);
+    let quinn = address("quinn", 24);
+    for (id, account, who) in [
+        ("id-x", "acct-xy", &xavier),
+        ("id-y", "acct-xy", &yann),
+        ("id-p", "acct-p", &paul),
+        ("id-q", "acct-q", &quinn),
+    ] {
+        let created = create(&harness, id, account, who).await;
+        publish(&harness, who, parse_cert(&created.public_key).unwrap());
+    }
+    let carrier = address("carrier", 25).onion_host();
+    keys.set_preferred_carriers(Request::new(pb::SetPreferredCarriersRequest {
+        identity_id: "id-x".into(),
+        carriers: vec![carrier.clone()],
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    let seal = |from_id: &'static str, from: Address, to: Address| {
+        let keys = keys.clone();
+        async move {
+            keys.resolve_recipient_keys(Request::new(pb::ResolveRecipientKeysRequest {
+                sender_identity_id: from_id.into(),
+                recipients: vec![to.to_string()],
+                fetch_missing: true,
+            }))
+            .await
+            .unwrap();
+            keys.sign_and_encrypt(Request::new(pb::SignAndEncryptRequest {
+                signer_identity_id: from_id.into(),
+                recipients: vec![to.to_string()],
+                message: message(&from, &to, "hello"),
+                add_autocrypt_header: true,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .message
+        }
+    };
+    let open = |to_id: &'static str, sealed: Vec<u8>| {
+        let keys = keys.clone();
+        async move {
+            keys.decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+                recipient_identity_id: to_id.into(),
+                message: sealed,
+                fetch_sender_key: true,
+            }))
+            .await
+            .map(|response| response.into_inner())
+        }
+    };
+    let verified = |opened: &pb::DecryptAndVerifyResponse| {
+        opened.signature == pb::SignatureStatus::Verified as i32
+    };
+    assert!(verified(
+        &open("id-p", seal("id-x", xavier.clone(), paul.clone()).await)
+            .await
+            .unwrap()
+    ));
+    assert!(verified(
+        &open("id-x", seal("id-p", paul.clone(), xavier.clone()).await)
+            .await
+            .unwrap()
+    ));
+    assert!(verified(
+        &open("id-q", seal("id-y", yann.clone(), quinn.clone()).await)
+            .await
+            .unwrap()
+    ));
+    assert!(verified(
+        &open("id-y", seal("id-q", quinn.clone(), yann.clone()).await)
+            .await
+            .unwrap()
+    ));
+    let old = contact_of(&harness, "acct-p", &xavier).await;
+    let yann_before = contact_of(&harness, "acct-q", &yann).await;
+    // Paul's next message is on its way (sealed to Xavier's current key) when Xavier moves.
+    let in_flight = seal("id-p", paul.clone(), xavier.clone()).await;
+
+    let rotated = keys
+        .rotate_identity_key(Request::new(pb::RotateIdentityKeyRequest {
+            identity_id: "id-x".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let new_fingerprint = rotated.key.as_ref().unwrap().fingerprint.clone();
+    assert_eq!(rotated.previous_fingerprint, old.fingerprint);
+    assert_ne!(new_fingerprint, old.fingerprint);
+    let new_cert = parse_cert(&rotated.key.as_ref().unwrap().public_key).unwrap();
+    let old_cert = parse_cert(&old.public_key).unwrap();
+    assert!(pinning::is_transition_signed(&old_cert, &new_cert, &xavier));
+    let recipients: Vec<&str> = rotated
+        .announcements
+        .iter()
+        .map(|announcement| announcement.recipient.as_str())
+        .collect();
+    assert_eq!(recipients, [paul.to_string()], "only Xavier's peer is told");
+
+    // WKD serves the new key with the old key's certification, and a carrier list that the new
+    // key signed.
+    let served =
+        parse_cert(&wkd_get(&harness, "id-x", &xavier, &wkd::direct_path(&xavier)).await).unwrap();
+    assert_eq!(served.fingerprint().to_hex(), new_fingerprint);
+    assert!(pinning::is_transition_signed(&old_cert, &served, &xavier));
+    let list = wkd_get(&harness, "id-x", &xavier, &wkd::carriers_path(&xavier)).await;
+    assert_eq!(
+        carrier_list::verify(&list, &new_cert, &xavier)
+            .unwrap()
+            .carriers,
+        [carrier.clone()]
+    );
+
+    // Paul's carrier opens the announcement as Xavier's verified mail (signed by the pinned
+    // key) and moves the pin after the reply, without asking Paul.
+    let announced = open("id-p", rotated.announcements[0].message.clone())
+        .await
+        .unwrap();
+    assert!(verified(&announced));
+    assert!(String::from_utf8_lossy(&announced.message).contains("This address has a new key"));
+    let moved = contact_eventually(&harness, "acct-p", &xavier, |contact| {
+        contact.fingerprint == new_fingerprint
+    })
+    .await;
+    assert_eq!(moved.key_source, pb::KeySource::Transition as i32);
+    assert!(moved.held_key_change.is_none());
+    assert!(moved.revoked_at.is_none());
+
+    // The message on its way before the move still opens, with the key Xavier replaced.
+    assert!(verified(&open("id-x", in_flight).await.unwrap()));
+    // Mail both ways now uses the new key and verifies.
+    let to_xavier = seal("id-p", paul.clone(), xavier.clone()).await;
+    assert!(
+        pkesk_recipients(&to_xavier)
+            .iter()
+            .any(|handle| handle.aliases(&sequoia_openpgp::KeyHandle::from(
+                new_cert.keys().subkeys().next().unwrap().key().keyid()
+            ))),
+        "Paul's carrier encrypts to the new key"
+    );
+    assert!(verified(&open("id-x", to_xavier).await.unwrap()));
+    assert!(verified(
+        &open("id-p", seal("id-x", xavier.clone(), paul.clone()).await)
+            .await
+            .unwrap()
+    ));
+
+    // Quinn, who knows only Yann, is untouched; so is Yann's key.
+    let yann_after = contact_of(&harness, "acct-q", &yann).await;
+    assert_eq!(yann_after.fingerprint, yann_before.fingerprint);
+    assert_eq!(yann_after.key_source, yann_before.key_source);
+
+    // A key for Paul's own address that Paul's pinned key did not certify, carried in Paul's
+    // verified mail, is held for Xavier's account, never taken.
+    let stranger_key = IdentityKey::generate(&paul).unwrap();
+    let paul_before = contact_of(&harness, "acct-xy", &paul).await;
+    let uncertified = keys
+        .sign_and_encrypt(Request::new(pb::SignAndEncryptRequest {
+            signer_identity_id: "id-p".into(),
+            recipients: vec![xavier.to_string()],
+            message: rotation::announcement(&stranger_key, &xavier, "<u@x>").unwrap(),
+            add_autocrypt_header: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .message;
+    assert!(verified(&open("id-x", uncertified).await.unwrap()));
+    let held = contact_eventually(&harness, "acct-xy", &paul, |contact| {
+        contact.held_key_change.is_some()
+    })
+    .await;
+    assert_eq!(held.fingerprint, paul_before.fingerprint);
+    assert_eq!(
+        held.held_key_change.unwrap().fingerprint,
+        stranger_key.fingerprint().to_hex()
+    );
+
+    // Revoking Xavier destroys the replaced key with the current one.
+    let before_revocation = seal("id-p", paul.clone(), xavier.clone()).await;
+    keys.revoke_identity_key(Request::new(pb::RevokeIdentityKeyRequest {
+        identity_id: "id-x".into(),
+        reason: pb::RevocationReason::Retired as i32,
+        message: String::new(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        open("id-x", before_revocation).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        keys.rotate_identity_key(Request::new(pb::RotateIdentityKeyRequest {
+            identity_id: "id-x".into(),
+        }))
+        .await
+        .unwrap_err()
+        .code(),
+        Code::FailedPrecondition,
+        "a revoked identity has no key to move from"
+    );
 }

@@ -616,6 +616,47 @@ pub async fn revoke_identity(
     Ok(())
 }
 
+/// An identity's key after it moved to a new one.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RotatedKey {
+    pub identity_id: String,
+    /// The new key's fingerprint.
+    pub fingerprint: String,
+    /// The key it replaced (still kept to open mail on its way to it).
+    pub previous_fingerprint: String,
+    /// How many correspondents of this identity were sent the new key in mail.
+    pub peers_announced: u32,
+}
+
+/// Replaces one of the account's identities' key: same onion, same address; correspondents
+/// move to the new key, told in mail signed by the old one.
+pub async fn rotate_key(
+    state: &PortalState,
+    account_id: &str,
+    identity_id: &str,
+) -> Result<RotatedKey, PortalError> {
+    let record = own_record(state, account_id, identity_id).await?;
+    let rotated = state
+        .directory
+        .imap()?
+        .rotate_identity_key(imap::RotateIdentityKeyRequest {
+            identity_id: record.identity_id.clone(),
+        })
+        .await
+        .upstream(ServiceName::Imap)?;
+    tracing::info!(
+        account_id,
+        identity_id,
+        "identity key rotated in the portal"
+    );
+    Ok(RotatedKey {
+        identity_id: record.identity_id,
+        fingerprint: rotated.fingerprint,
+        previous_fingerprint: rotated.previous_fingerprint,
+        peers_announced: rotated.peers_announced,
+    })
+}
+
 async fn revoke_record(state: &PortalState, identity_id: &str) -> Result<(), PortalError> {
     state
         .directory

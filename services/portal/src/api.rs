@@ -344,6 +344,21 @@ pub async fn revoke_identity(
 }
 
 #[utoipa::path(
+    post, path = "/account/v1/identities/{id}/rotate-key", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")),
+    responses((status = 200, description = "The identity has a new key on the same address, certified by the previous one; its correspondents are sent it in mail signed by the previous key and move to it", body = account::RotatedKey)),
+)]
+pub async fn rotate_identity_key(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+) -> Result<Json<account::RotatedKey>, PortalError> {
+    Ok(Json(
+        account::rotate_key(&state, &session.account_id, &id).await?,
+    ))
+}
+
+#[utoipa::path(
     get, path = "/account/v1/identities/{id}/qr.svg", tag = "identities",
     params(("id" = String, Path, description = "Identity id")),
     responses((status = 200, description = "The identity's `openpgp4fpr:` QR code", content_type = "image/svg+xml", body = String)),
@@ -787,6 +802,7 @@ pub fn api_router() -> OpenApiRouter<PortalState> {
         .routes(routes!(confirm_second_factor))
         .routes(routes!(list_identities, create_identity))
         .routes(routes!(get_identity, revoke_identity))
+        .routes(routes!(rotate_identity_key))
         .routes(routes!(identity_qr))
         .routes(routes!(export_identity))
         .routes(routes!(import_identity))

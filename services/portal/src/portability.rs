@@ -164,12 +164,18 @@ pub struct NewCarryStatement {
     /// When a request lapses on its own; absent leaves it to the carrier.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Also send it to the carrier, in mail to `postmaster@<carrier>` from the identity (the
+    /// carrier verifies it and answers by its policy; a refusal comes back as a DSN).
+    #[serde(default)]
+    pub send: bool,
 }
 
 /// A signed carry statement (ASCII armour), to hand to the carrier it names.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CarryStatement {
     pub statement: String,
+    /// Where it was sent (`postmaster@<carrier>`), when `send` asked for it.
+    pub sent_to: Option<String>,
 }
 
 /// Signs a carry request or withdrawal with one of the account's identities.
@@ -190,7 +196,7 @@ pub async fn sign_carry_statement(
         .directory
         .keys()?
         .sign_carry_statement(keys::SignCarryStatementRequest {
-            identity_id: record.identity_id,
+            identity_id: record.identity_id.clone(),
             carrier: request.carrier.trim().to_owned(),
             kind: match request.kind {
                 CarryKind::Request => keys::CarryStatementKind::Request,
@@ -210,5 +216,26 @@ pub async fn sign_carry_statement(
         tracing::error!("keys signed a carry statement that is not text");
         PortalError::Internal
     })?;
-    Ok(CarryStatement { statement })
+    let sent_to = if request.send {
+        // keys checked that the carrier is an onion when it signed.
+        let mail = onionpost_runtime::carry_mail::statement_message(
+            &record.account_id,
+            &record.identity_id,
+            &record.address,
+            request.carrier.trim(),
+            &statement,
+        );
+        let to = mail.recipients[0].address.clone();
+        state
+            .directory
+            .queue()?
+            .enqueue(mail)
+            .await
+            .upstream(ServiceName::Queue)?;
+        tracing::info!(account_id, "carry statement sent in mail from the portal");
+        Some(to)
+    } else {
+        None
+    };
+    Ok(CarryStatement { statement, sent_to })
 }

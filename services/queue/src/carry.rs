@@ -16,6 +16,7 @@
 //! scheduler's, next to the direct attempt it follows.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use onionpost_proto::ServiceName;
@@ -24,13 +25,17 @@ use onionpost_proto::keys::v1 as keys_pb;
 use onionpost_proto::onion::v1 as onion_pb;
 use onionpost_proto::smtp_out::v1 as smtp_pb;
 use onionpost_runtime::Directory;
+use onionpost_runtime::config::CarryPolicy;
 use onionpost_runtime::onions::OnionWatch;
 use onionpost_runtime::time::timestamp_ms;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::QueueError;
 use crate::service::{QueueService, random_id};
-use crate::store::{AgreementKey, AgreementRecord, DAY_MS, HeldRecord};
+use crate::store::{
+    AgreementKey, AgreementRecord, CarryRequestRecord, CarryRequestState, DAY_MS, HeldRecord,
+};
 
 /// The caps a new agreement gets (`queue.carry_max_held_bytes`,
 /// `queue.carry_max_messages_per_day`), so one recipient cannot fill the carrier.
@@ -64,13 +69,32 @@ pub enum CarryCheck {
     Refused,
 }
 
-/// Carry agreements: recorded from signed statements, checked at RCPT time.
+/// Carry agreements: recorded from signed statements (handed in by the operator, or received
+/// in mail and applied by the operator's policy), checked at RCPT time.
 #[derive(Clone)]
 pub struct CarryDesk {
     service: QueueService,
     directory: Directory,
     limits: CarryLimits,
+    policy: CarryPolicy,
+    /// Identity onions recorded under [`CarryPolicy::AllowList`].
+    allow: Arc<Vec<String>>,
+    /// Wakes the intake when a statement arrives in mail.
+    intake: Arc<Notify>,
 }
+
+/// The largest carry statement taken from mail; a real one is about a kilobyte.
+pub const MAX_STATEMENT_BYTES: usize = 64 * 1024;
+/// How long a statement received in mail is retried while its identity's onion does not
+/// answer (its key cannot be fetched), before it is refused.
+const INTAKE_PATIENCE_MS: i64 = 24 * 3600 * 1000;
+/// The first wait before verifying again; doubles up to [`INTAKE_MAX_WAIT_MS`].
+const INTAKE_FIRST_WAIT_MS: i64 = 30 * 1000;
+const INTAKE_MAX_WAIT_MS: i64 = 3600 * 1000;
+/// How long one verification attempt holds a request against other queue processes.
+const INTAKE_LEASE_MS: i64 = 120 * 1000;
+/// How often the intake looks for due requests when nothing wakes it.
+const INTAKE_TICK: Duration = Duration::from_secs(15);
 
 impl CarryDesk {
     pub fn new(service: QueueService, directory: Directory, limits: CarryLimits) -> Self {
@@ -78,13 +102,28 @@ impl CarryDesk {
             service,
             directory,
             limits,
+            policy: CarryPolicy::Approval,
+            allow: Arc::new(Vec::new()),
+            intake: Arc::new(Notify::new()),
         }
     }
 
-    /// Whether to accept carried mail for `recipient` of `declared_size` bytes (0: unknown).
+    /// What becomes of carry requests received in mail (`queue.carry_policy`,
+    /// `queue.carry_allow`); without it they wait for the operator.
+    pub fn with_mail_policy(mut self, policy: CarryPolicy, allow: Vec<String>) -> Self {
+        self.policy = policy;
+        self.allow = Arc::new(allow);
+        self
+    }
+
+    /// Whether to accept carried mail for `recipient` of `declared_size` bytes (0: unknown) on
+    /// the MX of `onion`. Only the onion the carry request named accepts: were every onion of
+    /// the carrier to accept, an RCPT for an identity that names one of them would tell which
+    /// other onions share this carrier (issue 18).
     pub async fn check(
         &self,
         recipient: &str,
+        onion: &str,
         declared_size: u64,
     ) -> Result<CarryCheck, QueueError> {
         let address = recipient.trim().to_ascii_lowercase();
@@ -93,6 +132,9 @@ impl CarryDesk {
         let Some(agreement) = store.active_agreement(&address, now).await? else {
             return Ok(CarryCheck::Refused);
         };
+        if agreement.carrier.is_empty() || !agreement.carrier.eq_ignore_ascii_case(onion.trim()) {
+            return Ok(CarryCheck::Refused);
+        }
         let held = store.held_for(&address, now.div_euclid(DAY_MS)).await?;
         let over_bytes = held.bytes.saturating_add(declared_size) > agreement.max_held_bytes;
         let over_count = held.accepted_on_day >= u64::from(agreement.max_messages_per_day);
@@ -119,6 +161,16 @@ impl CarryDesk {
                 "the statement names another carrier, not this one".into(),
             ));
         }
+        self.apply(&verified, &carrier).await
+    }
+
+    /// Records the agreement a verified request asks for (on `carrier`, one of this carrier's
+    /// onions), or ends the agreements a verified withdrawal names.
+    async fn apply(
+        &self,
+        verified: &keys_pb::CarryStatement,
+        carrier: &str,
+    ) -> Result<(AgreementRecord, HeldRecord), QueueError> {
         let address = verified.address.trim().to_ascii_lowercase();
         let now = self.service.now_ms();
         match verified.kind() {
@@ -132,12 +184,13 @@ impl CarryDesk {
                 let agreement = AgreementRecord {
                     agreement_id: random_id(),
                     address: address.clone(),
-                    fingerprint: verified.fingerprint,
+                    fingerprint: verified.fingerprint.clone(),
                     created_at_ms: now,
                     expires_at_ms,
                     revoked_at_ms: None,
                     max_held_bytes: self.limits.max_held_bytes,
                     max_messages_per_day: self.limits.max_messages_per_day,
+                    carrier: carrier.to_owned(),
                 };
                 self.service.store().add_agreement(&agreement).await?;
                 tracing::info!(agreement_id = %agreement.agreement_id, "carry agreement recorded");
@@ -286,6 +339,295 @@ impl CarryDesk {
     }
 }
 
+/// Carry statements received in mail: kept, verified after the reply, applied by policy.
+impl CarryDesk {
+    /// Keeps a statement that arrived at `postmaster@<onion>` on `onion`'s MX; durable when it
+    /// returns, so smtp-in may answer 250. Nothing about it is checked here beyond its size:
+    /// verifying means fetching the identity's key from its onion, seconds the peer must not
+    /// wait for (nor learn anything from).
+    pub async fn submit(
+        &self,
+        statement: Vec<u8>,
+        onion: &str,
+    ) -> Result<CarryRequestRecord, QueueError> {
+        if statement.is_empty() {
+            return Err(QueueError::InvalidArgument("statement is required".into()));
+        }
+        if statement.len() > MAX_STATEMENT_BYTES {
+            return Err(QueueError::InvalidArgument(format!(
+                "a carry statement is at most {MAX_STATEMENT_BYTES} bytes"
+            )));
+        }
+        let onion = onionpost_proto::address::OnionHost::parse(onion.trim())
+            .map_err(|_| QueueError::InvalidArgument("onion is not a v3 onion".into()))?
+            .to_string();
+        let now = self.service.now_ms();
+        let request_id = random_id();
+        let request = CarryRequestRecord {
+            sealed_statement: self.service.seal_aside(&statement, &request_id),
+            request_id,
+            onion,
+            state: CarryRequestState::Verifying,
+            address: String::new(),
+            fingerprint: String::new(),
+            kind: String::new(),
+            expires_at_ms: None,
+            detail: String::new(),
+            attempts: 0,
+            received_at_ms: now,
+            next_attempt_at_ms: Some(now),
+            decided_at_ms: None,
+            agreement_id: String::new(),
+        };
+        self.service.store().insert_carry_request(&request).await?;
+        metrics::counter!("onionpost_queue_carry_requests_received_total").increment(1);
+        self.intake.notify_one();
+        Ok(request)
+    }
+
+    /// Verifies and applies due statements received in mail until `shutdown`.
+    pub async fn run_intake(self, shutdown: CancellationToken) {
+        loop {
+            if let Err(error) = self.intake_due().await {
+                tracing::warn!(%error, "carry requests could not be read");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.intake.notified() => {}
+                () = tokio::time::sleep(INTAKE_TICK) => {}
+            }
+        }
+    }
+
+    /// One pass over the due statements.
+    pub async fn intake_due(&self) -> Result<(), QueueError> {
+        let now = self.service.now_ms();
+        let store = self.service.store();
+        for request in store.due_carry_requests(now, 32).await? {
+            if store
+                .claim_carry_request(&request.request_id, request.attempts, now + INTAKE_LEASE_MS)
+                .await?
+            {
+                let attempts = request.attempts + 1;
+                self.verify_request(CarryRequestRecord {
+                    attempts,
+                    ..request
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies one statement against the key its identity's onion serves and applies it.
+    async fn verify_request(&self, mut request: CarryRequestRecord) -> Result<(), QueueError> {
+        let now = self.service.now_ms();
+        let statement = self
+            .service
+            .open_aside(&request.sealed_statement, &request.request_id)?;
+        match self.verify(statement).await {
+            Ok(verified) => {
+                request.address = verified.address.trim().to_ascii_lowercase();
+                request.fingerprint = verified.fingerprint.clone();
+                request.kind = match verified.kind() {
+                    keys_pb::CarryStatementKind::Request => "request",
+                    keys_pb::CarryStatementKind::Withdraw => "withdraw",
+                    keys_pb::CarryStatementKind::Unspecified => "",
+                }
+                .to_owned();
+                request.expires_at_ms = verified.expires_at.as_ref().map(timestamp_ms);
+                request.next_attempt_at_ms = None;
+                let carrier = verified.carrier.trim().to_ascii_lowercase();
+                if carrier != request.onion {
+                    // Applied on another onion of this carrier, it would show that the two
+                    // share it: only the onion it was sent to counts.
+                    self.decide_now(
+                        &mut request,
+                        Err("the statement names another onion, not the one it was sent to".into()),
+                    );
+                } else {
+                    let outcome = self.by_policy(&verified, &carrier).await;
+                    self.decide_now(&mut request, outcome);
+                }
+            }
+            Err(QueueError::Refused(why)) => self.decide_now(&mut request, Err(why)),
+            Err(error) => {
+                if now - request.received_at_ms >= INTAKE_PATIENCE_MS {
+                    self.decide_now(
+                        &mut request,
+                        Err(format!(
+                            "the identity's key could not be had from its onion for a day: {error}"
+                        )),
+                    );
+                } else {
+                    let wait = INTAKE_FIRST_WAIT_MS
+                        .saturating_mul(1_i64 << request.attempts.min(20).saturating_sub(1))
+                        .min(INTAKE_MAX_WAIT_MS);
+                    request.next_attempt_at_ms = Some(now + wait);
+                    request.detail = format!("waiting to verify: {error}");
+                    tracing::debug!(%error, "a carry request waits to be verified");
+                }
+            }
+        }
+        self.service
+            .store()
+            .update_carry_request(&request, Some(CarryRequestState::Verifying))
+            .await?;
+        Ok(())
+    }
+
+    /// What the operator's policy makes of a verified statement: applied, left for the
+    /// operator, or refused (`Err(why)`). A withdrawal is applied whatever the policy.
+    async fn by_policy(
+        &self,
+        verified: &keys_pb::CarryStatement,
+        carrier: &str,
+    ) -> Result<Applied, String> {
+        if verified.kind() == keys_pb::CarryStatementKind::Withdraw {
+            return match self.apply(verified, carrier).await {
+                Ok(_) => Ok(Applied::Withdrawn),
+                Err(QueueError::NotFound(_)) => Ok(Applied::NothingToWithdraw),
+                Err(error) => Err(error.to_string()),
+            };
+        }
+        let onion = verified
+            .address
+            .rsplit_once('@')
+            .map(|(_, onion)| onion.to_ascii_lowercase())
+            .unwrap_or_default();
+        match self.policy {
+            CarryPolicy::Approval => return Ok(Applied::Pending),
+            CarryPolicy::AllowList if !self.allow.contains(&onion) => {
+                return Err("this carrier carries only for the onions its operator allows".into());
+            }
+            CarryPolicy::AllowList | CarryPolicy::Open => {}
+        }
+        match self.apply(verified, carrier).await {
+            Ok((agreement, _)) => Ok(Applied::Agreement(agreement.agreement_id)),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Writes an outcome into `request`.
+    fn decide_now(&self, request: &mut CarryRequestRecord, outcome: Result<Applied, String>) {
+        let now = self.service.now_ms();
+        request.next_attempt_at_ms = None;
+        match outcome {
+            Ok(Applied::Pending) => {
+                request.state = CarryRequestState::Pending;
+                request.detail = "waits for the operator's decision".into();
+                return;
+            }
+            Ok(Applied::Agreement(agreement_id)) => {
+                request.state = CarryRequestState::Accepted;
+                request.detail = "agreement recorded".into();
+                request.agreement_id = agreement_id;
+            }
+            Ok(Applied::Withdrawn) => {
+                request.state = CarryRequestState::Accepted;
+                request.detail = "agreements ended".into();
+            }
+            Ok(Applied::NothingToWithdraw) => {
+                request.state = CarryRequestState::Accepted;
+                request.detail = "there was no agreement to end".into();
+            }
+            Err(why) => {
+                request.state = CarryRequestState::Refused;
+                request.detail = why;
+            }
+        }
+        request.decided_at_ms = Some(now);
+        tracing::info!(
+            request_id = %request.request_id,
+            state = request.state.as_str(),
+            "carry request received in mail decided"
+        );
+    }
+
+    /// The operator's decision on a request waiting for approval.
+    pub async fn decide(
+        &self,
+        request_id: &str,
+        approve: bool,
+    ) -> Result<CarryRequestRecord, QueueError> {
+        let store = self.service.store();
+        let Some(mut request) = store.carry_request(request_id).await? else {
+            return Err(QueueError::NotFound(format!(
+                "carry request {request_id:?}"
+            )));
+        };
+        if request.state != CarryRequestState::Pending {
+            return Err(QueueError::Conflict(format!(
+                "the carry request is {}, not waiting for a decision",
+                request.state.as_str()
+            )));
+        }
+        let outcome = if approve {
+            let verified = keys_pb::CarryStatement {
+                address: request.address.clone(),
+                fingerprint: request.fingerprint.clone(),
+                carrier: request.onion.clone(),
+                kind: keys_pb::CarryStatementKind::Request as i32,
+                signed_at: None,
+                expires_at: request
+                    .expires_at_ms
+                    .map(onionpost_runtime::time::timestamp),
+            };
+            match self.apply(&verified, &request.onion.clone()).await {
+                Ok((agreement, _)) => Ok(Applied::Agreement(agreement.agreement_id)),
+                Err(error) => Err(error.to_string()),
+            }
+        } else {
+            Err("refused by the operator".to_owned())
+        };
+        self.decide_now(&mut request, outcome);
+        if !store
+            .update_carry_request(&request, Some(CarryRequestState::Pending))
+            .await?
+        {
+            return Err(QueueError::Conflict(
+                "the carry request was decided meanwhile".into(),
+            ));
+        }
+        Ok(request)
+    }
+
+    /// One page of carry requests received in mail, and the next page's token.
+    pub async fn list_requests(
+        &self,
+        state: Option<CarryRequestState>,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<CarryRequestRecord>, String), QueueError> {
+        let limit = match page_size {
+            0 => 50,
+            size => size.min(500),
+        };
+        let requests = self
+            .service
+            .store()
+            .list_carry_requests(state, page_token, limit)
+            .await?;
+        let next = match requests.last() {
+            Some(last) if requests.len() == limit as usize => last.request_id.clone(),
+            _ => String::new(),
+        };
+        Ok((requests, next))
+    }
+}
+
+/// What applying a verified statement did.
+enum Applied {
+    /// Waits for the operator.
+    Pending,
+    /// A request recorded as this agreement.
+    Agreement(String),
+    /// A withdrawal ended the identity's agreements.
+    Withdrawn,
+    /// A withdrawal found none.
+    NothingToWithdraw,
+}
+
 /// How RevokeCarryAgreement names what to end.
 pub enum RevokeBy {
     Id(String),
@@ -426,6 +768,9 @@ mod tests {
     use crate::store::{DsnReturn, NewRecipient, Origin};
 
     const CAROL: &str = "carol@c.onion";
+    /// The carrier onion Carol's request named, and another onion of the same carrier.
+    const HERE: &str = "hereaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.onion";
+    const ELSEWHERE: &str = "elsewhereaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.onion";
 
     fn carried(key: &str, size: usize) -> Enqueue {
         Enqueue {
@@ -475,7 +820,10 @@ mod tests {
         };
         let desk = CarryDesk::new(service.clone(), Directory::default(), limits);
         // No agreement: refused like a relay attempt.
-        assert_eq!(desk.check(CAROL, 10).await.unwrap(), CarryCheck::Refused);
+        assert_eq!(
+            desk.check(CAROL, HERE, 10).await.unwrap(),
+            CarryCheck::Refused
+        );
         service
             .store()
             .add_agreement(&AgreementRecord {
@@ -487,13 +835,21 @@ mod tests {
                 revoked_at_ms: None,
                 max_held_bytes: 1_000,
                 max_messages_per_day: 3,
+                carrier: HERE.into(),
             })
             .await
             .unwrap();
-        // The address is compared in lower case.
+        // The address and the onion are compared in lower case.
         assert_eq!(
-            desk.check("Carol@C.onion", 10).await.unwrap(),
+            desk.check("Carol@C.onion", &HERE.to_ascii_uppercase(), 10)
+                .await
+                .unwrap(),
             CarryCheck::Accepted
+        );
+        // Another onion of this carrier answers as if there were no agreement.
+        assert_eq!(
+            desk.check(CAROL, ELSEWHERE, 10).await.unwrap(),
+            CarryCheck::Refused
         );
         let first = service.enqueue(carried("m1", 600)).await.unwrap();
         assert_eq!(
@@ -501,10 +857,19 @@ mod tests {
             Some(1_000_000 + 60_000)
         );
         // 600 held + 500 declared is over 1,000 bytes: a temporary refusal.
-        assert_eq!(desk.check(CAROL, 500).await.unwrap(), CarryCheck::OverLimit);
-        assert_eq!(desk.check(CAROL, 300).await.unwrap(), CarryCheck::Accepted);
+        assert_eq!(
+            desk.check(CAROL, HERE, 500).await.unwrap(),
+            CarryCheck::OverLimit
+        );
+        assert_eq!(
+            desk.check(CAROL, HERE, 300).await.unwrap(),
+            CarryCheck::Accepted
+        );
         // A sender that declared no SIZE passes RCPT; its real size is checked when stored.
-        assert_eq!(desk.check(CAROL, 0).await.unwrap(), CarryCheck::Accepted);
+        assert_eq!(
+            desk.check(CAROL, HERE, 0).await.unwrap(),
+            CarryCheck::Accepted
+        );
         assert!(matches!(
             service.enqueue(carried("big", 500)).await,
             Err(QueueError::OverLimit(_))
@@ -512,14 +877,23 @@ mod tests {
         let second = service.enqueue(carried("m2", 10)).await.unwrap();
         let third = service.enqueue(carried("m3", 10)).await.unwrap();
         // Three carried today: the daily cap is reached, and stays reached when they are gone.
-        assert_eq!(desk.check(CAROL, 1).await.unwrap(), CarryCheck::OverLimit);
+        assert_eq!(
+            desk.check(CAROL, HERE, 1).await.unwrap(),
+            CarryCheck::OverLimit
+        );
         for message in [first, second, third] {
             service.delete(&message.queue_id, false).await.unwrap();
         }
-        assert_eq!(desk.check(CAROL, 1).await.unwrap(), CarryCheck::OverLimit);
+        assert_eq!(
+            desk.check(CAROL, HERE, 1).await.unwrap(),
+            CarryCheck::OverLimit
+        );
         // The next UTC day starts afresh.
         clock.advance_ms(DAY_MS);
-        assert_eq!(desk.check(CAROL, 1).await.unwrap(), CarryCheck::Accepted);
+        assert_eq!(
+            desk.check(CAROL, HERE, 1).await.unwrap(),
+            CarryCheck::Accepted
+        );
         // Without a keys service a statement cannot be checked: unavailable, not accepted.
         assert!(matches!(
             desk.add(b"statement".to_vec()).await,

@@ -12,6 +12,9 @@ pub enum QueueError {
     /// A carry statement that does not verify, or names another carrier.
     #[error("{0}")]
     Refused(String),
+    /// The thing named is not in a state the call can act on (a carry request already decided).
+    #[error("{0}")]
+    Conflict(String),
     /// Carried mail that would take a recipient past its agreement's caps: try later.
     #[error("{0}")]
     OverLimit(String),
@@ -33,6 +36,7 @@ impl From<QueueError> for tonic::Status {
             QueueError::NotFound(_) => tonic::Status::not_found(error.to_string()),
             QueueError::Refused(_) => tonic::Status::permission_denied(error.to_string()),
             QueueError::Unavailable(_) => tonic::Status::unavailable(error.to_string()),
+            QueueError::Conflict(_) => tonic::Status::failed_precondition(error.to_string()),
             QueueError::OverLimit(_) => tonic::Status::resource_exhausted(error.to_string()),
             QueueError::Store(_) | QueueError::Seal(_) => {
                 tracing::error!(error = %error, "queue call failed");

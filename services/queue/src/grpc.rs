@@ -9,8 +9,8 @@ use crate::carry::{CarryCheck, CarryDesk, RevokeBy};
 use crate::error::QueueError;
 use crate::service::{AGE_BOUNDS_MS, Enqueue, QueueService};
 use crate::store::{
-    AgreementRecord, DsnReturn, HeldRecord, ListFilter, MessageRecord, NewRecipient, Notify,
-    Origin, RecipientRecord, RecipientState, Reply,
+    AgreementRecord, CarryRequestRecord, CarryRequestState, DsnReturn, HeldRecord, ListFilter,
+    MessageRecord, NewRecipient, Notify, Origin, RecipientRecord, RecipientState, Reply,
 };
 
 /// Serves [`QueueService`] over gRPC.
@@ -193,7 +193,7 @@ impl Queue for QueueGrpc {
         let request = request.into_inner();
         let check = self
             .carry
-            .check(&request.recipient, request.declared_size)
+            .check(&request.recipient, &request.onion, request.declared_size)
             .await?;
         Ok(Response::new(pb::CheckCarryResponse {
             accepted: check == CarryCheck::Accepted,
@@ -252,6 +252,75 @@ impl Queue for QueueGrpc {
         let (agreement, held) = self.carry.revoke(by).await?;
         Ok(Response::new(agreement_to_pb(&agreement, &held)))
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn submit_carry_statement(
+        &self,
+        request: Request<pb::SubmitCarryStatementRequest>,
+    ) -> Reply_<pb::CarryRequest> {
+        let request = request.into_inner();
+        let kept = self.carry.submit(request.statement, &request.onion).await?;
+        Ok(Response::new(carry_request_to_pb(&kept)))
+    }
+
+    async fn list_carry_requests(
+        &self,
+        request: Request<pb::ListCarryRequestsRequest>,
+    ) -> Reply_<pb::ListCarryRequestsResponse> {
+        let request = request.into_inner();
+        let state = match request.state() {
+            pb::CarryRequestState::Unspecified => None,
+            pb::CarryRequestState::Verifying => Some(CarryRequestState::Verifying),
+            pb::CarryRequestState::Pending => Some(CarryRequestState::Pending),
+            pb::CarryRequestState::Accepted => Some(CarryRequestState::Accepted),
+            pb::CarryRequestState::Refused => Some(CarryRequestState::Refused),
+        };
+        let (requests, next_page_token) = self
+            .carry
+            .list_requests(state, request.page_size, &request.page_token)
+            .await?;
+        Ok(Response::new(pb::ListCarryRequestsResponse {
+            requests: requests.iter().map(carry_request_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn decide_carry_request(
+        &self,
+        request: Request<pb::DecideCarryRequestRequest>,
+    ) -> Reply_<pb::CarryRequest> {
+        let request = request.into_inner();
+        let decided = self
+            .carry
+            .decide(&request.request_id, request.approve)
+            .await?;
+        Ok(Response::new(carry_request_to_pb(&decided)))
+    }
+}
+
+fn carry_request_to_pb(request: &CarryRequestRecord) -> pb::CarryRequest {
+    use onionpost_proto::keys::v1::CarryStatementKind;
+    pb::CarryRequest {
+        request_id: request.request_id.clone(),
+        onion: request.onion.clone(),
+        address: request.address.clone(),
+        kind: match request.kind.as_str() {
+            "request" => CarryStatementKind::Request,
+            "withdraw" => CarryStatementKind::Withdraw,
+            _ => CarryStatementKind::Unspecified,
+        } as i32,
+        state: match request.state {
+            CarryRequestState::Verifying => pb::CarryRequestState::Verifying,
+            CarryRequestState::Pending => pb::CarryRequestState::Pending,
+            CarryRequestState::Accepted => pb::CarryRequestState::Accepted,
+            CarryRequestState::Refused => pb::CarryRequestState::Refused,
+        } as i32,
+        detail: request.detail.clone(),
+        received_at: Some(timestamp(request.received_at_ms)),
+        decided_at: request.decided_at_ms.map(timestamp),
+        agreement_id: request.agreement_id.clone(),
+    }
 }
 
 fn agreement_to_pb(agreement: &AgreementRecord, held: &HeldRecord) -> pb::CarryAgreement {
@@ -266,6 +335,7 @@ fn agreement_to_pb(agreement: &AgreementRecord, held: &HeldRecord) -> pb::CarryA
         max_messages_per_day: agreement.max_messages_per_day,
         held_messages: held.messages,
         held_bytes: held.bytes,
+        carrier: agreement.carrier.clone(),
     }
 }
 

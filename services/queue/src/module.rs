@@ -74,6 +74,14 @@ impl Module for QueueModule {
                 service.clone(),
                 context.directory.clone(),
                 CarryLimits::from_settings(&context.config.queue),
+            )
+            .with_mail_policy(
+                context.config.queue.carry_policy,
+                context.config.queue.carry_allow.clone(),
+            );
+            context.spawn(
+                "queue-carry-intake",
+                carry.clone().run_intake(context.shutdown.clone()),
             );
             let server = QueueServer::new(QueueGrpc::new(service, carry))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)

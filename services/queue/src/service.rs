@@ -213,6 +213,17 @@ impl QueueService {
         }
     }
 
+    /// Seals bytes the queue keeps beside messages (a carry statement received in mail), bound
+    /// to `id`, with the same key as bodies.
+    pub(crate) fn seal_aside(&self, bytes: &[u8], id: &str) -> Vec<u8> {
+        self.inner.sealer.seal(bytes, id.as_bytes())
+    }
+
+    /// Opens what [`Self::seal_aside`] sealed for `id`.
+    pub(crate) fn open_aside(&self, sealed: &[u8], id: &str) -> Result<Vec<u8>, QueueError> {
+        Ok(self.inner.sealer.open(sealed, id.as_bytes())?.to_vec())
+    }
+
     /// The body in the clear.
     pub async fn open_body(&self, queue_id: &str) -> Result<Option<Vec<u8>>, QueueError> {
         let Some(sealed) = self.inner.store.load_body(queue_id).await? else {

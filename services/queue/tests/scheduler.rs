@@ -217,6 +217,13 @@ impl Imap for FakeImap {
         Err(Status::unimplemented("not in this fake"))
     }
 
+    async fn rotate_identity_key(
+        &self,
+        _request: Request<imap_pb::RotateIdentityKeyRequest>,
+    ) -> Result<Response<imap_pb::RotateIdentityKeyResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     async fn get_identity(
         &self,
         _request: Request<imap_pb::GetIdentityRequest>,
@@ -1052,10 +1059,16 @@ async fn a_failed_direct_attempt_hands_the_message_to_the_recipients_carriers_on
         .enqueue(request("f1", &[(&carol, vec![])]))
         .await
         .unwrap();
-    eventually("the hand-offs are recorded", || async {
-        let message = service.get(&queued.queue_id).await.unwrap();
-        message.recipients[0].handed_to_carriers.len() == 2
-    })
+    // The hand-offs are noted as each carrier takes the message, the direct attempt's result
+    // when the session is over: wait for both.
+    eventually(
+        "the hand-offs and the direct attempt are recorded",
+        || async {
+            let message = service.get(&queued.queue_id).await.unwrap();
+            message.recipients[0].handed_to_carriers.len() == 2
+                && message.recipients[0].state == RecipientState::TemporaryFailure
+        },
+    )
     .await;
     let message = service.get(&queued.queue_id).await.unwrap();
     let mut handed = message.recipients[0].handed_to_carriers.clone();

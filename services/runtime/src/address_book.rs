@@ -20,6 +20,7 @@ pub enum KeySource {
     Wkd,
     Autocrypt,
     Introduction,
+    Transition,
 }
 
 impl KeySource {
@@ -30,6 +31,7 @@ impl KeySource {
             Ok(keys::KeySource::Wkd) => KeySource::Wkd,
             Ok(keys::KeySource::Autocrypt) => KeySource::Autocrypt,
             Ok(keys::KeySource::Introduction) => KeySource::Introduction,
+            Ok(keys::KeySource::Transition) => KeySource::Transition,
             _ => KeySource::Unknown,
         }
     }
@@ -43,6 +45,7 @@ impl KeySource {
             KeySource::Wkd => "fetched over the contact's own onion",
             KeySource::Autocrypt => "learned from signed mail",
             KeySource::Introduction => "from an introduction",
+            KeySource::Transition => "announced by the contact's previous key",
         }
     }
 }

@@ -147,6 +147,8 @@ keys! {
     "queue.etrn_spread_secs": Integer = "60" => "most seconds an identity waits, at random, before its ETRN to its carriers when its onion comes online (0: at once)",
     "queue.carry_max_held_bytes": Integer = "268435456" => "bytes this carrier holds at most for one identity it carries for (256 MiB)",
     "queue.carry_max_messages_per_day": Integer = "2000" => "carried messages accepted for one identity per day, UTC",
+    "queue.carry_policy": String = "approval" => "what becomes of a signed carry request that arrives in mail at postmaster@<onion>: open (recorded), allow-list (recorded when the identity's onion is in queue.carry_allow, refused otherwise) or approval (waits for the operator in the admin API)",
+    "queue.carry_allow": String => "identity onions (<56 base32>.onion, separated by spaces or commas) whose carry requests are recorded under queue.carry_policy=allow-list",
     "smtp_in.max_message_bytes": Integer = "26214400" => "largest message smtp-in accepts, advertised as SIZE (25 MiB)",
     "smtp_in.plaintext_policy": String = "refuse" => "what smtp-in does with plaintext mail from an onion peer: refuse, quarantine or accept",
     "smtp_in.max_messages_per_hour_per_account": Integer = "500" => "messages one account may submit per hour",
@@ -344,8 +346,19 @@ pub struct SmtpInSettings {
     pub max_messages_per_hour_per_account: u32,
 }
 
-/// How the queue retries (RFC 5321 §4.5.4.1: retry, back off, give up after some days).
+/// What becomes of a signed carry request that arrives in mail (`queue.carry_policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CarryPolicy {
+    /// Recorded once verified.
+    Open,
+    /// Recorded when the identity's onion is in `queue.carry_allow`, refused otherwise.
+    AllowList,
+    /// Waits for the operator.
+    Approval,
+}
+
+/// How the queue retries (RFC 5321 §4.5.4.1: retry, back off, give up after some days).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSettings {
     /// Wait before the first retry; doubles with each attempt.
     pub retry_min: Duration,
@@ -359,6 +372,10 @@ pub struct QueueSettings {
     pub carry_max_messages_per_day: u32,
     /// Longest random wait before an identity that came online sends ETRN.
     pub etrn_spread: Duration,
+    /// What becomes of carry requests that arrive in mail.
+    pub carry_policy: CarryPolicy,
+    /// Identity onions (lower case, `.onion` included) recorded under [`CarryPolicy::AllowList`].
+    pub carry_allow: Vec<String>,
 }
 
 /// How hosted accounts (the imap service) age and start.
@@ -933,6 +950,35 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         carry_max_messages_per_day: u32::try_from(positive("queue.carry_max_messages_per_day")?)
             .map_err(|_| ConfigError::new("key `queue.carry_max_messages_per_day` is too large"))?,
         etrn_spread: values.seconds_or_zero("queue.etrn_spread_secs")?,
+        carry_policy: values.choice(
+            "queue.carry_policy",
+            &[
+                ("open", CarryPolicy::Open),
+                ("allow-list", CarryPolicy::AllowList),
+                ("approval", CarryPolicy::Approval),
+            ],
+        )?,
+        carry_allow: match values.non_empty("queue.carry_allow") {
+            None => Vec::new(),
+            Some((text, source)) => {
+                let mut onions = Vec::new();
+                for word in text
+                    .split([' ', ',', '\n', '\t'])
+                    .filter(|word| !word.is_empty())
+                {
+                    let onion = word.to_ascii_lowercase();
+                    let canonical = onionpost_proto::address::OnionHost::parse(&onion)
+                        .map(|host| host.to_string());
+                    if canonical.as_deref() != Ok(onion.as_str()) {
+                        return Err(ConfigError::new(format!(
+                            "key `queue.carry_allow` {source}: `{word}` is not a v3 onion (<56 base32>.onion)"
+                        )));
+                    }
+                    onions.push(onion);
+                }
+                onions
+            }
+        },
     };
     if queue.retry_max < queue.retry_min {
         return Err(ConfigError::new(
@@ -1397,6 +1443,44 @@ mod tests {
             error.contains("`queue.carry_max_messages_per_day`"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn carry_requests_in_mail_wait_for_the_operator_unless_configured() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.queue.carry_policy, CarryPolicy::Approval);
+        assert!(config.queue.carry_allow.is_empty());
+        let onion = onionpost_proto::address::OnionHost::from_ed25519(&[7; 32]).to_string();
+        let config = Config::load(
+            None,
+            env(&[
+                ("ONIONPOST_QUEUE_CARRY_POLICY", "allow-list"),
+                (
+                    "ONIONPOST_QUEUE_CARRY_ALLOW",
+                    &format!(" {} ,", onion.to_ascii_uppercase()),
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.queue.carry_policy, CarryPolicy::AllowList);
+        assert_eq!(config.queue.carry_allow, [onion.clone()]);
+        for (key, value, says) in [
+            (
+                "ONIONPOST_QUEUE_CARRY_POLICY",
+                "everyone",
+                "open, allow-list or approval",
+            ),
+            (
+                "ONIONPOST_QUEUE_CARRY_ALLOW",
+                "example.com",
+                "is not a v3 onion",
+            ),
+        ] {
+            let error = Config::load(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(says), "{error}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@
 
 pub mod address_book;
 pub mod backoff;
+pub mod carry_mail;
 pub mod config;
 pub mod conformance;
 pub mod db;

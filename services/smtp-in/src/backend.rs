@@ -59,10 +59,18 @@ pub trait Backend: Send + Sync + 'static {
     async fn enqueue(&self, request: EnqueueRequest) -> Result<(), SmtpInError>;
     /// queue Flush (ETRN).
     async fn flush(&self, onion: &str) -> Result<(), SmtpInError>;
-    /// queue CheckCarry.
+    /// queue SubmitCarryStatement: keeps a statement sent to `postmaster@<onion>`; durable when
+    /// it returns.
+    async fn submit_carry_statement(
+        &self,
+        statement: Vec<u8>,
+        onion: &str,
+    ) -> Result<(), SmtpInError>;
+    /// queue CheckCarry, for an RCPT on the MX of `onion`.
     async fn check_carry(
         &self,
         recipient: &str,
+        onion: &str,
         declared_size: u64,
     ) -> Result<CheckCarryResponse, SmtpInError>;
     /// gateway CheckOutbound: whether the account may send to `clearnet_recipients` clearnet

@@ -192,14 +192,29 @@ impl Backend for GrpcBackend {
         Ok(())
     }
 
+    async fn submit_carry_statement(
+        &self,
+        statement: Vec<u8>,
+        onion: &str,
+    ) -> Result<(), SmtpInError> {
+        let request = onionpost_proto::queue::v1::SubmitCarryStatementRequest {
+            statement,
+            onion: onion.to_owned(),
+        };
+        self.queue()?.submit_carry_statement(request).await?;
+        Ok(())
+    }
+
     async fn check_carry(
         &self,
         recipient: &str,
+        onion: &str,
         declared_size: u64,
     ) -> Result<CheckCarryResponse, SmtpInError> {
         let request = CheckCarryRequest {
             recipient: recipient.to_owned(),
             declared_size,
+            onion: onion.to_owned(),
         };
         Ok(self.queue()?.check_carry(request).await?.into_inner())
     }

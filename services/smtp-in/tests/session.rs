@@ -59,7 +59,8 @@ struct Fake {
     keys: Mutex<HashSet<String>>,
     /// Recipients whose key is revoked.
     revoked: Mutex<HashSet<String>>,
-    carried: Mutex<HashSet<String>>,
+    /// (recipient, the carrier onion its agreement named).
+    carried: Mutex<HashSet<(String, String)>>,
     delivered: Mutex<Vec<DeliverRequest>>,
     enqueued: Mutex<Vec<EnqueueRequest>>,
     encrypted_for: Mutex<Vec<SignAndEncryptRequest>>,
@@ -79,6 +80,8 @@ struct Fake {
     gateway_reserved: Mutex<u32>,
     /// The queue refuses carried mail: a recipient's agreed caps are reached.
     queue_full: Mutex<bool>,
+    /// Carry statements handed to the queue: (statement, the onion it arrived on).
+    statements: Mutex<Vec<(Vec<u8>, String)>>,
 }
 
 fn encrypted(inner: &[u8]) -> Vec<u8> {
@@ -252,13 +255,30 @@ impl Backend for Fake {
         Ok(())
     }
 
+    async fn submit_carry_statement(
+        &self,
+        statement: Vec<u8>,
+        onion: &str,
+    ) -> Result<(), SmtpInError> {
+        self.statements
+            .lock()
+            .unwrap()
+            .push((statement, onion.to_owned()));
+        Ok(())
+    }
+
     async fn check_carry(
         &self,
         recipient: &str,
+        onion: &str,
         _declared_size: u64,
     ) -> Result<CheckCarryResponse, SmtpInError> {
         Ok(CheckCarryResponse {
-            accepted: self.carried.lock().unwrap().contains(recipient),
+            accepted: self
+                .carried
+                .lock()
+                .unwrap()
+                .contains(&(recipient.to_owned(), onion.to_owned())),
             over_limit: false,
         })
     }
@@ -662,7 +682,11 @@ async fn account_state_decides_4xx_or_5xx_at_rcpt() {
 #[tokio::test]
 async fn orcpt_keeps_its_type_and_control_characters_are_refused() {
     let backend = fake();
-    backend.carried.lock().unwrap().insert(carol());
+    backend
+        .carried
+        .lock()
+        .unwrap()
+        .insert((carol(), ALICE_ONION.to_owned()));
     let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
     c.send("EHLO peer").await;
     c.send(&format!("MAIL FROM:<{}>", bob())).await;
@@ -697,10 +721,25 @@ async fn orcpt_keeps_its_type_and_control_characters_are_refused() {
 #[tokio::test]
 async fn carried_recipients_are_queued_with_origin_carry() {
     let backend = fake();
-    backend.carried.lock().unwrap().insert(carol());
+    // Carol's agreement names Alice's onion, where this MX listens; Bob's names another onion
+    // of the carrier, so Bob is refused here exactly like a stranger.
+    backend
+        .carried
+        .lock()
+        .unwrap()
+        .insert((carol(), ALICE_ONION.to_owned()));
+    backend
+        .carried
+        .lock()
+        .unwrap()
+        .insert((bob(), ALICE_ALT_ONION.to_owned()));
     let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
     c.send("EHLO peer").await;
     c.send(&format!("MAIL FROM:<{}>", bob())).await;
+    let elsewhere = c.send(&format!("RCPT TO:<{}>", bob())).await;
+    let stranger = c.send(&format!("RCPT TO:<nobody@{CAROL_ONION}>")).await;
+    assert_eq!(elsewhere, stranger);
+    assert!(elsewhere.starts_with("550 5.1.1 "), "{elsewhere}");
     assert_eq!(
         c.send(&format!("RCPT TO:<{}>", carol())).await,
         "250 2.1.5 Recipient OK"
@@ -722,6 +761,83 @@ async fn carried_recipients_are_queued_with_origin_carry() {
     c.send("DATA").await;
     c.raw(&encrypted(b"anything\r\n")).await;
     assert_eq!(c.send(".").await, "452 4.2.2 Mailbox full, try again later");
+}
+
+/// A signed carry statement sent to `postmaster@<this onion>` is handed to the queue with the
+/// onion it came to (verified there after the reply); postmaster@ goes alone, takes only an
+/// armoured OpenPGP message, and answers the same on every onion.
+#[tokio::test]
+async fn a_carry_statement_to_postmaster_is_kept_for_the_queue_with_its_onion() {
+    let backend = fake();
+    let statement = "-----BEGIN PGP MESSAGE-----\r\n\r\nowGbwMvMwCF2aYH...\r\n=abcd\r\n-----END PGP MESSAGE-----";
+    let message = format!(
+        "From: <{}>\r\nTo: <postmaster@{ALICE_ONION}>\r\nSubject: carry request\r\n\r\n{statement}\r\n",
+        carol()
+    );
+    let mut replies = Vec::new();
+    for (mode, onion, own) in [
+        (mx(), ALICE_ONION, alice()),
+        (
+            Mode::Ingress {
+                identity_id: "id-bob".into(),
+            },
+            BOB_ONION,
+            bob(),
+        ),
+    ] {
+        let (mut c, _) = Client::start(backend.clone(), default_policy(), mode).await;
+        c.send("EHLO peer").await;
+        c.send(&format!("MAIL FROM:<{}>", carol())).await;
+        // Another onion's postmaster is refused like any stranger.
+        let other = if onion == ALICE_ONION {
+            BOB_ONION
+        } else {
+            ALICE_ONION
+        };
+        assert!(
+            c.send(&format!("RCPT TO:<postmaster@{other}>"))
+                .await
+                .starts_with("550 5.1.1 ")
+        );
+        assert_eq!(
+            c.send(&format!("RCPT TO:<PostMaster@{onion}>")).await,
+            "250 2.1.5 Recipient OK"
+        );
+        // Not with anyone else in the same transaction, not even the onion's own identity.
+        assert!(c.send(&format!("RCPT TO:<{own}>")).await.starts_with(
+            "452 4.5.3 postmaster@ takes carry statements in a transaction of its own"
+        ));
+        c.send("DATA").await;
+        c.raw(message.as_bytes()).await;
+        replies.push(c.send(".").await);
+        // A message without a statement is refused with the reason, plaintext or not.
+        c.send(&format!("MAIL FROM:<{}>", carol())).await;
+        c.send(&format!("RCPT TO:<postmaster@{onion}>")).await;
+        c.send("DATA").await;
+        c.raw(b"Subject: hello\r\n\r\nplease carry for me\r\n")
+            .await;
+        assert!(
+            c.send(".")
+                .await
+                .starts_with("550 5.6.0 postmaster@ takes only a signed carry statement")
+        );
+    }
+    assert_eq!(replies[0], replies[1]);
+    assert!(
+        replies[0].starts_with("250 2.0.0 Carry statement kept"),
+        "{}",
+        replies[0]
+    );
+    let statements = backend.statements.lock().unwrap().clone();
+    assert_eq!(
+        statements,
+        [
+            (statement.as_bytes().to_vec(), ALICE_ONION.to_owned()),
+            (statement.as_bytes().to_vec(), BOB_ONION.to_owned())
+        ]
+    );
+    assert!(backend.enqueued.lock().unwrap().is_empty());
+    assert!(backend.delivered.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -920,7 +1036,11 @@ async fn a_bare_cr_or_lf_in_data_is_refused_and_smuggles_no_second_message() {
 #[tokio::test]
 async fn pipelined_commands_get_their_replies_in_order_and_dots_are_unstuffed() {
     let backend = fake();
-    backend.carried.lock().unwrap().insert(carol());
+    backend
+        .carried
+        .lock()
+        .unwrap()
+        .insert((carol(), ALICE_ONION.to_owned()));
     let (mut c, _) = Client::start(backend.clone(), default_policy(), mx()).await;
     c.send("EHLO peer").await;
     c.raw(

@@ -90,19 +90,25 @@ pub struct NewCarryStatement {
     /// When a request lapses on its own; absent leaves it to the carrier.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Also send it to the carrier, in mail to `postmaster@<carrier>` from the identity (its
+    /// carrier verifies it and answers by its policy; a refusal comes back as a DSN).
+    #[serde(default)]
+    pub send: bool,
 }
 
 /// A signed carry statement (ASCII armour), to hand to the carrier it names.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CarryStatement {
     pub statement: String,
+    /// Where it was sent (`postmaster@<carrier>`), when `send` asked for it.
+    pub sent_to: Option<String>,
 }
 
 #[utoipa::path(
     post, path = "/v1/identities/{id}/carry-statements", tag = "carriers",
     params(("id" = String, Path, description = "Identity id")),
     request_body = NewCarryStatement,
-    responses((status = 201, description = "The statement, signed by the identity's key", body = CarryStatement)),
+    responses((status = 201, description = "The statement, signed by the identity's key (and queued to the carrier's postmaster@ when `send` asked)", body = CarryStatement)),
 )]
 pub async fn sign_carry_statement(
     State(state): State<AdminState>,
@@ -113,13 +119,13 @@ pub async fn sign_carry_statement(
     if request.expires_at.is_some_and(|at| at <= Utc::now()) {
         return Err(AdminError::invalid("expires_at", "must be in the future"));
     }
-    fetch_identity(&state, &id).await?;
+    let identity = fetch_identity(&state, &id).await?;
     let signed = state
         .directory
         .keys()?
         .sign_carry_statement(keys::SignCarryStatementRequest {
             identity_id: id,
-            carrier,
+            carrier: carrier.clone(),
             kind: match request.kind {
                 CarryKind::Request => keys::CarryStatementKind::Request,
                 CarryKind::Withdraw => keys::CarryStatementKind::Withdraw,
@@ -130,7 +136,29 @@ pub async fn sign_carry_statement(
         .upstream(ServiceName::Keys)?;
     let statement =
         String::from_utf8(signed.statement).map_err(|_| super::corrupt("carry statement"))?;
-    Ok((StatusCode::CREATED, Json(CarryStatement { statement })))
+    let sent_to = if request.send {
+        let mail = onionpost_runtime::carry_mail::statement_message(
+            &identity.account_id,
+            &identity.identity_id,
+            &identity.address,
+            &carrier,
+            &statement,
+        );
+        let to = mail.recipients[0].address.clone();
+        state
+            .directory
+            .queue()?
+            .enqueue(mail)
+            .await
+            .upstream(ServiceName::Queue)?;
+        Some(to)
+    } else {
+        None
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(CarryStatement { statement, sent_to }),
+    ))
 }
 
 /// An identity elsewhere for which this carrier holds mail.
@@ -285,4 +313,166 @@ pub async fn revoke_carry_agreement(
         .await
         .upstream(ServiceName::Queue)?;
     Ok(Json(CarryAgreement::from_proto(agreement)))
+}
+
+/// Where a carry statement received in mail stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CarryRequestState {
+    /// Kept; its signature is not checked yet (the identity's onion may be offline a while).
+    Verifying,
+    /// Verified; waits for the operator (`queue.carry_policy = approval`).
+    Pending,
+    /// Applied: an agreement recorded, or the identity's agreements ended.
+    Accepted,
+    /// Not applied; `detail` says why.
+    Refused,
+}
+
+/// A carry statement that arrived in mail at `postmaster@<onion>`, and what became of it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CarryRequest {
+    pub id: String,
+    /// The onion of this carrier it was sent to (and names).
+    pub onion: String,
+    /// The identity that signed it; absent until verified.
+    pub address: Option<String>,
+    /// `request` or `withdraw`; absent until verified.
+    pub kind: Option<CarryKind>,
+    pub state: CarryRequestState,
+    pub detail: String,
+    pub received_at: Option<DateTime<Utc>>,
+    pub decided_at: Option<DateTime<Utc>>,
+    /// The agreement it recorded, once accepted.
+    pub agreement_id: Option<String>,
+}
+
+impl CarryRequest {
+    fn from_proto(request: queue::CarryRequest) -> Self {
+        CarryRequest {
+            state: match request.state() {
+                queue::CarryRequestState::Pending => CarryRequestState::Pending,
+                queue::CarryRequestState::Accepted => CarryRequestState::Accepted,
+                queue::CarryRequestState::Refused => CarryRequestState::Refused,
+                _ => CarryRequestState::Verifying,
+            },
+            kind: match request.kind() {
+                keys::CarryStatementKind::Request => Some(CarryKind::Request),
+                keys::CarryStatementKind::Withdraw => Some(CarryKind::Withdraw),
+                keys::CarryStatementKind::Unspecified => None,
+            },
+            id: request.request_id,
+            onion: request.onion,
+            address: Some(request.address).filter(|address| !address.is_empty()),
+            detail: request.detail,
+            received_at: time(request.received_at),
+            decided_at: time(request.decided_at),
+            agreement_id: Some(request.agreement_id).filter(|id| !id.is_empty()),
+        }
+    }
+}
+
+/// Which carry requests a page holds.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListCarryRequestsQuery {
+    /// Only requests in this state (default: all).
+    pub state: Option<CarryRequestState>,
+    /// Requests per page (1 to 500, default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// From the previous page's `next_page_token`.
+    pub page_token: Option<String>,
+}
+
+/// One page of carry requests received in mail.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CarryRequestPage {
+    pub requests: Vec<CarryRequest>,
+    /// Absent on the last page.
+    pub next_page_token: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/carry-requests", tag = "carriers",
+    params(ListCarryRequestsQuery),
+    responses((status = 200, description = "One page of the carry statements identities sent in mail to this carrier's postmaster@, verified or not, with what became of each", body = CarryRequestPage)),
+)]
+pub async fn list_carry_requests(
+    State(state): State<AdminState>,
+    ApiQuery(query): ApiQuery<ListCarryRequestsQuery>,
+) -> Result<Json<CarryRequestPage>, AdminError> {
+    let wanted = match query.state {
+        None => queue::CarryRequestState::Unspecified,
+        Some(CarryRequestState::Verifying) => queue::CarryRequestState::Verifying,
+        Some(CarryRequestState::Pending) => queue::CarryRequestState::Pending,
+        Some(CarryRequestState::Accepted) => queue::CarryRequestState::Accepted,
+        Some(CarryRequestState::Refused) => queue::CarryRequestState::Refused,
+    };
+    let page = state
+        .directory
+        .queue()?
+        .list_carry_requests(queue::ListCarryRequestsRequest {
+            state: wanted as i32,
+            page_size: page_size(query.limit)?,
+            page_token: query.page_token.unwrap_or_default(),
+        })
+        .await
+        .upstream(ServiceName::Queue)?;
+    Ok(Json(CarryRequestPage {
+        requests: page
+            .requests
+            .into_iter()
+            .map(CarryRequest::from_proto)
+            .collect(),
+        next_page_token: next_token(page.next_page_token),
+    }))
+}
+
+async fn decide(
+    state: &AdminState,
+    id: String,
+    approve: bool,
+) -> Result<Json<CarryRequest>, AdminError> {
+    if id.trim().is_empty() || id.len() > 128 {
+        return Err(AdminError::invalid(
+            "id",
+            "a carry request id of at most 128 characters",
+        ));
+    }
+    let decided = state
+        .directory
+        .queue()?
+        .decide_carry_request(queue::DecideCarryRequestRequest {
+            request_id: id,
+            approve,
+        })
+        .await
+        .upstream(ServiceName::Queue)?;
+    Ok(Json(CarryRequest::from_proto(decided)))
+}
+
+#[utoipa::path(
+    post, path = "/v1/carry-requests/{id}/approve", tag = "carriers",
+    params(("id" = String, Path, description = "Carry request id")),
+    responses((status = 200, description = "Approved: the agreement is recorded and carried mail for the identity is accepted on the onion it named", body = CarryRequest)),
+)]
+pub async fn approve_carry_request(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<CarryRequest>, AdminError> {
+    decide(&state, id, true).await
+}
+
+#[utoipa::path(
+    post, path = "/v1/carry-requests/{id}/refuse", tag = "carriers",
+    params(("id" = String, Path, description = "Carry request id")),
+    responses((status = 200, description = "Refused: kept as refused, nothing is carried", body = CarryRequest)),
+)]
+pub async fn refuse_carry_request(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<CarryRequest>, AdminError> {
+    decide(&state, id, false).await
 }

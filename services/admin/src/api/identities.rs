@@ -1,8 +1,9 @@
 //! Identities: each one an onion (onion service), an OpenPGP key (keys service) and a record of
-//! the account that owns it (imap service). Making, importing and revoking one is a single call
-//! on imap's contract (`CreateIdentity`, `ImportIdentity`, `RevokeIdentity`), which ties the three
-//! together and undoes what it made when a later step refuses; these routes only validate, call
-//! and show the identity as the three services see it.
+//! the account that owns it (imap service). Making, importing, revoking one and replacing its key
+//! is a single call on imap's contract (`CreateIdentity`, `ImportIdentity`, `RevokeIdentity`,
+//! `RotateIdentityKey`), which ties the three together and undoes what it made when a later
+//! step refuses; these routes only validate, call and show the identity as the three services
+//! see it.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -270,6 +271,44 @@ pub async fn delete_identity(
         .await
         .upstream(ServiceName::Imap)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// An identity's key after it moved to a new one.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RotatedKey {
+    pub identity_id: String,
+    /// The new key's fingerprint (upper-case hex).
+    pub fingerprint: String,
+    /// The key it replaced; the carrier keeps it to open mail already on its way to it.
+    pub previous_fingerprint: String,
+    /// How many peers (those this identity corresponded with) were sent the new key in mail
+    /// signed by the previous one.
+    pub peers_announced: u32,
+}
+
+#[utoipa::path(
+    post, path = "/v1/identities/{id}/rotate-key", tag = "identities",
+    params(("id" = String, Path, description = "Identity id")),
+    responses((status = 200, description = "The identity has a new key on the same address, certified by the previous one: WKD serves it at once, its mail carries it in Autocrypt, and each peer this identity corresponded with is sent it in mail signed by the previous key, so their carriers move to it without asking their accounts", body = RotatedKey)),
+)]
+pub async fn rotate_key(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<RotatedKey>, AdminError> {
+    let rotated = state
+        .directory
+        .imap()?
+        .rotate_identity_key(imap::RotateIdentityKeyRequest {
+            identity_id: id.clone(),
+        })
+        .await
+        .upstream(ServiceName::Imap)?;
+    Ok(Json(RotatedKey {
+        identity_id: id,
+        fingerprint: rotated.fingerprint,
+        previous_fingerprint: rotated.previous_fingerprint,
+        peers_announced: rotated.peers_announced,
+    }))
 }
 
 async fn qr(state: &AdminState, id: &str, format: keys::QrFormat) -> Result<Response, AdminError> {

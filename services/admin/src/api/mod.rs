@@ -99,6 +99,7 @@ pub fn api_router() -> OpenApiRouter<AdminState> {
         .routes(routes!(identities::qr_svg))
         .routes(routes!(identities::qr_png))
         .routes(routes!(identities::export_identity))
+        .routes(routes!(identities::rotate_key))
         .routes(routes!(contacts::import_introduction))
         .routes(routes!(contacts::list_contacts, contacts::add_contact))
         .routes(routes!(
@@ -115,6 +116,9 @@ pub fn api_router() -> OpenApiRouter<AdminState> {
             carriers::add_carry_agreement
         ))
         .routes(routes!(carriers::revoke_carry_agreement))
+        .routes(routes!(carriers::list_carry_requests))
+        .routes(routes!(carriers::approve_carry_request))
+        .routes(routes!(carriers::refuse_carry_request))
         .routes(routes!(plans::list_plans, plans::create_plan))
         .routes(routes!(plans::update_plan))
         .routes(routes!(plans::mint_vouchers))

@@ -68,6 +68,8 @@ pub enum KeySource {
     Wkd,
     Autocrypt,
     Introduction,
+    /// The contact's successor key, announced in mail signed by its pinned key.
+    Transition,
 }
 
 impl KeySource {
@@ -78,6 +80,7 @@ impl KeySource {
             KeySource::Wkd => "wkd",
             KeySource::Autocrypt => "autocrypt",
             KeySource::Introduction => "introduction",
+            KeySource::Transition => "transition",
         }
     }
 
@@ -88,6 +91,7 @@ impl KeySource {
             "wkd" => KeySource::Wkd,
             "autocrypt" => KeySource::Autocrypt,
             "introduction" => KeySource::Introduction,
+            "transition" => KeySource::Transition,
             other => return Err(StoreError::Corrupt(format!("unknown key source {other:?}"))),
         })
     }
@@ -125,6 +129,27 @@ impl std::fmt::Debug for IdentityRecord {
             .field("has_secret", &self.sealed_secret.is_some())
             .field("custody", &self.custody)
             .field("revoked_at_ms", &self.revoked_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key an identity replaced (RotateIdentityKey), kept sealed until the identity is revoked.
+#[derive(Clone)]
+pub struct PreviousKey {
+    pub identity_id: String,
+    /// Upper-case hex.
+    pub fingerprint: String,
+    /// The TSK sealed with the carrier secret, bound to `fingerprint` as the current key is.
+    pub sealed_secret: Vec<u8>,
+    pub replaced_at_ms: i64,
+}
+
+impl std::fmt::Debug for PreviousKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviousKey")
+            .field("identity_id", &self.identity_id)
+            .field("fingerprint", &self.fingerprint)
+            .field("replaced_at_ms", &self.replaced_at_ms)
             .finish_non_exhaustive()
     }
 }
@@ -227,9 +252,20 @@ pub trait KeysStore: Send + Sync + 'static {
         since_ms: i64,
     ) -> Result<Vec<IdentityRecord>, StoreError>;
 
-    /// Writes the mutable columns of an identity (public key, sealed secret, preferred
-    /// carriers, revocation). `false` when there is no such identity.
+    /// Writes the mutable columns of an identity (fingerprint and public key, sealed secret,
+    /// preferred carriers, revocation). `false` when there is no such identity.
     async fn update_identity(&self, identity: &IdentityRecord) -> Result<bool, StoreError>;
+
+    /// Keeps a key the identity replaced, sealed, to open mail already on its way to it.
+    /// Storing the same key again changes nothing.
+    async fn add_previous_key(&self, previous: &PreviousKey) -> Result<(), StoreError>;
+
+    /// The keys an identity replaced, oldest first.
+    async fn previous_keys(&self, identity_id: &str) -> Result<Vec<PreviousKey>, StoreError>;
+
+    /// Destroys the keys an identity replaced (at revocation), so that none is left in the
+    /// database's files; returns how many there were.
+    async fn erase_previous_keys(&self, identity_id: &str) -> Result<u64, StoreError>;
 
     /// Stores a new contact and its introducers; [`StoreError::Duplicate`] when the account
     /// already has a contact with this address.

@@ -28,7 +28,7 @@ macro_rules! store_impl {
         use super::sql::{CONTACT_COLUMNS, IDENTITY_COLUMNS};
         use super::{
             ContactFilter, ContactRecord, Custody, HeldKey, IdentityRecord, IntroducerRecord,
-            KeySource, KeysStore, StoreError,
+            KeySource, KeysStore, PreviousKey, StoreError,
         };
 
         onionpost_runtime::sql_store!($store, $db, { sealer: Sealer });
@@ -234,11 +234,12 @@ macro_rules! store_impl {
 
             async fn update_identity(&self, identity: &IdentityRecord) -> Result<bool, StoreError> {
                 let sql = Self::sql(
-                    "UPDATE identity_keys SET public_key = ?, sealed_secret = ?, \
+                    "UPDATE identity_keys SET fingerprint = ?, public_key = ?, sealed_secret = ?, \
                      preferred_carriers = ?, carrier_list = ?, revoked_at_ms = ?, revocation = ? \
                      WHERE identity_id = ?",
                 );
                 let statement = sqlx::query(&sql)
+                    .bind(&identity.fingerprint)
                     .bind(&identity.public_key)
                     .bind(&identity.sealed_secret)
                     .bind(join_list(&identity.preferred_carriers))
@@ -253,6 +254,51 @@ macro_rules! store_impl {
                     statement.execute(&self.pool).await?.rows_affected()
                 };
                 Ok(updated == 1)
+            }
+
+            async fn add_previous_key(&self, previous: &PreviousKey) -> Result<(), StoreError> {
+                sqlx::query(&Self::sql(
+                    "INSERT INTO previous_identity_keys \
+                     (identity_id, fingerprint, sealed_secret, replaced_at_ms) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (identity_id, fingerprint) DO NOTHING",
+                ))
+                .bind(&previous.identity_id)
+                .bind(&previous.fingerprint)
+                .bind(&previous.sealed_secret)
+                .bind(previous.replaced_at_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn previous_keys(
+                &self,
+                identity_id: &str,
+            ) -> Result<Vec<PreviousKey>, StoreError> {
+                let rows = sqlx::query(&Self::sql(
+                    "SELECT identity_id, fingerprint, sealed_secret, replaced_at_ms \
+                     FROM previous_identity_keys WHERE identity_id = ? \
+                     ORDER BY replaced_at_ms, fingerprint",
+                ))
+                .bind(identity_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(PreviousKey {
+                            identity_id: row.try_get("identity_id")?,
+                            fingerprint: row.try_get("fingerprint")?,
+                            sealed_secret: row.try_get("sealed_secret")?,
+                            replaced_at_ms: row.try_get("replaced_at_ms")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn erase_previous_keys(&self, identity_id: &str) -> Result<u64, StoreError> {
+                let sql = Self::sql("DELETE FROM previous_identity_keys WHERE identity_id = ?");
+                let statement = sqlx::query(&sql).bind(identity_id);
+                Ok(<$db as Dialect>::execute_erasing(&self.pool, statement).await?)
             }
 
             async fn insert_contact(&self, contact: &ContactRecord) -> Result<(), StoreError> {

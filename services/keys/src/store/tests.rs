@@ -78,6 +78,46 @@ async fn suite(store: Arc<dyn KeysStore>) {
     assert_eq!(store.identity("id-b").await.unwrap(), Some(client.clone()));
     assert_eq!(store.live_identities().await.unwrap().len(), 2);
 
+    // A key rotation: the old key kept (once however often it is stored), the new one current.
+    let kept = |fingerprint: &str, at: i64| PreviousKey {
+        identity_id: "id-a".to_owned(),
+        fingerprint: fingerprint.to_owned(),
+        sealed_secret: vec![at as u8; 40],
+        replaced_at_ms: at,
+    };
+    assert!(store.previous_keys("id-a").await.unwrap().is_empty());
+    store
+        .add_previous_key(&kept(&"AB".repeat(20), 5))
+        .await
+        .unwrap();
+    store
+        .add_previous_key(&kept(&"AB".repeat(20), 6))
+        .await
+        .unwrap();
+    store
+        .add_previous_key(&kept(&"EF".repeat(20), 7))
+        .await
+        .unwrap();
+    let rotated = IdentityRecord {
+        fingerprint: "EF".repeat(20),
+        public_key: vec![3, 2, 1],
+        sealed_secret: Some(vec![8; 40]),
+        ..alice.clone()
+    };
+    assert!(store.update_identity(&rotated).await.unwrap());
+    assert_eq!(store.identity("id-a").await.unwrap(), Some(rotated));
+    let previous = store.previous_keys("id-a").await.unwrap();
+    let fingerprints: Vec<&str> = previous
+        .iter()
+        .map(|key| key.fingerprint.as_str())
+        .collect();
+    assert_eq!(fingerprints, ["AB".repeat(20), "EF".repeat(20)]);
+    assert_eq!(previous[0].sealed_secret, vec![5; 40]);
+    assert!(store.previous_keys("id-b").await.unwrap().is_empty());
+    assert_eq!(store.erase_previous_keys("id-a").await.unwrap(), 2);
+    assert!(store.previous_keys("id-a").await.unwrap().is_empty());
+    assert!(store.update_identity(&alice).await.unwrap());
+
     let revoked = IdentityRecord {
         sealed_secret: None,
         revoked_at_ms: Some(5_000),
@@ -267,11 +307,25 @@ async fn a_revoked_identitys_sealed_key_is_gone_from_the_sqlite_files() {
         ..identity("id-a", "alice@a.onion")
     };
     store.insert_identity(&record).await.unwrap();
+    // A key the identity replaced is kept until the revocation too.
+    let replaced = b"SEALED-REPLACED-KEY-BYTES-987654321".to_vec();
+    store
+        .add_previous_key(&PreviousKey {
+            identity_id: "id-a".to_owned(),
+            fingerprint: "CD".repeat(20),
+            sealed_secret: replaced.clone(),
+            replaced_at_ms: 1_500,
+        })
+        .await
+        .unwrap();
     assert!(any_file_contains(dir.path(), &needle));
+    assert!(any_file_contains(dir.path(), &replaced));
     record.sealed_secret = None;
     record.revoked_at_ms = Some(2_000);
     assert!(store.update_identity(&record).await.unwrap());
+    assert_eq!(store.erase_previous_keys("id-a").await.unwrap(), 1);
     assert!(!any_file_contains(dir.path(), &needle));
+    assert!(!any_file_contains(dir.path(), &replaced));
     database.close().await;
 }
 

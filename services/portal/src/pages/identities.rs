@@ -162,13 +162,14 @@ pub async fn identity_page(
                 textarea #carriers name="carriers" rows="3" cols="60" { (identity.preferred_carriers.join("\n")) }
                 div { button type="submit" { "Publish" } }
             }
-            p { "Ask a carrier to hold this identity's mail (or to stop): sign a request here and hand it to that carrier." }
+            p { "Ask a carrier to hold this identity's mail (or to stop): sign a request here and send it to that carrier (its postmaster@ on the onion you give), or hand it over yourself." }
             form method="post" action=(format!("/identities/{}/carry-statement", identity.id)) {
                 input type="hidden" name="form_token" value=(session.form_token());
                 label for="carrier" { "The carrier's onion" }
                 input #carrier type="text" name="carrier" autocapitalize="none" spellcheck="false" required;
                 label { input type="radio" name="kind" value="request" checked; " hold my mail" }
                 label { input type="radio" name="kind" value="withdraw"; " stop holding it" }
+                label { input type="checkbox" name="send" value="yes" checked; " send it to the carrier now" }
                 div { button type="submit" { "Sign" } }
             }
             h2 { "Export" }
@@ -178,6 +179,12 @@ pub async fn identity_page(
                 label for="passphrase" { "Passphrase (at least 12 characters)" }
                 input #passphrase type="password" name="passphrase" autocomplete="new-password" required;
                 div { button type="submit" { "Download the bundle" } }
+            }
+            h2 { "New key" }
+            p { "This identity moves to a new key on the same address. The current key certifies the new one, and everyone this identity wrote with is sent it in mail signed by the current key, so their carriers move to it without asking them. Mail already on its way to the current key still opens." }
+            form method="post" action=(format!("/identities/{}/rotate-key", identity.id)) {
+                input type="hidden" name="form_token" value=(session.form_token());
+                div { button type="submit" { "Move to a new key" } }
             }
             section.danger {
                 h2 { "Revoke" }
@@ -226,6 +233,20 @@ pub async fn revoke(
     Ok(Redirect::to("/identities?done=revoked"))
 }
 
+pub async fn rotate_key(
+    State(state): State<PortalState>,
+    Path(id): Path<String>,
+    Posted { session, form: _ }: Posted<serde::de::IgnoredAny>,
+) -> Result<Redirect, PageError> {
+    let rotated = account::rotate_key(&state, &session.account_id, &id)
+        .await
+        .or_page(&session, "/identities")?;
+    Ok(Redirect::to(&format!(
+        "/identities/{}?done=new-key",
+        rotated.identity_id
+    )))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct CarriersForm {
     #[serde(default)]
@@ -257,6 +278,8 @@ pub struct CarryForm {
     carrier: String,
     #[serde(default)]
     kind: String,
+    #[serde(default)]
+    send: String,
 }
 
 pub async fn carry_statement(
@@ -276,6 +299,7 @@ pub async fn carry_statement(
             carrier: form.carrier,
             kind,
             expires_at: None,
+            send: form.send == "yes",
         },
     )
     .await
@@ -284,7 +308,11 @@ pub async fn carry_statement(
         "Carry statement",
         Some(&session),
         html! {
-            p { "Signed. Hand this to the carrier's operator (or send it to the carrier); it checks the signature against the key this identity's onion serves." }
+            @if let Some(to) = &signed.sent_to {
+                p { "Signed and sent to " span.mono { (to) } ". The carrier checks the signature against the key this identity's onion serves and answers by its own policy; a refusal comes back to your INBOX." }
+            } @else {
+                p { "Signed. Hand this to the carrier's operator; it checks the signature against the key this identity's onion serves." }
+            }
             pre.mono #carry-statement { (signed.statement) }
             p { a href=(format!("/identities/{id}")) { "Back to the identity" } }
         },

@@ -70,6 +70,7 @@ pub fn router() -> Router<PortalState> {
         .route("/identities/{id}", get(identities::identity_page))
         .route("/identities/{id}/qr.svg", get(identities::qr))
         .route("/identities/{id}/revoke", post(identities::revoke))
+        .route("/identities/{id}/rotate-key", post(identities::rotate_key))
         .route("/identities/import", post(identities::import))
         .route("/identities/{id}/export", post(identities::export))
         .route("/identities/{id}/carriers", post(identities::set_carriers))
@@ -395,6 +396,9 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "signed-up" => "Welcome. Your account is ready; create an identity to get an address.",
         "app-password-revoked" => "The app password is revoked: it opens nothing any more.",
         "carriers" => "The carriers are published, signed with the identity's key.",
+        "new-key" => {
+            "The identity has a new key. Its correspondents are sent it in mail signed by the previous one."
+        }
         "imported" => {
             "The identity is here, with the address and key it had. It is online once tor has published its onion."
         }

@@ -4,10 +4,10 @@ use async_trait::async_trait;
 
 use super::StoreError;
 use super::records::{
-    AgreementKey, AgreementRecord, CarryCap, Claim, HeldRecord, ListFilter, MessageRecord,
-    NewMessage, PageAfter, RecipientUpdate, StatsRecord,
+    AgreementKey, AgreementRecord, CarryCap, CarryRequestRecord, Claim, HeldRecord, ListFilter,
+    MessageRecord, NewMessage, PageAfter, RecipientUpdate, StatsRecord,
 };
-use super::vocabulary::AfterRecord;
+use super::vocabulary::{AfterRecord, CarryRequestState};
 
 /// The queue's storage.
 #[async_trait]
@@ -126,4 +126,46 @@ pub trait QueueStore: Send + Sync {
     /// What is held for `address` now, and how many carried messages for it were accepted on
     /// `day` (milliseconds since the epoch / [`super::DAY_MS`]).
     async fn held_for(&self, address: &str, day: i64) -> Result<HeldRecord, StoreError>;
+
+    /// Keeps a carry statement received in mail; durable when it returns.
+    async fn insert_carry_request(&self, request: &CarryRequestRecord) -> Result<(), StoreError>;
+
+    async fn carry_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<CarryRequestRecord>, StoreError>;
+
+    /// Requests still verifying whose next attempt is due at `now_ms`, oldest first.
+    async fn due_carry_requests(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<CarryRequestRecord>, StoreError>;
+
+    /// Takes a due request for one verification attempt: counts the attempt and moves its next
+    /// attempt to `lease_until_ms`, only if nobody took it since it was read with `attempts`
+    /// (several queue processes share the table). `false` when another one did.
+    async fn claim_carry_request(
+        &self,
+        request_id: &str,
+        attempts: u32,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Writes what became of a request (state, what was verified, detail, next attempt,
+    /// decision). `false` when there is no such request, or (with `only_in`) when it is no
+    /// longer in that state.
+    async fn update_carry_request(
+        &self,
+        request: &CarryRequestRecord,
+        only_in: Option<CarryRequestState>,
+    ) -> Result<bool, StoreError>;
+
+    /// One page in request id order, after `after`; only `state` when given.
+    async fn list_carry_requests(
+        &self,
+        state: Option<CarryRequestState>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<CarryRequestRecord>, StoreError>;
 }

@@ -1,7 +1,7 @@
 //! What the queue stores and hands back: messages and recipients as enqueued and as stored,
 //! claims and the results recorded for them, listing filters, counts, and carry agreements.
 
-use super::vocabulary::{DsnReturn, Notify, Origin, RecipientState};
+use super::vocabulary::{CarryRequestState, DsnReturn, Notify, Origin, RecipientState};
 
 /// An SMTP reply as received (or the reason no session happened, as a 4xx/5xx of our own).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,6 +159,9 @@ pub struct AgreementRecord {
     pub revoked_at_ms: Option<i64>,
     pub max_held_bytes: u64,
     pub max_messages_per_day: u32,
+    /// The carrier onion the request named (`<56 base32>.onion`): carried mail is accepted on
+    /// that onion only. Empty for agreements of earlier versions, which hold on no onion.
+    pub carrier: String,
 }
 
 impl AgreementRecord {
@@ -195,4 +198,31 @@ pub struct HeldRecord {
     /// Carried messages accepted for the address on the asked (UTC) day, whether still held or
     /// already delivered.
     pub accepted_on_day: u64,
+}
+
+/// A carry statement received in mail (SubmitCarryStatement) and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CarryRequestRecord {
+    pub request_id: String,
+    /// The onion whose MX it arrived on.
+    pub onion: String,
+    /// The statement as it came, sealed with the queue's sealer and bound to `request_id`.
+    pub sealed_statement: Vec<u8>,
+    pub state: CarryRequestState,
+    /// From the verified statement (empty until then): the identity, its key's fingerprint,
+    /// `request` or `withdraw`, and when a request lapses.
+    pub address: String,
+    pub fingerprint: String,
+    pub kind: String,
+    pub expires_at_ms: Option<i64>,
+    /// Why it was refused, or what it did.
+    pub detail: String,
+    /// Verification attempts so far.
+    pub attempts: u32,
+    pub received_at_ms: i64,
+    /// While verifying: when to try next.
+    pub next_attempt_at_ms: Option<i64>,
+    pub decided_at_ms: Option<i64>,
+    /// The agreement it recorded, once accepted (requests only).
+    pub agreement_id: String,
 }

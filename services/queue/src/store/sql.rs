@@ -27,7 +27,11 @@ pub(super) const MESSAGE_COLUMNS: &str = "queue_id, idempotency_key, origin, acc
      body_digest, size_bytes, held, enqueued_at_ms, expires_at_ms";
 
 pub(super) const AGREEMENT_COLUMNS: &str = "agreement_id, address, fingerprint, created_at_ms, \
-     expires_at_ms, revoked_at_ms, max_held_bytes, max_messages_per_day";
+     expires_at_ms, revoked_at_ms, max_held_bytes, max_messages_per_day, carrier";
+
+pub(super) const CARRY_REQUEST_COLUMNS: &str = "request_id, onion, statement, state, address, \
+     fingerprint, kind, expires_at_ms, detail, attempts, received_at_ms, next_attempt_at_ms, \
+     decided_at_ms, agreement_id";
 
 pub(super) const RECIPIENT_COLUMNS: &str = "idx, address, state, notify, orcpt, attempts, \
      last_attempt_at_ms, next_attempt_at_ms, reply_code, reply_enhanced, reply_text, \
@@ -48,11 +52,12 @@ macro_rules! store_impl {
         use onionpost_runtime::sql::{Dialect, split_list};
 
         use super::sql::{
-            AGREEMENT_COLUMNS, MESSAGE_COLUMNS, RECIPIENT_COLUMNS, UNFINISHED, join_notify,
-            split_notify,
+            AGREEMENT_COLUMNS, CARRY_REQUEST_COLUMNS, MESSAGE_COLUMNS, RECIPIENT_COLUMNS,
+            UNFINISHED, join_notify, split_notify,
         };
         use super::{
-            AfterRecord, AgreementKey, AgreementRecord, CarryCap, Claim, DAY_MS, DsnReturn, HeldRecord,
+            AfterRecord, AgreementKey, AgreementRecord, CarryCap, CarryRequestRecord,
+            CarryRequestState, Claim, DAY_MS, DsnReturn, HeldRecord,
             ListFilter, MessageRecord, NewMessage, Origin, PageAfter, QueueStore, RecipientRecord,
             RecipientState, RecipientUpdate, Reply, StatsRecord, StoreError, domain_of,
         };
@@ -103,6 +108,27 @@ macro_rules! store_impl {
                         row.try_get::<i32, _>("max_messages_per_day")?,
                     )
                     .map_err(|_| StoreError::Corrupt("negative max_messages_per_day".into()))?,
+                    carrier: row.try_get("carrier")?,
+                })
+            }
+
+            fn carry_request_from_row(row: &Row) -> Result<CarryRequestRecord, StoreError> {
+                Ok(CarryRequestRecord {
+                    request_id: row.try_get("request_id")?,
+                    onion: row.try_get("onion")?,
+                    sealed_statement: row.try_get("statement")?,
+                    state: CarryRequestState::parse(&row.try_get::<String, _>("state")?)?,
+                    address: row.try_get("address")?,
+                    fingerprint: row.try_get("fingerprint")?,
+                    kind: row.try_get("kind")?,
+                    expires_at_ms: row.try_get("expires_at_ms")?,
+                    detail: row.try_get("detail")?,
+                    attempts: u32::try_from(row.try_get::<i32, _>("attempts")?)
+                        .map_err(|_| StoreError::Corrupt("negative attempts".into()))?,
+                    received_at_ms: row.try_get("received_at_ms")?,
+                    next_attempt_at_ms: row.try_get("next_attempt_at_ms")?,
+                    decided_at_ms: row.try_get("decided_at_ms")?,
+                    agreement_id: row.try_get("agreement_id")?,
                 })
             }
 
@@ -702,7 +728,7 @@ macro_rules! store_impl {
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(&Self::sql(&format!(
-                    "INSERT INTO carry_agreements ({AGREEMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    "INSERT INTO carry_agreements ({AGREEMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 )))
                 .bind(&agreement.agreement_id)
                 .bind(&agreement.address)
@@ -712,6 +738,7 @@ macro_rules! store_impl {
                 .bind(agreement.revoked_at_ms)
                 .bind(cap(agreement.max_held_bytes)?)
                 .bind(i32::try_from(agreement.max_messages_per_day).unwrap_or(i32::MAX))
+                .bind(&agreement.carrier)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -791,6 +818,131 @@ macro_rules! store_impl {
                     ended.push(agreement);
                 }
                 Ok(ended)
+            }
+
+            async fn insert_carry_request(
+                &self,
+                request: &CarryRequestRecord,
+            ) -> Result<(), StoreError> {
+                sqlx::query(&Self::sql(&format!(
+                    "INSERT INTO carry_requests ({CARRY_REQUEST_COLUMNS}) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                )))
+                .bind(&request.request_id)
+                .bind(&request.onion)
+                .bind(&request.sealed_statement)
+                .bind(request.state.as_str())
+                .bind(&request.address)
+                .bind(&request.fingerprint)
+                .bind(&request.kind)
+                .bind(request.expires_at_ms)
+                .bind(&request.detail)
+                .bind(i32::try_from(request.attempts).unwrap_or(i32::MAX))
+                .bind(request.received_at_ms)
+                .bind(request.next_attempt_at_ms)
+                .bind(request.decided_at_ms)
+                .bind(&request.agreement_id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn carry_request(
+                &self,
+                request_id: &str,
+            ) -> Result<Option<CarryRequestRecord>, StoreError> {
+                let row = sqlx::query(&Self::sql(&format!(
+                    "SELECT {CARRY_REQUEST_COLUMNS} FROM carry_requests WHERE request_id = ?"
+                )))
+                .bind(request_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::carry_request_from_row).transpose()
+            }
+
+            async fn due_carry_requests(
+                &self,
+                now_ms: i64,
+                limit: u32,
+            ) -> Result<Vec<CarryRequestRecord>, StoreError> {
+                let rows = sqlx::query(&Self::sql(&format!(
+                    "SELECT {CARRY_REQUEST_COLUMNS} FROM carry_requests \
+                     WHERE state = 'verifying' AND next_attempt_at_ms <= ? \
+                     ORDER BY next_attempt_at_ms, request_id LIMIT CAST(? AS BIGINT)"
+                )))
+                .bind(now_ms)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::carry_request_from_row).collect()
+            }
+
+            async fn claim_carry_request(
+                &self,
+                request_id: &str,
+                attempts: u32,
+                lease_until_ms: i64,
+            ) -> Result<bool, StoreError> {
+                let taken = sqlx::query(&Self::sql(
+                    "UPDATE carry_requests SET attempts = attempts + 1, next_attempt_at_ms = ? \
+                     WHERE request_id = ? AND state = 'verifying' AND attempts = ?",
+                ))
+                .bind(lease_until_ms)
+                .bind(request_id)
+                .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(taken == 1)
+            }
+
+            async fn update_carry_request(
+                &self,
+                request: &CarryRequestRecord,
+                only_in: Option<CarryRequestState>,
+            ) -> Result<bool, StoreError> {
+                let updated = sqlx::query(&Self::sql(
+                    "UPDATE carry_requests SET state = ?, address = ?, fingerprint = ?, kind = ?, \
+                     expires_at_ms = ?, detail = ?, next_attempt_at_ms = ?, decided_at_ms = ?, \
+                     agreement_id = ? \
+                     WHERE request_id = ? AND (CAST(? AS TEXT) = '' OR state = ?)",
+                ))
+                .bind(request.state.as_str())
+                .bind(&request.address)
+                .bind(&request.fingerprint)
+                .bind(&request.kind)
+                .bind(request.expires_at_ms)
+                .bind(&request.detail)
+                .bind(request.next_attempt_at_ms)
+                .bind(request.decided_at_ms)
+                .bind(&request.agreement_id)
+                .bind(&request.request_id)
+                .bind(only_in.map_or("", CarryRequestState::as_str))
+                .bind(only_in.map_or("", CarryRequestState::as_str))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(updated == 1)
+            }
+
+            async fn list_carry_requests(
+                &self,
+                state: Option<CarryRequestState>,
+                after: &str,
+                limit: u32,
+            ) -> Result<Vec<CarryRequestRecord>, StoreError> {
+                let rows = sqlx::query(&Self::sql(&format!(
+                    "SELECT {CARRY_REQUEST_COLUMNS} FROM carry_requests \
+                     WHERE request_id > ? AND (CAST(? AS TEXT) = '' OR state = ?) \
+                     ORDER BY request_id LIMIT CAST(? AS BIGINT)"
+                )))
+                .bind(after)
+                .bind(state.map_or("", CarryRequestState::as_str))
+                .bind(state.map_or("", CarryRequestState::as_str))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::carry_request_from_row).collect()
             }
 
             async fn held_for(&self, address: &str, day: i64) -> Result<HeldRecord, StoreError> {

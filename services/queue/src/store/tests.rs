@@ -410,6 +410,7 @@ async fn carry_suite(store: Arc<dyn QueueStore>) {
         revoked_at_ms: None,
         max_held_bytes: 1_000,
         max_messages_per_day: 10,
+        carrier: "c.onion".to_owned(),
     };
     assert_eq!(store.active_agreement(carol, 0).await.unwrap(), None);
     store
@@ -491,6 +492,86 @@ async fn carry_suite(store: Arc<dyn QueueStore>) {
             .unwrap()
             .is_empty()
     );
+
+    // Carry statements received in mail: kept, taken by one worker, decided.
+    let request = |id: &str, at: i64| CarryRequestRecord {
+        request_id: id.to_owned(),
+        onion: "b.onion".to_owned(),
+        sealed_statement: vec![1, 2, 3],
+        state: CarryRequestState::Verifying,
+        address: String::new(),
+        fingerprint: String::new(),
+        kind: String::new(),
+        expires_at_ms: None,
+        detail: String::new(),
+        attempts: 0,
+        received_at_ms: at,
+        next_attempt_at_ms: Some(at),
+        decided_at_ms: None,
+        agreement_id: String::new(),
+    };
+    store
+        .insert_carry_request(&request("r1", 10))
+        .await
+        .unwrap();
+    store
+        .insert_carry_request(&request("r2", 20))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_carry_request(&request("r1", 30)).await,
+        Err(StoreError::Duplicate)
+    ));
+    let due = store.due_carry_requests(15, 10).await.unwrap();
+    assert_eq!(due, [request("r1", 10)]);
+    // One worker takes it; a second, which read it with the same attempts, does not.
+    assert!(store.claim_carry_request("r1", 0, 1_000).await.unwrap());
+    assert!(!store.claim_carry_request("r1", 0, 1_000).await.unwrap());
+    let taken = store.carry_request("r1").await.unwrap().unwrap();
+    assert_eq!((taken.attempts, taken.next_attempt_at_ms), (1, Some(1_000)));
+    assert_eq!(
+        store.due_carry_requests(100, 10).await.unwrap(),
+        [request("r2", 20)]
+    );
+    let pending = CarryRequestRecord {
+        state: CarryRequestState::Pending,
+        address: carol.to_owned(),
+        fingerprint: "F".repeat(40),
+        kind: "request".to_owned(),
+        expires_at_ms: Some(99_000),
+        detail: "waits for the operator's decision".to_owned(),
+        next_attempt_at_ms: None,
+        ..taken.clone()
+    };
+    assert!(
+        store
+            .update_carry_request(&pending, Some(CarryRequestState::Verifying))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.carry_request("r1").await.unwrap(),
+        Some(pending.clone())
+    );
+    // Written only from the state named: a second decision finds it decided.
+    assert!(
+        !store
+            .update_carry_request(&pending, Some(CarryRequestState::Verifying))
+            .await
+            .unwrap()
+    );
+    let listed = store
+        .list_carry_requests(Some(CarryRequestState::Pending), "", 10)
+        .await
+        .unwrap();
+    assert_eq!(listed, [pending.clone()]);
+    let all = store.list_carry_requests(None, "", 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        store.list_carry_requests(None, "r1", 10).await.unwrap(),
+        [request("r2", 20)]
+    );
+    assert_eq!(store.carry_request("nope").await.unwrap(), None);
 }
 
 #[tokio::test]

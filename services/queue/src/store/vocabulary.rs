@@ -161,3 +161,35 @@ pub fn domain_of(address: &str) -> String {
         Err(_) => domain.to_ascii_lowercase(),
     }
 }
+
+/// Where a carry statement received in mail stands (queue.proto `CarryRequestState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CarryRequestState {
+    Verifying,
+    Pending,
+    Accepted,
+    Refused,
+}
+
+impl CarryRequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CarryRequestState::Verifying => "verifying",
+            CarryRequestState::Pending => "pending",
+            CarryRequestState::Accepted => "accepted",
+            CarryRequestState::Refused => "refused",
+        }
+    }
+
+    pub(super) fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "verifying" => Ok(CarryRequestState::Verifying),
+            "pending" => Ok(CarryRequestState::Pending),
+            "accepted" => Ok(CarryRequestState::Accepted),
+            "refused" => Ok(CarryRequestState::Refused),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown carry request state {other:?}"
+            ))),
+        }
+    }
+}

@@ -27,6 +27,9 @@ impl<B: Backend> Session<B> {
         transaction: &Transaction,
         body: Vec<u8>,
     ) -> String {
+        if let Some(postmaster) = transaction.recipients.iter().find(|r| r.postmaster) {
+            return self.take_carry_statement(&postmaster.address, &body).await;
+        }
         let encrypted = message::is_pgp_mime(&body);
         let mut mailbox = Mailbox::Inbox;
         if !encrypted {
@@ -185,6 +188,43 @@ impl<B: Backend> Session<B> {
         }
     }
 
+    /// A carry statement sent to `postmaster@<onion>`: the signed, ASCII-armoured block is
+    /// handed to the queue, which keeps it durably (then 250) and verifies it after this reply
+    /// against the key the identity's own onion serves; the operator's policy decides. The
+    /// reply depends on the message alone, never on what the carrier hosts or carries.
+    async fn take_carry_statement(&self, postmaster: &str, body: &[u8]) -> String {
+        const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
+        const END: &[u8] = b"-----END PGP MESSAGE-----";
+        let Some(onion) = postmaster.rsplit_once('@').map(|(_, onion)| onion) else {
+            return RECIPIENT_REJECTED.to_owned();
+        };
+        let block = find(body, BEGIN).and_then(|start| {
+            find(&body[start..], END).map(|end| body[start..start + end + END.len()].to_vec())
+        });
+        let Some(statement) = block else {
+            return "550 5.6.0 postmaster@ takes only a signed carry statement (an ASCII-armoured OpenPGP message)".to_owned();
+        };
+        if statement.len() > MAX_STATEMENT_BYTES {
+            return format!(
+                "552 5.3.4 A carry statement is at most {} KiB",
+                MAX_STATEMENT_BYTES / 1024
+            );
+        }
+        match self.backend.submit_carry_statement(statement, onion).await {
+            Ok(()) => {
+                "250 2.0.0 Carry statement kept: this carrier verifies it and answers by its policy"
+                    .to_owned()
+            }
+            Err(SmtpInError::Permanent(_)) => {
+                "550 5.6.0 The carry statement was refused as malformed".to_owned()
+            }
+            Err(error) => {
+                error.log("carry statement not kept");
+                "451 4.3.0 Temporary failure, try again later".to_owned()
+            }
+        }
+    }
+
     /// imap Deliver, its refusal as the reply to DATA.
     async fn deliver(&self, request: DeliverRequest) -> String {
         match self.backend.deliver(request).await {
@@ -206,4 +246,14 @@ impl<B: Backend> Session<B> {
             }
         }
     }
+}
+
+/// The largest carry statement taken (the queue's own limit is the same).
+const MAX_STATEMENT_BYTES: usize = 64 * 1024;
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }

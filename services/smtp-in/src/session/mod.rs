@@ -60,6 +60,8 @@ pub const EXPANDS_TOO_FAR: &str =
     "552 5.3.4 Message expands beyond the size limit when decompressed";
 /// The one answer to ETRN (RFC 1985), whatever was or was not held.
 pub const ETRN_REPLY: &str = "250 2.0.0 Queuing started";
+/// A carry statement to `postmaster@<onion>` with other recipients in the same transaction.
+pub const POSTMASTER_ALONE: &str = "452 4.5.3 postmaster@ takes carry statements in a transaction of its own: send the other recipients separately";
 /// The refusal of a message with a text line over 998 characters (RFC 5321 §4.5.3.1.6), the
 /// same bytes as the gateway's.
 pub use onionpost_smtp_server::LINE_TOO_LONG;
@@ -195,6 +197,8 @@ struct Recipient {
     orcpt: String,
     /// Ingress: carried for another carrier's identity rather than delivered here.
     carry: bool,
+    /// Ingress: `postmaster@<this onion>`, which takes signed carry statements (carry.rs).
+    postmaster: bool,
 }
 
 #[derive(Debug, Default)]

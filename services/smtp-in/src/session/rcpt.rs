@@ -10,7 +10,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use onionpost_smtp_server::Connection;
 
 use super::{
-    BAD_ONION_ADDRESS, MAILBOX_FULL, Mode, Next, RECIPIENT_REJECTED, Recipient, Session, State,
+    BAD_ONION_ADDRESS, MAILBOX_FULL, Mode, Next, POSTMASTER_ALONE, RECIPIENT_REJECTED, Recipient,
+    Session, State,
 };
 use crate::{Backend, SmtpInError, message};
 
@@ -67,6 +68,7 @@ impl<B: Backend> Session<B> {
                 format!("rfc822;{orcpt}")
             },
             carry: false,
+            postmaster: false,
         };
         match &self.mode {
             Mode::Ingress { identity_id } => {
@@ -98,7 +100,22 @@ impl<B: Backend> Session<B> {
                             _ => {}
                         }
                     }
-                    _ => match self.backend.check_carry(&address, declared_size).await {
+                    // The carrier's own mailbox on every onion: it takes signed carry
+                    // statements (paper §4.2), checked after the reply. Every onion answers
+                    // it alike, whatever it hosts.
+                    Some(identity)
+                        if address
+                            .eq_ignore_ascii_case(&format!("postmaster@{}", identity.onion)) =>
+                    {
+                        recipient.postmaster = true;
+                    }
+                    // Carried only through the onion the carry request named: the agreement
+                    // must not show on the carrier's other onions.
+                    Some(identity) => match self
+                        .backend
+                        .check_carry(&address, &identity.onion, declared_size)
+                        .await
+                    {
                         Ok(answer) if answer.accepted => recipient.carry = true,
                         Ok(answer) if answer.over_limit => {
                             return self.fail(io, state, MAILBOX_FULL);
@@ -106,6 +123,7 @@ impl<B: Backend> Session<B> {
                         // One refusal for co-hosted, unknown and relayed addresses alike.
                         _ => return self.fail(io, state, RECIPIENT_REJECTED),
                     },
+                    None => return self.fail(io, state, RECIPIENT_REJECTED),
                 }
             }
             Mode::Submission { .. } => {
@@ -117,6 +135,13 @@ impl<B: Backend> Session<B> {
             }
         }
         if let Some(transaction) = &mut state.transaction {
+            let mixed = transaction
+                .recipients
+                .iter()
+                .any(|other| other.postmaster != recipient.postmaster);
+            if mixed {
+                return self.fail(io, state, POSTMASTER_ALONE);
+            }
             transaction.recipients.push(recipient);
         }
         io.reply("250 2.1.5 Recipient OK");
