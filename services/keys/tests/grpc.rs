@@ -2319,7 +2319,7 @@ async fn a_rotated_key_is_certified_announced_to_that_identitys_peers_and_old_ma
         carrier_list::verify(&list, &new_cert, &xavier)
             .unwrap()
             .carriers,
-        [carrier.clone()]
+        std::slice::from_ref(&carrier)
     );
 
     // Paul's carrier opens the announcement as Xavier's verified mail (signed by the pinned
@@ -2344,7 +2344,7 @@ async fn a_rotated_key_is_certified_announced_to_that_identitys_peers_and_old_ma
     assert!(
         pkesk_recipients(&to_xavier)
             .iter()
-            .any(|handle| handle.aliases(&sequoia_openpgp::KeyHandle::from(
+            .any(|handle| handle.aliases(sequoia_openpgp::KeyHandle::from(
                 new_cert.keys().subkeys().next().unwrap().key().keyid()
             ))),
         "Paul's carrier encrypts to the new key"

@@ -1463,7 +1463,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.queue.carry_policy, CarryPolicy::AllowList);
-        assert_eq!(config.queue.carry_allow, [onion.clone()]);
+        assert_eq!(config.queue.carry_allow, [onion]);
         for (key, value, says) in [
             (
                 "ONIONPOST_QUEUE_CARRY_POLICY",

@@ -421,7 +421,27 @@ def contact_checks(api, alice, bob, mine, theirs):
     status, value = api.api(
         "POST", f"/account/v1/identities/{mine['id']}/carry-statements", {"carrier": carriers[0], "kind": "request"}, alice
     )
-    check(status == 201 and "BEGIN PGP" in value["statement"], f"carry request: {status} {value}")
+    check(status == 201 and "BEGIN PGP" in value["statement"] and value["sent_to"] is None, f"carry request: {status} {value}")
+    # Sent in mail to the carrier's postmaster@ (the carrier here is made up: it stays queued).
+    status, value = api.api(
+        "POST",
+        f"/account/v1/identities/{mine['id']}/carry-statements",
+        {"carrier": carriers[1], "kind": "request", "send": True},
+        alice,
+    )
+    check(status == 201 and value["sent_to"] == f"postmaster@{carriers[1]}", f"carry request sent: {status} {value}")
+    # A new key on the same address; the identity shows it.
+    before = api.api("GET", f"/account/v1/identities/{mine['id']}", token=alice)[1]
+    status, value = api.api("POST", f"/account/v1/identities/{mine['id']}/rotate-key", token=alice)
+    check(
+        status == 200
+        and value["previous_fingerprint"] == before["fingerprint"]
+        and value["fingerprint"] != before["fingerprint"]
+        and value["peers_announced"] == 0,
+        f"rotate key: {status} {value}",
+    )
+    after = api.api("GET", f"/account/v1/identities/{mine['id']}", token=alice)[1]
+    check(after["fingerprint"] == value["fingerprint"] and after["address"] == before["address"], f"{after}")
     status, value = api.api(
         "POST", f"/account/v1/identities/{mine['id']}/export", {"passphrase": "short"}, alice
     )
@@ -445,6 +465,7 @@ def contact_checks(api, alice, bob, mine, theirs):
         ("PUT", "/carriers", {"carriers": []}),
         ("POST", "/carry-statements", {"carrier": carriers[0], "kind": "withdraw"}),
         ("POST", "/export", {"passphrase": "a long enough passphrase"}),
+        ("POST", "/rotate-key", None),
     ):
         none = api.request(method, f"/account/v1/identities/idn_doesnotexist{suffix}", body, bob)
         other = api.request(method, f"/account/v1/identities/{mine['id']}{suffix}", body, bob)
@@ -546,6 +567,7 @@ def form_checks(base, data_dir, vouchers, alice_identity):
         (f"/identities/{alice_identity['id']}/export", {"passphrase": "a long enough passphrase"}),
         (f"/identities/{alice_identity['id']}/carriers", {"carriers": ""}),
         (f"/identities/{alice_identity['id']}/carry-statement", {"carrier": onion_host("c"), "kind": "request"}),
+        (f"/identities/{alice_identity['id']}/rotate-key", {}),
         ("/account/second-factor", {}),
         ("/account/second-factor/confirm", {"totp": "123456"}),
         ("/account/second-factor/off", {"password": PASSWORD, "totp": "123456"}),

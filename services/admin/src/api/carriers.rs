@@ -180,6 +180,9 @@ pub struct CarryAgreement {
     /// What is held for the identity now.
     pub held_messages: u64,
     pub held_bytes: u64,
+    /// The onion of this carrier the request named: carried mail for the identity is accepted
+    /// on that onion's MX only. Empty for agreements of earlier versions, which hold on none.
+    pub carrier: String,
 }
 
 impl CarryAgreement {
@@ -195,6 +198,7 @@ impl CarryAgreement {
             max_messages_per_day: agreement.max_messages_per_day,
             held_messages: agreement.held_messages,
             held_bytes: agreement.held_bytes,
+            carrier: agreement.carrier,
         }
     }
 }

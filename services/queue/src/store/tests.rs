@@ -564,7 +564,7 @@ async fn carry_suite(store: Arc<dyn QueueStore>) {
         .list_carry_requests(Some(CarryRequestState::Pending), "", 10)
         .await
         .unwrap();
-    assert_eq!(listed, [pending.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&pending));
     let all = store.list_carry_requests(None, "", 10).await.unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(
