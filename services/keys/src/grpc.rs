@@ -111,6 +111,20 @@ impl Keys for KeysGrpc {
         rpc!(self, revoke_identity_key, request)
     }
 
+    async fn get_address_book_policy(
+        &self,
+        request: Request<pb::GetAddressBookPolicyRequest>,
+    ) -> Result<Response<pb::AddressBookPolicy>, Status> {
+        rpc!(self, get_address_book_policy, request)
+    }
+
+    async fn set_address_book_policy(
+        &self,
+        request: Request<pb::SetAddressBookPolicyRequest>,
+    ) -> Result<Response<pb::AddressBookPolicy>, Status> {
+        rpc!(self, set_address_book_policy, request)
+    }
+
     async fn rotate_identity_key(
         &self,
         request: Request<pb::RotateIdentityKeyRequest>,

@@ -120,6 +120,8 @@ pub enum HoldReason {
     /// anyone can write: it waits for the key from the address's own onion, an introduction,
     /// or the account (design.md, "First keys come from the onion").
     Provisional,
+    /// An introduced contact, and the account asked to confirm each introduction first.
+    AwaitingConfirmation,
 }
 
 /// Applies the pinning rule to a key offered for `address` (from WKD, Autocrypt, an

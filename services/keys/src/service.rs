@@ -31,8 +31,8 @@ use sequoia_openpgp::serialize::SerializeInto;
 use crate::fetch::{KeyFetcher, OnionKeys};
 use crate::pinning::{HoldReason, PinDecision};
 use crate::store::{
-    ContactFilter, ContactRecord, Custody, HeldKey, IdentityRecord, IntroducerRecord, KeySource,
-    KeysStore, PreviousKey, StoreError,
+    AddressBookPolicy, ContactFilter, ContactRecord, Custody, HeldKey, IdentityRecord,
+    IntroducerRecord, KeySource, KeysStore, PreviousKey, StoreError,
 };
 use crate::wkd::WkdDirectory;
 
@@ -1284,6 +1284,13 @@ impl KeysService {
             None => None,
         };
         let decision = crate::pinning::decide(pinned.as_ref(), cert, address)?;
+        // An account may ask to confirm each introduced contact first (AddressBookPolicy).
+        let confirm_first = source == KeySource::Introduction
+            && self
+                .store
+                .address_book_policy(account_id)
+                .await?
+                .confirm_introductions;
         // design.md, "First keys come from the onion": a first key seen only in an Autocrypt
         // header is provisional. It is kept beside the contact for the account to confirm,
         // never pinned, so it neither verifies mail nor receives any; the key fetched from the
@@ -1292,6 +1299,10 @@ impl KeysService {
             PinDecision::PinFirst(first) if source == KeySource::Autocrypt => PinDecision::Held {
                 offered: first,
                 reason: HoldReason::Provisional,
+            },
+            PinDecision::PinFirst(first) if confirm_first => PinDecision::Held {
+                offered: first,
+                reason: HoldReason::AwaitingConfirmation,
             },
             other => other,
         };
@@ -2100,6 +2111,34 @@ impl KeysService {
         Ok(contact_to_pb(contact))
     }
 
+    pub async fn get_address_book_policy(
+        &self,
+        request: pb::GetAddressBookPolicyRequest,
+    ) -> Result<pb::AddressBookPolicy> {
+        let account_id = required(&request.account_id, "account_id")?;
+        let policy = self.store.address_book_policy(account_id).await?;
+        Ok(pb::AddressBookPolicy {
+            confirm_introductions: policy.confirm_introductions,
+        })
+    }
+
+    pub async fn set_address_book_policy(
+        &self,
+        request: pb::SetAddressBookPolicyRequest,
+    ) -> Result<pb::AddressBookPolicy> {
+        let account_id = required(&request.account_id, "account_id")?;
+        let wanted = request.policy.unwrap_or_default();
+        self.store
+            .set_address_book_policy(
+                account_id,
+                &AddressBookPolicy {
+                    confirm_introductions: wanted.confirm_introductions,
+                },
+            )
+            .await?;
+        Ok(wanted)
+    }
+
     pub async fn apply_revocation(
         &self,
         request: pb::ApplyRevocationRequest,
@@ -2202,5 +2241,6 @@ fn hold_reason_text(reason: HoldReason) -> &'static str {
         HoldReason::NotCertifiedByPinnedKey => "not-certified",
         HoldReason::PinnedKeyCompromised => "pinned-compromised",
         HoldReason::Provisional => "provisional",
+        HoldReason::AwaitingConfirmation => "awaiting-confirmation",
     }
 }

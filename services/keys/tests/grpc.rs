@@ -2411,3 +2411,147 @@ async fn a_rotated_key_is_certified_announced_to_that_identitys_peers_and_old_ma
         "a revoked identity has no key to move from"
     );
 }
+
+/// An account that asked to confirm introductions gets an introduced contact held (with its
+/// introducer recorded), not pinned, until it accepts; the default pins at once.
+#[tokio::test]
+async fn an_account_may_hold_introduced_contacts_for_confirmation() {
+    let harness = harness().await;
+    let keys = harness.keys.clone();
+    let alice = address("alice", 31);
+    let alice_key = create(&harness, "id-alice", "acct-a", &alice).await;
+    let bob = address("bob", 32);
+    let bob_key = create(&harness, "id-bob", "acct-b", &bob).await;
+    let carol = IdentityKey::generate(&address("carol", 33)).unwrap();
+    for (account, who, key) in [
+        ("acct-a", &bob, bob_key.public_key.clone()),
+        ("acct-b", &alice, alice_key.public_key.clone()),
+        ("acct-b", carol.address(), bytes(&carol.public_cert())),
+    ] {
+        keys.add_contact(Request::new(pb::AddContactRequest {
+            account_id: account.into(),
+            address: who.to_string(),
+            public_key: key,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+    let policy = |confirm: Option<bool>| {
+        let keys = keys.clone();
+        async move {
+            match confirm {
+                None => {
+                    keys.get_address_book_policy(Request::new(pb::GetAddressBookPolicyRequest {
+                        account_id: "acct-a".into(),
+                    }))
+                    .await
+                }
+                Some(confirm_introductions) => {
+                    keys.set_address_book_policy(Request::new(pb::SetAddressBookPolicyRequest {
+                        account_id: "acct-a".into(),
+                        policy: Some(pb::AddressBookPolicy {
+                            confirm_introductions,
+                        }),
+                    }))
+                    .await
+                }
+            }
+            .unwrap()
+            .into_inner()
+            .confirm_introductions
+        }
+    };
+    assert!(
+        !policy(None).await,
+        "introductions are added at once by default"
+    );
+    assert!(policy(Some(true)).await);
+    assert!(policy(None).await);
+
+    let carol_of_bob = contact_of(&harness, "acct-b", carol.address()).await;
+    let part = keys
+        .make_introduction(Request::new(pb::MakeIntroductionRequest {
+            introducer_identity_id: "id-bob".into(),
+            contact_id: carol_of_bob.contact_id,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .part;
+    let held = keys
+        .import_introduction(Request::new(pb::ImportIntroductionRequest {
+            recipient_identity_id: "id-alice".into(),
+            part: part.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        held.fingerprint.is_empty() && held.public_key.is_empty(),
+        "{held:?}"
+    );
+    let change = held
+        .held_key_change
+        .clone()
+        .expect("the introduced key is held");
+    assert_eq!(change.fingerprint, carol.fingerprint().to_hex());
+    assert_eq!(change.source, pb::KeySource::Introduction as i32);
+    assert_eq!(held.introducers.len(), 1);
+    assert_eq!(held.introducers[0].address, bob.to_string());
+    // Nothing is encrypted to a held key.
+    assert_ne!(
+        status(&resolve(&harness, "id-alice", carol.address(), false).await),
+        pb::RecipientKeyStatus::Pinned
+    );
+    // The account accepts: pinned, as introduced by Bob.
+    let accepted = keys
+        .confirm_key_change(Request::new(pb::ConfirmKeyChangeRequest {
+            account_id: "acct-a".into(),
+            contact_id: held.contact_id.clone(),
+            fingerprint: change.fingerprint.clone(),
+            accept: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(accepted.fingerprint, carol.fingerprint().to_hex());
+    assert_eq!(accepted.key_source, pb::KeySource::Introduction as i32);
+    assert_eq!(accepted.introducers[0].address, bob.to_string());
+    assert_eq!(
+        status(&resolve(&harness, "id-alice", carol.address(), false).await),
+        pb::RecipientKeyStatus::Pinned
+    );
+    // Back to the default: the next introduction of someone new is pinned at once.
+    assert!(!policy(Some(false)).await);
+    let dave = IdentityKey::generate(&address("dave", 34)).unwrap();
+    let dave_of_bob = keys
+        .add_contact(Request::new(pb::AddContactRequest {
+            account_id: "acct-b".into(),
+            address: dave.address().to_string(),
+            public_key: bytes(&dave.public_cert()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let part = keys
+        .make_introduction(Request::new(pb::MakeIntroductionRequest {
+            introducer_identity_id: "id-bob".into(),
+            contact_id: dave_of_bob.contact_id,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .part;
+    let pinned = keys
+        .import_introduction(Request::new(pb::ImportIntroductionRequest {
+            recipient_identity_id: "id-alice".into(),
+            part,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pinned.fingerprint, dave.fingerprint().to_hex());
+    assert!(pinned.held_key_change.is_none());
+}

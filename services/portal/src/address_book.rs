@@ -144,6 +144,47 @@ pub async fn contacts(
     })
 }
 
+/// How the account's address book takes introductions that arrive in mail.
+pub async fn policy(
+    state: &PortalState,
+    account_id: &str,
+) -> Result<onionpost_runtime::address_book::AddressBookPolicy, PortalError> {
+    let policy = state
+        .directory
+        .keys()?
+        .get_address_book_policy(keys::GetAddressBookPolicyRequest {
+            account_id: account_id.to_owned(),
+        })
+        .await
+        .upstream(ServiceName::Keys)?;
+    Ok(onionpost_runtime::address_book::AddressBookPolicy {
+        confirm_introductions: policy.confirm_introductions,
+    })
+}
+
+/// Sets whether introduced contacts wait for the account's confirmation.
+pub async fn set_policy(
+    state: &PortalState,
+    account_id: &str,
+    wanted: onionpost_runtime::address_book::AddressBookPolicy,
+) -> Result<onionpost_runtime::address_book::AddressBookPolicy, PortalError> {
+    let policy = state
+        .directory
+        .keys()?
+        .set_address_book_policy(keys::SetAddressBookPolicyRequest {
+            account_id: account_id.to_owned(),
+            policy: Some(keys::AddressBookPolicy {
+                confirm_introductions: wanted.confirm_introductions,
+            }),
+        })
+        .await
+        .upstream(ServiceName::Keys)?;
+    tracing::info!(account_id, "address-book policy set in the portal");
+    Ok(onionpost_runtime::address_book::AddressBookPolicy {
+        confirm_introductions: policy.confirm_introductions,
+    })
+}
+
 /// Adds a contact from one of an address, a scanned URI or a contact card.
 pub async fn add_contact(
     state: &PortalState,

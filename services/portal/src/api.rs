@@ -460,6 +460,34 @@ pub async fn list_contacts(
 }
 
 #[utoipa::path(
+    get, path = "/account/v1/contacts-policy", tag = "contacts",
+    responses((status = 200, description = "How the address book takes introductions that arrive in mail", body = onionpost_runtime::address_book::AddressBookPolicy)),
+)]
+pub async fn get_contacts_policy(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+) -> Result<Json<onionpost_runtime::address_book::AddressBookPolicy>, PortalError> {
+    Ok(Json(
+        address_book::policy(&state, &session.account_id).await?,
+    ))
+}
+
+#[utoipa::path(
+    put, path = "/account/v1/contacts-policy", tag = "contacts",
+    request_body = onionpost_runtime::address_book::AddressBookPolicy,
+    responses((status = 200, description = "The policy, as set", body = onionpost_runtime::address_book::AddressBookPolicy)),
+)]
+pub async fn set_contacts_policy(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    ApiJson(request): ApiJson<onionpost_runtime::address_book::AddressBookPolicy>,
+) -> Result<Json<onionpost_runtime::address_book::AddressBookPolicy>, PortalError> {
+    Ok(Json(
+        address_book::set_policy(&state, &session.account_id, request).await?,
+    ))
+}
+
+#[utoipa::path(
     post, path = "/account/v1/contacts", tag = "contacts",
     request_body = NewContact,
     responses((status = 201, description = "Added, with its key pinned", body = Contact)),
@@ -811,6 +839,7 @@ pub fn api_router() -> OpenApiRouter<PortalState> {
         .routes(routes!(list_app_passwords, create_app_password))
         .routes(routes!(revoke_app_password))
         .routes(routes!(list_contacts, add_contact))
+        .routes(routes!(get_contacts_policy, set_contacts_policy))
         .routes(routes!(get_contact, update_contact, delete_contact))
         .routes(routes!(decide_key_change))
         .routes(routes!(introduce_contact))

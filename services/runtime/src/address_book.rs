@@ -177,3 +177,13 @@ pub fn enqueue_sealed(
         ..Default::default()
     }
 }
+
+/// How an account's address book takes what arrives in mail (keys `AddressBookPolicy`), as the
+/// admin API and the account API show and take it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddressBookPolicy {
+    /// A contact introduced in verified mail by a pinned contact waits as a held key change
+    /// (with its introducer recorded) until the account accepts it; false adds it at once.
+    pub confirm_introductions: bool,
+}

@@ -20,6 +20,7 @@ use crate::AdminState;
 use crate::error::{AdminError, Upstream as _};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::validate;
+use onionpost_runtime::address_book::AddressBookPolicy;
 
 pub use onionpost_runtime::address_book::{Contact, HeldKeyChange, Introducer, KeySource};
 
@@ -441,4 +442,53 @@ pub async fn introduce(
         .upstream(ServiceName::Queue)?;
     tracing::info!(%account_id, "introduction sent from the admin API");
     Ok((StatusCode::ACCEPTED, Json(IntroductionSent { message_id })))
+}
+
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/contacts-policy", tag = "contacts",
+    params(("id" = String, Path, description = "Account id")),
+    responses((status = 200, description = "How the account's address book takes introductions that arrive in mail", body = AddressBookPolicy)),
+)]
+pub async fn get_contacts_policy(
+    State(state): State<AdminState>,
+    Path(account_id): Path<String>,
+) -> Result<Json<AddressBookPolicy>, AdminError> {
+    fetch_account(&state, &account_id).await?;
+    let policy = state
+        .directory
+        .keys()?
+        .get_address_book_policy(keys::GetAddressBookPolicyRequest { account_id })
+        .await
+        .upstream(ServiceName::Keys)?;
+    Ok(Json(AddressBookPolicy {
+        confirm_introductions: policy.confirm_introductions,
+    }))
+}
+
+#[utoipa::path(
+    put, path = "/v1/accounts/{id}/contacts-policy", tag = "contacts",
+    params(("id" = String, Path, description = "Account id")),
+    request_body = AddressBookPolicy,
+    responses((status = 200, description = "The policy, as set", body = AddressBookPolicy)),
+)]
+pub async fn set_contacts_policy(
+    State(state): State<AdminState>,
+    Path(account_id): Path<String>,
+    ApiJson(request): ApiJson<AddressBookPolicy>,
+) -> Result<Json<AddressBookPolicy>, AdminError> {
+    fetch_account(&state, &account_id).await?;
+    let policy = state
+        .directory
+        .keys()?
+        .set_address_book_policy(keys::SetAddressBookPolicyRequest {
+            account_id,
+            policy: Some(keys::AddressBookPolicy {
+                confirm_introductions: request.confirm_introductions,
+            }),
+        })
+        .await
+        .upstream(ServiceName::Keys)?;
+    Ok(Json(AddressBookPolicy {
+        confirm_introductions: policy.confirm_introductions,
+    }))
 }

@@ -108,6 +108,10 @@ pub fn api_router() -> OpenApiRouter<AdminState> {
             contacts::delete_contact
         ))
         .routes(routes!(contacts::confirm_key_change))
+        .routes(routes!(
+            contacts::get_contacts_policy,
+            contacts::set_contacts_policy
+        ))
         .routes(routes!(contacts::introduce))
         .routes(routes!(carriers::set_preferred_carriers))
         .routes(routes!(carriers::sign_carry_statement))

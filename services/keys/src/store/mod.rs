@@ -133,6 +133,13 @@ impl std::fmt::Debug for IdentityRecord {
     }
 }
 
+/// How an account's address book takes what arrives in mail; the default until set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddressBookPolicy {
+    /// Introduced contacts wait for the account's confirmation (held) instead of being pinned.
+    pub confirm_introductions: bool,
+}
+
 /// A key an identity replaced (RotateIdentityKey), kept sealed until the identity is revoked.
 #[derive(Clone)]
 pub struct PreviousKey {
@@ -296,6 +303,15 @@ pub trait KeysStore: Send + Sync + 'static {
 
     /// Removes a contact and its introducers. `false` when there was none.
     async fn delete_contact(&self, account_id: &str, contact_id: &str) -> Result<bool, StoreError>;
+
+    /// An account's address-book policy (the default when never set).
+    async fn address_book_policy(&self, account_id: &str) -> Result<AddressBookPolicy, StoreError>;
+
+    async fn set_address_book_policy(
+        &self,
+        account_id: &str,
+        policy: &AddressBookPolicy,
+    ) -> Result<(), StoreError>;
 
     /// Seals the address-book rows an earlier version kept in the clear and erases them there;
     /// returns how many it moved (0 once done). Run at start, before serving.

@@ -27,7 +27,7 @@ macro_rules! store_impl {
         use super::sealed;
         use super::sql::{CONTACT_COLUMNS, IDENTITY_COLUMNS};
         use super::{
-            ContactFilter, ContactRecord, Custody, HeldKey, IdentityRecord, IntroducerRecord,
+            AddressBookPolicy, ContactFilter, ContactRecord, Custody, HeldKey, IdentityRecord, IntroducerRecord,
             KeySource, KeysStore, PreviousKey, StoreError,
         };
 
@@ -254,6 +254,41 @@ macro_rules! store_impl {
                     statement.execute(&self.pool).await?.rows_affected()
                 };
                 Ok(updated == 1)
+            }
+
+            async fn address_book_policy(
+                &self,
+                account_id: &str,
+            ) -> Result<AddressBookPolicy, StoreError> {
+                let row = sqlx::query(&Self::sql(
+                    "SELECT confirm_introductions FROM address_book_policies WHERE account_id = ?",
+                ))
+                .bind(account_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    Some(row) => AddressBookPolicy {
+                        confirm_introductions: row.try_get::<i32, _>("confirm_introductions")? != 0,
+                    },
+                    None => AddressBookPolicy::default(),
+                })
+            }
+
+            async fn set_address_book_policy(
+                &self,
+                account_id: &str,
+                policy: &AddressBookPolicy,
+            ) -> Result<(), StoreError> {
+                sqlx::query(&Self::sql(
+                    "INSERT INTO address_book_policies (account_id, confirm_introductions) \
+                     VALUES (?, ?) ON CONFLICT (account_id) \
+                     DO UPDATE SET confirm_introductions = excluded.confirm_introductions",
+                ))
+                .bind(account_id)
+                .bind(i32::from(policy.confirm_introductions))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn add_previous_key(&self, previous: &PreviousKey) -> Result<(), StoreError> {

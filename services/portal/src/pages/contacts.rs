@@ -58,6 +58,9 @@ pub async fn list_page(
     )
     .await
     .or_page(&session, "/contacts")?;
+    let policy = address_book::policy(&state, &session.account_id)
+        .await
+        .or_page(&session, "/contacts")?;
     let token = session.form_token();
     let markup = layout(
         "Contacts",
@@ -92,6 +95,13 @@ pub async fn list_page(
                 @if let Some(next) = &contacts.next_page_token {
                     p { a href=(format!("/contacts?q={}&held={}&page_token={}", url(&search), if held_only { "yes" } else { "" }, url(next))) { "More" } }
                 }
+            }
+            h2 { "Introductions" }
+            p.muted { "A contact can introduce someone to you in mail. Add them at once, or let each one wait here as a key change for you to accept." }
+            form method="post" action="/contacts-policy" {
+                input type="hidden" name="form_token" value=(token);
+                label { input type="checkbox" name="confirm_introductions" value="yes" checked[policy.confirm_introductions]; " let introduced contacts wait for me" }
+                div { button type="submit" { "Save" } }
             }
             h2 { "Add a contact" }
             form method="post" action="/contacts" {
@@ -403,4 +413,26 @@ pub async fn introduce(
     .await
     .or_page(&session, "/contacts")?;
     Ok(Redirect::to(&format!("/contacts/{id}?done=introduced")))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PolicyForm {
+    #[serde(default)]
+    confirm_introductions: String,
+}
+
+pub async fn set_policy(
+    State(state): State<PortalState>,
+    Posted { session, form }: Posted<PolicyForm>,
+) -> Result<Redirect, PageError> {
+    address_book::set_policy(
+        &state,
+        &session.account_id,
+        onionpost_runtime::address_book::AddressBookPolicy {
+            confirm_introductions: form.confirm_introductions == "yes",
+        },
+    )
+    .await
+    .or_page(&session, "/contacts")?;
+    Ok(Redirect::to("/contacts?done=contacts-policy"))
 }

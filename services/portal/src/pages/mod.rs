@@ -85,6 +85,7 @@ pub fn router() -> Router<PortalState> {
         .route("/app-passwords/{id}/revoke", post(app_passwords::revoke))
         .route("/contacts", get(contacts::list_page).post(contacts::add))
         .route("/contacts/card", post(contacts::add_card))
+        .route("/contacts-policy", post(contacts::set_policy))
         .route(
             "/contacts/{id}",
             get(contacts::contact_page).post(contacts::change),
@@ -396,6 +397,7 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "signed-up" => "Welcome. Your account is ready; create an identity to get an address.",
         "app-password-revoked" => "The app password is revoked: it opens nothing any more.",
         "carriers" => "The carriers are published, signed with the identity's key.",
+        "contacts-policy" => "Saved: how introductions are taken.",
         "new-key" => {
             "The identity has a new key. Its correspondents are sent it in mail signed by the previous one."
         }
