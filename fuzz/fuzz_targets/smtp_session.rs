@@ -125,7 +125,16 @@ impl Backend for Yes {
         Ok(())
     }
 
-    async fn check_carry(&self, _: &str, _: u64) -> Result<CheckCarryResponse, SmtpInError> {
+    async fn submit_carry_statement(&self, _: Vec<u8>, _: &str) -> Result<(), SmtpInError> {
+        Ok(())
+    }
+
+    async fn check_carry(
+        &self,
+        _: &str,
+        _: &str,
+        _: u64,
+    ) -> Result<CheckCarryResponse, SmtpInError> {
         Ok(CheckCarryResponse {
             accepted: true,
             over_limit: false,
