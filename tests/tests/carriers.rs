@@ -252,6 +252,34 @@ async fn carry_requests(carrier: &Carrier) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The replies of `onion`'s MX, reached through `tor`, to an RCPT for each of `recipients` in
+/// one transaction from `from`.
+async fn rcpt_replies(
+    tor: &onionpost_e2e::TorClient,
+    onion: &str,
+    from: &str,
+    recipients: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let stream = tokio_socks::tcp::Socks5Stream::connect(tor.socks_addr(), (onion, 25))
+        .await
+        .with_context(|| format!("connecting to {onion}'s mx"))?;
+    let (read, mut write) = tokio::io::split(stream);
+    let mut read = BufReader::new(read);
+    ensure!(reply(&mut read).await?.starts_with("220 "));
+    let mut send = async |line: String| -> anyhow::Result<String> {
+        write.write_all(format!("{line}\r\n").as_bytes()).await?;
+        reply(&mut read).await
+    };
+    send("EHLO peer".to_owned()).await?;
+    send(format!("MAIL FROM:<{from}>")).await?;
+    let mut replies = Vec::with_capacity(recipients.len());
+    for recipient in recipients {
+        replies.push(send(format!("RCPT TO:<{recipient}>")).await?);
+    }
+    send("QUIT".to_owned()).await?;
+    Ok(replies)
+}
+
 /// Alice's address-book entry for Carol, through A's admin API.
 async fn contact_on(a: &Carrier, alice_account: &str, carol: &str) -> anyhow::Result<Value> {
     let book = a
@@ -449,57 +477,33 @@ C:
 
     // B refuses to carry for Alice, who never asked it to: the same bytes as a made-up address
     // or any relay attempt. Carol is accepted.
-    let stream = tokio_socks::tcp::Socks5Stream::connect(
-        tornet.client(3).socks_addr(),
-        (bob_onion.as_str(), 25),
-    )
-    .await
-    .context("connecting to bob's onion mx")?;
-    let (read, mut write) = tokio::io::split(stream);
-    let mut read = BufReader::new(read);
-    ensure!(reply(&mut read).await?.starts_with("220 "));
-    let mut send = async |line: String| -> anyhow::Result<String> {
-        write.write_all(format!("{line}\r\n").as_bytes()).await?;
-        reply(&mut read).await
-    };
-    send("EHLO peer".to_owned()).await?;
-    send(format!("MAIL FROM:<{carol}>")).await?;
-    let not_asked = send(format!("RCPT TO:<{alice}>")).await?;
     let nobody_onion = onionpost_proto::address::OnionHost::from_ed25519(&[b'x'; 32]);
-    let made_up = send(format!("RCPT TO:<nobody@{nobody_onion}>")).await?;
+    let nobody = format!("nobody@{nobody_onion}");
+    let at_bob = rcpt_replies(
+        tornet.client(3),
+        &bob_onion,
+        &carol,
+        &[alice.clone(), nobody.clone(), carol.clone()],
+    )
+    .await?;
+    let (not_asked, made_up, asked) = (&at_bob[0], &at_bob[1], &at_bob[2]);
     ensure!(not_asked == made_up, "{not_asked:?} vs {made_up:?}");
     ensure!(not_asked.starts_with("550 5.1.1 "), "{not_asked}");
-    let asked = send(format!("RCPT TO:<{carol}>")).await?;
     ensure!(asked.starts_with("250 "), "{asked}");
-    send("QUIT".to_owned()).await?;
-    drop(read);
-    drop(write);
     // On Bea's onion (B's other identity), which Carol's request did not name, Carol is a
     // stranger like any other: the agreement shows on no onion but the one asked.
-    let stream = tokio_socks::tcp::Socks5Stream::connect(
-        tornet.client(3).socks_addr(),
-        (bea_onion.as_str(), 25),
+    let at_bea = rcpt_replies(
+        tornet.client(3),
+        &bea_onion,
+        &alice,
+        &[carol.clone(), nobody],
     )
-    .await
-    .context("connecting to bea's onion mx")?;
-    let (read, mut write) = tokio::io::split(stream);
-    let mut read = BufReader::new(read);
-    ensure!(reply(&mut read).await?.starts_with("220 "));
-    let mut send = async |line: String| -> anyhow::Result<String> {
-        write.write_all(format!("{line}\r\n").as_bytes()).await?;
-        reply(&mut read).await
-    };
-    send("EHLO peer".to_owned()).await?;
-    send(format!("MAIL FROM:<{alice}>")).await?;
-    let carol_elsewhere = send(format!("RCPT TO:<{carol}>")).await?;
-    let made_up_here = send(format!("RCPT TO:<nobody@{nobody_onion}>")).await?;
+    .await?;
+    let (carol_elsewhere, made_up_here) = (&at_bea[0], &at_bea[1]);
     ensure!(
         carol_elsewhere == made_up_here && carol_elsewhere == not_asked,
         "{carol_elsewhere:?} vs {made_up_here:?}"
     );
-    send("QUIT".to_owned()).await?;
-    drop(read);
-    drop(write);
     println!(
         "carriers: B refuses a recipient that never asked it to carry ({not_asked:?}), and Carol on its other onion"
     );

@@ -98,6 +98,15 @@ impl CarrierList {
     }
 }
 
+/// The `signed_at` (seconds) of a list that replaces one signed at `previous`: now, and newer
+/// than the one before even within a second, since a correspondent keeps only the newest list
+/// it has seen.
+pub fn next_signed_at(previous: i64) -> i64 {
+    onionpost_runtime::time::now_ms()
+        .div_euclid(1000)
+        .max(previous.saturating_add(1))
+}
+
 /// Signs `list` with the identity's key; its identity must be the key's address.
 pub fn sign(key: &IdentityKey, list: &CarrierList) -> Result<Vec<u8>, KeysError> {
     if &list.identity != key.address() {

@@ -580,7 +580,7 @@ impl KeysService {
             let carrier_list = match carrier_list {
                 Some(signed) => {
                     let mut list = crate::carrier_list::peek(&signed)?;
-                    list.signed_at = (now_ms().div_euclid(1000)).max(list.signed_at + 1);
+                    list.signed_at = crate::carrier_list::next_signed_at(list.signed_at);
                     Some(crate::carrier_list::sign(&new, &list)?)
                 }
                 None => None,
@@ -771,8 +771,6 @@ impl KeysService {
                     carrier_list::MAX_CARRIERS
                 )));
             }
-            // Each list is newer than the one before, even within a second: a correspondent
-            // keeps only the newest it has seen.
             let previous = record
                 .carrier_list
                 .as_deref()
@@ -780,7 +778,7 @@ impl KeysService {
                 .map_or(i64::MIN, |list| list.signed_at);
             let list = CarrierList {
                 identity: address.clone(),
-                signed_at: now_ms().div_euclid(1000).max(previous.saturating_add(1)),
+                signed_at: carrier_list::next_signed_at(previous),
                 carriers,
             };
             let (_, key) = self.carrier_key(&request.identity_id).await?;

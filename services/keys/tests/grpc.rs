@@ -2046,26 +2046,36 @@ fn introductions_are_found_in_nested_multiparts_only_as_signed_cards() {
 /// corresponded with and to no contact of the account's other identities; the peer's carrier
 /// applies it from the verified message, and the revoked identity's WKD path serves the
 /// revocation.
-#[tokio::test]
-async fn a_revocation_is_announced_in_mail_to_that_identitys_peers_only() {
-    let harness = harness().await;
-    let keys = harness.keys.clone();
-    // Xavier and Yann are two identities of one account; Paul writes with Xavier only, Quinn
-    // with Yann only. Each of the four is on this carrier, with its own account but theirs.
-    let xavier = address("xavier", 11);
-    let yann = address("yann", 12);
-    let paul = address("paul", 13);
-    let quinn = address("quinn", 14);
-    // Each serves its key on its onion (the fake network), where even co-hosted peers fetch it.
+/// Xavier (`id-x`) and Yann (`id-y`), two identities of one account (`acct-xy`); Paul (`id-p`,
+/// `acct-p`) and Quinn (`id-q`, `acct-q`), each an account of its own. All four are on this
+/// carrier and serve their keys on their onions (the fake network), where even co-hosted peers
+/// fetch them. `seed` and the next three pick the onions.
+async fn one_account_two_identities_and_their_peers(harness: &Harness, seed: u8) -> [Address; 4] {
+    let [xavier, yann, paul, quinn] = [
+        address("xavier", seed),
+        address("yann", seed + 1),
+        address("paul", seed + 2),
+        address("quinn", seed + 3),
+    ];
     for (id, account, who) in [
         ("id-x", "acct-xy", &xavier),
         ("id-y", "acct-xy", &yann),
         ("id-p", "acct-p", &paul),
         ("id-q", "acct-q", &quinn),
     ] {
-        let created = create(&harness, id, account, who).await;
-        publish(&harness, who, parse_cert(&created.public_key).unwrap());
+        let created = create(harness, id, account, who).await;
+        publish(harness, who, parse_cert(&created.public_key).unwrap());
     }
+    [xavier, yann, paul, quinn]
+}
+
+#[tokio::test]
+async fn a_revocation_is_announced_in_mail_to_that_identitys_peers_only() {
+    let harness = harness().await;
+    let keys = harness.keys.clone();
+    // Paul writes with Xavier only, Quinn with Yann only.
+    let [xavier, yann, paul, quinn] =
+        one_account_two_identities_and_their_peers(&harness, 11).await;
     let exchange = |from_id: &'static str, from: Address, to_id: &'static str, to: Address| {
         let keys = keys.clone();
         async move {
@@ -2203,21 +2213,9 @@ async fn contact_eventually(
 async fn a_rotated_key_is_certified_announced_to_that_identitys_peers_and_old_mail_still_opens() {
     let harness = harness().await;
     let keys = harness.keys.clone();
-    // As in the revocation test: Xavier and Yann share an account; Paul writes with Xavier only,
-    // Quinn with Yann only.
-    let xavier = address("xavier", 21);
-    let yann = address("yann", 22);
-    let paul = address("paul", 23);
-    let quinn = address("quinn", 24);
-    for (id, account, who) in [
-        ("id-x", "acct-xy", &xavier),
-        ("id-y", "acct-xy", &yann),
-        ("id-p", "acct-p", &paul),
-        ("id-q", "acct-q", &quinn),
-    ] {
-        let created = create(&harness, id, account, who).await;
-        publish(&harness, who, parse_cert(&created.public_key).unwrap());
-    }
+    // As in the revocation test: Paul writes with Xavier only, Quinn with Yann only.
+    let [xavier, yann, paul, quinn] =
+        one_account_two_identities_and_their_peers(&harness, 21).await;
     let carrier = address("carrier", 25).onion_host();
     keys.set_preferred_carriers(Request::new(pb::SetPreferredCarriersRequest {
         identity_id: "id-x".into(),

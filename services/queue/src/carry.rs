@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::QueueError;
+use crate::retry::RetryPolicy;
 use crate::service::{QueueService, random_id};
 use crate::store::{
     AgreementKey, AgreementRecord, CarryRequestRecord, CarryRequestState, DAY_MS, HeldRecord,
@@ -85,12 +86,14 @@ pub struct CarryDesk {
 
 /// The largest carry statement taken from mail; a real one is about a kilobyte.
 pub const MAX_STATEMENT_BYTES: usize = 64 * 1024;
-/// How long a statement received in mail is retried while its identity's onion does not
-/// answer (its key cannot be fetched), before it is refused.
-const INTAKE_PATIENCE_MS: i64 = 24 * 3600 * 1000;
-/// The first wait before verifying again; doubles up to [`INTAKE_MAX_WAIT_MS`].
-const INTAKE_FIRST_WAIT_MS: i64 = 30 * 1000;
-const INTAKE_MAX_WAIT_MS: i64 = 3600 * 1000;
+/// How a statement received in mail is verified again while its identity's onion does not
+/// answer (its key cannot be fetched): the queue's own schedule, from 30 s doubling to an
+/// hour, and refused after a day.
+const INTAKE_RETRY: RetryPolicy = RetryPolicy {
+    retry_min: Duration::from_secs(30),
+    retry_max: Duration::from_secs(3600),
+    lifetime: Duration::from_secs(24 * 3600),
+};
 /// How long one verification attempt holds a request against other queue processes.
 const INTAKE_LEASE_MS: i64 = 120 * 1000;
 /// How often the intake looks for due requests when nothing wakes it.
@@ -452,7 +455,7 @@ impl CarryDesk {
             }
             Err(QueueError::Refused(why)) => self.decide_now(&mut request, Err(why)),
             Err(error) => {
-                if now - request.received_at_ms >= INTAKE_PATIENCE_MS {
+                if now - request.received_at_ms >= INTAKE_RETRY.lifetime_ms() {
                     self.decide_now(
                         &mut request,
                         Err(format!(
@@ -460,10 +463,8 @@ impl CarryDesk {
                         )),
                     );
                 } else {
-                    let wait = INTAKE_FIRST_WAIT_MS
-                        .saturating_mul(1_i64 << request.attempts.min(20).saturating_sub(1))
-                        .min(INTAKE_MAX_WAIT_MS);
-                    request.next_attempt_at_ms = Some(now + wait);
+                    request.next_attempt_at_ms =
+                        Some(now + INTAKE_RETRY.base_delay_ms(request.attempts));
                     request.detail = format!("waiting to verify: {error}");
                     tracing::debug!(%error, "a carry request waits to be verified");
                 }
@@ -573,7 +574,7 @@ impl CarryDesk {
                     .expires_at_ms
                     .map(onionpost_runtime::time::timestamp),
             };
-            match self.apply(&verified, &request.onion.clone()).await {
+            match self.apply(&verified, &request.onion).await {
                 Ok((agreement, _)) => Ok(Applied::Agreement(agreement.agreement_id)),
                 Err(error) => Err(error.to_string()),
             }
