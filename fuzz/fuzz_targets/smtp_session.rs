@@ -113,6 +113,10 @@ impl Backend for Yes {
         })
     }
 
+    async fn corresponds(&self, _: &str, address: &str) -> Result<bool, SmtpInError> {
+        Ok(address.starts_with("alice@"))
+    }
+
     async fn learn_autocrypt(&self, _: &str, _: &str, _: &str) -> Result<(), SmtpInError> {
         Ok(())
     }

@@ -153,6 +153,13 @@ impl Node {
             // ETRN still waits its own random time, within seconds.
             .env("ONIONPOST_TOR_RESTORE_SPREAD_SECS", "0")
             .env("ONIONPOST_QUEUE_ETRN_SPREAD_SECS", "3")
+            // Strangers pay stamps on every test carrier, cheaply (256 hashes): every first
+            // contact goes through the asking reply and a second session. The hourly inbound
+            // limits stay off here, since bursts to one identity are what several tests are
+            // about; stamps.rs runs the production limits and real difficulties.
+            .env("ONIONPOST_SMTP_IN_STAMP_BITS", "8")
+            .env("ONIONPOST_SMTP_IN_MAX_MESSAGES_PER_HOUR_PER_IDENTITY", "0")
+            .env("ONIONPOST_SMTP_IN_MAX_MESSAGES_PER_HOUR_PER_SENDER", "0")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))

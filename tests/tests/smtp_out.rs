@@ -17,6 +17,7 @@ fn recipient(address: &str, notify: Vec<Notify>) -> Recipient {
         address: address.into(),
         notify,
         original_recipient: String::new(),
+        stamp: None,
     }
 }
 

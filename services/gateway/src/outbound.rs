@@ -116,6 +116,7 @@ impl Outbound {
                 address: recipient.to_owned(),
                 notify: Vec::new(),
                 original_recipient: String::new(),
+                stamp: None,
             }],
             envelope_id: envelope_id.to_owned(),
             dsn_return: None,

@@ -118,6 +118,13 @@ impl Keys for KeysGrpc {
         rpc!(self, get_address_book_policy, request)
     }
 
+    async fn check_correspondent(
+        &self,
+        request: Request<pb::CheckCorrespondentRequest>,
+    ) -> Result<Response<pb::CheckCorrespondentResponse>, Status> {
+        rpc!(self, check_correspondent, request)
+    }
+
     async fn set_address_book_policy(
         &self,
         request: Request<pb::SetAddressBookPolicyRequest>,

@@ -2120,6 +2120,33 @@ impl KeysService {
         })
     }
 
+    /// Whether `address` corresponds with this identity (see [`ContactRecord::correspondents`]):
+    /// pinned, unrevoked, and in signed exchange with this identity itself. A contact known only
+    /// to another identity of the account is a stranger here, or writing to one identity
+    /// without a stamp would tell that both share an account.
+    pub async fn check_correspondent(
+        &self,
+        request: pb::CheckCorrespondentRequest,
+    ) -> Result<pb::CheckCorrespondentResponse> {
+        let identity_id = required(&request.identity_id, "identity_id")?;
+        let Some(record) = self.store.identity(identity_id).await? else {
+            return Err(ServiceError::NotFound("identity key"));
+        };
+        let address = Address::parse(&request.address)
+            .map(|address| address.to_string())
+            .unwrap_or_else(|_| request.address.to_lowercase());
+        let correspondent = self
+            .store
+            .contact_by_address(&record.account_id, &address)
+            .await?
+            .is_some_and(|contact| {
+                contact.revoked_at_ms.is_none()
+                    && contact.public_key.is_some()
+                    && contact.correspondents.iter().any(|id| id == identity_id)
+            });
+        Ok(pb::CheckCorrespondentResponse { correspondent })
+    }
+
     pub async fn set_address_book_policy(
         &self,
         request: pb::SetAddressBookPolicyRequest,

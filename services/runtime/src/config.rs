@@ -152,6 +152,12 @@ keys! {
     "smtp_in.max_message_bytes": Integer = "26214400" => "largest message smtp-in accepts, advertised as SIZE (25 MiB)",
     "smtp_in.plaintext_policy": String = "refuse" => "what smtp-in does with plaintext mail from an onion peer: refuse, quarantine or accept",
     "smtp_in.max_messages_per_hour_per_account": Integer = "500" => "messages one account may submit per hour",
+    "smtp_in.max_messages_per_hour_per_identity": Integer = "1000" => "messages one identity's onion MX accepts per hour from everyone together (0: no limit)",
+    "smtp_in.max_messages_per_hour_per_sender": Integer = "100" => "messages one identity's onion MX accepts per hour from one claimed sender (0: no limit)",
+    "smtp_in.stamp_bits": Integer = "24" => "proof-of-work stamp, in bits of SHA-256, asked of senders an identity does not correspond with (0: none asked); about a second of one core per stamp at 24",
+    "smtp_in.stamp_step_messages": Integer = "50" => "stranger messages one identity takes in an hour for its stamp difficulty to rise by one bit (doubling the work)",
+    "smtp_in.stamp_max_bits": Integer = "32" => "the most bits an identity's stamp difficulty rises to",
+    "smtp_out.max_stamp_bits": Integer = "28" => "the most bits this carrier pays for a stamp a recipient asks (more waits for the recipient's difficulty to fall)",
     "gateway.domain": String => "clearnet mail domain of the gateway: mail leaves as <alias>@<domain> and its MX record points at gateway.listen; absent: no gateway",
     "gateway.listen": String = DEFAULT_GATEWAY_LISTEN => "IP:port of the gateway domain's inbound MX (0.0.0.0:25 facing the internet)",
     "gateway.dkim_selector": String = "onionpost" => "DKIM selector under which gateway.domain publishes its key",
@@ -165,6 +171,7 @@ keys! {
     "gateway.dmarc_policy": String = "follow" => "inbound mail failing DMARC: follow (the sender domain's p=), reject, quarantine or accept",
     "gateway.max_message_bytes": Integer = "26214400" => "largest message the gateway's MX accepts (25 MiB)",
     "gateway.inbound_per_hour": Integer = "60" => "messages one alias may receive per hour before 4xx",
+    "gateway.rspamd": String => "host:port of an rspamd worker (its normal worker, port 11333) that scores inbound clearnet mail: its verdict goes in an X-Spam-Status header and spam into the account's Junk mailbox; absent: no scoring",
 }
 
 /// Where a key's value came from, so an error can point at it.
@@ -327,6 +334,8 @@ pub struct GatewaySettings {
     pub dmarc_policy: DmarcPolicy,
     pub max_message_bytes: u64,
     pub inbound_per_hour: u32,
+    /// `None`: inbound clearnet mail is not scored.
+    pub rspamd: Option<HostPort>,
 }
 
 /// What smtp-in does with plaintext mail from an onion peer (design.md: end-to-end encryption
@@ -344,6 +353,16 @@ pub struct SmtpInSettings {
     pub max_message_bytes: u64,
     pub plaintext_policy: PlaintextPolicy,
     pub max_messages_per_hour_per_account: u32,
+    /// Per identity's onion MX; 0: no limit.
+    pub max_messages_per_hour_per_identity: u32,
+    pub max_messages_per_hour_per_sender: u32,
+    /// Proof-of-work stamps asked of strangers: the base bits (0: none), the stranger messages
+    /// per hour that add a bit, and the most bits asked.
+    pub stamp_bits: u32,
+    pub stamp_step_messages: u32,
+    pub stamp_max_bits: u32,
+    /// The most bits smtp-out pays for one stamp.
+    pub max_stamp_bits_paid: u32,
 }
 
 /// What becomes of a signed carry request that arrives in mail (`queue.carry_policy`).
@@ -942,6 +961,18 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
                 ))
             })
     };
+    // A number from 0 to `max` (0 meaning "none" or "no limit", as the key says).
+    let count = |path: &str, max: u32| -> Result<u32, ConfigError> {
+        let (value, source) = values.number(path)?;
+        u32::try_from(value)
+            .ok()
+            .filter(|value| *value <= max)
+            .ok_or_else(|| {
+                ConfigError::new(format!(
+                    "key `{path}` {source}: `{value}` is not a number from 0 to {max}"
+                ))
+            })
+    };
     let queue = QueueSettings {
         retry_min: seconds("queue.retry_min_secs")?,
         retry_max: seconds("queue.retry_max_secs")?,
@@ -1000,7 +1031,22 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
             "smtp_in.max_messages_per_hour_per_account",
         )?)
         .unwrap_or(u32::MAX),
+        max_messages_per_hour_per_identity: count(
+            "smtp_in.max_messages_per_hour_per_identity",
+            u32::MAX,
+        )?,
+        max_messages_per_hour_per_sender: count("smtp_in.max_messages_per_hour_per_sender", u32::MAX)?,
+        stamp_bits: count("smtp_in.stamp_bits", 64)?,
+        stamp_step_messages: u32::try_from(positive("smtp_in.stamp_step_messages")?)
+            .unwrap_or(u32::MAX),
+        stamp_max_bits: count("smtp_in.stamp_max_bits", 64)?,
+        max_stamp_bits_paid: count("smtp_out.max_stamp_bits", 64)?,
     };
+    if smtp_in.stamp_max_bits < smtp_in.stamp_bits {
+        return Err(ConfigError::new(
+            "key `smtp_in.stamp_max_bits` must not be less than `smtp_in.stamp_bits`",
+        ));
+    }
 
     let portal = PortalSettings {
         listen: values.socket_addr("portal.listen")?,
@@ -1063,6 +1109,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         )?,
         max_message_bytes: positive("gateway.max_message_bytes")?,
         inbound_per_hour: u32::try_from(positive("gateway.inbound_per_hour")?).unwrap_or(u32::MAX),
+        rspamd: values.host_port("gateway.rspamd")?,
     };
 
     let mut remote = BTreeMap::new();

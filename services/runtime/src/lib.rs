@@ -19,6 +19,8 @@
 //! - [`sql`]: the one SQL dialect stores are written in (placeholders, row locks, erasing a
 //!   secret) and the one shape of a store ([`sql_store!`]).
 //! - [`address_book`]: address-book entries as the admin API and the account portal show them.
+//! - [`stamp`]: the proof-of-work stamps strangers pay with: minted by smtp-out, checked by
+//!   smtp-in.
 
 pub mod address_book;
 pub mod backoff;
@@ -35,6 +37,7 @@ pub mod rate;
 pub mod seal;
 pub mod service;
 pub mod sql;
+pub mod stamp;
 pub mod status;
 pub mod telemetry;
 pub mod time;

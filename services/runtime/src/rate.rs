@@ -6,6 +6,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Keys kept before those with a whole allowance are dropped: keys may be claimed sender
+/// addresses, which a peer makes up at will.
+const PRUNE_AT: usize = 10_000;
+
 /// Allows `per_hour` messages per key per hour, with a burst of the same size.
 pub struct RateLimiter {
     interval: Duration,
@@ -34,6 +38,10 @@ impl RateLimiter {
             .theoretical_arrival
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= PRUNE_AT {
+            // Keys whose allowance is whole again hold nothing worth keeping.
+            map.retain(|_, tat| *tat > now);
+        }
         let tat = map.get(key).copied().unwrap_or(now).max(now);
         if tat.duration_since(now) > self.tolerance {
             return false;

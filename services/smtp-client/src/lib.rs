@@ -100,6 +100,9 @@ pub struct Recipient {
     /// RFC 3461 ORCPT as `addr-type;address`, decoded: xtext-encoded here on output, so no
     /// byte of it can end the command line.
     pub original_recipient: String,
+    /// A proof-of-work stamp for this recipient (onionpost_runtime::stamp), sent as the
+    /// `XSTAMP=` parameter when the server offers XSTAMP.
+    pub stamp: Option<String>,
 }
 
 /// RFC 3461 RET.
@@ -124,6 +127,8 @@ pub struct Envelope {
 pub struct SessionResult {
     pub outcomes: Vec<Outcome>,
     pub peer_offers_dsn: bool,
+    /// The stamp difficulty the server's EHLO named (`XSTAMP <bits>`), if it asks stamps.
+    pub peer_stamp_bits: Option<u32>,
 }
 
 /// Why a session ended before every recipient had an SMTP outcome. Every recipient without one
@@ -277,6 +282,7 @@ where
         return Ok(SessionResult {
             outcomes: vec![outcome; envelope.recipients.len()],
             peer_offers_dsn: capabilities.dsn,
+            peer_stamp_bits: capabilities.stamp_bits,
         });
     }
 
@@ -284,7 +290,7 @@ where
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(envelope.recipients.len());
     for recipient in &envelope.recipients {
         connection
-            .send(&rcpt_command(recipient, capabilities.dsn))
+            .send(&rcpt_command(recipient, &capabilities))
             .await?;
         let reply = connection.reply(timeouts.command, "RCPT reply").await?;
         outcomes.push(if reply.is_positive() {
@@ -299,6 +305,7 @@ where
         return Ok(SessionResult {
             outcomes: outcomes.into_iter().flatten().collect(),
             peer_offers_dsn: capabilities.dsn,
+            peer_stamp_bits: capabilities.stamp_bits,
         });
     }
 
@@ -306,7 +313,7 @@ where
     let data = connection.reply(timeouts.data_start, "DATA reply").await?;
     if data.code != 354 {
         let _ = connection.quit(timeouts.command).await;
-        return Ok(finish(outcomes, &data, capabilities.dsn));
+        return Ok(finish(outcomes, &data, &capabilities));
     }
     for block in dot_stuffed(message).chunks(64 * 1024) {
         connection.write_block(block, timeouts.data_block).await?;
@@ -318,7 +325,7 @@ where
         .reply(timeouts.data_end, "reply to the end of data")
         .await?;
     let _ = connection.quit(timeouts.command).await;
-    Ok(finish(outcomes, &end, capabilities.dsn))
+    Ok(finish(outcomes, &end, &capabilities))
 }
 
 /// Sends `ETRN <argument>` (RFC 1985) and returns the reply.
@@ -346,14 +353,15 @@ where
 fn finish(
     outcomes: Vec<Option<Outcome>>,
     data_reply: &Reply,
-    peer_offers_dsn: bool,
+    capabilities: &Capabilities,
 ) -> SessionResult {
     SessionResult {
         outcomes: outcomes
             .into_iter()
             .map(|outcome| outcome.unwrap_or_else(|| Outcome::from_reply(data_reply.clone())))
             .collect(),
-        peer_offers_dsn,
+        peer_offers_dsn: capabilities.dsn,
+        peer_stamp_bits: capabilities.stamp_bits,
     }
 }
 
@@ -365,6 +373,8 @@ struct Capabilities {
     eight_bit_mime: bool,
     size: bool,
     starttls: bool,
+    /// `XSTAMP <bits>`: the server takes proof-of-work stamps (onionpost's own keyword).
+    stamp_bits: Option<u32>,
 }
 
 impl Capabilities {
@@ -384,6 +394,12 @@ impl Capabilities {
                 "8BITMIME" => capabilities.eight_bit_mime = true,
                 "SIZE" => capabilities.size = true,
                 "STARTTLS" => capabilities.starttls = true,
+                "XSTAMP" => {
+                    capabilities.stamp_bits = line
+                        .split_ascii_whitespace()
+                        .nth(1)
+                        .and_then(|bits| bits.parse().ok());
+                }
                 _ => {}
             }
         }
@@ -422,9 +438,9 @@ fn mail_command(envelope: &Envelope, message: &[u8], capabilities: &Capabilities
     command
 }
 
-fn rcpt_command(recipient: &Recipient, dsn: bool) -> String {
+fn rcpt_command(recipient: &Recipient, capabilities: &Capabilities) -> String {
     let mut command = format!("RCPT TO:<{}>", recipient.address);
-    if dsn {
+    if capabilities.dsn {
         if !recipient.notify.is_empty() {
             let values: Vec<&str> = recipient
                 .notify
@@ -441,6 +457,13 @@ fn rcpt_command(recipient: &Recipient, dsn: bool) -> String {
         if let Some(orcpt) = orcpt(&recipient.original_recipient) {
             command.push_str(&format!(" ORCPT={orcpt}"));
         }
+    }
+    // A stamp is printable ASCII by construction; anything else is not sent.
+    if let Some(stamp) = &recipient.stamp
+        && capabilities.stamp_bits.is_some()
+        && stamp.bytes().all(|b| b.is_ascii_graphic() && b != b'=')
+    {
+        command.push_str(&format!(" XSTAMP={stamp}"));
     }
     command.push_str("\r\n");
     command
@@ -479,11 +502,23 @@ fn xtext(value: &str) -> String {
 /// bare CR ever leaves (RFC 5321 §2.3.8), so a lenient receiver cannot be made to see an end
 /// of data the sender did not mean (SMTP smuggling).
 fn dot_stuffed(message: &[u8]) -> Vec<u8> {
+    line_ended(message, true)
+}
+
+/// The message as the server stores it once the dots are taken off again: every line ending in
+/// CRLF, a final CRLF. What a proof-of-work stamp's message digest covers.
+pub fn wire_text(message: &[u8]) -> Vec<u8> {
+    line_ended(message, false)
+}
+
+/// [`dot_stuffed`] (with `stuff`) or [`wire_text`]: one conversion, so the digest a stamp is
+/// minted over is always of the bytes that leave.
+fn line_ended(message: &[u8], stuff: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 2);
     let mut at_line_start = true;
     let mut previous = 0u8;
     for (index, &byte) in message.iter().enumerate() {
-        if at_line_start && byte == b'.' {
+        if stuff && at_line_start && byte == b'.' {
             out.push(b'.');
         }
         if byte == b'\n' && previous != b'\r' {
@@ -674,6 +709,7 @@ mod tests {
                     address: (*address).into(),
                     notify: vec![Notify::Success, Notify::Failure],
                     original_recipient: String::new(),
+                    stamp: None,
                 })
                 .collect(),
             envelope_id: "id+1".into(),
@@ -794,9 +830,10 @@ mod tests {
             address: "bob@b.onion".into(),
             notify: vec![],
             original_recipient: "rfc822;a\r\nQUIT".into(),
+            stamp: None,
         };
         assert_eq!(
-            rcpt_command(&recipient, true),
+            rcpt_command(&recipient, &with_dsn()),
             "RCPT TO:<bob@b.onion> ORCPT=rfc822;a+0D+0AQUIT\r\n"
         );
     }
@@ -808,13 +845,58 @@ mod tests {
             address: "bob@b.onion".into(),
             notify: vec![],
             original_recipient: "rfc822;george+x @tax.gov".into(),
+            stamp: None,
         };
-        let line = rcpt_command(&recipient, true);
+        let line = rcpt_command(&recipient, &with_dsn());
         let request = smtp_proto::Request::parse(&mut line.as_bytes().iter()).unwrap();
         let smtp_proto::Request::Rcpt { to } = request else {
             panic!("not a RCPT: {line}");
         };
         assert_eq!(to.address, "bob@b.onion");
         assert_eq!(to.orcpt.as_deref(), Some("george+x @tax.gov"));
+    }
+
+    fn with_dsn() -> Capabilities {
+        Capabilities {
+            dsn: true,
+            ..Capabilities::default()
+        }
+    }
+
+    #[test]
+    fn a_stamp_goes_only_to_a_server_that_offers_xstamp() {
+        let recipient = Recipient {
+            address: "carol@c.onion".into(),
+            notify: Vec::new(),
+            original_recipient: String::new(),
+            stamp: Some("1.8.1800000000.00000000000000ff".into()),
+        };
+        assert_eq!(
+            rcpt_command(&recipient, &with_dsn()),
+            "RCPT TO:<carol@c.onion>\r\n"
+        );
+        let asks = Capabilities::from_ehlo("ESMTP\nDSN\nXSTAMP 22\nETRN");
+        assert_eq!(asks.stamp_bits, Some(22));
+        assert_eq!(
+            rcpt_command(&recipient, &asks),
+            "RCPT TO:<carol@c.onion> XSTAMP=1.8.1800000000.00000000000000ff\r\n"
+        );
+        let forged = Recipient {
+            stamp: Some("1 QUIT".into()),
+            ..recipient
+        };
+        assert_eq!(rcpt_command(&forged, &asks), "RCPT TO:<carol@c.onion>\r\n");
+    }
+
+    #[test]
+    fn wire_text_is_what_the_server_keeps_after_unstuffing() {
+        let message = b"A: b\n.hidden\r\nbare\rcr\n..two\nlast";
+        let stuffed = dot_stuffed(message);
+        let unstuffed: Vec<u8> = stuffed
+            .split_inclusive(|b| *b == b'\n')
+            .flat_map(|line| line.strip_prefix(b".").unwrap_or(line).to_vec())
+            .collect();
+        assert_eq!(wire_text(message), unstuffed);
+        assert!(wire_text(message).ends_with(b"last\r\n"));
     }
 }

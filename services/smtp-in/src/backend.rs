@@ -47,6 +47,9 @@ pub trait Backend: Send + Sync + 'static {
         recipient_identity_id: &str,
         message: &[u8],
     ) -> Result<DecryptAndVerifyResponse, SmtpInError>;
+    /// keys CheckCorrespondent: whether `address` corresponds with this identity (and so sends
+    /// without a stamp).
+    async fn corresponds(&self, identity_id: &str, address: &str) -> Result<bool, SmtpInError>;
     /// keys LearnAutocrypt from the outer Autocrypt header, for identities whose mail is not
     /// decrypted here (DecryptAndVerify learns by itself).
     async fn learn_autocrypt(

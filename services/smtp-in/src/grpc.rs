@@ -41,10 +41,15 @@ impl SmtpIn for SmtpInGrpc {
             policy: Some(pb::Policy {
                 plaintext: plaintext as i32,
                 max_message_bytes: self.settings.max_message_bytes,
-                max_messages_per_hour_per_identity: 0,
+                max_messages_per_hour_per_identity: self
+                    .settings
+                    .max_messages_per_hour_per_identity,
                 max_messages_per_hour_per_account: self.settings.max_messages_per_hour_per_account,
-                pow_stamps_required: false,
-                pow_difficulty: 0,
+                max_messages_per_hour_per_sender: self.settings.max_messages_per_hour_per_sender,
+                pow_stamps_required: self.settings.stamp_bits > 0,
+                pow_difficulty: self.settings.stamp_bits,
+                pow_max_difficulty: self.settings.stamp_max_bits,
+                pow_step_messages: self.settings.stamp_step_messages,
             }),
             listeners: vec![
                 pb::ListenerCount {
@@ -81,6 +86,12 @@ mod tests {
             max_message_bytes: 1234,
             plaintext_policy: PlaintextPolicy::Quarantine,
             max_messages_per_hour_per_account: 7,
+            max_messages_per_hour_per_identity: 8,
+            max_messages_per_hour_per_sender: 9,
+            stamp_bits: 20,
+            stamp_step_messages: 10,
+            stamp_max_bits: 30,
+            max_stamp_bits_paid: 28,
         };
         let grpc = SmtpInGrpc::new(stats.clone(), settings);
         stats.listener(ListenerKind::Mx, true);

@@ -14,6 +14,7 @@ use onionpost_proto::imap::v1::{
 use onionpost_proto::keys::v1::get_identity_key_request;
 use onionpost_proto::keys::v1::keys_client::KeysClient;
 use onionpost_proto::keys::v1::{
+    CheckCorrespondentRequest,
     DecryptAndVerifyRequest, DecryptAndVerifyResponse, GetIdentityKeyRequest, KeyCustody,
     LearnAutocryptRequest, RecipientKey, ResolveRecipientKeysRequest, SignAndEncryptRequest,
 };
@@ -154,6 +155,19 @@ impl Backend for GrpcBackend {
             }
             Err(status) => Err(status.into()),
         }
+    }
+
+    async fn corresponds(&self, identity_id: &str, address: &str) -> Result<bool, SmtpInError> {
+        let request = CheckCorrespondentRequest {
+            identity_id: identity_id.to_owned(),
+            address: address.to_owned(),
+        };
+        Ok(self
+            .keys()?
+            .check_correspondent(request)
+            .await?
+            .into_inner()
+            .correspondent)
     }
 
     async fn learn_autocrypt(

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod error;
 pub mod grpc;
 pub mod grpc_backend;
+pub mod inbound;
 pub mod message;
 pub mod module;
 pub mod session;
@@ -17,6 +18,7 @@ pub mod stats;
 
 pub use backend::Backend;
 pub use error::SmtpInError;
+pub use inbound::InboundPolicy;
 pub use module::SmtpInModule;
 pub use session::{Limits, Mode, Policy, Session};
 pub use stats::Stats;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::grpc::SmtpInGrpc;
 use crate::grpc_backend::GrpcBackend;
 use crate::stats::ListenerKind;
-use crate::{Backend, Limits, Mode, Policy, Session, Stats};
+use crate::{Backend, InboundPolicy, Limits, Mode, Policy, Session, Stats};
 
 /// smtp-in as a runtime module.
 pub struct SmtpInModule;
@@ -55,7 +55,14 @@ impl Module for SmtpInModule {
                 },
                 settings.max_messages_per_hour_per_account,
                 stats.clone(),
-            ));
+            )
+            .with_inbound(InboundPolicy {
+                stamp_bits: settings.stamp_bits,
+                stamp_step_messages: settings.stamp_step_messages,
+                stamp_max_bits: settings.stamp_max_bits,
+                max_messages_per_hour_per_identity: settings.max_messages_per_hour_per_identity,
+                max_messages_per_hour_per_sender: settings.max_messages_per_hour_per_sender,
+            }));
             let backend = Arc::new(GrpcBackend::new(context.directory.clone()));
 
             let config = &context.config;

@@ -82,6 +82,8 @@ struct Fake {
     queue_full: Mutex<bool>,
     /// Carry statements handed to the queue: (statement, the onion it arrived on).
     statements: Mutex<Vec<(Vec<u8>, String)>>,
+    /// (identity id, address): the address corresponds with the identity (no stamp asked).
+    correspondents: Mutex<HashSet<(String, String)>>,
 }
 
 fn encrypted(inner: &[u8]) -> Vec<u8> {
@@ -209,6 +211,15 @@ impl Backend for Fake {
                 ..Default::default()
             });
         }
+        if message.ends_with(b"FORGED\r\n") {
+            // Claims a pinned sender, signed by another key.
+            return Ok(DecryptAndVerifyResponse {
+                message: format!("From: {}\r\n\r\nhello\r\n", carol()).into_bytes(),
+                signature: SignatureStatus::SignerMismatch as i32,
+                from_address: carol(),
+                ..Default::default()
+            });
+        }
         if !message.ends_with(b"GOOD\r\n") {
             return Err(SmtpInError::Permanent("not for us".to_owned()));
         }
@@ -223,6 +234,14 @@ impl Backend for Fake {
             signer_fingerprint: "C0FFEE".to_owned(),
             ..Default::default()
         })
+    }
+
+    async fn corresponds(&self, identity_id: &str, address: &str) -> Result<bool, SmtpInError> {
+        Ok(self
+            .correspondents
+            .lock()
+            .unwrap()
+            .contains(&(identity_id.to_owned(), address.to_lowercase())))
     }
 
     async fn learn_autocrypt(
@@ -1819,3 +1838,189 @@ async fn shared_address_forms_smtp_in_rcpt_on_submission_and_mx() {
     c.send(&format!("MAIL FROM:<{}>", carol())).await;
     rcpt_every_spelling(&mut c, "alice", ALICE_ONION).await;
 }
+
+// Proof-of-work stamps (issue 22).
+
+fn stamped_policy(bits: u32, step: u32) -> Arc<Policy> {
+    Arc::new(
+        Policy::new(PlaintextPolicy::Refuse, Limits::default(), 100, Stats::default()).with_inbound(
+            onionpost_smtp_in::InboundPolicy {
+                stamp_bits: bits,
+                stamp_step_messages: step,
+                stamp_max_bits: bits + 8,
+                max_messages_per_hour_per_identity: 0,
+                max_messages_per_hour_per_sender: 0,
+            },
+        ),
+    )
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A stamp of `bits` for this recipient, sender and message text (as the server stores it).
+fn mint(recipient: &str, sender: &str, body: &[u8], bits: u32) -> String {
+    let digest = onionpost_runtime::stamp::message_digest(body);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    onionpost_runtime::stamp::mint(recipient, sender, &digest, now(), bits, &stop)
+        .unwrap()
+        .to_string()
+}
+
+/// One transaction on alice's MX from `from`, RCPT with `stamp` if given: the RCPT reply, and
+/// the reply to the end of data when the RCPT was taken.
+async fn send_stamped(
+    client: &mut Client,
+    from: &str,
+    stamp: Option<&str>,
+    body: &[u8],
+) -> (String, Option<String>) {
+    assert!(client.send(&format!("MAIL FROM:<{from}>")).await.starts_with("250"));
+    let rcpt = match stamp {
+        Some(stamp) => client.send(&format!("RCPT TO:<{}> XSTAMP={stamp}", alice())).await,
+        None => client.send(&format!("RCPT TO:<{}>", alice())).await,
+    };
+    if !rcpt.starts_with("250") {
+        assert!(client.send("RSET").await.starts_with("250"));
+        return (rcpt, None);
+    }
+    assert!(client.send("DATA").await.starts_with("354"));
+    client.raw(body).await;
+    let end = client.send(".").await;
+    (rcpt, Some(end))
+}
+
+#[tokio::test]
+async fn a_stranger_pays_with_a_stamp_bound_to_its_message_once() {
+    let backend = fake();
+    let policy = stamped_policy(8, 1000);
+    let (mut client, _) = Client::start(backend.clone(), policy, mx()).await;
+    let ehlo = client.send("EHLO peer").await;
+    assert!(ehlo.ends_with("250 XSTAMP 8"), "{ehlo}");
+    let stranger = "dave@example.onion";
+    let body = encrypted(b"FIRST\r\n");
+
+    let (rcpt, _) = send_stamped(&mut client, stranger, None, &body).await;
+    assert!(rcpt.starts_with("450 4.7.1 XSTAMP 8:"), "{rcpt}");
+
+    let stamp = mint(&alice(), stranger, &body, 8);
+    let (rcpt, end) = send_stamped(&mut client, stranger, Some(&stamp), &body).await;
+    assert!(rcpt.starts_with("250"), "{rcpt}");
+    assert_eq!(end.as_deref(), Some("250 2.0.0 Message accepted"));
+    assert_eq!(backend.enqueued.lock().unwrap().len(), 1, "verified later");
+
+    // The same stamp again: spent.
+    let (_, end) = send_stamped(&mut client, stranger, Some(&stamp), &body).await;
+    assert_eq!(
+        end.as_deref(),
+        Some(onionpost_smtp_in::inbound::STAMP_REUSED)
+    );
+    // A stamp minted for another message, or another sender, holds no work here.
+    let other = mint(&alice(), stranger, &encrypted(b"OTHER FIRST\r\n"), 8);
+    let (_, end) = send_stamped(&mut client, stranger, Some(&other), &body).await;
+    assert_eq!(
+        end.as_deref(),
+        Some(onionpost_smtp_in::inbound::STAMP_MISMATCH)
+    );
+    let borrowed = mint(&alice(), "erin@example.onion", &body, 8);
+    let (_, end) = send_stamped(&mut client, stranger, Some(&borrowed), &body).await;
+    assert_eq!(
+        end.as_deref(),
+        Some(onionpost_smtp_in::inbound::STAMP_MISMATCH)
+    );
+    // Too weak for what is asked, malformed, or from another hour.
+    let weak = mint(&alice(), stranger, &body, 3);
+    let (_, end) = send_stamped(&mut client, stranger, Some(&weak), &body).await;
+    assert!(end.unwrap().starts_with("450 4.7.1 XSTAMP 8:"));
+    let (rcpt, _) = send_stamped(&mut client, stranger, Some("1.8.x.y"), &body).await;
+    assert!(rcpt.starts_with("501 5.5.4 Bad XSTAMP parameter"), "{rcpt}");
+    let stale = format!("1.8.{}.0000000000000000", now() - 7200);
+    let (rcpt, _) = send_stamped(&mut client, stranger, Some(&stale), &body).await;
+    assert!(rcpt.starts_with("450 4.7.1 XSTAMP 8: the stamp's time"), "{rcpt}");
+    assert_eq!(backend.enqueued.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_correspondent_sends_without_a_stamp_but_a_forged_one_pays() {
+    let backend = fake();
+    backend
+        .correspondents
+        .lock()
+        .unwrap()
+        .insert(("id-alice".to_owned(), carol()));
+    let (mut client, _) = Client::start(backend.clone(), stamped_policy(8, 1000), mx()).await;
+    client.send("EHLO peer").await;
+    let (rcpt, end) = send_stamped(&mut client, &carol(), None, &encrypted(b"GOOD\r\n")).await;
+    assert!(rcpt.starts_with("250"), "{rcpt}");
+    assert_eq!(end.as_deref(), Some("250 2.0.0 Message accepted"));
+    assert_eq!(backend.delivered.lock().unwrap().len(), 1);
+
+    // Carol's address with a signature that is not hers: asked for a stamp after DATA.
+    let forged = encrypted(b"FORGED\r\n");
+    let (rcpt, end) = send_stamped(&mut client, &carol(), None, &forged).await;
+    assert!(rcpt.starts_with("250"), "{rcpt}");
+    assert!(end.unwrap().starts_with("450 4.7.1 XSTAMP 8:"));
+    // With a stamp it is taken like a stranger's (marked as what it is: a failed signature).
+    let stamp = mint(&alice(), &carol(), &forged, 8);
+    let (_, end) = send_stamped(&mut client, &carol(), Some(&stamp), &forged).await;
+    assert_eq!(end.as_deref(), Some("250 2.0.0 Message accepted"));
+    let delivered = backend.delivered.lock().unwrap();
+    assert_eq!(delivered.len(), 2);
+    assert_eq!(delivered[1].verification, SenderVerification::Failed as i32);
+}
+
+#[tokio::test]
+async fn one_identitys_load_raises_its_own_difficulty_only() {
+    let backend = fake();
+    let policy = stamped_policy(6, 2);
+    let (mut alice_mx, _) = Client::start(backend.clone(), policy.clone(), mx()).await;
+    alice_mx.send("EHLO peer").await;
+    for n in 0..4 {
+        let body = encrypted(format!("{n} FIRST\r\n").as_bytes());
+        let sender = format!("s{n}@example.onion");
+        let bits = 6 + n / 2;
+        let stamp = mint(&alice(), &sender, &body, bits);
+        let (_, end) = send_stamped(&mut alice_mx, &sender, Some(&stamp), &body).await;
+        assert_eq!(end.as_deref(), Some("250 2.0.0 Message accepted"), "{n}");
+    }
+    let ehlo = alice_mx.send("EHLO peer").await;
+    assert!(ehlo.ends_with("250 XSTAMP 8"), "{ehlo}");
+    let bob_mx = Mode::Ingress {
+        identity_id: "id-bob".to_owned(),
+    };
+    let (mut bob_client, _) = Client::start(backend, policy, bob_mx).await;
+    let ehlo = bob_client.send("EHLO peer").await;
+    assert!(ehlo.ends_with("250 XSTAMP 6"), "a co-hosted identity: {ehlo}");
+}
+
+#[tokio::test]
+async fn hourly_limits_per_identity_and_sender_answer_4xx() {
+    let backend = fake();
+    let policy = Arc::new(
+        Policy::new(PlaintextPolicy::Refuse, Limits::default(), 100, Stats::default()).with_inbound(
+            onionpost_smtp_in::InboundPolicy {
+                max_messages_per_hour_per_identity: 3,
+                max_messages_per_hour_per_sender: 2,
+                ..Default::default()
+            },
+        ),
+    );
+    let (mut client, _) = Client::start(backend, policy, mx()).await;
+    client.send("EHLO peer").await;
+    let body = encrypted(b"GOOD\r\n");
+    for _ in 0..2 {
+        let (rcpt, _) = send_stamped(&mut client, &carol(), None, &body).await;
+        assert!(rcpt.starts_with("250"), "{rcpt}");
+    }
+    let (rcpt, _) = send_stamped(&mut client, &carol(), None, &body).await;
+    assert_eq!(rcpt, onionpost_smtp_in::inbound::SENDER_BUSY);
+    let (rcpt, _) = send_stamped(&mut client, "dave@example.onion", None, &body).await;
+    assert!(rcpt.starts_with("250"), "{rcpt}");
+    let (rcpt, _) = send_stamped(&mut client, "erin@example.onion", None, &body).await;
+    assert_eq!(rcpt, onionpost_smtp_in::inbound::IDENTITY_BUSY);
+}
+

@@ -40,6 +40,7 @@ impl SmtpOut for SmtpOutGrpc {
                     notify: recipient.notify().filter_map(notify).collect(),
                     address: recipient.address,
                     original_recipient: recipient.original_recipient,
+                    stamp: None,
                 })
                 .collect(),
             envelope_id: request.envelope_id,

@@ -35,7 +35,8 @@ impl Module for SmtpOutModule {
                 Some(address) => SocksEndpoint::Named(address.to_string()),
                 None => SocksEndpoint::FromOnionService(context.directory.clone()),
             };
-            let service = SmtpOutService::new(socks);
+            let service = SmtpOutService::new(socks)
+                .with_max_stamp_bits(context.config.smtp_in.max_stamp_bits_paid);
             let server = SmtpOutServer::new(SmtpOutGrpc::new(service))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use onionpost_proto::address::OnionHost;
 use onionpost_proto::clients;
 use onionpost_proto::onion::v1::GetSocksEndpointRequest;
 use onionpost_runtime::Directory;
+use onionpost_runtime::stamp;
 use rand::RngCore;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_socks::tcp::Socks5Stream;
@@ -34,6 +36,13 @@ const UNREACHABLE_FOR: Duration = Duration::from_secs(15);
 
 /// Sessions open at once in all, to bound memory and tor streams.
 const SESSIONS_TOTAL: usize = 64;
+
+/// Stamps minted at once. One core: a carrier minting for many strangers keeps the others for
+/// everything else, and minting is not on any path a user waits on.
+const MINTERS: usize = 1;
+
+/// The most bits paid for one stamp when not configured (`smtp_out.max_stamp_bits`).
+const DEFAULT_MAX_STAMP_BITS: u32 = 28;
 
 /// Circuit names remembered at most; past this the table starts over (each destination then
 /// builds one new circuit), which bounds memory whatever the number of destinations.
@@ -77,6 +86,10 @@ pub struct SmtpOutService {
     /// Destinations tor could not reach lately, and when (see `UNREACHABLE_FOR`). Local
     /// knowledge only: no peer can observe it, so it links no identities.
     unreachable: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Stamps minted at once (CPU work: the rest of the carrier keeps its other cores).
+    minters: Arc<Semaphore>,
+    /// The most bits paid for one stamp (`smtp_out.max_stamp_bits`).
+    max_stamp_bits: u32,
 }
 
 impl SmtpOutService {
@@ -90,7 +103,15 @@ impl SmtpOutService {
             per_destination: Arc::default(),
             circuits: Arc::default(),
             unreachable: Arc::default(),
+            minters: Arc::new(Semaphore::new(MINTERS)),
+            max_stamp_bits: DEFAULT_MAX_STAMP_BITS,
         }
+    }
+
+    /// The most bits this carrier pays for one stamp.
+    pub fn with_max_stamp_bits(mut self, bits: u32) -> Self {
+        self.max_stamp_bits = bits;
+        self
     }
 
     /// Shorter limits, for tests that wait on a silent peer.
@@ -137,6 +158,12 @@ impl SmtpOutService {
                 .await?;
             session::deliver(stream, envelope, message, self.timeouts).await
         };
+        let attempt = async {
+            let mut result = attempt.await?;
+            self.pay_stamps(socks, destination, port, isolation_key, envelope, message, &mut result)
+                .await;
+            Ok::<_, SessionError>(result)
+        };
         let delivery = match attempt.await {
             Ok(result) => Delivery {
                 outcomes: result.outcomes,
@@ -157,6 +184,105 @@ impl SmtpOutService {
         };
         record(&delivery);
         Ok(delivery)
+    }
+
+    /// Where a recipient asked for a proof-of-work stamp (issue 22: this carrier's identity is
+    /// a stranger to it), mints one per such recipient at the difficulty asked, off the
+    /// submission path and at most `minters` at once, and runs one more session for them
+    /// alone; their outcomes become that session's. A difficulty above `max_stamp_bits` is not
+    /// paid: the recipient stays a temporary failure and the queue tries later, when its load
+    /// (and so its difficulty) may have fallen.
+    #[allow(clippy::too_many_arguments)]
+    async fn pay_stamps(
+        &self,
+        socks: SocketAddr,
+        destination: &str,
+        port: u16,
+        isolation_key: &str,
+        envelope: &Envelope,
+        message: &[u8],
+        result: &mut session::SessionResult,
+    ) {
+        let asked: Vec<(usize, u32)> = result
+            .outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, outcome)| match outcome {
+                Outcome::Temporary(reply) => Some((index, stamp::asked_bits(&reply.text)?)),
+                _ => None,
+            })
+            .filter(|(_, bits)| *bits <= self.max_stamp_bits)
+            .collect();
+        if asked.is_empty() || result.peer_stamp_bits.is_none() {
+            return;
+        }
+        let digest = stamp::message_digest(&session::wire_text(message));
+        let mut stamped = Envelope {
+            recipients: Vec::with_capacity(asked.len()),
+            ..envelope.clone()
+        };
+        for (index, bits) in &asked {
+            let mut recipient = envelope.recipients[*index].clone();
+            let Some(minted) = self
+                .mint(&recipient.address, &envelope.reverse_path, digest, *bits)
+                .await
+            else {
+                return;
+            };
+            recipient.stamp = Some(minted.to_string());
+            stamped.recipients.push(recipient);
+        }
+        let again = async {
+            let stream = self
+                .connect(socks, destination, port, isolation_key)
+                .await?;
+            session::deliver(stream, &stamped, message, self.timeouts).await
+        };
+        match again.await {
+            Ok(paid) => {
+                for ((index, _), outcome) in asked.iter().zip(paid.outcomes) {
+                    result.outcomes[*index] = outcome;
+                }
+            }
+            Err(error) => tracing::debug!(%error, "the session with stamps failed"),
+        }
+    }
+
+    /// One stamp, minted on a blocking thread within the minting limit; `None` if the minting
+    /// thread failed. Dropping the future stops the work.
+    async fn mint(
+        &self,
+        recipient: &str,
+        sender: &str,
+        digest: [u8; 32],
+        bits: u32,
+    ) -> Option<stamp::Stamp> {
+        /// Stops the minting thread when the delivery is abandoned.
+        struct StopOnDrop(Arc<AtomicBool>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _permit = self.minters.clone().acquire_owned().await.ok()?;
+        let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+        let (recipient, sender, flag) = (recipient.to_owned(), sender.to_owned(), stop.0.clone());
+        let started = Instant::now();
+        let minted = tokio::task::spawn_blocking(move || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs());
+            let now = i64::try_from(now).unwrap_or(i64::MAX);
+            stamp::mint(&recipient, &sender, &digest, now, bits, &flag)
+        })
+        .await
+        .ok()
+        .flatten();
+        let elapsed = started.elapsed();
+        metrics::counter!("onionpost_smtp_out_stamps_minted_total").increment(1);
+        metrics::histogram!("onionpost_smtp_out_stamp_seconds").record(elapsed.as_secs_f64());
+        tracing::debug!(bits, elapsed_ms = elapsed.as_millis() as u64, "stamp minted");
+        minted
     }
 
     /// Sends `ETRN <onion>` to `carrier`.
@@ -426,6 +552,7 @@ mod tests {
                     address: "a@x.onion".into(),
                     notify: vec![],
                     original_recipient: String::new(),
+                    stamp: None,
                 };
                 2
             ],
@@ -466,6 +593,7 @@ mod tests {
                 address: "a@x.onion".into(),
                 notify: vec![],
                 original_recipient: String::new(),
+                stamp: None,
             }],
             envelope_id: String::new(),
             dsn_return: None,

@@ -1,5 +1,5 @@
 //! EHLO and HELO (RFC 5321 §4.1.1.1): the greeting names no host and no software, and EHLO
-//! lists the extensions this listener offers (ETRN on an onion MX; STARTTLS and AUTH on
+//! lists the extensions this listener offers (ETRN and XSTAMP on an onion MX; STARTTLS and AUTH on
 //! submission where they may be used).
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,7 +27,15 @@ impl<B: Backend> Session<B> {
             "DSN".to_owned(),
         ];
         match &self.mode {
-            Mode::Ingress { .. } => lines.push("ETRN".to_owned()),
+            Mode::Ingress { identity_id } => {
+                lines.push("ETRN".to_owned());
+                // The difficulty this identity asks of strangers now (its own load only).
+                let inbound = &self.policy.inbound;
+                if inbound.stamps_asked() {
+                    let bits = inbound.difficulty(identity_id, crate::inbound::unix_now());
+                    lines.push(format!("{} {bits}", onionpost_runtime::stamp::KEYWORD));
+                }
+            }
             Mode::Submission { .. } => {
                 if self.tls.is_some() && !state.secure {
                     lines.push("STARTTLS".to_owned());

@@ -17,7 +17,9 @@ use super::{
     EXPANDS_TOO_FAR, MAILBOX_FULL, PLAINTEXT_REFUSED, RECIPIENT_REJECTED, Recipient, Session,
     Transaction, enqueue_recipient,
 };
+use crate::inbound::{self, Spend};
 use crate::{Backend, SmtpInError, message};
+use onionpost_runtime::stamp::{self, Stamp};
 
 impl<B: Backend> Session<B> {
     /// Ingress after DATA: decrypt, verify, learn the sender's key, deliver; or carry.
@@ -27,6 +29,9 @@ impl<B: Backend> Session<B> {
         transaction: &Transaction,
         body: Vec<u8>,
     ) -> String {
+        if let Err(refusal) = self.spend_stamps(identity_id, transaction, &body) {
+            return refusal;
+        }
         if let Some(postmaster) = transaction.recipients.iter().find(|r| r.postmaster) {
             return self.take_carry_statement(&postmaster.address, &body).await;
         }
@@ -40,6 +45,10 @@ impl<B: Backend> Session<B> {
                 }
                 PlaintextPolicy::Quarantine => mailbox = Mailbox::Quarantine,
                 PlaintextPolicy::Accept => {}
+            }
+            // Plaintext proves no sender: a claimed correspondent pays like a stranger.
+            if let Some(refusal) = self.unproven_correspondent(identity_id, transaction) {
+                return refusal;
             }
         }
         let carried: Vec<&Recipient> = transaction.recipients.iter().filter(|r| r.carry).collect();
@@ -122,6 +131,13 @@ impl<B: Backend> Session<B> {
                     return "550 5.7.5 Message could not be decrypted".to_owned();
                 }
             };
+            let verified = SignatureStatus::try_from(decrypted.signature)
+                == Ok(SignatureStatus::Verified);
+            if (decrypted.sender_key_unpinned || !verified)
+                && let Some(refusal) = self.unproven_correspondent(identity_id, transaction)
+            {
+                return refusal;
+            }
             if decrypted.sender_key_unpinned {
                 // The sender's key must come from its onion, and how long that takes would
                 // tell the peer whether the sender is hosted here too (issue 18, oracle 1).
@@ -148,6 +164,64 @@ impl<B: Backend> Session<B> {
             flags: Vec::new(),
         };
         self.deliver(request).await
+    }
+
+    /// Checks the stamp of every recipient that brought one (RCPT XSTAMP) against this
+    /// message, then spends it: a stamp that does not hold its work here, one spent before, or
+    /// one weaker than the identity asks now (its load may have risen since RCPT) is refused
+    /// with a reply that says which. One SHA-256 of the message and one per stamp.
+    fn spend_stamps(
+        &self,
+        identity_id: &str,
+        transaction: &Transaction,
+        body: &[u8],
+    ) -> Result<(), String> {
+        let inbound = &self.policy.inbound;
+        let stamped: Vec<(&Recipient, &Stamp)> = transaction
+            .recipients
+            .iter()
+            .filter(|r| !r.carry)
+            .filter_map(|r| Some((r, r.stamp.as_ref()?)))
+            .collect();
+        if stamped.is_empty() || !inbound.stamps_asked() {
+            return Ok(());
+        }
+        let digest = stamp::message_digest(body);
+        let now = inbound::unix_now();
+        for (recipient, presented) in stamped {
+            let stamp::Check::Valid { hash } = stamp::check(
+                &recipient.address,
+                &transaction.reverse_path,
+                &digest,
+                presented,
+            ) else {
+                return Err(inbound::STAMP_MISMATCH.to_owned());
+            };
+            let asked = inbound.difficulty(identity_id, now);
+            if presented.bits < asked {
+                return Err(inbound::stamp_required(asked));
+            }
+            match inbound.spend(identity_id, hash, presented, now) {
+                Spend::Fresh => {}
+                Spend::Reused => return Err(inbound::STAMP_REUSED.to_owned()),
+                Spend::Full => return Err(inbound::STAMPS_BUSY.to_owned()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The reply asking for a stamp when a recipient took the sender as a correspondent at
+    /// RCPT (no stamp asked) and the message does not prove it: plaintext, a signature that
+    /// does not verify against the pinned key, or none. A forged correspondent's address buys
+    /// nothing.
+    fn unproven_correspondent(&self, identity_id: &str, transaction: &Transaction) -> Option<String> {
+        let inbound = &self.policy.inbound;
+        let unproven = transaction
+            .recipients
+            .iter()
+            .any(|r| !r.carry && r.correspondent && r.stamp.is_none());
+        (inbound.stamps_asked() && unproven)
+            .then(|| inbound::stamp_required(inbound.difficulty(identity_id, inbound::unix_now())))
     }
 
     /// Hands an encrypted message whose sender has no pinned key to the queue

@@ -36,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
 use crate::Backend;
+use crate::inbound::{Inbound, InboundPolicy};
 use crate::message;
 use crate::stats::Stats;
 use onionpost_runtime::rate::RateLimiter;
@@ -142,6 +143,8 @@ pub struct Policy {
     /// The ceiling on message text held in memory (`limits.max_buffered_bytes`); each
     /// listener's own budget is taken within it.
     pub memory: MemoryBudget,
+    /// Stamps and hourly limits of each identity's onion MX (none unless `with_inbound`).
+    pub inbound: Inbound,
 }
 
 impl Policy {
@@ -158,7 +161,14 @@ impl Policy {
             limits,
             rate: RateLimiter::per_hour(max_messages_per_hour_per_account),
             stats,
+            inbound: Inbound::new(InboundPolicy::default()),
         }
+    }
+
+    /// Asks stamps of strangers and applies hourly limits on identities' onion MX.
+    pub fn with_inbound(mut self, policy: InboundPolicy) -> Self {
+        self.inbound = Inbound::new(policy);
+        self
     }
 
     /// The session limit of one more listener, within the ceiling.
@@ -199,6 +209,11 @@ struct Recipient {
     carry: bool,
     /// Ingress: `postmaster@<this onion>`, which takes signed carry statements (carry.rs).
     postmaster: bool,
+    /// Ingress: the stamp the sender paid with (RCPT parameter XSTAMP), checked after DATA.
+    stamp: Option<onionpost_runtime::stamp::Stamp>,
+    /// Ingress, stamps asked: the reverse path is a correspondent of this identity, so no
+    /// stamp was asked; the message must then prove it with a verified signature.
+    correspondent: bool,
 }
 
 #[derive(Debug, Default)]
@@ -318,8 +333,16 @@ impl<B: Backend> Session<B> {
                     continue;
                 }
             };
+            let (line, stamp) = if self.ingress() {
+                take_stamp_parameter(line)
+            } else {
+                (line, None)
+            };
             let next = match Request::parse(&mut line.iter()) {
-                Ok(request) => self.command(io, &mut state, request.into_owned()).await?,
+                Ok(request) => {
+                    self.command(io, &mut state, request.into_owned(), stamp)
+                        .await?
+                }
                 Err(ParseError::UnknownCommand) => {
                     self.fail(io, &mut state, "500 5.5.1 Command unrecognized")
                 }
@@ -375,6 +398,7 @@ impl<B: Backend> Session<B> {
         io: &mut Connection<S>,
         state: &mut State,
         request: Request<String>,
+        stamp: Option<String>,
     ) -> std::io::Result<Next> {
         let next = match request {
             Request::Ehlo { .. } => self.ehlo(io, state),
@@ -412,7 +436,7 @@ impl<B: Backend> Session<B> {
                 initial_response,
             } => self.auth(io, state, mechanism, initial_response).await?,
             Request::Mail { from } => self.mail(io, state, from).await,
-            Request::Rcpt { to } => self.rcpt(io, state, to).await,
+            Request::Rcpt { to } => self.rcpt(io, state, to, stamp).await,
             Request::Data => self.data(io, state).await?,
         };
         Ok(next)
@@ -429,6 +453,33 @@ fn own_identity<'a>(
         message::normalize(&identity.address) == address
             && onion_identity.is_none_or(|only| only == identity.identity_id)
     })
+}
+
+/// Takes the `XSTAMP=` parameter (issue 22) off a RCPT command line: smtp-proto refuses every
+/// parameter it does not know, and this one is onionpost's own. Looked for only after the
+/// closing `>` of the path, so no address can carry it.
+fn take_stamp_parameter(line: Vec<u8>) -> (Vec<u8>, Option<String>) {
+    let is_rcpt = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"RCPT");
+    let Some(path_end) = line.iter().position(|b| *b == b'>').filter(|_| is_rcpt) else {
+        return (line, None);
+    };
+    let name = format!(" {}=", onionpost_runtime::stamp::KEYWORD);
+    let Some(start) = line[path_end..]
+        .windows(name.len())
+        .position(|window| window.eq_ignore_ascii_case(name.as_bytes()))
+        .map(|at| path_end + at)
+    else {
+        return (line, None);
+    };
+    let value_start = start + name.len();
+    let value_end = line[value_start..]
+        .iter()
+        .position(|b| b.is_ascii_whitespace())
+        .map_or(line.len(), |at| value_start + at);
+    let value = String::from_utf8_lossy(&line[value_start..value_end]).into_owned();
+    let mut rest = line[..start].to_vec();
+    rest.extend_from_slice(&line[value_end..]);
+    (rest, Some(value))
 }
 
 fn enqueue_recipient(recipient: &Recipient) -> RecipientRequest {

@@ -13,7 +13,9 @@ use super::{
     BAD_ONION_ADDRESS, MAILBOX_FULL, Mode, Next, POSTMASTER_ALONE, RECIPIENT_REJECTED, Recipient,
     Session, State,
 };
+use crate::inbound::{self, Inbound};
 use crate::{Backend, SmtpInError, message};
+use onionpost_runtime::stamp::{self, Stamp};
 
 impl<B: Backend> Session<B> {
     pub(super) async fn rcpt<S: AsyncRead + AsyncWrite>(
@@ -21,6 +23,7 @@ impl<B: Backend> Session<B> {
         io: &mut Connection<S>,
         state: &mut State,
         to: smtp_proto::RcptTo<String>,
+        stamp: Option<String>,
     ) -> Next {
         let Some(transaction) = &state.transaction else {
             return self.fail(io, state, "503 5.5.1 Need MAIL before RCPT");
@@ -29,6 +32,7 @@ impl<B: Backend> Session<B> {
             return self.fail(io, state, "452 4.5.3 Too many recipients");
         }
         let declared_size = transaction.declared_size;
+        let sender = transaction.reverse_path.clone();
         // A name under .onion that is no v3 onion is a typing error no retry can mend: refused
         // here with the reason (RFC 3463 5.1.3, bad destination mailbox address syntax), in
         // either mode, rather than accepted and then retried against an onion that cannot exist.
@@ -69,6 +73,8 @@ impl<B: Backend> Session<B> {
             },
             carry: false,
             postmaster: false,
+            stamp: None,
+            correspondent: false,
         };
         match &self.mode {
             Mode::Ingress { identity_id } => {
@@ -99,6 +105,15 @@ impl<B: Backend> Session<B> {
                             }
                             _ => {}
                         }
+                        if let Err(refusal) = self.policy.inbound.admit(identity_id, &sender) {
+                            return self.fail(io, state, refusal);
+                        }
+                        if let Err(refusal) = self
+                            .ask_stamp(identity_id, &sender, stamp.as_deref(), &mut recipient)
+                            .await
+                        {
+                            return self.fail(io, state, &refusal);
+                        }
                     }
                     // The carrier's own mailbox on every onion: it takes signed carry
                     // statements (paper §4.2), checked after the reply. Every onion answers
@@ -108,6 +123,13 @@ impl<B: Backend> Session<B> {
                             .eq_ignore_ascii_case(&format!("postmaster@{}", identity.onion)) =>
                     {
                         recipient.postmaster = true;
+                        // A carry statement comes from a stranger by nature: it pays too.
+                        if let Err(refusal) = self
+                            .ask_stamp(identity_id, &sender, stamp.as_deref(), &mut recipient)
+                            .await
+                        {
+                            return self.fail(io, state, &refusal);
+                        }
                     }
                     // Carried only through the onion the carry request named: the agreement
                     // must not show on the carrier's other onions.
@@ -146,5 +168,48 @@ impl<B: Backend> Session<B> {
         }
         io.reply("250 2.1.5 Recipient OK");
         Next::Continue
+    }
+
+    /// Whether this recipient's sender must pay: nothing when no stamps are asked or the
+    /// sender corresponds with the identity (proved after DATA by its signature); else the
+    /// stamp it brought, checked for syntax and time here and for its work after DATA, or the
+    /// reply that asks for one. Depends on this identity's address book and load only.
+    async fn ask_stamp(
+        &self,
+        identity_id: &str,
+        sender: &str,
+        stamp: Option<&str>,
+        recipient: &mut Recipient,
+    ) -> Result<(), String> {
+        let inbound = &self.policy.inbound;
+        if !inbound.stamps_asked() {
+            return Ok(());
+        }
+        let now = crate::inbound::unix_now();
+        let Some(text) = stamp else {
+            if !recipient.postmaster && !sender.is_empty() {
+                match self.backend.corresponds(identity_id, sender).await {
+                    Ok(true) => {
+                        recipient.correspondent = true;
+                        return Ok(());
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        error.log("correspondent check failed");
+                        return Err("451 4.3.0 Temporary failure, try again later".to_owned());
+                    }
+                }
+            }
+            return Err(inbound::stamp_required(inbound.difficulty(identity_id, now)));
+        };
+        let stamp = Stamp::parse(text)
+            .map_err(|error| format!("501 5.5.4 Bad {} parameter: {error}", stamp::KEYWORD))?;
+        if !Inbound::in_time(&stamp, now) {
+            return Err(inbound::stamp_out_of_time(
+                inbound.difficulty(identity_id, now),
+            ));
+        }
+        recipient.stamp = Some(stamp);
+        Ok(())
     }
 }
