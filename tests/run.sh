@@ -19,8 +19,9 @@ die() { printf '\ntests/run.sh: %s\n' "$*" >&2; exit 1; }
 # the outside MTA, DKIM verification); tshark: the mail-flow test's capture (no DNS for .onion,
 # no connection but to tor); debootstrap: base images for the compose test
 # (deploy/base-images.sh); python3-venv: the Python packages of the Helm chart test and the
-# portal's browser test; chromium + chromium-driver: the real browser the portal test drives.
-packages=(tor postgresql gnupg libclang-dev nettle-dev pkg-config isync unbound postfix python3-dkim python3-dnspython tshark debootstrap python3-venv chromium chromium-driver)
+# portal's browser test; chromium + chromium-driver: the real browser the portal test drives;
+# rspamd: the gateway test's spam scorer (GTUBE to Junk).
+packages=(tor postgresql gnupg libclang-dev nettle-dev pkg-config isync unbound postfix python3-dkim python3-dnspython tshark debootstrap python3-venv chromium chromium-driver rspamd)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -36,6 +37,9 @@ if ((${#missing[@]})); then
 fi
 command -v tor >/dev/null || die "tor is not installed"
 command -v tor-gencert >/dev/null || die "tor-gencert is not installed"
+command -v rspamd >/dev/null || die "rspamd is not installed"
+# Debian may start a system rspamd on install; the gateway test runs its own instance.
+if command -v systemctl >/dev/null && systemctl is-active --quiet rspamd 2>/dev/null; then systemctl stop rspamd || true; fi
 # Debian starts a system tor on install; the tests run their own network and need no other.
 if command -v systemctl >/dev/null && systemctl is-active --quiet tor 2>/dev/null; then systemctl stop tor || true; fi
 

@@ -16,6 +16,7 @@ pub mod node;
 pub mod onion_service;
 pub mod otlp;
 pub mod postfix;
+pub mod rspamd;
 pub mod smtp_sink;
 pub mod socks;
 pub mod socks_relay;

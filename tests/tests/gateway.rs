@@ -470,9 +470,10 @@ s.quit()
 const READ_INBOX: &str = r#"
 import imaplib, sys
 host, port, login, password, needle = sys.argv[1:6]
+mailbox = sys.argv[6] if len(sys.argv) > 6 else "INBOX"
 m = imaplib.IMAP4(host, int(port))
 m.login(login, password)
-m.select("INBOX")
+m.select(mailbox)
 typ, data = m.search(None, "ALL")
 for num in data[0].split():
     typ, parts = m.fetch(num, "(RFC822)")
@@ -563,6 +564,7 @@ async fn mail_goes_out_through_an_alias_and_the_reply_comes_back() -> anyhow::Re
     let (outside_pem, outside_public) = dkim_key(dir.path(), "outside-dkim").await?;
     let (_dns, dns) = start_dns(dir.path(), &gateway_public, &outside_public).await?;
     let (postfix, david_maildir) = start_postfix(dir.path()).await?;
+    let rspamd = onionpost_e2e::rspamd::Rspamd::start().await?;
 
     // The carrier: no tor network; its onion service's tor child makes keys and stays offline.
     let torrc = dir.path().join("offline.torrc");
@@ -591,6 +593,7 @@ async fn mail_goes_out_through_an_alias_and_the_reply_comes_back() -> anyhow::Re
         ),
         ("ONIONPOST_GATEWAY_DNS", dns.to_string()),
         ("ONIONPOST_GATEWAY_DMARC_POLICY", "follow".to_owned()),
+        ("ONIONPOST_GATEWAY_RSPAMD", rspamd.normal.to_string()),
     ];
     let node = Node::start("onion,keys,imap,queue,smtp-in,gateway,portal,admin", &env).await;
     // The tor child may still be starting; creating an identity needs its control port.
@@ -722,6 +725,56 @@ async fn mail_goes_out_through_an_alias_and_the_reply_comes_back() -> anyhow::Re
         "the reply is stored in the clear: {in_the_clear:?}"
     );
 
+    // rspamd scored the reply as ham; GTUBE (the standard test pattern) is spam and goes to
+    // Junk, with the gateway's verdict and none the sender wrote.
+    ensure!(
+        header(&reply, "X-Spam-Status").is_some_and(|status| status.starts_with("No, ")),
+        "no ham verdict on the reply:\n{reply}\n{}",
+        rspamd.log()
+    );
+    let gtube_token = format!("gtube-{}", free_port());
+    let (ok, out) = python(
+        PROBE,
+        &[
+            GATEWAY_IP.to_owned(),
+            OUTSIDE_IP.to_owned(),
+            "david@outside.test".to_owned(),
+            alias.clone(),
+            format!(
+                "From: David <david@outside.test>\nTo: {alias}\nSubject: {gtube_token}\nX-Spam-Status: No, forged\n\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\n"
+            ),
+        ],
+    )
+    .await?;
+    ensure!(ok && out.contains("DATA 250"), "GTUBE not taken: {out}");
+    let read = |mailbox: &'static str| {
+        let args = vec![
+            carrier.imap.ip().to_string(),
+            carrier.imap.port().to_string(),
+            "alice".to_owned(),
+            PASSWORD.to_owned(),
+            gtube_token.clone(),
+            mailbox.to_owned(),
+        ];
+        async move { python(READ_INBOX, &args).await }
+    };
+    let (ok, junk) = read("Junk").await?;
+    ensure!(
+        ok && !junk.starts_with("NOT-YET"),
+        "GTUBE is not in Junk: {junk}\n{}",
+        carrier.node.log_text()
+    );
+    let verdicts: Vec<&str> = junk
+        .lines()
+        .filter(|line| line.to_ascii_lowercase().starts_with("x-spam-status:"))
+        .collect();
+    ensure!(
+        verdicts.len() == 1 && verdicts[0].contains("Yes, ") && verdicts[0].contains("reject"),
+        "{junk}"
+    );
+    let (ok, inbox) = read("INBOX").await?;
+    ensure!(ok && inbox.starts_with("NOT-YET"), "GTUBE in the INBOX: {inbox}");
+
     // A message failing DMARC (bad.test publishes p=reject; SPF fails, no signature) is
     // refused, following the sender domain's policy.
     let (ok, out) = python(
@@ -770,6 +823,7 @@ async fn mail_goes_out_through_an_alias_and_the_reply_comes_back() -> anyhow::Re
         "{stats}"
     );
     ensure!(stats["live_aliases"].as_u64() == Some(1), "{stats}");
+    ensure!(stats["inbound_spam_today"].as_u64() == Some(1), "{stats}");
 
     // Refusals at RCPT: a relay attempt, a made-up alias, and (after revocation) David's
     // alias all get the same reply.

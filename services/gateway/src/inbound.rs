@@ -29,7 +29,7 @@ use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{AuthenticatedMessage, AuthenticationResults, DmarcResult, MessageAuthenticator};
 use onionpost_proto::imap::v1::{DeliverRequest, Mailbox, Refusal, SenderVerification};
 use onionpost_proto::keys::v1::KeyCustody;
-use onionpost_runtime::config::DmarcPolicy;
+use onionpost_runtime::config::{DmarcPolicy, HostPort};
 use onionpost_smtp_server::{
     Connection, DataLimits, DataOutcome, Line, MemoryBudget, SessionLimit, TIMEOUT, read_data,
 };
@@ -72,6 +72,8 @@ pub struct Inbound {
     sessions: SessionLimit,
     /// Message text all sessions may hold in memory at once.
     memory: MemoryBudget,
+    /// The rspamd worker that scores each message (`gateway.rspamd`), if any.
+    rspamd: Option<HostPort>,
 }
 
 impl Inbound {
@@ -90,7 +92,14 @@ impl Inbound {
             rate: RateLimiter::per_hour(per_hour),
             sessions: SessionLimit::new(MAX_SESSIONS),
             memory: MemoryBudget::new(MAX_BUFFERED_BYTES.max(max_message_bytes)),
+            rspamd: None,
         }
+    }
+
+    /// Scores every message with the rspamd worker at `at`.
+    pub fn with_rspamd(mut self, at: Option<HostPort>) -> Self {
+        self.rspamd = at;
+        self
     }
 }
 
@@ -477,8 +486,44 @@ async fn receive(
             DmarcPolicy::Accept | DmarcPolicy::Follow => {}
         }
     }
+    let spam_status = match &inbound.rspamd {
+        Some(at) => {
+            let recipients: Vec<String> = transaction
+                .recipients
+                .iter()
+                .map(|record| format!("{}@{}", record.local_part, service.domain()))
+                .collect();
+            let envelope = crate::rspamd::Envelope {
+                peer,
+                helo,
+                mail_from: &transaction.mail_from,
+                recipients: recipients.iter().map(String::as_str).collect(),
+            };
+            match crate::rspamd::scan(at, &envelope, body).await {
+                Ok(verdict) => {
+                    if verdict.is_spam() {
+                        service.count(Counter::InboundSpam).await;
+                        // Quarantine (a DMARC verdict) stays where it is.
+                        if mailbox == Mailbox::Inbox {
+                            mailbox = Mailbox::Junk;
+                        }
+                    }
+                    Some(verdict.header_value())
+                }
+                Err(error) => {
+                    tracing::warn!("rspamd unavailable: message taken unscored");
+                    tracing::debug!(%error, "rspamd unavailable");
+                    Some("Unchecked (rspamd unavailable)".to_owned())
+                }
+            }
+        }
+        None => None,
+    };
     let mut stamped = checked.header.into_bytes();
-    stamped.extend_from_slice(&without_authentication_results(body));
+    if let Some(status) = spam_status {
+        stamped.extend_from_slice(format!("X-Spam-Status: {status}\r\n").as_bytes());
+    }
+    stamped.extend_from_slice(&without_verdict_fields(body));
 
     // One delivery per identity, whatever aliases of it were named.
     let mut identities: BTreeMap<&str, &AliasRecord> = BTreeMap::new();
@@ -557,6 +602,14 @@ async fn deliver_to(
     }
 }
 
+/// Whether a field name is one of the gateway's verdicts (see [`without_verdict_fields`]).
+pub fn is_verdict_field(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"authentication-results")
+        || name
+            .get(..6)
+            .is_some_and(|start| start.eq_ignore_ascii_case(b"x-spam"))
+}
+
 /// The temporary reply when another service failed. Its error text may name an address (the
 /// identity's, the recipient's), so the text is logged at debug only and warn says what step
 /// failed (issue 18, item 11: no address or onion at info or warn).
@@ -566,12 +619,14 @@ fn unavailable(step: &'static str, error: &dyn std::fmt::Display) -> String {
     TEMPORARY.to_owned()
 }
 
-/// The message without Authentication-Results fields (RFC 8601 §5: a receiver removes those
-/// that claim to be its own; none from outside can be trusted, so all go).
+/// The message without the fields that carry the gateway's verdicts: Authentication-Results
+/// (RFC 8601 §5: a receiver removes those that claim to be its own; none from outside can be
+/// trusted, so all go) and the `X-Spam…` fields spam filters write (`X-Spam-Status`,
+/// `X-Spam-Flag`, `X-Spamd-Result`…), which mail clients sort by.
 ///
 /// Public only for the fuzz target `fuzz/fuzz_targets/gateway_inbound.rs`: the MX session that
 /// calls it needs a store and DNS, too slow to fuzz.
-pub fn without_authentication_results(message: &[u8]) -> Vec<u8> {
+pub fn without_verdict_fields(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len());
     // A continuation line before any field belongs to no field here, but once our own
     // Authentication-Results is stamped above the message it would continue that one: a
@@ -606,9 +661,7 @@ pub fn without_authentication_results(message: &[u8]) -> Vec<u8> {
             .iter()
             .position(|byte| *byte == b':')
             .is_some_and(|colon| {
-                line[..colon]
-                    .trim_ascii()
-                    .eq_ignore_ascii_case(b"authentication-results")
+                is_verdict_field(line[..colon].trim_ascii())
             });
         if !dropping {
             out.extend_from_slice(line);
@@ -625,21 +678,21 @@ mod tests {
     fn a_field_name_after_a_form_feed_is_dropped() {
         let message =
             b"From: a@b.example\r\n\x0c\x0cAuthentication-Results: mx; dkim=pass\r\n\r\nbody\r\n";
-        let out = without_authentication_results(message);
+        let out = without_verdict_fields(message);
         assert_eq!(out, b"From: a@b.example\r\n\r\nbody\r\n");
     }
 
     #[test]
     fn a_continuation_line_before_any_field_is_dropped() {
         let message = b" Authentication-Results: mx; dkim=pass\r\n\tdmarc=pass\r\nFrom: a@b.example\r\n\r\nbody\r\n";
-        let out = without_authentication_results(message);
+        let out = without_verdict_fields(message);
         assert_eq!(out, b"From: a@b.example\r\n\r\nbody\r\n");
     }
 
     #[test]
     fn incoming_authentication_results_are_dropped() {
         let message = b"Authentication-Results: gw.example; dkim=pass\r\n\tspf=pass\r\nFrom: a@b.test\r\n\r\nAuthentication-Results: in body\r\n";
-        let out = without_authentication_results(message);
+        let out = without_verdict_fields(message);
         assert_eq!(
             out,
             b"From: a@b.test\r\n\r\nAuthentication-Results: in body\r\n"
@@ -649,7 +702,7 @@ mod tests {
     #[test]
     fn authentication_results_with_space_before_the_colon_are_dropped_too() {
         let message = b"Authentication-Results : gw.example; dkim=pass\r\nAUTHENTICATION-RESULTS\t: x; spf=pass\r\n\tfolded\r\nFrom: a@b.test\r\n\r\nbody\r\n";
-        let out = without_authentication_results(message);
+        let out = without_verdict_fields(message);
         assert_eq!(out, b"From: a@b.test\r\n\r\nbody\r\n");
     }
 }

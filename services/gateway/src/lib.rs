@@ -25,6 +25,7 @@ pub mod inbound;
 pub mod module;
 pub mod outbound;
 pub mod rewrite;
+pub mod rspamd;
 pub mod service;
 pub mod store;
 

@@ -102,7 +102,8 @@ impl Module for GatewayModule {
                 settings.dmarc_policy,
                 settings.max_message_bytes,
                 settings.inbound_per_hour,
-            ));
+            )
+            .with_rspamd(settings.rspamd.clone()));
             let stop = context.shutdown.clone();
             context.spawn("gateway.mx", crate::inbound::serve(listener, inbound, stop));
 

@@ -393,6 +393,7 @@ impl GatewayService {
             inbound_accepted_today: counter(Counter::InboundAccepted).await?,
             inbound_refused_today: counter(Counter::InboundRefused).await?,
             inbound_dmarc_failed_today: counter(Counter::InboundDmarcFailed).await?,
+            inbound_spam_today: counter(Counter::InboundSpam).await?,
             live_aliases: self.store.live_aliases().await?,
         })
     }

@@ -592,6 +592,7 @@ impl Imap for ImapGrpc {
             Ok(pb::Mailbox::Unspecified | pb::Mailbox::Inbox) => DeliveryMailbox::Inbox,
             Ok(pb::Mailbox::Sent) => DeliveryMailbox::Sent,
             Ok(pb::Mailbox::Quarantine) => DeliveryMailbox::Quarantine,
+            Ok(pb::Mailbox::Junk) => DeliveryMailbox::Junk,
             Err(_) => return Err(ImapError::invalid("mailbox", "unknown mailbox").into()),
         };
         let verification = match pb::SenderVerification::try_from(request.verification) {

@@ -104,6 +104,7 @@ pub enum DeliveryMailbox {
     Inbox,
     Sent,
     Quarantine,
+    Junk,
 }
 
 impl DeliveryMailbox {
@@ -112,6 +113,7 @@ impl DeliveryMailbox {
             DeliveryMailbox::Inbox => "inbox",
             DeliveryMailbox::Sent => "sent",
             DeliveryMailbox::Quarantine => "quarantine",
+            DeliveryMailbox::Junk => "junk",
         }
     }
 }

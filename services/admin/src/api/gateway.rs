@@ -151,6 +151,8 @@ pub struct GatewayStats {
     pub inbound_refused_today: u64,
     /// Inbound that failed DMARC, whatever the configured policy then did with it.
     pub inbound_dmarc_failed_today: u64,
+    /// Inbound that rspamd called spam (delivered to Junk).
+    pub inbound_spam_today: u64,
     pub live_aliases: u64,
 }
 
@@ -174,6 +176,7 @@ pub async fn get_gateway_stats(
         inbound_accepted_today: stats.inbound_accepted_today,
         inbound_refused_today: stats.inbound_refused_today,
         inbound_dmarc_failed_today: stats.inbound_dmarc_failed_today,
+        inbound_spam_today: stats.inbound_spam_today,
         live_aliases: stats.live_aliases,
     }))
 }

@@ -110,15 +110,17 @@ pub enum Counter {
     InboundAccepted,
     InboundRefused,
     InboundDmarcFailed,
+    InboundSpam,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 5] = [
+    pub const ALL: [Counter; 6] = [
         Counter::OutboundDelivered,
         Counter::OutboundFailed,
         Counter::InboundAccepted,
         Counter::InboundRefused,
         Counter::InboundDmarcFailed,
+        Counter::InboundSpam,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -128,6 +130,7 @@ impl Counter {
             Counter::InboundAccepted => "inbound_accepted",
             Counter::InboundRefused => "inbound_refused",
             Counter::InboundDmarcFailed => "inbound_dmarc_failed",
+            Counter::InboundSpam => "inbound_spam",
         }
     }
 }
