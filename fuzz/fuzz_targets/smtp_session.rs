@@ -20,6 +20,7 @@ use onionpost_proto::keys::v1::{
 };
 use onionpost_proto::queue::v1::{CheckCarryResponse, EnqueueRequest};
 use onionpost_runtime::config::PlaintextPolicy;
+use onionpost_smtp_in::backend::Correspondence;
 use onionpost_smtp_in::{Backend, Limits, Mode, Policy, Session, SmtpInError, Stats};
 
 const ALICE_ONION: &str = "mfqwcylbmfqwcylbmfqwcylbmfqwcylbmfqwcylbmfqwcylbmfqwbfad.onion";
@@ -113,8 +114,12 @@ impl Backend for Yes {
         })
     }
 
-    async fn corresponds(&self, _: &str, address: &str) -> Result<bool, SmtpInError> {
-        Ok(address.starts_with("alice@"))
+    async fn corresponds(&self, _: &str, address: &str) -> Result<Correspondence, SmtpInError> {
+        Ok(match address.split('@').next() {
+            Some("alice") => Correspondence::Correspondent,
+            Some("mallory") => Correspondence::Blocked,
+            _ => Correspondence::Stranger,
+        })
     }
 
     async fn learn_autocrypt(&self, _: &str, _: &str, _: &str) -> Result<(), SmtpInError> {

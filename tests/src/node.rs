@@ -160,6 +160,9 @@ impl Node {
             .env("ONIONPOST_SMTP_IN_STAMP_BITS", "8")
             .env("ONIONPOST_SMTP_IN_MAX_MESSAGES_PER_HOUR_PER_IDENTITY", "0")
             .env("ONIONPOST_SMTP_IN_MAX_MESSAGES_PER_HOUR_PER_SENDER", "0")
+            // First contacts land in the INBOX here, as most tests read them there; stamps.rs
+            // runs the default (verified strangers wait in Requests until accepted).
+            .env("ONIONPOST_ACCOUNTS_CONTACT_REQUESTS", "false")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))

@@ -38,7 +38,10 @@ impl Rspamd {
                 format!("bind_socket = \"{controller}\";\ncount = 1;\n"),
             ),
             ("worker-proxy.inc", "count = 0;\n".to_owned()),
-            ("logging.inc", "type = \"console\";\nlevel = \"error\";\n".to_owned()),
+            (
+                "logging.inc",
+                "type = \"console\";\nlevel = \"error\";\n".to_owned(),
+            ),
             // No DNS on this machine: every lookup fails at once rather than after retries.
             (
                 "options.inc",
@@ -53,7 +56,12 @@ impl Rspamd {
         let child = Command::new("rspamd")
             .args(["-f", "-i", "-u", "root", "-g", "root"])
             .args(["-c", "/etc/rspamd/rspamd.conf"])
-            .args([var("LOCAL_CONFDIR"), var("RUNDIR"), var("DBDIR"), var("LOGDIR")])
+            .args([
+                var("LOCAL_CONFDIR"),
+                var("RUNDIR"),
+                var("DBDIR"),
+                var("LOGDIR"),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -773,7 +773,10 @@ async fn mail_goes_out_through_an_alias_and_the_reply_comes_back() -> anyhow::Re
         "{junk}"
     );
     let (ok, inbox) = read("INBOX").await?;
-    ensure!(ok && inbox.starts_with("NOT-YET"), "GTUBE in the INBOX: {inbox}");
+    ensure!(
+        ok && inbox.starts_with("NOT-YET"),
+        "GTUBE in the INBOX: {inbox}"
+    );
 
     // A message failing DMARC (bad.test publishes p=reject; SPF fails, no signature) is
     // refused, following the sender domain's policy.

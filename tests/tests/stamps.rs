@@ -1,7 +1,11 @@
-//! Proof-of-work stamps for strangers over the private Tor network (issue 22).
+//! Proof-of-work stamps and contact requests for strangers over the private Tor network (issue
+//! 22).
 //!
 //! Alice on carrier A writes to Carol on carrier C for the first time: C's onion MX asks A for a
-//! stamp and A pays it by itself. Alice is Carol's correspondent from then on and pays nothing.
+//! stamp and A pays it by itself, and the message waits in Carol's Requests mailbox until Carol
+//! accepts Alice (admin API); it then moves to her INBOX. Alice is Carol's correspondent from
+//! then on and pays nothing. Bob, a second stranger, is refused in Carol's own account API: his
+//! next message is refused at RCPT, and A tells Bob so.
 //! Then 500 strangers flood Carol's onion MX through tor, each message stamped at the difficulty
 //! Carol asks at that moment: her difficulty rises one bit per 50 (printed per step) while Dave's,
 //! hosted on the same carrier, does not move, and Alice's next message still arrives without a
@@ -15,8 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use admin_support::http;
 use anyhow::{Context as _, bail, ensure};
 use mail_support::{Carrier, SUBMIT, newest_in_inbox, python, reply};
+use serde_json::{Value, json};
 use std::net::SocketAddr;
 
 use onionpost_e2e::{TorNet, connect_onion};
@@ -101,11 +107,19 @@ impl Mx {
 
 /// A message body as the server keeps it (CRLF lines), and a stamp of `bits` for it.
 fn stamped(recipient: &str, sender: &str, subject: &str, bits: u32) -> (Vec<u8>, String) {
-    let body = format!("From: {sender}\r\nTo: {recipient}\r\nSubject: {subject}\r\n\r\nbuy now\r\n")
-        .into_bytes();
+    let body =
+        format!("From: {sender}\r\nTo: {recipient}\r\nSubject: {subject}\r\n\r\nbuy now\r\n")
+            .into_bytes();
     let digest = stamp::message_digest(&body);
-    let minted = stamp::mint(recipient, sender, &digest, now(), bits, &AtomicBool::new(false))
-        .expect("minted");
+    let minted = stamp::mint(
+        recipient,
+        sender,
+        &digest,
+        now(),
+        bits,
+        &AtomicBool::new(false),
+    )
+    .expect("minted");
     (body, minted.to_string())
 }
 
@@ -121,6 +135,32 @@ fn minted(carrier: &Carrier) -> usize {
     carrier.node.log_text().matches("stamp minted").count()
 }
 
+/// `login` (password `<login> password 1`) submits one message on `carrier`.
+async fn submit(
+    carrier: &Carrier,
+    login: &str,
+    from: &str,
+    to: &str,
+    subject: &str,
+) -> anyhow::Result<()> {
+    let (ok, out) = python(
+        SUBMIT,
+        &[
+            carrier.submission.ip().to_string(),
+            carrier.submission.port().to_string(),
+            login.to_owned(),
+            format!("{login} password 1"),
+            from.to_owned(),
+            to.to_owned(),
+            subject.to_owned(),
+            "hello Carol".to_owned(),
+        ],
+    )
+    .await?;
+    ensure!(ok, "submission: {out}\n{}", carrier.node.log_text());
+    Ok(())
+}
+
 /// Alice submits one message to Carol on A and waits until it is in Carol's INBOX; how long
 /// that took.
 async fn alice_writes(
@@ -131,23 +171,75 @@ async fn alice_writes(
     subject: &str,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
+    submit(a, "alice", alice, carol, subject).await?;
+    newest_in_inbox(c, "carol", "carol password 1", subject, a).await?;
+    Ok(started.elapsed())
+}
+
+/// How many messages of Carol's `mailbox` have `subject`.
+const COUNT_IN: &str = r#"
+import imaplib, sys
+host, port, login, password, mailbox, subject = sys.argv[1:7]
+m = imaplib.IMAP4(host, int(port))
+m.login(login, password)
+m.select(mailbox)
+typ, data = m.search(None, "SUBJECT", '"' + subject + '"')
+print(len(data[0].split()))
+m.logout()
+"#;
+
+async fn count_in(c: &Carrier, mailbox: &str, subject: &str) -> anyhow::Result<usize> {
     let (ok, out) = python(
-        SUBMIT,
+        COUNT_IN,
         &[
-            a.submission.ip().to_string(),
-            a.submission.port().to_string(),
-            "alice".to_owned(),
-            "alice password 1".to_owned(),
-            alice.to_owned(),
-            carol.to_owned(),
+            c.imap.ip().to_string(),
+            c.imap.port().to_string(),
+            "carol".to_owned(),
+            "carol password 1".to_owned(),
+            mailbox.to_owned(),
             subject.to_owned(),
-            "hello Carol".to_owned(),
         ],
     )
     .await?;
-    ensure!(ok, "submission: {out}\n{}", a.node.log_text());
-    newest_in_inbox(c, "carol", "carol password 1", subject, a).await?;
-    Ok(started.elapsed())
+    ensure!(ok, "imaplib: {out}");
+    Ok(out.trim().parse()?)
+}
+
+/// Waits until Carol's `mailbox` holds a message with `subject`.
+async fn arrives_in(c: &Carrier, a: &Carrier, mailbox: &str, subject: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while count_in(c, mailbox, subject).await? == 0 {
+        ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "{subject:?} never reached Carol's {mailbox}\nA:\n{}\nC:\n{}",
+            a.node.log_text(),
+            c.node.log_text()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
+/// The id of the contact with `address` in an account's address book, among those with a
+/// request waiting.
+async fn requesting(c: &Carrier, account_id: &str, address: &str) -> anyhow::Result<String> {
+    let page = c
+        .op(
+            "GET",
+            &format!("/v1/accounts/{account_id}/contacts?requests=true"),
+            Value::Null,
+        )
+        .await;
+    page["contacts"]
+        .as_array()
+        .and_then(|contacts| {
+            contacts
+                .iter()
+                .find(|contact| contact["address"] == address)
+        })
+        .and_then(|contact| contact["id"].as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("no request from {address}: {page}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,26 +252,50 @@ async fn strangers_pay_contacts_do_not_and_a_flood_moves_only_its_own_identity()
         ("ONIONPOST_SMTP_IN_STAMP_BITS", BASE_BITS.to_string()),
         ("ONIONPOST_SMTP_IN_STAMP_STEP_MESSAGES", STEP.to_string()),
         ("ONIONPOST_SMTP_IN_STAMP_MAX_BITS", MAX_BITS.to_string()),
-        ("ONIONPOST_SMTP_IN_MAX_MESSAGES_PER_HOUR_PER_IDENTITY", "1000".to_owned()),
-        ("ONIONPOST_SMTP_IN_MAX_MESSAGES_PER_HOUR_PER_SENDER", "100".to_owned()),
+        (
+            "ONIONPOST_SMTP_IN_MAX_MESSAGES_PER_HOUR_PER_IDENTITY",
+            "1000".to_owned(),
+        ),
+        (
+            "ONIONPOST_SMTP_IN_MAX_MESSAGES_PER_HOUR_PER_SENDER",
+            "100".to_owned(),
+        ),
+        ("ONIONPOST_ACCOUNTS_CONTACT_REQUESTS", "true".to_owned()),
     ];
     let a = Carrier::start(tornet.client(0), &env).await?;
     let c = Carrier::start(tornet.client(1), &env).await?;
     let (_, alice, _) = a.account("alice", "alice password 1").await?;
-    let (_, carol, carol_onion) = c.account("carol", "carol password 1").await?;
+    let (carol_account, carol, carol_onion) = c.account("carol", "carol password 1").await?;
     let (_, _, dave_onion) = c.account("dave", "dave password 1").await?;
     let tor = tornet.client(0).socks_addr();
 
-    // A stranger's carrier pays by itself.
+    // A stranger's carrier pays by itself; the message waits in Carol's Requests.
     ensure!(minted(&a) == 0);
-    let first = alice_writes(&a, &c, &alice, &carol, "first contact").await?;
+    let started = Instant::now();
+    submit(&a, "alice", &alice, &carol, "first contact").await?;
+    arrives_in(&c, &a, "Requests", "first contact").await?;
+    let first = started.elapsed();
+    ensure!(count_in(&c, "INBOX", "first contact").await? == 0);
     let paid = minted(&a);
     ensure!(
         paid >= 1,
         "A delivered to a stranger without minting a stamp:\n{}",
         a.node.log_text()
     );
-    println!("stamps: first contact arrived in {first:?}, A minted {paid} stamp(s)");
+    println!("stamps: first contact in Carol's Requests after {first:?}, A minted {paid} stamp(s)");
+    // Carol accepts Alice (admin API): the message moves to her INBOX.
+    let alice_contact = requesting(&c, &carol_account, &alice).await?;
+    let answered = c
+        .op(
+            "POST",
+            &format!("/v1/accounts/{carol_account}/contacts/{alice_contact}/request"),
+            json!({"accept": true}),
+        )
+        .await;
+    ensure!(answered["messages_moved"] == 1, "{answered}");
+    ensure!(count_in(&c, "INBOX", "first contact").await? == 1);
+    ensure!(count_in(&c, "Requests", "first contact").await? == 0);
+    println!("stamps: Carol accepted Alice; the first contact moved to her INBOX");
 
     // A correspondent pays nothing.
     let mut unloaded = Vec::new();
@@ -211,8 +327,7 @@ async fn strangers_pay_contacts_do_not_and_a_flood_moves_only_its_own_identity()
                 let mut tries = 0;
                 loop {
                     tries += 1;
-                    let (body, stamp) =
-                        stamped(&carol, &sender, &format!("offer {n}"), bits);
+                    let (body, stamp) = stamped(&carol, &sender, &format!("offer {n}"), bits);
                     let answer = mx.send(&sender, &carol, &stamp, &body).await?;
                     // The stamp was spent (and counted) before the plaintext was refused.
                     if answer.starts_with("550 5.7.1 End-to-end encryption required") {
@@ -254,7 +369,10 @@ async fn strangers_pay_contacts_do_not_and_a_flood_moves_only_its_own_identity()
                     "stamps: after {done:>3} stranger messages ({:>5.1} s) Carol asks {carol_bits:>2} bits, Dave {dave_bits}",
                     started.elapsed().as_secs_f64()
                 );
-                ensure!(dave_bits == BASE_BITS, "a co-hosted identity's difficulty moved");
+                ensure!(
+                    dave_bits == BASE_BITS,
+                    "a co-hosted identity's difficulty moved"
+                );
             }
             if flooders.is_empty() {
                 return anyhow::Ok(());
@@ -281,7 +399,10 @@ async fn strangers_pay_contacts_do_not_and_a_flood_moves_only_its_own_identity()
     ensure!(difficulty(tor, &dave_onion).await? == BASE_BITS);
 
     // Carol's correspondent paid nothing under load either.
-    ensure!(minted(&a) == paid, "A minted for a correspondent under load");
+    ensure!(
+        minted(&a) == paid,
+        "A minted for a correspondent under load"
+    );
     unloaded.sort();
     loaded.sort();
     println!(
@@ -307,5 +428,48 @@ async fn strangers_pay_contacts_do_not_and_a_flood_moves_only_its_own_identity()
         "{mismatched}"
     );
     println!("stamps: a replayed stamp and a stamp for another message are refused, saying so");
+
+    // Bob, another stranger, asks too; Carol refuses him in her own account API.
+    let (_, bob, _) = a.account("bob", "bob password 1").await?;
+    submit(&a, "bob", &bob, &carol, "bob asks").await?;
+    arrives_in(&c, &a, "Requests", "bob asks").await?;
+    let bob_contact = requesting(&c, &carol_account, &bob).await?;
+    let login = json!({"login": "carol", "password": "carol password 1"}).to_string();
+    let session = http(
+        c.node.portal,
+        "POST",
+        "/account/v1/session",
+        None,
+        Some(&login),
+    )
+    .await
+    .expect(201)
+    .json();
+    let token = session["token"].as_str().context("session token")?;
+    let refused = http(
+        c.node.portal,
+        "POST",
+        &format!("/account/v1/contacts/{bob_contact}/request"),
+        Some(token),
+        Some(&json!({"accept": false}).to_string()),
+    )
+    .await
+    .expect(200)
+    .json();
+    ensure!(refused["messages_moved"] == 1, "{refused}");
+    ensure!(count_in(&c, "Trash", "bob asks").await? == 1);
+    // His next message is refused at RCPT, and A tells him why.
+    submit(&a, "bob", &bob, &carol, "bob again").await?;
+    let report = newest_in_inbox(
+        &a,
+        "bob",
+        "bob password 1",
+        "Delivery Status Notification (Failure)",
+        &c,
+    )
+    .await?;
+    ensure!(report.contains("refused mail from this sender"), "{report}");
+    ensure!(count_in(&c, "Requests", "bob again").await? == 0);
+    println!("stamps: Carol refused Bob; his next message was refused at RCPT");
     Ok(())
 }

@@ -660,9 +660,7 @@ pub fn without_verdict_fields(message: &[u8]) -> Vec<u8> {
         dropping = line
             .iter()
             .position(|byte| *byte == b':')
-            .is_some_and(|colon| {
-                is_verdict_field(line[..colon].trim_ascii())
-            });
+            .is_some_and(|colon| is_verdict_field(line[..colon].trim_ascii()));
         if !dropping {
             out.extend_from_slice(line);
         }

@@ -96,14 +96,16 @@ impl Module for GatewayModule {
                     settings.listen
                 )
             })?;
-            let inbound = Arc::new(Inbound::new(
-                service.clone(),
-                resolver,
-                settings.dmarc_policy,
-                settings.max_message_bytes,
-                settings.inbound_per_hour,
-            )
-            .with_rspamd(settings.rspamd.clone()));
+            let inbound = Arc::new(
+                Inbound::new(
+                    service.clone(),
+                    resolver,
+                    settings.dmarc_policy,
+                    settings.max_message_bytes,
+                    settings.inbound_per_hour,
+                )
+                .with_rspamd(settings.rspamd.clone()),
+            );
             let stop = context.shutdown.clone();
             context.spawn("gateway.mx", crate::inbound::serve(listener, inbound, stop));
 

@@ -73,7 +73,11 @@ pub struct Envelope<'a> {
 }
 
 /// Asks the rspamd worker at `at` about `message`.
-pub async fn scan(at: &HostPort, envelope: &Envelope<'_>, message: &[u8]) -> anyhow::Result<Verdict> {
+pub async fn scan(
+    at: &HostPort,
+    envelope: &Envelope<'_>,
+    message: &[u8],
+) -> anyhow::Result<Verdict> {
     tokio::time::timeout(SCAN_TIMEOUT, ask(at, envelope, message))
         .await
         .map_err(|_| anyhow::anyhow!("rspamd did not answer within {SCAN_TIMEOUT:?}"))?
@@ -81,7 +85,8 @@ pub async fn scan(at: &HostPort, envelope: &Envelope<'_>, message: &[u8]) -> any
 
 async fn ask(at: &HostPort, envelope: &Envelope<'_>, message: &[u8]) -> anyhow::Result<Verdict> {
     let stream = tokio::net::TcpStream::connect((at.host.as_str(), at.port)).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "rspamd connection ended");

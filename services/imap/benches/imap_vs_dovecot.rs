@@ -168,6 +168,7 @@ async fn onionpost(dir: &Path, count: usize) -> (SocketAddr, CancellationToken, 
             initial_days: 30,
             default_plan: "standard".to_owned(),
             require_app_passwords: false,
+            contact_requests: true,
         },
     )
     .await

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use onionpost_proto::imap::v1 as pb;
 use onionpost_proto::imap::v1::imap_server::Imap;
+use onionpost_proto::keys::v1 as keys;
 use onionpost_runtime::time;
 use tonic::{Request, Response, Status};
 
@@ -407,6 +408,45 @@ impl Imap for ImapGrpc {
         Ok(Response::new(pb::RevokeIdentityResponse {}))
     }
 
+    async fn answer_contact_request(
+        &self,
+        request: Request<pb::AnswerContactRequestRequest>,
+    ) -> Result<Response<pb::AnswerContactRequestResponse>, Status> {
+        let request = request.into_inner();
+        let answered = self
+            .lifecycle
+            .answer_contact_request(keys::AnswerContactRequestRequest {
+                account_id: required(&request.account_id, "account_id")?.to_owned(),
+                contact_id: required(&request.contact_id, "contact_id")?.to_owned(),
+                accept: request.accept,
+                identity_id: request.identity_id,
+            })
+            .await?;
+        Ok(Response::new(answered))
+    }
+
+    async fn release_contact_requests(
+        &self,
+        request: Request<pb::ReleaseContactRequestsRequest>,
+    ) -> Result<Response<pb::ReleaseContactRequestsResponse>, Status> {
+        let request = request.into_inner();
+        let identity = self
+            .service
+            .identity(required(&request.identity_id, "identity_id")?)
+            .await?;
+        let messages_moved = self
+            .service
+            .release_requests(
+                &identity.record.account_id,
+                required(&request.address, "address")?,
+                true,
+            )
+            .await?;
+        Ok(Response::new(pb::ReleaseContactRequestsResponse {
+            messages_moved,
+        }))
+    }
+
     async fn rotate_identity_key(
         &self,
         request: Request<pb::RotateIdentityKeyRequest>,
@@ -593,6 +633,7 @@ impl Imap for ImapGrpc {
             Ok(pb::Mailbox::Sent) => DeliveryMailbox::Sent,
             Ok(pb::Mailbox::Quarantine) => DeliveryMailbox::Quarantine,
             Ok(pb::Mailbox::Junk) => DeliveryMailbox::Junk,
+            Ok(pb::Mailbox::Requests) => DeliveryMailbox::Requests,
             Err(_) => return Err(ImapError::invalid("mailbox", "unknown mailbox").into()),
         };
         let verification = match pb::SenderVerification::try_from(request.verification) {

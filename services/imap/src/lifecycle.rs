@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use onionpost_proto::ServiceName;
+use onionpost_proto::imap::v1 as pb;
 use onionpost_proto::keys::v1 as keys;
 use onionpost_proto::keys::v1::keys_client::KeysClient;
 use onionpost_proto::onion::v1 as onion;
@@ -67,6 +68,11 @@ pub trait IdentityParts: Send + Sync + 'static {
     ) -> Result<keys::RotateIdentityKeyResponse, Status>;
     /// Queues one message for delivery.
     async fn enqueue(&self, request: queue::EnqueueRequest) -> Result<(), Status>;
+    /// keys AnswerContactRequest.
+    async fn answer_contact_request(
+        &self,
+        request: keys::AnswerContactRequestRequest,
+    ) -> Result<keys::AnswerContactRequestResponse, Status>;
 }
 
 /// [`IdentityParts`] over gRPC, local or remote, found through the runtime's directory at each
@@ -169,6 +175,17 @@ impl IdentityParts for GrpcParts {
             .await?;
         Ok(())
     }
+
+    async fn answer_contact_request(
+        &self,
+        request: keys::AnswerContactRequestRequest,
+    ) -> Result<keys::AnswerContactRequestResponse, Status> {
+        Ok(self
+            .keys()?
+            .answer_contact_request(request)
+            .await?
+            .into_inner())
+    }
 }
 
 /// Where no onion or keys service is wired (a test of accounts and mail alone): every lifecycle
@@ -212,6 +229,13 @@ impl IdentityParts for NoParts {
 
     async fn enqueue(&self, _: queue::EnqueueRequest) -> Result<(), Status> {
         Err(Status::unavailable("the queue service is not reachable"))
+    }
+
+    async fn answer_contact_request(
+        &self,
+        _: keys::AnswerContactRequestRequest,
+    ) -> Result<keys::AnswerContactRequestResponse, Status> {
+        Err(Status::unavailable("the keys service is not reachable"))
     }
 }
 
@@ -378,6 +402,36 @@ impl IdentityLifecycle {
 
     /// A new key for the identity (keys signs the handover), then its announcements queued.
     /// The onion, the address and the account's record stay as they are.
+    /// Answers a contact request in keys, then moves the contact's messages out of the
+    /// account's Requests mailbox: to the INBOX when accepted, to Trash when refused.
+    pub async fn answer_contact_request(
+        &self,
+        request: keys::AnswerContactRequestRequest,
+    ) -> Result<pb::AnswerContactRequestResponse, ImapError> {
+        // The account is looked up first so an unknown one is NOT_FOUND and touches nothing.
+        self.service.account(&request.account_id).await?;
+        let (account_id, accept) = (request.account_id.clone(), request.accept);
+        let answered = self
+            .parts
+            .answer_contact_request(request)
+            .await
+            .map_err(ImapError::Upstream)?;
+        let address = answered
+            .contact
+            .map(|contact| contact.address)
+            .unwrap_or_default();
+        let messages_moved = self
+            .service
+            .release_requests(&account_id, &address, accept)
+            .await?;
+        tracing::info!(%account_id, accept, messages_moved, "contact request answered");
+        Ok(pb::AnswerContactRequestResponse {
+            address,
+            identity_ids: answered.identity_ids,
+            messages_moved,
+        })
+    }
+
     pub async fn rotate_key(&self, identity_id: &str) -> Result<RotatedKey, ImapError> {
         // The record is looked up first so an unknown id is NOT_FOUND and touches nothing.
         let identity = self.service.identity(identity_id).await?.record;

@@ -532,3 +532,54 @@ mod tests {
         assert_eq!(normalize_name(""), None);
     }
 }
+
+impl ImapService {
+    /// Moves the messages in the account's Requests mailbox whose From is `address` to the
+    /// INBOX (the sender was accepted) or to Trash (refused, kept there as any deleted mail);
+    /// returns how many moved. An account without a Requests mailbox has none.
+    pub async fn release_requests(
+        &self,
+        account_id: &str,
+        address: &str,
+        accept: bool,
+    ) -> Result<u32, ImapError> {
+        let failed = |error: MailStoreError| ImapError::Internal(error.to_string());
+        let snapshot = match self.open_mailbox(account_id, "Requests").await {
+            Ok(snapshot) => snapshot,
+            Err(MailStoreError::NoSuchMailbox) => return Ok(0),
+            Err(error) => return Err(failed(error)),
+        };
+        let uids: Vec<u32> = snapshot.messages.iter().map(|meta| meta.uid).collect();
+        if uids.is_empty() {
+            return Ok(0);
+        }
+        let wanted = address.trim().to_lowercase();
+        let headers = self
+            .fetch(account_id, snapshot.status.id, &uids, Part::Header)
+            .await
+            .map_err(failed)?;
+        let from_sender: Vec<u32> = headers
+            .into_iter()
+            .filter(|(_, header)| {
+                crate::server::parse::headers(header)
+                    .and_then(|parsed| {
+                        parsed
+                            .from()
+                            .and_then(|from| from.first())
+                            .and_then(|first| first.address())
+                            .map(|from| from.trim().to_lowercase() == wanted)
+                    })
+                    .unwrap_or(false)
+            })
+            .map(|(uid, _)| uid)
+            .collect();
+        if from_sender.is_empty() {
+            return Ok(0);
+        }
+        let to = if accept { "INBOX" } else { "Trash" };
+        self.move_messages(account_id, snapshot.status.id, &from_sender, to)
+            .await
+            .map_err(failed)?;
+        Ok(u32::try_from(from_sender.len()).unwrap_or(u32::MAX))
+    }
+}

@@ -53,6 +53,9 @@ pub const DEFAULT_MAILBOXES: &[(&str, &str)] = &[
     ("Junk", "junk"),
     ("Archive", "archive"),
     ("Quarantine", "quarantine"),
+    // Verified mail from senders an identity does not correspond with, until the account
+    // accepts them (issue 22). No RFC 6154 role names it; clients show it by name.
+    ("Requests", "requests"),
 ];
 
 /// Where an account stands.
@@ -105,6 +108,7 @@ pub enum DeliveryMailbox {
     Sent,
     Quarantine,
     Junk,
+    Requests,
 }
 
 impl DeliveryMailbox {
@@ -114,6 +118,7 @@ impl DeliveryMailbox {
             DeliveryMailbox::Sent => "sent",
             DeliveryMailbox::Quarantine => "quarantine",
             DeliveryMailbox::Junk => "junk",
+            DeliveryMailbox::Requests => "requests",
         }
     }
 }
@@ -289,6 +294,7 @@ pub fn default_settings() -> AccountSettings {
         initial_days: 30,
         default_plan: "standard".to_owned(),
         require_app_passwords: false,
+        contact_requests: true,
     }
 }
 
@@ -1362,12 +1368,11 @@ impl ImapService {
             .map_err(|reason| ImapError::invalid("flags", reason))?
             .join(" ");
         let now = to_ms(self.now());
-        let outcome = self
-            .inner
-            .store
-            .append(
+        let target = MailboxRef::Role(role);
+        let append = || {
+            self.inner.store.append(
                 &account.record.account_id,
-                &MailboxRef::Role(role),
+                &target,
                 &blob,
                 &flags,
                 now,
@@ -1375,7 +1380,25 @@ impl ImapService {
                 Some(&delivery_key),
                 now,
             )
-            .await?;
+        };
+        let mut outcome = append().await?;
+        if matches!(outcome, AppendOutcome::NoMailbox)
+            && let Some((name, _)) = DEFAULT_MAILBOXES.iter().find(|(_, r)| *r == role)
+        {
+            // An account made before this mailbox was one of every account's: made now.
+            self.inner
+                .store
+                .create_mailboxes(
+                    &account.record.account_id,
+                    &[NewMailbox {
+                        name: (*name).to_owned(),
+                        special_use: Some(role.to_owned()),
+                        uid_validity: random_uid_validity(),
+                    }],
+                )
+                .await?;
+            outcome = append().await?;
+        }
         match outcome {
             AppendOutcome::Stored {
                 mailbox_id,

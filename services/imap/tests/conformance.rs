@@ -745,6 +745,7 @@ async fn mail_store(database: Database) {
             "Drafts",
             "Junk",
             "Quarantine",
+            "Requests",
             "Sent",
             "Trash"
         ]

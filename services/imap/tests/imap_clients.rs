@@ -65,6 +65,7 @@ async fn live_on(database: Database, dir: tempfile::TempDir) -> Live {
             initial_days: 30,
             default_plan: "standard".to_owned(),
             require_app_passwords: false,
+            contact_requests: true,
         },
     )
     .await

@@ -148,6 +148,25 @@ impl IdentityParts for RecordingParts {
         })
     }
 
+    async fn answer_contact_request(
+        &self,
+        request: keys::AnswerContactRequestRequest,
+    ) -> Result<keys::AnswerContactRequestResponse, Status> {
+        self.record(&format!(
+            "answer {} {}",
+            request.contact_id,
+            if request.accept { "accept" } else { "refuse" }
+        ));
+        Ok(keys::AnswerContactRequestResponse {
+            contact: Some(keys::Contact {
+                contact_id: request.contact_id.clone(),
+                address: format!("{}@{ONION}", request.contact_id),
+                ..Default::default()
+            }),
+            identity_ids: vec!["id-1".to_owned()],
+        })
+    }
+
     async fn enqueue(&self, request: queue::EnqueueRequest) -> Result<(), Status> {
         self.record(&format!("enqueue to {}", request.recipients[0].address));
         let first = self
@@ -165,6 +184,7 @@ impl IdentityParts for RecordingParts {
 
 struct Fixture {
     grpc: ImapGrpc,
+    service: ImapService,
     parts: Arc<RecordingParts>,
     account_id: String,
     _dir: tempfile::TempDir,
@@ -189,7 +209,8 @@ async fn fixture(refuse: Refuse, identities_allowed: u32) -> Fixture {
         .unwrap();
     let parts = RecordingParts::new(refuse);
     Fixture {
-        grpc: ImapGrpc::new(service).with_identity_parts(parts.clone()),
+        grpc: ImapGrpc::new(service.clone()).with_identity_parts(parts.clone()),
+        service,
         parts,
         account_id: account.record.account_id,
         _dir: dir,
@@ -472,4 +493,66 @@ async fn a_refused_bundle_passes_the_keys_status_through() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(fixture.parts.calls(), ["import bundle"]);
+}
+
+/// Messages in the account's mailbox with this role: (mailbox name, count).
+async fn count_in(fixture: &Fixture, name: &str) -> u32 {
+    use onionpost_imap::mailstore::MailStore as _;
+    fixture
+        .service
+        .status(&fixture.account_id, name)
+        .await
+        .unwrap()
+        .messages
+}
+
+#[tokio::test]
+async fn answering_a_contact_request_moves_that_senders_messages_out_of_requests() {
+    let fixture = fixture(Refuse::Nothing, 2).await;
+    let created = fixture
+        .grpc
+        .create_identity(create_request(&fixture.account_id))
+        .await
+        .unwrap()
+        .into_inner();
+    let identity_id = created.identity.unwrap().identity_id;
+    for (n, sender) in ["dave", "dave", "erin"].iter().enumerate() {
+        let message = format!(
+            "From: {sender} <{sender}@{ONION}>\r\nTo: alice@{ONION}\r\nMessage-ID: <{n}@x>\r\nSubject: hello {n}\r\n\r\nhi\r\n"
+        );
+        fixture
+            .grpc
+            .deliver(Request::new(pb::DeliverRequest {
+                identity_id: identity_id.clone(),
+                mailbox: pb::Mailbox::Requests as i32,
+                message: message.into_bytes(),
+                verification: pb::SenderVerification::Verified as i32,
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+    }
+    assert_eq!(count_in(&fixture, "Requests").await, 3);
+    let answer = |contact: &str, accept: bool| {
+        fixture
+            .grpc
+            .answer_contact_request(Request::new(pb::AnswerContactRequestRequest {
+                account_id: fixture.account_id.clone(),
+                contact_id: contact.to_owned(),
+                accept,
+                identity_id: String::new(),
+            }))
+    };
+    let accepted = answer("dave", true).await.unwrap().into_inner();
+    assert_eq!(accepted.address, format!("dave@{ONION}"));
+    assert_eq!(accepted.messages_moved, 2);
+    assert_eq!(count_in(&fixture, "INBOX").await, 2);
+    let refused = answer("erin", false).await.unwrap().into_inner();
+    assert_eq!(refused.messages_moved, 1);
+    assert_eq!(count_in(&fixture, "Requests").await, 0);
+    assert_eq!(count_in(&fixture, "Trash").await, 1);
+    assert!(fixture.parts.calls().ends_with(&[
+        "answer dave accept".to_owned(),
+        "answer erin refuse".to_owned()
+    ]));
 }

@@ -125,6 +125,13 @@ impl Keys for KeysGrpc {
         rpc!(self, check_correspondent, request)
     }
 
+    async fn answer_contact_request(
+        &self,
+        request: Request<pb::AnswerContactRequestRequest>,
+    ) -> Result<Response<pb::AnswerContactRequestResponse>, Status> {
+        rpc!(self, answer_contact_request, request)
+    }
+
     async fn set_address_book_policy(
         &self,
         request: Request<pb::SetAddressBookPolicyRequest>,

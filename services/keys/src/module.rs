@@ -49,7 +49,8 @@ impl Module for KeysModule {
             let fetcher = TorWkdFetcher::new(context.directory.clone());
             let onion = OnionServiceKeys::new(context.directory.clone());
             let service =
-                KeysService::new(store, secret, fetcher, onion, WkdDirectories::default());
+                KeysService::new(store, secret, fetcher, onion, WkdDirectories::default())
+                    .with_contact_requests(context.config.accounts.contact_requests);
             let published = service
                 .publish_all(context.config.tor.revocation_serve)
                 .await

@@ -104,6 +104,8 @@ pub struct KeysService {
     fetcher: Arc<dyn KeyFetcher>,
     onion: Arc<dyn OnionKeys>,
     wkd: WkdDirectories,
+    /// `accounts.contact_requests`: verified mail from strangers becomes a contact request.
+    contact_requests: bool,
 }
 
 fn required<'a>(value: &'a str, name: &str) -> Result<&'a str> {
@@ -217,6 +219,8 @@ fn contact_to_pb(record: &ContactRecord) -> pb::Contact {
         first_seen_at: Some(timestamp(record.first_seen_at_ms)),
         last_seen_at: Some(timestamp(record.last_seen_at_ms)),
         revoked_at: record.revoked_at_ms.map(timestamp),
+        requested_identities: record.requests.clone(),
+        blocked_identities: record.blocked.clone(),
     }
 }
 
@@ -257,7 +261,16 @@ impl KeysService {
             fetcher,
             onion,
             wkd,
+            contact_requests: false,
         }
+    }
+
+    /// Verified mail from a sender an identity does not correspond with becomes a contact
+    /// request (its message waits in the Requests mailbox) instead of making it a
+    /// correspondent at once.
+    pub fn with_contact_requests(mut self, on: bool) -> Self {
+        self.contact_requests = on;
+        self
     }
 
     /// The directory the WKD listener of one identity serves from.
@@ -845,6 +858,7 @@ impl KeysService {
         }
         let (record, key) = self.carrier_key(&request.signer_identity_id).await?;
         let mut certs = Vec::with_capacity(request.recipients.len());
+        let mut accepted_requests = Vec::new();
         for recipient in &request.recipients {
             let address = Address::parse(recipient.trim())?;
             let contact = self
@@ -863,11 +877,16 @@ impl KeysService {
                 )));
             };
             certs.push(crate::parse_cert(public_key)?);
-            // This identity now writes to the contact: its revocation will be announced there.
-            if let Some(mut contact) = contact
-                && contact.add_correspondent(&record.identity_id)
-            {
-                self.store.update_contact(&contact).await?;
+            // This identity now writes to the contact: its revocation will be announced there,
+            // and a request it made is answered (a reply accepts).
+            if let Some(mut contact) = contact {
+                let requested = contact.requests.contains(&record.identity_id);
+                if contact.add_correspondent(&record.identity_id) {
+                    self.store.update_contact(&contact).await?;
+                    if requested {
+                        accepted_requests.push(contact.address.clone());
+                    }
+                }
             }
         }
         let mut encrypted_to: Vec<String> = certs
@@ -886,6 +905,7 @@ impl KeysService {
         Ok(pb::SignAndEncryptResponse {
             message: sealed,
             encrypted_to,
+            accepted_requests,
         })
     }
 
@@ -910,6 +930,7 @@ impl KeysService {
         Ok(pb::SignAndEncryptResponse {
             message: sealed,
             encrypted_to,
+            accepted_requests: Vec::new(),
         })
     }
 
@@ -1086,12 +1107,24 @@ impl KeysService {
                 });
             }
         }
+        let mut contact_request = false;
         if let Some(mut seen) = contact.clone() {
             // A verified sender corresponds with this identity (and only this one of the
-            // account's): its revocation will be announced there.
-            let new_correspondent = signature == pb::SignatureStatus::Verified
-                && seen.add_correspondent(&request.recipient_identity_id);
-            if key_change == pb::KeyChange::Unspecified || carriers_learned || new_correspondent {
+            // account's): its revocation will be announced there. A stranger to it (no
+            // exchange yet, not introduced, not checked by the account) asks first, under
+            // `accounts.contact_requests`, and its message waits in the Requests mailbox.
+            let identity_id = &request.recipient_identity_id;
+            let verified = signature == pb::SignatureStatus::Verified;
+            let stranger = !seen.correspondents.contains(identity_id)
+                && seen.introducers.is_empty()
+                && !seen.verified;
+            contact_request = verified && self.contact_requests && stranger;
+            let changed = if contact_request {
+                seen.add_request(identity_id)
+            } else {
+                verified && seen.add_correspondent(identity_id)
+            };
+            if key_change == pb::KeyChange::Unspecified || carriers_learned || changed {
                 seen.last_seen_at_ms = now_ms();
                 self.store.update_contact(&seen).await?;
             }
@@ -1130,6 +1163,7 @@ impl KeysService {
                     .unwrap_or_default(),
             }),
             sender_key_unpinned,
+            contact_request,
         })
     }
 
@@ -1351,6 +1385,8 @@ impl KeysService {
                 last_seen_at_ms: now,
                 revoked_at_ms: None,
                 correspondents: Vec::new(),
+                requests: Vec::new(),
+                blocked: Vec::new(),
             };
             return match self.store.insert_contact(&contact).await {
                 Ok(()) => Ok(Some(Learned { change, contact })),
@@ -1668,6 +1704,7 @@ impl KeysService {
         let filter = ContactFilter {
             query: request.query.trim().to_owned(),
             only_held: request.only_held_key_changes,
+            only_requests: request.only_requests,
             after_address: request.page_token,
             limit: page_size + 1,
         };
@@ -1821,6 +1858,8 @@ impl KeysService {
             last_seen_at_ms: now,
             revoked_at_ms: None,
             correspondents: Vec::new(),
+            requests: Vec::new(),
+            blocked: Vec::new(),
         };
         self.store
             .insert_contact(&record)
@@ -2135,16 +2174,64 @@ impl KeysService {
         let address = Address::parse(&request.address)
             .map(|address| address.to_string())
             .unwrap_or_else(|_| request.address.to_lowercase());
-        let correspondent = self
+        let contact = self
             .store
             .contact_by_address(&record.account_id, &address)
-            .await?
-            .is_some_and(|contact| {
-                contact.revoked_at_ms.is_none()
-                    && contact.public_key.is_some()
-                    && contact.correspondents.iter().any(|id| id == identity_id)
-            });
-        Ok(pb::CheckCorrespondentResponse { correspondent })
+            .await?;
+        let correspondent = contact.as_ref().is_some_and(|contact| {
+            contact.revoked_at_ms.is_none()
+                && contact.public_key.is_some()
+                && contact.correspondents.iter().any(|id| id == identity_id)
+        });
+        let blocked = contact
+            .as_ref()
+            .is_some_and(|contact| contact.blocked.iter().any(|id| id == identity_id));
+        Ok(pb::CheckCorrespondentResponse {
+            correspondent,
+            blocked,
+        })
+    }
+
+    /// Accepts or refuses a contact's requests (all of them, or the one to `identity_id`).
+    pub async fn answer_contact_request(
+        &self,
+        request: pb::AnswerContactRequestRequest,
+    ) -> Result<pb::AnswerContactRequestResponse> {
+        let account_id = required(&request.account_id, "account_id")?;
+        let contact_id = required(&request.contact_id, "contact_id")?;
+        let Some(mut contact) = self.store.contact(account_id, contact_id).await? else {
+            return Err(ServiceError::NotFound("contact"));
+        };
+        let identity_ids: Vec<String> = if request.identity_id.is_empty() {
+            contact.requests.clone()
+        } else if contact.requests.contains(&request.identity_id) {
+            vec![request.identity_id.clone()]
+        } else {
+            Vec::new()
+        };
+        if identity_ids.is_empty() {
+            return Err(ServiceError::FailedPrecondition(
+                "this contact has no request waiting".into(),
+            ));
+        }
+        for identity_id in &identity_ids {
+            if request.accept {
+                contact.add_correspondent(identity_id);
+            } else {
+                contact.block(identity_id);
+            }
+        }
+        self.store.update_contact(&contact).await?;
+        tracing::info!(
+            contact_id = %contact.contact_id,
+            accepted = request.accept,
+            identities = identity_ids.len(),
+            "contact request answered"
+        );
+        Ok(pb::AnswerContactRequestResponse {
+            contact: Some(contact_to_pb(&contact)),
+            identity_ids,
+        })
     }
 
     pub async fn set_address_book_policy(

@@ -122,6 +122,12 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with_requests(false).await
+}
+
+/// A harness whose keys service turns verified strangers' mail into contact requests
+/// (`accounts.contact_requests`) or not.
+async fn harness_with_requests(contact_requests: bool) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let database = Database::open_sqlite(
         &dir.path().join("keys.sqlite3"),
@@ -138,7 +144,8 @@ async fn harness() -> Harness {
         onions.clone(),
         onion_keys.clone(),
         WkdDirectories::default(),
-    );
+    )
+    .with_contact_requests(contact_requests);
     Harness {
         keys: KeysGrpc::new(service.clone()),
         service,
@@ -2552,4 +2559,104 @@ async fn an_account_may_hold_introduced_contacts_for_confirmation() {
         .into_inner();
     assert_eq!(pinned.fingerprint, dave.fingerprint().to_hex());
     assert!(pinned.held_key_change.is_none());
+}
+
+#[tokio::test]
+async fn a_verified_stranger_asks_and_the_answer_makes_it_a_correspondent_or_blocks_it() {
+    let harness = harness_with_requests(true).await;
+    let alice = address("alice", 1);
+    let alice_cert = parse_cert(
+        &create(&harness, "id-alice", "acct-a", &alice)
+            .await
+            .public_key,
+    )
+    .unwrap();
+    let open = |from: &IdentityKey, subject: &str| {
+        let sealed = pgp_mime::seal(
+            &message(from.address(), &alice, subject),
+            from,
+            std::slice::from_ref(&alice_cert),
+        )
+        .unwrap();
+        let keys = harness.keys.clone();
+        async move {
+            keys.decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+                recipient_identity_id: "id-alice".into(),
+                message: sealed,
+                fetch_sender_key: true,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let standing = |who: &IdentityKey| {
+        let keys = harness.keys.clone();
+        let address = who.address().to_string();
+        async move {
+            let answer = keys
+                .check_correspondent(Request::new(pb::CheckCorrespondentRequest {
+                    identity_id: "id-alice".into(),
+                    address,
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            (answer.correspondent, answer.blocked)
+        }
+    };
+    let answer = |contact_id: String, accept: bool| {
+        let keys = harness.keys.clone();
+        async move {
+            keys.answer_contact_request(Request::new(pb::AnswerContactRequestRequest {
+                account_id: "acct-a".into(),
+                contact_id,
+                accept,
+                identity_id: String::new(),
+            }))
+            .await
+        }
+    };
+
+    // Bob's first verified message is a request: no correspondent yet.
+    let bob = peer(&harness, "bob", 2);
+    let first = open(&bob, "hi").await;
+    assert_eq!(first.signature, pb::SignatureStatus::Verified as i32);
+    assert!(first.contact_request);
+    let bob_id = first.key_change.unwrap().contact_id;
+    assert_eq!(standing(&bob).await, (false, false));
+    assert!(open(&bob, "hi again").await.contact_request);
+    // Accepted: a correspondent, whose mail is no request any more.
+    let accepted = answer(bob_id.clone(), true).await.unwrap().into_inner();
+    assert_eq!(accepted.identity_ids, ["id-alice"]);
+    assert!(accepted.contact.unwrap().requested_identities.is_empty());
+    assert_eq!(standing(&bob).await, (true, false));
+    assert!(!open(&bob, "now a contact").await.contact_request);
+    // Nothing left to answer.
+    let again = answer(bob_id, true).await.unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+
+    // Dave is refused: blocked for this identity.
+    let dave = peer(&harness, "dave", 3);
+    let dave_id = open(&dave, "hi").await.key_change.unwrap().contact_id;
+    let refused = answer(dave_id, false).await.unwrap().into_inner();
+    assert_eq!(refused.contact.unwrap().blocked_identities, ["id-alice"]);
+    assert_eq!(standing(&dave).await, (false, true));
+
+    // Replying to Frank accepts him, and says so.
+    let frank = peer(&harness, "frank", 4);
+    assert!(open(&frank, "hi").await.contact_request);
+    let reply = harness
+        .keys
+        .sign_and_encrypt(Request::new(pb::SignAndEncryptRequest {
+            signer_identity_id: "id-alice".into(),
+            recipients: vec![frank.address().to_string()],
+            message: message(&alice, frank.address(), "Re: hi"),
+            add_autocrypt_header: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.accepted_requests, [frank.address().to_string()]);
+    assert_eq!(standing(&frank).await, (true, false));
 }

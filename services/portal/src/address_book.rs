@@ -8,7 +8,9 @@
 
 use onionpost_proto::ServiceName;
 use onionpost_proto::keys::v1 as keys;
-use onionpost_runtime::address_book::{Contact, unreachable_contact};
+use onionpost_runtime::address_book::{
+    Contact, ContactRequestAnswer, ContactRequestAnswered, unreachable_contact,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -129,6 +131,7 @@ pub async fn contacts(
             account_id: account_id.to_owned(),
             query: query.trim().to_owned(),
             only_held_key_changes: held_only,
+            only_requests: false,
             page_size: PAGE_SIZE,
             page_token: page_token.to_owned(),
         })
@@ -351,6 +354,42 @@ pub async fn delete_contact(
         .upstream(ServiceName::Keys)
         .map_err(|error| about_contact(error, "id"))?;
     Ok(())
+}
+
+/// Answers a contact request: accepted, the contact corresponds with the identities it asked
+/// and its messages move from Requests to the INBOX; refused, its mail is refused from now and
+/// its messages move to Trash.
+pub async fn answer_contact_request(
+    state: &PortalState,
+    account_id: &str,
+    contact_id: &str,
+    answer: ContactRequestAnswer,
+) -> Result<ContactRequestAnswered, PortalError> {
+    checked_id(contact_id)?;
+    let identity_id = answer.identity_id.unwrap_or_default();
+    if !identity_id.is_empty() {
+        checked_id(&identity_id)?;
+    }
+    let answered = state
+        .directory
+        .imap()?
+        .answer_contact_request(onionpost_proto::imap::v1::AnswerContactRequestRequest {
+            account_id: account_id.to_owned(),
+            contact_id: contact_id.to_owned(),
+            accept: answer.accept,
+            identity_id,
+        })
+        .await
+        .upstream(ServiceName::Imap)
+        .map_err(|error| about_contact(error, "id"))?;
+    tracing::info!(
+        account_id,
+        contact_id,
+        accept = answer.accept,
+        moved = answered.messages_moved,
+        "contact request answered in the portal"
+    );
+    Ok(ContactRequestAnswered::from_proto(answered))
 }
 
 /// Pins a held key (`accept`) or discards it and keeps the old one.

@@ -29,7 +29,7 @@ use crate::second_factor::{self, Enrolment, SecondFactor};
 use crate::session::{self, ApiSession, NewSession};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use onionpost_runtime::address_book::Contact;
+use onionpost_runtime::address_book::{Contact, ContactRequestAnswer, ContactRequestAnswered};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -564,6 +564,26 @@ pub async fn decide_key_change(
     ))
 }
 
+#[utoipa::path(
+    post, path = "/account/v1/contacts/{id}/request", tag = "contacts",
+    params(("id" = String, Path, description = "Contact id")),
+    request_body = ContactRequestAnswer,
+    responses(
+        (status = 200, description = "The request answered", body = ContactRequestAnswered),
+        (status = 409, description = "No request of this contact is waiting"),
+    ),
+)]
+pub async fn answer_contact_request(
+    State(state): State<PortalState>,
+    ApiSession(session): ApiSession,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<ContactRequestAnswer>,
+) -> Result<Json<ContactRequestAnswered>, PortalError> {
+    Ok(Json(
+        address_book::answer_contact_request(&state, &session.account_id, &id, request).await?,
+    ))
+}
+
 /// A passphrase to seal an identity bundle with.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -842,6 +862,7 @@ pub fn api_router() -> OpenApiRouter<PortalState> {
         .routes(routes!(get_contacts_policy, set_contacts_policy))
         .routes(routes!(get_contact, update_contact, delete_contact))
         .routes(routes!(decide_key_change))
+        .routes(routes!(answer_contact_request))
         .routes(routes!(introduce_contact))
         .routes(routes!(list_aliases))
         .routes(routes!(revoke_alias))

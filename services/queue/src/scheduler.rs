@@ -712,7 +712,8 @@ impl Scheduler {
 
     /// Received mail (`Origin::Received`): smtp-in answered 250 without the sender's key, so
     /// the keys service fetches it from the sender's onion now (isolated on the receiving
-    /// identity's circuit), decrypts and verifies; the result goes to the identity's INBOX.
+    /// identity's circuit), decrypts and verifies; the result goes to the identity's INBOX (or,
+    /// from a sender the identity does not correspond with, to its Requests mailbox).
     /// When the sender's onion does not answer, keys says so in the verification (the message
     /// is delivered unverified, as smtp-in would have), so a fetch never holds mail back.
     async fn deliver_received(&self, message: &MessageRecord, body: &[u8]) -> Outcome {
@@ -750,9 +751,15 @@ impl Scheduler {
             keys_pb::SignatureStatus::Unsigned => imap_pb::SenderVerification::Unsigned,
             _ => imap_pb::SenderVerification::Failed,
         };
+        // A verified stranger's message waits for the account (accounts.contact_requests).
+        let mailbox = if opened.contact_request {
+            imap_pb::Mailbox::Requests
+        } else {
+            imap_pb::Mailbox::Inbox
+        };
         let request = imap_pb::DeliverRequest {
             identity_id: message.sender_identity_id.clone(),
-            mailbox: imap_pb::Mailbox::Inbox as i32,
+            mailbox: mailbox as i32,
             message: opened.message,
             verification: verification as i32,
             verification_detail: opened.signer_fingerprint,

@@ -140,6 +140,20 @@ impl Imap for FakeImap {
         }))
     }
 
+    async fn answer_contact_request(
+        &self,
+        _: Request<imap_pb::AnswerContactRequestRequest>,
+    ) -> Result<Response<imap_pb::AnswerContactRequestResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn release_contact_requests(
+        &self,
+        _: Request<imap_pb::ReleaseContactRequestsRequest>,
+    ) -> Result<Response<imap_pb::ReleaseContactRequestsResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     async fn create_account(
         &self,
         _request: Request<imap_pb::CreateAccountRequest>,

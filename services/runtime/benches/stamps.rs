@@ -63,7 +63,14 @@ fn main() {
         let rounds = rounds(bits);
         let started = Instant::now();
         for round in 0..rounds {
-            let minted = stamp::mint(RECIPIENT, SENDER, &digest, now + i64::from(round), bits, &stop);
+            let minted = stamp::mint(
+                RECIPIENT,
+                SENDER,
+                &digest,
+                now + i64::from(round),
+                bits,
+                &stop,
+            );
             assert!(minted.is_some());
         }
         let ours = mean(started.elapsed(), rounds);

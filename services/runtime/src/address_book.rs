@@ -90,6 +90,11 @@ pub struct Contact {
     pub first_seen_at: Option<DateTime<Utc>>,
     pub last_seen_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Identities (by id) this contact wrote to without corresponding with them: contact
+    /// requests waiting for the account, their messages in the Requests mailbox.
+    pub requested_identities: Vec<String>,
+    /// Identities that refused it: its mail to them is refused.
+    pub blocked_identities: Vec<String>,
 }
 
 fn time(timestamp: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
@@ -127,6 +132,8 @@ impl Contact {
             first_seen_at: time(contact.first_seen_at),
             last_seen_at: time(contact.last_seen_at),
             revoked_at: time(contact.revoked_at),
+            requested_identities: contact.requested_identities,
+            blocked_identities: contact.blocked_identities,
         }
     }
 }
@@ -186,4 +193,35 @@ pub struct AddressBookPolicy {
     /// A contact introduced in verified mail by a pinned contact waits as a held key change
     /// (with its introducer recorded) until the account accepts it; false adds it at once.
     pub confirm_introductions: bool,
+}
+
+/// The account's answer to a contact request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactRequestAnswer {
+    /// True: the contact becomes a correspondent and its messages move from Requests to the
+    /// INBOX. False: its mail is refused from now on and its messages move to Trash.
+    pub accept: bool,
+    /// Only the request to this identity; absent: every identity the contact wrote to.
+    pub identity_id: Option<String>,
+}
+
+/// What answering a contact request did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ContactRequestAnswered {
+    pub address: String,
+    /// The identities whose request was answered.
+    pub identity_ids: Vec<String>,
+    /// Messages moved out of the Requests mailbox.
+    pub messages_moved: u32,
+}
+
+impl ContactRequestAnswered {
+    pub fn from_proto(answered: onionpost_proto::imap::v1::AnswerContactRequestResponse) -> Self {
+        ContactRequestAnswered {
+            address: answered.address,
+            identity_ids: answered.identity_ids,
+            messages_moved: answered.messages_moved,
+        }
+    }
 }

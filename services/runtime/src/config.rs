@@ -140,6 +140,7 @@ keys! {
     "accounts.grace_days": Integer = "30" => "days past paid-until an account keeps reading its mail (new mail deferred) before it expires",
     "accounts.initial_days": Integer = "30" => "paid days a new hosted account starts with",
     "accounts.require_app_passwords": String = "false" => "true: IMAP and SMTP take only app passwords (made in the portal), never the account's own password",
+    "accounts.contact_requests": String = "true" => "true: verified mail from a sender an identity does not correspond with waits in the account's Requests mailbox until the account accepts the sender (portal, account API, or by replying); false: it goes to the INBOX and the sender becomes a correspondent",
     "accounts.default_plan": String = "standard" => "name of the plan for accounts created without one (created on first start when no plan exists)",
     "queue.retry_min_secs": Integer = "60" => "seconds before a queued recipient's first retry; doubles with each attempt",
     "queue.retry_max_secs": Integer = "3600" => "longest wait between two attempts for one recipient",
@@ -408,6 +409,8 @@ pub struct AccountSettings {
     pub default_plan: String,
     /// IMAP and SMTP take only app passwords, never the account's own password.
     pub require_app_passwords: bool,
+    /// Verified mail from strangers waits in the Requests mailbox until accepted.
+    pub contact_requests: bool,
 }
 
 /// Where each service keeps its tables.
@@ -936,6 +939,10 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
             "accounts.require_app_passwords",
             &[("true", true), ("false", false)],
         )?,
+        contact_requests: values.choice(
+            "accounts.contact_requests",
+            &[("true", true), ("false", false)],
+        )?,
     };
 
     let seconds = |path: &str| -> Result<Duration, ConfigError> {
@@ -1035,7 +1042,10 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
             "smtp_in.max_messages_per_hour_per_identity",
             u32::MAX,
         )?,
-        max_messages_per_hour_per_sender: count("smtp_in.max_messages_per_hour_per_sender", u32::MAX)?,
+        max_messages_per_hour_per_sender: count(
+            "smtp_in.max_messages_per_hour_per_sender",
+            u32::MAX,
+        )?,
         stamp_bits: count("smtp_in.stamp_bits", 64)?,
         stamp_step_messages: u32::try_from(positive("smtp_in.stamp_step_messages")?)
             .unwrap_or(u32::MAX),
@@ -1445,6 +1455,7 @@ mod tests {
                 initial_days: 30,
                 default_plan: "standard".to_owned(),
                 require_app_passwords: false,
+                contact_requests: true,
             }
         );
         let config = Config::load(

@@ -48,8 +48,12 @@ pub trait Backend: Send + Sync + 'static {
         message: &[u8],
     ) -> Result<DecryptAndVerifyResponse, SmtpInError>;
     /// keys CheckCorrespondent: whether `address` corresponds with this identity (and so sends
-    /// without a stamp).
-    async fn corresponds(&self, identity_id: &str, address: &str) -> Result<bool, SmtpInError>;
+    /// without a stamp), or was refused by it.
+    async fn corresponds(
+        &self,
+        identity_id: &str,
+        address: &str,
+    ) -> Result<Correspondence, SmtpInError>;
     /// keys LearnAutocrypt from the outer Autocrypt header, for identities whose mail is not
     /// decrypted here (DecryptAndVerify learns by itself).
     async fn learn_autocrypt(
@@ -100,6 +104,17 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<(), SmtpInError> {
         Ok(())
     }
+}
+
+/// What an identity's address book says of a sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Correspondence {
+    /// Exchanged signed mail with this identity: sends without a stamp.
+    Correspondent,
+    /// Unknown to it, or waiting for its acceptance: pays a stamp.
+    Stranger,
+    /// The identity refused its contact request: its mail is refused.
+    Blocked,
 }
 
 /// The refusal of a clearnet recipient on a carrier that runs no gateway.

@@ -9,14 +9,14 @@ use onionpost_proto::gateway::v1::{
 use onionpost_proto::imap::v1::imap_client::ImapClient;
 use onionpost_proto::imap::v1::{
     AuthenticateRequest, AuthenticateResponse, DeliverRequest, DeliverResponse, GetIdentityRequest,
-    Identity, get_identity_request,
+    Identity, ReleaseContactRequestsRequest, get_identity_request,
 };
 use onionpost_proto::keys::v1::get_identity_key_request;
 use onionpost_proto::keys::v1::keys_client::KeysClient;
 use onionpost_proto::keys::v1::{
-    CheckCorrespondentRequest,
-    DecryptAndVerifyRequest, DecryptAndVerifyResponse, GetIdentityKeyRequest, KeyCustody,
-    LearnAutocryptRequest, RecipientKey, ResolveRecipientKeysRequest, SignAndEncryptRequest,
+    CheckCorrespondentRequest, DecryptAndVerifyRequest, DecryptAndVerifyResponse,
+    GetIdentityKeyRequest, KeyCustody, LearnAutocryptRequest, RecipientKey,
+    ResolveRecipientKeysRequest, SignAndEncryptRequest,
 };
 use onionpost_proto::queue::v1::queue_client::QueueClient;
 use onionpost_proto::queue::v1::{
@@ -24,6 +24,7 @@ use onionpost_proto::queue::v1::{
 };
 use onionpost_runtime::{Directory, Transport};
 
+use crate::backend::Correspondence;
 use crate::{Backend, SmtpInError};
 
 /// The production backend.
@@ -117,12 +118,28 @@ impl Backend for GrpcBackend {
         &self,
         request: SignAndEncryptRequest,
     ) -> Result<Vec<u8>, SmtpInError> {
-        Ok(self
-            .keys()?
-            .sign_and_encrypt(request)
-            .await?
-            .into_inner()
-            .message)
+        let identity_id = request.signer_identity_id.clone();
+        let sealed = self.keys()?.sign_and_encrypt(request).await?.into_inner();
+        // Writing to a sender accepts its contact request (keys answered it): its messages
+        // leave the Requests mailbox. A failure here loses nothing (they stay there, and the
+        // account can still accept in the portal), so it does not hold the submission back.
+        for address in sealed.accepted_requests {
+            let release = ReleaseContactRequestsRequest {
+                identity_id: identity_id.clone(),
+                address,
+            };
+            match self.imap()?.release_contact_requests(release).await {
+                Ok(moved) => tracing::info!(
+                    moved = moved.into_inner().messages_moved,
+                    "a reply accepted a contact request"
+                ),
+                Err(status) => {
+                    tracing::warn!("a contact request's messages were not released");
+                    tracing::debug!(error = %status.message(), "release of contact requests failed");
+                }
+            }
+        }
+        Ok(sealed.message)
     }
 
     async fn custody(&self, identity_id: &str) -> Result<KeyCustody, SmtpInError> {
@@ -157,17 +174,27 @@ impl Backend for GrpcBackend {
         }
     }
 
-    async fn corresponds(&self, identity_id: &str, address: &str) -> Result<bool, SmtpInError> {
+    async fn corresponds(
+        &self,
+        identity_id: &str,
+        address: &str,
+    ) -> Result<Correspondence, SmtpInError> {
         let request = CheckCorrespondentRequest {
             identity_id: identity_id.to_owned(),
             address: address.to_owned(),
         };
-        Ok(self
+        let answer = self
             .keys()?
             .check_correspondent(request)
             .await?
-            .into_inner()
-            .correspondent)
+            .into_inner();
+        Ok(if answer.blocked {
+            Correspondence::Blocked
+        } else if answer.correspondent {
+            Correspondence::Correspondent
+        } else {
+            Correspondence::Stranger
+        })
     }
 
     async fn learn_autocrypt(

@@ -58,8 +58,7 @@ impl Default for InboundPolicy {
 /// A refusal at RCPT because an hourly limit is reached (RFC 3463 4.7.0: try again later).
 pub const IDENTITY_BUSY: &str =
     "450 4.7.0 This address has received all the mail it takes this hour, try again later";
-pub const SENDER_BUSY: &str =
-    "450 4.7.0 This address has received all the mail it takes from this sender this hour, try again later";
+pub const SENDER_BUSY: &str = "450 4.7.0 This address has received all the mail it takes from this sender this hour, try again later";
 /// A stamp that does not hold the work it claims for this message, sender and recipient.
 pub const STAMP_MISMATCH: &str = "550 5.7.1 The XSTAMP stamp does not hold the work it claims for this message, sender and recipient";
 /// A stamp presented a second time.
@@ -206,10 +205,9 @@ impl Inbound {
         if ledger.spent.len() >= MAX_SPENT_PER_IDENTITY {
             return Spend::Full;
         }
-        ledger.spent.insert(
-            hash,
-            stamp.minted_at + STAMP_VALID_SECS + STAMP_AHEAD_SECS,
-        );
+        ledger
+            .spent
+            .insert(hash, stamp.minted_at + STAMP_VALID_SECS + STAMP_AHEAD_SECS);
         ledger.arrivals.push_back(now);
         Spend::Fresh
     }
@@ -263,14 +261,21 @@ mod tests {
             hash[..8].copy_from_slice(&u64::to_be_bytes(nonce));
             inbound.spend("carol", hash, &stamp(now, nonce), now);
         }
-        assert_eq!(inbound.difficulty("carol", now), 14, "capped at the maximum");
+        assert_eq!(
+            inbound.difficulty("carol", now),
+            14,
+            "capped at the maximum"
+        );
     }
 
     #[test]
     fn a_stamp_is_spent_once_per_identity() {
         let inbound = stamps(10, 3);
         let now = 1_800_000_000;
-        assert_eq!(inbound.spend("carol", [1; 32], &stamp(now, 1), now), Spend::Fresh);
+        assert_eq!(
+            inbound.spend("carol", [1; 32], &stamp(now, 1), now),
+            Spend::Fresh
+        );
         assert_eq!(
             inbound.spend("carol", [1; 32], &stamp(now, 1), now + 60),
             Spend::Reused

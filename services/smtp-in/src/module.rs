@@ -47,22 +47,24 @@ impl Module for SmtpInModule {
         Box::pin(async move {
             let settings = context.config.smtp_in;
             let stats = Stats::default();
-            let policy = Arc::new(Policy::new(
-                settings.plaintext_policy,
-                Limits {
-                    max_message_bytes: settings.max_message_bytes,
-                    ..Limits::default()
-                },
-                settings.max_messages_per_hour_per_account,
-                stats.clone(),
-            )
-            .with_inbound(InboundPolicy {
-                stamp_bits: settings.stamp_bits,
-                stamp_step_messages: settings.stamp_step_messages,
-                stamp_max_bits: settings.stamp_max_bits,
-                max_messages_per_hour_per_identity: settings.max_messages_per_hour_per_identity,
-                max_messages_per_hour_per_sender: settings.max_messages_per_hour_per_sender,
-            }));
+            let policy = Arc::new(
+                Policy::new(
+                    settings.plaintext_policy,
+                    Limits {
+                        max_message_bytes: settings.max_message_bytes,
+                        ..Limits::default()
+                    },
+                    settings.max_messages_per_hour_per_account,
+                    stats.clone(),
+                )
+                .with_inbound(InboundPolicy {
+                    stamp_bits: settings.stamp_bits,
+                    stamp_step_messages: settings.stamp_step_messages,
+                    stamp_max_bits: settings.stamp_max_bits,
+                    max_messages_per_hour_per_identity: settings.max_messages_per_hour_per_identity,
+                    max_messages_per_hour_per_sender: settings.max_messages_per_hour_per_sender,
+                }),
+            );
             let backend = Arc::new(GrpcBackend::new(context.directory.clone()));
 
             let config = &context.config;

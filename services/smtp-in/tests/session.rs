@@ -16,6 +16,7 @@ use onionpost_proto::keys::v1::{
 };
 use onionpost_proto::queue::v1::{CheckCarryResponse, EnqueueRequest, Origin};
 use onionpost_runtime::config::PlaintextPolicy;
+use onionpost_smtp_in::backend::Correspondence;
 use onionpost_smtp_in::session::{
     AUTH_INVALID, BAD_ONION_ADDRESS, ETRN_REPLY, LINE_TOO_LONG, PLAINTEXT_REFUSED,
     RECIPIENT_REJECTED,
@@ -84,6 +85,8 @@ struct Fake {
     statements: Mutex<Vec<(Vec<u8>, String)>>,
     /// (identity id, address): the address corresponds with the identity (no stamp asked).
     correspondents: Mutex<HashSet<(String, String)>>,
+    /// (identity id, address): the identity refused the address's contact request.
+    blocked: Mutex<HashSet<(String, String)>>,
 }
 
 fn encrypted(inner: &[u8]) -> Vec<u8> {
@@ -211,6 +214,16 @@ impl Backend for Fake {
                 ..Default::default()
             });
         }
+        if message.ends_with(b"REQUEST\r\n") {
+            // Verified, by a sender this identity does not correspond with.
+            return Ok(DecryptAndVerifyResponse {
+                message: format!("From: {}\r\n\r\nhello\r\n", carol()).into_bytes(),
+                signature: SignatureStatus::Verified as i32,
+                from_address: carol(),
+                contact_request: true,
+                ..Default::default()
+            });
+        }
         if message.ends_with(b"FORGED\r\n") {
             // Claims a pinned sender, signed by another key.
             return Ok(DecryptAndVerifyResponse {
@@ -236,12 +249,19 @@ impl Backend for Fake {
         })
     }
 
-    async fn corresponds(&self, identity_id: &str, address: &str) -> Result<bool, SmtpInError> {
-        Ok(self
-            .correspondents
-            .lock()
-            .unwrap()
-            .contains(&(identity_id.to_owned(), address.to_lowercase())))
+    async fn corresponds(
+        &self,
+        identity_id: &str,
+        address: &str,
+    ) -> Result<Correspondence, SmtpInError> {
+        let key = (identity_id.to_owned(), address.to_lowercase());
+        Ok(if self.blocked.lock().unwrap().contains(&key) {
+            Correspondence::Blocked
+        } else if self.correspondents.lock().unwrap().contains(&key) {
+            Correspondence::Correspondent
+        } else {
+            Correspondence::Stranger
+        })
     }
 
     async fn learn_autocrypt(
@@ -1843,15 +1863,19 @@ async fn shared_address_forms_smtp_in_rcpt_on_submission_and_mx() {
 
 fn stamped_policy(bits: u32, step: u32) -> Arc<Policy> {
     Arc::new(
-        Policy::new(PlaintextPolicy::Refuse, Limits::default(), 100, Stats::default()).with_inbound(
-            onionpost_smtp_in::InboundPolicy {
-                stamp_bits: bits,
-                stamp_step_messages: step,
-                stamp_max_bits: bits + 8,
-                max_messages_per_hour_per_identity: 0,
-                max_messages_per_hour_per_sender: 0,
-            },
-        ),
+        Policy::new(
+            PlaintextPolicy::Refuse,
+            Limits::default(),
+            100,
+            Stats::default(),
+        )
+        .with_inbound(onionpost_smtp_in::InboundPolicy {
+            stamp_bits: bits,
+            stamp_step_messages: step,
+            stamp_max_bits: bits + 8,
+            max_messages_per_hour_per_identity: 0,
+            max_messages_per_hour_per_sender: 0,
+        }),
     )
 }
 
@@ -1879,9 +1903,18 @@ async fn send_stamped(
     stamp: Option<&str>,
     body: &[u8],
 ) -> (String, Option<String>) {
-    assert!(client.send(&format!("MAIL FROM:<{from}>")).await.starts_with("250"));
+    assert!(
+        client
+            .send(&format!("MAIL FROM:<{from}>"))
+            .await
+            .starts_with("250")
+    );
     let rcpt = match stamp {
-        Some(stamp) => client.send(&format!("RCPT TO:<{}> XSTAMP={stamp}", alice())).await,
+        Some(stamp) => {
+            client
+                .send(&format!("RCPT TO:<{}> XSTAMP={stamp}", alice()))
+                .await
+        }
         None => client.send(&format!("RCPT TO:<{}>", alice())).await,
     };
     if !rcpt.starts_with("250") {
@@ -1940,7 +1973,10 @@ async fn a_stranger_pays_with_a_stamp_bound_to_its_message_once() {
     assert!(rcpt.starts_with("501 5.5.4 Bad XSTAMP parameter"), "{rcpt}");
     let stale = format!("1.8.{}.0000000000000000", now() - 7200);
     let (rcpt, _) = send_stamped(&mut client, stranger, Some(&stale), &body).await;
-    assert!(rcpt.starts_with("450 4.7.1 XSTAMP 8: the stamp's time"), "{rcpt}");
+    assert!(
+        rcpt.starts_with("450 4.7.1 XSTAMP 8: the stamp's time"),
+        "{rcpt}"
+    );
     assert_eq!(backend.enqueued.lock().unwrap().len(), 1);
 }
 
@@ -1994,20 +2030,27 @@ async fn one_identitys_load_raises_its_own_difficulty_only() {
     };
     let (mut bob_client, _) = Client::start(backend, policy, bob_mx).await;
     let ehlo = bob_client.send("EHLO peer").await;
-    assert!(ehlo.ends_with("250 XSTAMP 6"), "a co-hosted identity: {ehlo}");
+    assert!(
+        ehlo.ends_with("250 XSTAMP 6"),
+        "a co-hosted identity: {ehlo}"
+    );
 }
 
 #[tokio::test]
 async fn hourly_limits_per_identity_and_sender_answer_4xx() {
     let backend = fake();
     let policy = Arc::new(
-        Policy::new(PlaintextPolicy::Refuse, Limits::default(), 100, Stats::default()).with_inbound(
-            onionpost_smtp_in::InboundPolicy {
-                max_messages_per_hour_per_identity: 3,
-                max_messages_per_hour_per_sender: 2,
-                ..Default::default()
-            },
-        ),
+        Policy::new(
+            PlaintextPolicy::Refuse,
+            Limits::default(),
+            100,
+            Stats::default(),
+        )
+        .with_inbound(onionpost_smtp_in::InboundPolicy {
+            max_messages_per_hour_per_identity: 3,
+            max_messages_per_hour_per_sender: 2,
+            ..Default::default()
+        }),
     );
     let (mut client, _) = Client::start(backend, policy, mx()).await;
     client.send("EHLO peer").await;
@@ -2024,3 +2067,33 @@ async fn hourly_limits_per_identity_and_sender_answer_4xx() {
     assert_eq!(rcpt, onionpost_smtp_in::inbound::IDENTITY_BUSY);
 }
 
+#[tokio::test]
+async fn a_refused_sender_is_refused_at_rcpt_and_a_strangers_mail_waits_in_requests() {
+    let backend = fake();
+    let mallory = "mallory@example.onion";
+    backend
+        .blocked
+        .lock()
+        .unwrap()
+        .insert(("id-alice".to_owned(), mallory.to_owned()));
+    let (mut client, _) = Client::start(
+        backend.clone(),
+        policy(PlaintextPolicy::Refuse, Limits::default(), 100),
+        mx(),
+    )
+    .await;
+    client.send("EHLO peer").await;
+    let (rcpt, _) = send_stamped(&mut client, mallory, None, &encrypted(b"GOOD\r\n")).await;
+    assert_eq!(rcpt, onionpost_smtp_in::session::SENDER_REFUSED);
+    // Verified, but by a sender alice's identity does not correspond with: Requests.
+    let (rcpt, end) = send_stamped(&mut client, &carol(), None, &encrypted(b"REQUEST\r\n")).await;
+    assert!(rcpt.starts_with("250"), "{rcpt}");
+    assert_eq!(end.as_deref(), Some("250 2.0.0 Message accepted"));
+    let delivered = backend.delivered.lock().unwrap();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].mailbox, Mailbox::Requests as i32);
+    assert_eq!(
+        delivered[0].verification,
+        SenderVerification::Verified as i32
+    );
+}

@@ -160,8 +160,16 @@ impl SmtpOutService {
         };
         let attempt = async {
             let mut result = attempt.await?;
-            self.pay_stamps(socks, destination, port, isolation_key, envelope, message, &mut result)
-                .await;
+            self.pay_stamps(
+                socks,
+                destination,
+                port,
+                isolation_key,
+                envelope,
+                message,
+                &mut result,
+            )
+            .await;
             Ok::<_, SessionError>(result)
         };
         let delivery = match attempt.await {
@@ -281,7 +289,11 @@ impl SmtpOutService {
         let elapsed = started.elapsed();
         metrics::counter!("onionpost_smtp_out_stamps_minted_total").increment(1);
         metrics::histogram!("onionpost_smtp_out_stamp_seconds").record(elapsed.as_secs_f64());
-        tracing::debug!(bits, elapsed_ms = elapsed.as_millis() as u64, "stamp minted");
+        tracing::debug!(
+            bits,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "stamp minted"
+        );
         minted
     }
 

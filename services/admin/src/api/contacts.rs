@@ -22,7 +22,9 @@ use crate::extract::{ApiJson, ApiQuery};
 use crate::validate;
 use onionpost_runtime::address_book::AddressBookPolicy;
 
-pub use onionpost_runtime::address_book::{Contact, HeldKeyChange, Introducer, KeySource};
+pub use onionpost_runtime::address_book::{
+    Contact, ContactRequestAnswer, ContactRequestAnswered, HeldKeyChange, Introducer, KeySource,
+};
 
 /// Which contacts a page holds.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -33,6 +35,8 @@ pub struct ListContactsQuery {
     pub q: Option<String>,
     /// Only contacts with a key change waiting for a decision.
     pub held: Option<bool>,
+    /// Only contacts with a contact request waiting (their mail in the Requests mailbox).
+    pub requests: Option<bool>,
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     pub page_token: Option<String>,
@@ -64,6 +68,7 @@ pub async fn list_contacts(
             account_id,
             query: query.q.unwrap_or_default(),
             only_held_key_changes: query.held.unwrap_or(false),
+            only_requests: query.requests.unwrap_or(false),
             page_size: limit,
             page_token: query.page_token.unwrap_or_default(),
         })
@@ -337,6 +342,35 @@ pub async fn confirm_key_change(
         .await
         .upstream(ServiceName::Keys)?;
     Ok(Json(Contact::from_proto(contact)))
+}
+
+#[utoipa::path(
+    post, path = "/v1/accounts/{id}/contacts/{cid}/request", tag = "contacts",
+    params(("id" = String, Path, description = "Account id"), ("cid" = String, Path, description = "Contact id")),
+    request_body = ContactRequestAnswer,
+    responses(
+        (status = 200, description = "The request answered", body = ContactRequestAnswered),
+        (status = 409, description = "No request of this contact is waiting"),
+    ),
+)]
+pub async fn answer_contact_request(
+    State(state): State<AdminState>,
+    Path((account_id, contact_id)): Path<(String, String)>,
+    ApiJson(request): ApiJson<ContactRequestAnswer>,
+) -> Result<Json<ContactRequestAnswered>, AdminError> {
+    fetch_account(&state, &account_id).await?;
+    let answered = state
+        .directory
+        .imap()?
+        .answer_contact_request(onionpost_proto::imap::v1::AnswerContactRequestRequest {
+            account_id,
+            contact_id,
+            accept: request.accept,
+            identity_id: request.identity_id.unwrap_or_default(),
+        })
+        .await
+        .upstream(ServiceName::Imap)?;
+    Ok(Json(ContactRequestAnswered::from_proto(answered)))
 }
 
 /// A signed vCard introduction received in mail.

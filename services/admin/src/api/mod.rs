@@ -108,6 +108,7 @@ pub fn api_router() -> OpenApiRouter<AdminState> {
             contacts::delete_contact
         ))
         .routes(routes!(contacts::confirm_key_change))
+        .routes(routes!(contacts::answer_contact_request))
         .routes(routes!(
             contacts::get_contacts_policy,
             contacts::set_contacts_policy

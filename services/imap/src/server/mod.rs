@@ -33,7 +33,7 @@ mod context;
 mod fetch_items;
 pub mod listen;
 mod op;
-mod parse;
+pub(crate) mod parse;
 mod reply;
 mod session;
 pub mod start;

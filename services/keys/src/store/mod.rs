@@ -211,6 +211,12 @@ pub struct ContactRecord {
     /// id: the peers an identity's revocation is announced to, and no others (announcing it to
     /// a contact of another identity would tell that contact both share an account).
     pub correspondents: Vec<String>,
+    /// Identities of the account that received verified mail from this contact without
+    /// corresponding with it: contact requests (issue 22), waiting for the account. Their
+    /// messages wait in the Requests mailbox.
+    pub requests: Vec<String>,
+    /// Identities that refused this contact: its mail to them is refused at RCPT.
+    pub blocked: Vec<String>,
 }
 
 impl ContactRecord {
@@ -220,7 +226,28 @@ impl ContactRecord {
             return false;
         }
         self.correspondents.push(identity_id.to_owned());
+        // Writing to someone, or accepting them, answers their request and lifts a block.
+        self.requests.retain(|id| id != identity_id);
+        self.blocked.retain(|id| id != identity_id);
         true
+    }
+
+    /// Records a contact request to `identity_id`; whether that is new.
+    pub fn add_request(&mut self, identity_id: &str) -> bool {
+        if identity_id.is_empty() || self.requests.iter().any(|id| id == identity_id) {
+            return false;
+        }
+        self.requests.push(identity_id.to_owned());
+        true
+    }
+
+    /// Refuses the contact for `identity_id`: its request goes, its mail is refused from now.
+    pub fn block(&mut self, identity_id: &str) {
+        self.requests.retain(|id| id != identity_id);
+        self.correspondents.retain(|id| id != identity_id);
+        if !self.blocked.iter().any(|id| id == identity_id) {
+            self.blocked.push(identity_id.to_owned());
+        }
     }
 }
 
@@ -230,6 +257,8 @@ pub struct ContactFilter {
     /// Case-insensitive substring of address or display name; empty matches all.
     pub query: String,
     pub only_held: bool,
+    /// Only contacts with a request waiting.
+    pub only_requests: bool,
     /// Only addresses after this one (the page token); empty starts at the beginning.
     pub after_address: String,
     pub limit: u32,

@@ -73,6 +73,11 @@ struct Entry {
     /// Absent from entries sealed before identities were recorded.
     #[serde(default)]
     correspondents: Vec<String>,
+    /// Absent from entries sealed before contact requests.
+    #[serde(default)]
+    requests: Vec<String>,
+    #[serde(default)]
+    blocked: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -124,6 +129,8 @@ impl From<&ContactRecord> for Entry {
             last_seen_at_ms: contact.last_seen_at_ms,
             revoked_at_ms: contact.revoked_at_ms,
             correspondents: contact.correspondents.clone(),
+            requests: contact.requests.clone(),
+            blocked: contact.blocked.clone(),
         }
     }
 }
@@ -172,6 +179,8 @@ impl Entry {
             last_seen_at_ms: self.last_seen_at_ms,
             revoked_at_ms: self.revoked_at_ms,
             correspondents: self.correspondents,
+            requests: self.requests,
+            blocked: self.blocked,
         })
     }
 }
@@ -180,6 +189,7 @@ impl Entry {
 pub(super) fn matches(contact: &ContactRecord, filter: &super::ContactFilter) -> bool {
     let query = filter.query.to_lowercase();
     (!filter.only_held || contact.held.is_some())
+        && (!filter.only_requests || !contact.requests.is_empty())
         && (query.is_empty()
             || contact.address.to_lowercase().contains(&query)
             || contact.display_name.to_lowercase().contains(&query))

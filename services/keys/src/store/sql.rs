@@ -98,6 +98,8 @@ macro_rules! store_impl {
                     last_seen_at_ms: row.try_get("last_seen_at_ms")?,
                     revoked_at_ms: row.try_get("revoked_at_ms")?,
                     correspondents: Vec::new(),
+                    requests: Vec::new(),
+                    blocked: Vec::new(),
                 })
             }
 

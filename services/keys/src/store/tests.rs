@@ -45,6 +45,8 @@ fn contact(id: &str, account: &str, address: &str) -> ContactRecord {
         last_seen_at_ms: 2_000,
         revoked_at_ms: None,
         correspondents: Vec::new(),
+        requests: Vec::new(),
+        blocked: Vec::new(),
     }
 }
 

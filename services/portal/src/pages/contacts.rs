@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Redirect, Response};
 use chrono::{DateTime, Utc};
 use maud::html;
-use onionpost_runtime::address_book::Contact;
+use onionpost_runtime::address_book::{Contact, ContactRequestAnswer};
 use serde::Deserialize;
 
 use super::{
@@ -85,6 +85,7 @@ pub async fn list_page(
                             td { (contact.display_name) }
                             td {
                                 @if contact.held_key_change.is_some() { span.state-publishing { "key change waiting" } }
+                                @if !contact.requested_identities.is_empty() { span.state-publishing { "asks to write to you" } }
                                 @else if contact.revoked_at.is_some() { span.state-failed { "revoked" } }
                                 @else if contact.verified { "verified" }
                                 @else { (contact.key_source.describe()) }
@@ -247,6 +248,18 @@ pub async fn contact_page(
         html! {
             (notice_markup(done.done.as_deref()))
             (contact_table(&contact))
+            @if !contact.requested_identities.is_empty() {
+                section #contact-request {
+                    h2 { "Asks to write to you" }
+                    p { "This sender wrote to you without being a contact; its signed messages wait in your Requests mailbox. Accept it and they move to your INBOX; refuse it and its mail is refused from now on (its messages go to Trash). Replying to it accepts it too." }
+                    form.inline method="post" action=(action("/request")) {
+                        input type="hidden" name="form_token" value=(token);
+                        button type="submit" name="decision" value="accept" { "Accept" }
+                        " "
+                        button type="submit" name="decision" value="refuse" { "Refuse" }
+                    }
+                }
+            }
             @if let Some(held) = &contact.held_key_change {
                 section.danger #key-change {
                     h2 { "A different key arrived" }
@@ -340,6 +353,45 @@ pub struct KeyChangeForm {
     fingerprint: String,
     #[serde(default)]
     decision: String,
+}
+
+/// The contact-request form: one of two buttons.
+#[derive(Deserialize)]
+pub struct ContactRequestForm {
+    #[serde(default)]
+    decision: String,
+}
+
+pub async fn contact_request(
+    State(state): State<PortalState>,
+    Path(id): Path<String>,
+    Posted { session, form }: Posted<ContactRequestForm>,
+) -> Result<Redirect, PageError> {
+    let accept = match form.decision.as_str() {
+        "accept" => true,
+        "refuse" => false,
+        _ => {
+            return Err(PortalError::invalid("decision", "accept or refuse"))
+                .or_page(&session, "/contacts");
+        }
+    };
+    address_book::answer_contact_request(
+        &state,
+        &session.account_id,
+        &id,
+        ContactRequestAnswer {
+            accept,
+            identity_id: None,
+        },
+    )
+    .await
+    .or_page(&session, "/contacts")?;
+    let done = if accept {
+        "request-accepted"
+    } else {
+        "request-refused"
+    };
+    Ok(Redirect::to(&format!("/contacts/{id}?done={done}")))
 }
 
 pub async fn key_change(

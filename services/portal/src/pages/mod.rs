@@ -91,6 +91,7 @@ pub fn router() -> Router<PortalState> {
             get(contacts::contact_page).post(contacts::change),
         )
         .route("/contacts/{id}/key-change", post(contacts::key_change))
+        .route("/contacts/{id}/request", post(contacts::contact_request))
         .route("/contacts/{id}/delete", post(contacts::delete))
         .route("/contacts/{id}/introduce", post(contacts::introduce))
         .route("/aliases", get(aliases::list_page))
@@ -412,6 +413,12 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "contact-saved" => "The contact is saved.",
         "contact-deleted" => "The contact is removed from the address book.",
         "key-accepted" => "The new key is pinned: mail to this contact is encrypted to it.",
+        "request-accepted" => {
+            "Accepted: its messages are in your INBOX, and its next ones go there too."
+        }
+        "request-refused" => {
+            "Refused: its messages went to Trash, and its mail is refused from now on."
+        }
         "key-refused" => "The new key is refused: the old key stays pinned.",
         _ => return None,
     })

@@ -131,8 +131,8 @@ impl<B: Backend> Session<B> {
                     return "550 5.7.5 Message could not be decrypted".to_owned();
                 }
             };
-            let verified = SignatureStatus::try_from(decrypted.signature)
-                == Ok(SignatureStatus::Verified);
+            let verified =
+                SignatureStatus::try_from(decrypted.signature) == Ok(SignatureStatus::Verified);
             if (decrypted.sender_key_unpinned || !verified)
                 && let Some(refusal) = self.unproven_correspondent(identity_id, transaction)
             {
@@ -143,6 +143,11 @@ impl<B: Backend> Session<B> {
                 // tell the peer whether the sender is hosted here too (issue 18, oracle 1).
                 // The queue keeps the message durably, fetches and verifies after this reply.
                 return self.receive_later(identity_id, transaction, body).await;
+            }
+            if decrypted.contact_request {
+                // Verified, from a sender this identity does not correspond with yet: it waits
+                // for the account (accounts.contact_requests).
+                mailbox = Mailbox::Requests;
             }
             let verification = match SignatureStatus::try_from(decrypted.signature) {
                 Ok(SignatureStatus::Verified) => SenderVerification::Verified,
@@ -214,7 +219,11 @@ impl<B: Backend> Session<B> {
     /// RCPT (no stamp asked) and the message does not prove it: plaintext, a signature that
     /// does not verify against the pinned key, or none. A forged correspondent's address buys
     /// nothing.
-    fn unproven_correspondent(&self, identity_id: &str, transaction: &Transaction) -> Option<String> {
+    fn unproven_correspondent(
+        &self,
+        identity_id: &str,
+        transaction: &Transaction,
+    ) -> Option<String> {
         let inbound = &self.policy.inbound;
         let unproven = transaction
             .recipients

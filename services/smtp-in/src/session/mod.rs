@@ -61,6 +61,9 @@ pub const EXPANDS_TOO_FAR: &str =
     "552 5.3.4 Message expands beyond the size limit when decompressed";
 /// The one answer to ETRN (RFC 1985), whatever was or was not held.
 pub const ETRN_REPLY: &str = "250 2.0.0 Queuing started";
+/// A sender whose contact request this identity refused.
+pub const SENDER_REFUSED: &str =
+    "550 5.7.1 This address refused mail from this sender (its contact request was declined)";
 /// A carry statement to `postmaster@<onion>` with other recipients in the same transaction.
 pub const POSTMASTER_ALONE: &str = "452 4.5.3 postmaster@ takes carry statements in a transaction of its own: send the other recipients separately";
 /// The refusal of a message with a text line over 998 characters (RFC 5321 §4.5.3.1.6), the

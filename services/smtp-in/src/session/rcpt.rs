@@ -11,8 +11,9 @@ use onionpost_smtp_server::Connection;
 
 use super::{
     BAD_ONION_ADDRESS, MAILBOX_FULL, Mode, Next, POSTMASTER_ALONE, RECIPIENT_REJECTED, Recipient,
-    Session, State,
+    SENDER_REFUSED, Session, State,
 };
+use crate::backend::Correspondence;
 use crate::inbound::{self, Inbound};
 use crate::{Backend, SmtpInError, message};
 use onionpost_runtime::stamp::{self, Stamp};
@@ -108,9 +109,27 @@ impl<B: Backend> Session<B> {
                         if let Err(refusal) = self.policy.inbound.admit(identity_id, &sender) {
                             return self.fail(io, state, refusal);
                         }
-                        if let Err(refusal) = self
-                            .ask_stamp(identity_id, &sender, stamp.as_deref(), &mut recipient)
-                            .await
+                        let standing = if sender.is_empty() {
+                            Correspondence::Stranger
+                        } else {
+                            match self.backend.corresponds(identity_id, &sender).await {
+                                Ok(standing) => standing,
+                                Err(error) => {
+                                    error.log("correspondent check failed");
+                                    return self.fail(
+                                        io,
+                                        state,
+                                        "451 4.3.0 Temporary failure, try again later",
+                                    );
+                                }
+                            }
+                        };
+                        if standing == Correspondence::Blocked {
+                            return self.fail(io, state, SENDER_REFUSED);
+                        }
+                        recipient.correspondent = standing == Correspondence::Correspondent;
+                        if let Err(refusal) =
+                            self.ask_stamp(identity_id, stamp.as_deref(), &mut recipient)
                         {
                             return self.fail(io, state, &refusal);
                         }
@@ -124,9 +143,8 @@ impl<B: Backend> Session<B> {
                     {
                         recipient.postmaster = true;
                         // A carry statement comes from a stranger by nature: it pays too.
-                        if let Err(refusal) = self
-                            .ask_stamp(identity_id, &sender, stamp.as_deref(), &mut recipient)
-                            .await
+                        if let Err(refusal) =
+                            self.ask_stamp(identity_id, stamp.as_deref(), &mut recipient)
                         {
                             return self.fail(io, state, &refusal);
                         }
@@ -171,13 +189,13 @@ impl<B: Backend> Session<B> {
     }
 
     /// Whether this recipient's sender must pay: nothing when no stamps are asked or the
-    /// sender corresponds with the identity (proved after DATA by its signature); else the
+    /// sender corresponds with the identity (`recipient.correspondent`, proved after DATA by
+    /// its signature); else the
     /// stamp it brought, checked for syntax and time here and for its work after DATA, or the
     /// reply that asks for one. Depends on this identity's address book and load only.
-    async fn ask_stamp(
+    fn ask_stamp(
         &self,
         identity_id: &str,
-        sender: &str,
         stamp: Option<&str>,
         recipient: &mut Recipient,
     ) -> Result<(), String> {
@@ -187,20 +205,12 @@ impl<B: Backend> Session<B> {
         }
         let now = crate::inbound::unix_now();
         let Some(text) = stamp else {
-            if !recipient.postmaster && !sender.is_empty() {
-                match self.backend.corresponds(identity_id, sender).await {
-                    Ok(true) => {
-                        recipient.correspondent = true;
-                        return Ok(());
-                    }
-                    Ok(false) => {}
-                    Err(error) => {
-                        error.log("correspondent check failed");
-                        return Err("451 4.3.0 Temporary failure, try again later".to_owned());
-                    }
-                }
+            if recipient.correspondent {
+                return Ok(());
             }
-            return Err(inbound::stamp_required(inbound.difficulty(identity_id, now)));
+            return Err(inbound::stamp_required(
+                inbound.difficulty(identity_id, now),
+            ));
         };
         let stamp = Stamp::parse(text)
             .map_err(|error| format!("501 5.5.4 Bad {} parameter: {error}", stamp::KEYWORD))?;
