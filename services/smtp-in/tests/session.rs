@@ -87,6 +87,9 @@ struct Fake {
     correspondents: Mutex<HashSet<(String, String)>>,
     /// (identity id, address): the identity refused the address's contact request.
     blocked: Mutex<HashSet<(String, String)>>,
+    /// Senders not in `correspondents` are strangers; when false (the default, for the tests
+    /// of everything but stamps and requests), every sender corresponds.
+    unknown_is_stranger: Mutex<bool>,
 }
 
 fn encrypted(inner: &[u8]) -> Vec<u8> {
@@ -257,7 +260,9 @@ impl Backend for Fake {
         let key = (identity_id.to_owned(), address.to_lowercase());
         Ok(if self.blocked.lock().unwrap().contains(&key) {
             Correspondence::Blocked
-        } else if self.correspondents.lock().unwrap().contains(&key) {
+        } else if self.correspondents.lock().unwrap().contains(&key)
+            || !*self.unknown_is_stranger.lock().unwrap()
+        {
             Correspondence::Correspondent
         } else {
             Correspondence::Stranger
@@ -371,6 +376,13 @@ fn fake() -> Arc<Fake> {
         );
     }
     Arc::new(fake)
+}
+
+/// [`fake`] where a sender is a stranger unless listed as a correspondent.
+fn strangers_fake() -> Arc<Fake> {
+    let fake = fake();
+    *fake.unknown_is_stranger.lock().unwrap() = true;
+    fake
 }
 
 fn policy(plaintext: PlaintextPolicy, limits: Limits, per_hour: u32) -> Arc<Policy> {
@@ -1929,7 +1941,7 @@ async fn send_stamped(
 
 #[tokio::test]
 async fn a_stranger_pays_with_a_stamp_bound_to_its_message_once() {
-    let backend = fake();
+    let backend = strangers_fake();
     let policy = stamped_policy(8, 1000);
     let (mut client, _) = Client::start(backend.clone(), policy, mx()).await;
     let ehlo = client.send("EHLO peer").await;
@@ -1982,7 +1994,7 @@ async fn a_stranger_pays_with_a_stamp_bound_to_its_message_once() {
 
 #[tokio::test]
 async fn a_correspondent_sends_without_a_stamp_but_a_forged_one_pays() {
-    let backend = fake();
+    let backend = strangers_fake();
     backend
         .correspondents
         .lock()
@@ -2011,7 +2023,7 @@ async fn a_correspondent_sends_without_a_stamp_but_a_forged_one_pays() {
 
 #[tokio::test]
 async fn one_identitys_load_raises_its_own_difficulty_only() {
-    let backend = fake();
+    let backend = strangers_fake();
     let policy = stamped_policy(6, 2);
     let (mut alice_mx, _) = Client::start(backend.clone(), policy.clone(), mx()).await;
     alice_mx.send("EHLO peer").await;
@@ -2068,7 +2080,7 @@ async fn hourly_limits_per_identity_and_sender_answer_4xx() {
 }
 
 #[tokio::test]
-async fn a_refused_sender_is_refused_at_rcpt_and_a_strangers_mail_waits_in_requests() {
+async fn a_refused_sender_is_refused_at_rcpt_and_only_a_correspondent_is_delivered_at_once() {
     let backend = fake();
     let mallory = "mallory@example.onion";
     backend
@@ -2085,15 +2097,28 @@ async fn a_refused_sender_is_refused_at_rcpt_and_a_strangers_mail_waits_in_reque
     client.send("EHLO peer").await;
     let (rcpt, _) = send_stamped(&mut client, mallory, None, &encrypted(b"GOOD\r\n")).await;
     assert_eq!(rcpt, onionpost_smtp_in::session::SENDER_REFUSED);
-    // Verified, but by a sender alice's identity does not correspond with: Requests.
+    // A sender alice's identity does not correspond with, even one whose key the account
+    // pinned (through another identity), is not delivered while it waits: the queue takes it
+    // (and delivers it to Requests), as it does an unknown sender's.
+    *backend.unknown_is_stranger.lock().unwrap() = true;
     let (rcpt, end) = send_stamped(&mut client, &carol(), None, &encrypted(b"REQUEST\r\n")).await;
     assert!(rcpt.starts_with("250"), "{rcpt}");
     assert_eq!(end.as_deref(), Some("250 2.0.0 Message accepted"));
+    assert!(backend.delivered.lock().unwrap().is_empty());
+    assert_eq!(backend.enqueued.lock().unwrap().len(), 1);
+    assert_eq!(
+        backend.enqueued.lock().unwrap()[0].origin,
+        Origin::Received as i32
+    );
+    // A correspondent's verified mail is delivered while it waits.
+    backend
+        .correspondents
+        .lock()
+        .unwrap()
+        .insert(("id-alice".to_owned(), carol()));
+    let (_, end) = send_stamped(&mut client, &carol(), None, &encrypted(b"GOOD\r\n")).await;
+    assert_eq!(end.as_deref(), Some("250 2.0.0 Message accepted"));
     let delivered = backend.delivered.lock().unwrap();
     assert_eq!(delivered.len(), 1);
-    assert_eq!(delivered[0].mailbox, Mailbox::Requests as i32);
-    assert_eq!(
-        delivered[0].verification,
-        SenderVerification::Verified as i32
-    );
+    assert_eq!(delivered[0].mailbox, Mailbox::Inbox as i32);
 }

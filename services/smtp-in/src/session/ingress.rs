@@ -138,10 +138,18 @@ impl<B: Backend> Session<B> {
             {
                 return refusal;
             }
-            if decrypted.sender_key_unpinned {
+            let correspondent = transaction
+                .recipients
+                .iter()
+                .any(|r| !r.carry && r.correspondent);
+            if decrypted.sender_key_unpinned || !correspondent {
                 // The sender's key must come from its onion, and how long that takes would
                 // tell the peer whether the sender is hosted here too (issue 18, oracle 1).
                 // The queue keeps the message durably, fetches and verifies after this reply.
+                // A sender that is no correspondent of this identity takes the same path even
+                // when the account pinned its key (through another of its identities): were it
+                // delivered here while the peer waits, the reply's timing would tell the peer
+                // that this identity shares an account with the one it corresponds with.
                 return self.receive_later(identity_id, transaction, body).await;
             }
             if decrypted.contact_request {
