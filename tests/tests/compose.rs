@@ -11,8 +11,10 @@
 //! Carrier A runs the `single` layout, carrier B the `distributed` one (a container per
 //! service, linked by gRPC). Each gets a `.env` from deploy/init-env.sh (the documented first
 //! command), an account and an identity through the admin API; Alice on A writes to Bob on B
-//! with smtplib on A's published submission port, Bob reads it with imaplib on B's, and replies;
-//! B's tor container is restarted, Bob's onion comes back, and Alice writes again. Everything
+//! with smtplib on A's published submission port (paying B the default proof-of-work stamp), Bob
+//! reads it with imaplib on B's in his Requests mailbox (she is a stranger to him) and replies,
+//! which accepts her and moves her message to his INBOX; B's tor container is restarted, Bob's
+//! onion comes back, and Alice writes again, straight to his INBOX. Everything
 //! is torn down at the end, also on failure (`down -v`, the network, the tors).
 //!
 //! Without a Docker engine the test says plainly that it did not run; under `CI=true` that is
@@ -530,10 +532,10 @@ print("sent")
 "#;
 
 /// imaplib on a published IMAP port: STARTTLS when LOGIN is disabled before it; prints the
-/// INBOX message whose Subject matches, or NOTYET.
+/// message of the mailbox whose Subject matches, or NOTYET.
 const READ: &str = r#"
 import imaplib, ssl, sys
-host, port, login, password, subject = sys.argv[1:6]
+host, port, login, password, subject, mailbox = sys.argv[1:7]
 m = imaplib.IMAP4(host, int(port), timeout=60)
 if "LOGINDISABLED" in m.capabilities or "STARTTLS" in m.capabilities:
     context = ssl.create_default_context()
@@ -541,7 +543,7 @@ if "LOGINDISABLED" in m.capabilities or "STARTTLS" in m.capabilities:
     context.verify_mode = ssl.CERT_NONE
     m.starttls(ssl_context=context)
 m.login(login, password)
-m.select("INBOX")
+m.select(mailbox)
 typ, data = m.search(None, "ALL")
 for num in reversed(data[0].split()):
     typ, data = m.fetch(num, "(RFC822)")
@@ -571,12 +573,14 @@ async fn python(script: &str, args: &[String]) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// `from` (login = local part, password) writes to `to`; returns once `to` reads it.
+/// `from` (login = local part, password) writes to `to`; returns once `to` reads it in
+/// `mailbox`.
 async fn send_and_read(
     from: (&Carrier, &str, &str, &str),
     to: (&Carrier, &str, &str, &str),
     subject: &str,
     body: &str,
+    mailbox: &str,
 ) -> anyhow::Result<Duration> {
     let (sender, sender_login, sender_password, sender_address) = from;
     let (recipient, login, password, address) = to;
@@ -605,6 +609,7 @@ async fn send_and_read(
                 login.to_owned(),
                 password.to_owned(),
                 subject.to_owned(),
+                mailbox.to_owned(),
             ],
         )
         .await
@@ -746,10 +751,43 @@ async fn two_carriers_from_docker_compose_exchange_mail_over_a_private_tor_netwo
     let alice_side = (a, "alice", "alice password 1", alice.as_str());
     let bob_side = (b, "bob", "bob password 1", bob.as_str());
 
-    let took = send_and_read(alice_side, bob_side, "Hello from A", "Over the onions.").await?;
-    println!("compose: A (single) -> B (distributed) delivered in {took:?}");
-    let took = send_and_read(bob_side, alice_side, "Re: Hello from A", "Back again.").await?;
+    // Alice is a stranger to Bob: her first message pays a stamp (the default 24 bits) and
+    // waits in his Requests mailbox; his reply accepts her, and it moves to his INBOX.
+    let took = send_and_read(
+        alice_side,
+        bob_side,
+        "Hello from A",
+        "Over the onions.",
+        "Requests",
+    )
+    .await?;
+    println!("compose: A (single) -> B (distributed) delivered in {took:?}, to Requests");
+    let took = send_and_read(
+        bob_side,
+        alice_side,
+        "Re: Hello from A",
+        "Back again.",
+        "INBOX",
+    )
+    .await?;
     println!("compose: B (distributed) -> A (single) delivered in {took:?}");
+    let moved = python(
+        READ,
+        &[
+            b.imap.ip().to_string(),
+            b.imap.port().to_string(),
+            "bob".to_owned(),
+            "bob password 1".to_owned(),
+            "Hello from A".to_owned(),
+            "INBOX".to_owned(),
+        ],
+    )
+    .await?;
+    ensure!(
+        !moved.starts_with("NOTYET"),
+        "Bob's reply did not move Alice's request to his INBOX\n{}",
+        b.logs()
+    );
 
     // B's tor restarts: the onion service reconnects and brings Bob's onion back.
     let restarted = Instant::now();
@@ -758,7 +796,14 @@ async fn two_carriers_from_docker_compose_exchange_mail_over_a_private_tor_netwo
     // The state may still read online from before; give tor a moment to have gone.
     tokio::time::sleep(Duration::from_secs(2)).await;
     b.wait_online(&bob_identity).await?;
-    let took = send_and_read(alice_side, bob_side, "After the restart", "Still here.").await?;
+    let took = send_and_read(
+        alice_side,
+        bob_side,
+        "After the restart",
+        "Still here.",
+        "INBOX",
+    )
+    .await?;
     println!(
         "compose: after B's tor restart, A -> B delivered {took:?} after sending ({:?} after the restart)",
         restarted.elapsed()
