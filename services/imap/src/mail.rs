@@ -517,22 +517,6 @@ impl MailStore for ImapService {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mailbox_names() {
-        assert_eq!(normalize_name("inbox").as_deref(), Some("INBOX"));
-        assert_eq!(normalize_name("Inbox/x/").as_deref(), Some("INBOX/x"));
-        assert_eq!(normalize_name("Work/2026").as_deref(), Some("Work/2026"));
-        assert_eq!(normalize_name("a//b"), None);
-        assert_eq!(normalize_name("/a"), None);
-        assert_eq!(normalize_name("a*"), None);
-        assert_eq!(normalize_name(""), None);
-    }
-}
-
 impl ImapService {
     /// Moves the messages in the account's Requests mailbox whose From is `address` to the
     /// INBOX (the sender was accepted) or to Trash (refused, kept there as any deleted mail);
@@ -581,5 +565,21 @@ impl ImapService {
             .await
             .map_err(failed)?;
         Ok(u32::try_from(from_sender.len()).unwrap_or(u32::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_names() {
+        assert_eq!(normalize_name("inbox").as_deref(), Some("INBOX"));
+        assert_eq!(normalize_name("Inbox/x/").as_deref(), Some("INBOX/x"));
+        assert_eq!(normalize_name("Work/2026").as_deref(), Some("Work/2026"));
+        assert_eq!(normalize_name("a//b"), None);
+        assert_eq!(normalize_name("/a"), None);
+        assert_eq!(normalize_name("a*"), None);
+        assert_eq!(normalize_name(""), None);
     }
 }
