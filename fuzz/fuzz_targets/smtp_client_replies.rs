@@ -18,11 +18,14 @@ static ENVELOPE: LazyLock<Envelope> = LazyLock::new(|| Envelope {
                 .to_owned(),
             notify: vec![Notify::Success, Notify::Failure],
             original_recipient: "rfc822;bob@example.org".to_owned(),
+            // Sent when a fuzzed EHLO offers XSTAMP.
+            stamp: Some("1.8.1800000000.00000000000000ff".to_owned()),
         },
         Recipient {
             address: "carol@example.org".to_owned(),
             notify: Vec::new(),
             original_recipient: String::new(),
+            stamp: None,
         },
     ],
     envelope_id: "QQ314159".to_owned(),

@@ -305,9 +305,12 @@ async fn co_hosted_identities_cannot_be_told_from_foreign_ones() -> anyhow::Resu
     let tornet = TorNet::start(3).await?;
     // Retries far apart: the message A holds for (5) is tried again only when ETRN asks, so
     // no retry loop loads one carrier and not the other while the adversary times them.
+    // No stamps: the adversary's own SMTP sessions compare what follows RCPT (stamps.rs shows
+    // that a stamp's difficulty is per identity).
     let slow_retries = [
         ("ONIONPOST_QUEUE_RETRY_MIN_SECS", "600".to_owned()),
         ("ONIONPOST_QUEUE_RETRY_MAX_SECS", "3600".to_owned()),
+        ("ONIONPOST_SMTP_IN_STAMP_BITS", "0".to_owned()),
     ];
     let a = Carrier::start(tornet.client(0), &slow_retries).await?;
     let c = Carrier::start(tornet.client(1), &slow_retries).await?;

@@ -410,18 +410,12 @@ impl Imap for ImapGrpc {
 
     async fn answer_contact_request(
         &self,
-        request: Request<pb::AnswerContactRequestRequest>,
+        request: Request<keys::AnswerContactRequestRequest>,
     ) -> Result<Response<pb::AnswerContactRequestResponse>, Status> {
         let request = request.into_inner();
-        let answered = self
-            .lifecycle
-            .answer_contact_request(keys::AnswerContactRequestRequest {
-                account_id: required(&request.account_id, "account_id")?.to_owned(),
-                contact_id: required(&request.contact_id, "contact_id")?.to_owned(),
-                accept: request.accept,
-                identity_id: request.identity_id,
-            })
-            .await?;
+        required(&request.account_id, "account_id")?;
+        required(&request.contact_id, "contact_id")?;
+        let answered = self.lifecycle.answer_contact_request(request).await?;
         Ok(Response::new(answered))
     }
 

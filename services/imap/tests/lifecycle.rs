@@ -536,7 +536,7 @@ async fn answering_a_contact_request_moves_that_senders_messages_out_of_requests
     let answer = |contact: &str, accept: bool| {
         fixture
             .grpc
-            .answer_contact_request(Request::new(pb::AnswerContactRequestRequest {
+            .answer_contact_request(Request::new(keys::AnswerContactRequestRequest {
                 account_id: fixture.account_id.clone(),
                 contact_id: contact.to_owned(),
                 accept,

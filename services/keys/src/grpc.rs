@@ -37,7 +37,9 @@ impl From<ServiceError> for Status {
             ServiceError::AlreadyExists(message) => Status::already_exists(message),
             ServiceError::FailedPrecondition(message) => Status::failed_precondition(message),
             ServiceError::Unimplemented(message) => Status::unimplemented(message),
-            ServiceError::Contended(message) => Status::unavailable(message),
+            ServiceError::Contended(message) | ServiceError::Busy(message) => {
+                Status::unavailable(message)
+            }
             ServiceError::Onion(status) => Status::new(
                 status.code(),
                 format!("onion service: {}", status.message()),

@@ -24,6 +24,7 @@
 use std::sync::Arc;
 
 use onionpost_proto::keys::v1 as pb;
+use onionpost_runtime::rate::RateLimiter;
 use onionpost_runtime::seal::CarrierSecret;
 use onionpost_runtime::time::{now_ms, timestamp, timestamp_ms};
 use sequoia_openpgp::serialize::SerializeInto;
@@ -81,6 +82,9 @@ pub enum ServiceError {
     /// the caller's input (an SMTP peer gets a 4xx and tries again).
     #[error("{0}")]
     Contended(&'static str),
+    /// A limit that passes with time: the caller tries again later.
+    #[error("{0}")]
+    Busy(&'static str),
 }
 
 type Result<T, E = ServiceError> = std::result::Result<T, E>;
@@ -88,6 +92,12 @@ type Result<T, E = ServiceError> = std::result::Result<T, E>;
 /// Who asks when the carrier fetches a key for nobody's identity (unsigned DSNs): its own
 /// circuits, apart from every identity's.
 const CARRIER_ASKS: &str = "carrier";
+
+/// WKD fetches of unknown senders' keys that one identity's received mail may cause per hour
+/// (issue 22): a flood of stamped mail from strangers does not become a flood of circuits from
+/// this carrier to their onions. Past it the queue keeps the message and asks again later; a
+/// stranger's key is fetched once, when its first message is opened, and pinned from then.
+const STRANGER_FETCHES_PER_HOUR: u32 = 120;
 
 /// Page size of ListContacts when the caller names none, and the most it may ask for.
 const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -106,6 +116,8 @@ pub struct KeysService {
     wkd: WkdDirectories,
     /// `accounts.contact_requests`: verified mail from strangers becomes a contact request.
     contact_requests: bool,
+    /// Fetches of unknown senders' keys, per receiving identity (`STRANGER_FETCHES_PER_HOUR`).
+    stranger_fetches: Arc<RateLimiter>,
 }
 
 fn required<'a>(value: &'a str, name: &str) -> Result<&'a str> {
@@ -262,6 +274,7 @@ impl KeysService {
             onion,
             wkd,
             contact_requests: false,
+            stranger_fetches: Arc::new(RateLimiter::per_hour(STRANGER_FETCHES_PER_HOUR)),
         }
     }
 
@@ -270,6 +283,12 @@ impl KeysService {
     /// correspondent at once.
     pub fn with_contact_requests(mut self, on: bool) -> Self {
         self.contact_requests = on;
+        self
+    }
+
+    /// Another hourly bound on fetches of unknown senders' keys per identity (tests).
+    pub fn with_stranger_fetches_per_hour(mut self, per_hour: u32) -> Self {
+        self.stranger_fetches = Arc::new(RateLimiter::per_hour(per_hour));
         self
     }
 
@@ -959,7 +978,14 @@ impl KeysService {
             .as_ref()
             .is_some_and(|contact| contact.public_key.is_some());
         let sender_key_unpinned = from.is_some() && !has_pin && !request.fetch_sender_key;
-        if let (Some(from), false, true) = (&from, has_pin, request.fetch_sender_key)
+        let fetch = from.is_some() && !has_pin && request.fetch_sender_key;
+        if fetch && !self.stranger_fetches.check(&request.recipient_identity_id) {
+            // The caller (the queue) keeps the message and asks again later.
+            return Err(ServiceError::Busy(
+                "this identity's fetches of unknown senders' keys are at their hourly limit",
+            ));
+        }
+        if let (Some(from), true) = (&from, fetch)
             && let Ok(cert) = self.fetch_key(from, &request.recipient_identity_id).await
         {
             let mut learned = self
@@ -1705,6 +1731,8 @@ impl KeysService {
             query: request.query.trim().to_owned(),
             only_held: request.only_held_key_changes,
             only_requests: request.only_requests,
+            // A sender that only asked (or was refused) is not in the address book.
+            hide_strangers: !request.only_requests,
             after_address: request.page_token,
             limit: page_size + 1,
         };

@@ -2626,11 +2626,32 @@ async fn a_verified_stranger_asks_and_the_answer_makes_it_a_correspondent_or_blo
     let bob_id = first.key_change.unwrap().contact_id;
     assert_eq!(standing(&bob).await, (false, false));
     assert!(open(&bob, "hi again").await.contact_request);
+    // Not in the address book until accepted; listed among the requests.
+    let listed = |only_requests: bool| {
+        let keys = harness.keys.clone();
+        async move {
+            keys.list_contacts(Request::new(pb::ListContactsRequest {
+                account_id: "acct-a".into(),
+                only_requests,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .contacts
+            .into_iter()
+            .map(|contact| contact.address)
+            .collect::<Vec<_>>()
+        }
+    };
+    assert!(listed(false).await.is_empty());
+    assert_eq!(listed(true).await, [bob.address().to_string()]);
     // Accepted: a correspondent, whose mail is no request any more.
     let accepted = answer(bob_id.clone(), true).await.unwrap().into_inner();
     assert_eq!(accepted.identity_ids, ["id-alice"]);
     assert!(accepted.contact.unwrap().requested_identities.is_empty());
     assert_eq!(standing(&bob).await, (true, false));
+    assert_eq!(listed(false).await, [bob.address().to_string()]);
     assert!(!open(&bob, "now a contact").await.contact_request);
     // Nothing left to answer.
     let again = answer(bob_id, true).await.unwrap_err();
@@ -2659,4 +2680,47 @@ async fn a_verified_stranger_asks_and_the_answer_makes_it_a_correspondent_or_blo
         .into_inner();
     assert_eq!(reply.accepted_requests, [frank.address().to_string()]);
     assert_eq!(standing(&frank).await, (true, false));
+}
+
+#[tokio::test]
+async fn strangers_keys_are_fetched_within_an_hourly_bound_per_identity() {
+    let mut harness = harness().await;
+    harness.service = harness.service.clone().with_stranger_fetches_per_hour(1);
+    harness.keys = KeysGrpc::new(harness.service.clone());
+    let alice = address("alice", 1);
+    let alice_cert = parse_cert(
+        &create(&harness, "id-alice", "acct-a", &alice)
+            .await
+            .public_key,
+    )
+    .unwrap();
+    let open = |from: &IdentityKey| {
+        let sealed = pgp_mime::seal(
+            &message(from.address(), &alice, "hi"),
+            from,
+            std::slice::from_ref(&alice_cert),
+        )
+        .unwrap();
+        let keys = harness.keys.clone();
+        async move {
+            keys.decrypt_and_verify(Request::new(pb::DecryptAndVerifyRequest {
+                recipient_identity_id: "id-alice".into(),
+                message: sealed,
+                fetch_sender_key: true,
+            }))
+            .await
+        }
+    };
+    let bob = peer(&harness, "bob", 2);
+    let dave = peer(&harness, "dave", 3);
+    assert!(open(&bob).await.is_ok());
+    let asked = harness.onions.asked.lock().unwrap().len();
+    assert!(asked >= 1);
+    // A second stranger's key waits for the next hour: the queue keeps the message.
+    let waits = open(&dave).await.unwrap_err();
+    assert_eq!(waits.code(), Code::Unavailable);
+    assert_eq!(harness.onions.asked.lock().unwrap().len(), asked);
+    // Bob's key was fetched once and is pinned: his next message needs no fetch.
+    assert!(open(&bob).await.is_ok());
+    assert_eq!(harness.onions.asked.lock().unwrap().len(), asked);
 }

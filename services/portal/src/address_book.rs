@@ -373,7 +373,7 @@ pub async fn answer_contact_request(
     let answered = state
         .directory
         .imap()?
-        .answer_contact_request(onionpost_proto::imap::v1::AnswerContactRequestRequest {
+        .answer_contact_request(keys::AnswerContactRequestRequest {
             account_id: account_id.to_owned(),
             contact_id: contact_id.to_owned(),
             accept: answer.accept,

@@ -142,7 +142,7 @@ impl Imap for FakeImap {
 
     async fn answer_contact_request(
         &self,
-        _: Request<imap_pb::AnswerContactRequestRequest>,
+        _: Request<onionpost_proto::keys::v1::AnswerContactRequestRequest>,
     ) -> Result<Response<imap_pb::AnswerContactRequestResponse>, Status> {
         Err(Status::unimplemented("not in this fake"))
     }

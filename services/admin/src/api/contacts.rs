@@ -362,7 +362,7 @@ pub async fn answer_contact_request(
     let answered = state
         .directory
         .imap()?
-        .answer_contact_request(onionpost_proto::imap::v1::AnswerContactRequestRequest {
+        .answer_contact_request(keys::AnswerContactRequestRequest {
             account_id,
             contact_id,
             accept: request.accept,

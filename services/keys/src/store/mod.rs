@@ -232,6 +232,15 @@ impl ContactRecord {
         true
     }
 
+    /// A sender known only by its request (or its refusal): no identity corresponds with it,
+    /// nobody introduced it, the account did not check it.
+    pub fn stranger_only(&self) -> bool {
+        self.correspondents.is_empty()
+            && self.introducers.is_empty()
+            && !self.verified
+            && (!self.requests.is_empty() || !self.blocked.is_empty())
+    }
+
     /// Records a contact request to `identity_id`; whether that is new.
     pub fn add_request(&mut self, identity_id: &str) -> bool {
         if identity_id.is_empty() || self.requests.iter().any(|id| id == identity_id) {
@@ -259,6 +268,9 @@ pub struct ContactFilter {
     pub only_held: bool,
     /// Only contacts with a request waiting.
     pub only_requests: bool,
+    /// Leaves out senders that only asked or were refused (see
+    /// [`ContactRecord::stranger_only`]): they are not in the address book until accepted.
+    pub hide_strangers: bool,
     /// Only addresses after this one (the page token); empty starts at the beginning.
     pub after_address: String,
     pub limit: u32,

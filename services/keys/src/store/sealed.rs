@@ -190,6 +190,7 @@ pub(super) fn matches(contact: &ContactRecord, filter: &super::ContactFilter) ->
     let query = filter.query.to_lowercase();
     (!filter.only_held || contact.held.is_some())
         && (!filter.only_requests || !contact.requests.is_empty())
+        && !(filter.hide_strangers && contact.stranger_only())
         && (query.is_empty()
             || contact.address.to_lowercase().contains(&query)
             || contact.display_name.to_lowercase().contains(&query))

@@ -355,6 +355,15 @@ pub struct KeyChangeForm {
     decision: String,
 }
 
+/// The button pressed on an accept-or-refuse form.
+fn accepted(decision: &str) -> Result<bool, PortalError> {
+    match decision {
+        "accept" => Ok(true),
+        "refuse" => Ok(false),
+        _ => Err(PortalError::invalid("decision", "accept or refuse")),
+    }
+}
+
 /// The contact-request form: one of two buttons.
 #[derive(Deserialize)]
 pub struct ContactRequestForm {
@@ -367,14 +376,7 @@ pub async fn contact_request(
     Path(id): Path<String>,
     Posted { session, form }: Posted<ContactRequestForm>,
 ) -> Result<Redirect, PageError> {
-    let accept = match form.decision.as_str() {
-        "accept" => true,
-        "refuse" => false,
-        _ => {
-            return Err(PortalError::invalid("decision", "accept or refuse"))
-                .or_page(&session, "/contacts");
-        }
-    };
+    let accept = accepted(&form.decision).or_page(&session, "/contacts")?;
     address_book::answer_contact_request(
         &state,
         &session.account_id,
@@ -399,14 +401,7 @@ pub async fn key_change(
     Path(id): Path<String>,
     Posted { session, form }: Posted<KeyChangeForm>,
 ) -> Result<Redirect, PageError> {
-    let accept = match form.decision.as_str() {
-        "accept" => true,
-        "refuse" => false,
-        _ => {
-            return Err(PortalError::invalid("decision", "accept or refuse"))
-                .or_page(&session, "/contacts");
-        }
-    };
+    let accept = accepted(&form.decision).or_page(&session, "/contacts")?;
     let contact = address_book::decide_key_change(
         &state,
         &session.account_id,
