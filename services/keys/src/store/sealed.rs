@@ -188,9 +188,10 @@ impl Entry {
 /// Whether `contact` belongs on a page of `filter` (apart from the page's start and length).
 pub(super) fn matches(contact: &ContactRecord, filter: &super::ContactFilter) -> bool {
     let query = filter.query.to_lowercase();
-    (!filter.only_held || contact.held.is_some())
-        && (!filter.only_requests || !contact.requests.is_empty())
-        && !(filter.hide_strangers && contact.stranger_only())
+    let left_out = (filter.only_held && contact.held.is_none())
+        || (filter.only_requests && contact.requests.is_empty())
+        || (filter.hide_strangers && contact.stranger_only());
+    !left_out
         && (query.is_empty()
             || contact.address.to_lowercase().contains(&query)
             || contact.display_name.to_lowercase().contains(&query))
