@@ -215,10 +215,7 @@ impl Inbound {
 
 /// Seconds since the epoch, as stamps count time.
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    onionpost_runtime::time::now_ms() / 1000
 }
 
 #[cfg(test)]

@@ -276,11 +276,8 @@ impl SmtpOutService {
         let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
         let (recipient, sender, flag) = (recipient.to_owned(), sender.to_owned(), stop.0.clone());
         let started = Instant::now();
+        let now = onionpost_runtime::time::now_ms() / 1000;
         let minted = tokio::task::spawn_blocking(move || {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_secs());
-            let now = i64::try_from(now).unwrap_or(i64::MAX);
             stamp::mint(&recipient, &sender, &digest, now, bits, &flag)
         })
         .await
