@@ -141,6 +141,38 @@ def test_tor_is_a_statefulset_with_a_persistent_volume():
 
 
 @pytest.mark.parametrize("mode", ["monolithic", "distributed"])
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_a_pool_of_tors_is_named_one_by_one_to_the_onion_service(mode, kube_version):
+    vals = values(mode=mode, tor={"replicas": 3, "maxOnionsPerTor": 250})
+    if mode == "distributed":
+        vals["distributed"] = {
+            name: {"replicas": 2} for name in ("queue", "smtpOut", "portal", "admin")
+        }
+    docs = documents(render(vals))
+    (tor,) = by_kind(docs, "StatefulSet").values()
+    assert tor["spec"]["replicas"] == 3
+    headless = by_kind(docs, "Service")[tor["spec"]["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None"
+    env = {
+        item["name"]: item.get("value")
+        for deployment in by_kind(docs, "Deployment").values()
+        for container in containers(deployment)
+        for item in container.get("env", [])
+        if item["name"].startswith("ONIONPOST_TOR_")
+    }
+    assert env["ONIONPOST_TOR_CONTROL"] == ",".join(
+        f"carrier-onionpost-tor-{index}.carrier-onionpost-tor-pods:9051" for index in range(3)
+    )
+    assert env["ONIONPOST_TOR_MAX_ONIONS_PER_TOR"] == "250"
+    for doc in docs:
+        kubernetes_validate.validate(doc, kube_version, strict=True)
+    if mode == "distributed":
+        replicas = {name: d["spec"]["replicas"] for name, d in by_kind(docs, "Deployment").items()}
+        assert replicas["carrier-onionpost-queue"] == 2
+        assert replicas["carrier-onionpost-portal"] == 2
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "distributed"])
 def test_only_tor_may_reach_outside(mode):
     docs = documents(render(values(mode=mode)))
     policies = by_kind(docs, "NetworkPolicy")

@@ -535,3 +535,191 @@ async fn own_tor_child_publishes_reachable_identities() -> anyhow::Result<()> {
     service.stop().await?;
     Ok(())
 }
+
+/// Which tors of `pool` publish the onion `service_id` now (tor answers
+/// `GETINFO hs/service/desc/id/…` only for an onion service it hosts itself).
+async fn published_by(
+    pool: &mut [onionpost_e2e::control::ControlConnection],
+    service_id: &str,
+) -> anyhow::Result<Vec<usize>> {
+    let mut holders = Vec::new();
+    for (index, control) in pool.iter_mut().enumerate() {
+        let reply = control
+            .send(&format!("GETINFO hs/service/desc/id/{service_id}"))
+            .await?;
+        if reply.is_success() {
+            holders.push(index);
+        }
+    }
+    Ok(holders)
+}
+
+/// Waits until every onion of `identities` is ONLINE on the tor named `tor` (empty: any),
+/// checking every 200 ms meanwhile that no onion is published by two tors of `pool`.
+/// Returns the time waited.
+async fn until_online_on(
+    client: &mut OnionClient<Channel>,
+    pool: &mut [onionpost_e2e::control::ControlConnection],
+    identities: &[OnionService],
+    tor: impl Fn(&OnionService) -> String,
+    within: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let mut settled = true;
+        for identity in identities {
+            let now = client
+                .get_onion(GetOnionRequest {
+                    identity_id: identity.identity_id.clone(),
+                })
+                .await?
+                .into_inner();
+            let service_id = now.onion_address.trim_end_matches(".onion");
+            let holders = published_by(pool, service_id).await?;
+            ensure!(
+                holders.len() <= 1,
+                "{} is published by tors {holders:?} at once",
+                identity.identity_id
+            );
+            settled &= now.state == OnionState::Online as i32 && now.tor == tor(identity);
+        }
+        if settled {
+            return Ok(started.elapsed());
+        }
+        ensure!(
+            started.elapsed() < within,
+            "onions not online on their tors after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_tors_spreads_identities_and_fails_over_when_one_dies() -> anyhow::Result<()> {
+    init_tracing();
+    let tornet = TorNet::start(3).await?;
+    let pool = [tornet.client(0), tornet.client(1)];
+    let peer = tornet.client(2);
+    let names: Vec<String> = pool
+        .iter()
+        .map(|tor| tor.control_addr().to_string())
+        .collect();
+    let data = tempfile::tempdir()?;
+    let failover = Duration::from_secs(5);
+    // Both tors by control address; each names its own cookie file (no tor.cookie_file).
+    let mut env: Vec<(String, String)> = onion_env(
+        data.path(),
+        pool[0].control_addr(),
+        &ControlAuth::Cookie(pool[0].cookie_file().to_owned()),
+        free_port_block(32)?,
+    )
+    .into_iter()
+    .filter(|(key, _)| key != "ONIONPOST_TOR_COOKIE_FILE" && key != "ONIONPOST_TOR_CONTROL")
+    .collect();
+    env.extend([
+        ("ONIONPOST_TOR_CONTROL".to_owned(), names.join(",")),
+        (
+            "ONIONPOST_TOR_FAILOVER_SECS".to_owned(),
+            failover.as_secs().to_string(),
+        ),
+    ]);
+    let service = OnionServiceRun::start(env).await?;
+    let status = service
+        .wait_tor_status(Duration::from_secs(30), |status| {
+            status.tors.len() == 2 && status.tors.iter().all(|tor| tor.control_connected)
+        })
+        .await?;
+    ensure!(
+        status.tors.iter().map(|tor| &tor.name).eq(names.iter()),
+        "{status:?}"
+    );
+    let mut client = service.client().await?;
+    let mut controls = Vec::new();
+    for tor in &pool {
+        controls.push(tor.control().await?);
+    }
+
+    // Six identities are spread over the two tors by load, three each.
+    let mut identities = Vec::new();
+    for index in 0..6 {
+        let onion = create(&mut client, &format!("pool-{index}")).await?;
+        serve_targets(&onion).await?;
+        identities.push(onion);
+    }
+    for name in &names {
+        let placed = identities.iter().filter(|onion| &onion.tor == name).count();
+        ensure!(placed == 3, "{placed} identities on {name}: {identities:?}");
+    }
+    let home: std::collections::HashMap<String, String> = identities
+        .iter()
+        .map(|onion| (onion.identity_id.clone(), onion.tor.clone()))
+        .collect();
+    until_online_on(
+        &mut client,
+        &mut controls,
+        &identities,
+        |onion| home[&onion.identity_id].clone(),
+        ONION_TIMEOUT,
+    )
+    .await?;
+    for onion in &identities {
+        check_reachable(peer, onion, ONION_TIMEOUT).await?;
+    }
+
+    // The second tor dies (SIGKILL): after the failover time its identities are published by
+    // the first, each at its own moment, and peers reach them there.
+    let killed_at = Instant::now();
+    pool[1].stop();
+    let survivor = names[0].clone();
+    let mut survivors = vec![controls.remove(0)];
+    controls.clear();
+    let online_elsewhere = until_online_on(
+        &mut client,
+        &mut survivors,
+        &identities,
+        |_| survivor.clone(),
+        ONION_TIMEOUT,
+    )
+    .await?;
+    ensure!(
+        online_elsewhere >= failover,
+        "onions moved before the failover time: {online_elsewhere:?}"
+    );
+    for onion in identities.iter().filter(|onion| onion.tor == names[1]) {
+        check_reachable(peer, onion, ONION_TIMEOUT).await?;
+    }
+    let reachable_again = killed_at.elapsed();
+    let status = service.tor_status().await?;
+    ensure!(
+        status.tors[0].onions == 6
+            && status.tors[1].onions == 0
+            && status.tors[1].onions_placed == 3,
+        "{status:?}"
+    );
+
+    // It returns: its identities move back (off the first tor before onto the second, never
+    // on both), and are reached there.
+    let returned_at = Instant::now();
+    pool[1].start().await?;
+    let mut controls = vec![survivors.remove(0), pool[1].control().await?];
+    let moved_back = until_online_on(
+        &mut client,
+        &mut controls,
+        &identities,
+        |onion| home[&onion.identity_id].clone(),
+        ONION_TIMEOUT,
+    )
+    .await?;
+    for onion in identities.iter().filter(|onion| onion.tor == names[1]) {
+        check_reachable(peer, onion, ONION_TIMEOUT).await?;
+    }
+    println!(
+        "onion pool: tor killed -> its 3 identities online on the other tor after \
+         {online_elsewhere:?} (failover {failover:?}) and reached by a peer after \
+         {reachable_again:?}; tor back -> moved home and online after {moved_back:?} \
+         ({:?} with its restart)",
+        returned_at.elapsed(),
+    );
+    service.stop().await?;
+    Ok(())
+}

@@ -57,10 +57,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
-{{/* What the onion service needs: tor's control port and this pod's IP as the target. */}}
+{{/* What the onion service needs: each tor's control port (a pool with tor.replicas above one:
+     every pod of the StatefulSet by its stable name) and this pod's IP as the target. */}}
 {{- define "onionpost.torControlEnv" -}}
+{{- $fullname := include "onionpost.fullname" . -}}
+{{- $controls := list -}}
+{{- range $index := until (int .Values.tor.replicas) -}}
+{{- $controls = append $controls (printf "%s-tor-%d.%s-tor-pods:9051" $fullname $index $fullname) -}}
+{{- end }}
 - name: ONIONPOST_TOR_CONTROL
-  value: {{ printf "%s-tor:9051" (include "onionpost.fullname" .) | quote }}
+  value: {{ join "," $controls | quote }}
+- name: ONIONPOST_TOR_MAX_ONIONS_PER_TOR
+  value: {{ .Values.tor.maxOnionsPerTor | quote }}
 - name: ONIONPOST_TOR_CONTROL_PASSWORD
   valueFrom: {secretKeyRef: {name: {{ include "onionpost.secretName" . }}, key: tor-control-password}}
 - name: ONIONPOST_TOR_TARGET_HOST

@@ -19,6 +19,8 @@ pub enum TorConnection {
     },
     /// A tor child process this service starts and supervises, its files under `dir`.
     Child {
+        /// Its place in the pool (`child N`).
+        index: usize,
         binary: PathBuf,
         dir: PathBuf,
         /// Included at the end of the child's torrc (`tor.child_torrc`).
@@ -26,10 +28,25 @@ pub enum TorConnection {
     },
 }
 
+impl TorConnection {
+    /// How GetTorStatus names it: the control address, or `child N`.
+    pub fn name(&self) -> String {
+        match self {
+            TorConnection::External { address, .. } => address.clone(),
+            TorConnection::Child { index, .. } => format!("child {index}"),
+        }
+    }
+}
+
 /// Everything the onion service is configured with.
 #[derive(Debug, Clone)]
 pub struct OnionSettings {
-    pub tor: TorConnection,
+    /// The pool: every tor the identities are spread over (one in most carriers).
+    pub tors: Vec<TorConnection>,
+    /// Onions one tor publishes at most (0: no limit).
+    pub max_onions_per_tor: u32,
+    /// How long a tor may be away before its onions are published on the others.
+    pub failover: std::time::Duration,
     /// `tor.socks` when set; else tor's own SOCKS listener, learnt from the control port.
     pub socks: Option<String>,
     pub ports: PortPlan,
@@ -37,20 +54,34 @@ pub struct OnionSettings {
 
 impl OnionSettings {
     pub fn from_config(config: &Config) -> Result<OnionSettings, String> {
-        let tor = match &config.tor.control {
-            Some(address) => TorConnection::External {
-                address: address.to_string(),
-                credentials: match &config.tor.auth {
-                    TorAuth::Auto => Credentials::Auto,
-                    TorAuth::Cookie(path) => Credentials::Cookie(path.clone()),
-                    TorAuth::Password(secret) => Credentials::Password(secret.expose().to_owned()),
-                },
-            },
-            None => TorConnection::Child {
-                binary: config.tor.binary.clone(),
-                dir: config.data_dir.join("tor"),
-                include: config.tor.child_torrc.clone(),
-            },
+        let credentials = match &config.tor.auth {
+            TorAuth::Auto => Credentials::Auto,
+            TorAuth::Cookie(path) => Credentials::Cookie(path.clone()),
+            TorAuth::Password(secret) => Credentials::Password(secret.expose().to_owned()),
+        };
+        let tors: Vec<TorConnection> = if config.tor.control.is_empty() {
+            (0..config.tor.instances as usize)
+                .map(|index| TorConnection::Child {
+                    index,
+                    binary: config.tor.binary.clone(),
+                    // The first keeps the directory of carriers from before pools.
+                    dir: match index {
+                        0 => config.data_dir.join("tor"),
+                        _ => config.data_dir.join(format!("tor-{index}")),
+                    },
+                    include: config.tor.child_torrc.clone(),
+                })
+                .collect()
+        } else {
+            config
+                .tor
+                .control
+                .iter()
+                .map(|address| TorConnection::External {
+                    address: address.to_string(),
+                    credentials: credentials.clone(),
+                })
+                .collect()
         };
         let target_host = config
             .tor
@@ -60,7 +91,9 @@ impl OnionSettings {
         let ports = PortPlan::new(target_host, first, last)
             .map_err(|why| format!("tor.target_ports: {why}"))?;
         Ok(OnionSettings {
-            tor,
+            tors,
+            max_onions_per_tor: config.tor.max_onions_per_tor,
+            failover: config.tor.failover,
             socks: config.tor.socks.as_ref().map(ToString::to_string),
             ports,
         })

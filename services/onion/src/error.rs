@@ -21,6 +21,11 @@ pub enum OnionError {
     TorRefused(String),
     #[error("every target port slot is taken; widen tor.target_ports")]
     NoFreeSlot,
+    /// Every connected tor publishes `tor.max_onions_per_tor` onions.
+    #[error(
+        "every connected tor publishes its {0} onions (tor.max_onions_per_tor); add a tor to the pool or raise the limit"
+    )]
+    PoolFull(u32),
     #[error("internal error")]
     Internal,
 }
@@ -35,7 +40,7 @@ impl From<OnionError> for Status {
             OnionError::AlreadyExists(_) => Status::already_exists(message),
             OnionError::TorUnavailable(_) => Status::unavailable(message),
             OnionError::TorRefused(_) => Status::failed_precondition(message),
-            OnionError::NoFreeSlot => Status::resource_exhausted(message),
+            OnionError::NoFreeSlot | OnionError::PoolFull(_) => Status::resource_exhausted(message),
             OnionError::Internal => Status::internal(message),
         }
     }

@@ -4,10 +4,11 @@
 //!
 //! - [`control`]: tor's control protocol, spoken directly (why not torut is written there).
 //! - [`tor`]: the supervisor that keeps a control connection (and, without `tor.control`, a
-//!   tor child process) up, reconnecting with backoff.
+//!   tor child process) up, reconnecting with backoff; one per tor of the pool.
 //! - [`onions`]: the identities' onions: create (tor generates the ED25519-V3 key), import,
 //!   revoke (the key destroyed), states from HS_DESC events, and re-adding every live onion
-//!   with its stored key whenever tor (or this service) comes back.
+//!   with its stored key whenever tor (or this service) comes back; placement over a pool of
+//!   tors, failover to the others while one is away, and the move back when it returns.
 //! - [`ports`]: which target port each identity's virtual ports (25, 80, 143, 587) map to.
 //! - [`store`]: the rows, with keys sealed by the carrier secret, on SQLite or PostgreSQL.
 //! - [`grpc`]: the `onionpost.onion.v1.Onion` adapter.
@@ -35,7 +36,7 @@ use onionpost_runtime::{Module, ServiceContext, Started};
 
 pub use config::{OnionSettings, TorConnection};
 pub use error::OnionError;
-pub use onions::Onions;
+pub use onions::{Onions, Placement};
 
 /// The purpose label of the onion keys' sealer.
 pub const SEAL_PURPOSE: &str = "onion-key";
@@ -63,12 +64,18 @@ impl Module for OnionModule {
                 .await
                 .context("onion database")?;
             let store = store::for_database(database);
+            let placement = Placement {
+                tors: settings.tors.iter().map(TorConnection::name).collect(),
+                max_per_tor: settings.max_onions_per_tor,
+                failover: settings.failover,
+                restore_spread: context.config.tor.restore_spread,
+            };
             let onions = Onions::load(
                 store,
                 sealer,
                 settings.ports,
                 settings.socks.clone(),
-                context.config.tor.restore_spread,
+                placement,
                 context.config.tor.revocation_serve,
             )
             .await
@@ -94,10 +101,12 @@ impl Module for OnionModule {
                     }
                 }
             });
-            context.spawn(
-                "onion.tor",
-                tor::supervise(onions.clone(), settings.tor, context.shutdown.clone()),
-            );
+            for (index, tor) in settings.tors.into_iter().enumerate() {
+                context.spawn(
+                    "onion.tor",
+                    tor::supervise(onions.clone(), index, tor, context.shutdown.clone()),
+                );
+            }
             Ok(Started::new()
                 .with_grpc(OnionServer::new(grpc::OnionGrpc::new(Arc::clone(&onions)))))
         })

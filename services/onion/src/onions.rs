@@ -9,6 +9,15 @@
 //! HS_DESC events: PUBLISHING once added, ONLINE at the first successful descriptor upload,
 //! FAILED while tor is away or an upload has not succeeded for too long (tor keeps trying, and
 //! so do we), REVOKED when the key is destroyed.
+//!
+//! A carrier may run a pool of tors (one tor carries a few hundred onions well; issue 24).
+//! Each identity is *placed* on one tor, the least loaded with room (`tor.max_onions_per_tor`),
+//! and the placement is stored. A tor away for longer than `tor.failover_secs` has its onions
+//! published by the others (a *stand-in* each, again by load); when it returns they move back.
+//! A move takes the onion off the old tor before adding it to the new one, so no onion is ever
+//! published by two tors at once; and each onion moves at a moment drawn for it alone, like
+//! every restore. At start, placements are rebalanced: rows from before pools, rows on a tor
+//! no longer configured, and tors above their share give onions to tors below it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -16,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use onionpost_proto::onion::v1::{OnionService, OnionState, TorStatus};
+use onionpost_proto::onion::v1::{OnionService, OnionState, TorInstance, TorStatus};
 use onionpost_runtime::backoff::random_within;
 use onionpost_runtime::seal::Sealer;
 use onionpost_runtime::time::now_ms;
@@ -63,8 +72,12 @@ struct Live {
     /// When it was last added to tor, while no upload has succeeded since; for the publish
     /// time metric and the publish timeout.
     publishing_since: Option<Instant>,
-    /// Whether tor holds it on the current connection.
-    on_tor: bool,
+    /// Which tor of the pool holds it, on that tor's current connection.
+    on: Option<usize>,
+    /// The tor it is placed on (stored).
+    home: usize,
+    /// The tor that publishes it while its home has been away longer than the failover time.
+    stand_in: Option<usize>,
     /// When it is to be added back to tor, drawn for this onion alone (`random_within`).
     restore_at: Option<Instant>,
     pow_defense: bool,
@@ -77,10 +90,14 @@ struct Registry {
     by_service: HashMap<String, String>,
 }
 
-/// tor as seen through the control connection, for GetTorStatus.
+/// One tor of the pool as seen through its control connection, for placement and
+/// GetTorStatus.
 #[derive(Debug, Default)]
 struct TorView {
     control: Option<ControlConnection>,
+    /// Since when it has been away; from load until its first connection too, so a tor that
+    /// never comes fails over like one that died.
+    away_since: Option<Instant>,
     connected_since: Option<SystemTime>,
     tor_version: String,
     bootstrap_percent: u32,
@@ -88,6 +105,91 @@ struct TorView {
     last_error: String,
     failed_attempts: u64,
     socks: Option<String>,
+}
+
+/// How identities are spread over the carrier's tors and brought back to them.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// One name per tor of the pool, in configured order (its control address, or `child N`).
+    pub tors: Vec<String>,
+    /// Onions one tor publishes at most (0: no limit).
+    pub max_per_tor: u32,
+    /// How long a tor may be away before its onions are published on the others.
+    pub failover: Duration,
+    /// Window within which each missing onion is added back, at a moment drawn for it alone.
+    pub restore_spread: Duration,
+}
+
+impl Placement {
+    /// One tor without a limit: every carrier before pools.
+    pub fn single(name: &str, restore_spread: Duration) -> Placement {
+        Placement {
+            tors: vec![name.to_owned()],
+            max_per_tor: 0,
+            failover: Duration::from_secs(30),
+            restore_spread,
+        }
+    }
+}
+
+/// Which tor should publish an onion now: its home while that tor is connected, else its
+/// stand-in while that one is.
+fn wanted(live: &Live, usable: &[bool]) -> Option<usize> {
+    let up = |tor: usize| usable.get(tor).copied().unwrap_or(false);
+    if up(live.home) {
+        return Some(live.home);
+    }
+    live.stand_in.filter(|tor| up(*tor))
+}
+
+/// How many onions each tor publishes now or is about to.
+fn loads<'a>(lives: impl Iterator<Item = &'a Live>, usable: &[bool]) -> Vec<u32> {
+    let mut loads = vec![0; usable.len()];
+    for live in lives {
+        if let Some(tor) = wanted(live, usable).or(live.on) {
+            loads[tor] += 1;
+        }
+    }
+    loads
+}
+
+/// The connected tor with the fewest onions and room for one more (the first of equals).
+fn least_loaded(loads: &[u32], usable: &[bool], max_per_tor: u32) -> Option<usize> {
+    (0..loads.len())
+        .filter(|tor| usable[*tor] && (max_per_tor == 0 || loads[*tor] < max_per_tor))
+        .min_by_key(|tor| loads[*tor])
+}
+
+/// Placements at start, given each identity's stored tor (in identity order): identities
+/// without one, or on a tor no longer configured, are placed; a tor above its share (the
+/// limit, or an even split without one) gives its last identities to the tors below it.
+/// Returns the identities whose tor changed, with the new one.
+fn rebalance(stored: &[Option<u32>], tors: usize, max_per_tor: u32) -> Vec<(usize, usize)> {
+    if tors == 0 {
+        return Vec::new();
+    }
+    let share = if max_per_tor > 0 {
+        max_per_tor as usize
+    } else {
+        stored.len().div_ceil(tors)
+    };
+    let mut counts = vec![0_usize; tors];
+    let mut unplaced = Vec::new();
+    for (row, tor) in stored.iter().enumerate() {
+        match tor.map(|tor| tor as usize).filter(|tor| *tor < tors) {
+            Some(tor) if counts[tor] < share => counts[tor] += 1,
+            _ => unplaced.push(row),
+        }
+    }
+    let mut changed = Vec::new();
+    for row in unplaced {
+        let tor = (0..tors).min_by_key(|tor| counts[*tor]).unwrap_or(0);
+        counts[tor] += 1;
+        if stored[row] != Some(tor as u32) {
+            changed.push((row, tor));
+        }
+    }
+    changed
 }
 
 /// The onion service's state and operations; shared by the gRPC adapter and the supervisor.
@@ -98,14 +200,19 @@ pub struct Onions {
     /// `tor.socks` when configured; it wins over what tor reports.
     configured_socks: Option<String>,
     registry: Mutex<Registry>,
-    tor: Mutex<TorView>,
+    /// The pool, in configured order (one tor in most carriers).
+    tors: Mutex<Vec<TorView>>,
+    /// Each tor's name, in the same order.
+    tor_names: Vec<String>,
+    max_per_tor: u32,
+    failover: Duration,
     /// Serialises create, import and revoke: slot allocation and the idempotency checks
     /// read the registry and write the store as one step.
     changing: tokio::sync::Mutex<()>,
     changes: broadcast::Sender<OnionService>,
     connected: watch::Sender<bool>,
-    /// When the next ADD_ONION may go out (see [`ADD_SPACING`]).
-    next_add: tokio::sync::Mutex<Instant>,
+    /// When the next ADD_ONION may go out to each tor (see [`ADD_SPACING`]).
+    next_add: Vec<tokio::sync::Mutex<Instant>>,
     /// Window within which each missing onion is added back (`tor.restore_spread_secs`).
     restore_spread: Duration,
     /// How long a revoked identity's onion stays to serve its revocation
@@ -136,6 +243,11 @@ fn internal(what: &str) -> impl FnOnce(StoreError) -> OnionError + '_ {
     }
 }
 
+/// The tor a stored onion is placed on (rows are placed at load, so `None` does not stay).
+fn stored_home(stored: &StoredOnion) -> usize {
+    stored.tor.map_or(0, |tor| tor as usize)
+}
+
 /// Checks an identity id: opaque, but printable, without white space, and not too long.
 fn check_identity_id(identity_id: &str) -> Result<(), OnionError> {
     let valid = !identity_id.is_empty()
@@ -159,27 +271,44 @@ impl Onions {
         sealer: Sealer,
         plan: PortPlan,
         configured_socks: Option<String>,
-        restore_spread: Duration,
+        placement: Placement,
         revocation_serve: Duration,
     ) -> Result<Arc<Onions>, StoreError> {
         let mut registry = Registry::default();
         let now = SystemTime::now();
-        for stored in store.live().await? {
+        let mut rows = store.live().await?;
+        let homes: Vec<Option<u32>> = rows.iter().map(|row| row.tor).collect();
+        let changed = rebalance(&homes, placement.tors.len(), placement.max_per_tor);
+        for (row, tor) in &changed {
+            let tor = u32::try_from(*tor).unwrap_or(u32::MAX);
+            store.place(&rows[*row].identity_id, tor).await?;
+            rows[*row].tor = Some(tor);
+        }
+        if !changed.is_empty() {
+            tracing::info!(
+                placed = changed.len(),
+                tors = placement.tors.len(),
+                "onions placed on the tors of the pool"
+            );
+        }
+        for stored in rows {
             registry
                 .by_service
                 .insert(stored.service_id.clone(), stored.identity_id.clone());
             registry.by_identity.insert(
                 stored.identity_id.clone(),
                 Live {
-                    stored,
                     state: OnionState::Publishing,
                     last_error: String::new(),
                     state_changed_at: now,
                     last_published_at: None,
                     publishing_since: None,
-                    on_tor: false,
+                    on: None,
+                    home: stored_home(&stored),
+                    stand_in: None,
                     restore_at: None,
                     pow_defense: false,
+                    stored,
                 },
             );
         }
@@ -192,12 +321,28 @@ impl Onions {
             plan,
             configured_socks,
             registry: Mutex::new(registry),
-            tor: Mutex::new(TorView::default()),
+            tors: Mutex::new(
+                placement
+                    .tors
+                    .iter()
+                    .map(|_| TorView {
+                        away_since: Some(Instant::now()),
+                        ..TorView::default()
+                    })
+                    .collect(),
+            ),
+            next_add: placement
+                .tors
+                .iter()
+                .map(|_| tokio::sync::Mutex::new(Instant::now()))
+                .collect(),
+            tor_names: placement.tors,
+            max_per_tor: placement.max_per_tor,
+            failover: placement.failover,
             changing: tokio::sync::Mutex::new(()),
             changes,
             connected,
-            next_add: tokio::sync::Mutex::new(Instant::now()),
-            restore_spread,
+            restore_spread: placement.restore_spread,
             revocation_serve,
             retirements: tokio::sync::Notify::new(),
         });
@@ -232,6 +377,10 @@ impl Onions {
             state_changed_at: Some(timestamp(live.state_changed_at)),
             last_published_at: live.last_published_at.map(timestamp),
             last_error: live.last_error.clone(),
+            tor: live
+                .on
+                .and_then(|tor| self.tor_names.get(tor).cloned())
+                .unwrap_or_default(),
         }
     }
 
@@ -247,6 +396,7 @@ impl Onions {
             last_published_at: None,
             last_error: String::new(),
             retire_at: None,
+            tor: String::new(),
         }
     }
 
@@ -282,20 +432,67 @@ impl Onions {
         }
     }
 
-    fn control(&self) -> Result<ControlConnection, OnionError> {
-        let tor = lock(&self.tor);
-        match &tor.control {
-            Some(control) if !control.is_closed() => Ok(control.clone()),
-            _ => Err(OnionError::TorUnavailable(if tor.last_error.is_empty() {
-                "not connected to tor's control port yet".to_owned()
-            } else {
-                tor.last_error.clone()
-            })),
-        }
+    /// Tor `tor`'s control connection while it is up.
+    fn control_of(&self, tor: usize) -> Option<ControlConnection> {
+        lock(&self.tors)
+            .get(tor)
+            .and_then(|view| view.control.clone())
+            .filter(|control| !control.is_closed())
     }
 
-    fn pow_supported(&self) -> bool {
-        lock(&self.tor).pow_supported
+    /// Which tors of the pool are connected now.
+    fn usable(&self) -> Vec<bool> {
+        lock(&self.tors)
+            .iter()
+            .map(|view| {
+                view.control
+                    .as_ref()
+                    .is_some_and(|control| !control.is_closed())
+            })
+            .collect()
+    }
+
+    /// Why no tor can take a request: the first tor's error that has one.
+    fn unavailable(&self) -> OnionError {
+        let tors = lock(&self.tors);
+        let reason = tors
+            .iter()
+            .zip(&self.tor_names)
+            .find(|(view, _)| !view.last_error.is_empty())
+            .map(|(view, name)| match self.tor_names.len() {
+                1 => view.last_error.clone(),
+                _ => format!("{name}: {}", view.last_error),
+            });
+        OnionError::TorUnavailable(
+            reason.unwrap_or_else(|| "not connected to tor's control port yet".to_owned()),
+        )
+    }
+
+    /// The tor a new identity goes to: the connected one with the fewest onions and room.
+    fn place_new(&self) -> Result<(usize, ControlConnection), OnionError> {
+        let usable = self.usable();
+        if !usable.contains(&true) {
+            return Err(self.unavailable());
+        }
+        let loads = loads(lock(&self.registry).by_identity.values(), &usable);
+        let tor = least_loaded(&loads, &usable, self.max_per_tor)
+            .ok_or(OnionError::PoolFull(self.max_per_tor))?;
+        let control = self.control_of(tor).ok_or_else(|| self.unavailable())?;
+        Ok((tor, control))
+    }
+
+    fn pow_supported(&self, tor: usize) -> bool {
+        lock(&self.tors)
+            .get(tor)
+            .is_some_and(|view| view.pow_supported)
+    }
+
+    /// How a state message names a tor: by name only in a pool.
+    fn tor_label(&self, tor: usize) -> String {
+        match (self.tor_names.len(), self.tor_names.get(tor)) {
+            (2.., Some(name)) => format!("tor {name}"),
+            _ => "tor".to_owned(),
+        }
     }
 
     /// Adds an onion to tor, with the PoW defence where this tor takes it. A tor that refuses
@@ -303,16 +500,17 @@ impl Onions {
     /// without it, and is remembered as lacking it.
     async fn add_to_tor(
         &self,
+        tor: usize,
         control: &ControlConnection,
         key: OnionKey<'_>,
         ports: Vec<(u16, String)>,
     ) -> Result<(crate::control::AddedOnion, bool), ControlError> {
-        {
-            let mut next_add = self.next_add.lock().await;
+        if let Some(next_add) = self.next_add.get(tor) {
+            let mut next_add = next_add.lock().await;
             tokio::time::sleep_until((*next_add).into()).await;
             *next_add = Instant::now() + ADD_SPACING;
         }
-        let with_pow = self.pow_supported();
+        let with_pow = self.pow_supported(tor);
         let request = AddOnion {
             key,
             ports,
@@ -329,7 +527,9 @@ impl Onions {
                     reply = %text,
                     "tor refused the onion proof-of-work defence; onions run without it"
                 );
-                lock(&self.tor).pow_supported = false;
+                if let Some(view) = lock(&self.tors).get_mut(tor) {
+                    view.pow_supported = false;
+                }
                 let without = AddOnion {
                     pow_defense: false,
                     ..request
@@ -430,15 +630,15 @@ impl Onions {
         purposes: Vec<Purpose>,
         blob: Option<Zeroizing<String>>,
     ) -> Result<OnionService, OnionError> {
-        let control = self.control()?;
         let slot = self.free_slot().ok_or(OnionError::NoFreeSlot)?;
+        let (tor, control) = self.place_new()?;
         let ports = self.plan.add_onion_ports(slot, &purposes);
         let key = match &blob {
             Some(blob) => OnionKey::Existing(blob.as_str()),
             None => OnionKey::New,
         };
         let added_at = Instant::now();
-        let (added, pow_defense) = match self.add_to_tor(&control, key, ports).await {
+        let (added, pow_defense) = match self.add_to_tor(tor, &control, key, ports).await {
             Ok(added) => added,
             // 550: tor already hosts this address (another identity here, or a detached copy).
             Err(ControlError::Refused { code: 550, .. }) => {
@@ -486,6 +686,7 @@ impl Onions {
             created_at_ms: now_ms(),
             revoked_at_ms: None,
             retire_at_ms: None,
+            tor: Some(u32::try_from(tor).unwrap_or(u32::MAX)),
         };
         if let Err(error) = self.store.insert(&stored).await {
             // Not stored, so it must not stay on tor either.
@@ -504,7 +705,9 @@ impl Onions {
             state_changed_at: SystemTime::now(),
             last_published_at: None,
             publishing_since: Some(added_at),
-            on_tor: true,
+            on: Some(tor),
+            home: tor,
+            stand_in: None,
             restore_at: None,
             pow_defense,
         };
@@ -518,7 +721,7 @@ impl Onions {
         }
         let _ = self.changes.send(described.clone());
         self.record_state_metrics();
-        tracing::info!(pow_defense, "onion service added");
+        tracing::info!(pow_defense, tor, "onion service added");
         Ok(described)
     }
 
@@ -635,7 +838,7 @@ impl Onions {
             registry.by_identity.remove(identity_id);
             registry.by_service.remove(&live.stored.service_id);
         }
-        if let Ok(control) = self.control() {
+        if let Some(control) = live.on.and_then(|tor| self.control_of(tor)) {
             match control.del_onion(&live.stored.service_id).await {
                 Ok(_) => {}
                 // The connection is then lost, and the onion with it: tor removes onions of a
@@ -765,23 +968,32 @@ impl Onions {
             .collect()
     }
 
-    /// GetSocksEndpoint's address, when known.
+    /// GetSocksEndpoint's address, when known: `tor.socks`, else the first connected tor's.
     pub fn socks_endpoint(&self) -> Result<String, OnionError> {
         if let Some(socks) = &self.configured_socks {
             return Ok(socks.clone());
         }
-        let tor = lock(&self.tor);
-        tor.socks.clone().ok_or_else(|| {
-            OnionError::TorUnavailable(
-                "tor's SOCKS port is not known yet (set tor.socks, or wait for the control connection)"
-                    .to_owned(),
-            )
-        })
+        let tors = lock(&self.tors);
+        let connected = tors.iter().filter(|view| {
+            view.control
+                .as_ref()
+                .is_some_and(|control| !control.is_closed())
+        });
+        connected
+            .chain(tors.iter())
+            .find_map(|view| view.socks.clone())
+            .ok_or_else(|| {
+                OnionError::TorUnavailable(
+                    "tor's SOCKS port is not known yet (set tor.socks, or wait for the control connection)"
+                        .to_owned(),
+                )
+            })
     }
 
-    /// GetTorStatus.
+    /// GetTorStatus: each tor of the pool, and the sum.
     pub fn tor_status(&self) -> TorStatus {
-        let (publishing, online, failed) = {
+        let count_tors = self.tor_names.len();
+        let (publishing, online, failed, held, placed) = {
             let registry = lock(&self.registry);
             let count = |state: OnionState| {
                 u32::try_from(
@@ -793,86 +1005,163 @@ impl Onions {
                 )
                 .unwrap_or(u32::MAX)
             };
+            let mut held = vec![0_u32; count_tors];
+            let mut placed = vec![0_u32; count_tors];
+            for live in registry.by_identity.values() {
+                if let Some(tor) = live.on {
+                    held[tor] += 1;
+                }
+                if let Some(home) = placed.get_mut(live.home) {
+                    *home += 1;
+                }
+            }
             (
                 count(OnionState::Publishing),
                 count(OnionState::Online),
                 count(OnionState::Failed),
+                held,
+                placed,
             )
         };
-        let tor = lock(&self.tor);
-        let connected = tor
-            .control
-            .as_ref()
-            .is_some_and(|control| !control.is_closed());
+        let tors = lock(&self.tors);
+        let instances: Vec<TorInstance> = tors
+            .iter()
+            .enumerate()
+            .map(|(index, view)| {
+                let connected = view
+                    .control
+                    .as_ref()
+                    .is_some_and(|control| !control.is_closed());
+                TorInstance {
+                    name: self.tor_names[index].clone(),
+                    control_connected: connected,
+                    connected_since: view.connected_since.filter(|_| connected).map(timestamp),
+                    tor_version: if connected {
+                        view.tor_version.clone()
+                    } else {
+                        String::new()
+                    },
+                    bootstrap_percent: if connected { view.bootstrap_percent } else { 0 },
+                    last_error: view.last_error.clone(),
+                    failed_connect_attempts: view.failed_attempts,
+                    onions: held[index],
+                    onions_placed: placed[index],
+                }
+            })
+            .collect();
+        let first_connected = instances.iter().position(|tor| tor.control_connected);
+        let summary = first_connected.map(|index| (&instances[index], &tors[index]));
         TorStatus {
-            control_connected: connected,
-            connected_since: tor.connected_since.filter(|_| connected).map(timestamp),
-            tor_version: if connected {
-                tor.tor_version.clone()
-            } else {
-                String::new()
-            },
-            bootstrap_percent: if connected { tor.bootstrap_percent } else { 0 },
-            pow_defense_supported: tor.pow_supported,
-            last_error: tor.last_error.clone(),
+            control_connected: summary.is_some(),
+            connected_since: summary.and_then(|(tor, _)| tor.connected_since),
+            tor_version: summary
+                .map(|(tor, _)| tor.tor_version.clone())
+                .unwrap_or_default(),
+            bootstrap_percent: summary.map_or(0, |(tor, _)| tor.bootstrap_percent),
+            pow_defense_supported: summary.is_some_and(|(_, view)| view.pow_supported),
+            last_error: instances
+                .iter()
+                .find(|tor| !tor.last_error.is_empty())
+                .map(|tor| match count_tors {
+                    1 => tor.last_error.clone(),
+                    _ => format!("{}: {}", tor.name, tor.last_error),
+                })
+                .unwrap_or_default(),
             onions_publishing: publishing,
             onions_online: online,
             onions_failed: failed,
-            failed_connect_attempts: tor.failed_attempts,
+            failed_connect_attempts: instances
+                .iter()
+                .map(|tor| tor.failed_connect_attempts)
+                .max()
+                .unwrap_or(0),
+            tors: instances,
         }
     }
 
-    // --- what the supervisor reports ----------------------------------------------------
+    // --- what the supervisors report ------------------------------------------------------
 
-    /// A connection attempt failed: reported, counted, and every live onion is FAILED with
-    /// the reason until tor is back.
-    pub(crate) fn on_connect_failed(&self, error: &ControlError) {
+    /// A connection attempt to tor `tor` failed: reported, counted, and every onion waiting
+    /// for that tor alone is FAILED with the reason until it is back (or a stand-in takes it).
+    pub(crate) fn on_connect_failed(&self, tor: usize, error: &ControlError) {
         let message = error.to_string();
         let attempts = {
-            let mut tor = lock(&self.tor);
-            tor.failed_attempts += 1;
-            tor.last_error = message.clone();
-            tor.failed_attempts
+            let mut tors = lock(&self.tors);
+            let Some(view) = tors.get_mut(tor) else {
+                return;
+            };
+            view.failed_attempts += 1;
+            view.last_error = message.clone();
+            view.failed_attempts
         };
         metrics::counter!("onionpost_onion_tor_connect_failures_total").increment(1);
         // The first failure and then every tenth, so a long outage does not flood the log.
         if attempts == 1 || attempts % 10 == 0 {
-            tracing::warn!(error = %message, attempts, "cannot use tor's control port; retrying");
+            tracing::warn!(error = %message, attempts, tor, "cannot use tor's control port; retrying");
         }
-        self.fail_all(&format!("tor is unreachable: {message}"));
-    }
-
-    /// The connection ended.
-    pub(crate) fn on_disconnected(&self, error: &ControlError) {
-        let message = error.to_string();
-        {
-            let mut tor = lock(&self.tor);
-            tor.control = None;
-            tor.connected_since = None;
-            tor.last_error = message.clone();
-        }
-        let _ = self.connected.send(false);
-        metrics::gauge!("onionpost_onion_tor_control_connected").set(0.0);
-        tracing::warn!(error = %message, "lost tor's control connection; reconnecting");
-        self.fail_all(&format!("tor is unreachable: {message}"));
-    }
-
-    fn fail_all(&self, message: &str) {
+        let usable = self.usable();
+        let reason = format!("{} is unreachable: {message}", self.tor_label(tor));
         {
             let mut registry = lock(&self.registry);
             for live in registry.by_identity.values_mut() {
-                live.on_tor = false;
-                live.restore_at = None;
-                live.publishing_since = None;
-                self.set_state(live, OnionState::Failed, message);
+                if live.on.is_none() && live.home == tor && wanted(live, &usable).is_none() {
+                    live.restore_at = None;
+                    live.publishing_since = None;
+                    self.set_state(live, OnionState::Failed, &reason);
+                }
             }
         }
         self.record_state_metrics();
     }
 
-    /// A connection is up: record it, then add every live onion back with its stored key.
+    /// Tor `tor`'s connection ended: its onions are gone from it (tor removes the onions of a
+    /// closed control connection) and FAILED until it or a stand-in publishes them again.
+    pub(crate) fn on_disconnected(&self, tor: usize, error: &ControlError) {
+        let message = error.to_string();
+        let any_left = {
+            let mut tors = lock(&self.tors);
+            if let Some(view) = tors.get_mut(tor) {
+                view.control = None;
+                view.connected_since = None;
+                view.away_since = Some(Instant::now());
+                view.last_error = message.clone();
+            }
+            tors.iter().any(|view| {
+                view.control
+                    .as_ref()
+                    .is_some_and(|control| !control.is_closed())
+            })
+        };
+        let _ = self.connected.send(any_left);
+        metrics::gauge!("onionpost_onion_tor_control_connected").set(if any_left {
+            1.0
+        } else {
+            0.0
+        });
+        tracing::warn!(error = %message, tor, "lost tor's control connection; reconnecting");
+        let reason = format!("{} is unreachable: {message}", self.tor_label(tor));
+        {
+            let mut registry = lock(&self.registry);
+            for live in registry.by_identity.values_mut() {
+                if live.on == Some(tor) {
+                    live.on = None;
+                    live.publishing_since = None;
+                    self.set_state(live, OnionState::Failed, &reason);
+                }
+                // Moments drawn for this tor are drawn again when it (or a stand-in) is there.
+                if live.on.is_none() {
+                    live.restore_at = None;
+                }
+            }
+        }
+        self.record_state_metrics();
+    }
+
+    /// Tor `tor` is connected: record it, then add back the onions it is to publish, each at
+    /// its own moment (its own, and those that moved to a stand-in while it was away).
     pub(crate) async fn on_connected(
         &self,
+        tor: usize,
         control: ControlConnection,
         tor_version: String,
         bootstrap_percent: u32,
@@ -880,85 +1169,165 @@ impl Onions {
     ) {
         let pow_supported = crate::control::version_at_least(&tor_version, POW_ADD_ONION_SINCE);
         {
-            let mut tor = lock(&self.tor);
-            tor.control = Some(control.clone());
-            tor.connected_since = Some(SystemTime::now());
-            tor.tor_version = tor_version.clone();
-            tor.bootstrap_percent = bootstrap_percent;
-            tor.pow_supported = pow_supported;
-            tor.last_error.clear();
-            tor.failed_attempts = 0;
-            tor.socks = socks;
+            let mut tors = lock(&self.tors);
+            let Some(view) = tors.get_mut(tor) else {
+                return;
+            };
+            view.control = Some(control.clone());
+            view.connected_since = Some(SystemTime::now());
+            view.away_since = None;
+            view.tor_version = tor_version.clone();
+            view.bootstrap_percent = bootstrap_percent;
+            view.pow_supported = pow_supported;
+            view.last_error.clear();
+            view.failed_attempts = 0;
+            view.socks = socks;
         }
         let _ = self.connected.send(true);
         metrics::gauge!("onionpost_onion_tor_control_connected").set(1.0);
-        tracing::info!(tor_version = %tor_version, bootstrap_percent, pow_supported, "connected to tor");
-        let restored = self.restore_missing(&control).await;
-        let waiting = lock(&self.registry)
-            .by_identity
-            .values()
-            .filter(|live| !live.on_tor)
-            .count();
+        tracing::info!(tor_version = %tor_version, bootstrap_percent, pow_supported, tor, "connected to tor");
+        let restored = self.restore_missing(tor, &control).await;
+        let waiting = self.missing_on(tor).count();
         if restored > 0 || waiting > 0 {
             tracing::info!(
                 restored,
                 waiting,
+                tor,
                 spread = ?self.restore_spread,
-                "onion services are added back to tor, each at its own moment"
+                "onion services are added to tor, each at its own moment"
             );
         }
     }
 
-    /// When the next missing onion is due to be added back, if one is scheduled.
-    pub(crate) fn next_restore(&self) -> Option<Instant> {
+    /// Identities (their ids) that tor `tor` is to publish and does not yet.
+    fn missing_on(&self, tor: usize) -> impl Iterator<Item = String> {
+        let usable = self.usable();
+        let registry = lock(&self.registry);
+        registry
+            .by_identity
+            .values()
+            .filter(|live| wanted(live, &usable) == Some(tor) && live.on != Some(tor))
+            .map(|live| live.stored.identity_id.clone())
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    /// Gives each onion whose tor has been away longer than `tor.failover_secs` a stand-in:
+    /// the connected tor with the fewest onions and room. It is added there at its own moment
+    /// (see [`Self::restore_missing`]). Onions for which no tor has room stay FAILED.
+    pub(crate) fn fail_over(&self) {
+        let (usable, gone): (Vec<bool>, Vec<bool>) = {
+            let tors = lock(&self.tors);
+            tors.iter()
+                .map(|view| {
+                    let up = view
+                        .control
+                        .as_ref()
+                        .is_some_and(|control| !control.is_closed());
+                    let gone = !up
+                        && view
+                            .away_since
+                            .is_some_and(|since| since.elapsed() >= self.failover);
+                    (up, gone)
+                })
+                .unzip()
+        };
+        if !gone.contains(&true) || !usable.contains(&true) {
+            return;
+        }
+        let mut registry = lock(&self.registry);
+        let mut loads = loads(registry.by_identity.values(), &usable);
+        let (mut moved, mut stuck) = (0_u32, 0_u32);
+        for live in registry.by_identity.values_mut() {
+            let orphaned = gone.get(live.home).copied().unwrap_or(false)
+                && live.on.is_none()
+                && wanted(live, &usable).is_none();
+            if !orphaned {
+                continue;
+            }
+            match least_loaded(&loads, &usable, self.max_per_tor) {
+                Some(tor) => {
+                    loads[tor] += 1;
+                    live.stand_in = Some(tor);
+                    live.restore_at = None;
+                    moved += 1;
+                }
+                None => stuck += 1,
+            }
+        }
+        if moved > 0 || stuck > 0 {
+            tracing::warn!(
+                moved,
+                without_room = stuck,
+                "a tor of the pool is away: its onions go to the others"
+            );
+        }
+    }
+
+    /// When the next onion is due to be added to tor `tor`, if one is scheduled.
+    pub(crate) fn next_restore(&self, tor: usize) -> Option<Instant> {
+        let usable = self.usable();
         lock(&self.registry)
             .by_identity
             .values()
-            .filter(|live| !live.on_tor)
+            .filter(|live| wanted(live, &usable) == Some(tor) && live.on != Some(tor))
             .filter_map(|live| live.restore_at)
             .min()
     }
 
-    /// Adds back every live onion tor does not hold on this connection whose moment has come;
-    /// returns how many were added. An onion missing without a moment is given one first:
-    /// after a restart every identity comes back at a time drawn for it alone, so peers cannot
-    /// tell co-hosted identities by their onions reappearing together (issue 18, 6). Failures
-    /// leave the onion FAILED, to be given a new moment on the next tick.
-    pub(crate) async fn restore_missing(&self, control: &ControlConnection) -> usize {
+    /// Adds to tor `tor` every onion it is to publish and does not whose moment has come;
+    /// returns how many were added. An onion without a moment is given one first: after a
+    /// restart, a failover or a tor's return, every identity comes at a time drawn for it
+    /// alone, so peers cannot tell co-hosted identities by their onions reappearing together
+    /// (issue 18, 6). An onion another tor still publishes (a stand-in, when its home is back)
+    /// is taken off that tor first: never on two at once. Failures leave the onion FAILED, to be
+    /// given a new moment on the next tick.
+    pub(crate) async fn restore_missing(&self, tor: usize, control: &ControlConnection) -> usize {
         let now = Instant::now();
-        let missing: Vec<StoredOnion> = {
+        let usable = self.usable();
+        let missing: Vec<(StoredOnion, Option<usize>)> = {
             let mut registry = lock(&self.registry);
             let mut due = Vec::new();
             for live in registry
                 .by_identity
                 .values_mut()
-                .filter(|live| !live.on_tor)
+                .filter(|live| wanted(live, &usable) == Some(tor) && live.on != Some(tor))
             {
                 let at = *live
                     .restore_at
                     .get_or_insert_with(|| now + random_within(self.restore_spread));
                 if at <= now {
                     live.restore_at = None;
-                    due.push(live.stored.clone());
+                    due.push((live.stored.clone(), live.on));
                 }
             }
             due
         };
         let mut restored = 0;
-        for stored in missing {
+        for (stored, from) in missing {
             let Some(slot) = stored.slot else { continue };
+            if let Some(from) = from
+                && !self.take_off(from, &stored).await
+            {
+                continue;
+            }
             let outcome = match self.open_key(&stored) {
                 Ok(blob) => {
                     let ports = self.plan.add_onion_ports(slot, &stored.purposes);
                     let mut outcome = self
-                        .add_to_tor(control, OnionKey::Existing(blob.as_str()), ports.clone())
+                        .add_to_tor(
+                            tor,
+                            control,
+                            OnionKey::Existing(blob.as_str()),
+                            ports.clone(),
+                        )
                         .await;
                     if let Err(ControlError::Refused { code: 550, .. }) = outcome {
                         // A copy from an earlier connection that tor kept (detached by someone
                         // else): replace it with ours.
                         let _ = control.del_onion(&stored.service_id).await;
                         outcome = self
-                            .add_to_tor(control, OnionKey::Existing(blob.as_str()), ports)
+                            .add_to_tor(tor, control, OnionKey::Existing(blob.as_str()), ports)
                             .await;
                     }
                     outcome.map_err(|error| error.to_string())
@@ -971,7 +1340,7 @@ impl Onions {
                 match registry.by_identity.get_mut(&stored.identity_id) {
                     None => true,
                     Some(live) => {
-                        self.record_restore(live, outcome, added_at, &mut restored);
+                        self.record_restore(tor, live, outcome, added_at, &mut restored);
                         false
                     }
                 }
@@ -984,8 +1353,35 @@ impl Onions {
         restored
     }
 
+    /// Takes an onion off tor `from` before another tor publishes it; whether it is off. A tor
+    /// that is not connected holds nothing of ours (tor drops a closed connection's onions); a
+    /// DEL_ONION that fails on a live connection leaves the onion where it is for now.
+    async fn take_off(&self, from: usize, stored: &StoredOnion) -> bool {
+        let off = match self.control_of(from) {
+            None => true,
+            Some(other) => match other.del_onion(&stored.service_id).await {
+                Ok(_) | Err(ControlError::Refused { .. }) => true,
+                Err(_) if other.is_closed() => true,
+                Err(error) => {
+                    tracing::warn!(%error, tor = from, "cannot take an onion off a tor; it stays there for now");
+                    false
+                }
+            },
+        };
+        if off
+            && let Some(live) = lock(&self.registry)
+                .by_identity
+                .get_mut(&stored.identity_id)
+            && live.on == Some(from)
+        {
+            live.on = None;
+        }
+        off
+    }
+
     fn record_restore(
         &self,
+        tor: usize,
         live: &mut Live,
         outcome: Result<(crate::control::AddedOnion, bool), String>,
         added_at: Instant,
@@ -993,14 +1389,17 @@ impl Onions {
     ) {
         match outcome {
             Ok((_, pow_defense)) => {
-                live.on_tor = true;
+                live.on = Some(tor);
+                if tor == live.home {
+                    live.stand_in = None;
+                }
                 live.pow_defense = pow_defense;
                 live.publishing_since = Some(added_at);
                 self.set_state(live, OnionState::Publishing, "");
                 *restored += 1;
             }
             Err(message) => {
-                tracing::warn!(error = %message, "cannot add an onion service back to tor");
+                tracing::warn!(error = %message, tor, "cannot add an onion service to tor");
                 self.set_state(
                     live,
                     OnionState::Failed,
@@ -1010,8 +1409,8 @@ impl Onions {
         }
     }
 
-    /// An HS_DESC event about one of our onions.
-    pub(crate) fn on_hs_desc(&self, event: HsDescEvent) {
+    /// An HS_DESC event from tor `tor` about one of the onions it publishes.
+    pub(crate) fn on_hs_desc(&self, tor: usize, event: HsDescEvent) {
         let changed = {
             let mut registry = lock(&self.registry);
             let service_id = match &event {
@@ -1025,6 +1424,10 @@ impl Onions {
             let Some(live) = registry.by_identity.get_mut(&identity_id) else {
                 return;
             };
+            // A late event from a tor the onion has left says nothing about it now.
+            if live.on != Some(tor) {
+                return;
+            }
             match event {
                 HsDescEvent::Uploaded { .. } => {
                     live.last_published_at = Some(SystemTime::now());
@@ -1055,9 +1458,11 @@ impl Onions {
         }
     }
 
-    /// Bootstrap progress from a STATUS_CLIENT event.
-    pub(crate) fn on_bootstrap(&self, percent: u32) {
-        lock(&self.tor).bootstrap_percent = percent;
+    /// Bootstrap progress of tor `tor` from a STATUS_CLIENT event.
+    pub(crate) fn on_bootstrap(&self, tor: usize, percent: u32) {
+        if let Some(view) = lock(&self.tors).get_mut(tor) {
+            view.bootstrap_percent = percent;
+        }
     }
 
     /// Periodic check: onions PUBLISHING for too long are FAILED (tor keeps trying).
@@ -1087,11 +1492,42 @@ impl Onions {
         }
     }
 
-    /// Whether any live onion is not on tor (to be retried on the next tick).
-    pub(crate) fn any_missing(&self) -> bool {
-        lock(&self.registry)
-            .by_identity
-            .values()
-            .any(|live| !live.on_tor)
+    /// Whether tor `tor` is to publish an onion it does not (to be added on the next tick).
+    pub(crate) fn any_missing(&self, tor: usize) -> bool {
+        self.missing_on(tor).next().is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_places_unplaced_rows_and_evens_out_the_pool() {
+        // Rows from before pools (no tor) on a pool of two: half each.
+        assert_eq!(
+            rebalance(&[None, None, None, None], 2, 0),
+            vec![(0, 0), (1, 1), (2, 0), (3, 1)]
+        );
+        // A carrier that grew from one tor to two: the first tor gives its last two away.
+        assert_eq!(
+            rebalance(&[Some(0), Some(0), Some(0), Some(0)], 2, 0),
+            vec![(2, 1), (3, 1)]
+        );
+        // Balanced, or within the limit: nothing moves.
+        assert!(rebalance(&[Some(0), Some(1), Some(0)], 2, 0).is_empty());
+        assert!(rebalance(&[Some(0), Some(0), Some(1)], 2, 5).is_empty());
+        // A tor no longer configured: its rows go to the others.
+        assert_eq!(rebalance(&[Some(0), Some(4)], 2, 0), vec![(1, 1)]);
+        // Above the limit: the excess goes where there is room.
+        assert_eq!(rebalance(&[Some(0), Some(0), Some(0)], 3, 2), vec![(2, 1)]);
+    }
+
+    #[test]
+    fn the_least_loaded_connected_tor_with_room_takes_a_new_onion() {
+        assert_eq!(least_loaded(&[3, 1, 0], &[true, true, false], 0), Some(1));
+        assert_eq!(least_loaded(&[2, 2], &[true, true], 0), Some(0));
+        assert_eq!(least_loaded(&[2, 2], &[true, true], 2), None);
+        assert_eq!(least_loaded(&[0, 0], &[false, false], 0), None);
     }
 }

@@ -38,13 +38,20 @@ const CHILD_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// `NEW:ED25519-V3` in 0.3.3; 0.3.5 is the oldest long-term release with both).
 const V3_SINCE: [u32; 4] = [0, 3, 5, 0];
 
-/// Runs until `shutdown`: keeps a control connection to tor, and tor itself when it is ours.
-pub async fn supervise(onions: Arc<Onions>, tor: TorConnection, shutdown: CancellationToken) {
+/// Runs until `shutdown`: keeps a control connection to tor `index` of the pool, and tor itself
+/// when it is ours.
+pub async fn supervise(
+    onions: Arc<Onions>,
+    index: usize,
+    tor: TorConnection,
+    shutdown: CancellationToken,
+) {
     let mut child = match &tor {
         TorConnection::Child {
             binary,
             dir,
             include,
+            ..
         } => Some(TorChild::new(binary.clone(), dir.clone(), include.clone())),
         TorConnection::External { .. } => None,
     };
@@ -78,13 +85,13 @@ pub async fn supervise(onions: Arc<Onions>, tor: TorConnection, shutdown: Cancel
         match outcome {
             Ok((control, events, version)) => {
                 backoff.reset();
-                let ended = session(&onions, control, events, version, &shutdown).await;
+                let ended = session(&onions, index, control, events, version, &shutdown).await;
                 if shutdown.is_cancelled() {
                     break;
                 }
-                onions.on_disconnected(&ended);
+                onions.on_disconnected(index, &ended);
             }
-            Err(error) => onions.on_connect_failed(&error),
+            Err(error) => onions.on_connect_failed(index, &error),
         }
         let pause = backoff.pause();
         tokio::select! {
@@ -95,7 +102,7 @@ pub async fn supervise(onions: Arc<Onions>, tor: TorConnection, shutdown: Cancel
     if let Some(mut child) = child {
         child.stop().await;
     }
-    tracing::info!("tor supervisor stopped");
+    tracing::info!(tor = index, "tor supervisor stopped");
 }
 
 /// Refuses a tor that cannot host v3 onions through the control port: too old, or its
@@ -123,6 +130,7 @@ async fn check_onion_support(
 /// One connection's life: set up, add onions back, follow events until it ends.
 async fn session(
     onions: &Onions,
+    index: usize,
     control: ControlConnection,
     mut events: Events,
     version: String,
@@ -148,13 +156,13 @@ async fn session(
         Err(error) => return error,
     };
     onions
-        .on_connected(control.clone(), version, bootstrap, socks)
+        .on_connected(index, control.clone(), version, bootstrap, socks)
         .await;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Each missing onion comes back at its own moment, not on the next tick.
-        let next_restore = onions.next_restore();
+        let next_restore = onions.next_restore(index);
         let restore_due = async {
             match next_restore {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -163,27 +171,30 @@ async fn session(
         };
         tokio::select! {
             () = restore_due => {
-                onions.restore_missing(&control).await;
+                onions.restore_missing(index, &control).await;
             }
             event = events.recv() => {
                 let Some(event) = event else {
                     return ControlError::Closed;
                 };
                 if let Some(hs_desc) = parse_hs_desc(&event) {
-                    onions.on_hs_desc(hs_desc);
+                    onions.on_hs_desc(index, hs_desc);
                 } else if let Some(percent) = event
                     .lines
                     .first()
                     .and_then(|line| line.text.strip_prefix("STATUS_CLIENT "))
                     .and_then(parse_bootstrap_progress)
                 {
-                    onions.on_bootstrap(percent);
+                    onions.on_bootstrap(index, percent);
                 }
             }
             _ = tick.tick() => {
                 onions.check_publish_timeouts();
-                if onions.any_missing() {
-                    onions.restore_missing(&control).await;
+                // Onions of a tor away for longer than tor.failover_secs get a stand-in among
+                // the connected tors (this one or another); each comes at its own moment.
+                onions.fail_over();
+                if onions.any_missing(index) {
+                    onions.restore_missing(index, &control).await;
                 }
                 if control.is_closed() {
                     return ControlError::Closed;

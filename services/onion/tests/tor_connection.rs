@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use onionpost_onion::control::Credentials;
 use onionpost_onion::ports::PortPlan;
-use onionpost_onion::{Onions, TorConnection, store};
+use onionpost_onion::{Onions, Placement, TorConnection, store};
 use onionpost_proto::onion::v1::TorStatus;
 use onionpost_runtime::Database;
 use onionpost_runtime::seal::CarrierSecret;
@@ -29,7 +29,7 @@ async fn onions(dir: &Path) -> Arc<Onions> {
         sealer,
         plan,
         None,
-        Duration::ZERO,
+        Placement::single("tor", Duration::ZERO),
         Duration::ZERO,
     )
     .await
@@ -104,6 +104,7 @@ async fn tor_without_onion_support_is_reported_and_retried() {
         let shutdown = CancellationToken::new();
         let supervisor = tokio::spawn(onionpost_onion::tor::supervise(
             onions.clone(),
+            0,
             TorConnection::External {
                 address,
                 credentials: Credentials::Auto,
@@ -152,7 +153,9 @@ async fn a_killed_tor_child_is_started_again() {
     .unwrap();
     let supervisor = tokio::spawn(onionpost_onion::tor::supervise(
         onions.clone(),
+        0,
         TorConnection::Child {
+            index: 0,
             binary: tor.into(),
             dir: tor_dir.clone(),
             include: Some(include),

@@ -98,11 +98,14 @@ keys! {
     "data_dir": String = DEFAULT_DATA_DIR => "directory for SQLite databases, sealed keys and message blobs",
     "database_url": String => "postgres://… to use PostgreSQL (a schema per service); absent: SQLite under data_dir",
     "secret": String => "secret that seals private keys and mail at rest; absent: generated once into data_dir/secret",
-    "tor.control": String => "host:port of tor's control port; absent: start and supervise a tor child process",
+    "tor.control": String => "host:port of tor's control port, or several separated by commas (a pool: identities are spread over the tors); absent: start and supervise tor child processes",
     "tor.control_password": String => "password for tor's control port (HashedControlPassword)",
-    "tor.cookie_file": String => "path of tor's control auth cookie (CookieAuthentication)",
+    "tor.cookie_file": String => "path of tor's control auth cookie (CookieAuthentication); one tor only (a pool: a password, or the cookie each tor names)",
     "tor.socks": String => "host:port of tor's SOCKS port, for outbound onion connections",
     "tor.binary": String = "tor" => "tor executable started when tor.control is absent",
+    "tor.instances": Integer = "1" => "tor child processes started when tor.control is absent (a pool on one machine)",
+    "tor.max_onions_per_tor": Integer = "0" => "identities' onions one tor publishes at most; a new identity goes to the least-loaded tor with room (0: no limit)",
+    "tor.failover_secs": Integer = "30" => "seconds a tor of a pool may stay unreachable before its identities are published on the other tors (they move back when it returns)",
     "tor.child_torrc": String => "file %included at the end of the tor child's torrc (bridges, a private network's DirAuthority lines)",
     "tor.target_host": String => "IP address tor uses to reach this process's onion listeners (tor in another container); `auto`: this host's address on the route to tor.control",
     "tor.target_ports": String = "10000-19999" => "first-last target ports for identities' onion listeners, four per identity",
@@ -445,8 +448,15 @@ impl fmt::Debug for Secret {
 /// How to reach tor.
 #[derive(Debug, Clone)]
 pub struct TorSettings {
-    /// `host:port` of the control port; `None`: start a tor child process.
-    pub control: Option<HostPort>,
+    /// `host:port` of each tor's control port (a pool when several); empty: start
+    /// [`TorSettings::instances`] tor child processes.
+    pub control: Vec<HostPort>,
+    /// Tor child processes to start when `control` is empty.
+    pub instances: u32,
+    /// Onions one tor publishes at most (0: no limit).
+    pub max_onions_per_tor: u32,
+    /// How long a tor of a pool may be away before its onions are published on the others.
+    pub failover: Duration,
     pub auth: TorAuth,
     pub socks: Option<HostPort>,
     pub binary: PathBuf,
@@ -788,6 +798,28 @@ impl Values {
         self.parse(path, "an IP:port address (e.g. 127.0.0.1:8080)")
     }
 
+    /// A comma-separated list of `host:port`; empty when unset.
+    fn host_ports(&self, path: &str) -> Result<Vec<HostPort>, ConfigError> {
+        let Some((text, source)) = self.non_empty(path) else {
+            return Ok(Vec::new());
+        };
+        let parsed: Vec<HostPort> = text
+            .split(',')
+            .map(|part| part.trim().parse::<HostPort>())
+            .collect::<Result<_, _>>()
+            .map_err(|why| ConfigError::new(format!("key `{path}` {source}: {why}")))?;
+        if let Some(twice) = parsed
+            .iter()
+            .enumerate()
+            .find_map(|(index, one)| parsed[..index].contains(one).then_some(one))
+        {
+            return Err(ConfigError::new(format!(
+                "key `{path}` {source}: names {twice} twice"
+            )));
+        }
+        Ok(parsed)
+    }
+
     fn host_port(&self, path: &str) -> Result<Option<HostPort>, ConfigError> {
         let Some((text, source)) = self.non_empty(path) else {
             return Ok(None);
@@ -867,12 +899,37 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         (None, Some((path, _))) => TorAuth::Cookie(PathBuf::from(path)),
         (None, None) => TorAuth::Auto,
     };
-    let control = values.host_port("tor.control")?;
+    let control = values.host_ports("tor.control")?;
+    if control.len() > 1
+        && let TorAuth::Cookie(_) = auth
+        && let Some((_, source)) = values.non_empty("tor.cookie_file")
+    {
+        return Err(ConfigError::new(format!(
+            "key `tor.cookie_file` {source}: names one tor's cookie, and tor.control names several; set tor.control_password, or neither (each tor's cookie file is then the one it names)"
+        )));
+    }
+    let instances = {
+        let (value, source) = values.number("tor.instances")?;
+        u32::try_from(value)
+            .ok()
+            .filter(|value| (1..=64).contains(value))
+            .ok_or_else(|| {
+                ConfigError::new(format!(
+                    "key `tor.instances` {source}: `{value}` is not a number from 1 to 64"
+                ))
+            })?
+    };
+    let max_onions_per_tor = {
+        let (value, source) = values.number("tor.max_onions_per_tor")?;
+        u32::try_from(value).map_err(|_| {
+            ConfigError::new(format!(
+                "key `tor.max_onions_per_tor` {source}: `{value}` is not a number of onions"
+            ))
+        })?
+    };
     let target_host = match values.non_empty("tor.target_host") {
         None => None,
-        Some(("auto", source)) => {
-            Some(address_toward(control.as_ref(), &source.to_string())?)
-        }
+        Some(("auto", source)) => Some(address_toward(control.first(), &source.to_string())?),
         Some((text, source)) => Some(text.parse().map_err(|_| {
             ConfigError::new(format!(
                 "key `tor.target_host` {source}: `{text}` is not an IP address (tor wants an IP, not a host name)"
@@ -889,6 +946,9 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
     };
     let tor = TorSettings {
         control,
+        instances,
+        max_onions_per_tor,
+        failover: values.seconds_or_zero("tor.failover_secs")?,
         auth,
         socks: values.host_port("tor.socks")?,
         binary: PathBuf::from(values.text("tor.binary")?.0),
@@ -1239,7 +1299,8 @@ mod tests {
                 dir: PathBuf::from(DEFAULT_DATA_DIR)
             }
         );
-        assert!(config.tor.control.is_none());
+        assert!(config.tor.control.is_empty());
+        assert_eq!(config.tor.instances, 1);
         assert!(matches!(config.tor.auth, TorAuth::Auto));
     }
 
@@ -1277,6 +1338,24 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_of_tors_is_a_list_of_control_ports() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("ONIONPOST_TOR_CONTROL", "tor-1:9051, 10.0.0.7:9051"),
+                ("ONIONPOST_TOR_CONTROL_PASSWORD", "hunter2"),
+                ("ONIONPOST_TOR_MAX_ONIONS_PER_TOR", "250"),
+                ("ONIONPOST_TOR_FAILOVER_SECS", "5"),
+            ]),
+        )
+        .unwrap();
+        let hosts: Vec<String> = config.tor.control.iter().map(ToString::to_string).collect();
+        assert_eq!(hosts, ["tor-1:9051", "10.0.0.7:9051"]);
+        assert_eq!(config.tor.max_onions_per_tor, 250);
+        assert_eq!(config.tor.failover, Duration::from_secs(5));
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let config = Config::load(
             Some(&file(
@@ -1298,10 +1377,10 @@ mod tests {
         assert_eq!(config.admin.listen, "127.0.0.1:9999".parse().unwrap());
         assert_eq!(
             config.tor.control,
-            Some(HostPort {
+            vec![HostPort {
                 host: "tor".into(),
                 port: 9051
-            })
+            }]
         );
         assert!(matches!(&config.tor.auth, TorAuth::Password(p) if p.expose() == "hunter2"));
         assert!(matches!(config.database, DatabaseSettings::Postgres { .. }));
@@ -1407,6 +1486,21 @@ mod tests {
         );
         assert!(error(None, &[("ONIONPOST_REMOTE_KEYS", "keys:50051")]).contains("`remote.keys`"));
         assert!(error(None, &[("ONIONPOST_TOR_CONTROL", "tor")]).contains("`tor.control`"));
+        assert!(
+            error(None, &[("ONIONPOST_TOR_CONTROL", "tor-1:9051,tor-1:9051")])
+                .contains("names tor-1:9051 twice")
+        );
+        assert!(
+            error(
+                None,
+                &[
+                    ("ONIONPOST_TOR_CONTROL", "tor-1:9051,tor-2:9051"),
+                    ("ONIONPOST_TOR_COOKIE_FILE", "/run/tor/cookie"),
+                ]
+            )
+            .contains("names one tor's cookie")
+        );
+        assert!(error(None, &[("ONIONPOST_TOR_INSTANCES", "0")]).contains("`tor.instances`"));
         assert!(error(None, &[("ONIONPOST_TOR_TARGET_HOST", "tor")]).contains("not an IP address"));
         assert!(
             error(None, &[("ONIONPOST_TOR_TARGET_HOST", "auto")])

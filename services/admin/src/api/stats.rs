@@ -36,10 +36,26 @@ pub struct Stats {
     /// Age of the oldest unfinished queued message, in seconds; absent as above (or when the
     /// queue is empty).
     pub queue_oldest_age_seconds: Option<f64>,
-    /// Whether tor's control connection is up, from onion.
+    /// Whether tor's control connection is up (with a pool of tors: at least one), from onion.
     pub tor_control_connected: Option<bool>,
+    /// Each tor of the carrier's pool (`tor.control`, or `tor.instances` children), from onion.
+    pub tors: Option<Vec<TorInstance>>,
     /// Services that did not answer; their counts are absent, not zero.
     pub unavailable_services: Vec<String>,
+}
+
+/// One tor of the pool.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TorInstance {
+    /// Its control address as configured, or `child N`.
+    pub name: String,
+    pub control_connected: bool,
+    /// Onions it publishes now.
+    pub onions: u32,
+    /// Identities placed on it; while it is away the other tors publish them.
+    pub onions_placed: u32,
+    /// Why it is unreachable, when it is.
+    pub last_error: String,
 }
 
 /// Asks every service for its counts.
@@ -75,7 +91,21 @@ pub async fn gather(state: &AdminState) -> Stats {
             None
         }
     };
-    let tor_control_connected = tor_connected(state).await.ok();
+    let tor_status = tor_status(state).await.ok();
+    let tor_control_connected = tor_status.as_ref().map(|status| status.control_connected);
+    let tors = tor_status.map(|status| {
+        status
+            .tors
+            .into_iter()
+            .map(|tor| TorInstance {
+                name: tor.name,
+                control_connected: tor.control_connected,
+                onions: tor.onions,
+                onions_placed: tor.onions_placed,
+                last_error: tor.last_error,
+            })
+            .collect()
+    });
 
     // A carrier without a queue service (none local, no `remote.queue`) has no queue figures;
     // one whose queue does not answer lists it as unavailable.
@@ -128,6 +158,7 @@ pub async fn gather(state: &AdminState) -> Stats {
         queue_recipients_by_state,
         queue_oldest_age_seconds,
         tor_control_connected,
+        tors,
         unavailable_services: unavailable,
     }
 }
@@ -184,15 +215,19 @@ async fn onion_counts(state: &AdminState) -> Result<BTreeMap<String, u64>, Admin
     }
 }
 
-/// Whether the onion service's control connection to tor is up.
-pub async fn tor_connected(state: &AdminState) -> Result<bool, AdminError> {
-    let status = state
+/// The onion service's view of its tors.
+async fn tor_status(state: &AdminState) -> Result<onion::TorStatus, AdminError> {
+    state
         .directory
         .onion()?
         .get_tor_status(onion::GetTorStatusRequest {})
         .await
-        .upstream(ServiceName::Onion)?;
-    Ok(status.control_connected)
+        .upstream(ServiceName::Onion)
+}
+
+/// Whether the onion service's control connection to tor is up (one tor of a pool suffices).
+pub async fn tor_connected(state: &AdminState) -> Result<bool, AdminError> {
+    Ok(tor_status(state).await?.control_connected)
 }
 
 #[utoipa::path(

@@ -52,6 +52,25 @@ fn stats_text(stats: &Stats) -> String {
             }
         ),
     ];
+    // A pool of tors: one line each.
+    let pool = stats.tors.iter().flatten();
+    if pool.clone().count() > 1 {
+        for tor in pool {
+            let error = match tor.last_error.as_str() {
+                "" => String::new(),
+                error => format!(": {error}"),
+            };
+            let state = if tor.control_connected {
+                "connected"
+            } else {
+                "disconnected"
+            };
+            lines.push(format!(
+                "  tor {}  {state}, {} onions ({} placed){error}",
+                tor.name, tor.onions, tor.onions_placed
+            ));
+        }
+    }
     if !stats.unavailable_services.is_empty() {
         lines.push(format!(
             "unavailable   {}",

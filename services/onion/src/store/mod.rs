@@ -47,6 +47,9 @@ pub struct StoredOnion {
     /// When a revoked identity's onion is to be revoked in turn (it serves the revocation until
     /// then); `None` while none is scheduled.
     pub retire_at_ms: Option<i64>,
+    /// Which tor of the pool it is placed on (its index in tor.control, or child N); `None`
+    /// for rows from before pools, until it is placed.
+    pub tor: Option<u32>,
 }
 
 impl std::fmt::Debug for StoredOnion {
@@ -60,6 +63,7 @@ impl std::fmt::Debug for StoredOnion {
             .field("created_at_ms", &self.created_at_ms)
             .field("revoked_at_ms", &self.revoked_at_ms)
             .field("retire_at_ms", &self.retire_at_ms)
+            .field("tor", &self.tor)
             .finish()
     }
 }
@@ -86,6 +90,10 @@ pub trait OnionStore: Send + Sync + 'static {
     /// Marks an onion revoked and destroys its key and slot, so that the key is gone from the
     /// store's files, not just hidden. `false` when there is no live onion for the id.
     async fn revoke(&self, identity_id: &str, at_ms: i64) -> Result<bool, StoreError>;
+
+    /// Places a live onion on tor `tor` of the pool; `false` when there is no live onion for
+    /// the id.
+    async fn place(&self, identity_id: &str, tor: u32) -> Result<bool, StoreError>;
 
     /// Schedules a live onion's revocation for `at_ms`. The first schedule stands: `false`
     /// when one is already set or there is no live onion for the id.

@@ -24,7 +24,7 @@ pub(super) fn parse_purposes(text: &str) -> Result<Vec<Purpose>, StoreError> {
 
 /// The columns every query selects, in this order.
 pub(super) const COLUMNS: &str = "identity_id, service_id, sealed_key, slot, purposes, created_at_ms, revoked_at_ms, \
-     retire_at_ms";
+     retire_at_ms, tor_instance";
 
 /// Implements [`super::OnionStore`] on the backend `$db` as the type `$store`.
 macro_rules! store_impl {
@@ -46,7 +46,14 @@ macro_rules! store_impl {
                         u32::try_from(slot).map_err(|_| StoreError::Corrupt(format!("slot {slot}")))
                     })
                     .transpose()?;
+                let tor = row
+                    .try_get::<Option<i32>, _>("tor_instance")?
+                    .map(|tor| {
+                        u32::try_from(tor).map_err(|_| StoreError::Corrupt(format!("tor {tor}")))
+                    })
+                    .transpose()?;
                 Ok(StoredOnion {
+                    tor,
                     identity_id: row.try_get("identity_id")?,
                     service_id: row.try_get("service_id")?,
                     sealed_key: row.try_get("sealed_key")?,
@@ -69,7 +76,7 @@ macro_rules! store_impl {
                     })
                     .transpose()?;
                 sqlx::query(&Self::sql(&format!(
-                    "INSERT INTO onions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    "INSERT INTO onions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 )))
                 .bind(&onion.identity_id)
                 .bind(&onion.service_id)
@@ -79,6 +86,7 @@ macro_rules! store_impl {
                 .bind(onion.created_at_ms)
                 .bind(onion.revoked_at_ms)
                 .bind(onion.retire_at_ms)
+                .bind(onion.tor.map(|tor| i32::try_from(tor).unwrap_or(i32::MAX)))
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -128,6 +136,17 @@ macro_rules! store_impl {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(Self::onion_from_row).collect()
+            }
+
+            async fn place(&self, identity_id: &str, tor: u32) -> Result<bool, StoreError> {
+                let sql = Self::sql(
+                    "UPDATE onions SET tor_instance = ? \
+                     WHERE identity_id = ? AND revoked_at_ms IS NULL",
+                );
+                let tor = i32::try_from(tor).map_err(|_| StoreError::Corrupt(format!("tor {tor}")))?;
+                let statement = sqlx::query(&sql).bind(tor).bind(identity_id);
+                let updated = <$db as Dialect>::execute_erasing(&self.pool, statement).await?;
+                Ok(updated == 1)
             }
 
             async fn schedule_retirement(

@@ -14,6 +14,7 @@ fn onion(identity_id: &str, service_id: &str, slot: u32) -> StoredOnion {
         created_at_ms: 1_700_000_000_123,
         revoked_at_ms: None,
         retire_at_ms: None,
+        tor: Some(0),
     }
 }
 
@@ -48,6 +49,12 @@ async fn store_suite() {
             store.insert(&same_slot).await,
             Err(StoreError::Duplicate)
         ));
+
+        // Placement on a tor of the pool is stored and read back.
+        assert!(store.place("bob", 3).await.unwrap());
+        assert!(!store.place("nobody", 3).await.unwrap());
+        assert_eq!(store.get("bob").await.unwrap().unwrap().tor, Some(3));
+        assert!(store.place("bob", 0).await.unwrap());
 
         // A retirement is scheduled once; the first time stands, and it is loaded back.
         assert!(
