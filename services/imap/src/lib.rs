@@ -10,6 +10,7 @@
 //! protocol code never sees SQL, and the store never sees IMAP syntax.
 
 pub mod backoff;
+pub mod changes;
 pub mod clock;
 pub mod crypto;
 pub mod error;

@@ -1,7 +1,7 @@
 //! [`MailStore`] on [`ImapService`]: the IMAP protocol layer's view of the store. Names are
 //! normalised here (INBOX in any case is INBOX, `/` is the hierarchy delimiter), flags are
 //! given their canonical spelling ([`crate::flags`]), bodies are opened with the account key, and every write is
-//! announced on the account's change hub.
+//! announced on the account's change hub (and on PostgreSQL to the other imap processes).
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -121,10 +121,6 @@ impl ImapService {
             .map_err(internal)?
             .ok_or(MailStoreError::NoSuchMailbox)
     }
-
-    fn announce(&self, account: &str, mailboxes: &[MailboxId]) {
-        self.inner.hub.announce(account, mailboxes);
-    }
 }
 
 #[async_trait::async_trait]
@@ -204,7 +200,7 @@ impl MailStore for ImapService {
             .map_err(internal)?
         {
             MailboxOutcome::Done(ids) => {
-                self.announce(account, &ids);
+                self.announce(account, &ids).await;
                 Ok(())
             }
             MailboxOutcome::NoSuchMailbox => Err(MailStoreError::NoSuchMailbox),
@@ -234,7 +230,7 @@ impl MailStore for ImapService {
             .map_err(internal)?
         {
             MailboxOutcome::Done(ids) => {
-                self.announce(account, &ids);
+                self.announce(account, &ids).await;
                 Ok(())
             }
             MailboxOutcome::NoSuchMailbox => Err(MailStoreError::NoSuchMailbox),
@@ -362,7 +358,7 @@ impl MailStore for ImapService {
             .await
             .map_err(internal)?
             .ok_or(MailStoreError::NoSuchMailbox)?;
-        self.announce(account, &[mailbox]);
+        self.announce(account, &[mailbox]).await;
         Ok(updated
             .into_iter()
             .map(|(uid, flags)| (uid, split_flags(&flags)))
@@ -390,7 +386,7 @@ impl MailStore for ImapService {
                 uid_validity,
                 uids,
             } => {
-                self.announce(account, &[to_mailbox_id]);
+                self.announce(account, &[to_mailbox_id]).await;
                 Ok(Copied { uid_validity, uids })
             }
             CopyOutcome::NoSource | CopyOutcome::NoTarget => Err(MailStoreError::NoSuchMailbox),
@@ -421,7 +417,7 @@ impl MailStore for ImapService {
                 uid_validity,
                 uids,
             } => {
-                self.announce(account, &[from, to_mailbox_id]);
+                self.announce(account, &[from, to_mailbox_id]).await;
                 Ok(Copied { uid_validity, uids })
             }
             CopyOutcome::NoSource | CopyOutcome::NoTarget => Err(MailStoreError::NoSuchMailbox),
@@ -446,7 +442,7 @@ impl MailStore for ImapService {
             .map_err(internal)?
             .ok_or(MailStoreError::NoSuchMailbox)?;
         if !removed.is_empty() {
-            self.announce(account, &[mailbox]);
+            self.announce(account, &[mailbox]).await;
         }
         Ok(removed)
     }
@@ -492,7 +488,7 @@ impl MailStore for ImapService {
                 uid_validity,
                 uid,
             } => {
-                self.announce(account, &[mailbox_id]);
+                self.announce(account, &[mailbox_id]).await;
                 Ok((uid_validity, uid))
             }
             AppendOutcome::Duplicate { uid_validity, uid } => Ok((uid_validity, uid)),

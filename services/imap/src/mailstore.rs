@@ -7,8 +7,9 @@
 //! seeing the first's mail.
 //!
 //! Change notification: every write bumps the mailbox's `version` and announces the mailbox on
-//! the account's [`MailStore::watch`] channel; an IDLE or NOOP resynchronises by comparing a
-//! fresh [`MailStore::open_mailbox`] snapshot with what the session last told its client.
+//! the account's [`MailStore::watch`] channel (on PostgreSQL in every imap process sharing the
+//! store, see [`crate::changes`]); an IDLE or NOOP resynchronises by comparing a fresh
+//! [`MailStore::open_mailbox`] snapshot with what the session last told its client.
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! The imap service as a runtime module: opens its database, loads the carrier secret, makes
 //! sure a default plan exists, serves `onionpost.imap.v1.Imap` (with the identity lifecycle
-//! wired to the onion and keys services) and starts the IMAP listeners.
+//! wired to the onion and keys services), follows the other imap processes' mailbox changes on
+//! PostgreSQL and starts the IMAP listeners.
 
 use onionpost_proto::MAX_GRPC_MESSAGE_BYTES;
 use std::sync::Arc;
@@ -50,6 +51,12 @@ impl Module for ImapModule {
             )
             .await
             .map_err(|error| anyhow::anyhow!("opening the imap store: {error}"))?;
+            // On PostgreSQL other imap processes may share the store: their changes wake IDLE
+            // here too (src/changes.rs).
+            if let Some(follower) = service.change_follower() {
+                let shutdown = context.shutdown.clone();
+                context.spawn("imap.changes", follower.run(shutdown));
+            }
             // IMAP LISTENERS: the protocol layer (src/server) starts them here, with the same
             // store every delivery writes to (one change hub, one login back-off).
             crate::server::start::spawn_for_service(&context, &service).await?;

@@ -199,7 +199,8 @@ pub struct PlanChanges {
 }
 
 /// Per-account change announcements, shared by every writer in the process (deliveries and
-/// every IMAP session), so IDLE wakes whoever caused the change.
+/// every IMAP session), so IDLE wakes whoever caused the change; on PostgreSQL also fed with the
+/// other imap processes' changes ([`crate::changes`]).
 #[derive(Debug, Default)]
 pub(crate) struct Hub {
     senders: Mutex<HashMap<String, broadcast::Sender<MailboxId>>>,
@@ -227,6 +228,13 @@ impl Hub {
             // No receiver left is not an error: nobody is watching.
             let _ = sender.send(*mailbox);
         }
+    }
+
+    /// The accounts someone in this process watches (sessions that ended are forgotten).
+    pub(crate) fn watched_accounts(&self) -> Vec<String> {
+        let mut senders = self.senders.lock().expect("hub lock");
+        senders.retain(|_, sender| sender.receiver_count() > 0);
+        senders.keys().cloned().collect()
     }
 }
 
@@ -262,6 +270,8 @@ pub(crate) struct Inner {
     pub(crate) settings: AccountSettings,
     pub(crate) backoff: crate::backoff::LoginBackOff,
     pub(crate) hub: Hub,
+    /// Sends this process's changes to the other imap processes; `None` on SQLite.
+    pub(crate) publisher: Option<crate::changes::Publisher>,
     pub(crate) sessions: SessionCounter,
 }
 
@@ -500,6 +510,7 @@ impl ImapService {
         clock: Arc<dyn Clock>,
         settings: AccountSettings,
     ) -> Result<Self, ImapError> {
+        let publisher = crate::changes::Publisher::for_database(&database);
         let service = ImapService {
             inner: Arc::new(Inner {
                 store: crate::store::for_database(database),
@@ -508,6 +519,7 @@ impl ImapService {
                 settings,
                 backoff: Default::default(),
                 hub: Hub::default(),
+                publisher,
                 sessions: SessionCounter::default(),
             }),
         };
@@ -518,6 +530,16 @@ impl ImapService {
     /// The mail store the IMAP protocol layer uses.
     pub fn mail_store(&self) -> SharedMailStore {
         Arc::new(self.clone())
+    }
+
+    /// Announces changed mailboxes of `account_id` to the watchers in this process and, on
+    /// PostgreSQL, to the other imap processes ([`crate::changes`]). Called once the store has
+    /// committed the change.
+    pub(crate) async fn announce(&self, account_id: &str, mailboxes: &[MailboxId]) {
+        self.inner.hub.announce(account_id, mailboxes);
+        if let Some(publisher) = &self.inner.publisher {
+            publisher.publish(account_id, mailboxes).await;
+        }
     }
 
     /// The open-session counter reported by GetStats.
@@ -1405,9 +1427,8 @@ impl ImapService {
                 uid_validity,
                 uid,
             } => {
-                self.inner
-                    .hub
-                    .announce(&account.record.account_id, &[mailbox_id]);
+                self.announce(&account.record.account_id, &[mailbox_id])
+                    .await;
                 tracing::info!(
                     account_id = %account.record.account_id,
                     mailbox = role,

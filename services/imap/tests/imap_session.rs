@@ -248,7 +248,9 @@ async fn connections_per_account_limited() {
     );
     let mut first = open.remove(0);
     first.command("z", "LOGOUT").await;
-    let _ = first.task.await;
+    if let Some(task) = first.task.take() {
+        let _ = task.await;
+    }
     let reply = client.command("a2", "LOGIN alice secret").await;
     assert!(reply[0].starts_with("a2 OK"), "{reply:?}");
 }
@@ -706,6 +708,7 @@ async fn abrupt_disconnect_is_clean() {
     } = client;
     drop(writer);
     drop(reader);
+    let task = task.expect("an in-memory session has a task");
     tokio::time::timeout(std::time::Duration::from_secs(5), task)
         .await
         .expect("session ended")

@@ -32,37 +32,56 @@ where
     suite(sqlite.clone()).await;
     sqlite.close().await;
 
+    let Some(url) = postgres_url(label) else {
+        return;
+    };
+    let schema = fresh_schema(label);
+    let postgres = Database::open_postgres(&url, &schema, migrations)
+        .await
+        .unwrap_or_else(|error| panic!("{label}: opening PostgreSQL failed: {error}"));
+    eprintln!("{label}: running store suite on postgres (schema {schema})");
+    suite(postgres.clone()).await;
+    drop_schema(&postgres, &schema).await;
+    postgres.close().await;
+}
+
+/// The PostgreSQL URL for a test of `label` that needs PostgreSQL, by the rule of
+/// [`each_backend`]: `None` when `ONIONPOST_TEST_SKIP_POSTGRES=1` says the developer chose to
+/// skip it; without the URL otherwise the test fails loudly. For tests that need PostgreSQL
+/// itself rather than either backend (several imap processes on one database).
+pub fn postgres_url(label: &str) -> Option<String> {
     match std::env::var(POSTGRES_URL_ENV) {
-        Ok(url) if !url.is_empty() => {
-            let schema = format!(
-                "test_{}_{:016x}",
-                label.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-                rand::rng().random::<u64>()
-            );
-            let postgres = Database::open_postgres(&url, &schema, migrations)
-                .await
-                .unwrap_or_else(|error| panic!("{label}: opening PostgreSQL failed: {error}"));
-            eprintln!("{label}: running store suite on postgres (schema {schema})");
-            suite(postgres.clone()).await;
-            if let Database::Postgres(pool) = &postgres {
-                let drop = format!("DROP SCHEMA {} CASCADE", quote_identifier(&schema));
-                sqlx::query(&drop)
-                    .execute(pool)
-                    .await
-                    .unwrap_or_else(|error| {
-                        panic!("{label}: dropping test schema failed: {error}")
-                    });
-            }
-            postgres.close().await;
-        }
+        Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var(SKIP_POSTGRES_ENV).as_deref() == Ok("1") => {
             eprintln!("{label}: PostgreSQL run SKIPPED ({SKIP_POSTGRES_ENV}=1)");
+            None
         }
         _ => panic!(
-            "{label}: {POSTGRES_URL_ENV} is not set, so the store suite cannot run against PostgreSQL; \
+            "{label}: {POSTGRES_URL_ENV} is not set, so this test cannot run against PostgreSQL; \
              run the tests through tests/run.sh (which starts PostgreSQL), or set {SKIP_POSTGRES_ENV}=1 to skip it knowingly"
         ),
     }
+}
+
+/// A schema of its own for one run of `label`, so runs in parallel do not meet.
+pub fn fresh_schema(label: &str) -> String {
+    format!(
+        "test_{}_{:016x}",
+        label.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        rand::rng().random::<u64>()
+    )
+}
+
+/// Drops a schema made by [`fresh_schema`] with everything in it.
+pub async fn drop_schema(database: &Database, schema: &str) {
+    let Database::Postgres(pool) = database else {
+        return;
+    };
+    let drop = format!("DROP SCHEMA {} CASCADE", quote_identifier(schema));
+    sqlx::query(&drop)
+        .execute(pool)
+        .await
+        .unwrap_or_else(|error| panic!("dropping test schema {schema} failed: {error}"));
 }
 
 /// Whether any file directly in `dir` holds `needle` (a database, its WAL, its journal): the

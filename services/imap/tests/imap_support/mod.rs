@@ -1,6 +1,6 @@
 //! Test support for the IMAP protocol tests: an in-memory [`MailStore`] (tests only; the real
 //! SQL store is exercised by the live-client tests) and a line-per-command session driver over
-//! an in-memory duplex stream.
+//! an in-memory duplex stream or a TCP connection.
 
 #![allow(dead_code)]
 
@@ -12,7 +12,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use onionpost_imap::mailstore::*;
 use onionpost_imap::server::{ConnectionInfo, ImapServer, Limits, ListenerScope, Security};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream,
+};
 use tokio::sync::broadcast;
 
 struct MemMessage {
@@ -503,11 +505,13 @@ impl MailStore for MemStore {
     }
 }
 
-/// A client talking to one in-memory session: write a line, read lines until the tagged reply.
+/// A client talking to one session, in memory or over TCP: write a line, read lines until the
+/// tagged reply.
 pub struct Client {
-    pub reader: BufReader<tokio::io::ReadHalf<DuplexStream>>,
-    pub writer: tokio::io::WriteHalf<DuplexStream>,
-    pub task: tokio::task::JoinHandle<()>,
+    pub reader: BufReader<Box<dyn AsyncRead + Send + Unpin>>,
+    pub writer: Box<dyn AsyncWrite + Send + Unpin>,
+    /// The in-memory session's task; `None` over TCP.
+    pub task: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub fn limits() -> Limits {
@@ -562,8 +566,24 @@ impl Client {
         Self::start(client, task).await
     }
 
+    /// A session on a live listener at `address`.
+    pub async fn connect_tcp(address: std::net::SocketAddr) -> (Client, String) {
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (read, write) = stream.into_split();
+        Self::greeted(Box::new(read), Box::new(write), None).await
+    }
+
     async fn start(client: DuplexStream, task: tokio::task::JoinHandle<()>) -> (Client, String) {
         let (read, write) = tokio::io::split(client);
+        Self::greeted(Box::new(read), Box::new(write), Some(task)).await
+    }
+
+    async fn greeted(
+        read: Box<dyn AsyncRead + Send + Unpin>,
+        write: Box<dyn AsyncWrite + Send + Unpin>,
+        task: Option<tokio::task::JoinHandle<()>>,
+    ) -> (Client, String) {
         let mut client = Client {
             reader: BufReader::new(read),
             writer: write,
