@@ -83,12 +83,12 @@ impl OnionSettings {
                 })
                 .collect()
         };
-        let target_host = config
-            .tor
-            .target_host
-            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let target_hosts = match config.tor.target_hosts.as_slice() {
+            [] => vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            hosts => hosts.to_vec(),
+        };
         let (first, last) = config.tor.target_ports;
-        let ports = PortPlan::new(target_host, first, last)
+        let ports = PortPlan::new(target_hosts, first, last)
             .map_err(|why| format!("tor.target_ports: {why}"))?;
         Ok(OnionSettings {
             tors,

@@ -6,6 +6,12 @@
 //! identity owns a *slot*: a block of [`PORTS_PER_SLOT`] consecutive target ports, one per
 //! purpose in a fixed order, so opening IMAP for an identity later never moves its SMTP port.
 //! Slots are handed out lowest-free-first and freed on revocation.
+//!
+//! One address holds 2,500 slots in the default range (10000-19999). A carrier hosting more
+//! identities gives tor several target addresses (`tor.target_host = 127.0.0.1,127.0.0.2`, or
+//! addresses of its pod or container): each address holds the whole port range again, slots
+//! filling the first address before the next. Unix-socket targets would need tor and the
+//! listeners to share a file system, which separate containers do not.
 
 use std::net::IpAddr;
 
@@ -99,19 +105,25 @@ impl Purpose {
 }
 
 /// Where tor forwards identities' virtual ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortPlan {
-    /// The address tor connects to: an IP, since tor does not resolve target names.
-    pub target_host: IpAddr,
+    /// The addresses tor connects to: IPs, since tor does not resolve target names. Each holds
+    /// [`PortPlan::slots_per_host`] slots.
+    pub target_hosts: Vec<IpAddr>,
     /// The first target port of slot 0.
     pub first_port: u16,
-    /// How many slots fit in the range.
+    /// How many slots fit in the range of one address.
+    pub slots_per_host: u32,
+    /// How many slots there are in all.
     pub slots: u32,
 }
 
 impl PortPlan {
-    /// A plan over target ports `first..=last`.
-    pub fn new(target_host: IpAddr, first: u16, last: u16) -> Result<PortPlan, String> {
+    /// A plan over target ports `first..=last` of each of `target_hosts`.
+    pub fn new(target_hosts: Vec<IpAddr>, first: u16, last: u16) -> Result<PortPlan, String> {
+        if target_hosts.is_empty() {
+            return Err("no target address".to_owned());
+        }
         if first == 0 || last < first {
             return Err(format!("target port range {first}-{last} is empty"));
         }
@@ -121,17 +133,25 @@ impl PortPlan {
                 "target port range {first}-{last} holds fewer than {PORTS_PER_SLOT} ports"
             ));
         }
+        let hosts = u32::try_from(target_hosts.len()).unwrap_or(u32::MAX);
         Ok(PortPlan {
-            target_host,
+            target_hosts,
             first_port: first,
-            slots,
+            slots_per_host: slots,
+            slots: slots.saturating_mul(hosts),
         })
+    }
+
+    /// The address `slot` is on.
+    pub fn target_host(&self, slot: u32) -> IpAddr {
+        let host = (slot / self.slots_per_host) as usize;
+        self.target_hosts[host.min(self.target_hosts.len() - 1)]
     }
 
     /// The target port of `purpose` in `slot`.
     pub fn target_port(&self, slot: u32, purpose: Purpose) -> u16 {
         let port = u32::from(self.first_port)
-            + slot * u32::from(PORTS_PER_SLOT)
+            + (slot % self.slots_per_host) * u32::from(PORTS_PER_SLOT)
             + u32::from(purpose.offset());
         u16::try_from(port).expect("slots are bounded by the port range")
     }
@@ -143,7 +163,7 @@ impl PortPlan {
             .map(|purpose| PortMapping {
                 purpose: purpose.to_proto() as i32,
                 virtual_port: u32::from(purpose.virtual_port()),
-                target_host: self.target_host.to_string(),
+                target_host: self.target_host(slot).to_string(),
                 target_port: u32::from(self.target_port(slot, *purpose)),
             })
             .collect()
@@ -154,8 +174,10 @@ impl PortPlan {
         purposes
             .iter()
             .map(|purpose| {
-                let target =
-                    std::net::SocketAddr::new(self.target_host, self.target_port(slot, *purpose));
+                let target = std::net::SocketAddr::new(
+                    self.target_host(slot),
+                    self.target_port(slot, *purpose),
+                );
                 (purpose.virtual_port(), target.to_string())
             })
             .collect()
@@ -191,7 +213,7 @@ mod tests {
 
     #[test]
     fn slots_give_each_identity_its_own_ports() {
-        let plan = PortPlan::new("10.0.0.5".parse().unwrap(), 20000, 20011).unwrap();
+        let plan = PortPlan::new(vec!["10.0.0.5".parse().unwrap()], 20000, 20011).unwrap();
         assert_eq!(plan.slots, 3);
         assert_eq!(plan.target_port(0, Purpose::Smtp), 20000);
         assert_eq!(plan.target_port(1, Purpose::Smtp), 20004);
@@ -200,12 +222,32 @@ mod tests {
             plan.add_onion_ports(1, &[Purpose::Smtp, Purpose::Wkd]),
             vec![(25, "10.0.0.5:20004".into()), (80, "10.0.0.5:20005".into())]
         );
-        let ipv6 = PortPlan::new("::1".parse().unwrap(), 20000, 20003).unwrap();
+        let ipv6 = PortPlan::new(vec!["::1".parse().unwrap()], 20000, 20003).unwrap();
         assert_eq!(
             ipv6.add_onion_ports(0, &[Purpose::Imap])[0].1,
             "[::1]:20002"
         );
-        assert!(PortPlan::new("127.0.0.1".parse().unwrap(), 20000, 20002).is_err());
+        assert!(PortPlan::new(vec!["127.0.0.1".parse().unwrap()], 20000, 20002).is_err());
+        assert!(PortPlan::new(Vec::new(), 20000, 20011).is_err());
+    }
+
+    #[test]
+    fn each_target_address_adds_the_whole_range() {
+        let hosts = vec!["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()];
+        let plan = PortPlan::new(hosts, 10000, 19999).unwrap();
+        assert_eq!(plan.slots, 5000);
+        assert_eq!(
+            plan.add_onion_ports(2499, &[Purpose::Submission]),
+            vec![(587, "127.0.0.1:19999".into())]
+        );
+        assert_eq!(
+            plan.add_onion_ports(2500, &[Purpose::Smtp]),
+            vec![(25, "127.0.0.2:10000".into())]
+        );
+        assert_eq!(
+            plan.mappings(4999, &[Purpose::Wkd])[0].target_host,
+            "127.0.0.2"
+        );
     }
 
     #[test]

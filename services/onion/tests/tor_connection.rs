@@ -23,7 +23,7 @@ async fn onions(dir: &Path) -> Arc<Onions> {
     let sealer = CarrierSecret::from_text("0123456789abcdef0123456789abcdef")
         .unwrap()
         .sealer(onionpost_onion::SEAL_PURPOSE);
-    let plan = PortPlan::new("127.0.0.1".parse().unwrap(), 10000, 10099).unwrap();
+    let plan = PortPlan::new(vec!["127.0.0.1".parse().unwrap()], 10000, 10099).unwrap();
     Onions::load(
         store::for_database(database),
         sealer,

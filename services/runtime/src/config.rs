@@ -107,7 +107,7 @@ keys! {
     "tor.max_onions_per_tor": Integer = "0" => "identities' onions one tor publishes at most; a new identity goes to the least-loaded tor with room (0: no limit)",
     "tor.failover_secs": Integer = "30" => "seconds a tor of a pool may stay unreachable before its identities are published on the other tors (they move back when it returns)",
     "tor.child_torrc": String => "file %included at the end of the tor child's torrc (bridges, a private network's DirAuthority lines)",
-    "tor.target_host": String => "IP address tor uses to reach this process's onion listeners (tor in another container); `auto`: this host's address on the route to tor.control",
+    "tor.target_host": String => "IP address tor uses to reach this process's onion listeners (tor in another container), or several separated by commas (each gives tor.target_ports again: 2,500 more identities); `auto`: this host's address on the route to tor.control",
     "tor.target_ports": String = "10000-19999" => "first-last target ports for identities' onion listeners, four per identity",
     "tor.revocation_serve_secs": Integer = "604800" => "seconds a revoked identity's onion stays published so its WKD path serves the revocation to peers, before it is destroyed (0: at once)",
     "tor.restore_spread_secs": Integer = "60" => "seconds over which onions are added back to tor after a start or a tor restart, each identity at its own random moment (0: all at once)",
@@ -463,8 +463,9 @@ pub struct TorSettings {
     /// A torrc fragment the tor child process includes (`%include`), for what onionpost does
     /// not configure itself: bridges, a private test network's authorities, `DisableNetwork`.
     pub child_torrc: Option<PathBuf>,
-    /// IP address that tor connects to for onion service targets; tor wants an IP, not a name.
-    pub target_host: Option<std::net::IpAddr>,
+    /// IP addresses that tor connects to for onion service targets (tor wants an IP, not a
+    /// name), each with the whole port range; empty: loopback.
+    pub target_hosts: Vec<std::net::IpAddr>,
     /// First and last port of the range identities' onion targets are allocated from.
     pub target_ports: (u16, u16),
     /// Window within which each onion is added back to tor, at a moment drawn for it alone.
@@ -927,14 +928,32 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
             ))
         })?
     };
-    let target_host = match values.non_empty("tor.target_host") {
-        None => None,
-        Some(("auto", source)) => Some(address_toward(control.first(), &source.to_string())?),
-        Some((text, source)) => Some(text.parse().map_err(|_| {
-            ConfigError::new(format!(
-                "key `tor.target_host` {source}: `{text}` is not an IP address (tor wants an IP, not a host name)"
-            ))
-        })?),
+    let target_hosts = match values.non_empty("tor.target_host") {
+        None => Vec::new(),
+        Some(("auto", source)) => vec![address_toward(control.first(), &source.to_string())?],
+        Some((text, source)) => {
+            let hosts = text
+                .split(',')
+                .map(|part| {
+                    part.trim().parse().map_err(|_| {
+                        ConfigError::new(format!(
+                            "key `tor.target_host` {source}: `{}` is not an IP address (tor wants an IP, not a host name)",
+                            part.trim()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<std::net::IpAddr>, _>>()?;
+            if let Some(twice) = hosts
+                .iter()
+                .enumerate()
+                .find_map(|(index, host)| hosts[..index].contains(host).then_some(host))
+            {
+                return Err(ConfigError::new(format!(
+                    "key `tor.target_host` {source}: names {twice} twice"
+                )));
+            }
+            hosts
+        }
     };
     let target_ports = {
         let (text, source) = values.text("tor.target_ports")?;
@@ -955,7 +974,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         child_torrc: values
             .non_empty("tor.child_torrc")
             .map(|(text, _)| PathBuf::from(text)),
-        target_host,
+        target_hosts,
         target_ports,
         restore_spread: values.seconds_or_zero("tor.restore_spread_secs")?,
         revocation_serve: values.seconds_or_zero("tor.revocation_serve_secs")?,
@@ -1523,8 +1542,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            config.tor.target_host,
-            Some(std::net::IpAddr::from([127, 0, 0, 1]))
+            config.tor.target_hosts,
+            [std::net::IpAddr::from([127, 0, 0, 1])]
+        );
+        let several = Config::load(
+            None,
+            env(&[("ONIONPOST_TOR_TARGET_HOST", "127.0.0.1, 127.0.0.2")]),
+        )
+        .unwrap();
+        assert_eq!(
+            several.tor.target_hosts,
+            [
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::from([127, 0, 0, 2])
+            ]
         );
     }
 
