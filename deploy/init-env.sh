@@ -3,11 +3,12 @@
 # before the first `docker compose up -d`; it refuses to overwrite an existing file (the
 # secrets seal the carrier's keys and mail: a new ONIONPOST_SECRET cannot open old data).
 #
-#   deploy/init-env.sh [--distributed] [--postgres] [--observability] [--file PATH]
+#   deploy/init-env.sh [--distributed] [--postgres] [--observability] [--tors N] [--file PATH]
 #
 #   --distributed    one container per service (COMPOSE_PROFILES=distributed instead of single)
 #   --postgres       a PostgreSQL container for every service's data (instead of SQLite)
 #   --observability  traces to the OpenTelemetry collector, metrics to Prometheus
+#   --tors N         a pool of N tors (1 to 4; the default 1): identities are spread over them
 #   --file PATH      write PATH instead of .env next to docker-compose.yml
 set -eu
 
@@ -15,14 +16,19 @@ layout=single
 extra=""
 postgres=0
 observability=0
+tors=1
 file=$(dirname "$0")/../.env
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --distributed) layout=distributed ;;
     --postgres) postgres=1; extra="$extra,postgres" ;;
     --observability) observability=1; extra="$extra,observability" ;;
+    --tors)
+      [ "$#" -ge 2 ] || { echo "init-env: --tors needs a number" >&2; exit 2; }
+      case "$2" in 1|2|3|4) tors=$2 ;; *) echo "init-env: --tors takes 1 to 4 (more: add tor services, or use the Helm chart's tor.replicas)" >&2; exit 2 ;; esac
+      shift ;;
     --file) [ "$#" -ge 2 ] || { echo "init-env: --file needs a path" >&2; exit 2; }; file=$2; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "init-env: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -36,12 +42,23 @@ fi
 # 32 random bytes as hex, from the kernel (no openssl needed).
 random_hex() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
 
+# The pool: tor, tor-2 … tor-N (each its own compose profile) and their control ports.
+control=tor:9051
+index=2
+while [ "$index" -le "$tors" ]; do
+  extra="$extra,tor-$index"
+  control="$control,tor-$index:9051"
+  index=$((index + 1))
+done
+
 umask 077
 {
   echo "# onionpost carrier settings for docker-compose.yml, written by deploy/init-env.sh."
   echo "# Keep this file private and backed up: ONIONPOST_SECRET seals every key and message."
   echo "COMPOSE_PROFILES=$layout$extra"
   echo "TOR_CONTROL_PASSWORD=$(random_hex)"
+  echo "# Every tor of the pool (their profiles are in COMPOSE_PROFILES)."
+  echo "TOR_CONTROL=$control"
   echo "ONIONPOST_SECRET=$(random_hex)"
   echo "# Operator token for the admin API (Authorization: Bearer …; onionpost admin reads it)."
   echo "ONIONPOST_ADMIN_TOKEN=opk_$(random_hex)"
