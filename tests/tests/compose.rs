@@ -248,6 +248,8 @@ impl Carrier {
         private_torrc: &Path,
     ) -> anyhow::Result<Carrier> {
         let distributed = layout.contains(&"--distributed");
+        // A pool of two tors (`--tors 2`): the second joins the private network like the first.
+        let pool = layout.contains(&"--tors");
         let root = repo_root();
         let env_file = work.join(format!("{name}.env"));
         let mut init = Command::new("sh");
@@ -295,6 +297,16 @@ impl Carrier {
         } else {
             "\x20     ONIONPOST_TOR_RESTORE_SPREAD_SECS: \"5\"\n".to_owned()
         };
+        let second_tor = if pool {
+            format!(
+                "\x20 tor-2:\n\x20   environment:\n\x20     \
+                 TOR_INCLUDE: /etc/tor/private-network.torrc\n\x20   volumes:\n\x20     \
+                 - {torrc}:/etc/tor/private-network.torrc:ro\n\x20   networks: [tor, tornet]\n",
+                torrc = private_torrc.display(),
+            )
+        } else {
+            String::new()
+        };
         let override_file = work.join(format!("{name}.override.yml"));
         std::fs::write(
             &override_file,
@@ -307,6 +319,7 @@ impl Carrier {
                  \x20   volumes:\n\
                  \x20     - {torrc}:/etc/tor/private-network.torrc:ro\n\
                  \x20   networks: [tor, tornet]\n\
+                 {second_tor}\
                  \x20 {queue_service}:\n\
                  \x20   environment:\n\
                  \x20     ONIONPOST_QUEUE_RETRY_MIN_SECS: \"3\"\n\
@@ -330,10 +343,14 @@ impl Carrier {
             portal,
             token,
             services: if distributed {
-                vec![
+                let mut services = vec![
                     "tor", "onion", "keys", "smtp-in", "imap", "queue", "smtp-out", "portal",
                     "admin",
-                ]
+                ];
+                if pool {
+                    services.insert(1, "tor-2");
+                }
+                services
             } else {
                 vec!["tor", "onionpost", "postgres"]
             },
@@ -704,12 +721,13 @@ async fn two_carriers_from_docker_compose_exchange_mail_over_a_private_tor_netwo
         std::fs::set_permissions(&private_torrc, std::fs::Permissions::from_mode(0o644))?;
     }
 
-    // A: every service in one container, on PostgreSQL; B: a container per service, SQLite.
+    // A: every service in one container, on PostgreSQL; B: a container per service on a pool
+    // of two tors, SQLite.
     let a = Carrier::prepare(work.path(), "a", &["--postgres"], &network, &private_torrc)?;
     let b = Carrier::prepare(
         work.path(),
         "b",
-        &["--distributed"],
+        &["--distributed", "--tors", "2"],
         &network,
         &private_torrc,
     )?;
@@ -746,6 +764,7 @@ async fn two_carriers_from_docker_compose_exchange_mail_over_a_private_tor_netwo
         );
     }
     grpc_refuses_strangers_on_tors_network(b)?;
+    tors_of_the_pool_publish(b, 2).await?;
     let alice = identity_address(a, "alice").await?;
     let bob = identity_address(b, "bob").await?;
     let alice_side = (a, "alice", "alice password 1", alice.as_str());
@@ -866,6 +885,42 @@ fn grpc_refuses_strangers_on_tors_network(carrier: &Carrier) -> anyhow::Result<(
 }
 
 /// The address of the single identity of the account `login`.
+/// Waits until the admin API's stats show `count` tors connected, then checks that the
+/// carrier's onions (the portal's and the identities') are all placed on them.
+async fn tors_of_the_pool_publish(carrier: &Carrier, count: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let stats = carrier.admin("GET", "/v1/stats", Value::Null).await?;
+        let tors = stats["tors"].as_array().cloned().unwrap_or_default();
+        let connected = tors
+            .iter()
+            .filter(|tor| tor["control_connected"] == true)
+            .count();
+        let placed: u64 = tors
+            .iter()
+            .map(|tor| tor["onions_placed"].as_u64().unwrap_or(0))
+            .sum();
+        let online = stats["identities_by_state"]["online"].as_u64().unwrap_or(0);
+        if tors.len() == count && connected == count && placed >= online && online >= 1 {
+            println!(
+                "compose: {}: {count} tors connected; onions per tor {:?}",
+                carrier.project,
+                tors.iter()
+                    .map(|tor| tor["onions"].as_u64().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            );
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < ONLINE_TIMEOUT,
+            "{}: tors of the pool not as expected: {stats}\n{}",
+            carrier.project,
+            carrier.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn identity_address(carrier: &Carrier, login: &str) -> anyhow::Result<String> {
     Ok(identity(carrier, login).await?["address"]
         .as_str()
@@ -940,6 +995,7 @@ fn compose_file_is_valid_with_every_profile() -> anyhow::Result<()> {
         &["--postgres"],
         &["--observability"],
         &["--distributed", "--postgres", "--observability"],
+        &["--distributed", "--tors", "3"],
     ] {
         let env_file = work.path().join(format!("{}.env", options.join("")));
         run(Command::new("sh")
@@ -967,6 +1023,13 @@ fn compose_file_is_valid_with_every_profile() -> anyhow::Result<()> {
         if options.contains(&"--observability") {
             ensure!(
                 rendered.contains("http://otel-collector:4317"),
+                "{rendered}"
+            );
+        }
+        if options.contains(&"--tors") {
+            ensure!(rendered.contains("tor-3:"), "{rendered}");
+            ensure!(
+                rendered.contains("tor:9051,tor-2:9051,tor-3:9051"),
                 "{rendered}"
             );
         }
