@@ -24,6 +24,7 @@ pub mod grpc;
 pub mod inbound;
 pub mod module;
 pub mod outbound;
+pub mod records;
 pub mod rewrite;
 pub mod rspamd;
 pub mod service;

@@ -1,6 +1,6 @@
-//! The gateway as a runtime module: opens its store, loads (or makes) the DKIM key, builds the
-//! resolver and the outbound route, listens as the gateway domain's MX and serves
-//! `onionpost.gateway.v1.Gateway`.
+//! The gateway as a runtime module: opens its store, loads (or makes) the DKIM key, logs the DNS
+//! records the domain needs ([`crate::records`]), builds the resolver and the outbound route,
+//! listens as the gateway domain's MX and serves `onionpost.gateway.v1.Gateway`.
 
 use std::sync::Arc;
 
@@ -55,8 +55,16 @@ impl Module for GatewayModule {
                 &domain,
                 &settings.dkim_selector,
             )?;
-            let (record_name, record_value) = signer.dns_record();
-            tracing::info!(name = %record_name, value = %record_value, "gateway DKIM record to publish");
+            // What the operator must publish, from the key actually loaded: one line each.
+            let records = crate::records::for_domain(
+                &domain,
+                &signer.dns_record(),
+                settings.smarthost.as_ref().map(|host| host.host.as_str()),
+            );
+            for record in &records {
+                tracing::info!(purpose = record.purpose, record = %record, "gateway DNS record to publish");
+            }
+            tracing::info!(host = %domain, "the gateway MX host also needs an A or AAAA record: the address its MX port is published on");
             let resolver = Arc::new(crate::dns::authenticator(settings.dns)?);
             let route = match &settings.smarthost {
                 Some(host) => Route::Smarthost {
