@@ -996,6 +996,8 @@ fn compose_file_is_valid_with_every_profile() -> anyhow::Result<()> {
         &["--observability"],
         &["--distributed", "--postgres", "--observability"],
         &["--distributed", "--tors", "3"],
+        &["--gateway", "mail.example.org", "--rspamd"],
+        &["--distributed", "--gateway", "mail.example.org"],
     ] {
         let env_file = work.path().join(format!("{}.env", options.join("")));
         run(Command::new("sh")
@@ -1030,6 +1032,51 @@ fn compose_file_is_valid_with_every_profile() -> anyhow::Result<()> {
             ensure!(rendered.contains("tor-3:"), "{rendered}");
             ensure!(
                 rendered.contains("tor:9051,tor-2:9051,tor-3:9051"),
+                "{rendered}"
+            );
+        }
+        if options.contains(&"--gateway") {
+            ensure!(profiles.contains("gateway"), "{profiles}");
+            // The gateway's own container with its domain, its MX port published on every
+            // address (docker-compose 1.29 writes ports short, compose v2 long), and the
+            // others pointed at it.
+            ensure!(rendered.contains("  gateway:\n"), "{rendered}");
+            ensure!(
+                rendered.contains("ONIONPOST_GATEWAY_DOMAIN: mail.example.org"),
+                "{rendered}"
+            );
+            let published = rendered.contains("0.0.0.0:25:2525")
+                || (rendered.contains("host_ip: 0.0.0.0")
+                    && rendered.contains("target: 2525")
+                    && (rendered.contains("published: \"25\"")
+                        || rendered.contains("published: 25\n")));
+            ensure!(published, "{rendered}");
+            ensure!(
+                rendered.contains("ONIONPOST_REMOTE_GATEWAY: http://gateway:50051"),
+                "{rendered}"
+            );
+            if !options.contains(&"--distributed") {
+                // The single container leaves the gateway to its container.
+                ensure!(
+                    rendered.contains("onion,keys,smtp-in,queue,smtp-out,imap,portal,admin"),
+                    "{rendered}"
+                );
+                ensure!(
+                    rendered.contains("ONIONPOST_REMOTE_IMAP: http://onionpost:50051"),
+                    "{rendered}"
+                );
+            }
+        }
+        if options.contains(&"--rspamd") {
+            ensure!(profiles.contains("rspamd"), "{profiles}");
+            ensure!(rendered.contains("  rspamd:\n"), "{rendered}");
+            ensure!(
+                rendered.contains("ONIONPOST_GATEWAY_RSPAMD: rspamd:11333"),
+                "{rendered}"
+            );
+        } else {
+            ensure!(
+                !rendered.contains("ONIONPOST_GATEWAY_RSPAMD: rspamd"),
                 "{rendered}"
             );
         }
