@@ -262,3 +262,213 @@ def test_missing_secrets_are_named():
 def test_defaults_pass_the_schema():
     with helm.Chart.load(str(CHART)) as chart:
         chart.validate_schema(VALUES)
+
+
+# The clearnet gateway (issue 24) and rspamd at the gateway (issue 22).
+DKIM_PEM = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIHNhbXBsZSBrZXkgZm9yIHRoZSBoZWxtIHRlc3Rz\n-----END PRIVATE KEY-----\n"
+
+
+def gateway(**changes):
+    settings = {"enabled": True, "domain": "mail.example.org", "dkim": {"privateKey": DKIM_PEM}}
+    settings.update(changes)
+    return settings
+
+
+def gateway_component(mode):
+    return "gateway" if mode == "distributed" else "onionpost"
+
+
+def gateway_container(docs, mode):
+    name = "carrier-onionpost-gateway" if mode == "distributed" else "carrier-onionpost"
+    deployment = by_kind(docs, "Deployment")[name]
+    (container,) = containers(deployment)
+    return deployment, container
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "distributed"])
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_the_gateway_renders_and_validates(mode, kube_version):
+    vals = values(mode=mode, gateway=gateway(replicas=2, rspamd={"enabled": True}))
+    result = helm.lint(str(CHART), vals, strict=True)
+    assert result["errors"] == [], result
+    docs = documents(render(vals))
+    for doc in docs:
+        kubernetes_validate.validate(doc, kube_version, strict=True)
+    deployment, container = gateway_container(docs, mode)
+    if mode == "distributed":
+        assert container["args"] == ["serve", "--target", "gateway"]
+        assert deployment["spec"]["replicas"] == 2
+    else:
+        # `--target all` runs the gateway once its domain is set.
+        assert container["args"] == ["serve", "--target", "all"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ONIONPOST_GATEWAY_DOMAIN"] == "mail.example.org"
+    assert env["ONIONPOST_GATEWAY_LISTEN"] == "0.0.0.0:2525"
+    assert {"name": "gateway-mx", "containerPort": 2525} in container["ports"]
+    # The MX: port 25 on a Service of its own, to the pods running the gateway, keeping the
+    # sender's address for SPF.
+    services = by_kind(docs, "Service")
+    mx = services["carrier-onionpost-gateway-mx"]
+    assert mx["spec"]["type"] == "LoadBalancer"
+    assert mx["spec"]["externalTrafficPolicy"] == "Local"
+    assert mx["spec"]["ports"] == [
+        {"name": "smtp", "port": 25, "targetPort": "gateway-mx", "protocol": "TCP"}]
+    assert mx["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    if mode == "distributed":
+        # Every other service is told where the gateway is, and a Service answers there.
+        for other in by_kind(docs, "Deployment").values():
+            for c in containers(other):
+                if c.get("args", [""])[-1] in ("smtp-in", "queue", "admin", "portal"):
+                    remote = {e["name"]: e.get("value") for e in c["env"]}
+                    assert remote["ONIONPOST_REMOTE_GATEWAY"] == \
+                        "http://carrier-onionpost-gateway:50051"
+        assert [p["port"] for p in services["carrier-onionpost-gateway"]["spec"]["ports"]] == [50051]
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "distributed"])
+def test_without_the_gateway_nothing_of_it_renders(mode):
+    docs = documents(render(values(mode=mode, gateway={"rspamd": {"enabled": True}})))
+    names = [doc["metadata"]["name"] for doc in docs]
+    assert not [name for name in names if "gateway" in name or "rspamd" in name], names
+    for deployment in by_kind(docs, "Deployment").values():
+        for container in containers(deployment):
+            assert not [e for e in container["env"] if "GATEWAY" in e["name"]], container["name"]
+
+
+@pytest.mark.parametrize("service_type", ["NodePort", "ClusterIP"])
+def test_the_mx_service_type_is_a_value(service_type):
+    docs = documents(render(values(gateway=gateway(service={"type": service_type, "port": 2525}))))
+    mx = by_kind(docs, "Service")["carrier-onionpost-gateway-mx"]
+    assert mx["spec"]["type"] == service_type
+    assert mx["spec"]["ports"][0]["port"] == 2525
+    # A ClusterIP Service has no external traffic to keep the address of.
+    assert ("externalTrafficPolicy" in mx["spec"]) == (service_type != "ClusterIP")
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "distributed"])
+def test_only_the_gateway_pods_may_reach_port_25_outside(mode):
+    docs = documents(render(values(mode=mode, gateway=gateway(rspamd={"enabled": True}))))
+    policies = by_kind(docs, "NetworkPolicy")
+    component = gateway_component(mode)
+    outside = {
+        name: rule
+        for name, policy in policies.items()
+        for rule in policy["spec"].get("egress", [])
+        if rule == {} or any("ipBlock" in peer for peer in rule.get("to", []))
+    }
+    # tor reaches everywhere, as before; the gateway's pods port 25 and nothing else.
+    assert outside == {
+        "carrier-onionpost-tor": {},
+        "carrier-onionpost-gateway": {
+            "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}],
+            "ports": [{"port": 25, "protocol": "TCP"}],
+        },
+    }
+    policy = policies["carrier-onionpost-gateway"]
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+    assert policy["spec"]["egress"] == [outside["carrier-onionpost-gateway"]]
+    # The internet reaches the MX port of those pods only.
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 2525, "protocol": "TCP"}]}]
+    for name, other in policies.items():
+        if name != "carrier-onionpost-gateway":
+            ports = [p.get("port") for rule in other["spec"].get("ingress", [])
+                     for p in rule.get("ports", [])]
+            assert 2525 not in ports, name
+    # The gateway's pods are still onionpost pods: DNS, the database, the release's pods.
+    main = policies["carrier-onionpost"]
+    excluded = [e for e in main["spec"]["podSelector"]["matchExpressions"]
+                if e["operator"] == "NotIn"]
+    assert excluded == [{"key": "app.kubernetes.io/component", "operator": "NotIn",
+                         "values": ["tor", "rspamd"]}]
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "distributed"])
+def test_rspamd_runs_when_asked_and_only_the_gateway_reaches_it(mode):
+    docs = documents(render(values(
+        mode=mode, gateway=gateway(rspamd={"enabled": True}),
+        rspamd={"image": {"repository": "registry.example/rspamd", "tag": "3.4"}})))
+    rspamd = by_kind(docs, "Deployment")["carrier-onionpost-rspamd"]
+    (container,) = containers(rspamd)
+    assert container["image"] == "registry.example/rspamd:3.4"
+    assert rspamd["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10003
+    service = by_kind(docs, "Service")["carrier-onionpost-rspamd"]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert [p["port"] for p in service["spec"]["ports"]] == [11333]
+    _, gateway_pod = gateway_container(docs, mode)
+    env = {e["name"]: e.get("value") for e in gateway_pod["env"]}
+    assert env["ONIONPOST_GATEWAY_RSPAMD"] == "carrier-onionpost-rspamd:11333"
+    policy = by_kind(docs, "NetworkPolicy")["carrier-onionpost-rspamd"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": 11333, "protocol": "TCP"}]
+    (peer,) = ingress["from"]
+    assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == \
+        gateway_component(mode)
+    (egress,) = policy["spec"]["egress"]
+    assert {p["port"] for p in egress["ports"]} == {53}
+    # Without rspamd the gateway scores nothing and no rspamd runs.
+    docs = documents(render(values(mode=mode, gateway=gateway())))
+    assert "carrier-onionpost-rspamd" not in by_kind(docs, "Deployment")
+    _, gateway_pod = gateway_container(docs, mode)
+    assert "ONIONPOST_GATEWAY_RSPAMD" not in {e["name"] for e in gateway_pod["env"]}
+
+
+def dkim_file(container, pod_spec):
+    """The Secret and key behind the file ONIONPOST_GATEWAY_DKIM_KEY names."""
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    path = pathlib.PurePosixPath(env["ONIONPOST_GATEWAY_DKIM_KEY"])
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod_spec["volumes"] if v["name"] == mount["name"]]
+    (item,) = [i for i in volume["secret"]["items"] if i["path"] == path.name]
+    return volume["secret"]["secretName"], item["key"]
+
+
+@pytest.mark.parametrize("mode", ["monolithic", "distributed"])
+def test_the_dkim_key_comes_from_a_secret(mode):
+    # In the chart's Secret.
+    docs = documents(render(values(mode=mode, gateway=gateway())))
+    deployment, container = gateway_container(docs, mode)
+    pod = deployment["spec"]["template"]["spec"]
+    assert dkim_file(container, pod) == ("carrier-onionpost", "gateway-dkim-key")
+    secret = by_kind(docs, "Secret")["carrier-onionpost"]
+    assert secret["stringData"]["gateway-dkim-key"] == DKIM_PEM
+    # In a Secret of its own: the chart's keeps no key.
+    docs = documents(render(values(mode=mode, gateway=gateway(
+        dkim={"existingSecret": "mail-dkim", "key": "rsa.pem"}))))
+    deployment, container = gateway_container(docs, mode)
+    assert dkim_file(container, deployment["spec"]["template"]["spec"]) == ("mail-dkim", "rsa.pem")
+    assert "gateway-dkim-key" not in by_kind(docs, "Secret")["carrier-onionpost"]["stringData"]
+    # In secrets.existingSecret, with the carrier's other keys.
+    docs = documents(render({"mode": mode, "secrets": {"existingSecret": "carrier-keys"},
+                             "gateway": {"enabled": True, "domain": "mail.example.org"}}))
+    deployment, container = gateway_container(docs, mode)
+    assert dkim_file(container, deployment["spec"]["template"]["spec"]) == \
+        ("carrier-keys", "gateway-dkim-key")
+
+
+def test_a_gateway_without_a_dkim_key_is_refused_with_the_reason():
+    with pytest.raises(helm.HelmError, match="gateway.dkim.privateKey is required"):
+        render(values(gateway={"enabled": True, "domain": "mail.example.org"}))
+
+
+@pytest.mark.parametrize("bad", [
+    {"gateway": {"enabled": "yes"}},
+    {"gateway": {"enabled": True, "dkim": {"privateKey": DKIM_PEM}}},
+    {"gateway": {"enabled": True, "domain": "mail example org"}},
+    {"gateway": {"domain": "localhost"}},
+    {"gateway": {"replicas": 0}},
+    {"gateway": {"service": {"type": "Ingress"}}},
+    {"gateway": {"service": {"port": 0}}},
+    {"gateway": {"service": {"externalTrafficPolicy": "Nearest"}}},
+    {"gateway": {"dkim": {"privateKey": "hunter2"}}},
+    {"gateway": {"dkim": {"key": "a/b"}}},
+    {"gateway": {"rspamd": {"enabled": True, "image": "rspamd"}}},
+    {"gateway": {"mx": 25}},
+    {"rspamd": {"image": {"repository": "rspamd", "tag": 3.4}}},
+])
+def test_schema_rejects_bad_gateway_values(bad):
+    vals = values(**bad)
+    with helm.Chart.load(str(CHART)) as chart:
+        with pytest.raises(helm.HelmError):
+            chart.validate_schema(vals)

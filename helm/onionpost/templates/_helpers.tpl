@@ -94,6 +94,47 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ printf "http://%s-portal:50051" $fullname | quote }}
 - name: ONIONPOST_REMOTE_ADMIN
   value: {{ printf "http://%s-admin:50051" $fullname | quote }}
+{{- if .Values.gateway.enabled }}
+- name: ONIONPOST_REMOTE_GATEWAY
+  value: {{ printf "http://%s-gateway:50051" $fullname | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The pods the gateway runs in: the one pod in monolithic mode, its own in distributed. */}}
+{{- define "onionpost.gatewayComponent" -}}
+{{- if eq .Values.mode "distributed" }}gateway{{ else }}onionpost{{ end -}}
+{{- end -}}
+
+{{/* The Secret holding the gateway's DKIM key: its own, else the carrier's. */}}
+{{- define "onionpost.gatewayDkimSecret" -}}
+{{- if .Values.gateway.dkim.existingSecret -}}
+{{- .Values.gateway.dkim.existingSecret -}}
+{{- else -}}
+{{- include "onionpost.secretName" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The gateway's settings, for the container that runs it. */}}
+{{- define "onionpost.gatewayEnv" -}}
+- name: ONIONPOST_GATEWAY_DOMAIN
+  value: {{ required "gateway.domain is required with gateway.enabled" .Values.gateway.domain | quote }}
+- {name: ONIONPOST_GATEWAY_LISTEN, value: "0.0.0.0:2525"}
+- name: ONIONPOST_GATEWAY_DKIM_SELECTOR
+  value: {{ .Values.gateway.dkim.selector | quote }}
+- {name: ONIONPOST_GATEWAY_DKIM_KEY, value: /etc/onionpost/gateway-dkim/key.pem}
+{{- if .Values.gateway.rspamd.enabled }}
+- name: ONIONPOST_GATEWAY_RSPAMD
+  value: {{ printf "%s-rspamd:11333" (include "onionpost.fullname" .) | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The DKIM key as a file, mounted where ONIONPOST_GATEWAY_DKIM_KEY says. */}}
+{{- define "onionpost.gatewayDkimVolume" -}}
+- name: gateway-dkim
+  secret:
+    secretName: {{ include "onionpost.gatewayDkimSecret" . }}
+    items: [{key: {{ .Values.gateway.dkim.key | quote }}, path: key.pem}]
+    defaultMode: 0440
 {{- end -}}
 
 {{/* Probes of a container running `target`: gRPC health through `onionpost healthcheck`. */}}
