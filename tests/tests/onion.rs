@@ -537,7 +537,11 @@ async fn own_tor_child_publishes_reachable_identities() -> anyhow::Result<()> {
 }
 
 /// Which tors of `pool` publish the onion `service_id` now (tor answers
-/// `GETINFO hs/service/desc/id/…` only for an onion service it hosts itself).
+/// `GETINFO hs/service/desc/id/…` only for an onion service it hosts itself). The tors are
+/// asked one after the other, in `pool`'s order: a move takes an onion off the old tor before
+/// adding it to the new one, so with the tor onions move *to* asked first, an onion seen on
+/// both really was on both at once (asked the other way round, a move between the two
+/// questions would look like one).
 async fn published_by(
     pool: &mut [onionpost_e2e::control::ControlConnection],
     service_id: &str,
@@ -701,7 +705,8 @@ async fn a_pool_of_tors_spreads_identities_and_fails_over_when_one_dies() -> any
     // on both), and are reached there.
     let returned_at = Instant::now();
     pool[1].start().await?;
-    let mut controls = vec![survivors.remove(0), pool[1].control().await?];
+    // The tor they move to is asked first (see `published_by`).
+    let mut controls = vec![pool[1].control().await?, survivors.remove(0)];
     let moved_back = until_online_on(
         &mut client,
         &mut controls,
