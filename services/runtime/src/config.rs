@@ -809,11 +809,7 @@ impl Values {
             .map(|part| part.trim().parse::<HostPort>())
             .collect::<Result<_, _>>()
             .map_err(|why| ConfigError::new(format!("key `{path}` {source}: {why}")))?;
-        if let Some(twice) = parsed
-            .iter()
-            .enumerate()
-            .find_map(|(index, one)| parsed[..index].contains(one).then_some(one))
-        {
+        if let Some(twice) = first_repeated(&parsed) {
             return Err(ConfigError::new(format!(
                 "key `{path}` {source}: names {twice} twice"
             )));
@@ -829,6 +825,14 @@ impl Values {
             .map(Some)
             .map_err(|why| ConfigError::new(format!("key `{path}` {source}: {why}")))
     }
+}
+
+/// The first item that stands twice in `items`.
+fn first_repeated<T: PartialEq>(items: &[T]) -> Option<&T> {
+    items
+        .iter()
+        .enumerate()
+        .find_map(|(index, item)| items[..index].contains(item).then_some(item))
 }
 
 /// A key's default from [`KEYS`]; a key the validator reads this way must have one.
@@ -943,13 +947,16 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
                     })
                 })
                 .collect::<Result<Vec<std::net::IpAddr>, _>>()?;
-            if let Some(twice) = hosts
-                .iter()
-                .enumerate()
-                .find_map(|(index, host)| hosts[..index].contains(host).then_some(host))
-            {
+            if let Some(twice) = first_repeated(&hosts) {
                 return Err(ConfigError::new(format!(
                     "key `tor.target_host` {source}: names {twice} twice"
+                )));
+            }
+            // The onion listeners bind the target address: 0.0.0.0 or :: would open every
+            // identity's ports on every interface, off the onion.
+            if let Some(any) = hosts.iter().find(|host| host.is_unspecified()) {
+                return Err(ConfigError::new(format!(
+                    "key `tor.target_host` {source}: `{any}` is every interface; name the one address tor reaches (onion ports must not listen anywhere else)"
                 )));
             }
             hosts
@@ -1520,6 +1527,12 @@ mod tests {
             .contains("names one tor's cookie")
         );
         assert!(error(None, &[("ONIONPOST_TOR_INSTANCES", "0")]).contains("`tor.instances`"));
+        for any in ["0.0.0.0", "127.0.0.1,::"] {
+            assert!(
+                error(None, &[("ONIONPOST_TOR_TARGET_HOST", any)]).contains("is every interface"),
+                "{any}"
+            );
+        }
         assert!(error(None, &[("ONIONPOST_TOR_TARGET_HOST", "tor")]).contains("not an IP address"));
         assert!(
             error(None, &[("ONIONPOST_TOR_TARGET_HOST", "auto")])

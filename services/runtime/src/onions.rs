@@ -292,14 +292,19 @@ where
     }
 }
 
-/// The target tor forwards `onion`'s port of `purpose` to, when it has one and it is an IP
-/// address with a valid port.
+/// The target tor forwards `onion`'s port of `purpose` to, when it has one and it is one IP
+/// address with a valid port. An unspecified address (0.0.0.0, ::) is no target: binding it
+/// would open the identity's port on every interface, off the onion.
 fn target(onion: &OnionService, purpose: PortPurpose) -> Option<SocketAddr> {
     let port = onion
         .ports
         .iter()
         .find(|port| port.purpose == purpose as i32)?;
-    let host: IpAddr = port.target_host.parse().ok()?;
+    let host: IpAddr = port
+        .target_host
+        .parse()
+        .ok()
+        .filter(|host: &IpAddr| !host.is_unspecified())?;
     let target_port = u16::try_from(port.target_port).ok()?;
     Some(SocketAddr::new(host, target_port))
 }
@@ -403,6 +408,24 @@ mod tests {
             spawner,
             Backoff::new(Duration::from_millis(20), Duration::from_millis(40)),
         )
+    }
+
+    #[test]
+    fn an_unspecified_address_is_no_onion_target() {
+        for any in ["0.0.0.0:10000", "[::]:10000"] {
+            let onion = onion(
+                "alice",
+                OnionState::Online,
+                &[(PortPurpose::Smtp, any.parse().unwrap())],
+            );
+            assert_eq!(target(&onion, PortPurpose::Smtp), None, "{any}");
+        }
+        let onion = onion(
+            "alice",
+            OnionState::Online,
+            &[(PortPurpose::Smtp, "127.0.0.1:10000".parse().unwrap())],
+        );
+        assert!(target(&onion, PortPurpose::Smtp).is_some());
     }
 
     fn onion(
