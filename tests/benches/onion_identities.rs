@@ -9,10 +9,11 @@
 //! Defaults: 2000 identities, a pool of 4. The dev profile keeps the machine from a full
 //! release build; tor's side, which dominates, is the same either way.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use onionpost_e2e::onion_service::{ControlAuth, OnionServiceRun, free_port_block, onion_env};
+use onionpost_e2e::onion_service::{OnionServiceRun, free_port_block, pool_env};
 use onionpost_e2e::{TorClient, TorNet};
 use onionpost_proto::onion::v1::CreateOnionRequest;
 use tokio::time::Instant;
@@ -100,21 +101,8 @@ async fn run(pool: &[&TorClient], count: u32) -> anyhow::Result<Figures> {
     // with several addresses lifts the 2,500 ceiling of one address).
     let hosts = 4;
     let ports = u16::try_from(count.div_ceil(hosts) * 4).context("too many identities")?;
-    let controls: Vec<String> = pool
-        .iter()
-        .map(|tor| tor.control_addr().to_string())
-        .collect();
-    // Each tor names its own cookie file (no tor.cookie_file with a pool).
-    let mut env: Vec<(String, String)> = onion_env(
-        data.path(),
-        pool[0].control_addr(),
-        &ControlAuth::Cookie(pool[0].cookie_file().to_owned()),
-        free_port_block(ports)?,
-    )
-    .into_iter()
-    .filter(|(key, _)| key != "ONIONPOST_TOR_COOKIE_FILE" && key != "ONIONPOST_TOR_CONTROL")
-    .collect();
-    env.push(("ONIONPOST_TOR_CONTROL".to_owned(), controls.join(",")));
+    let controls: Vec<SocketAddr> = pool.iter().map(|tor| tor.control_addr()).collect();
+    let mut env = pool_env(data.path(), &controls, free_port_block(ports)?);
     env.push((
         "ONIONPOST_TOR_TARGET_HOST".to_owned(),
         (0..hosts)

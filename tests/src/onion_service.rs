@@ -73,6 +73,28 @@ pub fn onion_env(
     env
 }
 
+/// The environment of an onion service on a pool of tors: [`onion_env`] with every tor's
+/// control address in `tor.control` and no `tor.cookie_file` (with several tors each names its
+/// own cookie in PROTOCOLINFO).
+pub fn pool_env(
+    data_dir: &Path,
+    controls: &[SocketAddr],
+    target_ports: (u16, u16),
+) -> Vec<(String, String)> {
+    let listed: Vec<String> = controls.iter().map(ToString::to_string).collect();
+    let mut env: Vec<(String, String)> = onion_env(
+        data_dir,
+        controls[0],
+        &ControlAuth::Cookie(std::path::PathBuf::new()),
+        target_ports,
+    )
+    .into_iter()
+    .filter(|(key, _)| key != "ONIONPOST_TOR_COOKIE_FILE" && key != "ONIONPOST_TOR_CONTROL")
+    .collect();
+    env.push(("ONIONPOST_TOR_CONTROL".to_owned(), listed.join(",")));
+    env
+}
+
 /// A block of `ports` free loopback ports (checked by binding each), below tornet's range
 /// (20000 and up) and Linux's ephemeral range, from a random start.
 pub fn free_port_block(ports: u16) -> std::io::Result<(u16, u16)> {

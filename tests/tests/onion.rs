@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
-use onionpost_e2e::onion_service::{ControlAuth, OnionServiceRun, free_port_block, onion_env};
+use onionpost_e2e::onion_service::{
+    ControlAuth, OnionServiceRun, free_port_block, onion_env, pool_env,
+};
 use onionpost_e2e::{TorClient, TorNet};
 use onionpost_proto::onion::v1::onion_client::OnionClient;
 use onionpost_proto::onion::v1::{
@@ -640,23 +642,12 @@ async fn a_pool_of_tors_spreads_identities_and_fails_over_when_one_dies() -> any
         .collect();
     let data = tempfile::tempdir()?;
     let failover = Duration::from_secs(5);
-    // Both tors by control address; each names its own cookie file (no tor.cookie_file).
-    let mut env: Vec<(String, String)> = onion_env(
-        data.path(),
-        pool[0].control_addr(),
-        &ControlAuth::Cookie(pool[0].cookie_file().to_owned()),
-        free_port_block(32)?,
-    )
-    .into_iter()
-    .filter(|(key, _)| key != "ONIONPOST_TOR_COOKIE_FILE" && key != "ONIONPOST_TOR_CONTROL")
-    .collect();
-    env.extend([
-        ("ONIONPOST_TOR_CONTROL".to_owned(), names.join(",")),
-        (
-            "ONIONPOST_TOR_FAILOVER_SECS".to_owned(),
-            failover.as_secs().to_string(),
-        ),
-    ]);
+    let controls: Vec<SocketAddr> = pool.iter().map(|tor| tor.control_addr()).collect();
+    let mut env = pool_env(data.path(), &controls, free_port_block(32)?);
+    env.push((
+        "ONIONPOST_TOR_FAILOVER_SECS".to_owned(),
+        failover.as_secs().to_string(),
+    ));
     let service = OnionServiceRun::start(env).await?;
     let status = service
         .wait_tor_status(Duration::from_secs(30), |status| {

@@ -192,6 +192,15 @@ fn rebalance(stored: &[Option<u32>], tors: usize, max_per_tor: u32) -> Vec<(usiz
     changed
 }
 
+impl TorView {
+    /// Whether its control connection is up.
+    fn is_connected(&self) -> bool {
+        self.control
+            .as_ref()
+            .is_some_and(|control| !control.is_closed())
+    }
+}
+
 /// The onion service's state and operations; shared by the gRPC adapter and the supervisor.
 pub struct Onions {
     store: Arc<dyn OnionStore>,
@@ -444,11 +453,7 @@ impl Onions {
     fn usable(&self) -> Vec<bool> {
         lock(&self.tors)
             .iter()
-            .map(|view| {
-                view.control
-                    .as_ref()
-                    .is_some_and(|control| !control.is_closed())
-            })
+            .map(|view| view.is_connected())
             .collect()
     }
 
@@ -974,11 +979,7 @@ impl Onions {
             return Ok(socks.clone());
         }
         let tors = lock(&self.tors);
-        let connected = tors.iter().filter(|view| {
-            view.control
-                .as_ref()
-                .is_some_and(|control| !control.is_closed())
-        });
+        let connected = tors.iter().filter(|view| view.is_connected());
         connected
             .chain(tors.iter())
             .find_map(|view| view.socks.clone())
@@ -1028,10 +1029,7 @@ impl Onions {
             .iter()
             .enumerate()
             .map(|(index, view)| {
-                let connected = view
-                    .control
-                    .as_ref()
-                    .is_some_and(|control| !control.is_closed());
+                let connected = view.is_connected();
                 TorInstance {
                     name: self.tor_names[index].clone(),
                     control_connected: connected,
@@ -1126,11 +1124,7 @@ impl Onions {
                 view.away_since = Some(Instant::now());
                 view.last_error = message.clone();
             }
-            tors.iter().any(|view| {
-                view.control
-                    .as_ref()
-                    .is_some_and(|control| !control.is_closed())
-            })
+            tors.iter().any(|view| view.is_connected())
         };
         let _ = self.connected.send(any_left);
         metrics::gauge!("onionpost_onion_tor_control_connected").set(if any_left {
@@ -1187,7 +1181,7 @@ impl Onions {
         metrics::gauge!("onionpost_onion_tor_control_connected").set(1.0);
         tracing::info!(tor_version = %tor_version, bootstrap_percent, pow_supported, tor, "connected to tor");
         let restored = self.restore_missing(tor, &control).await;
-        let waiting = self.missing_on(tor).count();
+        let waiting = self.missing_on(tor);
         if restored > 0 || waiting > 0 {
             tracing::info!(
                 restored,
@@ -1199,17 +1193,14 @@ impl Onions {
         }
     }
 
-    /// Identities (their ids) that tor `tor` is to publish and does not yet.
-    fn missing_on(&self, tor: usize) -> impl Iterator<Item = String> {
+    /// How many onions tor `tor` is to publish and does not yet.
+    fn missing_on(&self, tor: usize) -> usize {
         let usable = self.usable();
-        let registry = lock(&self.registry);
-        registry
+        lock(&self.registry)
             .by_identity
             .values()
             .filter(|live| wanted(live, &usable) == Some(tor) && live.on != Some(tor))
-            .map(|live| live.stored.identity_id.clone())
-            .collect::<Vec<_>>()
-            .into_iter()
+            .count()
     }
 
     /// Gives each onion whose tor has been away longer than `tor.failover_secs` a stand-in:
@@ -1220,10 +1211,7 @@ impl Onions {
             let tors = lock(&self.tors);
             tors.iter()
                 .map(|view| {
-                    let up = view
-                        .control
-                        .as_ref()
-                        .is_some_and(|control| !control.is_closed());
+                    let up = view.is_connected();
                     let gone = !up
                         && view
                             .away_since
@@ -1494,7 +1482,7 @@ impl Onions {
 
     /// Whether tor `tor` is to publish an onion it does not (to be added on the next tick).
     pub(crate) fn any_missing(&self, tor: usize) -> bool {
-        self.missing_on(tor).next().is_some()
+        self.missing_on(tor) > 0
     }
 }
 
